@@ -1,0 +1,896 @@
+// imgfs subcommands. Each command: parse its flags, open the store, call the model,
+// print. Errors: one line "imgfs: <what>: <why>" on stderr, exit 1 (2 for usage).
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "fs/image_view.h"
+#include "fs/unpack_cache.h"
+#include "index/store.h"
+#include "registry/image_loader.h"
+#include "registry/json.h"
+#include "registry/reference.h"
+
+namespace imgfs {
+namespace {
+
+struct Args {
+  std::vector<std::string> pos;
+  std::map<std::string, std::string> opts;  // "--flag" → value ("" for booleans)
+  bool Has(const std::string& f) const { return opts.count(f) > 0; }
+  std::string Get(const std::string& f, const std::string& def = "") const {
+    auto it = opts.find(f);
+    return it == opts.end() ? def : it->second;
+  }
+};
+
+struct Command {
+  const char* name;
+  const char* usage;
+  const char* summary;
+  std::vector<std::string> value_flags;  // flags that take a value
+  std::map<std::string, std::string> aliases;
+  std::function<int(const std::string& root, const Args&)> run;
+};
+
+[[noreturn]] void Die(const std::string& msg, int code = 1) {
+  std::fprintf(stderr, "imgfs: %s\n", msg.c_str());
+  std::exit(code);
+}
+
+int Fail(const Status& st, const std::string& context = "") {
+  std::fprintf(stderr, "imgfs: %s\n", (context.empty() ? st : st.WithContext(context)).message().c_str());
+  return 1;
+}
+
+std::string DefaultRoot() {
+  if (const char* e = std::getenv("IMGFS_ROOT"); e && *e) return e;
+  if (::geteuid() == 0) return "/var/lib/imgfs";
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x && *x) return std::string(x) + "/imgfs";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.local/share/imgfs";
+}
+
+std::unique_ptr<Store> OpenStore(const std::string& root) {
+  auto s = Store::Open(root);
+  if (!s.ok()) Die(s.status().message());
+  return std::move(*s);
+}
+
+// "3 weeks ago", as docker's units.HumanDuration.
+std::string HumanSince(int64_t t) {
+  int64_t s = ::time(nullptr) - t;
+  if (s < 1) return "Less than a second ago";
+  if (s == 1) return "1 second ago";
+  if (s < 60) return std::to_string(s) + " seconds ago";
+  int64_t m = s / 60, h = s / 3600;
+  if (m == 1) return "About a minute ago";
+  if (m < 60) return std::to_string(m) + " minutes ago";
+  if (h == 1) return "About an hour ago";
+  if (h < 48) return std::to_string(h) + " hours ago";
+  if (h < 24 * 7 * 2) return std::to_string(h / 24) + " days ago";
+  if (h < 24 * 30 * 2) return std::to_string(h / 24 / 7) + " weeks ago";
+  if (h < 24 * 365 * 2) return std::to_string(h / 24 / 30) + " months ago";
+  return std::to_string(h / 24 / 365) + " years ago";
+}
+
+// "4.26MB", as docker's units.HumanSizeWithPrecision(size, 3) (decimal units).
+std::string HumanSize(double v) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  int i = 0;
+  while (v >= 1000 && i < 5) {
+    v /= 1000;
+    i++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g%s", v, units[i]);
+  return buf;
+}
+
+// Resolves what a user typed to an image: a reference first, then an ID (prefix).
+Result<Digest> ResolveImage(const Store& store, const std::string& s) {
+  std::string hex = s.rfind("sha256:", 0) == 0 ? s.substr(7) : s;
+  if (!hex.empty() && hex.size() <= 64 && IsLowerHex(hex)) {
+    if (hex.size() == 64 || s.rfind("sha256:", 0) == 0 || !ParseReference(s).ok()) {
+      IMGFS_ASSIGN_OR_RETURN(auto ids, store.FindImagesByPrefix(hex));
+      if (ids.size() == 1) return ids[0];
+      if (ids.size() > 1) return Status::InvalidArgument("ambiguous image ID prefix " + s);
+      if (!ParseReference(s).ok()) return Status::NotFound("no such image: " + s);
+    }
+  }
+  IMGFS_ASSIGN_OR_RETURN(Reference ref, ParseDockerRef(s));
+  IMGFS_ASSIGN_OR_RETURN(auto rec, store.GetRef(ref.String()));
+  if (rec) return Digest::FromHex(rec->image_id);
+  if (!hex.empty() && hex.size() <= 64 && IsLowerHex(hex)) {
+    IMGFS_ASSIGN_OR_RETURN(auto ids, store.FindImagesByPrefix(hex));
+    if (ids.size() == 1) return ids[0];
+    if (ids.size() > 1) return Status::InvalidArgument("ambiguous image ID prefix " + s);
+  }
+  return Status::NotFound("no such image: " + s);
+}
+
+// Names of each image, split into tags and digests.
+struct Names {
+  std::vector<Reference> tags, digests;
+};
+Result<std::map<std::string, Names>> NamesByImage(const Store& store) {
+  IMGFS_ASSIGN_OR_RETURN(auto refs, store.ListRefs());
+  std::map<std::string, Names> out;
+  for (auto& [name, rec] : refs) {
+    auto r = ParseReference(name);
+    if (!r.ok()) continue;
+    (r->digest.empty() ? out[rec.image_id].tags : out[rec.image_id].digests).push_back(*r);
+  }
+  return out;
+}
+
+// --------------------------------------------------------------------------------
+
+int CmdLoad(const std::string& root, const Args& a) {
+  if (a.pos.size() != 1 && !a.Has("--input")) Die("load: want exactly one FILE or DIR (see imgfs load --help)", 2);
+  std::string path = a.Has("--input") ? a.Get("--input") : a.pos[0];
+  auto store = OpenStore(root);
+  LoadOptions opt;
+  opt.repository = a.Get("--name");
+  if (!opt.repository.empty()) {
+    auto r = ParseReference(opt.repository);
+    if (!r.ok() || !r->tag.empty() || !r->digest.empty()) Die("load: --name wants a repository without tag");
+  }
+  bool quiet = a.Has("--quiet");
+  if (!quiet) opt.progress = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
+  auto out = LoadImages(*store, path, opt);
+  if (!out.ok()) return Fail(out.status(), "load");
+  for (const LoadedImage& img : *out) {
+    if (img.names.empty()) {
+      std::printf("Loaded image ID: %s\n", img.id.str().c_str());
+      if (!quiet && !opt.repository.empty()) continue;
+    }
+    for (const std::string& n : img.names) {
+      auto r = ParseReference(n);
+      std::printf("Loaded image: %s\n", r.ok() ? r->FamiliarString().c_str() : n.c_str());
+    }
+  }
+  return 0;
+}
+
+int CmdImport(const std::string& root, const Args& a) {
+  if (a.pos.size() != 2) Die("import: want TARBALL REFERENCE (see imgfs import --help)", 2);
+  auto ref = ParseDockerRef(a.pos[1]);
+  if (!ref.ok()) return Fail(ref.status(), "import");
+  if (!ref->digest.empty()) Die("import: the reference must be a tag, not a digest");
+  auto store = OpenStore(root);
+  auto out = ImportRootfs(*store, a.pos[0], *ref, LoadOptions{});
+  if (!out.ok()) return Fail(out.status(), "import");
+  std::printf("%s\n", out->id.str().c_str());
+  return 0;
+}
+
+int CmdImages(const std::string& root, const Args& a) {
+  auto store = OpenStore(root);
+  auto images = store->ListImages();
+  if (!images.ok()) return Fail(images.status(), "images");
+  auto names = NamesByImage(*store);
+  if (!names.ok()) return Fail(names.status(), "images");
+  std::sort(images->begin(), images->end(), [](const ImageRecord& x, const ImageRecord& y) {
+    return x.created_unix != y.created_unix ? x.created_unix > y.created_unix : x.id < y.id;
+  });
+  std::string filter_repo, filter_tag;
+  if (!a.pos.empty()) {
+    auto r = ParseReference(a.pos[0]);
+    if (!r.ok()) return Fail(r.status(), "images");
+    filter_repo = r->Name();
+    filter_tag = r->tag;
+  }
+  bool digests = a.Has("--digests"), no_trunc = a.Has("--no-trunc"), quiet = a.Has("--quiet");
+  std::string format = a.Get("--format", "table");
+  if (format != "table" && format != "json") Die("images: --format is table or json", 2);
+  struct Row {
+    std::string repo, tag, digest;
+    const ImageRecord* img;
+  };
+  std::vector<Row> rows;
+  for (const ImageRecord& img : *images) {
+    const Names& n = (*names)[img.id.hex()];
+    std::set<std::string> repos_with_tag;
+    for (const Reference& t : n.tags) {
+      std::string dg;
+      for (const Reference& d : n.digests) {
+        if (d.Name() == t.Name()) dg = d.digest;
+      }
+      rows.push_back({t.FamiliarName(), t.tag, dg, &img});
+      repos_with_tag.insert(t.Name());
+    }
+    for (const Reference& d : n.digests) {
+      if (!repos_with_tag.count(d.Name())) rows.push_back({d.FamiliarName(), "<none>", d.digest, &img});
+    }
+    if (n.tags.empty() && n.digests.empty() && filter_repo.empty()) rows.push_back({"<none>", "<none>", "", &img});
+  }
+  if (!filter_repo.empty()) {
+    std::erase_if(rows, [&](const Row& r) {
+      auto ref = ParseReference(r.repo);
+      return !ref.ok() || ref->Name() != filter_repo || (!filter_tag.empty() && r.tag != filter_tag);
+    });
+  }
+  auto id_of = [&](const ImageRecord& img) { return no_trunc ? img.id.str() : img.id.Short(); };
+  if (quiet) {
+    std::set<std::string> seen;
+    for (const Row& r : rows) {
+      if (seen.insert(r.img->id.hex()).second) std::printf("%s\n", id_of(*r.img).c_str());
+    }
+    return 0;
+  }
+  if (format == "json") {
+    for (const Row& r : rows) {
+      JsonWriter w;
+      w.BeginObject();
+      w.Key("Repository").String(r.repo).Key("Tag").String(r.tag);
+      w.Key("Digest").String(r.digest.empty() ? "<none>" : r.digest);
+      w.Key("ID").String(id_of(*r.img));
+      w.Key("CreatedAt").String(r.img->created);
+      w.Key("CreatedSince").String(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
+      w.Key("Size").String(HumanSize(static_cast<double>(r.img->size)));
+      w.Key("VirtualSize").Uint(r.img->size);
+      w.EndObject();
+      std::printf("%s\n", w.str().c_str());
+    }
+    return 0;
+  }
+  std::vector<std::vector<std::string>> table;
+  std::vector<std::string> head = {"REPOSITORY", "TAG"};
+  if (digests) head.push_back("DIGEST");
+  for (const char* h : {"IMAGE ID", "CREATED", "SIZE"}) head.push_back(h);
+  table.push_back(head);
+  for (const Row& r : rows) {
+    std::vector<std::string> row = {r.repo, r.tag};
+    if (digests) row.push_back(r.digest.empty() ? "<none>" : r.digest);
+    row.push_back(id_of(*r.img));
+    row.push_back(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
+    row.push_back(HumanSize(static_cast<double>(r.img->size)));
+    table.push_back(row);
+  }
+  std::vector<size_t> width(head.size(), 0);
+  for (auto& row : table) {
+    for (size_t i = 0; i < row.size(); i++) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (auto& row : table) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); i++) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+    }
+    out += line + "\n";
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+// Indents compact JSON (strings are copied verbatim).
+std::string PrettyJson(const std::string& in) {
+  std::string out;
+  int depth = 0;
+  bool in_str = false;
+  auto nl = [&] { out += "\n" + std::string(depth * 4, ' '); };
+  for (size_t i = 0; i < in.size(); i++) {
+    char c = in[i];
+    if (in_str) {
+      out += c;
+      if (c == '\\') out += in[++i];
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    switch (c) {
+      case '"': in_str = true; out += c; break;
+      case '{':
+      case '[':
+        if (i + 1 < in.size() && (in[i + 1] == '}' || in[i + 1] == ']')) {
+          out += c;
+          out += in[++i];
+          break;
+        }
+        out += c;
+        depth++;
+        nl();
+        break;
+      case '}':
+      case ']':
+        depth--;
+        nl();
+        out += c;
+        break;
+      case ',': out += c; nl(); break;
+      case ':': out += ": "; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+int CmdInspect(const std::string& root, const Args& a) {
+  if (a.pos.empty()) Die("inspect: want at least one IMAGE", 2);
+  auto store = OpenStore(root);
+  auto names = NamesByImage(*store);
+  if (!names.ok()) return Fail(names.status(), "inspect");
+  JsonWriter w;
+  w.BeginArray();
+  for (const std::string& s : a.pos) {
+    auto id = ResolveImage(*store, s);
+    if (!id.ok()) return Fail(id.status(), "inspect");
+    auto view = ImageView::Open(*store, *id);
+    if (!view.ok()) return Fail(view.status(), "inspect " + s);
+    const ImageRecord& img = (*view)->image();
+    auto cfg_bytes = store->blobs().Read(img.id);
+    if (!cfg_bytes.ok()) return Fail(cfg_bytes.status(), "inspect " + s);
+    auto cfg = ParseConfig(*cfg_bytes);
+    if (!cfg.ok()) return Fail(cfg.status(), "inspect " + s);
+    const Names& n = (*names)[img.id.hex()];
+    w.BeginObject();
+    w.Key("Id").String(img.id.str());
+    w.Key("RepoTags").BeginArray();
+    for (const Reference& t : n.tags) w.String(t.FamiliarString());
+    w.EndArray();
+    w.Key("RepoDigests").BeginArray();
+    for (const Reference& d : n.digests) w.String(d.FamiliarString());
+    w.EndArray();
+    w.Key("Created").String(img.created);
+    w.Key("Os").String(img.os);
+    w.Key("Architecture").String(img.architecture);
+    if (!img.variant.empty()) w.Key("Variant").String(img.variant);
+    w.Key("Size").Uint(img.size);
+    w.Key("Config").Raw(cfg->config_json);
+    w.Key("RootFS").BeginObject().Key("Type").String("layers").Key("Layers").BeginArray();
+    for (const Digest& d : img.diff_ids) w.String(d.str());
+    w.EndArray().EndObject();
+    w.Key("Manifest").String(img.manifest_digest);
+    w.Key("Layers").BeginArray();
+    for (const LayerRecord& l : (*view)->layers()) {
+      w.BeginObject();
+      w.Key("Digest").String(l.blob.str()).Key("DiffID").String(l.diff_id.str());
+      w.Key("MediaType").String(l.media_type).Key("Size").Uint(l.blob_size);
+      w.Key("UncompressedSize").Uint(l.size).Key("Entries").Uint(l.entry_count);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("Metadata").BeginObject().Key("AddedAt").String(FormatRfc3339(img.added_unix)).EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
+  std::printf("%s\n", PrettyJson(w.str()).c_str());
+  return 0;
+}
+
+int CmdTag(const std::string& root, const Args& a) {
+  if (a.pos.size() != 2) Die("tag: want SOURCE_IMAGE TARGET_IMAGE[:TAG]", 2);
+  auto dst = ParseDockerRef(a.pos[1]);
+  if (!dst.ok()) return Fail(dst.status(), "tag");
+  if (!dst->digest.empty()) Die("tag: refusing to create a tag with a digest reference");
+  auto store = OpenStore(root);
+  auto id = ResolveImage(*store, a.pos[0]);
+  if (!id.ok()) return Fail(id.status(), "tag");
+  Status st = store->SetRef(dst->String(), RefRecord{id->hex(), ""});
+  if (!st.ok()) return Fail(st, "tag");
+  return 0;
+}
+
+Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed) {
+  IMGFS_ASSIGN_OR_RETURN(auto live, store.LiveBlobs());
+  for (const Digest& d : freed) {
+    if (live.count(d)) continue;
+    IMGFS_RETURN_IF_ERROR(store.blobs().Delete(d));
+    ::unlink(store.UnpackedPath(d).c_str());
+  }
+  return Status::Ok();
+}
+
+int CmdRmi(const std::string& root, const Args& a) {
+  if (a.pos.empty()) Die("rmi: want at least one IMAGE", 2);
+  auto store = OpenStore(root);
+  auto lock = GcLock::Acquire(*store, true);
+  if (!lock.ok()) return Fail(lock.status(), "rmi");
+  bool force = a.Has("--force");
+  int rc = 0;
+  for (const std::string& s : a.pos) {
+    auto id = ResolveImage(*store, s);
+    if (!id.ok()) {
+      rc = Fail(id.status(), "rmi");
+      continue;
+    }
+    auto names = NamesByImage(*store);
+    if (!names.ok()) return Fail(names.status(), "rmi");
+    const Names& n = (*names)[id->hex()];
+    std::string hex = s.rfind("sha256:", 0) == 0 ? s.substr(7) : s;
+    auto as_ref = ParseDockerRef(s);
+    bool by_name = false;
+    if (as_ref.ok()) {
+      auto rec = store->GetRef(as_ref->String());
+      by_name = rec.ok() && rec->has_value();
+    }
+    if (by_name && n.tags.size() + n.digests.size() > 1) {
+      // Only untag: other names keep the image.
+      Status st = store->DeleteRef(as_ref->String());
+      if (!st.ok()) return Fail(st, "rmi");
+      std::printf("Untagged: %s\n", as_ref->FamiliarString().c_str());
+      continue;
+    }
+    if (!by_name) {
+      std::set<std::string> repos;
+      for (auto& t : n.tags) repos.insert(t.Name());
+      for (auto& d : n.digests) repos.insert(d.Name());
+      if (repos.size() > 1 && !force) {
+        rc = Fail(Status::InvalidArgument("conflict: unable to delete " + id->Short() +
+                                          " (must be forced) - image is referenced in multiple repositories"),
+                  "rmi");
+        continue;
+      }
+    }
+    for (auto& t : n.tags) std::printf("Untagged: %s\n", t.FamiliarString().c_str());
+    for (auto& d : n.digests) std::printf("Untagged: %s\n", d.FamiliarString().c_str());
+    auto freed = store->DeleteImage(*id);
+    if (!freed.ok()) return Fail(freed.status(), "rmi");
+    Status st = DeleteBlobs(*store, *freed);
+    if (!st.ok()) return Fail(st, "rmi");
+    std::printf("Deleted: %s\n", id->str().c_str());
+  }
+  return rc;
+}
+
+const char* TypeChar(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR: return "d";
+    case S_IFLNK: return "l";
+    case S_IFCHR: return "c";
+    case S_IFBLK: return "b";
+    case S_IFIFO: return "p";
+    default: return "f";
+  }
+}
+
+std::string ModeString(uint32_t mode) {
+  std::string s = "-";
+  switch (mode & S_IFMT) {
+    case S_IFDIR: s = "d"; break;
+    case S_IFLNK: s = "l"; break;
+    case S_IFCHR: s = "c"; break;
+    case S_IFBLK: s = "b"; break;
+    case S_IFIFO: s = "p"; break;
+  }
+  const char* rwx = "rwxrwxrwx";
+  for (int i = 0; i < 9; i++) s += (mode & (0400 >> i)) ? rwx[i] : '-';
+  if (mode & S_ISUID) s[3] = (mode & 0100) ? 's' : 'S';
+  if (mode & S_ISGID) s[6] = (mode & 0010) ? 's' : 'S';
+  if (mode & S_ISVTX) s[9] = (mode & 0001) ? 't' : 'T';
+  return s;
+}
+
+std::string Hex(std::string_view v) {
+  static const char* k = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : v) {
+    out += k[c >> 4];
+    out += k[c & 15];
+  }
+  return out;
+}
+
+struct LsContext {
+  const ImageView* view;
+  UnpackCache* cache;
+  bool longfmt, recursive, tsv, sha;
+  std::string out;
+  Status error;
+};
+
+Result<std::string> ContentSha(LsContext& c, uint32_t n) {
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  uint64_t off = 0, size = c.view->tree().node(n).size;
+  while (off < size) {
+    IMGFS_ASSIGN_OR_RETURN(size_t got, c.view->Read(*c.cache, n, buf.data(), buf.size(), off));
+    if (got == 0) return Status::Corruption("short read");
+    h.Update(buf.data(), got);
+    off += got;
+  }
+  return h.Finish().hex();
+}
+
+void LsLine(LsContext& c, uint32_t n, const std::string& name) {
+  const MergedTree& t = c.view->tree();
+  const TreeNode& node = t.node(n);
+  if (c.tsv) {
+    std::string sha = "-";
+    if (c.sha && S_ISREG(node.mode)) {
+      auto s = ContentSha(c, n);
+      if (!s.ok()) {
+        c.error = s.status().WithContext(name);
+        return;
+      }
+      sha = *s;
+    }
+    std::string xa;
+    std::vector<std::string> xs;
+    for (uint32_t i = 0; i < node.xattr_count; i++) {
+      const TreeXattr& x = t.XattrsBegin(n)[i];
+      xs.push_back(std::string(t.XattrName(x)) + "=" + Hex(t.XattrValue(x)));
+    }
+    std::sort(xs.begin(), xs.end());
+    for (auto& x : xs) xa += (xa.empty() ? "" : ",") + x;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s\t%o\t%u\t%u\t%llu\t%lld\t%u\t%u\t%u,%u\t", TypeChar(node.mode),
+                  node.mode & 07777, node.uid, node.gid, S_ISDIR(node.mode) ? 0ULL : (unsigned long long)node.size,
+                  (long long)node.mtime_sec, node.nlink, n, major(node.rdev), minor(node.rdev));
+    c.out += buf;
+    c.out += std::string(S_ISLNK(node.mode) ? t.LinkTarget(n) : "-") + "\t" + sha + "\t" + (xa.empty() ? "-" : xa) +
+             "\t" + name + "\n";
+    return;
+  }
+  if (!c.longfmt) {
+    c.out += name + "\n";
+    return;
+  }
+  char when[32];
+  time_t mt = node.mtime_sec;
+  struct tm tm;
+  gmtime_r(&mt, &tm);
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+  char buf[256];
+  std::string size = (S_ISCHR(node.mode) || S_ISBLK(node.mode))
+                         ? std::to_string(major(node.rdev)) + ", " + std::to_string(minor(node.rdev))
+                         : std::to_string(node.size);
+  std::snprintf(buf, sizeof buf, "%s %3u %-6u %-6u %10s %s ", ModeString(node.mode).c_str(), node.nlink, node.uid,
+                node.gid, size.c_str(), when);
+  c.out += buf + name;
+  if (S_ISLNK(node.mode)) c.out += " -> " + std::string(t.LinkTarget(n));
+  c.out += "\n";
+}
+
+void LsDir(LsContext& c, uint32_t dir, const std::string& path, bool header) {
+  const MergedTree& t = c.view->tree();
+  if (header && !c.tsv) c.out += (c.out.empty() ? "" : "\n") + path + ":\n";
+  const TreeDirent* d = t.ChildrenBegin(dir);
+  for (uint32_t i = 0; i < t.ChildCount(dir) && c.error.ok(); i++) {
+    std::string name(t.Name(d[i]));
+    LsLine(c, d[i].node, c.tsv ? (path == "." ? name : path + "/" + name) : name);
+    if (c.tsv && c.recursive && S_ISDIR(t.node(d[i].node).mode)) {
+      LsDir(c, d[i].node, path == "." ? name : path + "/" + name, false);
+    }
+  }
+  if (c.recursive && !c.tsv) {
+    for (uint32_t i = 0; i < t.ChildCount(dir); i++) {
+      if (S_ISDIR(t.node(d[i].node).mode)) {
+        LsDir(c, d[i].node, (path == "/" ? "" : path) + "/" + std::string(t.Name(d[i])), true);
+      }
+    }
+  }
+  if (c.out.size() > (1 << 20)) {
+    std::fwrite(c.out.data(), 1, c.out.size(), stdout);
+    c.out.clear();
+  }
+}
+
+int CmdLs(const std::string& root, const Args& a) {
+  if (a.pos.empty() || a.pos.size() > 2) Die("ls: want IMAGE [PATH]", 2);
+  auto store = OpenStore(root);
+  auto id = ResolveImage(*store, a.pos[0]);
+  if (!id.ok()) return Fail(id.status(), "ls");
+  auto view = ImageView::Open(*store, *id);
+  if (!view.ok()) return Fail(view.status(), "ls");
+  std::string path = a.pos.size() > 1 ? a.pos[1] : "/";
+  std::string format = a.Get("--format", "ls");
+  if (format != "ls" && format != "tsv") Die("ls: --format is ls or tsv", 2);
+  UnpackCache cache(*store);
+  LsContext c{view->get(), &cache, a.Has("--long"), a.Has("--recursive"), format == "tsv", a.Has("--sha256"), "", {}};
+  bool follow = !c.longfmt || (!path.empty() && path.back() == '/');
+  auto n = (*view)->tree().Resolve(path, follow);
+  if (!n.ok()) return Fail(n.status(), "ls " + path);
+  if (*n == 0) return Fail(Status::NotFound("no such file or directory"), "ls " + path);
+  const TreeNode& node = (*view)->tree().node(*n);
+  if (S_ISDIR(node.mode)) {
+    std::string shown = c.tsv ? "." : path;
+    LsDir(c, *n, shown, c.recursive);
+  } else {
+    LsLine(c, *n, path);
+  }
+  std::fwrite(c.out.data(), 1, c.out.size(), stdout);
+  if (!c.error.ok()) return Fail(c.error, "ls");
+  return 0;
+}
+
+int CmdCat(const std::string& root, const Args& a) {
+  if (a.pos.size() < 2) Die("cat: want IMAGE PATH...", 2);
+  auto store = OpenStore(root);
+  auto id = ResolveImage(*store, a.pos[0]);
+  if (!id.ok()) return Fail(id.status(), "cat");
+  auto view = ImageView::Open(*store, *id);
+  if (!view.ok()) return Fail(view.status(), "cat");
+  UnpackCache cache(*store);
+  std::vector<char> buf(1 << 20);
+  for (size_t i = 1; i < a.pos.size(); i++) {
+    auto n = (*view)->tree().Resolve(a.pos[i], true);
+    if (!n.ok()) return Fail(n.status(), "cat " + a.pos[i]);
+    if (*n == 0) return Fail(Status::NotFound("no such file or directory"), "cat " + a.pos[i]);
+    if (!S_ISREG((*view)->tree().node(*n).mode)) return Fail(Status::InvalidArgument("not a regular file"), "cat " + a.pos[i]);
+    uint64_t off = 0;
+    for (;;) {
+      auto got = (*view)->Read(cache, *n, buf.data(), buf.size(), off);
+      if (!got.ok()) return Fail(got.status(), "cat " + a.pos[i]);
+      if (*got == 0) break;
+      if (std::fwrite(buf.data(), 1, *got, stdout) != *got) return Fail(Status::FromErrno("write"), "cat");
+      off += *got;
+    }
+  }
+  return 0;
+}
+
+int CmdPrune(const std::string& root, const Args& a) {
+  auto store = OpenStore(root);
+  auto lock = GcLock::Acquire(*store, true);
+  if (!lock.ok()) return Fail(lock.status(), "prune");
+  auto live = store->LiveBlobs();
+  if (!live.ok()) return Fail(live.status(), "prune");
+  auto all = store->blobs().List();
+  if (!all.ok()) return Fail(all.status(), "prune");
+  uint64_t freed = 0, nblobs = 0, ncache = 0, ningest = 0;
+  for (const Digest& d : *all) {
+    if (live->count(d)) continue;
+    auto sz = store->blobs().Size(d);
+    Status st = store->blobs().Delete(d);
+    if (!st.ok()) return Fail(st, "prune");
+    freed += sz.ok() ? *sz : 0;
+    nblobs++;
+  }
+  auto sweep = [&](const std::string& dir, bool only_stale, uint64_t* count) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      if (only_stale) {
+        // ingest files are "<pid>-…": remove only those whose writer is gone.
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
+      }
+      struct stat st;
+      std::string p = dir + "/" + name;
+      if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(p.c_str()) == 0) {
+        freed += static_cast<uint64_t>(st.st_size);
+        (*count)++;
+      }
+    }
+    ::closedir(d);
+  };
+  sweep(store->blobs().IngestDir(), true, &ningest);
+  sweep(store->root() + "/unpacked", false, &ncache);
+  std::printf("Deleted %llu blobs, %llu unpacked layer caches, %llu stale ingest files\n", (unsigned long long)nblobs,
+              (unsigned long long)ncache, (unsigned long long)ningest);
+  std::printf("Total reclaimed space: %s\n", HumanSize(static_cast<double>(freed)).c_str());
+  return 0;
+}
+
+int CmdVerify(const std::string& root, const Args& a) {
+  auto store = OpenStore(root);
+  std::vector<std::string> problems;
+  auto all = store->blobs().List();
+  if (!all.ok()) return Fail(all.status(), "verify");
+  std::set<Digest> present(all->begin(), all->end());
+  std::vector<char> buf(1 << 20);
+  for (const Digest& d : *all) {
+    auto fd = OpenFile(store->blobs().BlobPath(d), O_RDONLY);
+    if (!fd.ok()) {
+      problems.push_back("blob " + d.str() + ": " + fd.status().message());
+      continue;
+    }
+    Sha256 h;
+    Status st;
+    for (;;) {
+      auto n = ReadSome(fd->get(), buf.data(), buf.size());
+      if (!n.ok()) {
+        st = n.status();
+        break;
+      }
+      if (*n == 0) break;
+      h.Update(buf.data(), *n);
+    }
+    Digest got = h.Finish();
+    if (!st.ok()) problems.push_back("blob " + d.str() + ": " + st.message());
+    else if (!(got == d)) problems.push_back("blob " + d.str() + ": content hashes to " + got.str());
+  }
+  auto images = store->ListImages();
+  if (!images.ok()) return Fail(images.status(), "verify");
+  std::set<std::string> image_ids;
+  uint64_t nlayers = 0;
+  std::set<std::string> seen_layers;
+  for (const ImageRecord& img : *images) {
+    image_ids.insert(img.id.hex());
+    std::string what = "image " + img.id.Short();
+    if (!present.count(img.id)) problems.push_back(what + ": config blob is missing");
+    auto md = Digest::Parse(img.manifest_digest);
+    if (md.ok() && !present.count(*md)) problems.push_back(what + ": manifest blob " + md->str() + " is missing");
+    for (const Digest& d : img.diff_ids) {
+      auto l = store->GetLayer(d);
+      if (!l.ok() || !l->has_value()) {
+        problems.push_back(what + ": layer " + d.str() + " is not indexed");
+        continue;
+      }
+      if (!seen_layers.insert(d.hex()).second) continue;
+      nlayers++;
+      const LayerRecord& lr = **l;
+      if (!present.count(lr.blob)) problems.push_back("layer " + d.str() + ": blob " + lr.blob.str() + " is missing");
+      else if (auto sz = store->blobs().Size(lr.blob); sz.ok() && *sz != lr.blob_size) {
+        problems.push_back("layer " + d.str() + ": blob size " + std::to_string(*sz) + " != recorded " +
+                           std::to_string(lr.blob_size));
+      }
+      auto entries = store->GetEntries(d);
+      if (!entries.ok()) problems.push_back("layer " + d.str() + ": " + entries.status().message());
+      else if (entries->size() != lr.entry_count) problems.push_back("layer " + d.str() + ": entry count mismatch");
+    }
+    auto tree = store->GetTree(img.id);
+    if (!tree.ok()) problems.push_back(what + ": " + tree.status().message());
+  }
+  auto refs = store->ListRefs();
+  if (!refs.ok()) return Fail(refs.status(), "verify");
+  for (auto& [name, rec] : *refs) {
+    if (!image_ids.count(rec.image_id)) problems.push_back("reference " + name + " names missing image " + rec.image_id);
+  }
+  for (const std::string& p : problems) std::fprintf(stderr, "imgfs: verify: %s\n", p.c_str());
+  if (!problems.empty()) {
+    std::fprintf(stderr, "imgfs: verify: %zu problem(s) found\n", problems.size());
+    return 1;
+  }
+  std::printf("store %s is clean: %zu blobs, %zu images, %llu layers, %zu references\n", root.c_str(), all->size(),
+              images->size(), (unsigned long long)nlayers, refs->size());
+  return 0;
+}
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> cmds = {
+      {"load", "imgfs load [--name REPO] [-q] FILE|DIR",
+       "Load images from a docker-archive or OCI archive (tar, .tar.gz, .tar.zst) or an OCI layout directory.\n"
+       "  -i, --input FILE   read from FILE (same as the argument)\n"
+       "  --name REPO        repository for OCI entries whose ref name is only a tag\n"
+       "  -q, --quiet        no progress lines",
+       {"--input", "--name"}, {{"-i", "--input"}, {"-q", "--quiet"}}, CmdLoad},
+      {"import", "imgfs import TARBALL REPOSITORY[:TAG]",
+       "Create a one-layer image from a rootfs tarball (plain, gzip or zstd). Prints the image ID.", {}, {}, CmdImport},
+      {"images", "imgfs images [--digests] [--no-trunc] [-q] [--format table|json] [REPOSITORY[:TAG]]",
+       "List local images, as docker images does.\n"
+       "  --digests          show digests\n"
+       "  --no-trunc         full image IDs\n"
+       "  -q, --quiet        only image IDs\n"
+       "  --format FORMAT    table (default) or json (one object per line)",
+       {"--format"}, {{"-q", "--quiet"}, {"-a", "--all"}}, CmdImages},
+      {"inspect", "imgfs inspect IMAGE...", "Print details of images as a JSON array.", {"--format"}, {}, CmdInspect},
+      {"tag", "imgfs tag SOURCE_IMAGE TARGET_IMAGE[:TAG]", "Create a name TARGET_IMAGE that refers to SOURCE_IMAGE.",
+       {}, {}, CmdTag},
+      {"rmi", "imgfs rmi [-f] IMAGE...",
+       "Remove names; an image whose last name goes is removed with the layers and blobs only it used.\n"
+       "  -f, --force        remove an image named in several repositories",
+       {}, {{"-f", "--force"}}, CmdRmi},
+      {"ls", "imgfs ls [-l] [-R] [--format ls|tsv] [--sha256] IMAGE [PATH]",
+       "List a directory of an image's merged tree without mounting it.\n"
+       "  -l, --long         long format (mode, links, uid, gid, size, mtime UTC)\n"
+       "  -R, --recursive    list subdirectories recursively\n"
+       "  --format tsv       one line per entry: type mode uid gid size mtime nlink inode dev link sha256 xattrs path\n"
+       "  --sha256           with tsv: the SHA-256 of each regular file's content (unpacks layers)",
+       {"--format"}, {{"-l", "--long"}, {"-R", "--recursive"}}, CmdLs},
+      {"cat", "imgfs cat IMAGE PATH...", "Print files of an image (layers are unpacked on demand).", {}, {}, CmdCat},
+      {"prune", "imgfs prune", "Remove blobs no image uses, unpacked layer caches and stale partial downloads.", {}, {},
+       CmdPrune},
+      {"verify", "imgfs verify", "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.", {},
+       {}, CmdVerify},
+  };
+  return cmds;
+}
+
+void TopHelp(FILE* f) {
+  std::fprintf(f,
+               "Usage: imgfs [--root DIR] COMMAND [OPTIONS]\n\n"
+               "Container images in a verified local store, browsable as plain directories.\n\n"
+               "Global options:\n"
+               "  -g, --root, --graph DIR   store location (env IMGFS_ROOT; default /var/lib/imgfs for root,\n"
+               "                            $XDG_DATA_HOME/imgfs otherwise)\n"
+               "  -v, --version             print the version\n"
+               "  -h, --help                this help\n\nCommands:\n");
+  for (const Command& c : Commands()) {
+    std::string first = c.summary;
+    first = first.substr(0, first.find('\n'));
+    std::fprintf(f, "  %-9s %s\n", c.name, first.c_str());
+  }
+  std::fprintf(f, "\nRun 'imgfs COMMAND --help' for more on a command.\n");
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  std::string root;
+  std::vector<std::string> rest;
+  for (int i = 1; i < argc; i++) {
+    std::string s = argv[i];
+    if (s == "--root" || s == "-g" || s == "--graph") {
+      if (i + 1 >= argc) Die(s + " needs a directory", 2);
+      root = argv[++i];
+    } else if (s.rfind("--root=", 0) == 0 || s.rfind("--graph=", 0) == 0) {
+      root = s.substr(s.find('=') + 1);
+    } else {
+      rest.push_back(s);
+    }
+  }
+  if (rest.empty() || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "help") {
+    TopHelp(rest.empty() ? stderr : stdout);
+    return rest.empty() ? 2 : 0;
+  }
+  if (rest[0] == "-v" || rest[0] == "--version" || rest[0] == "version") {
+    std::printf("imgfs version %s\n", IMGFS_VERSION);
+    return 0;
+  }
+  if (root.empty()) root = DefaultRoot();
+  for (const Command& c : Commands()) {
+    if (rest[0] != c.name) continue;
+    Args a;
+    bool only_pos = false;
+    for (size_t i = 1; i < rest.size(); i++) {
+      std::string s = rest[i];
+      if (only_pos || s == "-" || s.empty() || s[0] != '-') {
+        a.pos.push_back(s);
+        continue;
+      }
+      if (s == "--") {
+        only_pos = true;
+        continue;
+      }
+      if (s == "-h" || s == "--help") {
+        std::printf("Usage: %s\n\n%s\n", c.usage, c.summary);
+        return 0;
+      }
+      std::string value;
+      bool has_value = false;
+      if (size_t eq = s.find('='); s.rfind("--", 0) == 0 && eq != std::string::npos) {
+        value = s.substr(eq + 1);
+        s = s.substr(0, eq);
+        has_value = true;
+      }
+      std::vector<std::string> flags;
+      if (auto al = c.aliases.find(s); al != c.aliases.end()) {
+        flags.push_back(al->second);
+      } else if (s.rfind("--", 0) != 0 && s.size() > 2) {  // -lR
+        for (size_t k = 1; k < s.size(); k++) {
+          auto al2 = c.aliases.find(std::string("-") + s[k]);
+          if (al2 == c.aliases.end()) Die(c.name + std::string(": unknown flag -") + s[k] + " (see --help)", 2);
+          flags.push_back(al2->second);
+        }
+      } else {
+        flags.push_back(s);
+      }
+      for (const std::string& f : flags) {
+        bool takes = std::find(c.value_flags.begin(), c.value_flags.end(), f) != c.value_flags.end();
+        bool known = takes || std::any_of(c.aliases.begin(), c.aliases.end(), [&](auto& p) { return p.second == f; }) ||
+                     (std::string(c.summary).find(f + " ") != std::string::npos) ||
+                     (std::string(c.summary).find(f + "\n") != std::string::npos) ||
+                     (std::string(c.usage).find(f) != std::string::npos);
+        if (!known) Die(std::string(c.name) + ": unknown flag " + f + " (see imgfs " + c.name + " --help)", 2);
+        if (takes && !has_value) {
+          if (i + 1 >= rest.size()) Die(std::string(c.name) + ": " + f + " needs a value", 2);
+          value = rest[++i];
+        }
+        a.opts[f] = value;
+      }
+    }
+    return c.run(root, a);
+  }
+  Die("unknown command \"" + rest[0] + "\" (see imgfs --help)", 2);
+}
+
+}  // namespace imgfs

@@ -1,0 +1,43 @@
+// One image as a tree that can be listed and read, with no FUSE involved: the
+// merged tree (index/merged_tree.h) plus the image's layer records, and the read
+// path for regular-file content through the unpack cache. `imgfs ls`/`imgfs cat`
+// use it directly; the FUSE adapter will call the same functions.
+//
+// Thread-safety: an ImageView is immutable after Open; reads may run concurrently.
+#ifndef IMGFS_FS_IMAGE_VIEW_H_
+#define IMGFS_FS_IMAGE_VIEW_H_
+
+#include <sys/stat.h>
+
+#include <memory>
+#include <vector>
+
+#include "fs/unpack_cache.h"
+#include "index/merged_tree.h"
+#include "index/store.h"
+
+namespace imgfs {
+
+class ImageView {
+ public:
+  static Result<std::shared_ptr<const ImageView>> Open(const Store& store, const Digest& image_id);
+
+  const ImageRecord& image() const { return image_; }
+  const MergedTree& tree() const { return tree_; }
+  const std::vector<LayerRecord>& layers() const { return layers_; }
+
+  // Fills `st` for node n (st_ino = n).
+  void Stat(uint32_t n, struct stat* st) const;
+  // Reads up to `size` bytes of regular file `n` at `offset`. Returns the count.
+  Result<size_t> Read(UnpackCache& cache, uint32_t n, char* buf, size_t size, uint64_t offset) const;
+
+ private:
+  ImageView() = default;
+  ImageRecord image_;
+  MergedTree tree_;
+  std::vector<LayerRecord> layers_;
+};
+
+}  // namespace imgfs
+
+#endif  // IMGFS_FS_IMAGE_VIEW_H_

@@ -1,0 +1,65 @@
+#include "fs/unpack_cache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <random>
+
+namespace imgfs {
+
+uint64_t UnpackCache::unpack_count() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return unpacks_;
+}
+
+Result<std::shared_ptr<UniqueFd>> UnpackCache::Get(const LayerRecord& layer) {
+  std::shared_ptr<Slot> slot;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto& s = slots_[layer.diff_id.hex()];
+    if (!s) s = std::make_shared<Slot>();
+    slot = s;
+  }
+  std::lock_guard<std::mutex> l(slot->mu);
+  if (slot->fd) return slot->fd;
+  auto fd = OpenOrUnpack(layer);
+  if (!fd.ok()) return fd.status().WithContext("layer " + layer.diff_id.str());
+  slot->fd = *fd;
+  return slot->fd;
+}
+
+Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& layer) {
+  auto open_checked = [&layer](const std::string& path) -> Result<std::shared_ptr<UniqueFd>> {
+    IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path);
+    if (static_cast<uint64_t>(st.st_size) != layer.size) {
+      return Status::Corruption(path + ": size " + std::to_string(st.st_size) + ", expected " +
+                                std::to_string(layer.size));
+    }
+    return std::make_shared<UniqueFd>(std::move(fd));
+  };
+  if (layer.compression == Compression::kNone) return open_checked(store_.blobs().BlobPath(layer.blob));
+  std::string path = store_.UnpackedPath(layer.diff_id);
+  auto existing = open_checked(path);
+  if (existing.ok()) return existing;
+  if (existing.status().code() == Status::Code::kCorruption) ::unlink(path.c_str());
+  // Unpack: blob → temp file (diff_id verified) → rename.
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd blob, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd out, OpenFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
+  FdSource src(blob.get());
+  Status st = DecompressToFd(&src, layer.compression, out.get(), layer.diff_id);
+  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Status::FromErrno("rename " + tmp);
+  if (!st.ok()) {
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    unpacks_++;
+  }
+  return std::make_shared<UniqueFd>(std::move(out));
+}
+
+}  // namespace imgfs

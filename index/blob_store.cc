@@ -1,0 +1,111 @@
+#include "index/blob_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <random>
+
+namespace imgfs {
+
+Status BlobStore::Init() const {
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/blobs/sha256"));
+  return MakeDirs(IngestDir());
+}
+
+bool BlobStore::Has(const Digest& d) const {
+  struct stat st;
+  return ::stat(BlobPath(d).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+Result<uint64_t> BlobStore::Size(const Digest& d) const {
+  struct stat st;
+  if (::stat(BlobPath(d).c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::NotFound("blob " + d.str() + " is not in the store");
+    return Status::FromErrno("stat blob " + d.str());
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<std::unique_ptr<BlobStore::Writer>> BlobStore::NewWriter() const {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string tmp = IngestDir() + "/" + std::to_string(::getpid()) + "-" +
+                    std::to_string(rng()) + ".part";
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644));
+  return std::unique_ptr<Writer>(new Writer(this, tmp, std::move(fd)));
+}
+
+BlobStore::Writer::~Writer() {
+  if (!done_) ::unlink(tmp_.c_str());
+}
+
+Status BlobStore::Writer::Write(const void* data, size_t n) {
+  hash_.Update(data, n);
+  size_ += n;
+  return WriteAll(fd_.get(), data, n).WithContext("write " + tmp_);
+}
+
+Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
+                                         std::optional<uint64_t> expected_size) {
+  Digest got = hash_.Finish();
+  if (expected_size && *expected_size != size_) {
+    return Status::Corruption("size mismatch: expected " + std::to_string(*expected_size) +
+                              " bytes, got " + std::to_string(size_));
+  }
+  if (expected && !(*expected == got)) {
+    return Status::Corruption("digest mismatch: expected " + expected->str() + ", got " +
+                              got.str());
+  }
+  if (::fsync(fd_.get()) != 0) return Status::FromErrno("fsync " + tmp_);
+  ::fchmod(fd_.get(), 0444);
+  fd_.Reset();
+  std::string dst = store_->BlobPath(got);
+  if (::rename(tmp_.c_str(), dst.c_str()) != 0) return Status::FromErrno("rename to " + dst);
+  done_ = true;
+  IMGFS_RETURN_IF_ERROR(FsyncDir(store_->root_ + "/blobs/sha256"));
+  return got;
+}
+
+Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>& expected) const {
+  if (expected && Has(*expected)) {
+    Digest got = Sha256Of(data);
+    if (!(got == *expected)) {
+      return Status::Corruption("digest mismatch: expected " + expected->str() + ", got " +
+                                got.str());
+    }
+    return got;
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto w, NewWriter());
+  IMGFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));
+  return w->Commit(expected, data.size());
+}
+
+Result<std::string> BlobStore::Read(const Digest& d, size_t max_size) const {
+  auto r = ReadFileToString(BlobPath(d), max_size);
+  if (!r.ok() && r.status().sys_errno() == ENOENT) {
+    return Status::NotFound("blob " + d.str() + " is not in the store");
+  }
+  return r;
+}
+
+Status BlobStore::Delete(const Digest& d) const {
+  if (::unlink(BlobPath(d).c_str()) != 0 && errno != ENOENT) {
+    return Status::FromErrno("remove blob " + d.str());
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Digest>> BlobStore::List() const {
+  std::vector<Digest> out;
+  std::string dir = root_ + "/blobs/sha256";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return Status::FromErrno("opendir " + dir);
+  while (struct dirent* e = ::readdir(d)) {
+    auto dg = Digest::FromHex(e->d_name);
+    if (dg.ok()) out.push_back(*dg);
+  }
+  ::closedir(d);
+  return out;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,107 @@
+#include "index/layer_entry.h"
+
+#include "index/codec.h"
+
+namespace imgfs {
+
+namespace {
+constexpr uint64_t kEntriesFormat = 1;
+}
+
+Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root) {
+  std::string out;
+  out.reserve(raw.size());
+  size_t i = 0;
+  while (i <= raw.size()) {
+    size_t j = raw.find('/', i);
+    if (j == std::string_view::npos) j = raw.size();
+    std::string_view comp = raw.substr(i, j - i);
+    i = j + 1;
+    if (comp.empty() || comp == ".") continue;
+    if (comp == "..") {
+      return Status::InvalidArgument("path \"" + std::string(raw.substr(0, 256)) +
+                                     "\" escapes the image root (\"..\")");
+    }
+    if (comp.size() > 255) {
+      return Status::InvalidArgument("path \"" + std::string(raw.substr(0, 64)) +
+                                     "...\" has a component longer than 255 bytes");
+    }
+    if (comp.find('\0') != std::string_view::npos) {
+      return Status::InvalidArgument("path contains a NUL byte");
+    }
+    if (!out.empty()) out.push_back('/');
+    out.append(comp);
+  }
+  if (out.size() > 4095) {
+    return Status::InvalidArgument("path \"" + out.substr(0, 64) + "...\" is longer than 4095 bytes");
+  }
+  if (out.empty() && !allow_root) {
+    return Status::InvalidArgument("empty file name \"" + std::string(raw.substr(0, 64)) + "\"");
+  }
+  return out;
+}
+
+std::string EncodeEntries(const std::vector<LayerEntry>& entries) {
+  Encoder e;
+  e.PutVarint(kEntriesFormat);
+  e.PutVarint(entries.size());
+  for (const LayerEntry& x : entries) {
+    e.PutBytes(x.path);
+    e.PutVarint(static_cast<uint8_t>(x.type));
+    e.PutVarint(x.mode);
+    e.PutVarint(x.uid);
+    e.PutVarint(x.gid);
+    e.PutVarint(x.size);
+    e.PutSigned(x.mtime_sec);
+    e.PutVarint(x.mtime_nsec);
+    e.PutVarint(x.dev_major);
+    e.PutVarint(x.dev_minor);
+    e.PutBytes(x.link);
+    e.PutVarint(x.data_offset);
+    e.PutVarint(x.xattrs.size());
+    for (const Xattr& xa : x.xattrs) {
+      e.PutBytes(xa.name);
+      e.PutBytes(xa.value);
+    }
+  }
+  return e.Take();
+}
+
+Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data) {
+  Decoder d(data);
+  if (d.Varint() != kEntriesFormat) return Status::Corruption("entry table: unknown format");
+  uint64_t n = d.Varint();
+  if (!d.ok() || n > data.size()) return Status::Corruption("entry table: bad count");
+  std::vector<LayerEntry> out;
+  out.reserve(n);
+  for (uint64_t i = 0; i < n && d.ok(); i++) {
+    LayerEntry x;
+    x.path = std::string(d.Bytes());
+    uint64_t t = d.Varint();
+    if (t < 1 || t > 7) return Status::Corruption("entry table: bad entry type");
+    x.type = static_cast<EntryType>(t);
+    x.mode = static_cast<uint32_t>(d.Varint() & 07777);
+    x.uid = d.Varint();
+    x.gid = d.Varint();
+    x.size = d.Varint();
+    x.mtime_sec = d.Signed();
+    x.mtime_nsec = static_cast<uint32_t>(d.Varint());
+    x.dev_major = static_cast<uint32_t>(d.Varint());
+    x.dev_minor = static_cast<uint32_t>(d.Varint());
+    x.link = std::string(d.Bytes());
+    x.data_offset = d.Varint();
+    uint64_t nx = d.Varint();
+    if (nx > data.size()) return Status::Corruption("entry table: bad xattr count");
+    for (uint64_t k = 0; k < nx && d.ok(); k++) {
+      Xattr xa;
+      xa.name = std::string(d.Bytes());
+      xa.value = std::string(d.Bytes());
+      x.xattrs.push_back(std::move(xa));
+    }
+    out.push_back(std::move(x));
+  }
+  if (!d.done()) return Status::Corruption("entry table: truncated or trailing bytes");
+  return out;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,208 @@
+#include "index/layer_indexer.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+
+namespace imgfs {
+namespace {
+
+struct ArchiveFree {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+
+// Feeds libarchive from a ByteSource, hashing every byte on the way (the diff_id
+// covers the whole stream, including end-of-archive blocks and any padding).
+struct Feed {
+  ByteSource* src = nullptr;
+  Sha256 hash;
+  uint64_t total = 0;
+  std::vector<char> buf = std::vector<char>(256 << 10);
+  Status error;
+
+  static la_ssize_t Read(archive* a, void* self, const void** out) {
+    auto* f = static_cast<Feed*>(self);
+    auto r = f->src->Read(f->buf.data(), f->buf.size());
+    if (!r.ok()) {
+      f->error = r.status();
+      archive_set_error(a, EIO, "%s", r.status().message().c_str());
+      return -1;
+    }
+    f->hash.Update(f->buf.data(), *r);
+    f->total += *r;
+    *out = f->buf.data();
+    return static_cast<la_ssize_t>(*r);
+  }
+};
+
+Result<EntryType> TypeOf(archive_entry* e) {
+  if (archive_entry_hardlink(e) != nullptr) return EntryType::kHardlink;
+  switch (archive_entry_filetype(e)) {
+    case AE_IFREG: return EntryType::kFile;
+    case AE_IFDIR: return EntryType::kDir;
+    case AE_IFLNK: return EntryType::kSymlink;
+    case AE_IFCHR: return EntryType::kChar;
+    case AE_IFBLK: return EntryType::kBlock;
+    case AE_IFIFO: return EntryType::kFifo;
+    case AE_IFSOCK: return Status::Unsupported("socket entries are not allowed in a layer");
+    default: return Status::Corruption("unknown tar entry type");
+  }
+}
+
+const char* PathOf(archive_entry* e) {
+  const char* p = archive_entry_pathname(e);
+  if (!p) p = archive_entry_pathname_utf8(e);
+  return p;
+}
+
+}  // namespace
+
+Result<LayerIndex> IndexTarStream(ByteSource* tar) {
+  std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
+  if (!a) return Status::Exhausted("libarchive: out of memory");
+  archive_read_support_format_tar(a.get());
+  Feed feed;
+  feed.src = tar;
+  if (archive_read_open(a.get(), &feed, nullptr, &Feed::Read, nullptr) != ARCHIVE_OK) {
+    if (!feed.error.ok()) return feed.error;
+    return Status::Corruption(std::string("not a tar stream: ") + archive_error_string(a.get()));
+  }
+  LayerIndex out;
+  archive_entry* e = nullptr;
+  for (;;) {
+    int r = archive_read_next_header(a.get(), &e);
+    if (r == ARCHIVE_EOF) break;
+    if (r == ARCHIVE_WARN) {
+      // Charset conversion warnings: the raw name is still there and is kept as bytes.
+    } else if (r != ARCHIVE_OK) {
+      if (!feed.error.ok()) return feed.error;
+      const char* msg = archive_error_string(a.get());
+      return Status::Corruption(std::string("malformed tar: ") + (msg ? msg : "unknown error") +
+                                " (after " + std::to_string(out.entries.size()) + " entries)");
+    }
+    const char* raw = PathOf(e);
+    if (!raw) return Status::Corruption("tar entry without a name");
+    LayerEntry x;
+    IMGFS_ASSIGN_OR_RETURN(x.type, TypeOf(e));
+    auto path = NormalizeTarPath(raw, x.type == EntryType::kDir);
+    if (!path.ok()) return path.status().WithContext("tar entry");
+    x.path = std::move(*path);
+    x.mode = archive_entry_perm(e) & 07777;
+    if (archive_entry_uid(e) < 0 || archive_entry_gid(e) < 0) {
+      return Status::Corruption("tar entry \"" + x.path + "\": negative uid/gid");
+    }
+    x.uid = static_cast<uint64_t>(archive_entry_uid(e));
+    x.gid = static_cast<uint64_t>(archive_entry_gid(e));
+    if (archive_entry_mtime_is_set(e)) {
+      x.mtime_sec = archive_entry_mtime(e);
+      x.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(e));
+    }
+    if (x.type == EntryType::kFile) {
+      if (archive_entry_sparse_count(e) > 0) {
+        return Status::Unsupported("tar entry \"" + x.path + "\": sparse files are not supported");
+      }
+      la_int64_t size = archive_entry_size(e);
+      if (size < 0) return Status::Corruption("tar entry \"" + x.path + "\": negative size");
+      x.size = static_cast<uint64_t>(size);
+      // After the header has been read, libarchive has consumed exactly the header
+      // blocks (including PAX/GNU extension headers): the bytes consumed so far from
+      // our (uncompressed) stream are the offset of this entry's content.
+      x.data_offset = static_cast<uint64_t>(archive_filter_bytes(a.get(), 0));
+    } else if (x.type == EntryType::kSymlink) {
+      const char* t = archive_entry_symlink(e);
+      if (!t) t = archive_entry_symlink_utf8(e);
+      x.link = t ? t : "";
+    } else if (x.type == EntryType::kHardlink) {
+      const char* t = archive_entry_hardlink(e);
+      auto target = NormalizeTarPath(t ? t : "", false);
+      if (!target.ok()) return target.status().WithContext("hard link \"" + x.path + "\"");
+      x.link = std::move(*target);
+    } else if (x.type == EntryType::kChar || x.type == EntryType::kBlock) {
+      x.dev_major = static_cast<uint32_t>(archive_entry_rdevmajor(e));
+      x.dev_minor = static_cast<uint32_t>(archive_entry_rdevminor(e));
+    }
+    archive_entry_xattr_reset(e);
+    const char* xname;
+    const void* xval;
+    size_t xsize;
+    while (archive_entry_xattr_next(e, &xname, &xval, &xsize) == ARCHIVE_OK) {
+      x.xattrs.push_back(Xattr{xname, std::string(static_cast<const char*>(xval), xsize)});
+    }
+    out.entries.push_back(std::move(x));
+  }
+  // Drain whatever follows the end-of-archive marker: it is part of the diff_id.
+  if (!feed.error.ok()) return feed.error;
+  for (;;) {
+    auto r = tar->Read(feed.buf.data(), feed.buf.size());
+    if (!r.ok()) return r.status();
+    if (*r == 0) break;
+    feed.hash.Update(feed.buf.data(), *r);
+    feed.total += *r;
+  }
+  out.diff_id = feed.hash.Finish();
+  out.uncompressed_size = feed.total;
+  return out;
+}
+
+}  // namespace imgfs
+
+namespace imgfs {
+
+Result<std::vector<TarMember>> ScanTarFile(int fd) {
+  std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
+  if (!a) return Status::Exhausted("libarchive: out of memory");
+  archive_read_support_format_tar(a.get());
+  if (::lseek(fd, 0, SEEK_SET) != 0) return Status::FromErrno("seek");
+  if (archive_read_open_fd(a.get(), fd, 1 << 20) != ARCHIVE_OK) {
+    return Status::InvalidArgument(std::string("not a tar archive: ") + archive_error_string(a.get()));
+  }
+  std::vector<TarMember> out;
+  archive_entry* e = nullptr;
+  for (;;) {
+    int r = archive_read_next_header(a.get(), &e);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+      const char* msg = archive_error_string(a.get());
+      return Status::Corruption(std::string(out.empty() ? "not a tar archive: " : "malformed tar archive: ") +
+                                (msg ? msg : "unknown error"));
+    }
+    const char* raw = PathOf(e);
+    if (!raw) return Status::Corruption("tar member without a name");
+    TarMember m;
+    auto type = TypeOf(e);
+    if (!type.ok()) continue;  // sockets and oddities are not image members
+    m.type = *type;
+    auto path = NormalizeTarPath(raw, m.type == EntryType::kDir);
+    if (!path.ok()) return path.status().WithContext("archive member");
+    m.path = std::move(*path);
+    if (m.type == EntryType::kFile) {
+      m.size = static_cast<uint64_t>(std::max<la_int64_t>(0, archive_entry_size(e)));
+      m.offset = static_cast<uint64_t>(archive_filter_bytes(a.get(), 0));
+    } else if (m.type == EntryType::kSymlink) {
+      const char* t = archive_entry_symlink(e);
+      m.link = t ? t : "";
+    } else if (m.type == EntryType::kHardlink) {
+      const char* t = archive_entry_hardlink(e);
+      auto target = NormalizeTarPath(t ? t : "", false);
+      if (!target.ok()) return target.status().WithContext("archive member");
+      m.link = *target;
+    }
+    out.push_back(std::move(m));
+  }
+  // A member whose bytes run past the end of the file means a truncated archive.
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat");
+  for (const TarMember& m : out) {
+    if (m.type == EntryType::kFile && m.offset + m.size > static_cast<uint64_t>(st.st_size)) {
+      return Status::Corruption("truncated archive: member \"" + m.path + "\" ends past the end of the file");
+    }
+  }
+  return out;
+}
+
+}  // namespace imgfs

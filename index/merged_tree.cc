@@ -1,0 +1,419 @@
+#include "index/merged_tree.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+namespace imgfs {
+namespace {
+
+constexpr int kMaxSymlinks = 40;
+constexpr char kWhiteoutPrefix[] = ".wh.";
+constexpr char kOpaqueMarker[] = ".wh..wh..opq";
+constexpr char kMetaPrefix[] = ".wh..wh.";
+constexpr uint32_t kTreeMagic = 0x54474d49;  // "IMGT"
+constexpr uint32_t kTreeVersion = 1;
+
+// The mutable tree used while merging. Nodes live in an arena; a hard link is a
+// second map entry pointing to the same MNode. Removing a subtree unlinks it.
+struct MNode {
+  EntryType type = EntryType::kDir;
+  uint32_t perm = 0755;
+  uint64_t uid = 0, gid = 0, size = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint32_t dev_major = 0, dev_minor = 0;
+  uint32_t layer = 0;
+  uint64_t data_offset = 0;
+  std::string link;
+  std::vector<Xattr> xattrs;
+  std::map<std::string, MNode*, std::less<>> children;
+};
+
+class Builder {
+ public:
+  Builder() { root_ = New(); }
+
+  Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
+    // Pass 1: whiteouts, against lower layers only.
+    for (const LayerEntry& e : entries) {
+      auto [dir, base] = Split(e.path);
+      if (base.rfind(kWhiteoutPrefix, 0) != 0) continue;
+      auto parent = ResolveDir(dir, /*create=*/false);
+      if (!parent.ok()) continue;  // nothing below to hide
+      MNode* p = *parent;
+      if (!p) continue;
+      if (base == kOpaqueMarker) {
+        p->children.clear();
+      } else if (base.rfind(kMetaPrefix, 0) != 0) {
+        auto it = p->children.find(base.substr(sizeof(kWhiteoutPrefix) - 1));
+        if (it != p->children.end()) p->children.erase(it);
+      }
+    }
+    // Pass 2: the entries, in tar order.
+    for (const LayerEntry& e : entries) {
+      auto [dir, base] = Split(e.path);
+      if (base.rfind(kWhiteoutPrefix, 0) == 0) continue;
+      Status st = AddEntry(layer, e, dir, base);
+      if (!st.ok()) return st.WithContext("entry \"" + e.path + "\"");
+    }
+    return Status::Ok();
+  }
+
+  Result<MergedTree> Finish(MergedTree* out);
+  MNode* root() { return root_; }
+
+ private:
+  MNode* New() {
+    arena_.push_back(std::make_unique<MNode>());
+    return arena_.back().get();
+  }
+
+  static std::pair<std::string_view, std::string_view> Split(std::string_view path) {
+    size_t s = path.rfind('/');
+    if (s == std::string_view::npos) return {std::string_view(), path};
+    return {path.substr(0, s), path.substr(s + 1)};
+  }
+
+  // Walks `path` from the root following symlinks inside the image. Missing
+  // components are created as implicit directories when `create`; otherwise the
+  // result is nullptr.
+  Result<MNode*> ResolveDir(std::string_view path, bool create) {
+    std::vector<MNode*> stack{root_};
+    std::deque<std::string> pending;
+    SplitInto(path, &pending, false);
+    int links = 0;
+    while (!pending.empty()) {
+      std::string c = std::move(pending.front());
+      pending.pop_front();
+      if (c.empty() || c == ".") continue;
+      if (c == "..") {
+        if (stack.size() > 1) stack.pop_back();
+        continue;
+      }
+      MNode* cur = stack.back();
+      auto it = cur->children.find(c);
+      if (it == cur->children.end()) {
+        if (!create) return static_cast<MNode*>(nullptr);
+        MNode* d = New();
+        cur->children.emplace(c, d);
+        stack.push_back(d);
+        continue;
+      }
+      MNode* child = it->second;
+      if (child->type == EntryType::kSymlink) {
+        if (++links > kMaxSymlinks) return Status::InvalidArgument("too many levels of symbolic links");
+        if (!child->link.empty() && child->link[0] == '/') stack.resize(1);
+        SplitInto(child->link, &pending, true);
+        continue;
+      }
+      if (child->type != EntryType::kDir) {
+        if (!create) return static_cast<MNode*>(nullptr);
+        return Status::InvalidArgument("parent \"" + c + "\" is not a directory");
+      }
+      stack.push_back(child);
+    }
+    return stack.back();
+  }
+
+  static void SplitInto(std::string_view path, std::deque<std::string>* out, bool front) {
+    std::vector<std::string> comps;
+    size_t i = 0;
+    while (i <= path.size()) {
+      size_t j = path.find('/', i);
+      if (j == std::string_view::npos) j = path.size();
+      if (j > i) comps.emplace_back(path.substr(i, j - i));
+      i = j + 1;
+    }
+    if (front) {
+      out->insert(out->begin(), comps.begin(), comps.end());
+    } else {
+      out->insert(out->end(), comps.begin(), comps.end());
+    }
+  }
+
+  static void SetAttrs(MNode* n, uint32_t layer, const LayerEntry& e) {
+    n->perm = e.mode & 07777;
+    n->uid = e.uid;
+    n->gid = e.gid;
+    n->mtime_sec = e.mtime_sec;
+    n->mtime_nsec = e.mtime_nsec;
+    n->xattrs = e.xattrs;
+    n->layer = layer;
+  }
+
+  Status AddEntry(uint32_t layer, const LayerEntry& e, std::string_view dir, std::string_view base) {
+    if (e.path.empty()) {  // the image root
+      if (e.type != EntryType::kDir) return Status::InvalidArgument("the root must be a directory");
+      SetAttrs(root_, layer, e);
+      return Status::Ok();
+    }
+    IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
+    auto it = parent->children.find(base);
+    if (e.type == EntryType::kDir) {
+      if (it != parent->children.end() && it->second->type == EntryType::kDir) {
+        SetAttrs(it->second, layer, e);  // keeps the children
+        return Status::Ok();
+      }
+      MNode* d = New();
+      SetAttrs(d, layer, e);
+      parent->children.insert_or_assign(std::string(base), d);
+      return Status::Ok();
+    }
+    if (e.type == EntryType::kHardlink) {
+      auto [tdir, tbase] = Split(e.link);
+      IMGFS_ASSIGN_OR_RETURN(MNode * tparent, ResolveDir(tdir, /*create=*/false));
+      MNode* target = nullptr;
+      if (tparent) {
+        auto t = tparent->children.find(tbase);
+        if (t != tparent->children.end()) target = t->second;
+      }
+      if (!target) return Status::InvalidArgument("hard link to missing target \"" + e.link + "\"");
+      if (target->type == EntryType::kDir) {
+        return Status::InvalidArgument("hard link to directory \"" + e.link + "\"");
+      }
+      parent->children.insert_or_assign(std::string(base), target);
+      return Status::Ok();
+    }
+    MNode* n = New();
+    SetAttrs(n, layer, e);
+    n->type = e.type;
+    n->size = e.type == EntryType::kFile ? e.size : 0;
+    n->data_offset = e.data_offset;
+    n->dev_major = e.dev_major;
+    n->dev_minor = e.dev_minor;
+    if (e.type == EntryType::kSymlink) {
+      n->link = e.link;
+      n->size = e.link.size();
+    }
+    parent->children.insert_or_assign(std::string(base), n);
+    return Status::Ok();
+  }
+
+  std::vector<std::unique_ptr<MNode>> arena_;
+  MNode* root_;
+};
+
+uint32_t ModeOf(const MNode& n) {
+  uint32_t fmt = 0;
+  switch (n.type) {
+    case EntryType::kFile:
+    case EntryType::kHardlink: fmt = S_IFREG; break;
+    case EntryType::kDir: fmt = S_IFDIR; break;
+    case EntryType::kSymlink: fmt = S_IFLNK; break;
+    case EntryType::kChar: fmt = S_IFCHR; break;
+    case EntryType::kBlock: fmt = S_IFBLK; break;
+    case EntryType::kFifo: fmt = S_IFIFO; break;
+  }
+  return fmt | (n.perm & 07777);
+}
+
+}  // namespace
+
+Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEntry>*>& layers) {
+  Builder b;
+  for (uint32_t i = 0; i < layers.size(); i++) {
+    Status st = b.AddLayer(i, *layers[i]);
+    if (!st.ok()) return st.WithContext("layer " + std::to_string(i + 1));
+  }
+  // Number the reachable nodes breadth-first; root = 1.
+  MergedTree t;
+  std::vector<const MNode*> order{nullptr, b.root()};
+  std::unordered_map<const MNode*, uint32_t> ids{{b.root(), kRoot}};
+  t.nodes_.resize(2);
+  auto intern = [&t](std::string_view s) {
+    uint32_t off = static_cast<uint32_t>(t.strings_.size());
+    t.strings_.append(s);
+    return off;
+  };
+  for (uint32_t i = 1; i < order.size(); i++) {
+    const MNode& m = *order[i];
+    TreeNode& tn = t.nodes_[i];
+    tn.mode = ModeOf(m);
+    if (m.uid > UINT32_MAX || m.gid > UINT32_MAX) {
+      return Status::Unsupported("owner id larger than 32 bits");
+    }
+    tn.uid = static_cast<uint32_t>(m.uid);
+    tn.gid = static_cast<uint32_t>(m.gid);
+    tn.size = m.size;
+    tn.mtime_sec = m.mtime_sec;
+    tn.mtime_nsec = m.mtime_nsec;
+    tn.layer = m.layer;
+    tn.data_offset = m.data_offset;
+    tn.rdev = makedev(m.dev_major, m.dev_minor);
+    tn.link_len = static_cast<uint32_t>(m.link.size());
+    tn.link_off = intern(m.link);
+    tn.xattr_begin = static_cast<uint32_t>(t.xattrs_.size());
+    tn.xattr_count = static_cast<uint32_t>(m.xattrs.size());
+    for (const Xattr& x : m.xattrs) {
+      TreeXattr tx;
+      tx.name_len = static_cast<uint32_t>(x.name.size());
+      tx.name_off = intern(x.name);
+      tx.value_len = static_cast<uint32_t>(x.value.size());
+      tx.value_off = intern(x.value);
+      t.xattrs_.push_back(tx);
+    }
+    if (i == kRoot) tn.parent = kRoot;
+    if (m.type != EntryType::kDir) continue;
+    // Copy what is needed from tn before nodes_ may reallocate below.
+    uint32_t begin = static_cast<uint32_t>(t.dirents_.size());
+    uint32_t subdirs = 0;
+    for (const auto& [name, child] : m.children) {
+      auto [it, inserted] = ids.try_emplace(child, static_cast<uint32_t>(order.size()));
+      if (inserted) {
+        order.push_back(child);
+        t.nodes_.emplace_back();
+        t.nodes_.back().parent = i;
+      }
+      if (child->type == EntryType::kDir) subdirs++;
+      TreeDirent d;
+      d.name_len = static_cast<uint32_t>(name.size());
+      d.name_off = intern(name);
+      d.node = it->second;
+      t.dirents_.push_back(d);
+    }
+    t.nodes_[i].child_begin = begin;
+    t.nodes_[i].child_count = static_cast<uint32_t>(t.dirents_.size()) - begin;
+    t.nodes_[i].nlink = 2 + subdirs;
+    if (t.strings_.size() > UINT32_MAX / 2) return Status::Unsupported("image tree too large");
+  }
+  // Hard-link counts for non-directories.
+  for (TreeNode& n : t.nodes_) {
+    if (!S_ISDIR(n.mode)) n.nlink = 0;
+  }
+  for (const TreeDirent& d : t.dirents_) {
+    if (!S_ISDIR(t.nodes_[d.node].mode)) t.nodes_[d.node].nlink++;
+  }
+  t.nodes_[0] = TreeNode{};
+  return t;
+}
+
+uint32_t MergedTree::Lookup(uint32_t dir, std::string_view name) const {
+  if (!Valid(dir) || !S_ISDIR(nodes_[dir].mode)) return 0;
+  const TreeDirent* b = ChildrenBegin(dir);
+  const TreeDirent* e = b + ChildCount(dir);
+  auto it = std::lower_bound(b, e, name, [this](const TreeDirent& d, std::string_view n) {
+    return Name(d) < n;
+  });
+  if (it != e && Name(*it) == name) return it->node;
+  return 0;
+}
+
+Result<uint32_t> MergedTree::Resolve(std::string_view path, bool follow_last) const {
+  std::deque<std::string> pending;
+  auto push = [&pending](std::string_view p, bool front) {
+    std::vector<std::string> comps;
+    size_t i = 0;
+    while (i <= p.size()) {
+      size_t j = p.find('/', i);
+      if (j == std::string_view::npos) j = p.size();
+      if (j > i) comps.emplace_back(p.substr(i, j - i));
+      i = j + 1;
+    }
+    pending.insert(front ? pending.begin() : pending.end(), comps.begin(), comps.end());
+  };
+  push(path, false);
+  uint32_t cur = kRoot;
+  int links = 0;
+  while (!pending.empty()) {
+    std::string c = std::move(pending.front());
+    pending.pop_front();
+    if (c == ".") continue;
+    if (c == "..") {
+      cur = nodes_[cur].parent;
+      continue;
+    }
+    if (!S_ISDIR(nodes_[cur].mode)) return Status::InvalidArgument("not a directory");
+    uint32_t n = Lookup(cur, c);
+    if (n == 0) return uint32_t{0};
+    if (S_ISLNK(nodes_[n].mode) && (follow_last || !pending.empty())) {
+      if (++links > kMaxSymlinks) return Status::InvalidArgument("too many levels of symbolic links");
+      std::string_view target = LinkTarget(n);
+      if (!target.empty() && target[0] == '/') cur = kRoot;
+      push(target, true);
+      continue;
+    }
+    cur = n;
+  }
+  return cur;
+}
+
+size_t MergedTree::MemoryBytes() const {
+  return nodes_.capacity() * sizeof(TreeNode) + dirents_.capacity() * sizeof(TreeDirent) +
+         xattrs_.capacity() * sizeof(TreeXattr) + strings_.capacity();
+}
+
+std::string MergedTree::Encode() const {
+  std::string out;
+  auto put32 = [&out](uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
+  put32(kTreeMagic);
+  put32(kTreeVersion);
+  put32(static_cast<uint32_t>(nodes_.size()));
+  put32(static_cast<uint32_t>(dirents_.size()));
+  put32(static_cast<uint32_t>(xattrs_.size()));
+  put32(static_cast<uint32_t>(strings_.size()));
+  out.append(reinterpret_cast<const char*>(nodes_.data()), nodes_.size() * sizeof(TreeNode));
+  out.append(reinterpret_cast<const char*>(dirents_.data()), dirents_.size() * sizeof(TreeDirent));
+  out.append(reinterpret_cast<const char*>(xattrs_.data()), xattrs_.size() * sizeof(TreeXattr));
+  out.append(strings_);
+  return out;
+}
+
+Result<MergedTree> MergedTree::Decode(std::string_view data) {
+  auto bad = [](const std::string& why) { return Status::Corruption("merged tree: " + why); };
+  if (data.size() < 24) return bad("too short");
+  uint32_t h[6];
+  std::memcpy(h, data.data(), sizeof h);
+  if (h[0] != kTreeMagic || h[1] != kTreeVersion) return bad("unknown format");
+  uint64_t need = 24 + uint64_t{h[2]} * sizeof(TreeNode) + uint64_t{h[3]} * sizeof(TreeDirent) +
+                  uint64_t{h[4]} * sizeof(TreeXattr) + h[5];
+  if (need != data.size()) return bad("size does not match its header");
+  if (h[2] < 2) return bad("no root");
+  MergedTree t;
+  const char* p = data.data() + 24;
+  t.nodes_.resize(h[2]);
+  std::memcpy(t.nodes_.data(), p, h[2] * sizeof(TreeNode));
+  p += h[2] * sizeof(TreeNode);
+  t.dirents_.resize(h[3]);
+  std::memcpy(t.dirents_.data(), p, h[3] * sizeof(TreeDirent));
+  p += h[3] * sizeof(TreeDirent);
+  t.xattrs_.resize(h[4]);
+  std::memcpy(t.xattrs_.data(), p, h[4] * sizeof(TreeXattr));
+  p += h[4] * sizeof(TreeXattr);
+  t.strings_.assign(p, h[5]);
+  auto in_strings = [&t](uint32_t off, uint32_t len) {
+    return uint64_t{off} + len <= t.strings_.size();
+  };
+  if (!S_ISDIR(t.nodes_[kRoot].mode)) return bad("root is not a directory");
+  std::vector<uint32_t> dir_refs(t.nodes_.size(), 0);
+  for (uint32_t i = 1; i < t.nodes_.size(); i++) {
+    const TreeNode& n = t.nodes_[i];
+    if (!in_strings(n.link_off, n.link_len)) return bad("link target out of range");
+    if (uint64_t{n.xattr_begin} + n.xattr_count > t.xattrs_.size()) return bad("xattrs out of range");
+    if (uint64_t{n.child_begin} + n.child_count > t.dirents_.size()) return bad("children out of range");
+    if (!S_ISDIR(n.mode) && n.child_count) return bad("non-directory with children");
+    if (n.parent == 0 || n.parent >= t.nodes_.size()) return bad("bad parent");
+    for (uint32_t k = 0; k < n.child_count; k++) {
+      const TreeDirent& d = t.dirents_[n.child_begin + k];
+      if (!in_strings(d.name_off, d.name_len) || d.name_len == 0) return bad("name out of range");
+      if (d.node <= kRoot || d.node >= t.nodes_.size()) return bad("dirent to a bad node");
+      if (S_ISDIR(t.nodes_[d.node].mode)) {
+        if (t.nodes_[d.node].parent != i || ++dir_refs[d.node] > 1) return bad("directory cycle");
+      }
+    }
+  }
+  for (const TreeXattr& x : t.xattrs_) {
+    if (!in_strings(x.name_off, x.name_len) || !in_strings(x.value_off, x.value_len)) {
+      return bad("xattr out of range");
+    }
+  }
+  return t;
+}
+
+}  // namespace imgfs

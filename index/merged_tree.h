@@ -1,0 +1,112 @@
+// The merged tree of an image: its layers' entry tables combined with OCI/overlay
+// semantics, built once per image ID and stored in the LMDB `trees` database.
+//
+// Merge rules (applied per layer, bottom to top):
+//   1. Whiteouts of the layer go first, against the lower layers only: `D/.wh.NAME`
+//      removes NAME from D; `D/.wh..wh..opq` removes all lower content of D. Because
+//      they go first, a whiteout and a re-add of the same name in one layer keep the
+//      new entry, and an opaque directory keeps what its own layer puts in it. Other
+//      `.wh..wh.*` names (aufs metadata) are ignored. Whiteouts are never visible.
+//   2. Then the layer's entries in tar order: a later duplicate wins; a non-directory
+//      replaces whatever was at its path (a whole lower directory included); a
+//      directory replacing a non-directory starts empty; a directory over a directory
+//      takes the new attributes and keeps the children.
+//   3. Parent components are resolved inside the image, following symbolic links the
+//      way the kernel would in a chroot ("/" and ".." clamp at the image root, at most
+//      40 links). A missing parent is created (mode 0755, root-owned, mtime 0), a
+//      parent that is a file is an error.
+//   4. A hard link names the node of its target (inside the layer or below); it must
+//      exist and not be a directory. Hard links share one node; st_nlink is counted.
+//
+// The tree is stored flat so that loading it is a bounds-checked copy:
+//   nodes[]   : node 0 is unused, node 1 is the root. Numbers are dense, assigned in
+//               breadth-first order; they are the inode numbers inside one image view.
+//   dirents[] : each directory's children, contiguous and sorted by name (bytewise),
+//               so lookup is a binary search and readdir an index walk.
+//   xattrs[]  : each node's extended attributes, contiguous.
+//   strings   : names, link targets, xattr names and values.
+//
+// Thread-safety: a built MergedTree is immutable; any number of threads may read it.
+#ifndef IMGFS_INDEX_MERGED_TREE_H_
+#define IMGFS_INDEX_MERGED_TREE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "index/layer_entry.h"
+#include "index/status.h"
+
+namespace imgfs {
+
+struct TreeNode {
+  uint32_t mode = 0;  // full st_mode: S_IFxxx | 07777
+  uint32_t nlink = 1;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint32_t layer = 0;  // index into the image's layer list, for regular-file content
+  uint64_t data_offset = 0;
+  uint64_t rdev = 0;
+  uint32_t link_off = 0, link_len = 0;        // symlink target in strings
+  uint32_t xattr_begin = 0, xattr_count = 0;  // range in xattrs
+  uint32_t child_begin = 0, child_count = 0;  // range in dirents (directories)
+  uint32_t parent = 0;                        // directories: the parent (root: itself)
+  uint32_t pad_ = 0;
+};
+
+struct TreeDirent {
+  uint32_t name_off = 0, name_len = 0;
+  uint32_t node = 0;
+};
+
+struct TreeXattr {
+  uint32_t name_off = 0, name_len = 0;
+  uint32_t value_off = 0, value_len = 0;
+};
+
+class MergedTree {
+ public:
+  static constexpr uint32_t kRoot = 1;
+
+  // Builds the tree from the entry tables of the image's layers, bottom first.
+  static Result<MergedTree> Build(const std::vector<const std::vector<LayerEntry>*>& layers);
+  // Decodes (and fully bounds-checks) a stored tree.
+  static Result<MergedTree> Decode(std::string_view data);
+  std::string Encode() const;
+
+  uint32_t node_count() const { return static_cast<uint32_t>(nodes_.size()); }  // incl. node 0
+  bool Valid(uint32_t n) const { return n >= kRoot && n < nodes_.size(); }
+  const TreeNode& node(uint32_t n) const { return nodes_[n]; }
+  std::string_view Name(const TreeDirent& d) const { return Str(d.name_off, d.name_len); }
+  std::string_view LinkTarget(uint32_t n) const {
+    return Str(nodes_[n].link_off, nodes_[n].link_len);
+  }
+  const TreeDirent* ChildrenBegin(uint32_t n) const { return dirents_.data() + nodes_[n].child_begin; }
+  uint32_t ChildCount(uint32_t n) const { return nodes_[n].child_count; }
+  const TreeXattr* XattrsBegin(uint32_t n) const { return xattrs_.data() + nodes_[n].xattr_begin; }
+  std::string_view XattrName(const TreeXattr& x) const { return Str(x.name_off, x.name_len); }
+  std::string_view XattrValue(const TreeXattr& x) const { return Str(x.value_off, x.value_len); }
+  // Child of directory `dir` named `name`, or 0.
+  uint32_t Lookup(uint32_t dir, std::string_view name) const;
+  // Resolves a path from the root. Intermediate symlinks are followed inside the image;
+  // the last component is followed only when follow_last. Returns 0 when missing.
+  Result<uint32_t> Resolve(std::string_view path, bool follow_last) const;
+  size_t MemoryBytes() const;
+
+ private:
+  std::string_view Str(uint32_t off, uint32_t len) const {
+    return std::string_view(strings_).substr(off, len);
+  }
+  std::vector<TreeNode> nodes_;
+  std::vector<TreeDirent> dirents_;
+  std::vector<TreeXattr> xattrs_;
+  std::string strings_;
+};
+
+}  // namespace imgfs
+
+#endif  // IMGFS_INDEX_MERGED_TREE_H_

@@ -1,0 +1,458 @@
+#include "index/store.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "index/codec.h"
+#include "index/file_util.h"
+
+namespace imgfs {
+namespace {
+
+constexpr size_t kMapSize = size_t{64} << 30;  // address space only; the file grows as used
+constexpr uint64_t kRecordFormat = 1;
+
+Status LmdbError(const std::string& what, int rc) {
+  if (rc == MDB_MAP_FULL) return Status::Exhausted("index: " + what + ": LMDB map is full");
+  if (rc > 0) return Status::Io("index: " + what, rc);
+  return Status::Corruption("index: " + what + ": " + mdb_strerror(rc));
+}
+
+MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view View(const MDB_val& v) {
+  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+}  // namespace
+
+// An LMDB transaction that aborts unless committed. Values read through it are valid
+// only until it ends; every accessor here copies.
+class Txn {
+ public:
+  static Result<Txn> Begin(MDB_env* env, bool write) {
+    MDB_txn* t = nullptr;
+    int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &t);
+    if (rc) return LmdbError("begin transaction", rc);
+    return Txn(t);
+  }
+  Txn(Txn&& o) noexcept : t_(std::exchange(o.t_, nullptr)) {}
+  Txn(const Txn&) = delete;
+  ~Txn() {
+    if (t_) mdb_txn_abort(t_);
+  }
+  Status Commit() {
+    int rc = mdb_txn_commit(std::exchange(t_, nullptr));
+    return rc ? LmdbError("commit", rc) : Status::Ok();
+  }
+  Result<std::optional<std::string>> Get(MDB_dbi db, std::string_view key) {
+    MDB_val k = Val(key), v;
+    int rc = mdb_get(t_, db, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::optional<std::string>();
+    if (rc) return LmdbError("get", rc);
+    return std::optional<std::string>(std::string(View(v)));
+  }
+  Status Put(MDB_dbi db, std::string_view key, std::string_view value) {
+    MDB_val k = Val(key), v = Val(value);
+    int rc = mdb_put(t_, db, &k, &v, 0);
+    return rc ? LmdbError("put", rc) : Status::Ok();
+  }
+  // Deleting an absent key is not an error.
+  Status Del(MDB_dbi db, std::string_view key) {
+    MDB_val k = Val(key);
+    int rc = mdb_del(t_, db, &k, nullptr);
+    return rc && rc != MDB_NOTFOUND ? LmdbError("delete", rc) : Status::Ok();
+  }
+  // Calls fn(key, value) for every row; stops early when fn returns false.
+  template <typename Fn>
+  Status Scan(MDB_dbi db, Fn fn, std::string_view from = {}) {
+    MDB_cursor* c = nullptr;
+    int rc = mdb_cursor_open(t_, db, &c);
+    if (rc) return LmdbError("cursor", rc);
+    MDB_val k = Val(from), v;
+    rc = mdb_cursor_get(c, &k, &v, from.empty() ? MDB_FIRST : MDB_SET_RANGE);
+    while (rc == 0) {
+      if (!fn(View(k), View(v))) break;
+      rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    return rc && rc != MDB_NOTFOUND ? LmdbError("scan", rc) : Status::Ok();
+  }
+  MDB_txn* get() { return t_; }
+
+ private:
+  explicit Txn(MDB_txn* t) : t_(t) {}
+  MDB_txn* t_;
+};
+
+namespace {
+
+std::string EncodeRef(const RefRecord& r) {
+  Encoder e;
+  e.PutVarint(kRecordFormat);
+  e.PutBytes(r.image_id);
+  e.PutBytes(r.manifest_digest);
+  return e.Take();
+}
+
+Result<RefRecord> DecodeRef(std::string_view data) {
+  Decoder d(data);
+  RefRecord r;
+  if (d.Varint() != kRecordFormat) return Status::Corruption("index: ref record: unknown format");
+  r.image_id = std::string(d.Bytes());
+  r.manifest_digest = std::string(d.Bytes());
+  if (!d.done() || !Digest::FromHex(r.image_id).ok()) return Status::Corruption("index: bad ref record");
+  return r;
+}
+
+std::string EncodeLayer(const LayerRecord& r) {
+  Encoder e;
+  e.PutVarint(kRecordFormat);
+  e.PutBytes(r.diff_id.hex());
+  e.PutBytes(r.blob.hex());
+  e.PutBytes(r.media_type);
+  e.PutVarint(static_cast<uint8_t>(r.compression));
+  e.PutVarint(r.blob_size);
+  e.PutVarint(r.size);
+  e.PutVarint(r.entry_count);
+  return e.Take();
+}
+
+Result<LayerRecord> DecodeLayer(std::string_view data) {
+  Decoder d(data);
+  LayerRecord r;
+  if (d.Varint() != kRecordFormat) return Status::Corruption("index: layer record: unknown format");
+  auto diff = Digest::FromHex(d.Bytes());
+  auto blob = Digest::FromHex(d.Bytes());
+  r.media_type = std::string(d.Bytes());
+  uint64_t c = d.Varint();
+  r.blob_size = d.Varint();
+  r.size = d.Varint();
+  r.entry_count = d.Varint();
+  if (!d.done() || !diff.ok() || !blob.ok() || c > 2) return Status::Corruption("index: bad layer record");
+  r.diff_id = *diff;
+  r.blob = *blob;
+  r.compression = static_cast<Compression>(c);
+  return r;
+}
+
+std::string EncodeGeneration(uint64_t g) { return std::string(reinterpret_cast<const char*>(&g), 8); }
+
+Status BumpGeneration(Txn& t, MDB_dbi meta) {
+  IMGFS_ASSIGN_OR_RETURN(auto cur, t.Get(meta, "generation"));
+  uint64_t g = 0;
+  if (cur && cur->size() == 8) std::memcpy(&g, cur->data(), 8);
+  return t.Put(meta, "generation", EncodeGeneration(g + 1));
+}
+
+}  // namespace
+
+std::string EncodeImage(const ImageRecord& r) {
+  Encoder e;
+  e.PutVarint(kRecordFormat);
+  e.PutBytes(r.id.hex());
+  e.PutBytes(r.manifest_digest);
+  e.PutBytes(r.manifest_media_type);
+  e.PutVarint(r.config_size);
+  e.PutBytes(r.created);
+  e.PutSigned(r.created_unix);
+  e.PutBytes(r.os);
+  e.PutBytes(r.architecture);
+  e.PutBytes(r.variant);
+  e.PutVarint(r.diff_ids.size());
+  for (const Digest& d : r.diff_ids) e.PutBytes(d.hex());
+  e.PutVarint(r.size);
+  e.PutSigned(r.added_unix);
+  return e.Take();
+}
+
+Result<ImageRecord> DecodeImage(std::string_view data) {
+  Decoder d(data);
+  ImageRecord r;
+  if (d.Varint() != kRecordFormat) return Status::Corruption("index: image record: unknown format");
+  auto id = Digest::FromHex(d.Bytes());
+  r.manifest_digest = std::string(d.Bytes());
+  r.manifest_media_type = std::string(d.Bytes());
+  r.config_size = d.Varint();
+  r.created = std::string(d.Bytes());
+  r.created_unix = d.Signed();
+  r.os = std::string(d.Bytes());
+  r.architecture = std::string(d.Bytes());
+  r.variant = std::string(d.Bytes());
+  uint64_t n = d.Varint();
+  if (!id.ok() || n > data.size()) return Status::Corruption("index: bad image record");
+  r.id = *id;
+  for (uint64_t i = 0; i < n && d.ok(); i++) {
+    auto l = Digest::FromHex(d.Bytes());
+    if (!l.ok()) return Status::Corruption("index: bad image record layer");
+    r.diff_ids.push_back(*l);
+  }
+  r.size = d.Varint();
+  r.added_unix = d.Signed();
+  if (!d.done()) return Status::Corruption("index: bad image record");
+  return r;
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& root) {
+  std::unique_ptr<Store> s(new Store());
+  s->root_ = root;
+  s->blobs_ = BlobStore(root);
+  Status st = s->Init();
+  if (!st.ok()) return st.WithContext("store " + root);
+  return s;
+}
+
+Status Store::Init() {
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_, 0711));
+  IMGFS_RETURN_IF_ERROR(blobs_.Init());
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/index", 0700));
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/unpacked", 0700));
+  int rc = mdb_env_create(&env_);
+  if (rc) return LmdbError("create environment", rc);
+  mdb_env_set_maxdbs(env_, 8);
+  mdb_env_set_mapsize(env_, kMapSize);
+  mdb_env_set_maxreaders(env_, 512);
+  rc = mdb_env_open(env_, (root_ + "/index").c_str(), MDB_NOTLS, 0600);
+  if (rc) return LmdbError("open " + root_ + "/index", rc);
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  struct {
+    const char* name;
+    MDB_dbi* dbi;
+  } dbs[] = {{"meta", &meta_},     {"refs", &refs_},       {"images", &images_},
+             {"layers", &layers_}, {"entries", &entries_}, {"trees", &trees_}};
+  for (auto& d : dbs) {
+    rc = mdb_dbi_open(t.get(), d.name, MDB_CREATE, d.dbi);
+    if (rc) return LmdbError(std::string("open database ") + d.name, rc);
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto schema, t.Get(meta_, "schema"));
+  if (!schema) {
+    IMGFS_RETURN_IF_ERROR(t.Put(meta_, "schema", std::to_string(kSchemaVersion)));
+  } else if (*schema != std::to_string(kSchemaVersion)) {
+    return Status::Unsupported("index schema version " + *schema + " is not supported (this imgfs reads " +
+                               std::to_string(kSchemaVersion) + ")");
+  }
+  return t.Commit();
+}
+
+Store::~Store() {
+  if (env_) mdb_env_close(env_);
+}
+
+Result<std::optional<RefRecord>> Store::GetRef(const std::string& ref) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(refs_, ref));
+  if (!v) return std::optional<RefRecord>();
+  IMGFS_ASSIGN_OR_RETURN(RefRecord r, DecodeRef(*v));
+  return std::optional<RefRecord>(std::move(r));
+}
+
+Result<std::vector<std::pair<std::string, RefRecord>>> Store::ListRefs() const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  std::vector<std::pair<std::string, RefRecord>> out;
+  Status bad;
+  IMGFS_RETURN_IF_ERROR(t.Scan(refs_, [&](std::string_view k, std::string_view v) {
+    auto r = DecodeRef(v);
+    if (!r.ok()) {
+      bad = r.status();
+      return false;
+    }
+    out.emplace_back(std::string(k), std::move(*r));
+    return true;
+  }));
+  IMGFS_RETURN_IF_ERROR(bad);
+  return out;
+}
+
+Result<std::optional<ImageRecord>> Store::GetImage(const Digest& id) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(images_, id.hex()));
+  if (!v) return std::optional<ImageRecord>();
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord r, DecodeImage(*v));
+  return std::optional<ImageRecord>(std::move(r));
+}
+
+Result<std::vector<ImageRecord>> Store::ListImages() const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  std::vector<ImageRecord> out;
+  Status bad;
+  IMGFS_RETURN_IF_ERROR(t.Scan(images_, [&](std::string_view, std::string_view v) {
+    auto r = DecodeImage(v);
+    if (!r.ok()) {
+      bad = r.status();
+      return false;
+    }
+    out.push_back(std::move(*r));
+    return true;
+  }));
+  IMGFS_RETURN_IF_ERROR(bad);
+  return out;
+}
+
+Result<std::vector<Digest>> Store::FindImagesByPrefix(const std::string& prefix) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  std::vector<Digest> out;
+  IMGFS_RETURN_IF_ERROR(t.Scan(
+      images_,
+      [&](std::string_view k, std::string_view) {
+        if (k.substr(0, prefix.size()) != prefix) return false;
+        auto d = Digest::FromHex(k);
+        if (d.ok()) out.push_back(*d);
+        return true;
+      },
+      prefix));
+  return out;
+}
+
+Result<std::optional<LayerRecord>> Store::GetLayer(const Digest& diff_id) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(layers_, diff_id.hex()));
+  if (!v) return std::optional<LayerRecord>();
+  IMGFS_ASSIGN_OR_RETURN(LayerRecord r, DecodeLayer(*v));
+  return std::optional<LayerRecord>(std::move(r));
+}
+
+Result<std::vector<LayerEntry>> Store::GetEntries(const Digest& diff_id) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  MDB_val k = Val(diff_id.hex()), v;
+  int rc = mdb_get(t.get(), entries_, &k, &v);
+  if (rc == MDB_NOTFOUND) return Status::NotFound("index: no entry table for layer " + diff_id.str());
+  if (rc) return LmdbError("get entries", rc);
+  return DecodeEntries(View(v));  // decodes (copies) inside the transaction
+}
+
+Result<MergedTree> Store::GetTree(const Digest& image_id) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  MDB_val k = Val(image_id.hex()), v;
+  int rc = mdb_get(t.get(), trees_, &k, &v);
+  if (rc == MDB_NOTFOUND) return Status::NotFound("index: no merged tree for image " + image_id.str());
+  if (rc) return LmdbError("get tree", rc);
+  return MergedTree::Decode(View(v));
+}
+
+Result<uint64_t> Store::Generation() const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(meta_, "generation"));
+  uint64_t g = 0;
+  if (v && v->size() == 8) std::memcpy(&g, v->data(), 8);
+  return g;
+}
+
+Status Store::AddImage(const ImageRecord& image, const std::vector<NewLayer>& layers,
+                       const std::string& encoded_tree,
+                       const std::vector<std::pair<std::string, RefRecord>>& refs) {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  for (const NewLayer& l : layers) {
+    IMGFS_RETURN_IF_ERROR(t.Put(layers_, l.record.diff_id.hex(), EncodeLayer(l.record)));
+    IMGFS_RETURN_IF_ERROR(t.Put(entries_, l.record.diff_id.hex(), l.encoded_entries));
+  }
+  for (const Digest& d : image.diff_ids) {
+    IMGFS_ASSIGN_OR_RETURN(auto have, t.Get(layers_, d.hex()));
+    if (!have) return Status::NotFound("index: layer " + d.str() + " is not indexed");
+  }
+  IMGFS_RETURN_IF_ERROR(t.Put(images_, image.id.hex(), EncodeImage(image)));
+  IMGFS_RETURN_IF_ERROR(t.Put(trees_, image.id.hex(), encoded_tree));
+  for (const auto& [name, rec] : refs) IMGFS_RETURN_IF_ERROR(t.Put(refs_, name, EncodeRef(rec)));
+  IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
+  return t.Commit();
+}
+
+Status Store::SetRef(const std::string& ref, const RefRecord& rec) {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(auto img, t.Get(images_, rec.image_id));
+  if (!img) return Status::NotFound("no such image: " + rec.image_id);
+  IMGFS_RETURN_IF_ERROR(t.Put(refs_, ref, EncodeRef(rec)));
+  IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
+  return t.Commit();
+}
+
+Status Store::DeleteRef(const std::string& ref) {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(refs_, ref));
+  if (!v) return Status::NotFound("no such reference: " + ref);
+  IMGFS_RETURN_IF_ERROR(t.Del(refs_, ref));
+  IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
+  return t.Commit();
+}
+
+Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(images_, id.hex()));
+  if (!v) return Status::NotFound("no such image: " + id.str());
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord img, DecodeImage(*v));
+  // Names of this image.
+  std::vector<std::string> names;
+  IMGFS_RETURN_IF_ERROR(t.Scan(refs_, [&](std::string_view k, std::string_view val) {
+    auto r = DecodeRef(val);
+    if (r.ok() && r->image_id == id.hex()) names.emplace_back(k);
+    return true;
+  }));
+  for (const std::string& n : names) IMGFS_RETURN_IF_ERROR(t.Del(refs_, n));
+  IMGFS_RETURN_IF_ERROR(t.Del(images_, id.hex()));
+  IMGFS_RETURN_IF_ERROR(t.Del(trees_, id.hex()));
+  // What the remaining images still use.
+  std::set<std::string> used_layers;
+  std::set<std::string> used_manifests;
+  Status bad;
+  IMGFS_RETURN_IF_ERROR(t.Scan(images_, [&](std::string_view, std::string_view val) {
+    auto r = DecodeImage(val);
+    if (!r.ok()) {
+      bad = r.status();
+      return false;
+    }
+    for (const Digest& d : r->diff_ids) used_layers.insert(d.hex());
+    used_manifests.insert(r->manifest_digest);
+    return true;
+  }));
+  IMGFS_RETURN_IF_ERROR(bad);
+  std::vector<Digest> freed{id};
+  if (!img.manifest_digest.empty() && !used_manifests.count(img.manifest_digest)) {
+    auto m = Digest::Parse(img.manifest_digest);
+    if (m.ok()) freed.push_back(*m);
+  }
+  for (const Digest& d : img.diff_ids) {
+    if (used_layers.count(d.hex())) continue;
+    IMGFS_ASSIGN_OR_RETURN(auto lv, t.Get(layers_, d.hex()));
+    if (lv) {
+      auto l = DecodeLayer(*lv);
+      if (l.ok()) freed.push_back(l->blob);
+    }
+    IMGFS_RETURN_IF_ERROR(t.Del(layers_, d.hex()));
+    IMGFS_RETURN_IF_ERROR(t.Del(entries_, d.hex()));
+    used_layers.insert(d.hex());  // a layer listed twice in one image is freed once
+  }
+  IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
+  IMGFS_RETURN_IF_ERROR(t.Commit());
+  return freed;
+}
+
+Result<std::set<Digest>> Store::LiveBlobs() const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  std::set<Digest> live;
+  Status bad;
+  IMGFS_RETURN_IF_ERROR(t.Scan(images_, [&](std::string_view, std::string_view val) {
+    auto r = DecodeImage(val);
+    if (!r.ok()) {
+      bad = r.status();
+      return false;
+    }
+    live.insert(r->id);
+    auto m = Digest::Parse(r->manifest_digest);
+    if (m.ok()) live.insert(*m);
+    return true;
+  }));
+  IMGFS_RETURN_IF_ERROR(bad);
+  IMGFS_RETURN_IF_ERROR(t.Scan(layers_, [&](std::string_view, std::string_view val) {
+    auto r = DecodeLayer(val);
+    if (!r.ok()) {
+      bad = r.status();
+      return false;
+    }
+    live.insert(r->blob);
+    return true;
+  }));
+  IMGFS_RETURN_IF_ERROR(bad);
+  return live;
+}
+
+}  // namespace imgfs

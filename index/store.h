@@ -1,0 +1,149 @@
+// The local image store: blobs on disk plus the LMDB index that names them.
+//
+// On-disk layout under the root (--root, IMGFS_ROOT):
+//
+//   blobs/sha256/<hex>   verified blobs: manifests, configs, layers as fetched (read-only)
+//   ingest/              partial writes; never content; cleared by prune
+//   index/               the LMDB environment (data.mdb, lock.mdb), schema below
+//   unpacked/<hex>.tar   on-demand uncompressed copies of compressed layers (evictable)
+//
+// LMDB schema (version 1). Every write goes through one write transaction and bumps
+// meta/generation, so a reader (the mount) can see cheaply that names changed.
+//
+//   meta
+//   ├── "schema"       → "1"
+//   └── "generation"   → u64 (little-endian), +1 per committed write
+//   refs               canonical reference → RefRecord
+//   │                  "docker.io/library/ubuntu:16.04"         (a tag)
+//   │                  "docker.io/library/ubuntu@sha256:<hex>"  (a repo digest)
+//   │                  RefRecord = { image_id hex, manifest digest or "" }
+//   images             image id (config digest hex) → ImageRecord
+//   │                  { manifest digest, manifest media type, config size, created
+//   │                    (RFC 3339 and unix), os, architecture, variant, diff_ids[],
+//   │                    uncompressed size, time added }
+//   layers             diff_id hex → LayerRecord
+//   │                  { blob digest, media type, compression, blob size,
+//   │                    uncompressed size, entry count }
+//   entries            diff_id hex → the layer's entry table (layer_entry.h codec)
+//   trees              image id hex → the image's merged tree (merged_tree.h format)
+//
+// Invariants: every digest named by refs/images/layers is a committed blob (blobs are
+// committed before the transaction that names them); every ref names an image; every
+// image's diff_ids have layers and entries rows; every image has a tree.
+//
+// Thread-safety: a Store may be shared by threads (MDB_NOTLS: read transactions are
+// not tied to threads). Every method opens its own short transaction and copies values
+// out before it ends. Processes share the store through LMDB's own locking.
+#ifndef IMGFS_INDEX_STORE_H_
+#define IMGFS_INDEX_STORE_H_
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "index/blob_store.h"
+#include "index/digest.h"
+#include "index/layer_entry.h"
+#include "index/merged_tree.h"
+#include "index/status.h"
+#include "index/stream.h"
+
+namespace imgfs {
+
+struct RefRecord {
+  std::string image_id;         // hex
+  std::string manifest_digest;  // "sha256:…" or ""
+};
+
+struct LayerRecord {
+  Digest diff_id;
+  Digest blob;
+  std::string media_type;
+  Compression compression = Compression::kNone;
+  uint64_t blob_size = 0;
+  uint64_t size = 0;  // uncompressed
+  uint64_t entry_count = 0;
+};
+
+struct ImageRecord {
+  Digest id;  // config digest
+  std::string manifest_digest;
+  std::string manifest_media_type;
+  uint64_t config_size = 0;
+  std::string created;  // RFC 3339, as in the config
+  int64_t created_unix = 0;
+  std::string os, architecture, variant;
+  std::vector<Digest> diff_ids;
+  uint64_t size = 0;  // sum of uncompressed layer sizes
+  int64_t added_unix = 0;
+};
+
+class Store {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens (creating when missing) the store at `root`.
+  static Result<std::unique_ptr<Store>> Open(const std::string& root);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& root() const { return root_; }
+  const BlobStore& blobs() const { return blobs_; }
+  std::string UnpackedPath(const Digest& diff_id) const {
+    return root_ + "/unpacked/" + diff_id.hex() + ".tar";
+  }
+
+  // --- reads (each its own short read transaction) ---
+  Result<std::optional<RefRecord>> GetRef(const std::string& ref) const;
+  Result<std::vector<std::pair<std::string, RefRecord>>> ListRefs() const;
+  Result<std::optional<ImageRecord>> GetImage(const Digest& id) const;
+  Result<std::vector<ImageRecord>> ListImages() const;
+  Result<std::optional<LayerRecord>> GetLayer(const Digest& diff_id) const;
+  Result<std::vector<LayerEntry>> GetEntries(const Digest& diff_id) const;
+  Result<MergedTree> GetTree(const Digest& image_id) const;
+  Result<uint64_t> Generation() const;
+  // Image ids starting with `prefix` (hex).
+  Result<std::vector<Digest>> FindImagesByPrefix(const std::string& prefix) const;
+
+  // --- writes (the one writer path: each is one write transaction) ---
+  struct NewLayer {
+    LayerRecord record;
+    std::string encoded_entries;
+  };
+  // Records an image, the layers it adds, its merged tree and names. Blobs named
+  // must already be committed.
+  Status AddImage(const ImageRecord& image, const std::vector<NewLayer>& layers,
+                  const std::string& encoded_tree,
+                  const std::vector<std::pair<std::string, RefRecord>>& refs);
+  Status SetRef(const std::string& ref, const RefRecord& rec);
+  // Removes a name. Returns NotFound when absent.
+  Status DeleteRef(const std::string& ref);
+  // Removes an image, its names, its tree, and layers no other image uses. Returns
+  // the blobs nothing references any more (the caller unlinks them after commit).
+  Result<std::vector<Digest>> DeleteImage(const Digest& id);
+  // Every blob the index references.
+  Result<std::set<Digest>> LiveBlobs() const;
+
+ private:
+  Store() = default;
+  Status Init();
+  std::string root_;
+  BlobStore blobs_{""};
+  MDB_env* env_ = nullptr;
+  MDB_dbi meta_ = 0, refs_ = 0, images_ = 0, layers_ = 0, entries_ = 0, trees_ = 0;
+  friend class Txn;
+};
+
+std::string EncodeImage(const ImageRecord& r);
+Result<ImageRecord> DecodeImage(std::string_view data);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_INDEX_STORE_H_
