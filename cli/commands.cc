@@ -53,7 +53,8 @@ struct Command {
 }
 
 int Fail(const Status& st, const std::string& context = "") {
-  std::fprintf(stderr, "imgfs: %s\n", (context.empty() ? st : st.WithContext(context)).message().c_str());
+  std::fprintf(stderr, "imgfs: %s\n",
+               (context.empty() ? st : st.WithContext(context)).message().c_str());
   return 1;
 }
 
@@ -141,14 +142,16 @@ Result<std::map<std::string, Names>> NamesByImage(const Store& store) {
 // --------------------------------------------------------------------------------
 
 int CmdLoad(const std::string& root, const Args& a) {
-  if (a.pos.size() != 1 && !a.Has("--input")) Die("load: want exactly one FILE or DIR (see imgfs load --help)", 2);
+  if (a.pos.size() != 1 && !a.Has("--input"))
+    Die("load: want exactly one FILE or DIR (see imgfs load --help)", 2);
   std::string path = a.Has("--input") ? a.Get("--input") : a.pos[0];
   auto store = OpenStore(root);
   LoadOptions opt;
   opt.repository = a.Get("--name");
   if (!opt.repository.empty()) {
     auto r = ParseReference(opt.repository);
-    if (!r.ok() || !r->tag.empty() || !r->digest.empty()) Die("load: --name wants a repository without tag");
+    if (!r.ok() || !r->tag.empty() || !r->digest.empty())
+      Die("load: --name wants a repository without tag");
   }
   bool quiet = a.Has("--quiet");
   if (!quiet) opt.progress = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
@@ -215,14 +218,17 @@ int CmdImages(const std::string& root, const Args& a) {
       repos_with_tag.insert(t.Name());
     }
     for (const Reference& d : n.digests) {
-      if (!repos_with_tag.count(d.Name())) rows.push_back({d.FamiliarName(), "<none>", d.digest, &img});
+      if (!repos_with_tag.count(d.Name()))
+        rows.push_back({d.FamiliarName(), "<none>", d.digest, &img});
     }
-    if (n.tags.empty() && n.digests.empty() && filter_repo.empty()) rows.push_back({"<none>", "<none>", "", &img});
+    if (n.tags.empty() && n.digests.empty() && filter_repo.empty())
+      rows.push_back({"<none>", "<none>", "", &img});
   }
   if (!filter_repo.empty()) {
     std::erase_if(rows, [&](const Row& r) {
       auto ref = ParseReference(r.repo);
-      return !ref.ok() || ref->Name() != filter_repo || (!filter_tag.empty() && r.tag != filter_tag);
+      return !ref.ok() || ref->Name() != filter_repo ||
+             (!filter_tag.empty() && r.tag != filter_tag);
     });
   }
   auto id_of = [&](const ImageRecord& img) { return no_trunc ? img.id.str() : img.id.Short(); };
@@ -241,7 +247,8 @@ int CmdImages(const std::string& root, const Args& a) {
       w.Key("Digest").String(r.digest.empty() ? "<none>" : r.digest);
       w.Key("ID").String(id_of(*r.img));
       w.Key("CreatedAt").String(r.img->created);
-      w.Key("CreatedSince").String(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
+      w.Key("CreatedSince")
+          .String(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
       w.Key("Size").String(HumanSize(static_cast<double>(r.img->size)));
       w.Key("VirtualSize").Uint(r.img->size);
       w.EndObject();
@@ -289,12 +296,17 @@ std::string PrettyJson(const std::string& in) {
     char c = in[i];
     if (in_str) {
       out += c;
-      if (c == '\\') out += in[++i];
-      else if (c == '"') in_str = false;
+      if (c == '\\')
+        out += in[++i];
+      else if (c == '"')
+        in_str = false;
       continue;
     }
     switch (c) {
-      case '"': in_str = true; out += c; break;
+      case '"':
+        in_str = true;
+        out += c;
+        break;
       case '{':
       case '[':
         if (i + 1 < in.size() && (in[i + 1] == '}' || in[i + 1] == ']')) {
@@ -312,9 +324,15 @@ std::string PrettyJson(const std::string& in) {
         nl();
         out += c;
         break;
-      case ',': out += c; nl(); break;
-      case ':': out += ": "; break;
-      default: out += c;
+      case ',':
+        out += c;
+        nl();
+        break;
+      case ':':
+        out += ": ";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -365,7 +383,11 @@ int CmdInspect(const std::string& root, const Args& a) {
       w.EndObject();
     }
     w.EndArray();
-    w.Key("Metadata").BeginObject().Key("AddedAt").String(FormatRfc3339(img.added_unix)).EndObject();
+    w.Key("Metadata")
+        .BeginObject()
+        .Key("AddedAt")
+        .String(FormatRfc3339(img.added_unix))
+        .EndObject();
     w.EndObject();
   }
   w.EndArray();
@@ -431,8 +453,9 @@ int CmdRmi(const std::string& root, const Args& a) {
       for (auto& t : n.tags) repos.insert(t.Name());
       for (auto& d : n.digests) repos.insert(d.Name());
       if (repos.size() > 1 && !force) {
-        rc = Fail(Status::InvalidArgument("conflict: unable to delete " + id->Short() +
-                                          " (must be forced) - image is referenced in multiple repositories"),
+        rc = Fail(Status::InvalidArgument(
+                      "conflict: unable to delete " + id->Short() +
+                      " (must be forced) - image is referenced in multiple repositories"),
                   "rmi");
         continue;
       }
@@ -450,23 +473,39 @@ int CmdRmi(const std::string& root, const Args& a) {
 
 const char* TypeChar(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFDIR: return "d";
-    case S_IFLNK: return "l";
-    case S_IFCHR: return "c";
-    case S_IFBLK: return "b";
-    case S_IFIFO: return "p";
-    default: return "f";
+    case S_IFDIR:
+      return "d";
+    case S_IFLNK:
+      return "l";
+    case S_IFCHR:
+      return "c";
+    case S_IFBLK:
+      return "b";
+    case S_IFIFO:
+      return "p";
+    default:
+      return "f";
   }
 }
 
 std::string ModeString(uint32_t mode) {
   std::string s = "-";
   switch (mode & S_IFMT) {
-    case S_IFDIR: s = "d"; break;
-    case S_IFLNK: s = "l"; break;
-    case S_IFCHR: s = "c"; break;
-    case S_IFBLK: s = "b"; break;
-    case S_IFIFO: s = "p"; break;
+    case S_IFDIR:
+      s = "d";
+      break;
+    case S_IFLNK:
+      s = "l";
+      break;
+    case S_IFCHR:
+      s = "c";
+      break;
+    case S_IFBLK:
+      s = "b";
+      break;
+    case S_IFIFO:
+      s = "p";
+      break;
   }
   const char* rwx = "rwxrwxrwx";
   for (int i = 0; i < 9; i++) s += (mode & (0400 >> i)) ? rwx[i] : '-';
@@ -529,12 +568,13 @@ void LsLine(LsContext& c, uint32_t n, const std::string& name) {
     std::sort(xs.begin(), xs.end());
     for (auto& x : xs) xa += (xa.empty() ? "" : ",") + x;
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%s\t%o\t%u\t%u\t%llu\t%lld\t%u\t%u\t%u,%u\t", TypeChar(node.mode),
-                  node.mode & 07777, node.uid, node.gid, S_ISDIR(node.mode) ? 0ULL : (unsigned long long)node.size,
+    std::snprintf(buf, sizeof buf, "%s\t%o\t%u\t%u\t%llu\t%lld\t%u\t%u\t%u,%u\t",
+                  TypeChar(node.mode), node.mode & 07777, node.uid, node.gid,
+                  S_ISDIR(node.mode) ? 0ULL : (unsigned long long)node.size,
                   (long long)node.mtime_sec, node.nlink, n, major(node.rdev), minor(node.rdev));
     c.out += buf;
-    c.out += std::string(S_ISLNK(node.mode) ? t.LinkTarget(n) : "-") + "\t" + sha + "\t" + (xa.empty() ? "-" : xa) +
-             "\t" + name + "\n";
+    c.out += std::string(S_ISLNK(node.mode) ? t.LinkTarget(n) : "-") + "\t" + sha + "\t" +
+             (xa.empty() ? "-" : xa) + "\t" + name + "\n";
     return;
   }
   if (!c.longfmt) {
@@ -547,11 +587,12 @@ void LsLine(LsContext& c, uint32_t n, const std::string& name) {
   gmtime_r(&mt, &tm);
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
   char buf[256];
-  std::string size = (S_ISCHR(node.mode) || S_ISBLK(node.mode))
-                         ? std::to_string(major(node.rdev)) + ", " + std::to_string(minor(node.rdev))
-                         : std::to_string(node.size);
-  std::snprintf(buf, sizeof buf, "%s %3u %-6u %-6u %10s %s ", ModeString(node.mode).c_str(), node.nlink, node.uid,
-                node.gid, size.c_str(), when);
+  std::string size =
+      (S_ISCHR(node.mode) || S_ISBLK(node.mode))
+          ? std::to_string(major(node.rdev)) + ", " + std::to_string(minor(node.rdev))
+          : std::to_string(node.size);
+  std::snprintf(buf, sizeof buf, "%s %3u %-6u %-6u %10s %s ", ModeString(node.mode).c_str(),
+                node.nlink, node.uid, node.gid, size.c_str(), when);
   c.out += buf + name;
   if (S_ISLNK(node.mode)) c.out += " -> " + std::string(t.LinkTarget(n));
   c.out += "\n";
@@ -592,7 +633,14 @@ int CmdLs(const std::string& root, const Args& a) {
   std::string format = a.Get("--format", "ls");
   if (format != "ls" && format != "tsv") Die("ls: --format is ls or tsv", 2);
   UnpackCache cache(*store);
-  LsContext c{view->get(), &cache, a.Has("--long"), a.Has("--recursive"), format == "tsv", a.Has("--sha256"), "", {}};
+  LsContext c{view->get(),
+              &cache,
+              a.Has("--long"),
+              a.Has("--recursive"),
+              format == "tsv",
+              a.Has("--sha256"),
+              "",
+              {}};
   bool follow = !c.longfmt || (!path.empty() && path.back() == '/');
   auto n = (*view)->tree().Resolve(path, follow);
   if (!n.ok()) return Fail(n.status(), "ls " + path);
@@ -622,13 +670,15 @@ int CmdCat(const std::string& root, const Args& a) {
     auto n = (*view)->tree().Resolve(a.pos[i], true);
     if (!n.ok()) return Fail(n.status(), "cat " + a.pos[i]);
     if (*n == 0) return Fail(Status::NotFound("no such file or directory"), "cat " + a.pos[i]);
-    if (!S_ISREG((*view)->tree().node(*n).mode)) return Fail(Status::InvalidArgument("not a regular file"), "cat " + a.pos[i]);
+    if (!S_ISREG((*view)->tree().node(*n).mode))
+      return Fail(Status::InvalidArgument("not a regular file"), "cat " + a.pos[i]);
     uint64_t off = 0;
     for (;;) {
       auto got = (*view)->Read(cache, *n, buf.data(), buf.size(), off);
       if (!got.ok()) return Fail(got.status(), "cat " + a.pos[i]);
       if (*got == 0) break;
-      if (std::fwrite(buf.data(), 1, *got, stdout) != *got) return Fail(Status::FromErrno("write"), "cat");
+      if (std::fwrite(buf.data(), 1, *got, stdout) != *got)
+        return Fail(Status::FromErrno("write"), "cat");
       off += *got;
     }
   }
@@ -674,8 +724,8 @@ int CmdPrune(const std::string& root, const Args& a) {
   };
   sweep(store->blobs().IngestDir(), true, &ningest);
   sweep(store->root() + "/unpacked", false, &ncache);
-  std::printf("Deleted %llu blobs, %llu unpacked layer caches, %llu stale ingest files\n", (unsigned long long)nblobs,
-              (unsigned long long)ncache, (unsigned long long)ningest);
+  std::printf("Deleted %llu blobs, %llu unpacked layer caches, %llu stale ingest files\n",
+              (unsigned long long)nblobs, (unsigned long long)ncache, (unsigned long long)ningest);
   std::printf("Total reclaimed space: %s\n", HumanSize(static_cast<double>(freed)).c_str());
   return 0;
 }
@@ -705,8 +755,10 @@ int CmdVerify(const std::string& root, const Args& a) {
       h.Update(buf.data(), *n);
     }
     Digest got = h.Finish();
-    if (!st.ok()) problems.push_back("blob " + d.str() + ": " + st.message());
-    else if (!(got == d)) problems.push_back("blob " + d.str() + ": content hashes to " + got.str());
+    if (!st.ok())
+      problems.push_back("blob " + d.str() + ": " + st.message());
+    else if (!(got == d))
+      problems.push_back("blob " + d.str() + ": content hashes to " + got.str());
   }
   auto images = store->ListImages();
   if (!images.ok()) return Fail(images.status(), "verify");
@@ -718,7 +770,8 @@ int CmdVerify(const std::string& root, const Args& a) {
     std::string what = "image " + img.id.Short();
     if (!present.count(img.id)) problems.push_back(what + ": config blob is missing");
     auto md = Digest::Parse(img.manifest_digest);
-    if (md.ok() && !present.count(*md)) problems.push_back(what + ": manifest blob " + md->str() + " is missing");
+    if (md.ok() && !present.count(*md))
+      problems.push_back(what + ": manifest blob " + md->str() + " is missing");
     for (const Digest& d : img.diff_ids) {
       auto l = store->GetLayer(d);
       if (!l.ok() || !l->has_value()) {
@@ -728,14 +781,17 @@ int CmdVerify(const std::string& root, const Args& a) {
       if (!seen_layers.insert(d.hex()).second) continue;
       nlayers++;
       const LayerRecord& lr = **l;
-      if (!present.count(lr.blob)) problems.push_back("layer " + d.str() + ": blob " + lr.blob.str() + " is missing");
+      if (!present.count(lr.blob))
+        problems.push_back("layer " + d.str() + ": blob " + lr.blob.str() + " is missing");
       else if (auto sz = store->blobs().Size(lr.blob); sz.ok() && *sz != lr.blob_size) {
-        problems.push_back("layer " + d.str() + ": blob size " + std::to_string(*sz) + " != recorded " +
-                           std::to_string(lr.blob_size));
+        problems.push_back("layer " + d.str() + ": blob size " + std::to_string(*sz) +
+                           " != recorded " + std::to_string(lr.blob_size));
       }
       auto entries = store->GetEntries(d);
-      if (!entries.ok()) problems.push_back("layer " + d.str() + ": " + entries.status().message());
-      else if (entries->size() != lr.entry_count) problems.push_back("layer " + d.str() + ": entry count mismatch");
+      if (!entries.ok())
+        problems.push_back("layer " + d.str() + ": " + entries.status().message());
+      else if (entries->size() != lr.entry_count)
+        problems.push_back("layer " + d.str() + ": entry count mismatch");
     }
     auto tree = store->GetTree(img.id);
     if (!tree.ok()) problems.push_back(what + ": " + tree.status().message());
@@ -743,54 +799,96 @@ int CmdVerify(const std::string& root, const Args& a) {
   auto refs = store->ListRefs();
   if (!refs.ok()) return Fail(refs.status(), "verify");
   for (auto& [name, rec] : *refs) {
-    if (!image_ids.count(rec.image_id)) problems.push_back("reference " + name + " names missing image " + rec.image_id);
+    if (!image_ids.count(rec.image_id))
+      problems.push_back("reference " + name + " names missing image " + rec.image_id);
   }
   for (const std::string& p : problems) std::fprintf(stderr, "imgfs: verify: %s\n", p.c_str());
   if (!problems.empty()) {
     std::fprintf(stderr, "imgfs: verify: %zu problem(s) found\n", problems.size());
     return 1;
   }
-  std::printf("store %s is clean: %zu blobs, %zu images, %llu layers, %zu references\n", root.c_str(), all->size(),
-              images->size(), (unsigned long long)nlayers, refs->size());
+  std::printf("store %s is clean: %zu blobs, %zu images, %llu layers, %zu references\n",
+              root.c_str(), all->size(), images->size(), (unsigned long long)nlayers, refs->size());
   return 0;
 }
 
 const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = {
-      {"load", "imgfs load [--name REPO] [-q] FILE|DIR",
-       "Load images from a docker-archive or OCI archive (tar, .tar.gz, .tar.zst) or an OCI layout directory.\n"
+      {"load",
+       "imgfs load [--name REPO] [-q] FILE|DIR",
+       "Load images from a docker-archive or OCI archive (tar, .tar.gz, .tar.zst) or an OCI layout "
+       "directory.\n"
        "  -i, --input FILE   read from FILE (same as the argument)\n"
        "  --name REPO        repository for OCI entries whose ref name is only a tag\n"
        "  -q, --quiet        no progress lines",
-       {"--input", "--name"}, {{"-i", "--input"}, {"-q", "--quiet"}}, CmdLoad},
-      {"import", "imgfs import TARBALL REPOSITORY[:TAG]",
-       "Create a one-layer image from a rootfs tarball (plain, gzip or zstd). Prints the image ID.", {}, {}, CmdImport},
-      {"images", "imgfs images [--digests] [--no-trunc] [-q] [--format table|json] [REPOSITORY[:TAG]]",
+       {"--input", "--name"},
+       {{"-i", "--input"}, {"-q", "--quiet"}},
+       CmdLoad},
+      {"import",
+       "imgfs import TARBALL REPOSITORY[:TAG]",
+       "Create a one-layer image from a rootfs tarball (plain, gzip or zstd). Prints the image ID.",
+       {},
+       {},
+       CmdImport},
+      {"images",
+       "imgfs images [--digests] [--no-trunc] [-q] [--format table|json] [REPOSITORY[:TAG]]",
        "List local images, as docker images does.\n"
        "  --digests          show digests\n"
        "  --no-trunc         full image IDs\n"
        "  -q, --quiet        only image IDs\n"
        "  --format FORMAT    table (default) or json (one object per line)",
-       {"--format"}, {{"-q", "--quiet"}, {"-a", "--all"}}, CmdImages},
-      {"inspect", "imgfs inspect IMAGE...", "Print details of images as a JSON array.", {"--format"}, {}, CmdInspect},
-      {"tag", "imgfs tag SOURCE_IMAGE TARGET_IMAGE[:TAG]", "Create a name TARGET_IMAGE that refers to SOURCE_IMAGE.",
-       {}, {}, CmdTag},
-      {"rmi", "imgfs rmi [-f] IMAGE...",
-       "Remove names; an image whose last name goes is removed with the layers and blobs only it used.\n"
+       {"--format"},
+       {{"-q", "--quiet"}, {"-a", "--all"}},
+       CmdImages},
+      {"inspect",
+       "imgfs inspect IMAGE...",
+       "Print details of images as a JSON array.",
+       {"--format"},
+       {},
+       CmdInspect},
+      {"tag",
+       "imgfs tag SOURCE_IMAGE TARGET_IMAGE[:TAG]",
+       "Create a name TARGET_IMAGE that refers to SOURCE_IMAGE.",
+       {},
+       {},
+       CmdTag},
+      {"rmi",
+       "imgfs rmi [-f] IMAGE...",
+       "Remove names; an image whose last name goes is removed with the layers and blobs only it "
+       "used.\n"
        "  -f, --force        remove an image named in several repositories",
-       {}, {{"-f", "--force"}}, CmdRmi},
-      {"ls", "imgfs ls [-l] [-R] [--format ls|tsv] [--sha256] IMAGE [PATH]",
+       {},
+       {{"-f", "--force"}},
+       CmdRmi},
+      {"ls",
+       "imgfs ls [-l] [-R] [--format ls|tsv] [--sha256] IMAGE [PATH]",
        "List a directory of an image's merged tree without mounting it.\n"
        "  -l, --long         long format (mode, links, uid, gid, size, mtime UTC)\n"
        "  -R, --recursive    list subdirectories recursively\n"
-       "  --format tsv       one line per entry: type mode uid gid size mtime nlink inode dev link sha256 xattrs path\n"
+       "  --format tsv       one line per entry: type mode uid gid size mtime nlink inode dev link "
+       "sha256 xattrs path\n"
        "  --sha256           with tsv: the SHA-256 of each regular file's content (unpacks layers)",
-       {"--format"}, {{"-l", "--long"}, {"-R", "--recursive"}}, CmdLs},
-      {"cat", "imgfs cat IMAGE PATH...", "Print files of an image (layers are unpacked on demand).", {}, {}, CmdCat},
-      {"prune", "imgfs prune", "Remove blobs no image uses, unpacked layer caches and stale partial downloads.", {}, {},
+       {"--format"},
+       {{"-l", "--long"}, {"-R", "--recursive"}},
+       CmdLs},
+      {"cat",
+       "imgfs cat IMAGE PATH...",
+       "Print files of an image (layers are unpacked on demand).",
+       {},
+       {},
+       CmdCat},
+      {"prune",
+       "imgfs prune",
+       "Remove blobs no image uses, unpacked layer caches and stale partial downloads.",
+       {},
+       {},
        CmdPrune},
-      {"verify", "imgfs verify", "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.", {},
-       {}, CmdVerify},
+      {"verify",
+       "imgfs verify",
+       "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.",
+       {},
+       {},
+       CmdVerify},
   };
   return cmds;
 }
@@ -800,7 +898,8 @@ void TopHelp(FILE* f) {
                "Usage: imgfs [--root DIR] COMMAND [OPTIONS]\n\n"
                "Container images in a verified local store, browsable as plain directories.\n\n"
                "Global options:\n"
-               "  -g, --root, --graph DIR   store location (env IMGFS_ROOT; default /var/lib/imgfs for root,\n"
+               "  -g, --root, --graph DIR   store location (env IMGFS_ROOT; default /var/lib/imgfs "
+               "for root,\n"
                "                            $XDG_DATA_HOME/imgfs otherwise)\n"
                "  -v, --version             print the version\n"
                "  -h, --help                this help\n\nCommands:\n");
@@ -868,19 +967,25 @@ int Main(int argc, char** argv) {
       } else if (s.rfind("--", 0) != 0 && s.size() > 2) {  // -lR
         for (size_t k = 1; k < s.size(); k++) {
           auto al2 = c.aliases.find(std::string("-") + s[k]);
-          if (al2 == c.aliases.end()) Die(c.name + std::string(": unknown flag -") + s[k] + " (see --help)", 2);
+          if (al2 == c.aliases.end())
+            Die(c.name + std::string(": unknown flag -") + s[k] + " (see --help)", 2);
           flags.push_back(al2->second);
         }
       } else {
         flags.push_back(s);
       }
       for (const std::string& f : flags) {
-        bool takes = std::find(c.value_flags.begin(), c.value_flags.end(), f) != c.value_flags.end();
-        bool known = takes || std::any_of(c.aliases.begin(), c.aliases.end(), [&](auto& p) { return p.second == f; }) ||
+        bool takes =
+            std::find(c.value_flags.begin(), c.value_flags.end(), f) != c.value_flags.end();
+        bool known = takes ||
+                     std::any_of(c.aliases.begin(), c.aliases.end(),
+                                 [&](auto& p) { return p.second == f; }) ||
                      (std::string(c.summary).find(f + " ") != std::string::npos) ||
                      (std::string(c.summary).find(f + "\n") != std::string::npos) ||
                      (std::string(c.usage).find(f) != std::string::npos);
-        if (!known) Die(std::string(c.name) + ": unknown flag " + f + " (see imgfs " + c.name + " --help)", 2);
+        if (!known)
+          Die(std::string(c.name) + ": unknown flag " + f + " (see imgfs " + c.name + " --help)",
+              2);
         if (takes && !has_value) {
           if (i + 1 >= rest.size()) Die(std::string(c.name) + ": " + f + " needs a value", 2);
           value = rest[++i];

@@ -7,20 +7,24 @@
 
 namespace imgfs {
 
-Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store, const Digest& image_id) {
+Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store,
+                                                         const Digest& image_id) {
   std::shared_ptr<ImageView> v(new ImageView());
   IMGFS_ASSIGN_OR_RETURN(auto img, store.GetImage(image_id));
   if (!img) return Status::NotFound("no such image: " + image_id.str());
   v->image_ = std::move(*img);
   for (const Digest& d : v->image_.diff_ids) {
     IMGFS_ASSIGN_OR_RETURN(auto l, store.GetLayer(d));
-    if (!l) return Status::Corruption("index: image " + image_id.Short() + " names missing layer " + d.str());
+    if (!l)
+      return Status::Corruption("index: image " + image_id.Short() + " names missing layer " +
+                                d.str());
     v->layers_.push_back(std::move(*l));
   }
   IMGFS_ASSIGN_OR_RETURN(v->tree_, store.GetTree(image_id));
   for (uint32_t n = MergedTree::kRoot; n < v->tree_.node_count(); n++) {
     if (v->tree_.node(n).layer >= v->layers_.size()) {
-      return Status::Corruption("index: tree of image " + image_id.Short() + " names a layer it does not have");
+      return Status::Corruption("index: tree of image " + image_id.Short() +
+                                " names a layer it does not have");
     }
   }
   return std::shared_ptr<const ImageView>(std::move(v));
@@ -44,7 +48,8 @@ void ImageView::Stat(uint32_t n, struct stat* st) const {
   st->st_ctim = st->st_mtim;
 }
 
-Result<size_t> ImageView::Read(UnpackCache& cache, uint32_t n, char* buf, size_t size, uint64_t offset) const {
+Result<size_t> ImageView::Read(UnpackCache& cache, uint32_t n, char* buf, size_t size,
+                               uint64_t offset) const {
   if (!tree_.Valid(n)) return Status::InvalidArgument("bad node");
   const TreeNode& t = tree_.node(n);
   if (!S_ISREG(t.mode)) return Status::InvalidArgument("not a regular file");

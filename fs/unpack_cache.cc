@@ -39,14 +39,16 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
     }
     return std::make_shared<UniqueFd>(std::move(fd));
   };
-  if (layer.compression == Compression::kNone) return open_checked(store_.blobs().BlobPath(layer.blob));
+  if (layer.compression == Compression::kNone)
+    return open_checked(store_.blobs().BlobPath(layer.blob));
   std::string path = store_.UnpackedPath(layer.diff_id);
   auto existing = open_checked(path);
   if (existing.ok()) return existing;
   if (existing.status().code() == Status::Code::kCorruption) ::unlink(path.c_str());
   // Unpack: blob → temp file (diff_id verified) → rename.
   IMGFS_ASSIGN_OR_RETURN(UniqueFd blob, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
+  std::string tmp =
+      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
   IMGFS_ASSIGN_OR_RETURN(UniqueFd out, OpenFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
   FdSource src(blob.get());
   Status st = DecompressToFd(&src, layer.compression, out.get(), layer.diff_id);

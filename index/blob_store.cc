@@ -29,8 +29,8 @@ Result<uint64_t> BlobStore::Size(const Digest& d) const {
 
 Result<std::unique_ptr<BlobStore::Writer>> BlobStore::NewWriter() const {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::string tmp = IngestDir() + "/" + std::to_string(::getpid()) + "-" +
-                    std::to_string(rng()) + ".part";
+  std::string tmp =
+      IngestDir() + "/" + std::to_string(::getpid()) + "-" + std::to_string(rng()) + ".part";
   IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644));
   return std::unique_ptr<Writer>(new Writer(this, tmp, std::move(fd)));
 }

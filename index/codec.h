@@ -23,7 +23,9 @@ class Encoder {
     }
     buf_.push_back(static_cast<char>(v));
   }
-  void PutSigned(int64_t v) { PutVarint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
+  void PutSigned(int64_t v) {
+    PutVarint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+  }
   void PutBytes(std::string_view s) {
     PutVarint(s.size());
     buf_.append(s);

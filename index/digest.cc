@@ -27,8 +27,8 @@ Result<Digest> Digest::Parse(std::string_view s) {
   }
   std::string_view algo = s.substr(0, colon);
   if (algo != "sha256") {
-    return Status::Unsupported("unsupported digest algorithm \"" +
-                               std::string(algo.substr(0, 32)) + "\"");
+    return Status::Unsupported("unsupported digest algorithm \"" + std::string(algo.substr(0, 32)) +
+                               "\"");
   }
   return FromHex(s.substr(colon + 1));
 }

@@ -33,7 +33,8 @@ Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root) {
     out.append(comp);
   }
   if (out.size() > 4095) {
-    return Status::InvalidArgument("path \"" + out.substr(0, 64) + "...\" is longer than 4095 bytes");
+    return Status::InvalidArgument("path \"" + out.substr(0, 64) +
+                                   "...\" is longer than 4095 bytes");
   }
   if (out.empty() && !allow_root) {
     return Status::InvalidArgument("empty file name \"" + std::string(raw.substr(0, 64)) + "\"");

@@ -43,14 +43,22 @@ struct Feed {
 Result<EntryType> TypeOf(archive_entry* e) {
   if (archive_entry_hardlink(e) != nullptr) return EntryType::kHardlink;
   switch (archive_entry_filetype(e)) {
-    case AE_IFREG: return EntryType::kFile;
-    case AE_IFDIR: return EntryType::kDir;
-    case AE_IFLNK: return EntryType::kSymlink;
-    case AE_IFCHR: return EntryType::kChar;
-    case AE_IFBLK: return EntryType::kBlock;
-    case AE_IFIFO: return EntryType::kFifo;
-    case AE_IFSOCK: return Status::Unsupported("socket entries are not allowed in a layer");
-    default: return Status::Corruption("unknown tar entry type");
+    case AE_IFREG:
+      return EntryType::kFile;
+    case AE_IFDIR:
+      return EntryType::kDir;
+    case AE_IFLNK:
+      return EntryType::kSymlink;
+    case AE_IFCHR:
+      return EntryType::kChar;
+    case AE_IFBLK:
+      return EntryType::kBlock;
+    case AE_IFIFO:
+      return EntryType::kFifo;
+    case AE_IFSOCK:
+      return Status::Unsupported("socket entries are not allowed in a layer");
+    default:
+      return Status::Corruption("unknown tar entry type");
   }
 }
 
@@ -81,9 +89,12 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
       // Charset conversion warnings: the raw name is still there and is kept as bytes.
     } else if (r != ARCHIVE_OK) {
       if (!feed.error.ok()) return feed.error;
-      const char* msg = archive_error_string(a.get());
-      return Status::Corruption(std::string("malformed tar: ") + (msg ? msg : "unknown error") +
-                                " (after " + std::to_string(out.entries.size()) + " entries)");
+      std::string msg =
+          archive_error_string(a.get()) ? archive_error_string(a.get()) : "unknown error";
+      const char* what =
+          msg.find("runcated") != std::string::npos ? "truncated tar stream: " : "malformed tar: ";
+      return Status::Corruption(what + msg + " (after " + std::to_string(out.entries.size()) +
+                                " entries)");
     }
     const char* raw = PathOf(e);
     if (!raw) return Status::Corruption("tar entry without a name");
@@ -131,7 +142,16 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
     const void* xval;
     size_t xsize;
     while (archive_entry_xattr_next(e, &xname, &xval, &xsize) == ARCHIVE_OK) {
-      x.xattrs.push_back(Xattr{xname, std::string(static_cast<const char*>(xval), xsize)});
+      // libarchive reports an xattr once per PAX spelling (SCHILY.xattr.* and
+      // LIBARCHIVE.xattr.*); one name has one value, the last one read.
+      std::string value(static_cast<const char*>(xval), xsize);
+      auto same = std::find_if(x.xattrs.begin(), x.xattrs.end(),
+                               [&](const Xattr& o) { return o.name == xname; });
+      if (same != x.xattrs.end()) {
+        same->value = std::move(value);
+      } else {
+        x.xattrs.push_back(Xattr{xname, std::move(value)});
+      }
     }
     out.entries.push_back(std::move(x));
   }
@@ -159,7 +179,8 @@ Result<std::vector<TarMember>> ScanTarFile(int fd) {
   archive_read_support_format_tar(a.get());
   if (::lseek(fd, 0, SEEK_SET) != 0) return Status::FromErrno("seek");
   if (archive_read_open_fd(a.get(), fd, 1 << 20) != ARCHIVE_OK) {
-    return Status::InvalidArgument(std::string("not a tar archive: ") + archive_error_string(a.get()));
+    return Status::InvalidArgument(std::string("not a tar archive: ") +
+                                   archive_error_string(a.get()));
   }
   std::vector<TarMember> out;
   archive_entry* e = nullptr;
@@ -167,9 +188,12 @@ Result<std::vector<TarMember>> ScanTarFile(int fd) {
     int r = archive_read_next_header(a.get(), &e);
     if (r == ARCHIVE_EOF) break;
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-      const char* msg = archive_error_string(a.get());
-      return Status::Corruption(std::string(out.empty() ? "not a tar archive: " : "malformed tar archive: ") +
-                                (msg ? msg : "unknown error"));
+      std::string msg =
+          archive_error_string(a.get()) ? archive_error_string(a.get()) : "unknown error";
+      if (msg.find("runcated") != std::string::npos)
+        return Status::Corruption("truncated archive: " + msg);
+      return Status::Corruption(
+          std::string(out.empty() ? "not a tar archive: " : "malformed tar archive: ") + msg);
     }
     const char* raw = PathOf(e);
     if (!raw) return Status::Corruption("tar member without a name");
@@ -199,7 +223,8 @@ Result<std::vector<TarMember>> ScanTarFile(int fd) {
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat");
   for (const TarMember& m : out) {
     if (m.type == EntryType::kFile && m.offset + m.size > static_cast<uint64_t>(st.st_size)) {
-      return Status::Corruption("truncated archive: member \"" + m.path + "\" ends past the end of the file");
+      return Status::Corruption("truncated archive: member \"" + m.path +
+                                "\" ends past the end of the file");
     }
   }
   return out;

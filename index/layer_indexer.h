@@ -18,7 +18,7 @@
 namespace imgfs {
 
 struct LayerIndex {
-  Digest diff_id;              // sha256 of the whole uncompressed stream
+  Digest diff_id;  // sha256 of the whole uncompressed stream
   uint64_t uncompressed_size = 0;
   std::vector<LayerEntry> entries;
 };

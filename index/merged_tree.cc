@@ -59,7 +59,7 @@ class Builder {
     // Pass 2: the entries, in tar order.
     for (const LayerEntry& e : entries) {
       auto [dir, base] = Split(e.path);
-      if (base.rfind(kWhiteoutPrefix, 0) == 0) continue;
+      if (base.rfind(kWhiteoutPrefix, 0) == 0 || InMetaDir(dir)) continue;
       Status st = AddEntry(layer, e, dir, base);
       if (!st.ok()) return st.WithContext("entry \"" + e.path + "\"");
     }
@@ -73,6 +73,18 @@ class Builder {
   MNode* New() {
     arena_.push_back(std::make_unique<MNode>());
     return arena_.back().get();
+  }
+
+  // aufs metadata directories (".wh..wh.plnk", ".wh..wh.orph") and their content.
+  static bool InMetaDir(std::string_view dir) {
+    size_t i = 0;
+    while (i < dir.size()) {
+      if (dir.substr(i).rfind(kMetaPrefix, 0) == 0) return true;
+      size_t j = dir.find('/', i);
+      if (j == std::string_view::npos) break;
+      i = j + 1;
+    }
+    return false;
   }
 
   static std::pair<std::string_view, std::string_view> Split(std::string_view path) {
@@ -108,7 +120,8 @@ class Builder {
       }
       MNode* child = it->second;
       if (child->type == EntryType::kSymlink) {
-        if (++links > kMaxSymlinks) return Status::InvalidArgument("too many levels of symbolic links");
+        if (++links > kMaxSymlinks)
+          return Status::InvalidArgument("too many levels of symbolic links");
         if (!child->link.empty() && child->link[0] == '/') stack.resize(1);
         SplitInto(child->link, &pending, true);
         continue;
@@ -148,7 +161,8 @@ class Builder {
     n->layer = layer;
   }
 
-  Status AddEntry(uint32_t layer, const LayerEntry& e, std::string_view dir, std::string_view base) {
+  Status AddEntry(uint32_t layer, const LayerEntry& e, std::string_view dir,
+                  std::string_view base) {
     if (e.path.empty()) {  // the image root
       if (e.type != EntryType::kDir) return Status::InvalidArgument("the root must be a directory");
       SetAttrs(root_, layer, e);
@@ -204,12 +218,24 @@ uint32_t ModeOf(const MNode& n) {
   uint32_t fmt = 0;
   switch (n.type) {
     case EntryType::kFile:
-    case EntryType::kHardlink: fmt = S_IFREG; break;
-    case EntryType::kDir: fmt = S_IFDIR; break;
-    case EntryType::kSymlink: fmt = S_IFLNK; break;
-    case EntryType::kChar: fmt = S_IFCHR; break;
-    case EntryType::kBlock: fmt = S_IFBLK; break;
-    case EntryType::kFifo: fmt = S_IFIFO; break;
+    case EntryType::kHardlink:
+      fmt = S_IFREG;
+      break;
+    case EntryType::kDir:
+      fmt = S_IFDIR;
+      break;
+    case EntryType::kSymlink:
+      fmt = S_IFLNK;
+      break;
+    case EntryType::kChar:
+      fmt = S_IFCHR;
+      break;
+    case EntryType::kBlock:
+      fmt = S_IFBLK;
+      break;
+    case EntryType::kFifo:
+      fmt = S_IFIFO;
+      break;
   }
   return fmt | (n.perm & 07777);
 }
@@ -298,9 +324,8 @@ uint32_t MergedTree::Lookup(uint32_t dir, std::string_view name) const {
   if (!Valid(dir) || !S_ISDIR(nodes_[dir].mode)) return 0;
   const TreeDirent* b = ChildrenBegin(dir);
   const TreeDirent* e = b + ChildCount(dir);
-  auto it = std::lower_bound(b, e, name, [this](const TreeDirent& d, std::string_view n) {
-    return Name(d) < n;
-  });
+  auto it = std::lower_bound(
+      b, e, name, [this](const TreeDirent& d, std::string_view n) { return Name(d) < n; });
   if (it != e && Name(*it) == name) return it->node;
   return 0;
 }
@@ -333,7 +358,8 @@ Result<uint32_t> MergedTree::Resolve(std::string_view path, bool follow_last) co
     uint32_t n = Lookup(cur, c);
     if (n == 0) return uint32_t{0};
     if (S_ISLNK(nodes_[n].mode) && (follow_last || !pending.empty())) {
-      if (++links > kMaxSymlinks) return Status::InvalidArgument("too many levels of symbolic links");
+      if (++links > kMaxSymlinks)
+        return Status::InvalidArgument("too many levels of symbolic links");
       std::string_view target = LinkTarget(n);
       if (!target.empty() && target[0] == '/') cur = kRoot;
       push(target, true);
@@ -395,8 +421,10 @@ Result<MergedTree> MergedTree::Decode(std::string_view data) {
   for (uint32_t i = 1; i < t.nodes_.size(); i++) {
     const TreeNode& n = t.nodes_[i];
     if (!in_strings(n.link_off, n.link_len)) return bad("link target out of range");
-    if (uint64_t{n.xattr_begin} + n.xattr_count > t.xattrs_.size()) return bad("xattrs out of range");
-    if (uint64_t{n.child_begin} + n.child_count > t.dirents_.size()) return bad("children out of range");
+    if (uint64_t{n.xattr_begin} + n.xattr_count > t.xattrs_.size())
+      return bad("xattrs out of range");
+    if (uint64_t{n.child_begin} + n.child_count > t.dirents_.size())
+      return bad("children out of range");
     if (!S_ISDIR(n.mode) && n.child_count) return bad("non-directory with children");
     if (n.parent == 0 || n.parent >= t.nodes_.size()) return bad("bad parent");
     for (uint32_t k = 0; k < n.child_count; k++) {

@@ -6,7 +6,8 @@
 //      removes NAME from D; `D/.wh..wh..opq` removes all lower content of D. Because
 //      they go first, a whiteout and a re-add of the same name in one layer keep the
 //      new entry, and an opaque directory keeps what its own layer puts in it. Other
-//      `.wh..wh.*` names (aufs metadata) are ignored. Whiteouts are never visible.
+//      `.wh..wh.*` names (aufs metadata) and everything below them are ignored (aufs
+//      hard-link directories are not resolved). Whiteouts are never visible.
 //   2. Then the layer's entries in tar order: a later duplicate wins; a non-directory
 //      replaces whatever was at its path (a whole lower directory included); a
 //      directory replacing a non-directory starts empty; a directory over a directory
@@ -85,7 +86,9 @@ class MergedTree {
   std::string_view LinkTarget(uint32_t n) const {
     return Str(nodes_[n].link_off, nodes_[n].link_len);
   }
-  const TreeDirent* ChildrenBegin(uint32_t n) const { return dirents_.data() + nodes_[n].child_begin; }
+  const TreeDirent* ChildrenBegin(uint32_t n) const {
+    return dirents_.data() + nodes_[n].child_begin;
+  }
   uint32_t ChildCount(uint32_t n) const { return nodes_[n].child_count; }
   const TreeXattr* XattrsBegin(uint32_t n) const { return xattrs_.data() + nodes_[n].xattr_begin; }
   std::string_view XattrName(const TreeXattr& x) const { return Str(x.name_off, x.name_len); }

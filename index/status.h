@@ -43,9 +43,7 @@ class [[nodiscard]] Status {
   static Status Unsupported(std::string m) { return Status(Code::kUnsupported, std::move(m)); }
   static Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
   static Status Exhausted(std::string m) { return Status(Code::kExhausted, std::move(m)); }
-  static Status AlreadyExists(std::string m) {
-    return Status(Code::kAlreadyExists, std::move(m));
-  }
+  static Status AlreadyExists(std::string m) { return Status(Code::kAlreadyExists, std::move(m)); }
   // An I/O error from a syscall: `what` names the operation and object, `err` is errno.
   static Status Io(const std::string& what, int err) {
     Status s(Code::kIo, what + ": " + std::strerror(err));
@@ -71,15 +69,24 @@ class [[nodiscard]] Status {
   // The errno a FUSE reply should carry for this status.
   int ToErrno() const {
     switch (code_) {
-      case Code::kOk: return 0;
-      case Code::kNotFound: return ENOENT;
-      case Code::kInvalidArgument: return EINVAL;
-      case Code::kCorruption: return EIO;
-      case Code::kIo: return errno_ ? errno_ : EIO;
-      case Code::kUnsupported: return ENOTSUP;
-      case Code::kUnavailable: return EAGAIN;
-      case Code::kExhausted: return ENOSPC;
-      case Code::kAlreadyExists: return EEXIST;
+      case Code::kOk:
+        return 0;
+      case Code::kNotFound:
+        return ENOENT;
+      case Code::kInvalidArgument:
+        return EINVAL;
+      case Code::kCorruption:
+        return EIO;
+      case Code::kIo:
+        return errno_ ? errno_ : EIO;
+      case Code::kUnsupported:
+        return ENOTSUP;
+      case Code::kUnavailable:
+        return EAGAIN;
+      case Code::kExhausted:
+        return ENOSPC;
+      case Code::kAlreadyExists:
+        return EEXIST;
     }
     return EIO;
   }
@@ -97,7 +104,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be OK
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -120,19 +127,18 @@ class [[nodiscard]] Result {
 }  // namespace imgfs
 
 // Returns early from the enclosing function when `expr` (a Status) is not OK.
-#define IMGFS_RETURN_IF_ERROR(expr)        \
-  do {                                     \
-    ::imgfs::Status _st = (expr);          \
-    if (!_st.ok()) return _st;             \
+#define IMGFS_RETURN_IF_ERROR(expr) \
+  do {                              \
+    ::imgfs::Status _st = (expr);   \
+    if (!_st.ok()) return _st;      \
   } while (0)
 
 #define IMGFS_CONCAT_INNER(a, b) a##b
 #define IMGFS_CONCAT(a, b) IMGFS_CONCAT_INNER(a, b)
 // `IMGFS_ASSIGN_OR_RETURN(auto x, Fallible())` declares x or returns the error.
-#define IMGFS_ASSIGN_OR_RETURN(lhs, rexpr)                       \
-  auto IMGFS_CONCAT(_res_, __LINE__) = (rexpr);                  \
-  if (!IMGFS_CONCAT(_res_, __LINE__).ok())                       \
-    return IMGFS_CONCAT(_res_, __LINE__).status();               \
+#define IMGFS_ASSIGN_OR_RETURN(lhs, rexpr)                                                \
+  auto IMGFS_CONCAT(_res_, __LINE__) = (rexpr);                                           \
+  if (!IMGFS_CONCAT(_res_, __LINE__).ok()) return IMGFS_CONCAT(_res_, __LINE__).status(); \
   lhs = std::move(IMGFS_CONCAT(_res_, __LINE__)).value()
 
 #endif  // IMGFS_INDEX_STATUS_H_

@@ -20,7 +20,9 @@ Status LmdbError(const std::string& what, int rc) {
   return Status::Corruption("index: " + what + ": " + mdb_strerror(rc));
 }
 
-MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+MDB_val Val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
 std::string_view View(const MDB_val& v) {
   return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
 }
@@ -102,7 +104,8 @@ Result<RefRecord> DecodeRef(std::string_view data) {
   if (d.Varint() != kRecordFormat) return Status::Corruption("index: ref record: unknown format");
   r.image_id = std::string(d.Bytes());
   r.manifest_digest = std::string(d.Bytes());
-  if (!d.done() || !Digest::FromHex(r.image_id).ok()) return Status::Corruption("index: bad ref record");
+  if (!d.done() || !Digest::FromHex(r.image_id).ok())
+    return Status::Corruption("index: bad ref record");
   return r;
 }
 
@@ -130,14 +133,17 @@ Result<LayerRecord> DecodeLayer(std::string_view data) {
   r.blob_size = d.Varint();
   r.size = d.Varint();
   r.entry_count = d.Varint();
-  if (!d.done() || !diff.ok() || !blob.ok() || c > 2) return Status::Corruption("index: bad layer record");
+  if (!d.done() || !diff.ok() || !blob.ok() || c > 2)
+    return Status::Corruption("index: bad layer record");
   r.diff_id = *diff;
   r.blob = *blob;
   r.compression = static_cast<Compression>(c);
   return r;
 }
 
-std::string EncodeGeneration(uint64_t g) { return std::string(reinterpret_cast<const char*>(&g), 8); }
+std::string EncodeGeneration(uint64_t g) {
+  return std::string(reinterpret_cast<const char*>(&g), 8);
+}
 
 Status BumpGeneration(Txn& t, MDB_dbi meta) {
   IMGFS_ASSIGN_OR_RETURN(auto cur, t.Get(meta, "generation"));
@@ -229,7 +235,8 @@ Status Store::Init() {
   if (!schema) {
     IMGFS_RETURN_IF_ERROR(t.Put(meta_, "schema", std::to_string(kSchemaVersion)));
   } else if (*schema != std::to_string(kSchemaVersion)) {
-    return Status::Unsupported("index schema version " + *schema + " is not supported (this imgfs reads " +
+    return Status::Unsupported("index schema version " + *schema +
+                               " is not supported (this imgfs reads " +
                                std::to_string(kSchemaVersion) + ")");
   }
   return t.Commit();
@@ -316,7 +323,8 @@ Result<std::vector<LayerEntry>> Store::GetEntries(const Digest& diff_id) const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   MDB_val k = Val(diff_id.hex()), v;
   int rc = mdb_get(t.get(), entries_, &k, &v);
-  if (rc == MDB_NOTFOUND) return Status::NotFound("index: no entry table for layer " + diff_id.str());
+  if (rc == MDB_NOTFOUND)
+    return Status::NotFound("index: no entry table for layer " + diff_id.str());
   if (rc) return LmdbError("get entries", rc);
   return DecodeEntries(View(v));  // decodes (copies) inside the transaction
 }
@@ -325,7 +333,8 @@ Result<MergedTree> Store::GetTree(const Digest& image_id) const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   MDB_val k = Val(image_id.hex()), v;
   int rc = mdb_get(t.get(), trees_, &k, &v);
-  if (rc == MDB_NOTFOUND) return Status::NotFound("index: no merged tree for image " + image_id.str());
+  if (rc == MDB_NOTFOUND)
+    return Status::NotFound("index: no merged tree for image " + image_id.str());
   if (rc) return LmdbError("get tree", rc);
   return MergedTree::Decode(View(v));
 }

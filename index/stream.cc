@@ -109,10 +109,14 @@ Result<size_t> PipelinedSource::Read(void* buf, size_t n) {
 
 const char* CompressionName(Compression c) {
   switch (c) {
-    case Compression::kNone: return "none";
-    case Compression::kGzip: return "gzip";
-    case Compression::kZstd: return "zstd";
-    case Compression::kAuto: return "auto";
+    case Compression::kNone:
+      return "none";
+    case Compression::kGzip:
+      return "gzip";
+    case Compression::kZstd:
+      return "zstd";
+    case Compression::kAuto:
+      return "auto";
   }
   return "?";
 }
@@ -163,8 +167,8 @@ Status DecompressingSource::Fill() {
 Result<size_t> DecompressingSource::Read(void* buf, size_t n) {
   if (!started_) {
     while (in_len_ < 4 && !in_eof_) IMGFS_RETURN_IF_ERROR(Fill());
-    Compression seen = DetectCompression(
-        std::string_view(reinterpret_cast<const char*>(inbuf_.data()), in_len_));
+    Compression seen =
+        DetectCompression(std::string_view(reinterpret_cast<const char*>(inbuf_.data()), in_len_));
     if (c_ == Compression::kAuto) c_ = seen;
     if (c_ == Compression::kGzip) {
       if (seen != Compression::kGzip) return Status::Corruption("not a gzip stream (bad magic)");
@@ -178,9 +182,12 @@ Result<size_t> DecompressingSource::Read(void* buf, size_t n) {
     started_ = true;
   }
   switch (c_) {
-    case Compression::kGzip: return ReadGzip(buf, n);
-    case Compression::kZstd: return ReadZstd(buf, n);
-    default: break;
+    case Compression::kGzip:
+      return ReadGzip(buf, n);
+    case Compression::kZstd:
+      return ReadZstd(buf, n);
+    default:
+      break;
   }
   if (in_pos_ == in_len_) {
     if (in_eof_) return size_t{0};
@@ -218,14 +225,16 @@ Result<size_t> DecompressingSource::ReadGzip(void* buf, size_t n) {
     in_pos_ = in_len_ - s.avail_in;
     size_t produced = out_before - s.avail_out;
     if (ret < 0) {
-      return Status::Corruption(ret == ISAL_INCORRECT_CHECKSUM ? "gzip: CRC mismatch"
-                                                               : "gzip: corrupt deflate stream (code " +
-                                                                     std::to_string(ret) + ")");
+      return Status::Corruption(ret == ISAL_INCORRECT_CHECKSUM
+                                    ? "gzip: CRC mismatch"
+                                    : "gzip: corrupt deflate stream (code " + std::to_string(ret) +
+                                          ")");
     }
     if (s.block_state == ISAL_BLOCK_FINISH) member_done_ = true;
     if (produced > 0) return produced;
     if (member_done_) continue;
-    if (in_pos_ == in_len_ && in_eof_) return Status::Corruption("gzip: unexpected end of stream (truncated)");
+    if (in_pos_ == in_len_ && in_eof_)
+      return Status::Corruption("gzip: unexpected end of stream (truncated)");
   }
 }
 
@@ -233,7 +242,8 @@ Result<size_t> DecompressingSource::ReadZstd(void* buf, size_t n) {
   for (;;) {
     if (in_pos_ == in_len_) {
       if (in_eof_) {
-        if (impl_->zstd_last != 0) return Status::Corruption("zstd: unexpected end of stream (truncated)");
+        if (impl_->zstd_last != 0)
+          return Status::Corruption("zstd: unexpected end of stream (truncated)");
         return size_t{0};
       }
       IMGFS_RETURN_IF_ERROR(Fill());

@@ -35,9 +35,11 @@ class Input {
   virtual Result<Region> Open(const std::string& path) = 0;
   Result<std::string> ReadSmall(const std::string& path) {
     IMGFS_ASSIGN_OR_RETURN(Region r, Open(path));
-    if (r.size > kMaxDocument) return Status::InvalidArgument(path + ": too large for a JSON document");
+    if (r.size > kMaxDocument)
+      return Status::InvalidArgument(path + ": too large for a JSON document");
     std::string s(r.size, '\0');
-    IMGFS_RETURN_IF_ERROR(PreadAll(r.fd->get(), s.data(), s.size(), static_cast<off_t>(r.offset)).WithContext(path));
+    IMGFS_RETURN_IF_ERROR(
+        PreadAll(r.fd->get(), s.data(), s.size(), static_cast<off_t>(r.offset)).WithContext(path));
     return s;
   }
 };
@@ -52,7 +54,8 @@ class DirInput : public Input {
     std::string full = JoinPath(dir_, *clean);
     auto fd = OpenFile(full, O_RDONLY);
     if (!fd.ok()) {
-      if (fd.status().sys_errno() == ENOENT) return Status::NotFound(path + " is missing from " + dir_);
+      if (fd.status().sys_errno() == ENOENT)
+        return Status::NotFound(path + " is missing from " + dir_);
       return fd.status();
     }
     struct stat st;
@@ -81,7 +84,8 @@ Result<std::string> JoinInside(const std::string& dir, const std::string& target
     i = j + 1;
     if (c.empty() || c == ".") continue;
     if (c == "..") {
-      if (parts.empty()) return Status::InvalidArgument("link \"" + target + "\" points outside the archive");
+      if (parts.empty())
+        return Status::InvalidArgument("link \"" + target + "\" points outside the archive");
       parts.pop_back();
       continue;
     }
@@ -105,7 +109,8 @@ class TarInput : public Input {
   bool Exists(const std::string& path) override { return Find(path, 0).ok(); }
   Result<Region> Open(const std::string& path) override {
     IMGFS_ASSIGN_OR_RETURN(const TarMember* m, Find(path, 0));
-    if (m->type != EntryType::kFile) return Status::InvalidArgument(path + ": not a regular file in " + name_);
+    if (m->type != EntryType::kFile)
+      return Status::InvalidArgument(path + ": not a regular file in " + name_);
     Region r;
     r.fd = fd_;
     r.offset = m->offset;
@@ -158,14 +163,17 @@ class Stage {
   // Streams a layer through the pipeline and checks it against `diff_id` and, when
   // known, against the blob digest and size of its descriptor.
   // With no expected diff_id (import), whatever the content hashes to is its diff_id.
-  Result<Digest> AddLayer(const Region& region, const std::optional<Digest>& expected, const Descriptor* desc,
-                          Compression hint) {
+  Result<Digest> AddLayer(const Region& region, const std::optional<Digest>& expected,
+                          const Descriptor* desc, Compression hint) {
     if (expected) {
       if (layers_.count(expected->hex())) return *expected;
       IMGFS_ASSIGN_OR_RETURN(auto have, store_.GetLayer(*expected));
       if (have && store_.blobs().Has(have->blob)) return *expected;  // already local
     }
-    if (opt_.progress) opt_.progress("Loading layer " + (expected ? expected->str() : desc ? desc->digest.str() : "…"));
+    if (opt_.progress)
+      opt_.progress("Loading layer " + (expected ? expected->str()
+                                        : desc   ? desc->digest.str()
+                                                 : "…"));
     IMGFS_ASSIGN_OR_RETURN(auto writer, store_.blobs().NewWriter());
     FdSource file(region.fd->get(), region.offset, region.size);
     TeeSource tee(&file, writer.get());
@@ -186,12 +194,12 @@ class Stage {
       return Status::Corruption(what + ": digest mismatch: content hashes to " + blob.str());
     }
     if (desc && tee.bytes() != desc->size) {
-      return Status::Corruption(what + ": size mismatch: " + std::to_string(tee.bytes()) + " bytes, descriptor says " +
-                                std::to_string(desc->size));
+      return Status::Corruption(what + ": size mismatch: " + std::to_string(tee.bytes()) +
+                                " bytes, descriptor says " + std::to_string(desc->size));
     }
     if (!(idx->diff_id == diff_id)) {
-      return Status::Corruption(what + ": diff_id mismatch: uncompressed content hashes to " + idx->diff_id.str() +
-                                ", the config says " + diff_id.str());
+      return Status::Corruption(what + ": diff_id mismatch: uncompressed content hashes to " +
+                                idx->diff_id.str() + ", the config says " + diff_id.str());
     }
     StagedLayer s;
     s.layer.record.diff_id = diff_id;
@@ -241,7 +249,8 @@ class Stage {
   Result<std::vector<LoadedImage>> Commit() {
     for (auto& [hex, s] : layers_) {
       if (!s.writer) continue;
-      IMGFS_RETURN_IF_ERROR(s.writer->Commit(s.layer.record.blob).status().WithContext("commit layer blob"));
+      IMGFS_RETURN_IF_ERROR(
+          s.writer->Commit(s.layer.record.blob).status().WithContext("commit layer blob"));
     }
     std::vector<LoadedImage> out;
     std::set<std::string> recorded;
@@ -262,7 +271,8 @@ class Stage {
       }
       std::vector<std::pair<std::string, RefRecord>> refs;
       for (const std::string& n : img.names) {
-        RefRecord r{img.record.id.hex(), n.find('@') != std::string::npos ? img.record.manifest_digest : ""};
+        RefRecord r{img.record.id.hex(),
+                    n.find('@') != std::string::npos ? img.record.manifest_digest : ""};
         refs.emplace_back(n, r);
       }
       IMGFS_RETURN_IF_ERROR(store_.AddImage(img.record, new_layers, trees_[i], refs));
@@ -312,7 +322,8 @@ Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
   simdjson::dom::parser p;
   simdjson::dom::array arr;
   if (auto e = p.parse(mj).get(arr); e) {
-    return Status::InvalidArgument("manifest.json: not a JSON array: " + std::string(simdjson::error_message(e)));
+    return Status::InvalidArgument("manifest.json: not a JSON array: " +
+                                   std::string(simdjson::error_message(e)));
   }
   for (simdjson::dom::element item : arr) {
     std::string_view cfg_path;
@@ -332,7 +343,8 @@ Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
     }
     if (paths.size() != rec.diff_ids.size()) {
       return Status::InvalidArgument("manifest.json lists " + std::to_string(paths.size()) +
-                                     " layers but the config has " + std::to_string(rec.diff_ids.size()) + " diff_ids");
+                                     " layers but the config has " +
+                                     std::to_string(rec.diff_ids.size()) + " diff_ids");
     }
     StagedImage img;
     simdjson::dom::array tags;
@@ -346,7 +358,8 @@ Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
     }
     for (size_t i = 0; i < paths.size(); i++) {
       IMGFS_ASSIGN_OR_RETURN(Region r, in.Open(paths[i]));
-      IMGFS_RETURN_IF_ERROR(stage.AddLayer(r, rec.diff_ids[i], nullptr, Compression::kAuto).status());
+      IMGFS_RETURN_IF_ERROR(
+          stage.AddLayer(r, rec.diff_ids[i], nullptr, Compression::kAuto).status());
     }
     img.record = std::move(rec);
     img.config = std::move(config);
@@ -358,26 +371,31 @@ Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
 Result<std::string> ReadBlob(Input& in, const Descriptor& d) {
   std::string path = "blobs/sha256/" + d.digest.hex();
   IMGFS_ASSIGN_OR_RETURN(std::string data, in.ReadSmall(path));
-  if (!(Sha256Of(data) == d.digest)) return Status::Corruption("blob " + d.digest.str() + ": digest mismatch");
-  if (data.size() != d.size) return Status::Corruption("blob " + d.digest.str() + ": size mismatch");
+  if (!(Sha256Of(data) == d.digest))
+    return Status::Corruption("blob " + d.digest.str() + ": digest mismatch");
+  if (data.size() != d.size)
+    return Status::Corruption("blob " + d.digest.str() + ": size mismatch");
   return data;
 }
 
-Status LoadOciManifest(Stage& stage, Input& in, const Descriptor& md, std::vector<std::string> names) {
+Status LoadOciManifest(Stage& stage, Input& in, const Descriptor& md,
+                       std::vector<std::string> names) {
   IMGFS_ASSIGN_OR_RETURN(std::string mbytes, ReadBlob(in, md));
   auto m = ParseManifest(mbytes);
   if (!m.ok()) return m.status().WithContext("manifest " + md.digest.str());
   IMGFS_ASSIGN_OR_RETURN(std::string config, ReadBlob(in, m->config));
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m->config.digest, nullptr));
   if (rec.diff_ids.size() != m->layers.size()) {
-    return Status::InvalidArgument("manifest " + md.digest.str() + " has " + std::to_string(m->layers.size()) +
-                                   " layers but its config has " + std::to_string(rec.diff_ids.size()) + " diff_ids");
+    return Status::InvalidArgument(
+        "manifest " + md.digest.str() + " has " + std::to_string(m->layers.size()) +
+        " layers but its config has " + std::to_string(rec.diff_ids.size()) + " diff_ids");
   }
   for (size_t i = 0; i < m->layers.size(); i++) {
     const Descriptor& ld = m->layers[i];
     IMGFS_ASSIGN_OR_RETURN(Compression c, LayerCompression(ld.media_type));
     auto region = in.Open("blobs/sha256/" + ld.digest.hex());
-    if (!region.ok()) return region.status().WithContext("manifest " + md.digest.str() + " names a missing layer");
+    if (!region.ok())
+      return region.status().WithContext("manifest " + md.digest.str() + " names a missing layer");
     IMGFS_RETURN_IF_ERROR(stage.AddLayer(*region, rec.diff_ids[i], &ld, c).status());
   }
   rec.manifest_digest = md.digest.str();
@@ -403,7 +421,8 @@ Result<std::vector<std::string>> NamesFromAnnotations(const Descriptor& d, const
       IMGFS_ASSIGN_OR_RETURN(std::string n, CanonicalName(v));
       names.push_back(n);
     } else if (!opt.repository.empty()) {
-      if (!IsValidTag(v)) return Status::InvalidArgument("ref name \"" + v + "\" is not a valid tag");
+      if (!IsValidTag(v))
+        return Status::InvalidArgument("ref name \"" + v + "\" is not a valid tag");
       IMGFS_ASSIGN_OR_RETURN(std::string n, CanonicalName(opt.repository + ":" + v));
       names.push_back(n);
     }
@@ -440,12 +459,14 @@ Status LoadOciLayout(Stage& stage, Input& in) {
         if (!pick && (sub->manifests.size() == 1 || PlatformMatches(host, m.platform))) pick = &m;
       }
       if (!pick) {
-        return Status::NotFound("index " + d.digest.str() + " has no image for " + host.String() + " (it offers " +
-                                offered + ")");
+        return Status::NotFound("index " + d.digest.str() + " has no image for " + host.String() +
+                                " (it offers " + offered + ")");
       }
       target = *pick;
-    } else if (!d.media_type.empty() && d.media_type != media::kOciManifest && d.media_type != media::kDockerManifest) {
-      return Status::Unsupported("index.json entry " + d.digest.str() + ": unknown media type \"" + d.media_type + "\"");
+    } else if (!d.media_type.empty() && d.media_type != media::kOciManifest &&
+               d.media_type != media::kDockerManifest) {
+      return Status::Unsupported("index.json entry " + d.digest.str() + ": unknown media type \"" +
+                                 d.media_type + "\"");
     }
     IMGFS_RETURN_IF_ERROR(LoadOciManifest(stage, in, target, names));
   }
@@ -496,7 +517,8 @@ Result<GcLock> GcLock::Acquire(const Store& store, bool exclusive) {
   return GcLock(std::move(fd));
 }
 
-Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& path, const LoadOptions& options) {
+Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& path,
+                                            const LoadOptions& options) {
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
   Stage stage(store, options);
   struct stat st;
@@ -506,7 +528,8 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
   if (S_ISDIR(st.st_mode)) {
     DirInput in(path);
     if (!in.Exists("oci-layout") || !in.Exists("index.json")) {
-      return Status::InvalidArgument(path + ": not an OCI image layout (no oci-layout and index.json)");
+      return Status::InvalidArgument(path +
+                                     ": not an OCI image layout (no oci-layout and index.json)");
     }
     status = LoadOciLayout(stage, in);
   } else {
@@ -523,7 +546,8 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
     } else if ((*in)->Exists("oci-layout")) {
       status = LoadOciLayout(stage, **in);
     } else {
-      return Status::InvalidArgument(path + ": not a docker-archive or OCI archive (no manifest.json or oci-layout)");
+      return Status::InvalidArgument(
+          path + ": not a docker-archive or OCI archive (no manifest.json or oci-layout)");
     }
   }
   if (!status.ok()) return status.WithContext(path);
@@ -560,7 +584,10 @@ Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const
   w.Key("rootfs").BeginObject().Key("type").String("layers");
   w.Key("diff_ids").BeginArray().String(diff_id->str()).EndArray().EndObject();
   w.Key("history").BeginArray().BeginObject();
-  w.Key("created").String(FormatRfc3339(now)).Key("created_by").String("imgfs import " + BaseName(tarball));
+  w.Key("created")
+      .String(FormatRfc3339(now))
+      .Key("created_by")
+      .String("imgfs import " + BaseName(tarball));
   w.EndObject().EndArray();
   w.EndObject();
   std::string config = w.str();

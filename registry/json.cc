@@ -27,7 +27,8 @@ Result<Descriptor> ParseDescriptor(element el, const std::string& where) {
   Descriptor d;
   d.media_type = GetString(o, "mediaType");
   std::string_view dg;
-  if (o["digest"].get(dg) != simdjson::SUCCESS) return Status::InvalidArgument(where + ": no digest");
+  if (o["digest"].get(dg) != simdjson::SUCCESS)
+    return Status::InvalidArgument(where + ": no digest");
   auto parsed = Digest::Parse(dg);
   if (!parsed.ok()) return parsed.status().WithContext(where);
   d.digest = *parsed;
@@ -47,7 +48,8 @@ Result<Descriptor> ParseDescriptor(element el, const std::string& where) {
   if (o["annotations"].get(ann) == simdjson::SUCCESS) {
     for (auto field : ann) {
       std::string_view v;
-      if (field.value.get(v) == simdjson::SUCCESS) d.annotations[std::string(field.key)] = std::string(v);
+      if (field.value.get(v) == simdjson::SUCCESS)
+        d.annotations[std::string(field.key)] = std::string(v);
     }
   }
   object plat;
@@ -98,22 +100,29 @@ Result<Manifest> ParseManifest(std::string_view json) {
     return Status::InvalidArgument("manifest has no schemaVersion");
   }
   if (sv == 1) return Status::Unsupported("Docker schema 1 manifests are not supported");
-  if (sv != 2) return Status::Unsupported("manifest schemaVersion " + std::to_string(sv) + " is not supported");
+  if (sv != 2)
+    return Status::Unsupported("manifest schemaVersion " + std::to_string(sv) +
+                               " is not supported");
   Manifest m;
   m.media_type = GetString(o, "mediaType");
   element cfg;
-  if (o["config"].get(cfg) != simdjson::SUCCESS) return Status::InvalidArgument("manifest has no config");
+  if (o["config"].get(cfg) != simdjson::SUCCESS)
+    return Status::InvalidArgument("manifest has no config");
   IMGFS_ASSIGN_OR_RETURN(m.config, ParseDescriptor(cfg, "manifest config"));
   if (!m.config.media_type.empty() && m.config.media_type != media::kOciConfig &&
       m.config.media_type != media::kDockerConfig) {
-    return Status::Unsupported("not a container image: config media type \"" + m.config.media_type + "\"");
+    return Status::Unsupported("not a container image: config media type \"" + m.config.media_type +
+                               "\"");
   }
   simdjson::dom::array layers;
-  if (o["layers"].get(layers) != simdjson::SUCCESS) return Status::InvalidArgument("manifest has no layers array");
+  if (o["layers"].get(layers) != simdjson::SUCCESS)
+    return Status::InvalidArgument("manifest has no layers array");
   size_t i = 0;
   for (element l : layers) {
-    IMGFS_ASSIGN_OR_RETURN(Descriptor d, ParseDescriptor(l, "manifest layer " + std::to_string(++i)));
-    IMGFS_RETURN_IF_ERROR(LayerCompression(d.media_type).status().WithContext("layer " + d.digest.str()));
+    IMGFS_ASSIGN_OR_RETURN(Descriptor d,
+                           ParseDescriptor(l, "manifest layer " + std::to_string(++i)));
+    IMGFS_RETURN_IF_ERROR(
+        LayerCompression(d.media_type).status().WithContext("layer " + d.digest.str()));
     m.layers.push_back(std::move(d));
   }
   return m;
@@ -127,7 +136,8 @@ Result<ImageIndexDoc> ParseIndex(std::string_view json) {
   ImageIndexDoc idx;
   idx.media_type = GetString(o, "mediaType");
   simdjson::dom::array ms;
-  if (o["manifests"].get(ms) != simdjson::SUCCESS) return Status::InvalidArgument("image index has no manifests");
+  if (o["manifests"].get(ms) != simdjson::SUCCESS)
+    return Status::InvalidArgument("image index has no manifests");
   size_t i = 0;
   for (element m : ms) {
     IMGFS_ASSIGN_OR_RETURN(Descriptor d, ParseDescriptor(m, "index entry " + std::to_string(++i)));
@@ -148,14 +158,16 @@ Result<ImageConfig> ParseConfig(std::string_view json) {
   c.platform.architecture = GetString(o, "architecture");
   c.platform.variant = GetString(o, "variant");
   object rootfs;
-  if (o["rootfs"].get(rootfs) != simdjson::SUCCESS) return Status::InvalidArgument("image config has no rootfs");
+  if (o["rootfs"].get(rootfs) != simdjson::SUCCESS)
+    return Status::InvalidArgument("image config has no rootfs");
   simdjson::dom::array ids;
   if (rootfs["diff_ids"].get(ids) != simdjson::SUCCESS) {
     return Status::InvalidArgument("image config has no rootfs.diff_ids");
   }
   for (element e : ids) {
     std::string_view s;
-    if (e.get(s) != simdjson::SUCCESS) return Status::InvalidArgument("image config: diff_id is not a string");
+    if (e.get(s) != simdjson::SUCCESS)
+      return Status::InvalidArgument("image config: diff_id is not a string");
     auto d = Digest::Parse(s);
     if (!d.ok()) return d.status().WithContext("image config diff_id");
     c.diff_ids.push_back(*d);
@@ -170,11 +182,13 @@ Result<ImageConfig> ParseConfig(std::string_view json) {
 }
 
 Result<Compression> LayerCompression(std::string_view mt) {
-  if (mt == media::kOciLayerGzip || mt == media::kDockerLayerGzip || mt == media::kDockerForeignGzip ||
+  if (mt == media::kOciLayerGzip || mt == media::kDockerLayerGzip ||
+      mt == media::kDockerForeignGzip ||
       mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip") {
     return Compression::kGzip;
   }
-  if (mt == media::kOciLayerZstd || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd") {
+  if (mt == media::kOciLayerZstd ||
+      mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd") {
     return Compression::kZstd;
   }
   if (mt == media::kOciLayer || mt == media::kDockerLayer ||
@@ -188,8 +202,8 @@ int64_t ParseRfc3339(std::string_view s) {
   std::string str(s);
   struct tm tm {};
   int consumed = 0;
-  if (sscanf(str.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-             &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
+  if (sscanf(str.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+             &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
     return 0;
   }
   tm.tm_year -= 1900;
@@ -264,12 +278,23 @@ JsonWriter& JsonWriter::String(std::string_view s) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     char buf[8];
     switch (c) {
-      case '"': out_ += "\\\""; continue;
-      case '\\': out_ += "\\\\"; continue;
-      case '\n': out_ += "\\n"; continue;
-      case '\r': out_ += "\\r"; continue;
-      case '\t': out_ += "\\t"; continue;
-      default: break;
+      case '"':
+        out_ += "\\\"";
+        continue;
+      case '\\':
+        out_ += "\\\\";
+        continue;
+      case '\n':
+        out_ += "\\n";
+        continue;
+      case '\r':
+        out_ += "\\r";
+        continue;
+      case '\t':
+        out_ += "\\t";
+        continue;
+      default:
+        break;
     }
     if (c < 0x20) {
       snprintf(buf, sizeof buf, "\\u%04x", c);

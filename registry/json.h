@@ -34,7 +34,8 @@ inline constexpr char kDockerList[] = "application/vnd.docker.distribution.manif
 inline constexpr char kDockerConfig[] = "application/vnd.docker.container.image.v1+json";
 inline constexpr char kDockerLayerGzip[] = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 inline constexpr char kDockerLayer[] = "application/vnd.docker.image.rootfs.diff.tar";
-inline constexpr char kDockerForeignGzip[] = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+inline constexpr char kDockerForeignGzip[] =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 }  // namespace media
 
 struct Platform {

@@ -9,9 +9,15 @@ constexpr size_t kNameTotalLengthMax = 255;
 constexpr std::string_view kDefaultDomain = "docker.io";
 constexpr std::string_view kLegacyDefaultDomain = "index.docker.io";
 
-bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-bool IsAlnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
-bool IsWord(char c) { return IsAlnum(c) || c == '_'; }
+bool IsLowerAlnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+bool IsAlnum(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0;
+}
+bool IsWord(char c) {
+  return IsAlnum(c) || c == '_';
+}
 
 bool IsDomainComponent(std::string_view c) {
   if (c.empty() || !IsAlnum(c.front()) || !IsAlnum(c.back())) return false;
@@ -90,7 +96,9 @@ std::string FamiliarizeName(const std::string& canonical_name) {
   return std::string(path);
 }
 
-std::string Reference::FamiliarName() const { return FamiliarizeName(Name()); }
+std::string Reference::FamiliarName() const {
+  return FamiliarizeName(Name());
+}
 
 std::string Reference::String() const {
   std::string s = Name();
@@ -131,9 +139,8 @@ Result<Reference> ParseReference(std::string_view s) {
   for (char c : first) {
     if (c >= 'A' && c <= 'Z') first_is_lower = false;
   }
-  if (slash == std::string_view::npos ||
-      (first.find_first_of(".:") == std::string_view::npos && first != "localhost" &&
-       first_is_lower)) {
+  if (slash == std::string_view::npos || (first.find_first_of(".:") == std::string_view::npos &&
+                                          first != "localhost" && first_is_lower)) {
     domain = kDefaultDomain;
     remainder = s;
   } else {
@@ -163,8 +170,9 @@ Result<Reference> ParseReference(std::string_view s) {
   }
   for (char c : repo) {
     if (c >= 'A' && c <= 'Z') {
-      return Status::InvalidArgument("invalid reference format: repository name must be lowercase (\"" +
-                                     std::string(s.substr(0, 300)) + "\")");
+      return Status::InvalidArgument(
+          "invalid reference format: repository name must be lowercase (\"" +
+          std::string(s.substr(0, 300)) + "\")");
     }
   }
   if (!IsValidDomain(domain)) return FormatError(s, "invalid registry host \"" + domain + "\"");
@@ -172,8 +180,7 @@ Result<Reference> ParseReference(std::string_view s) {
   size_t start = 0;
   for (;;) {
     size_t sl = repo.find('/', start);
-    std::string_view comp =
-        repo.substr(start, sl == std::string_view::npos ? sl : sl - start);
+    std::string_view comp = repo.substr(start, sl == std::string_view::npos ? sl : sl - start);
     if (!IsValidPathComponent(comp)) return FormatError(s);
     if (sl == std::string_view::npos) break;
     start = sl + 1;
@@ -184,7 +191,8 @@ Result<Reference> ParseReference(std::string_view s) {
     ref.path = "library/" + ref.path;
   }
   if (ref.Name().size() > kNameTotalLengthMax) {
-    return Status::InvalidArgument("invalid reference format: repository name must not be more than 255 characters");
+    return Status::InvalidArgument(
+        "invalid reference format: repository name must not be more than 255 characters");
   }
   return ref;
 }
