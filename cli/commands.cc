@@ -154,7 +154,14 @@ int CmdLoad(const std::string& root, const Args& a) {
       Die("load: --name wants a repository without tag");
   }
   bool quiet = a.Has("--quiet");
-  if (!quiet) opt.progress = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
+  // Progress goes to stdout like docker's, and only to a terminal: stderr stays for
+  // the one error line, and scripts see only the "Loaded image" lines.
+  if (!quiet && ::isatty(STDOUT_FILENO)) {
+    opt.progress = [](const std::string& l) {
+      std::printf("%s\n", l.c_str());
+      std::fflush(stdout);
+    };
+  }
   auto out = LoadImages(*store, path, opt);
   if (!out.ok()) return Fail(out.status(), "load");
   for (const LoadedImage& img : *out) {

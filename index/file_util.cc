@@ -78,7 +78,7 @@ Status MakeDirs(const std::string& path, mode_t mode) {
     }
     i = j + 1;
   }
-  if (!IsDirectory(path)) return Status::InvalidArgument(path + ": not a directory");
+  if (!IsDirectory(path)) return Status::InvalidArgument(path + " exists and is not a directory");
   return Status::Ok();
 }
 

@@ -189,6 +189,11 @@ class Stage {
     if (!idx.ok()) return idx.status().WithContext(what);
     Digest diff_id = expected ? *expected : idx->diff_id;
     if (layers_.count(diff_id.hex())) return diff_id;
+    if (!expected) {
+      // Import learns the diff_id only now: a layer already held is kept as it is.
+      IMGFS_ASSIGN_OR_RETURN(auto have, store_.GetLayer(diff_id));
+      if (have && store_.blobs().Has(have->blob)) return diff_id;
+    }
     Digest blob = tee.Finish();
     if (desc && !(blob == desc->digest)) {
       return Status::Corruption(what + ": digest mismatch: content hashes to " + blob.str());

@@ -141,7 +141,8 @@ class LoaderTest : public ::testing::Test {
   std::string State() {
     std::string s = test::SnapshotTree(root_);
     s += "generation " + std::to_string(*store_->Generation()) + "\n";
-    for (auto& [k, v] : *store_->ListRefs()) s += k + " " + v.image_id + "\n";
+    auto refs = store_->ListRefs();  // keep the Result alive while iterating
+    for (auto& [k, v] : *refs) s += k + " " + v.image_id + "\n";
     return s;
   }
   // Loading `path` must fail with a message containing `want`, changing nothing.

@@ -29,7 +29,9 @@ TEST_P(ReferenceTable, ParsesAsDocker) {
   }
   ASSERT_TRUE(r.ok()) << c.in << ": " << r.status().message();
   EXPECT_EQ(r->String(), c.canonical) << c.in;
-  if (c.familiar) EXPECT_EQ(r->FamiliarString(), c.familiar) << c.in;
+  if (c.familiar) {
+    EXPECT_EQ(r->FamiliarString(), c.familiar) << c.in;
+  }
 }
 
 const std::string kDigestRef = "ubuntu@sha256:" + kHex;
