@@ -403,15 +403,15 @@ Result<MergedTree> MergedTree::Decode(std::string_view data) {
   if (h[2] < 2) return bad("no root");
   MergedTree t;
   const char* p = data.data() + 24;
-  t.nodes_.resize(h[2]);
-  std::memcpy(t.nodes_.data(), p, h[2] * sizeof(TreeNode));
-  p += h[2] * sizeof(TreeNode);
-  t.dirents_.resize(h[3]);
-  std::memcpy(t.dirents_.data(), p, h[3] * sizeof(TreeDirent));
-  p += h[3] * sizeof(TreeDirent);
-  t.xattrs_.resize(h[4]);
-  std::memcpy(t.xattrs_.data(), p, h[4] * sizeof(TreeXattr));
-  p += h[4] * sizeof(TreeXattr);
+  // (memcpy only non-empty sections: an empty vector's data() may be null.)
+  auto copy_into = [&p](auto& vec, uint32_t count) {
+    vec.resize(count);
+    if (count) std::memcpy(vec.data(), p, count * sizeof(vec[0]));
+    p += count * sizeof(vec[0]);
+  };
+  copy_into(t.nodes_, h[2]);
+  copy_into(t.dirents_, h[3]);
+  copy_into(t.xattrs_, h[4]);
   t.strings_.assign(p, h[5]);
   auto in_strings = [&t](uint32_t off, uint32_t len) {
     return uint64_t{off} + len <= t.strings_.size();

@@ -28,6 +28,7 @@ Result<size_t> FdSource::Read(void* buf, size_t n) {
 
 Result<size_t> StringSource::Read(void* buf, size_t n) {
   n = std::min(n, s_.size());
+  if (n == 0) return n;  // an empty view's data() may be null
   std::memcpy(buf, s_.data(), n);
   s_.remove_prefix(n);
   return n;
