@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
 #include "fs/unpack_cache.h"
 #include "index/store.h"
@@ -819,6 +820,75 @@ int CmdVerify(const std::string& root, const Args& a) {
   return 0;
 }
 
+// "64M", "2G", "1048576" → bytes.
+Result<uint64_t> ParseSize(const std::string& s) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || v < 0) return Status::InvalidArgument("bad size \"" + s + "\"");
+  std::string unit = end;
+  double mult = 1;
+  if (unit == "k" || unit == "K" || unit == "KiB")
+    mult = 1024.0;
+  else if (unit == "m" || unit == "M" || unit == "MiB")
+    mult = 1024.0 * 1024;
+  else if (unit == "g" || unit == "G" || unit == "GiB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (!unit.empty())
+    return Status::InvalidArgument("bad size unit in \"" + s + "\"");
+  return static_cast<uint64_t>(v * mult);
+}
+
+int CmdMount(const std::string& root, const Args& a) {
+  if (a.pos.size() != 1) Die("mount: want MOUNTPOINT (see imgfs mount --help)", 2);
+  MountOptions o;
+  o.root = root;
+  o.mountpoint = a.pos[0];
+  o.foreground = a.Has("--foreground");
+  std::string opts = a.Get("--options");
+  size_t i = 0;
+  while (i < opts.size()) {
+    size_t j = opts.find(',', i);
+    if (j == std::string::npos) j = opts.size();
+    std::string opt = opts.substr(i, j - i);
+    i = j + 1;
+    std::string key = opt.substr(0, opt.find('='));
+    std::string val = opt.find('=') == std::string::npos ? "" : opt.substr(opt.find('=') + 1);
+    if (opt.empty() || opt == "ro" || opt == "default_permissions" || opt == "nosuid" ||
+        opt == "nodev" || opt == "exec") {
+      continue;
+    } else if (opt == "rw") {
+      Die("mount: imgfs mounts are read-only (option rw)");
+    } else if (opt == "allow_other") {
+      o.allow_other = true;
+    } else if (opt == "allow_root") {
+      o.allow_root = true;
+    } else if (opt == "suid") {
+      o.suid = true;
+    } else if (opt == "dev") {
+      o.dev = true;
+    } else if (opt == "noexec") {
+      o.noexec = true;
+    } else if (opt == "debug") {
+      o.debug = o.foreground = true;
+    } else if (key == "cache_size") {
+      auto n = ParseSize(val);
+      if (!n.ok()) Die("mount: cache_size: " + n.status().message(), 2);
+      o.cache_size = *n;
+    } else if (key == "name_timeout") {
+      o.name_timeout = std::atof(val.c_str());
+    } else {
+      Die("mount: unknown option \"" + opt + "\" (see imgfs mount --help)", 2);
+    }
+  }
+  if (!IsDirectory(o.mountpoint)) Die("mount: " + o.mountpoint + ": not a directory");
+  return RunMount(o);
+}
+
+int CmdUmount(const std::string&, const Args& a) {
+  if (a.pos.size() != 1) Die("umount: want MOUNTPOINT", 2);
+  return RunUnmount(a.pos[0], a.Has("--lazy"));
+}
+
 const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = {
       {"load",
@@ -884,6 +954,24 @@ const std::vector<Command>& Commands() {
        {},
        {},
        CmdCat},
+      {"mount",
+       "imgfs mount [-f] [-o OPTIONS] MOUNTPOINT",
+       "Show every image of the store as a read-only directory tree (FUSE).\n"
+       "  -f, --foreground   stay in the foreground and log to stderr (default: daemon, log in "
+       "ROOT/mount.log)\n"
+       "  -o OPTIONS         comma-separated: allow_other, allow_root, suid, dev, noexec, debug,\n"
+       "                     cache_size=SIZE (unpack cache limit, e.g. 2G), name_timeout=SECONDS\n"
+       "Defaults: ro,nosuid,nodev,default_permissions. Layout: REPO/TAG/, REPO/sha256:DIGEST/,\n"
+       ".id/IMAGE_ID/ (12+ hex digit prefixes resolve), .repositories.json.",
+       {"--options"},
+       {{"-f", "--foreground"}, {"-o", "--options"}},
+       CmdMount},
+      {"umount",
+       "imgfs umount [-z] MOUNTPOINT",
+       "Unmount an imgfs mount.\n  -z, --lazy         detach now, clean up when no longer busy",
+       {},
+       {{"-z", "--lazy"}},
+       CmdUmount},
       {"prune",
        "imgfs prune",
        "Remove blobs no image uses, unpacked layer caches and stale partial downloads.",

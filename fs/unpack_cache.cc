@@ -12,6 +12,18 @@ uint64_t UnpackCache::unpack_count() const {
   return unpacks_;
 }
 
+void UnpackCache::set_limit(uint64_t bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  limit_ = bytes;
+}
+
+uint64_t UnpackCache::unpacked_bytes() const {
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t n = 0;
+  for (auto& [k, s] : slots_) n += s->unpacked_size;
+  return n;
+}
+
 Result<std::shared_ptr<UniqueFd>> UnpackCache::Get(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot;
   {
@@ -19,13 +31,47 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::Get(const LayerRecord& layer) {
     auto& s = slots_[layer.diff_id.hex()];
     if (!s) s = std::make_shared<Slot>();
     slot = s;
+    slot->last_use = ++clock_;
   }
-  std::lock_guard<std::mutex> l(slot->mu);
-  if (slot->fd) return slot->fd;
-  auto fd = OpenOrUnpack(layer);
-  if (!fd.ok()) return fd.status().WithContext("layer " + layer.diff_id.str());
-  slot->fd = *fd;
-  return slot->fd;
+  std::shared_ptr<UniqueFd> out;
+  {
+    std::lock_guard<std::mutex> l(slot->mu);
+    if (slot->fd) return slot->fd;
+    auto fd = OpenOrUnpack(layer);
+    if (!fd.ok()) return fd.status().WithContext("layer " + layer.diff_id.str());
+    slot->fd = *fd;
+    out = slot->fd;
+    if (layer.compression != Compression::kNone) {
+      std::lock_guard<std::mutex> l2(mu_);
+      slot->unpacked_path = store_.UnpackedPath(layer.diff_id);
+      slot->unpacked_size = layer.size;
+    }
+  }
+  EvictIfNeeded();
+  return out;
+}
+
+void UnpackCache::EvictIfNeeded() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (limit_ == 0) return;
+  uint64_t total = 0;
+  for (auto& [k, s] : slots_) total += s->unpacked_size;
+  while (total > limit_) {
+    Slot* victim = nullptr;
+    for (auto& [k, s] : slots_) {
+      if (!s->unpacked_size || (victim && s->last_use >= victim->last_use)) continue;
+      std::unique_lock<std::mutex> busy(s->mu, std::try_to_lock);
+      // Pinned by an open file (the cache's own reference is one), or being unpacked.
+      if (!busy.owns_lock() || (s->fd && s->fd.use_count() > 1)) continue;
+      victim = s.get();
+    }
+    if (!victim) return;  // everything left is in use
+    std::lock_guard<std::mutex> vl(victim->mu);
+    ::unlink(victim->unpacked_path.c_str());
+    victim->fd.reset();
+    total -= victim->unpacked_size;
+    victim->unpacked_size = 0;
+  }
 }
 
 Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& layer) {

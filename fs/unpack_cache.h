@@ -5,6 +5,10 @@
 // its SHA-256 is checked against the diff_id, then renamed into place. Every later
 // read is a pread on that file.
 //
+// Size limit: with set_limit(bytes), after each new unpack the least recently used
+// unpacked layers that no open file pins are deleted until the total fits. Blobs that
+// are read in place (uncompressed layers) are never evicted: they are the store.
+//
 // Concurrency: first readers of the same layer in one process wait for one unpack
 // (a per-layer mutex); other processes may unpack in parallel and the rename makes
 // one copy win, both identical. An unpacked file whose size is not the layer's size
@@ -31,17 +35,27 @@ class UnpackCache {
   Result<std::shared_ptr<UniqueFd>> Get(const LayerRecord& layer);
   // Number of layers this process unpacked (for tests and logs).
   uint64_t unpack_count() const;
+  // Bytes of unpacked copies this process holds; 0 = no limit.
+  void set_limit(uint64_t bytes);
+  uint64_t unpacked_bytes() const;
 
  private:
   struct Slot {
     std::mutex mu;  // held while this layer is being opened or unpacked
     std::shared_ptr<UniqueFd> fd;
+    // Set for unpacked copies (evictable); guarded by UnpackCache::mu_.
+    std::string unpacked_path;
+    uint64_t unpacked_size = 0;
+    uint64_t last_use = 0;
   };
+  void EvictIfNeeded();
   Result<std::shared_ptr<UniqueFd>> OpenOrUnpack(const LayerRecord& layer);
   const Store& store_;
   mutable std::mutex mu_;  // guards slots_ and unpacks_; never held while unpacking
   std::map<std::string, std::shared_ptr<Slot>> slots_;
   uint64_t unpacks_ = 0;
+  uint64_t limit_ = 0;
+  uint64_t clock_ = 0;  // use counter for LRU
 };
 
 }  // namespace imgfs

@@ -1,5 +1,5 @@
-// Image documents (OCI and Docker schema 2) parsed with simdjson, and a small JSON
-// writer for imgfs's own output (inspect, images --format json).
+// Image documents (OCI and Docker schema 2) parsed with simdjson. imgfs's own JSON
+// output uses index/json_writer.h.
 //
 // Parsers validate what imgfs relies on (digests, sizes, media types) and return
 // InvalidArgument/Unsupported with a message naming the field; they never trust a
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "index/digest.h"
+#include "index/json_writer.h"
 #include "index/status.h"
 #include "index/stream.h"
 
@@ -83,30 +84,6 @@ Result<Compression> LayerCompression(std::string_view media_type);
 // Seconds since the epoch for an RFC 3339 time; 0 when empty or malformed.
 int64_t ParseRfc3339(std::string_view s);
 std::string FormatRfc3339(int64_t unix_seconds);
-
-// Writes compact JSON. Strings are escaped; bytes that are not valid UTF-8 are
-// written as \u00XX of each byte (so the output is always valid JSON).
-class JsonWriter {
- public:
-  JsonWriter& BeginObject();
-  JsonWriter& EndObject();
-  JsonWriter& BeginArray();
-  JsonWriter& EndArray();
-  JsonWriter& Key(std::string_view k);
-  JsonWriter& String(std::string_view s);
-  JsonWriter& Int(int64_t v);
-  JsonWriter& Uint(uint64_t v);
-  JsonWriter& Bool(bool v);
-  JsonWriter& Null();
-  JsonWriter& Raw(std::string_view json);  // a value that is already JSON
-  const std::string& str() const { return out_; }
-
- private:
-  void Sep();
-  std::string out_;
-  std::vector<bool> first_;  // per open container: no element written yet
-  bool after_key_ = false;
-};
 
 }  // namespace imgfs
 

@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "index/names.h"
+
 namespace imgfs {
 namespace {
 
@@ -83,17 +85,6 @@ bool IsValidTag(std::string_view tag) {
     if (!IsWord(c) && c != '.' && c != '-') return false;
   }
   return true;
-}
-
-std::string FamiliarizeName(const std::string& canonical_name) {
-  std::string_view n = canonical_name;
-  std::string prefix = std::string(kDefaultDomain) + "/";
-  if (n.substr(0, prefix.size()) != prefix) return canonical_name;
-  std::string_view path = n.substr(prefix.size());
-  if (path.substr(0, 8) == "library/" && path.find('/', 8) == std::string_view::npos) {
-    return std::string(path.substr(8));
-  }
-  return std::string(path);
 }
 
 std::string Reference::FamiliarName() const {

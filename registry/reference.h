@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "index/digest.h"
+#include "index/names.h"  // FamiliarizeName
 #include "index/status.h"
 
 namespace imgfs {
@@ -51,9 +52,6 @@ Result<Reference> ParseDockerRef(std::string_view s);
 bool IsValidTag(std::string_view tag);
 bool IsValidPathComponent(std::string_view c);
 bool IsValidDomain(std::string_view d);
-
-// Turns a canonical repository name "docker.io/library/x" into its familiar form "x".
-std::string FamiliarizeName(const std::string& canonical_name);
 
 }  // namespace imgfs
 

@@ -1,0 +1,359 @@
+// The FUSE low-level adapter: the only file that includes fuse_lowlevel.h. Each
+// callback decodes one request, calls one MountFs method (fs/mount_fs.h) and sends
+// exactly one reply; nothing here holds a lock while replying, and nothing throws.
+#include "fs/fuse_adapter.h"
+
+#include <fuse_lowlevel.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <vector>
+
+#include "fs/mount_fs.h"
+
+namespace imgfs {
+namespace {
+
+struct Context {
+  std::unique_ptr<MountFs> fs;
+  FILE* log = stderr;
+};
+
+Context* Ctx(fuse_req_t req) {
+  return static_cast<Context*>(fuse_req_userdata(req));
+}
+MountFs& Fs(fuse_req_t req) {
+  return *Ctx(req)->fs;
+}
+
+void Log(Context* c, const char* fmt, ...) {
+  char when[32];
+  time_t now = ::time(nullptr);
+  struct tm tm;
+  localtime_r(&now, &tm);
+  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+  va_list ap;
+  va_start(ap, fmt);
+  std::fprintf(c->log, "%s imgfs[%d]: ", when, ::getpid());
+  std::vfprintf(c->log, fmt, ap);
+  std::fprintf(c->log, "\n");
+  std::fflush(c->log);
+  va_end(ap);
+}
+
+fuse_entry_param ToEntry(const MountFs::Entry& e) {
+  fuse_entry_param p;
+  std::memset(&p, 0, sizeof p);
+  p.ino = e.ino;
+  p.attr = e.attr;
+  p.attr_timeout = e.attr_timeout;
+  p.entry_timeout = e.entry_timeout;
+  return p;
+}
+
+// Errors that mean "the data is bad" are logged: a reader only sees EIO.
+void ReplyError(fuse_req_t req, const Status& st, const char* op, fuse_ino_t ino) {
+  int err = st.ToErrno();
+  if (err == EIO || st.code() == Status::Code::kCorruption) {
+    Log(Ctx(req), "%s inode %llu: %s", op, static_cast<unsigned long long>(ino),
+        st.message().c_str());
+    err = EIO;
+  }
+  fuse_reply_err(req, err);
+}
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  // Image content never changes: no invalidation on attribute refresh, and symlinks
+  // and directory listings are cached by the kernel.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+    conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_READDIRPLUS)
+    conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  Log(static_cast<Context*>(userdata), "serving (kernel FUSE %u.%u)", conn->proto_major,
+      conn->proto_minor);
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto r = Fs(req).Lookup(parent, name);
+  if (!r.ok()) return ReplyError(req, r.status(), "lookup", parent);
+  fuse_entry_param e = ToEntry(*r);
+  fuse_reply_entry(req, &e);
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t, uint64_t) {
+  // Inode numbers are computed, not allocated: there is nothing to release.
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) {
+  fuse_reply_none(req);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto r = Fs(req).GetAttr(ino);
+  if (!r.ok()) return ReplyError(req, r.status(), "getattr", ino);
+  fuse_reply_attr(req, &r->attr, r->timeout);
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  auto r = Fs(req).ReadLink(ino);
+  if (!r.ok()) return ReplyError(req, r.status(), "readlink", ino);
+  fuse_reply_readlink(req, r->c_str());
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto r = Fs(req).OpenDir(ino);
+  if (!r.ok()) return ReplyError(req, r.status(), "opendir", ino);
+  fi->fh = r->fh;
+  fi->cache_readdir = r->cache_readdir;
+  fi->keep_cache = r->keep_cache;
+  if (fuse_reply_open(req, fi) != 0) Fs(req).ReleaseDir(r->fh);
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+             bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  Status st =
+      Fs(req).ReadDir(ino, fi->fh, static_cast<uint64_t>(off), plus,
+                      [&](const MountFs::DirEntry& d, uint64_t next) {
+                        size_t n;
+                        if (plus) {
+                          fuse_entry_param e = ToEntry(d.entry);
+                          if (d.name == "." || d.name == "..") e.ino = 0;  // no lookup taken
+                          n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
+                                                     d.name.c_str(), &e, static_cast<off_t>(next));
+                        } else {
+                          n = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(),
+                                                &d.entry.attr, static_cast<off_t>(next));
+                        }
+                        if (n > size - used) return false;
+                        used += n;
+                        return true;
+                      });
+  // Once an entry is in the buffer an error can no longer be reported: send what we have.
+  if (!st.ok() && used == 0) return ReplyError(req, st, "readdir", ino);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, false);
+}
+
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, true);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Fs(req).ReleaseDir(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto r = Fs(req).Open(ino, fi->flags);
+  if (!r.ok()) return ReplyError(req, r.status(), "open", ino);
+  fi->fh = r->fh;
+  fi->keep_cache = r->keep_cache;
+  fi->direct_io = r->direct_io;
+  if (fuse_reply_open(req, fi) != 0) Fs(req).Release(r->fh);
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto r = Fs(req).Read(ino, fi->fh, size, static_cast<uint64_t>(off));
+  if (!r.ok()) return ReplyError(req, r.status(), "read", ino);
+  if (!r->fd) {
+    fuse_reply_buf(req, r->bytes.data(), r->bytes.size());
+    return;
+  }
+  // Splice straight from the layer's uncompressed stream (r->fd stays open meanwhile).
+  fuse_bufvec bv = FUSE_BUFVEC_INIT(r->size);
+  bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  bv.buf[0].fd = r->fd->get();
+  bv.buf[0].pos = r->pos;
+  fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Fs(req).Release(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
+  auto r = Fs(req).StatFs();
+  if (!r.ok()) return ReplyError(req, r.status(), "statfs", ino);
+  fuse_reply_statfs(req, &*r);
+}
+
+void ReplyXattr(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, value.size());
+  } else if (size < value.size()) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, value.data(), value.size());
+  }
+}
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto r = Fs(req).GetXattr(ino, name);
+  if (!r.ok()) {
+    if (r.status().IsNotFound()) return (void)fuse_reply_err(req, ENODATA);
+    return ReplyError(req, r.status(), "getxattr", ino);
+  }
+  ReplyXattr(req, *r, size);
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto r = Fs(req).ListXattr(ino);
+  if (!r.ok()) return ReplyError(req, r.status(), "listxattr", ino);
+  ReplyXattr(req, *r, size);
+}
+
+std::string Absolute(const std::string& p) {
+  char buf[PATH_MAX];
+  if (::realpath(p.c_str(), buf)) return buf;
+  return p;
+}
+
+}  // namespace
+
+int RunMount(const MountOptions& in) {
+  MountOptions o = in;
+  o.root = Absolute(o.root);
+  o.mountpoint = Absolute(o.mountpoint);
+  MountFs::Options fo;
+  fo.root = o.root;
+  fo.cache_size = o.cache_size;
+  fo.name_timeout = o.name_timeout;
+  {
+    // Check the store now, in the caller's process, so errors reach the terminal.
+    // (It is closed again: an LMDB environment must not cross the fork below.)
+    auto probe = MountFs::Create(fo);
+    if (!probe.ok()) {
+      std::fprintf(stderr, "imgfs: mount: %s\n", probe.status().message().c_str());
+      return 1;
+    }
+  }
+  std::string opts = "ro,default_permissions,fsname=imgfs,subtype=imgfs";
+  opts += o.suid ? ",suid" : ",nosuid";
+  opts += o.dev ? ",dev" : ",nodev";
+  if (o.noexec) opts += ",noexec";
+  if (o.allow_other) opts += ",allow_other";
+  if (o.allow_root) opts += ",allow_root";
+  std::vector<std::string> argv_s = {"imgfs", "-o", opts};
+  if (o.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
+  ops.getattr = OpGetattr;
+  ops.setattr = OpSetattr;
+  ops.readlink = OpReadlink;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.readdirplus = OpReaddirplus;
+  ops.releasedir = OpReleasedir;
+  ops.open = OpOpen;
+  ops.read = OpRead;
+  ops.release = OpRelease;
+  ops.statfs = OpStatfs;
+  ops.getxattr = OpGetxattr;
+  ops.listxattr = OpListxattr;
+
+  Context ctx;
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
+  fuse_opt_free_args(&args);
+  if (!se) {
+    std::fprintf(stderr, "imgfs: mount: cannot create a FUSE session\n");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    std::fprintf(stderr, "imgfs: mount: cannot install signal handlers\n");
+    return 1;
+  }
+  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    std::fprintf(stderr, "imgfs: mount: cannot mount on %s (see the message above)\n",
+                 o.mountpoint.c_str());
+    return 1;
+  }
+  if (!o.foreground) {
+    std::string log_path = o.root + "/mount.log";
+    FILE* log = std::fopen(log_path.c_str(), "a");
+    // The mount exists now; the caller's process exits 0 inside fuse_daemonize.
+    fuse_daemonize(0);
+    ctx.log = log ? log : stderr;
+  }
+  auto fs = MountFs::Create(fo);
+  int rc = 1;
+  if (!fs.ok()) {
+    Log(&ctx, "cannot open the store: %s", fs.status().message().c_str());
+  } else {
+    ctx.fs = std::move(*fs);
+    Log(&ctx, "mounted %s on %s", o.root.c_str(), o.mountpoint.c_str());
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    fuse_loop_cfg_set_idle_threads(cfg, 8);
+    fuse_loop_cfg_set_max_threads(cfg, 32);
+    rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
+    fuse_loop_cfg_destroy(cfg);
+    Log(&ctx, "unmounting %s", o.mountpoint.c_str());
+  }
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  ctx.fs.reset();
+  if (ctx.log != stderr) std::fclose(ctx.log);
+  return rc;
+}
+
+int RunUnmount(const std::string& mountpoint, bool lazy) {
+  std::string mp = Absolute(mountpoint);
+  if (::geteuid() == 0) {
+    if (::umount2(mp.c_str(), lazy ? MNT_DETACH : 0) != 0) {
+      std::fprintf(stderr, "imgfs: umount: %s: %s\n", mp.c_str(), std::strerror(errno));
+      return 1;
+    }
+    return 0;
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (lazy) {
+      ::execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), static_cast<char*>(nullptr));
+    } else {
+      ::execlp("fusermount3", "fusermount3", "-u", mp.c_str(), static_cast<char*>(nullptr));
+    }
+    std::fprintf(stderr, "imgfs: umount: cannot run fusermount3: %s\n", std::strerror(errno));
+    _exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+}  // namespace imgfs

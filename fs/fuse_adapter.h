@@ -1,0 +1,37 @@
+// Serving a store over FUSE. RunMount mounts the store read-only at a mount point and
+// answers requests (multithreaded low-level loop) until it is unmounted or receives
+// SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
+//
+// In the background (the default), the mount is in place before the calling process
+// exits with 0; the daemon logs to <root>/mount.log. In the foreground (-f), it logs to
+// stderr. This header is FUSE-free; only fuse_adapter.cc includes fuse_lowlevel.h.
+#ifndef IMGFS_FS_FUSE_ADAPTER_H_
+#define IMGFS_FS_FUSE_ADAPTER_H_
+
+#include <cstdint>
+#include <string>
+
+namespace imgfs {
+
+struct MountOptions {
+  std::string root;        // the store (made absolute by RunMount)
+  std::string mountpoint;  // made absolute by RunMount
+  bool foreground = false;
+  bool debug = false;        // libfuse's request trace (foreground only)
+  bool allow_other = false;  // other users may enter the mount
+  bool allow_root = false;
+  bool suid = false;  // honour setuid bits (default nosuid)
+  bool dev = false;   // allow device nodes (default nodev)
+  bool noexec = false;
+  uint64_t cache_size = 0;  // unpack cache limit, 0 = none
+  double name_timeout = 0.5;
+};
+
+// Returns the process exit code. On errors before the mount exists, prints one line.
+int RunMount(const MountOptions& options);
+// Unmounts a mount point (umount2 as root, fusermount3 -u otherwise).
+int RunUnmount(const std::string& mountpoint, bool lazy);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_FS_FUSE_ADAPTER_H_

@@ -1,0 +1,518 @@
+#include "fs/mount_fs.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <set>
+
+#include "index/json_writer.h"
+#include "index/names.h"
+
+namespace imgfs {
+namespace {
+
+constexpr uint64_t Ino(uint32_t inst, uint32_t node) {
+  return (uint64_t{inst} << 32) | node;
+}
+constexpr uint32_t InstOf(uint64_t ino) {
+  return static_cast<uint32_t>(ino >> 32);
+}
+constexpr uint32_t NodeOf(uint64_t ino) {
+  return static_cast<uint32_t>(ino & 0xffffffffu);
+}
+
+Status NoEntry() {
+  return Status::NotFound("no such file or directory");
+}
+Status BadInode() {
+  return Status::Io("stale inode", ESTALE);
+}
+
+}  // namespace
+
+std::shared_ptr<const Snapshot> Snapshot::Build(
+    const std::vector<std::pair<std::string, std::string>>& refs, const std::vector<Digest>& images,
+    uint64_t generation) {
+  auto s = std::make_shared<Snapshot>();
+  s->generation = generation;
+  s->built_at = ::time(nullptr);
+  s->dirs[""];
+  struct Leaf {
+    std::string dir, name;
+    Digest image;
+  };
+  std::vector<Leaf> leaves;
+  std::map<std::string, std::map<std::string, std::string>> repos;  // familiar → name → id
+  for (const auto& [ref, id_hex] : refs) {
+    auto id = Digest::FromHex(id_hex);
+    if (!id.ok()) continue;
+    RefParts parts = SplitCanonicalRef(ref);
+    std::string fam = FamiliarizeName(parts.name);
+    std::string dir;
+    size_t i = 0;
+    while (i <= fam.size()) {
+      size_t j = fam.find('/', i);
+      if (j == std::string::npos) j = fam.size();
+      std::string comp = fam.substr(i, j - i);
+      i = j + 1;
+      if (comp.empty()) continue;
+      std::string child = dir.empty() ? comp : dir + "/" + comp;
+      s->dirs[dir].try_emplace(comp, Child{false, Digest(), child});
+      s->dirs[child];
+      dir = child;
+    }
+    leaves.push_back({dir, parts.leaf, *id});
+    repos[fam][fam + (parts.is_digest ? "@" : ":") + parts.leaf] = id->str();
+  }
+  // Tags (and digests) go in last: a tag shadows a same-named sub-repository.
+  for (const Leaf& l : leaves) {
+    s->dirs[l.dir].insert_or_assign(l.name, Child{true, l.image, l.dir + "/" + l.name});
+  }
+  s->images = images;
+  std::sort(s->images.begin(), s->images.end());
+  JsonWriter w;
+  w.BeginObject().Key("Repositories").BeginObject();
+  for (const auto& [repo, names] : repos) {
+    w.Key(repo).BeginObject();
+    for (const auto& [n, id] : names) w.Key(n).String(id);
+    w.EndObject();
+  }
+  w.EndObject().EndObject();
+  s->repositories_json = w.str() + "\n";
+  return s;
+}
+
+struct MountFs::FileHandle {
+  std::shared_ptr<UniqueFd> fd;  // the layer's uncompressed stream, pinned while open
+  uint64_t base = 0;             // content offset in it
+  uint64_t size = 0;
+  bool is_bytes = false;
+  std::string bytes;  // .repositories.json as it was at open
+};
+
+struct MountFs::DirHandle {
+  std::shared_ptr<const Snapshot> snap;  // one listing sees one generation
+};
+
+Result<std::unique_ptr<MountFs>> MountFs::Create(const Options& options) {
+  std::unique_ptr<MountFs> fs(new MountFs());
+  fs->options_ = options;
+  IMGFS_ASSIGN_OR_RETURN(fs->store_, Store::Open(options.root));
+  fs->cache_ = std::make_unique<UnpackCache>(*fs->store_);
+  fs->cache_->set_limit(options.cache_size);
+  fs->mounted_at_ = ::time(nullptr);
+  fs->slots_.reset(new std::atomic<Instance*>[kMaxInstances]);
+  for (uint32_t i = 0; i < kMaxInstances; i++)
+    fs->slots_[i].store(nullptr, std::memory_order_relaxed);
+  fs->name_paths_ = {"", "", ".id", ".repositories.json"};  // nodes 0..3
+  fs->name_nodes_[""] = 1;
+  if (fs->CurrentSnapshot() == nullptr) return Status::Unavailable("cannot read the store's names");
+  return fs;
+}
+
+MountFs::~MountFs() {
+  uint32_t n = instance_count_.load(std::memory_order_acquire);
+  for (uint32_t i = 1; i < n; i++) delete slots_[i].load(std::memory_order_acquire);
+}
+
+std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
+  auto gen = store_->Generation();
+  {
+    std::lock_guard<std::mutex> l(snap_mu_);
+    if (snap_ && (!gen.ok() || snap_->generation == *gen)) return snap_;
+  }
+  auto refs = store_->ListRefs();
+  auto images = store_->ListImages();
+  if (!refs.ok() || !images.ok()) {
+    std::lock_guard<std::mutex> l(snap_mu_);
+    return snap_;  // keep serving the last good names
+  }
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (auto& [name, rec] : *refs) pairs.emplace_back(name, rec.image_id);
+  std::vector<Digest> ids;
+  for (auto& img : *images) ids.push_back(img.id);
+  auto built = Snapshot::Build(pairs, ids, *gen);
+  std::lock_guard<std::mutex> l(snap_mu_);
+  if (!snap_ || snap_->generation < built->generation) snap_ = built;
+  return snap_;
+}
+
+Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image) {
+  {
+    std::lock_guard<std::mutex> l(views_mu_);
+    auto it = views_.find(image.hex());
+    if (it != views_.end()) return it->second;
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto view, ImageView::Open(*store_, image));
+  std::lock_guard<std::mutex> l(views_mu_);
+  auto [it, inserted] = views_.emplace(image.hex(), view);
+  return it->second;
+}
+
+Result<uint64_t> MountFs::InstanceFor(const std::string& path, const Digest& image,
+                                      uint64_t parent_ino) {
+  auto key = std::make_pair(path, image.hex());
+  {
+    std::lock_guard<std::mutex> l(instances_mu_);
+    auto it = instance_keys_.find(key);
+    if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto view, View(image));
+  std::lock_guard<std::mutex> l(instances_mu_);
+  auto it = instance_keys_.find(key);
+  if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
+  uint32_t idx = instance_count_.load(std::memory_order_relaxed);
+  if (idx >= kMaxInstances) return Status::Exhausted("too many image instances in one mount");
+  slots_[idx].store(new Instance{path, image, std::move(view), parent_ino},
+                    std::memory_order_release);
+  instance_count_.store(idx + 1, std::memory_order_release);
+  instance_keys_.emplace(key, idx);
+  return Ino(idx, MergedTree::kRoot);
+}
+
+const MountFs::Instance* MountFs::GetInstance(uint32_t index) const {
+  if (index == 0 || index >= instance_count_.load(std::memory_order_acquire)) return nullptr;
+  return slots_[index].load(std::memory_order_acquire);
+}
+
+uint32_t MountFs::NameNode(const std::string& path) {
+  std::lock_guard<std::mutex> l(names_mu_);
+  auto [it, inserted] = name_nodes_.try_emplace(path, static_cast<uint32_t>(name_paths_.size()));
+  if (inserted) name_paths_.push_back(path);
+  return it->second;
+}
+
+Result<std::string> MountFs::NamePath(uint32_t node) const {
+  std::lock_guard<std::mutex> l(names_mu_);
+  if (node == 0 || node >= name_paths_.size() || node == kIdDirNode || node == kReposJsonNode) {
+    return BadInode();
+  }
+  return name_paths_[node];
+}
+
+struct stat MountFs::NameDirAttr(uint64_t ino, const Snapshot& snap,
+                                 const std::string& path) const {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_mode = S_IFDIR | 0755;
+  st.st_uid = ::geteuid();
+  st.st_gid = ::getegid();
+  st.st_nlink = 2;
+  auto it = snap.dirs.find(path);
+  if (it != snap.dirs.end()) {
+    st.st_nlink += it->second.size();  // every child is a directory
+  }
+  if (path.empty()) st.st_nlink += 1;  // .id
+  st.st_size = 0;
+  st.st_blksize = 4096;
+  st.st_mtim.tv_sec = std::max<int64_t>(snap.built_at, mounted_at_);
+  st.st_atim = st.st_ctim = st.st_mtim;
+  return st;
+}
+
+MountFs::Entry MountFs::ImageEntry(uint32_t inst, const Instance& in, uint32_t node) const {
+  Entry e;
+  e.ino = Ino(inst, node);
+  in.view->Stat(node, &e.attr);
+  e.attr.st_ino = e.ino;
+  e.entry_timeout = options_.content_timeout;
+  e.attr_timeout = options_.content_timeout;
+  return e;
+}
+
+Result<MountFs::Entry> MountFs::NameChildEntry(const Snapshot& snap, const std::string& dir,
+                                               const std::string& name,
+                                               const Snapshot::Child& child, uint64_t parent_ino) {
+  Entry e;
+  if (child.is_image) {
+    IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(child.path, child.image, parent_ino));
+    e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), MergedTree::kRoot);
+    e.entry_timeout = options_.name_timeout;  // the name may move; the tree never changes
+    return e;
+  }
+  e.ino = Ino(0, NameNode(child.path));
+  e.attr = NameDirAttr(e.ino, snap, child.path);
+  e.entry_timeout = e.attr_timeout = options_.name_timeout;
+  return e;
+}
+
+Result<MountFs::Entry> MountFs::IdEntry(const Snapshot& snap, std::string_view name) {
+  if (name.size() < 12 || name.size() > 64 || !IsLowerHex(name)) return NoEntry();
+  auto it = std::lower_bound(snap.images.begin(), snap.images.end(), name,
+                             [](const Digest& d, std::string_view n) { return d.hex() < n; });
+  if (it == snap.images.end() || it->hex().compare(0, name.size(), name) != 0) return NoEntry();
+  if (it + 1 != snap.images.end() && (it + 1)->hex().compare(0, name.size(), name) == 0) {
+    return NoEntry();  // ambiguous prefix
+  }
+  Snapshot::Child c{true, *it, ".id/" + std::string(name)};
+  return NameChildEntry(snap, ".id", std::string(name), c, Ino(0, kIdDirNode));
+}
+
+Result<MountFs::Entry> MountFs::Lookup(uint64_t parent, std::string_view name) {
+  uint32_t inst = InstOf(parent), node = NodeOf(parent);
+  if (inst == 0) {
+    auto snap = CurrentSnapshot();
+    if (node == kIdDirNode) return IdEntry(*snap, name);
+    if (node == kReposJsonNode) return Status::Io("not a directory", ENOTDIR);
+    IMGFS_ASSIGN_OR_RETURN(std::string path, NamePath(node));
+    if (path.empty() && name == ".id") {
+      Entry e;
+      e.ino = Ino(0, kIdDirNode);
+      e.attr = NameDirAttr(e.ino, *snap, ".id");
+      e.entry_timeout = e.attr_timeout = options_.name_timeout;
+      return e;
+    }
+    if (path.empty() && name == ".repositories.json") {
+      IMGFS_ASSIGN_OR_RETURN(Attr a, GetAttr(Ino(0, kReposJsonNode)));
+      Entry e;
+      e.ino = Ino(0, kReposJsonNode);
+      e.attr = a.attr;
+      e.entry_timeout = e.attr_timeout = options_.name_timeout;
+      return e;
+    }
+    auto dir = snap->dirs.find(path);
+    if (dir == snap->dirs.end()) return NoEntry();
+    auto child = dir->second.find(std::string(name));
+    if (child == dir->second.end()) return NoEntry();
+    return NameChildEntry(*snap, path, std::string(name), child->second, parent);
+  }
+  const Instance* in = GetInstance(inst);
+  if (!in || !in->view->tree().Valid(node)) return BadInode();
+  if (!S_ISDIR(in->view->tree().node(node).mode)) return Status::Io("not a directory", ENOTDIR);
+  uint32_t child = in->view->tree().Lookup(node, name);
+  if (child == 0) {
+    Entry neg;  // ino 0: the kernel caches the miss; image content never changes
+    neg.entry_timeout = options_.content_timeout;
+    return neg;
+  }
+  return ImageEntry(inst, *in, child);
+}
+
+Result<MountFs::Attr> MountFs::GetAttr(uint64_t ino) {
+  uint32_t inst = InstOf(ino), node = NodeOf(ino);
+  Attr a;
+  if (inst == 0) {
+    auto snap = CurrentSnapshot();
+    a.timeout = options_.name_timeout;
+    if (node == kIdDirNode) {
+      a.attr = NameDirAttr(ino, *snap, ".id");
+      return a;
+    }
+    if (node == kReposJsonNode) {
+      a.attr.st_ino = ino;
+      a.attr.st_mode = S_IFREG | 0444;
+      a.attr.st_nlink = 1;
+      a.attr.st_uid = ::geteuid();
+      a.attr.st_gid = ::getegid();
+      a.attr.st_size = static_cast<off_t>(snap->repositories_json.size());
+      a.attr.st_blocks = (a.attr.st_size + 511) / 512;
+      a.attr.st_mtim.tv_sec = std::max<int64_t>(snap->built_at, mounted_at_);
+      a.attr.st_atim = a.attr.st_ctim = a.attr.st_mtim;
+      return a;
+    }
+    IMGFS_ASSIGN_OR_RETURN(std::string path, NamePath(node));
+    a.attr = NameDirAttr(ino, *snap, path);
+    return a;
+  }
+  const Instance* in = GetInstance(inst);
+  if (!in || !in->view->tree().Valid(node)) return BadInode();
+  in->view->Stat(node, &a.attr);
+  a.attr.st_ino = ino;
+  a.timeout = options_.content_timeout;
+  return a;
+}
+
+Result<std::string> MountFs::ReadLink(uint64_t ino) {
+  const Instance* in = GetInstance(InstOf(ino));
+  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
+  if (!S_ISLNK(in->view->tree().node(NodeOf(ino)).mode))
+    return Status::InvalidArgument("not a symbolic link");
+  return std::string(in->view->tree().LinkTarget(NodeOf(ino)));
+}
+
+Result<MountFs::Opened> MountFs::OpenDir(uint64_t ino) {
+  Opened o;
+  if (InstOf(ino) == 0) {
+    if (NodeOf(ino) == kReposJsonNode) return Status::Io("not a directory", ENOTDIR);
+    o.fh = reinterpret_cast<uint64_t>(new DirHandle{CurrentSnapshot()});
+    return o;
+  }
+  const Instance* in = GetInstance(InstOf(ino));
+  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
+  if (!S_ISDIR(in->view->tree().node(NodeOf(ino)).mode))
+    return Status::Io("not a directory", ENOTDIR);
+  o.cache_readdir = true;
+  o.keep_cache = true;
+  return o;
+}
+
+void MountFs::ReleaseDir(uint64_t fh) {
+  delete reinterpret_cast<DirHandle*>(fh);
+}
+
+Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
+                        const std::function<bool(const DirEntry&, uint64_t)>& emit) {
+  uint32_t inst = InstOf(ino), node = NodeOf(ino);
+  auto dot = [&](const char* name, uint64_t target, uint32_t mode) {
+    DirEntry d;
+    d.name = name;
+    d.entry.ino = target;
+    d.entry.attr.st_ino = target;
+    d.entry.attr.st_mode = mode;
+    return d;
+  };
+  if (inst == 0) {
+    std::shared_ptr<const Snapshot> snap =
+        fh ? reinterpret_cast<DirHandle*>(fh)->snap : CurrentSnapshot();
+    std::vector<DirEntry> all;
+    all.push_back(dot(".", ino, S_IFDIR));
+    all.push_back(dot("..", kRootIno, S_IFDIR));
+    if (node == kIdDirNode) {
+      for (const Digest& id : snap->images) {
+        IMGFS_ASSIGN_OR_RETURN(Entry e, IdEntry(*snap, id.hex()));
+        all.push_back(DirEntry{id.hex(), e});
+      }
+    } else {
+      IMGFS_ASSIGN_OR_RETURN(std::string path, NamePath(node));
+      if (path.empty()) {
+        IMGFS_ASSIGN_OR_RETURN(Entry id, Lookup(kRootIno, ".id"));
+        all.push_back(DirEntry{".id", id});
+        IMGFS_ASSIGN_OR_RETURN(Entry js, Lookup(kRootIno, ".repositories.json"));
+        all.push_back(DirEntry{".repositories.json", js});
+      }
+      auto dir = snap->dirs.find(path);
+      if (dir != snap->dirs.end()) {
+        for (const auto& [name, child] : dir->second) {
+          IMGFS_ASSIGN_OR_RETURN(Entry e, NameChildEntry(*snap, path, name, child, ino));
+          all.push_back(DirEntry{name, e});
+        }
+      }
+    }
+    for (uint64_t i = offset; i < all.size(); i++) {
+      if (!emit(all[i], i + 1)) break;
+    }
+    return Status::Ok();
+  }
+  const Instance* in = GetInstance(inst);
+  if (!in || !in->view->tree().Valid(node)) return BadInode();
+  const MergedTree& t = in->view->tree();
+  if (!S_ISDIR(t.node(node).mode)) return Status::Io("not a directory", ENOTDIR);
+  if (offset == 0 && !emit(dot(".", ino, S_IFDIR), 1)) return Status::Ok();
+  if (offset <= 1) {
+    uint64_t parent = node == MergedTree::kRoot ? in->parent_ino : Ino(inst, t.node(node).parent);
+    if (!emit(dot("..", parent, S_IFDIR), 2)) return Status::Ok();
+  }
+  const TreeDirent* d = t.ChildrenBegin(node);
+  for (uint64_t i = offset > 2 ? offset - 2 : 0; i < t.ChildCount(node); i++) {
+    DirEntry e;
+    e.name = std::string(t.Name(d[i]));
+    if (plus) {
+      e.entry = ImageEntry(inst, *in, d[i].node);
+    } else {
+      e.entry.ino = Ino(inst, d[i].node);
+      e.entry.attr.st_ino = e.entry.ino;
+      e.entry.attr.st_mode = t.node(d[i].node).mode;
+    }
+    if (!emit(e, i + 3)) break;
+  }
+  return Status::Ok();
+}
+
+Result<MountFs::Opened> MountFs::Open(uint64_t ino, int flags) {
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+    return Status::Io("read-only file system", EROFS);
+  Opened o;
+  if (InstOf(ino) == 0) {
+    if (NodeOf(ino) != kReposJsonNode) return Status::Io("is a directory", EISDIR);
+    auto h = new FileHandle;
+    h->is_bytes = true;
+    h->bytes = CurrentSnapshot()->repositories_json;
+    o.fh = reinterpret_cast<uint64_t>(h);
+    o.direct_io = true;  // its content changes with the names
+    return o;
+  }
+  const Instance* in = GetInstance(InstOf(ino));
+  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
+  const TreeNode& n = in->view->tree().node(NodeOf(ino));
+  if (S_ISDIR(n.mode)) return Status::Io("is a directory", EISDIR);
+  if (!S_ISREG(n.mode)) return Status::Io("not a regular file", ENXIO);
+  auto h = std::make_unique<FileHandle>();
+  h->base = n.data_offset;
+  h->size = n.size;
+  if (n.size > 0) {
+    // Pin the layer's stream now: the file keeps reading even if its image is removed.
+    IMGFS_ASSIGN_OR_RETURN(h->fd, cache_->Get(in->view->layers()[n.layer]));
+  }
+  o.fh = reinterpret_cast<uint64_t>(h.release());
+  o.keep_cache = true;
+  return o;
+}
+
+Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, uint64_t offset) {
+  auto* h = reinterpret_cast<FileHandle*>(fh);
+  ReadData r;
+  if (!h) return Status::InvalidArgument("read without open");
+  if (h->is_bytes) {
+    if (offset < h->bytes.size()) r.bytes = h->bytes.substr(offset, size);
+    return r;
+  }
+  if (offset >= h->size) return r;
+  r.fd = h->fd;
+  r.pos = static_cast<off_t>(h->base + offset);
+  r.size = static_cast<size_t>(std::min<uint64_t>(size, h->size - offset));
+  return r;
+}
+
+void MountFs::Release(uint64_t fh) {
+  delete reinterpret_cast<FileHandle*>(fh);
+}
+
+Result<std::string> MountFs::GetXattr(uint64_t ino, std::string_view name) {
+  if (InstOf(ino) == 0) return Status::NotFound("no such attribute");
+  const Instance* in = GetInstance(InstOf(ino));
+  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
+  const MergedTree& t = in->view->tree();
+  const TreeNode& n = t.node(NodeOf(ino));
+  for (uint32_t i = 0; i < n.xattr_count; i++) {
+    const TreeXattr& x = t.XattrsBegin(NodeOf(ino))[i];
+    if (t.XattrName(x) == name) return std::string(t.XattrValue(x));
+  }
+  return Status::NotFound("no such attribute");
+}
+
+Result<std::string> MountFs::ListXattr(uint64_t ino) {
+  if (InstOf(ino) == 0) return std::string();
+  const Instance* in = GetInstance(InstOf(ino));
+  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
+  const MergedTree& t = in->view->tree();
+  const TreeNode& n = t.node(NodeOf(ino));
+  std::string out;
+  for (uint32_t i = 0; i < n.xattr_count; i++) {
+    out.append(t.XattrName(t.XattrsBegin(NodeOf(ino))[i]));
+    out.push_back('\0');
+  }
+  return out;
+}
+
+Result<struct statvfs> MountFs::StatFs() {
+  struct statvfs s {};
+  if (::statvfs(options_.root.c_str(), &s) != 0)
+    return Status::FromErrno("statvfs " + options_.root);
+  s.f_bfree = s.f_bavail = 0;  // read-only: nothing is free for writing
+  s.f_ffree = s.f_favail = 0;
+  s.f_namemax = 255;
+  s.f_flag |= ST_RDONLY;
+  return s;
+}
+
+size_t MountFs::TreeBytes() const {
+  std::lock_guard<std::mutex> l(const_cast<std::mutex&>(views_mu_));
+  size_t n = 0;
+  for (auto& [k, v] : views_) n += v->tree().MemoryBytes();
+  return n;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,191 @@
+// The mounted filesystem as plain C++: every FUSE operation imgfs answers, returning
+// values instead of replying, so it can be tested without a mount. fs/fuse_adapter.cc
+// is the only code that speaks FUSE; it decodes a request, calls one method here and
+// encodes one reply.
+//
+// The namespace (DESIGN.md §3):
+//
+//   /                         name directories: familiar repository paths
+//   /ubuntu/16.04/            a tag: the merged root of its image (an image instance)
+//   /ubuntu/sha256:<hex>/     a repo digest
+//   /.id/<image id>/          by image ID; a unique prefix of 12+ hex digits resolves
+//   /.repositories.json       name → image ID, in docker's repositories.json format
+//
+// A tag shadows a same-named sub-repository. Names come from a Snapshot of the store's
+// refs, rebuilt when the store's generation counter moves (checked on every name
+// operation: one short LMDB read transaction).
+//
+// Inode numbers: ino = instance << 32 | node.
+//   - instance 0 is the namespace: node 1 the mount root (FUSE_ROOT_ID), 2 `.id`,
+//     3 `.repositories.json`, 4+ name directories, numbered by path on first sight and
+//     never reused while mounted.
+//   - instance k ≥ 1 is one (name path, image ID) pair: the image's merged tree shown
+//     under that name, node = the tree's dense node number (root = 1). One merged tree
+//     per image ID is loaded and shared by all its instances; each name gets its own
+//     instance because the kernel cannot have one directory inode under two parents.
+//     When a name moves to another image, it gets a new instance: the kernel sees a
+//     new inode, while files already open keep reading the old one.
+//   Every incoming inode is bounds-checked on both parts.
+//
+// Caching: image content never changes, so its entries and attributes get very long
+// timeouts, negative lookups are cached, files open with keep_cache and directories
+// with cache_readdir. Name directories and the dentries of image roots (names can
+// move) get short timeouts.
+//
+// Thread-safety: every method may be called concurrently. Instances are an append-only
+// array read without locks; the snapshot is swapped under a mutex and read through a
+// shared_ptr; image trees are immutable; the unpack cache synchronises itself.
+#ifndef IMGFS_FS_MOUNT_FS_H_
+#define IMGFS_FS_MOUNT_FS_H_
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fs/image_view.h"
+#include "fs/unpack_cache.h"
+#include "index/store.h"
+
+namespace imgfs {
+
+// The names of a store at one generation. Immutable once built.
+struct Snapshot {
+  struct Child {
+    bool is_image = false;
+    Digest image;      // is_image
+    std::string path;  // the child's full path in the namespace ("ubuntu/16.04")
+  };
+  uint64_t generation = 0;
+  int64_t built_at = 0;
+  std::map<std::string, std::map<std::string, Child>> dirs;  // dir path ("" = root) → children
+  std::vector<Digest> images;                                // every image, for .id/
+  std::string repositories_json;
+
+  // Builds the namespace from (canonical reference, image id hex) pairs.
+  static std::shared_ptr<const Snapshot> Build(
+      const std::vector<std::pair<std::string, std::string>>& refs,
+      const std::vector<Digest>& images, uint64_t generation);
+};
+
+class MountFs {
+ public:
+  static constexpr uint64_t kRootIno = 1;  // FUSE_ROOT_ID
+  static constexpr uint32_t kIdDirNode = 2;
+  static constexpr uint32_t kReposJsonNode = 3;
+
+  struct Options {
+    std::string root;         // the store
+    uint64_t cache_size = 0;  // unpack cache limit in bytes, 0 = unlimited
+    double name_timeout = 0.5;
+    double content_timeout = 86400.0 * 365;
+  };
+  struct Entry {
+    uint64_t ino = 0;  // 0: negative entry (cache the miss)
+    struct stat attr {};
+    double entry_timeout = 0;
+    double attr_timeout = 0;
+  };
+  struct Attr {
+    struct stat attr {};
+    double timeout = 0;
+  };
+  struct DirEntry {
+    std::string name;
+    Entry entry;  // attr.st_mode and ino always set; full attrs for readdirplus
+  };
+  struct Opened {
+    uint64_t fh = 0;
+    bool keep_cache = false;
+    bool direct_io = false;
+    bool cache_readdir = false;
+  };
+  // Content for a read: a region of a file (spliced by the adapter) or bytes.
+  struct ReadData {
+    std::shared_ptr<UniqueFd> fd;
+    off_t pos = 0;
+    size_t size = 0;
+    std::string bytes;  // used when fd is null
+  };
+
+  static Result<std::unique_ptr<MountFs>> Create(const Options& options);
+  ~MountFs();
+
+  Result<Entry> Lookup(uint64_t parent, std::string_view name);
+  Result<Attr> GetAttr(uint64_t ino);
+  Result<std::string> ReadLink(uint64_t ino);
+  Result<Opened> OpenDir(uint64_t ino);
+  // Calls emit(entry, next_offset) for entries from `offset` until it returns false.
+  Status ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
+                 const std::function<bool(const DirEntry&, uint64_t)>& emit);
+  void ReleaseDir(uint64_t fh);
+  Result<Opened> Open(uint64_t ino, int flags);
+  Result<ReadData> Read(uint64_t ino, uint64_t fh, size_t size, uint64_t offset);
+  void Release(uint64_t fh);
+  // An xattr's value; NotFound maps to ENODATA in the adapter.
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
+  Result<std::string> ListXattr(uint64_t ino);  // NUL-separated names
+  Result<struct statvfs> StatFs();
+
+  UnpackCache& unpack_cache() { return *cache_; }
+  size_t InstanceCount() const { return instance_count_.load(std::memory_order_acquire); }
+  // Bytes held by loaded image trees.
+  size_t TreeBytes() const;
+
+ private:
+  struct Instance {
+    std::string path;  // the name showing it: "ubuntu/16.04", ".id/<prefix>"
+    Digest image;
+    std::shared_ptr<const ImageView> view;
+    uint64_t parent_ino = kRootIno;
+  };
+  struct FileHandle;
+  struct DirHandle;
+
+  MountFs() = default;
+  std::shared_ptr<const Snapshot> CurrentSnapshot();
+  Result<std::shared_ptr<const ImageView>> View(const Digest& image);
+  Result<uint64_t> InstanceFor(const std::string& path, const Digest& image, uint64_t parent_ino);
+  const Instance* GetInstance(uint32_t index) const;
+  uint32_t NameNode(const std::string& path);  // allocates on first sight
+  Result<std::string> NamePath(uint32_t node) const;
+  struct stat NameDirAttr(uint64_t ino, const Snapshot& snap, const std::string& path) const;
+  Result<Entry> NameChildEntry(const Snapshot& snap, const std::string& dir,
+                               const std::string& name, const Snapshot::Child& child,
+                               uint64_t parent_ino);
+  Result<Entry> IdEntry(const Snapshot& snap, std::string_view name);
+  Entry ImageEntry(uint32_t inst, const Instance& in, uint32_t node) const;
+
+  Options options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<UnpackCache> cache_;
+  int64_t mounted_at_ = 0;
+
+  std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer
+  std::shared_ptr<const Snapshot> snap_;
+
+  std::mutex views_mu_;  // guards views_
+  std::map<std::string, std::shared_ptr<const ImageView>> views_;
+
+  // Instances: slots_[0] unused; append under instances_mu_, read without locks.
+  static constexpr uint32_t kMaxInstances = 1u << 20;
+  std::unique_ptr<std::atomic<Instance*>[]> slots_;
+  std::atomic<uint32_t> instance_count_{1};
+  std::mutex instances_mu_;  // guards instance_keys_ and appends; lock order: after snap_mu_
+  std::map<std::pair<std::string, std::string>, uint32_t> instance_keys_;
+
+  mutable std::mutex names_mu_;  // guards name_nodes_ / name_paths_
+  std::map<std::string, uint32_t> name_nodes_;
+  std::vector<std::string> name_paths_;
+};
+
+}  // namespace imgfs
+
+#endif  // IMGFS_FS_MOUNT_FS_H_
