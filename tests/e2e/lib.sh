@@ -53,3 +53,96 @@ store_state() {
    find "$ROOT/blobs" -type f -exec sha256sum {} + 2>/dev/null | sort
    "$IMGFS" images --no-trunc --digests --format json 2>&1 | sed 's/"CreatedSince":"[^"]*",//')
 }
+
+# Builds, in $T (the current directory), an OCI layout "oci" whose tags v1, v2, v3 are
+# one, two and three layers made by umoci: every file type, setuid/sticky bits, hard
+# links (also to a lower layer), xattrs (security.capability, binary values), devices,
+# a FIFO, odd names (spaces, Latin-1, 180-byte components), large owner ids,
+# deletions (a file, a whole directory), a directory replaced by a file and a file by a
+# directory. `umoci unpack` of each tag is in ref-v1, ref-v2, ref-v3: the reference
+# trees, made by a tool nobody here wrote.
+build_test_images() {
+  umoci init --layout oci
+  umoci new --image oci:base
+  umoci unpack --image oci:base b >/dev/null
+  R=b/rootfs
+  # Layer 1: a small busybox system with every kind of entry.
+  mkdir -p $R/bin $R/etc $R/usr/lib $R/var/empty $R/dev $R/tmp $R/opt/app/sub $R/data $R/proc $R/sys
+  cp "$(command -v busybox)" $R/bin/busybox
+  for c in sh ls cat echo; do ln -s busybox $R/bin/$c; done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >$R/etc/passwd
+  printf 'NAME="imgfs test"\n' >$R/etc/os-release
+  chmod 4755 $R/bin/busybox
+  chmod 1777 $R/tmp
+  chmod 0700 $R/var/empty
+  ln $R/etc/passwd $R/etc/passwd.hard
+  ln -s /etc/os-release $R/usr/lib/os-release
+  ln -s ../../../../outside $R/usr/lib/escape
+  mkfifo $R/run-fifo
+  mknod $R/dev/null c 1 3
+  mknod $R/dev/loop0 b 7 0
+  head -c 3000000 /dev/urandom >$R/data/random.bin
+  : >$R/data/empty
+  printf 'x' >"$R/data/with space"
+  printf 'x' >"$R/data/$(printf 'caf\xe9')"
+  long=$(printf 'n%.0s' $(seq 1 180))
+  mkdir -p "$R/data/$long" && printf 'deep' >"$R/data/$long/$long"
+  printf 'a' >$R/opt/app/sub/file
+  python3 -c "import os; os.setxattr('$R/data/empty', 'user.note', b'hello\x00bin')"
+  python3 -c "import os; os.setxattr('$R/bin/busybox', 'security.capability', bytes.fromhex('0100000200200000000000000000000000000000'))"
+  chown 1000:1000 $R/data/random.bin
+  chown 4000000:4000001 "$R/data/with space"
+  touch -d '2001-02-03 04:05:06' $R/etc/passwd
+  umoci repack --image oci:base b >/dev/null
+  umoci tag --image oci:base v1
+  # Layer 2: deletions (file, whole directory), a directory replaced by a file, new files.
+  rm $R/data/empty
+  rm -r $R/opt/app
+  printf 'now a file' >$R/opt/app
+  printf 'motd\n' >$R/etc/motd
+  chmod 0750 $R/etc
+  umoci repack --image oci:base b >/dev/null
+  umoci tag --image oci:base v2
+  # Layer 3: a file replaced by a directory, a hard link to a lower-layer file.
+  rm $R/etc/os-release
+  mkdir $R/etc/os-release && printf 'inner' >$R/etc/os-release/inner
+  ln $R/data/random.bin $R/data/random.hard
+  umoci repack --image oci:base b >/dev/null
+  umoci tag --image oci:base v3
+
+  for v in v1 v2 v3; do umoci unpack --image oci:$v ref-$v >/dev/null; done
+}
+
+# FUSE tests may skip only when /dev/fuse is missing, and say so (ctest: exit 77).
+require_fuse() {
+  if [[ ! -e /dev/fuse ]]; then
+    echo "SKIP: /dev/fuse is missing: this test needs FUSE"
+    exit 77
+  fi
+  need fusermount3
+}
+
+# mount_store MOUNTPOINT [imgfs mount options...]: mounts $ROOT in the background and
+# waits (10 s deadline) until the mount answers. Always unmounted at exit.
+mount_store() {
+  local mp=$1; shift
+  mkdir -p "$mp"
+  CLEANUP_MOUNTS="${CLEANUP_MOUNTS:-} $mp"
+  "$IMGFS" mount "$@" "$mp" || return 1
+  wait_mounted "$mp"
+}
+wait_mounted() {
+  local deadline=$((SECONDS + 10))
+  until [[ "$(stat -f -c %T "$1" 2>/dev/null)" == fuseblk || "$(stat -f -c %T "$1" 2>/dev/null)" == fuse ]] &&
+        grep -q " $1 fuse.imgfs " /proc/mounts; do
+    ((SECONDS < deadline)) || { echo "mount at $1 did not come up"; return 1; }
+    sleep 0.05
+  done
+}
+wait_unmounted() {
+  local deadline=$((SECONDS + 10))
+  while grep -q " $1 fuse" /proc/mounts; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+}

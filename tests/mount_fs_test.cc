@@ -1,0 +1,276 @@
+// The mounted filesystem's operations, called directly (no kernel, no mount): the
+// namespace, instances, bounds checks, reads, xattrs, live names, eviction.
+#include "fs/mount_fs.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "registry/image_loader.h"
+#include "tests/tar_builder.h"
+
+namespace imgfs {
+namespace {
+
+using test::TarBuilder;
+
+class MountFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test::MakeTempDir();
+    root_ = dir_ + "/store";
+    auto s = Store::Open(root_);
+    ASSERT_TRUE(s.ok());
+    store_ = std::move(*s);
+    TarBuilder a;
+    a.Dir("etc").File("etc/hostname", "alpha\n").Symlink("link", "/etc/hostname");
+    a.File("cap", "x").last().xattrs = {{"security.capability", std::string("\x01\x00\x00\x02", 4)},
+                                        {"user.k", "v"}};
+    a.File("big", std::string(200000, 'b')).Hardlink("big2", "big");
+    image_a_ = Import(a, "alpha:1", "gzip");
+    TarBuilder b;
+    b.File("etc/hostname", "beta\n");
+    image_b_ = Import(b, "beta:1", "zstd");
+  }
+  void TearDown() override {
+    fs_.reset();
+    store_.reset();
+    test::RemoveTree(dir_);
+  }
+  Digest Import(const TarBuilder& b, const std::string& name, const std::string& compression) {
+    std::string path = dir_ + "/" + std::to_string(n_++) + ".tar";
+    test::WriteFile(path, b.Build(compression));
+    auto ref = ParseDockerRef(name);
+    auto r = ImportRootfs(*store_, path, *ref, LoadOptions{});
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    return r->id;
+  }
+  MountFs& Fs(uint64_t cache_size = 0) {
+    if (!fs_) {
+      MountFs::Options o;
+      o.root = root_;
+      o.cache_size = cache_size;
+      auto f = MountFs::Create(o);
+      EXPECT_TRUE(f.ok()) << f.status().message();
+      fs_ = std::move(*f);
+    }
+    return *fs_;
+  }
+  uint64_t Walk(const std::string& path) {
+    uint64_t ino = MountFs::kRootIno;
+    size_t i = 0;
+    while (i < path.size()) {
+      size_t j = path.find('/', i);
+      if (j == std::string::npos) j = path.size();
+      auto e = Fs().Lookup(ino, path.substr(i, j - i));
+      if (!e.ok() || e->ino == 0) return 0;
+      ino = e->ino;
+      i = j + 1;
+    }
+    return ino;
+  }
+  std::vector<std::string> List(uint64_t ino, uint64_t offset = 0, bool plus = false) {
+    auto o = Fs().OpenDir(ino);
+    EXPECT_TRUE(o.ok());
+    std::vector<std::string> names;
+    Status st = Fs().ReadDir(ino, o->fh, offset, plus, [&](const MountFs::DirEntry& d, uint64_t) {
+      names.push_back(d.name);
+      return true;
+    });
+    EXPECT_TRUE(st.ok()) << st.message();
+    Fs().ReleaseDir(o->fh);
+    return names;
+  }
+  std::string ReadAll(uint64_t ino) {
+    auto o = Fs().Open(ino, O_RDONLY);
+    EXPECT_TRUE(o.ok()) << o.status().message();
+    std::string out;
+    for (;;) {
+      auto r = Fs().Read(ino, o->fh, 65536, out.size());
+      EXPECT_TRUE(r.ok());
+      std::string chunk = r->bytes;
+      if (r->fd) {
+        chunk.resize(r->size);
+        EXPECT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
+      }
+      if (chunk.empty()) break;
+      out += chunk;
+    }
+    Fs().Release(o->fh);
+    return out;
+  }
+  std::string dir_, root_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<MountFs> fs_;
+  Digest image_a_, image_b_;
+  int n_ = 0;
+};
+
+TEST_F(MountFsTest, RootListsNamesIdAndRepositoriesJson) {
+  auto names = List(MountFs::kRootIno);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{".", "..", ".id", ".repositories.json", "alpha", "beta"}));
+  EXPECT_EQ(List(Walk("alpha")), (std::vector<std::string>{".", "..", "1"}));
+}
+
+TEST_F(MountFsTest, TagIsAnImageInstanceWithTheTreesAttributes) {
+  uint64_t root = Walk("alpha/1");
+  ASSERT_NE(root, 0u);
+  EXPECT_GE(root >> 32, 1u);
+  EXPECT_EQ(root & 0xffffffff, 1u);
+  auto a = Fs().GetAttr(root);
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(S_ISDIR(a->attr.st_mode));
+  EXPECT_EQ(a->attr.st_ino, root);
+  EXPECT_EQ(ReadAll(Walk("alpha/1/etc/hostname")), "alpha\n");
+  EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");
+  EXPECT_EQ(*Fs().ReadLink(Walk("alpha/1/link")), "/etc/hostname");
+  EXPECT_EQ(ReadAll(Walk("alpha/1/big")), std::string(200000, 'b'));
+}
+
+TEST_F(MountFsTest, TimeoutsLongForContentShortForNames) {
+  auto tag = Fs().Lookup(Walk("alpha"), "1");
+  ASSERT_TRUE(tag.ok());
+  EXPECT_LE(tag->entry_timeout, 1.0);  // the name can move
+  EXPECT_GT(tag->attr_timeout, 1e6);   // the tree cannot
+  auto file = Fs().Lookup(Walk("alpha/1/etc"), "hostname");
+  EXPECT_GT(file->entry_timeout, 1e6);
+  auto miss = Fs().Lookup(Walk("alpha/1/etc"), "nothing");
+  ASSERT_TRUE(miss.ok());
+  EXPECT_EQ(miss->ino, 0u);  // a cached negative entry
+  EXPECT_GT(miss->entry_timeout, 1e6);
+  EXPECT_TRUE(
+      Fs().Lookup(MountFs::kRootIno, "nothing").status().IsNotFound());  // names: not cached
+}
+
+TEST_F(MountFsTest, HardLinksShareAnInodeWithinOneInstance) {
+  auto a = Fs().GetAttr(Walk("alpha/1/big"));
+  auto b = Fs().GetAttr(Walk("alpha/1/big2"));
+  EXPECT_EQ(a->attr.st_ino, b->attr.st_ino);
+  EXPECT_EQ(a->attr.st_nlink, 2u);
+}
+
+TEST_F(MountFsTest, EachNameIsItsOwnInstance) {
+  ASSERT_TRUE(store_->SetRef("docker.io/library/gamma:2", RefRecord{image_a_.hex(), ""}).ok());
+  uint64_t one = Walk("alpha/1"), two = Walk("gamma/2");
+  ASSERT_NE(one, 0u);
+  ASSERT_NE(two, 0u);
+  EXPECT_NE(one >> 32, two >> 32);
+  EXPECT_EQ(ReadAll(Walk("gamma/2/etc/hostname")), "alpha\n");
+}
+
+TEST_F(MountFsTest, TagShadowsASubRepository) {
+  ASSERT_TRUE(store_->SetRef("docker.io/library/a:b", RefRecord{image_a_.hex(), ""}).ok());
+  ASSERT_TRUE(store_->SetRef("docker.io/a/b:c", RefRecord{image_b_.hex(), ""}).ok());
+  uint64_t ab = Walk("a/b");
+  ASSERT_NE(ab, 0u);
+  EXPECT_GE(ab >> 32, 1u);  // an image root, not the repository "a/b"
+  EXPECT_EQ(ReadAll(Walk("a/b/etc/hostname")), "alpha\n");
+  EXPECT_EQ(Walk("a/b/c"), 0u);
+}
+
+TEST_F(MountFsTest, IdDirectoryAndPrefixes) {
+  auto ids = List(Walk(".id"));
+  EXPECT_EQ(ids.size(), 4u);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), image_a_.hex()), ids.end());
+  EXPECT_EQ(ReadAll(Walk(".id/" + image_a_.hex() + "/etc/hostname")), "alpha\n");
+  EXPECT_EQ(ReadAll(Walk(".id/" + image_a_.hex().substr(0, 12) + "/etc/hostname")), "alpha\n");
+  EXPECT_EQ(Walk(".id/" + image_a_.hex().substr(0, 11)), 0u);
+  EXPECT_EQ(Walk(".id/" + std::string(64, '0')), 0u);
+}
+
+TEST_F(MountFsTest, RepositoriesJson) {
+  std::string json = ReadAll(Walk(".repositories.json"));
+  EXPECT_NE(json.find("\"alpha\":{\"alpha:1\":\"" + image_a_.str() + "\"}"), std::string::npos)
+      << json;
+  EXPECT_EQ(static_cast<size_t>(Fs().GetAttr(Walk(".repositories.json"))->attr.st_size),
+            json.size());
+}
+
+TEST_F(MountFsTest, InodesAreBoundsChecked) {
+  uint64_t root = Walk("alpha/1");
+  EXPECT_FALSE(Fs().GetAttr((uint64_t{999} << 32) | 1).ok());
+  EXPECT_FALSE(Fs().GetAttr((root & ~0xffffffffull) | 999999).ok());
+  EXPECT_FALSE(Fs().GetAttr((root & ~0xffffffffull) | 0).ok());
+  EXPECT_FALSE(Fs().GetAttr(999999).ok());  // an unknown name node
+  EXPECT_FALSE(Fs().Lookup((uint64_t{777} << 32) | 1, "x").ok());
+  EXPECT_FALSE(Fs().Open(root, O_RDONLY).ok());  // a directory
+  EXPECT_EQ(Fs().Open(Walk("alpha/1/etc/hostname"), O_WRONLY).status().ToErrno(), EROFS);
+}
+
+TEST_F(MountFsTest, Xattrs) {
+  uint64_t cap = Walk("alpha/1/cap");
+  auto v = Fs().GetXattr(cap, "security.capability");
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, std::string("\x01\x00\x00\x02", 4));
+  EXPECT_TRUE(Fs().GetXattr(cap, "user.none").status().IsNotFound());
+  EXPECT_EQ(*Fs().ListXattr(cap), std::string("security.capability\0user.k\0", 27));
+}
+
+TEST_F(MountFsTest, ReadDirResumesAtAnyOffset) {
+  uint64_t root = Walk("alpha/1");
+  auto all = List(root);
+  for (uint64_t off = 0; off <= all.size(); off++) {
+    auto rest = List(root, off);
+    EXPECT_EQ(rest, std::vector<std::string>(all.begin() + off, all.end())) << off;
+  }
+  EXPECT_EQ(List(root, 0, true), all);
+}
+
+TEST_F(MountFsTest, NamesChangeLive) {
+  uint64_t before = Walk("alpha/1");
+  ASSERT_TRUE(store_->SetRef("docker.io/library/alpha:1", RefRecord{image_b_.hex(), ""}).ok());
+  ASSERT_TRUE(store_->SetRef("docker.io/library/delta:new", RefRecord{image_b_.hex(), ""}).ok());
+  uint64_t after = Walk("alpha/1");
+  EXPECT_NE(before, after);  // a new instance: the kernel sees a new inode
+  EXPECT_EQ(ReadAll(Walk("alpha/1/etc/hostname")), "beta\n");
+  EXPECT_NE(Walk("delta/new"), 0u);
+  EXPECT_TRUE(Fs().GetAttr(before).ok());  // the old instance still answers
+  ASSERT_TRUE(store_->DeleteRef("docker.io/library/delta:new").ok());
+  EXPECT_EQ(Walk("delta/new"), 0u);
+}
+
+TEST_F(MountFsTest, OpenFileKeepsReadingAfterItsImageIsRemoved) {
+  uint64_t f = Walk("alpha/1/big");
+  auto o = Fs().Open(f, O_RDONLY);
+  ASSERT_TRUE(o.ok());
+  auto freed = store_->DeleteImage(image_a_);
+  ASSERT_TRUE(freed.ok());
+  for (const Digest& d : *freed) ASSERT_TRUE(store_->blobs().Delete(d).ok());
+  ::unlink(store_->UnpackedPath((**store_->GetImage(image_b_)).diff_ids[0]).c_str());
+  auto r = Fs().Read(f, o->fh, 100, 1000);
+  ASSERT_TRUE(r.ok());
+  std::string chunk(r->size, '\0');
+  ASSERT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
+  EXPECT_EQ(chunk, std::string(100, 'b'));
+  Fs().Release(o->fh);
+  EXPECT_EQ(Walk("alpha/1"), 0u);
+}
+
+TEST_F(MountFsTest, UnpackCacheEvictsUnpinnedLayersOverTheLimit) {
+  // A 1-byte limit: after each unpack, every other layer that no open file pins goes.
+  Fs(1);
+  uint64_t a_size = (**store_->GetLayer((**store_->GetImage(image_a_)).diff_ids[0])).size;
+  uint64_t b_size = (**store_->GetLayer((**store_->GetImage(image_b_)).diff_ids[0])).size;
+  UnpackCache& c = Fs().unpack_cache();
+  EXPECT_EQ(ReadAll(Walk("alpha/1/etc/hostname")), "alpha\n");
+  EXPECT_EQ(c.unpacked_bytes(), a_size);
+  EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");
+  EXPECT_EQ(c.unpacked_bytes(), b_size);              // alpha's copy evicted, the newest kept
+  auto o = Fs().Open(Walk("alpha/1/big"), O_RDONLY);  // unpacks alpha again and pins it
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(c.unpacked_bytes(), a_size);
+  EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");
+  EXPECT_EQ(c.unpacked_bytes(), a_size + b_size);  // alpha is pinned by the open file
+  auto r = Fs().Read(Walk("alpha/1/big"), o->fh, 10, 0);
+  ASSERT_TRUE(r.ok());
+  std::string chunk(r->size, '\0');
+  ASSERT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
+  EXPECT_EQ(chunk, "bbbbbbbbbb");
+  Fs().Release(o->fh);
+  EXPECT_EQ(c.unpack_count(), 4u);
+}
+
+}  // namespace
+}  // namespace imgfs
