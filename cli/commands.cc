@@ -874,6 +874,9 @@ int CmdMount(const std::string& root, const Args& a) {
       auto n = ParseSize(val);
       if (!n.ok()) Die("mount: cache_size: " + n.status().message(), 2);
       o.cache_size = *n;
+    } else if (key == "open") {
+      if (val != "kernel" && val != "daemon") Die("mount: open is kernel or daemon", 2);
+      o.kernel_open_free = val == "kernel";
     } else if (key == "name_timeout") {
       o.name_timeout = std::atof(val.c_str());
     } else {
@@ -960,7 +963,8 @@ const std::vector<Command>& Commands() {
        "  -f, --foreground   stay in the foreground and log to stderr (default: daemon, log in "
        "ROOT/mount.log)\n"
        "  -o OPTIONS         comma-separated: allow_other, allow_root, suid, dev, noexec, debug,\n"
-       "                     cache_size=SIZE (unpack cache limit, e.g. 2G), name_timeout=SECONDS\n"
+       "                     cache_size=SIZE (unpack cache limit, e.g. 2G), name_timeout=SECONDS,\n"
+       "                     open=kernel|daemon (kernel: no open round trips, the default)\n"
        "Defaults: ro,nosuid,nodev,default_permissions. Layout: REPO/TAG/, REPO/sha256:DIGEST/,\n"
        ".id/IMAGE_ID/ (12+ hex digit prefixes resolve), .repositories.json.",
        {"--options"},

@@ -3,6 +3,7 @@
 // exactly one reply; nothing here holds a lock while replying, and nothing throws.
 #include "fs/fuse_adapter.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -26,6 +27,9 @@ namespace {
 struct Context {
   std::unique_ptr<MountFs> fs;
   FILE* log = stderr;
+  bool want_no_open = true;  // use the kernel's no-open/no-opendir modes when offered
+  bool no_open = false;      // set in init: answer open/opendir with ENOSYS once
+  bool no_opendir = false;
 };
 
 Context* Ctx(fuse_req_t req) {
@@ -72,9 +76,12 @@ void ReplyError(fuse_req_t req, const Status& st, const char* op, fuse_ino_t ino
 }
 
 void OpInit(void* userdata, fuse_conn_info* conn) {
-  // Image content never changes: no invalidation on attribute refresh, and symlinks
-  // and directory listings are cached by the kernel.
-  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  auto* c = static_cast<Context*>(userdata);
+  // Image content never changes. The kernel caches entries, attributes, symlinks,
+  // listings and pages; AUTO_INVAL_DATA makes it re-check a directory's mtime before
+  // using a cached listing (only name directories' mtimes ever move) and costs no
+  // request while attributes are fresh, which for image content is always.
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_SPLICE_WRITE)
@@ -82,8 +89,18 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS)
     conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  Log(static_cast<Context*>(userdata), "serving (kernel FUSE %u.%u)", conn->proto_major,
-      conn->proto_minor);
+  // No open/opendir round trips: the kernel then opens every file with keep_cache
+  // and every directory with cache_readdir by itself, which is what imgfs wants.
+  if (c->want_no_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {
+    conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+    c->no_open = true;
+  }
+  if (c->want_no_open && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)) {
+    conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+    c->no_opendir = true;
+  }
+  Log(c, "serving (kernel FUSE %u.%u%s%s)", conn->proto_major, conn->proto_minor,
+      c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -119,6 +136,8 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  // ENOSYS once tells the kernel to stop sending opendir (no-opendir mode).
+  if (Ctx(req)->no_opendir) return (void)fuse_reply_err(req, ENOSYS);
   auto r = Fs(req).OpenDir(ino);
   if (!r.ok()) return ReplyError(req, r.status(), "opendir", ino);
   fi->fh = r->fh;
@@ -167,6 +186,9 @@ void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) return (void)fuse_reply_err(req, EROFS);
+  // ENOSYS once tells the kernel to stop sending open (no-open mode).
+  if (Ctx(req)->no_open) return (void)fuse_reply_err(req, ENOSYS);
   auto r = Fs(req).Open(ino, fi->flags);
   if (!r.ok()) return ReplyError(req, r.status(), "open", ino);
   fi->fh = r->fh;
@@ -284,6 +306,7 @@ int RunMount(const MountOptions& in) {
   ops.listxattr = OpListxattr;
 
   Context ctx;
+  ctx.want_no_open = o.kernel_open_free;
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
   fuse_opt_free_args(&args);
   if (!se) {

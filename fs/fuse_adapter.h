@@ -25,6 +25,9 @@ struct MountOptions {
   bool noexec = false;
   uint64_t cache_size = 0;  // unpack cache limit, 0 = none
   double name_timeout = 0.5;
+  // Use the kernel's no-open/no-opendir modes when it offers them (-o open=kernel is
+  // the default; -o open=daemon sends every open to the daemon, for comparison).
+  bool kernel_open_free = true;
 };
 
 // Returns the process exit code. On errors before the mount exists, prints one line.

@@ -35,10 +35,18 @@ Status BadInode() {
 
 std::shared_ptr<const Snapshot> Snapshot::Build(
     const std::vector<std::pair<std::string, std::string>>& refs, const std::vector<Digest>& images,
-    uint64_t generation) {
+    uint64_t generation, const struct timespec& not_before) {
   auto s = std::make_shared<Snapshot>();
   s->generation = generation;
-  s->built_at = ::time(nullptr);
+  ::clock_gettime(CLOCK_REALTIME, &s->built_at);
+  if (s->built_at.tv_sec < not_before.tv_sec ||
+      (s->built_at.tv_sec == not_before.tv_sec && s->built_at.tv_nsec <= not_before.tv_nsec)) {
+    s->built_at = not_before;  // strictly later than the snapshot it replaces
+    if (++s->built_at.tv_nsec == 1000000000) {
+      s->built_at.tv_nsec = 0;
+      s->built_at.tv_sec++;
+    }
+  }
   s->dirs[""];
   struct Leaf {
     std::string dir, name;
@@ -134,7 +142,12 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
   for (auto& [name, rec] : *refs) pairs.emplace_back(name, rec.image_id);
   std::vector<Digest> ids;
   for (auto& img : *images) ids.push_back(img.id);
-  auto built = Snapshot::Build(pairs, ids, *gen);
+  struct timespec prev {};
+  {
+    std::lock_guard<std::mutex> l(snap_mu_);
+    if (snap_) prev = snap_->built_at;
+  }
+  auto built = Snapshot::Build(pairs, ids, *gen, prev);
   std::lock_guard<std::mutex> l(snap_mu_);
   if (!snap_ || snap_->generation < built->generation) snap_ = built;
   return snap_;
@@ -161,6 +174,9 @@ Result<uint64_t> MountFs::InstanceFor(const std::string& path, const Digest& ima
     if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
   }
   IMGFS_ASSIGN_OR_RETURN(auto view, View(image));
+  // Pin the layers' blobs (no reading): files of this image keep reading even if an
+  // `imgfs rmi` in another process removes the blobs later.
+  for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
   std::lock_guard<std::mutex> l(instances_mu_);
   auto it = instance_keys_.find(key);
   if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
@@ -208,7 +224,7 @@ struct stat MountFs::NameDirAttr(uint64_t ino, const Snapshot& snap,
   if (path.empty()) st.st_nlink += 1;  // .id
   st.st_size = 0;
   st.st_blksize = 4096;
-  st.st_mtim.tv_sec = std::max<int64_t>(snap.built_at, mounted_at_);
+  st.st_mtim = snap.built_at;
   st.st_atim = st.st_ctim = st.st_mtim;
   return st;
 }
@@ -309,7 +325,7 @@ Result<MountFs::Attr> MountFs::GetAttr(uint64_t ino) {
       a.attr.st_gid = ::getegid();
       a.attr.st_size = static_cast<off_t>(snap->repositories_json.size());
       a.attr.st_blocks = (a.attr.st_size + 511) / 512;
-      a.attr.st_mtim.tv_sec = std::max<int64_t>(snap->built_at, mounted_at_);
+      a.attr.st_mtim = snap->built_at;
       a.attr.st_atim = a.attr.st_ctim = a.attr.st_mtim;
       return a;
     }
@@ -454,7 +470,24 @@ Result<MountFs::Opened> MountFs::Open(uint64_t ino, int flags) {
 Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, uint64_t offset) {
   auto* h = reinterpret_cast<FileHandle*>(fh);
   ReadData r;
-  if (!h) return Status::InvalidArgument("read without open");
+  if (!h) {
+    // No open was sent (the kernel's no-open mode): resolve from the inode.
+    if (InstOf(ino) == 0) {
+      if (NodeOf(ino) != kReposJsonNode) return Status::Io("is a directory", EISDIR);
+      const std::string& json = CurrentSnapshot()->repositories_json;
+      if (offset < json.size()) r.bytes = json.substr(offset, size);
+      return r;
+    }
+    const Instance* in = GetInstance(InstOf(ino));
+    if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
+    const TreeNode& n = in->view->tree().node(NodeOf(ino));
+    if (!S_ISREG(n.mode)) return Status::Io("is a directory", EISDIR);
+    if (offset >= n.size) return r;
+    IMGFS_ASSIGN_OR_RETURN(r.fd, cache_->Get(in->view->layers()[n.layer]));
+    r.pos = static_cast<off_t>(n.data_offset + offset);
+    r.size = static_cast<size_t>(std::min<uint64_t>(size, n.size - offset));
+    return r;
+  }
   if (h->is_bytes) {
     if (offset < h->bytes.size()) r.bytes = h->bytes.substr(offset, size);
     return r;

@@ -30,7 +30,10 @@
 // Caching: image content never changes, so its entries and attributes get very long
 // timeouts, negative lookups are cached, files open with keep_cache and directories
 // with cache_readdir. Name directories and the dentries of image roots (names can
-// move) get short timeouts.
+// move) get short timeouts, and name directories' mtime moves with every generation
+// (nanoseconds, strictly increasing) so the kernel drops their cached listings. With
+// the kernel's no-open/no-opendir support the adapter sends no open at all: Read and
+// ReadDir then get fh 0 and resolve everything from the inode.
 //
 // Thread-safety: every method may be called concurrently. Instances are an append-only
 // array read without locks; the snapshot is swapped under a mutex and read through a
@@ -64,7 +67,7 @@ struct Snapshot {
     std::string path;  // the child's full path in the namespace ("ubuntu/16.04")
   };
   uint64_t generation = 0;
-  int64_t built_at = 0;
+  struct timespec built_at {};  // the name directories' mtime: moves with every generation
   std::map<std::string, std::map<std::string, Child>> dirs;  // dir path ("" = root) → children
   std::vector<Digest> images;                                // every image, for .id/
   std::string repositories_json;
@@ -72,7 +75,8 @@ struct Snapshot {
   // Builds the namespace from (canonical reference, image id hex) pairs.
   static std::shared_ptr<const Snapshot> Build(
       const std::vector<std::pair<std::string, std::string>>& refs,
-      const std::vector<Digest>& images, uint64_t generation);
+      const std::vector<Digest>& images, uint64_t generation,
+      const struct timespec& not_before = {});
 };
 
 class MountFs {

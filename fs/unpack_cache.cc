@@ -24,20 +24,30 @@ uint64_t UnpackCache::unpacked_bytes() const {
   return n;
 }
 
+std::shared_ptr<UnpackCache::Slot> UnpackCache::SlotFor(const LayerRecord& layer) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& s = slots_[layer.diff_id.hex()];
+  if (!s) s = std::make_shared<Slot>();
+  s->last_use = ++clock_;
+  return s;
+}
+
+Status UnpackCache::Pin(const LayerRecord& layer) {
+  std::shared_ptr<Slot> slot = SlotFor(layer);
+  std::lock_guard<std::mutex> l(slot->mu);
+  if (slot->blob) return Status::Ok();
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
+  slot->blob = std::make_shared<UniqueFd>(std::move(fd));
+  return Status::Ok();
+}
+
 Result<std::shared_ptr<UniqueFd>> UnpackCache::Get(const LayerRecord& layer) {
-  std::shared_ptr<Slot> slot;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto& s = slots_[layer.diff_id.hex()];
-    if (!s) s = std::make_shared<Slot>();
-    slot = s;
-    slot->last_use = ++clock_;
-  }
+  std::shared_ptr<Slot> slot = SlotFor(layer);
   std::shared_ptr<UniqueFd> out;
   {
     std::lock_guard<std::mutex> l(slot->mu);
     if (slot->fd) return slot->fd;
-    auto fd = OpenOrUnpack(layer);
+    auto fd = OpenOrUnpack(layer, slot->blob);
     if (!fd.ok()) return fd.status().WithContext("layer " + layer.diff_id.str());
     slot->fd = *fd;
     out = slot->fd;
@@ -74,7 +84,8 @@ void UnpackCache::EvictIfNeeded() {
   }
 }
 
-Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& layer) {
+Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(
+    const LayerRecord& layer, const std::shared_ptr<UniqueFd>& pinned) {
   auto open_checked = [&layer](const std::string& path) -> Result<std::shared_ptr<UniqueFd>> {
     IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
     struct stat st;
@@ -92,11 +103,16 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
   if (existing.ok()) return existing;
   if (existing.status().code() == Status::Code::kCorruption) ::unlink(path.c_str());
   // Unpack: blob → temp file (diff_id verified) → rename.
-  IMGFS_ASSIGN_OR_RETURN(UniqueFd blob, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
+  UniqueFd opened;
+  int blob_fd = pinned ? pinned->get() : -1;
+  if (blob_fd < 0) {
+    IMGFS_ASSIGN_OR_RETURN(opened, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
+    blob_fd = opened.get();
+  }
   std::string tmp =
       path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
   IMGFS_ASSIGN_OR_RETURN(UniqueFd out, OpenFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
-  FdSource src(blob.get());
+  FdSource src(blob_fd);  // pread from 0: a pinned fd is shared safely
   Status st = DecompressToFd(&src, layer.compression, out.get(), layer.diff_id);
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Status::FromErrno("rename " + tmp);
   if (!st.ok()) {

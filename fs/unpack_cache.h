@@ -9,6 +9,12 @@
 // unpacked layers that no open file pins are deleted until the total fits. Blobs that
 // are read in place (uncompressed layers) are never evicted: they are the store.
 //
+// Pins: Pin(layer) opens the layer's blob (no reading) and keeps that fd for the life
+// of the cache. A later unpack or in-place read uses the pinned fd, so a file of an
+// image that was looked up before `imgfs rmi` removed its blobs still reads correctly.
+// The price: the space of removed layers that were pinned comes back when the cache
+// (the mount) goes away.
+//
 // Concurrency: first readers of the same layer in one process wait for one unpack
 // (a per-layer mutex); other processes may unpack in parallel and the rename makes
 // one copy win, both identical. An unpacked file whose size is not the layer's size
@@ -33,6 +39,8 @@ class UnpackCache {
   explicit UnpackCache(const Store& store) : store_(store) {}
   // An fd on the layer's uncompressed stream; unpacks on first use.
   Result<std::shared_ptr<UniqueFd>> Get(const LayerRecord& layer);
+  // Opens and keeps the layer's blob fd (idempotent, cheap: no data is read).
+  Status Pin(const LayerRecord& layer);
   // Number of layers this process unpacked (for tests and logs).
   uint64_t unpack_count() const;
   // Bytes of unpacked copies this process holds; 0 = no limit.
@@ -43,13 +51,16 @@ class UnpackCache {
   struct Slot {
     std::mutex mu;  // held while this layer is being opened or unpacked
     std::shared_ptr<UniqueFd> fd;
+    std::shared_ptr<UniqueFd> blob;  // pinned blob, if Pin was called
     // Set for unpacked copies (evictable); guarded by UnpackCache::mu_.
     std::string unpacked_path;
     uint64_t unpacked_size = 0;
     uint64_t last_use = 0;
   };
   void EvictIfNeeded();
-  Result<std::shared_ptr<UniqueFd>> OpenOrUnpack(const LayerRecord& layer);
+  Result<std::shared_ptr<UniqueFd>> OpenOrUnpack(const LayerRecord& layer,
+                                                 const std::shared_ptr<UniqueFd>& blob);
+  std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
   const Store& store_;
   mutable std::mutex mu_;  // guards slots_ and unpacks_; never held while unpacking
   std::map<std::string, std::shared_ptr<Slot>> slots_;
