@@ -22,7 +22,8 @@ Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store,
   }
   IMGFS_ASSIGN_OR_RETURN(v->tree_, store.GetTree(image_id));
   for (uint32_t n = MergedTree::kRoot; n < v->tree_.node_count(); n++) {
-    if (v->tree_.node(n).layer >= v->layers_.size()) {
+    const TreeNode& t = v->tree_.node(n);
+    if (S_ISREG(t.mode) && t.size > 0 && t.layer >= v->layers_.size()) {
       return Status::Corruption("index: tree of image " + image_id.Short() +
                                 " names a layer it does not have");
     }

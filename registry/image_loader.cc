@@ -14,6 +14,7 @@
 #include "index/layer_indexer.h"
 #include "index/merged_tree.h"
 #include "registry/json.h"
+#include "registry/stage.h"
 
 namespace imgfs {
 namespace {
@@ -141,180 +142,6 @@ class TarInput : public Input {
   std::map<std::string, TarMember> members_;
 };
 
-// A layer that passed every check and waits in ingest/ to be committed.
-struct StagedLayer {
-  std::unique_ptr<BlobStore::Writer> writer;  // null when the blob is already stored
-  Store::NewLayer layer;
-  std::vector<LayerEntry> entries;
-};
-
-struct StagedImage {
-  ImageRecord record;
-  std::string config;
-  std::string manifest;  // empty for docker-archive and import
-  std::vector<std::string> names;
-};
-
-// Everything one load will add; committed only when all of it is verified.
-class Stage {
- public:
-  Stage(Store& store, const LoadOptions& opt) : store_(store), opt_(opt) {}
-
-  // Streams a layer through the pipeline and checks it against `diff_id` and, when
-  // known, against the blob digest and size of its descriptor.
-  // With no expected diff_id (import), whatever the content hashes to is its diff_id.
-  Result<Digest> AddLayer(const Region& region, const std::optional<Digest>& expected,
-                          const Descriptor* desc, Compression hint) {
-    if (expected) {
-      if (layers_.count(expected->hex())) return *expected;
-      IMGFS_ASSIGN_OR_RETURN(auto have, store_.GetLayer(*expected));
-      if (have && store_.blobs().Has(have->blob)) return *expected;  // already local
-    }
-    if (opt_.progress)
-      opt_.progress("Loading layer " + (expected ? expected->str()
-                                        : desc   ? desc->digest.str()
-                                                 : "…"));
-    IMGFS_ASSIGN_OR_RETURN(auto writer, store_.blobs().NewWriter());
-    FdSource file(region.fd->get(), region.offset, region.size);
-    TeeSource tee(&file, writer.get());
-    Result<LayerIndex> idx = Status::Ok().WithContext("");
-    Compression detected;
-    {
-      PipelinedSource pipe(&tee);
-      DecompressingSource dec(&pipe, hint);
-      idx = IndexTarStream(&dec);
-      detected = dec.compression();
-    }
-    std::string what = "layer " + (desc ? desc->digest.str() : expected ? expected->str() : "");
-    if (!idx.ok()) return idx.status().WithContext(what);
-    Digest diff_id = expected ? *expected : idx->diff_id;
-    if (layers_.count(diff_id.hex())) return diff_id;
-    if (!expected) {
-      // Import learns the diff_id only now: a layer already held is kept as it is.
-      IMGFS_ASSIGN_OR_RETURN(auto have, store_.GetLayer(diff_id));
-      if (have && store_.blobs().Has(have->blob)) return diff_id;
-    }
-    Digest blob = tee.Finish();
-    if (desc && !(blob == desc->digest)) {
-      return Status::Corruption(what + ": digest mismatch: content hashes to " + blob.str());
-    }
-    if (desc && tee.bytes() != desc->size) {
-      return Status::Corruption(what + ": size mismatch: " + std::to_string(tee.bytes()) +
-                                " bytes, descriptor says " + std::to_string(desc->size));
-    }
-    if (!(idx->diff_id == diff_id)) {
-      return Status::Corruption(what + ": diff_id mismatch: uncompressed content hashes to " +
-                                idx->diff_id.str() + ", the config says " + diff_id.str());
-    }
-    StagedLayer s;
-    s.layer.record.diff_id = diff_id;
-    s.layer.record.blob = blob;
-    s.layer.record.compression = detected;
-    s.layer.record.media_type = desc ? desc->media_type
-                                     : (detected == Compression::kGzip   ? media::kOciLayerGzip
-                                        : detected == Compression::kZstd ? media::kOciLayerZstd
-                                                                         : media::kOciLayer);
-    s.layer.record.blob_size = tee.bytes();
-    s.layer.record.size = idx->uncompressed_size;
-    s.layer.record.entry_count = idx->entries.size();
-    s.layer.encoded_entries = EncodeEntries(idx->entries);
-    s.entries = std::move(idx->entries);
-    if (!store_.blobs().Has(blob)) s.writer = std::move(writer);
-    layers_[diff_id.hex()] = std::move(s);
-    return diff_id;
-  }
-
-  // Builds the merged tree now, so a bad image fails before anything is committed.
-  Status AddImage(StagedImage img) {
-    std::vector<std::vector<LayerEntry>> loaded;
-    std::vector<const std::vector<LayerEntry>*> tables;
-    loaded.reserve(img.record.diff_ids.size());
-    img.record.size = 0;
-    for (const Digest& d : img.record.diff_ids) {
-      auto it = layers_.find(d.hex());
-      if (it != layers_.end()) {
-        tables.push_back(&it->second.entries);
-        img.record.size += it->second.layer.record.size;
-        continue;
-      }
-      IMGFS_ASSIGN_OR_RETURN(auto rec, store_.GetLayer(d));
-      if (!rec) return Status::NotFound("layer " + d.str() + " was not staged");
-      img.record.size += rec->size;
-      IMGFS_ASSIGN_OR_RETURN(auto entries, store_.GetEntries(d));
-      loaded.push_back(std::move(entries));
-      tables.push_back(&loaded.back());
-    }
-    auto tree = MergedTree::Build(tables);
-    if (!tree.ok()) return tree.status().WithContext("image " + img.record.id.str());
-    trees_.push_back(tree->Encode());
-    images_.push_back(std::move(img));
-    return Status::Ok();
-  }
-
-  Result<std::vector<LoadedImage>> Commit() {
-    for (auto& [hex, s] : layers_) {
-      if (!s.writer) continue;
-      IMGFS_RETURN_IF_ERROR(
-          s.writer->Commit(s.layer.record.blob).status().WithContext("commit layer blob"));
-    }
-    std::vector<LoadedImage> out;
-    std::set<std::string> recorded;
-    for (size_t i = 0; i < images_.size(); i++) {
-      StagedImage& img = images_[i];
-      IMGFS_RETURN_IF_ERROR(store_.blobs().Put(img.config, img.record.id).status());
-      if (!img.manifest.empty()) {
-        IMGFS_ASSIGN_OR_RETURN(Digest md, Digest::Parse(img.record.manifest_digest));
-        IMGFS_RETURN_IF_ERROR(store_.blobs().Put(img.manifest, md).status());
-      }
-      std::vector<Store::NewLayer> new_layers;
-      for (const Digest& d : img.record.diff_ids) {
-        auto it = layers_.find(d.hex());
-        if (it != layers_.end() && !recorded.count(d.hex())) {
-          new_layers.push_back(it->second.layer);
-          recorded.insert(d.hex());
-        }
-      }
-      std::vector<std::pair<std::string, RefRecord>> refs;
-      for (const std::string& n : img.names) {
-        RefRecord r{img.record.id.hex(),
-                    n.find('@') != std::string::npos ? img.record.manifest_digest : ""};
-        refs.emplace_back(n, r);
-      }
-      IMGFS_RETURN_IF_ERROR(store_.AddImage(img.record, new_layers, trees_[i], refs));
-      out.push_back(LoadedImage{img.record.id, img.names});
-    }
-    return out;
-  }
-
-  Store& store() { return store_; }
-  const LoadOptions& options() { return opt_; }
-
- private:
-  Store& store_;
-  const LoadOptions& opt_;
-  std::map<std::string, StagedLayer> layers_;
-  std::vector<StagedImage> images_;
-  std::vector<std::string> trees_;
-};
-
-Result<ImageRecord> RecordFromConfig(const std::string& config_bytes, const Digest& config_digest,
-                                     ImageConfig* parsed_out) {
-  auto parsed = ParseConfig(config_bytes);
-  if (!parsed.ok()) return parsed.status().WithContext("config " + config_digest.str());
-  ImageRecord r;
-  r.id = config_digest;
-  r.config_size = config_bytes.size();
-  r.created = parsed->created;
-  r.created_unix = parsed->created_unix;
-  r.os = parsed->platform.os;
-  r.architecture = parsed->platform.architecture;
-  r.variant = parsed->platform.variant;
-  r.diff_ids = parsed->diff_ids;
-  r.added_unix = ::time(nullptr);
-  if (parsed_out) *parsed_out = std::move(*parsed);
-  return r;
-}
-
 Result<std::string> CanonicalName(const std::string& user) {
   auto ref = ParseReference(user);
   if (!ref.ok()) return ref.status();
@@ -322,7 +149,7 @@ Result<std::string> CanonicalName(const std::string& user) {
 }
 
 // docker save: manifest.json = [{"Config": path, "RepoTags": [...], "Layers": [paths]}]
-Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
+Status LoadDockerArchive(ImageStage& stage, Input& in, const std::string& name) {
   IMGFS_ASSIGN_OR_RETURN(std::string mj, in.ReadSmall("manifest.json"));
   simdjson::dom::parser p;
   simdjson::dom::array arr;
@@ -338,8 +165,7 @@ Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
     }
     IMGFS_ASSIGN_OR_RETURN(std::string config, in.ReadSmall(std::string(cfg_path)));
     Digest cd = Sha256Of(config);
-    ImageConfig parsed;
-    IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, cd, &parsed));
+    IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, cd));
     std::vector<std::string> paths;
     for (simdjson::dom::element l : layer_paths) {
       std::string_view s;
@@ -363,8 +189,9 @@ Status LoadDockerArchive(Stage& stage, Input& in, const std::string& name) {
     }
     for (size_t i = 0; i < paths.size(); i++) {
       IMGFS_ASSIGN_OR_RETURN(Region r, in.Open(paths[i]));
+      FdSource src(r.fd->get(), r.offset, r.size);
       IMGFS_RETURN_IF_ERROR(
-          stage.AddLayer(r, rec.diff_ids[i], nullptr, Compression::kAuto).status());
+          stage.AddLayer(&src, rec.diff_ids[i], nullptr, Compression::kAuto).status());
     }
     img.record = std::move(rec);
     img.config = std::move(config);
@@ -383,13 +210,13 @@ Result<std::string> ReadBlob(Input& in, const Descriptor& d) {
   return data;
 }
 
-Status LoadOciManifest(Stage& stage, Input& in, const Descriptor& md,
+Status LoadOciManifest(ImageStage& stage, Input& in, const Descriptor& md,
                        std::vector<std::string> names) {
   IMGFS_ASSIGN_OR_RETURN(std::string mbytes, ReadBlob(in, md));
   auto m = ParseManifest(mbytes);
   if (!m.ok()) return m.status().WithContext("manifest " + md.digest.str());
   IMGFS_ASSIGN_OR_RETURN(std::string config, ReadBlob(in, m->config));
-  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m->config.digest, nullptr));
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m->config.digest));
   if (rec.diff_ids.size() != m->layers.size()) {
     return Status::InvalidArgument(
         "manifest " + md.digest.str() + " has " + std::to_string(m->layers.size()) +
@@ -401,7 +228,8 @@ Status LoadOciManifest(Stage& stage, Input& in, const Descriptor& md,
     auto region = in.Open("blobs/sha256/" + ld.digest.hex());
     if (!region.ok())
       return region.status().WithContext("manifest " + md.digest.str() + " names a missing layer");
-    IMGFS_RETURN_IF_ERROR(stage.AddLayer(*region, rec.diff_ids[i], &ld, c).status());
+    FdSource src(region->fd->get(), region->offset, region->size);
+    IMGFS_RETURN_IF_ERROR(stage.AddLayer(&src, rec.diff_ids[i], &ld, c).status());
   }
   rec.manifest_digest = md.digest.str();
   rec.manifest_media_type = m->media_type.empty() ? md.media_type : m->media_type;
@@ -440,7 +268,7 @@ bool PlatformMatches(const Platform& want, const Platform& have) {
   return want.variant.empty() || have.variant.empty() || want.variant == have.variant;
 }
 
-Status LoadOciLayout(Stage& stage, Input& in) {
+Status LoadOciLayout(ImageStage& stage, Input& in, const LoadOptions& options) {
   IMGFS_ASSIGN_OR_RETURN(std::string layout, in.ReadSmall("oci-layout"));
   if (layout.find("imageLayoutVersion") == std::string::npos) {
     return Status::InvalidArgument("oci-layout: not an OCI image layout marker");
@@ -450,7 +278,7 @@ Status LoadOciLayout(Stage& stage, Input& in) {
   if (!idx.ok()) return idx.status().WithContext("index.json");
   if (idx->manifests.empty()) return Status::InvalidArgument("index.json lists no images");
   for (const Descriptor& d : idx->manifests) {
-    IMGFS_ASSIGN_OR_RETURN(auto names, NamesFromAnnotations(d, stage.options()));
+    IMGFS_ASSIGN_OR_RETURN(auto names, NamesFromAnnotations(d, options));
     Descriptor target = d;
     if (d.media_type == media::kOciIndex || d.media_type == media::kDockerList) {
       IMGFS_ASSIGN_OR_RETURN(std::string nested, ReadBlob(in, d));
@@ -525,7 +353,7 @@ Result<GcLock> GcLock::Acquire(const Store& store, bool exclusive) {
 Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& path,
                                             const LoadOptions& options) {
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
-  Stage stage(store, options);
+  ImageStage stage(store, options.progress);
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(path);
   Status status;
@@ -536,7 +364,7 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
       return Status::InvalidArgument(path +
                                      ": not an OCI image layout (no oci-layout and index.json)");
     }
-    status = LoadOciLayout(stage, in);
+    status = LoadOciLayout(stage, in, options);
   } else {
     auto fd = OpenPlainTar(store, path, &temp);
     if (!fd.ok()) {
@@ -549,7 +377,7 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
     if ((*in)->Exists("manifest.json")) {
       status = LoadDockerArchive(stage, **in, path);
     } else if ((*in)->Exists("oci-layout")) {
-      status = LoadOciLayout(stage, **in);
+      status = LoadOciLayout(stage, **in, options);
     } else {
       return Status::InvalidArgument(
           path + ": not a docker-archive or OCI archive (no manifest.json or oci-layout)");
@@ -574,8 +402,9 @@ Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const
   region.fd = std::make_shared<UniqueFd>(std::move(*fd));
   region.size = static_cast<uint64_t>(st.st_size);
 
-  Stage stage(store, options);
-  auto diff_id = stage.AddLayer(region, std::nullopt, nullptr, Compression::kAuto);
+  ImageStage stage(store, options.progress);
+  FdSource src(region.fd->get(), 0, region.size);
+  auto diff_id = stage.AddLayer(&src, std::nullopt, nullptr, Compression::kAuto);
   if (!diff_id.ok()) return diff_id.status().WithContext(tarball);
   Platform host = HostPlatform();
   int64_t now = ::time(nullptr);
@@ -596,7 +425,7 @@ Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const
   w.EndObject().EndArray();
   w.EndObject();
   std::string config = w.str();
-  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config), nullptr));
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config)));
   StagedImage img;
   img.record = std::move(rec);
   img.config = std::move(config);

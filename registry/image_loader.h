@@ -23,6 +23,7 @@
 #include "index/store.h"
 #include "registry/json.h"
 #include "registry/reference.h"
+#include "registry/stage.h"
 
 namespace imgfs {
 
@@ -31,11 +32,6 @@ struct LoadOptions {
   std::string repository;
   // Progress lines ("Loading layer sha256:…"), or null.
   std::function<void(const std::string&)> progress;
-};
-
-struct LoadedImage {
-  Digest id;
-  std::vector<std::string> names;  // canonical references now naming it
 };
 
 Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& path,

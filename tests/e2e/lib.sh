@@ -13,6 +13,7 @@ cleanup() {
   local rc=$?
   for pid in ${CLEANUP_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
   for m in ${CLEANUP_MOUNTS:-}; do fusermount3 -u -z "$m" 2>/dev/null || true; done
+  for d in ${CLEANUP_DIRS:-}; do rm -rf "$d"; done
   rm -rf "$T"
   exit $rc
 }
@@ -93,22 +94,29 @@ build_test_images() {
   chown 1000:1000 $R/data/random.bin
   chown 4000000:4000001 "$R/data/with space"
   touch -d '2001-02-03 04:05:06' $R/etc/passwd
-  umoci repack --image oci:base b >/dev/null
-  umoci tag --image oci:base v1
+  umoci repack --image oci:v1 b >/dev/null
+  # Each later layer is made on a fresh unpack of the tag below it, so that it stacks
+  # (a repack adds one layer on top of the image its bundle was unpacked from).
+  umoci unpack --image oci:v1 b2 >/dev/null
+  R=b2/rootfs
   # Layer 2: deletions (file, whole directory), a directory replaced by a file, new files.
   rm $R/data/empty
   rm -r $R/opt/app
   printf 'now a file' >$R/opt/app
   printf 'motd\n' >$R/etc/motd
   chmod 0750 $R/etc
-  umoci repack --image oci:base b >/dev/null
-  umoci tag --image oci:base v2
+  umoci repack --image oci:v2 b2 >/dev/null
+  umoci unpack --image oci:v2 b3 >/dev/null
+  R=b3/rootfs
   # Layer 3: a file replaced by a directory, a hard link to a lower-layer file.
   rm $R/etc/os-release
   mkdir $R/etc/os-release && printf 'inner' >$R/etc/os-release/inner
   ln $R/data/random.bin $R/data/random.hard
-  umoci repack --image oci:base b >/dev/null
-  umoci tag --image oci:base v3
+  umoci repack --image oci:v3 b3 >/dev/null
+  for v in v1 v2 v3; do  # the stacking this relies on
+    [[ $(umoci stat --image oci:$v --json | python3 -c 'import json,sys; print(len([h for h in json.load(sys.stdin)["history"] if not h.get("empty_layer")]))') -eq ${v#v} ]] ||
+      { echo "build_test_images: oci:$v does not have ${v#v} layers"; return 1; }
+  done
 
   for v in v1 v2 v3; do umoci unpack --image oci:$v ref-$v >/dev/null; done
 }
@@ -143,6 +151,33 @@ wait_unmounted() {
   local deadline=$((SECONDS + 10))
   while grep -q " $1 fuse" /proc/mounts; do
     ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# start_registry NAME PORT [extra YAML lines for the http/auth sections...]: Debian's
+# docker-registry on 127.0.0.1:PORT with its storage under $T/NAME; stopped at exit.
+start_registry() {
+  local name=$1 port=$2; shift 2
+  mkdir -p "$T/$name"
+  {
+    echo "version: 0.1"
+    echo "log: {level: error}"
+    echo "storage: {filesystem: {rootdirectory: $T/$name/data}, delete: {enabled: true}}"
+    echo "http:"
+    echo "  addr: 127.0.0.1:$port"
+    for l in "$@"; do echo "$l"; done
+  } >"$T/$name/config.yml"
+  docker-registry serve "$T/$name/config.yml" >"$T/$name/log" 2>&1 &
+  CLEANUP_PIDS="${CLEANUP_PIDS:-} $!"
+  wait_port "$port"
+}
+wait_port() {
+  local deadline=$((SECONDS + 15))
+  until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; do
+    ((SECONDS < deadline)) || { echo "nothing listens on port $1"; return 1; }
     sleep 0.05
   done
 }

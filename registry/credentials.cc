@@ -1,0 +1,240 @@
+#include "registry/credentials.h"
+
+#include <fcntl.h>
+#include <simdjson.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include "index/file_util.h"
+#include "index/json_writer.h"
+
+namespace imgfs {
+namespace {
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Runs `docker-credential-NAME ACTION` with `input` on stdin; returns stdout.
+Result<std::string> RunHelper(const std::string& name, const std::string& action,
+                              const std::string& input) {
+  std::string prog = "docker-credential-" + name;
+  int in[2], out[2];
+  if (::pipe(in) != 0 || ::pipe(out) != 0) return Status::FromErrno("pipe");
+  pid_t pid = ::fork();
+  if (pid < 0) return Status::FromErrno("fork");
+  if (pid == 0) {
+    ::dup2(in[0], 0);
+    ::dup2(out[1], 1);
+    ::close(in[1]);
+    ::close(out[0]);
+    ::execlp(prog.c_str(), prog.c_str(), action.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  (void)WriteAll(in[1], input.data(), input.size());
+  ::close(in[1]);
+  std::string result;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    result.append(buf, static_cast<size_t>(n));
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+      return Status::NotFound("credential helper " + prog + " is not installed");
+    }
+    // Helpers print "credentials not found in native keychain" and exit 1.
+    if (result.find("not found") != std::string::npos)
+      return Status::NotFound("no credentials in " + prog);
+    return Status::Unavailable("credential helper " + prog + " " + action + " failed");
+  }
+  return result;
+}
+
+struct ConfigFile {
+  std::string raw;
+  bool exists = false;
+};
+
+Result<ConfigFile> ReadConfig() {
+  ConfigFile f;
+  auto data = ReadFileToString(DockerConfigPath(), 4 << 20);
+  if (!data.ok()) {
+    if (data.status().sys_errno() == ENOENT) return f;
+    return data.status();
+  }
+  f.raw = std::move(*data);
+  f.exists = true;
+  return f;
+}
+
+}  // namespace
+
+std::string Base64Encode(std::string_view in) {
+  std::string out;
+  size_t i = 0;
+  while (i + 2 < in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], kB64[v & 63]};
+    i += 3;
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], '='};
+  }
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view in) {
+  std::string out;
+  uint32_t v = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=' || c == '\n' || c == '\r') continue;
+    const char* p = std::strchr(kB64, c);
+    if (!p || c == '\0') return Status::InvalidArgument("invalid base64");
+    v = (v << 6) | static_cast<uint32_t>(p - kB64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((v >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+std::string CredentialKey(const std::string& host) {
+  if (host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io") {
+    return "https://index.docker.io/v1/";
+  }
+  return host;
+}
+
+std::string DockerConfigPath() {
+  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) return std::string(d) + "/config.json";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/root") + "/.docker/config.json";
+}
+
+Result<Credentials> LookupCredentials(const std::string& host) {
+  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig());
+  Credentials c;
+  if (!f.exists) return c;
+  simdjson::dom::parser p;
+  simdjson::dom::object root;
+  if (p.parse(f.raw).get(root))
+    return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
+  std::string key = CredentialKey(host);
+  std::string helper;
+  simdjson::dom::object helpers;
+  if (!root["credHelpers"].get(helpers)) {
+    std::string_view h;
+    if (!helpers[key].get(h) || !helpers[host].get(h)) helper = std::string(h);
+  }
+  std::string_view store;
+  if (helper.empty() && !root["credsStore"].get(store)) helper = std::string(store);
+  if (!helper.empty()) {
+    auto out = RunHelper(helper, "get", key);
+    if (out.ok()) {
+      simdjson::dom::parser hp;
+      simdjson::dom::object o;
+      std::string_view u, s;
+      if (!hp.parse(*out).get(o) && !o["Username"].get(u) && !o["Secret"].get(s)) {
+        return Credentials{std::string(u), std::string(s)};
+      }
+      return Status::InvalidArgument("credential helper " + helper + " returned malformed output");
+    }
+    if (!out.status().IsNotFound()) return out.status();
+  }
+  simdjson::dom::object auths;
+  if (root["auths"].get(auths)) return c;
+  for (const std::string& k : {key, host, "https://" + host, "http://" + host}) {
+    simdjson::dom::object entry;
+    if (auths[k].get(entry)) continue;
+    std::string_view auth, user, pass;
+    if (!entry["auth"].get(auth) && !auth.empty()) {
+      IMGFS_ASSIGN_OR_RETURN(std::string decoded, Base64Decode(auth));
+      size_t colon = decoded.find(':');
+      if (colon == std::string::npos)
+        return Status::InvalidArgument("malformed auth entry for " + k + " in " +
+                                       DockerConfigPath());
+      return Credentials{decoded.substr(0, colon), decoded.substr(colon + 1)};
+    }
+    if (!entry["username"].get(user) && !entry["password"].get(pass)) {
+      return Credentials{std::string(user), std::string(pass)};
+    }
+  }
+  return c;
+}
+
+namespace {
+
+// Rewrites config.json with `auths` changed for one key, keeping every other field.
+Status RewriteAuths(const std::string& key, const Credentials* creds, bool* removed) {
+  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig());
+  simdjson::dom::parser p;
+  simdjson::dom::object root;
+  std::map<std::string, std::string> others;  // top-level fields, minified
+  std::map<std::string, std::string> auths;   // key → entry, minified
+  if (f.exists && !f.raw.empty()) {
+    if (p.parse(f.raw).get(root))
+      return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
+    for (auto field : root) {
+      std::string k(field.key);
+      if (k == "auths") {
+        simdjson::dom::object a;
+        if (!field.value.get(a)) {
+          for (auto e : a) auths[std::string(e.key)] = simdjson::minify(e.value);
+        }
+      } else {
+        others[k] = simdjson::minify(field.value);
+      }
+    }
+  }
+  if (removed) *removed = auths.erase(key) > 0;
+  if (creds) {
+    JsonWriter e;
+    e.BeginObject()
+        .Key("auth")
+        .String(Base64Encode(creds->username + ":" + creds->secret))
+        .EndObject();
+    auths[key] = e.str();
+  }
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("auths").BeginObject();
+  for (auto& [k, v] : auths) w.Key(k).Raw(v);
+  w.EndObject();
+  for (auto& [k, v] : others) w.Key(k).Raw(v);
+  w.EndObject();
+  std::string path = DockerConfigPath();
+  IMGFS_RETURN_IF_ERROR(MakeDirs(path.substr(0, path.rfind('/')), 0700));
+  return WriteFileAtomic(path, w.str() + "\n", 0600);
+}
+
+}  // namespace
+
+Status StoreCredentials(const std::string& host, const Credentials& c) {
+  return RewriteAuths(CredentialKey(host), &c, nullptr);
+}
+
+Status EraseCredentials(const std::string& host) {
+  bool removed = false;
+  IMGFS_RETURN_IF_ERROR(RewriteAuths(CredentialKey(host), nullptr, &removed));
+  if (!removed) return Status::NotFound("not logged in to " + host);
+  return Status::Ok();
+}
+
+}  // namespace imgfs

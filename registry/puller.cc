@@ -1,0 +1,232 @@
+#include "registry/puller.h"
+
+#include <fcntl.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "index/file_util.h"
+#include "registry/image_loader.h"
+#include "registry/stage.h"
+
+namespace imgfs {
+namespace {
+
+// Reports progress as bytes flow.
+class ProgressSource : public ByteSource {
+ public:
+  ProgressSource(ByteSource* in, std::function<void(uint64_t)> report)
+      : in_(in), report_(std::move(report)) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    IMGFS_ASSIGN_OR_RETURN(size_t k, in_->Read(buf, n));
+    total_ += k;
+    auto now = std::chrono::steady_clock::now();
+    if (k == 0 || now - last_ > std::chrono::milliseconds(100)) {
+      last_ = now;
+      report_(total_);
+    }
+    return k;
+  }
+
+ private:
+  ByteSource* in_;
+  std::function<void(uint64_t)> report_;
+  uint64_t total_ = 0;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+bool Matches(const Platform& want, const Platform& have) {
+  if (want.os != have.os || want.architecture != have.architecture) return false;
+  return want.variant.empty() || have.variant.empty() || want.variant == have.variant;
+}
+
+}  // namespace
+
+Result<Platform> ParsePlatform(const std::string& s) {
+  Platform p;
+  size_t a = s.find('/');
+  if (a == std::string::npos || a == 0)
+    return Status::InvalidArgument("platform \"" + s + "\": want os/arch[/variant]");
+  p.os = s.substr(0, a);
+  size_t b = s.find('/', a + 1);
+  p.architecture = s.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+  if (b != std::string::npos) p.variant = s.substr(b + 1);
+  if (p.architecture.empty())
+    return Status::InvalidArgument("platform \"" + s + "\": want os/arch[/variant]");
+  return p;
+}
+
+Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions& opt) {
+  PullResult result;
+  result.ref = in_ref.Normalized();
+  const Reference& ref = result.ref;
+  std::mutex event_mu;
+  auto emit = [&](const std::string& id, const std::string& status, uint64_t cur = 0,
+                  uint64_t total = 0) {
+    if (!opt.on_event) return;
+    std::lock_guard<std::mutex> l(event_mu);
+    opt.on_event(PullEvent{id, status, cur, total});
+  };
+  IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
+  RegistryClient client(ref.domain, opt.registry);
+  std::string what = ref.digest.empty() ? ref.tag : ref.digest;
+  IMGFS_ASSIGN_OR_RETURN(ManifestResponse top, client.GetManifest(ref.path, what));
+  if (!ref.digest.empty() && top.digest.str() != ref.digest) {
+    return Status::Corruption("manifest " + ref.digest + ": content hashes to " + top.digest.str());
+  }
+  result.repo_digest = top.digest.str();
+  ManifestResponse chosen = top;
+  DocKind kind = DetectDocKind(top.bytes, top.content_type);
+  if (kind == DocKind::kSchema1)
+    return Status::Unsupported("Docker schema 1 manifests are not supported");
+  if (kind == DocKind::kIndex) {
+    IMGFS_ASSIGN_OR_RETURN(ImageIndexDoc idx, ParseIndex(top.bytes));
+    Platform want = opt.platform ? *opt.platform : HostPlatform();
+    const Descriptor* pick = nullptr;
+    std::string offered;
+    for (const Descriptor& d : idx.manifests) {
+      if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
+      offered += (offered.empty() ? "" : ", ") + d.platform.String();
+      if (!pick && Matches(want, d.platform)) pick = &d;
+    }
+    if (!pick) {
+      return Status::NotFound("no image for platform " + want.String() + " in " +
+                              ref.FamiliarString() +
+                              " (it offers: " + (offered.empty() ? "nothing" : offered) + ")");
+    }
+    IMGFS_ASSIGN_OR_RETURN(chosen, client.GetManifest(ref.path, pick->digest.str()));
+    if (!(chosen.digest == pick->digest)) {
+      return Status::Corruption("manifest " + pick->digest.str() + ": content hashes to " +
+                                chosen.digest.str());
+    }
+    if (DetectDocKind(chosen.bytes, chosen.content_type) != DocKind::kManifest) {
+      return Status::Unsupported("index entry " + pick->digest.str() + " is not an image manifest");
+    }
+  } else if (kind != DocKind::kManifest) {
+    return Status::Unsupported("unknown manifest type \"" + top.content_type + "\"");
+  }
+  IMGFS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(chosen.bytes));
+  result.image_id = m.config.digest;
+  std::vector<std::string> names = {ref.String(), ref.Name() + "@" + result.repo_digest};
+  if (!ref.digest.empty()) names = {ref.Name() + "@" + result.repo_digest};
+
+  IMGFS_ASSIGN_OR_RETURN(auto existing, store.GetImage(result.image_id));
+  if (existing) {
+    result.up_to_date = true;
+    for (const std::string& n : names) {
+      IMGFS_ASSIGN_OR_RETURN(auto have, store.GetRef(n));
+      if (have && have->image_id == result.image_id.hex()) continue;
+      RefRecord r{result.image_id.hex(),
+                  n.find('@') != std::string::npos ? result.repo_digest : ""};
+      IMGFS_RETURN_IF_ERROR(store.SetRef(n, r));
+      result.up_to_date = false;  // a name moved: docker says "Downloaded newer image"
+    }
+    return result;
+  }
+
+  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(ref.path, m.config.digest, 16 << 20));
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
+  if (rec.diff_ids.size() != m.layers.size()) {
+    return Status::InvalidArgument("manifest has " + std::to_string(m.layers.size()) +
+                                   " layers but the config has " +
+                                   std::to_string(rec.diff_ids.size()) + " diff_ids");
+  }
+  rec.manifest_digest = chosen.digest.str();
+  rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
+
+  ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  std::vector<size_t> jobs;
+  for (size_t i = 0; i < m.layers.size(); i++) {
+    std::string id = m.layers[i].digest.Short();
+    if (stage.HaveLayer(rec.diff_ids[i])) {
+      emit(id, "Already exists");
+    } else if (std::find(jobs.begin(), jobs.end(), i) == jobs.end()) {
+      bool dup = false;  // the same layer twice in one image: fetch it once
+      for (size_t j : jobs) dup = dup || rec.diff_ids[j] == rec.diff_ids[i];
+      if (!dup) {
+        jobs.push_back(i);
+        emit(id, "Waiting");
+      }
+    }
+  }
+  std::atomic<size_t> next{0};
+  std::mutex err_mu;
+  Status first_error;
+  std::atomic<bool> failed{false};
+  auto worker = [&] {
+    for (;;) {
+      size_t j = next.fetch_add(1);
+      if (j >= jobs.size() || failed.load()) return;
+      size_t i = jobs[j];
+      const Descriptor& d = m.layers[i];
+      std::string id = d.digest.Short();
+      Status st;
+      auto comp = LayerCompression(d.media_type);
+      if (!comp.ok()) {
+        st = comp.status();
+      } else {
+        std::unique_ptr<ByteSource> net;
+        std::unique_ptr<FdSource> local;
+        UniqueFd local_fd;
+        ByteSource* src = nullptr;
+        if (store.blobs().Has(d.digest)) {
+          // Verified by an earlier, interrupted pull: index it from disk.
+          auto fd = OpenFile(store.blobs().BlobPath(d.digest), O_RDONLY);
+          if (fd.ok()) {
+            local_fd = std::move(*fd);
+            local = std::make_unique<FdSource>(local_fd.get());
+            src = local.get();
+          }
+        }
+        if (!src) {
+          auto b = client.OpenBlob(ref.path, d.digest, d.urls);
+          if (b.ok()) {
+            net = std::move(*b);
+            src = net.get();
+          } else {
+            st = b.status();
+          }
+        }
+        if (src) {
+          ProgressSource prog(src, [&](uint64_t n) {
+            emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
+          });
+          st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp).status();
+        }
+      }
+      if (!st.ok()) {
+        failed = true;
+        std::lock_guard<std::mutex> l(err_mu);
+        if (first_error.ok()) first_error = st;
+        emit(id, "Failed");
+      } else {
+        emit(id, "Pull complete");
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  int n = std::max(1, std::min<int>(opt.max_concurrent_downloads, static_cast<int>(jobs.size())));
+  for (int t = 0; t < n; t++) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  if (!first_error.ok()) return first_error.WithContext("pull " + ref.FamiliarString());
+
+  StagedImage img;
+  img.record = std::move(rec);
+  img.config = std::move(config);
+  img.manifest = std::move(chosen.bytes);
+  img.names = names;
+  Status st = stage.AddImage(std::move(img));
+  if (!st.ok()) return st.WithContext("pull " + ref.FamiliarString());
+  auto committed = stage.Commit();
+  if (!committed.ok()) return committed.status().WithContext("pull " + ref.FamiliarString());
+  // Name records for digest refs carry the repo digest (what the tag resolved to).
+  for (const std::string& nm : names) {
+    if (nm.find('@') == std::string::npos) continue;
+    IMGFS_RETURN_IF_ERROR(store.SetRef(nm, RefRecord{result.image_id.hex(), result.repo_digest}));
+  }
+  return result;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,614 @@
+#include "registry/registry_client.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "index/file_util.h"
+#include "registry/json.h"
+
+namespace imgfs {
+namespace {
+
+std::once_flag g_curl_once;
+
+struct CurlFree {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct SlistFree {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\r' || s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && s[i] == ' ') i++;
+  return s.substr(i);
+}
+
+// Per-transfer state shared with curl's callbacks.
+struct Transfer {
+  HttpResponse response;
+  const RegistryClient::Request* req = nullptr;
+  uint64_t skip = 0;       // bytes of a 200 body to drop when a Range was ignored
+  uint64_t delivered = 0;  // body bytes handed to on_body
+  bool aborted = false;    // on_body asked to stop
+  bool too_large = false;
+};
+
+size_t HeaderCb(char* buf, size_t size, size_t n, void* self) {
+  auto* t = static_cast<Transfer*>(self);
+  std::string line(buf, size * n);
+  if (line.rfind("HTTP/", 0) == 0) {  // a new response (redirects, 100-continue)
+    t->response.headers.clear();
+    size_t sp = line.find(' ');
+    t->response.status = sp == std::string::npos ? 0 : std::atol(line.c_str() + sp + 1);
+    // A 200 to a Range request restarts the body at 0: drop what was delivered already.
+    t->skip = t->response.status == 200 ? t->req->range_start : 0;
+    return size * n;
+  }
+  size_t colon = line.find(':');
+  if (colon != std::string::npos) {
+    t->response.headers[Lower(line.substr(0, colon))] = Trim(line.substr(colon + 1));
+  } else if (Trim(line).empty() && t->req && t->req->on_headers &&
+             (t->response.status == 200 || t->response.status == 206)) {
+    t->req->on_headers(t->response);
+  }
+  return size * n;
+}
+
+size_t WriteCb(char* buf, size_t size, size_t n, void* self) {
+  auto* t = static_cast<Transfer*>(self);
+  size_t len = size * n;
+  long st = t->response.status;
+  if (t->req->on_body && (st == 200 || st == 206)) {
+    const char* p = buf;
+    size_t k = len;
+    if (t->skip) {
+      size_t drop = static_cast<size_t>(std::min<uint64_t>(t->skip, k));
+      t->skip -= drop;
+      p += drop;
+      k -= drop;
+    }
+    if (k && !t->req->on_body(p, k)) {
+      t->aborted = true;
+      return 0;
+    }
+    t->delivered += k;
+    return len;
+  }
+  size_t max = t->req->on_body ? 64 << 10 : t->req->max_body;  // error bodies stay small
+  if (t->response.body.size() + len > max) {
+    t->too_large = true;
+    return 0;
+  }
+  t->response.body.append(buf, len);
+  return len;
+}
+
+bool TransientCurl(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// "Bearer realm="…",service="…",scope="…"" → scheme + params.
+void ParseChallenge(const std::string& h, std::string* scheme,
+                    std::map<std::string, std::string>* params) {
+  size_t sp = h.find(' ');
+  *scheme = Lower(h.substr(0, sp));
+  if (sp == std::string::npos) return;
+  size_t i = sp + 1;
+  while (i < h.size()) {
+    while (i < h.size() && (h[i] == ' ' || h[i] == ',')) i++;
+    size_t eq = h.find('=', i);
+    if (eq == std::string::npos) break;
+    std::string key = Lower(Trim(h.substr(i, eq - i)));
+    std::string val;
+    i = eq + 1;
+    if (i < h.size() && h[i] == '"') {
+      i++;
+      while (i < h.size() && h[i] != '"') {
+        if (h[i] == '\\' && i + 1 < h.size()) i++;
+        val.push_back(h[i++]);
+      }
+      i++;
+    } else {
+      size_t end = h.find(',', i);
+      val = h.substr(i, end == std::string::npos ? std::string::npos : end - i);
+      i = end == std::string::npos ? h.size() : end;
+    }
+    (*params)[key] = Trim(val);
+  }
+}
+
+std::string RegistryError(const HttpResponse& r) {
+  simdjson::dom::parser p;
+  simdjson::dom::object o;
+  std::string out;
+  if (!p.parse(r.body).get(o)) {
+    simdjson::dom::array errs;
+    if (!o["errors"].get(errs)) {
+      for (auto e : errs) {
+        std::string_view code, msg;
+        if (!e["code"].get(code)) out += (out.empty() ? "" : "; ") + std::string(code);
+        if (!e["message"].get(msg)) out += ": " + std::string(msg);
+      }
+    }
+  }
+  return "HTTP " + std::to_string(r.status) + (out.empty() ? "" : " (" + out + ")");
+}
+
+}  // namespace
+
+bool IsLoopbackHost(const std::string& host) {
+  std::string h = host;
+  if (!h.empty() && h[0] == '[') {
+    h = h.substr(1, h.find(']') - 1);
+  } else if (size_t c = h.rfind(':'); c != std::string::npos && h.find(':') == c) {
+    h = h.substr(0, c);
+  }
+  if (h == "localhost" || h == "::1") return true;
+  in_addr a;
+  return ::inet_pton(AF_INET, h.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+RegistryClient::RegistryClient(std::string host, RegistryOptions options)
+    : host_(std::move(host)), options_(std::move(options)) {
+  std::call_once(g_curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+RegistryClient::~RegistryClient() = default;
+
+std::string RegistryClient::ApiHost() const {
+  return host_ == "docker.io" || host_ == "index.docker.io" ? "registry-1.docker.io" : host_;
+}
+
+Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string& url,
+                                          const std::string& auth, bool* transient) {
+  *transient = false;
+  std::unique_ptr<CURL, CurlFree> c(curl_easy_init());
+  if (!c) return Status::Exhausted("curl: out of memory");
+  Transfer t;
+  t.req = &req;
+  t.skip = 0;
+  std::unique_ptr<curl_slist, SlistFree> headers;
+  curl_slist* h = nullptr;
+  for (const std::string& x : req.headers) h = curl_slist_append(h, x.c_str());
+  if (!auth.empty()) h = curl_slist_append(h, ("Authorization: " + auth).c_str());
+  headers.reset(h);
+  CURL* e = c.get();
+  curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);  // no credentials for a redirect's host
+  curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, options_.low_speed_seconds);
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L << 10);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, HeaderCb);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, WriteCb);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
+  std::string range;
+  if (req.range_start) {
+    range = std::to_string(req.range_start) + "-";
+    curl_easy_setopt(e, CURLOPT_RANGE, range.c_str());
+  }
+  // /etc/docker/certs.d/HOST[:PORT]: ca.crt added to the system CAs, client cert+key.
+  std::string dir = options_.certs_dir + "/" + host_;
+  std::string ca = dir + "/ca.crt", cert, key;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* de = ::readdir(d)) {
+      std::string n = de->d_name;
+      if (n.size() > 5 && n.substr(n.size() - 5) == ".cert") cert = dir + "/" + n;
+      if (n.size() > 4 && n.substr(n.size() - 4) == ".key") key = dir + "/" + n;
+    }
+    ::closedir(d);
+  }
+  if (url.rfind("https://", 0) == 0) {
+    if (PathExists(ca)) {
+      curl_easy_setopt(e, CURLOPT_CAINFO, ca.c_str());
+      curl_easy_setopt(e, CURLOPT_CAPATH, "/etc/ssl/certs");
+    }
+    if (!cert.empty() && !key.empty()) {
+      curl_easy_setopt(e, CURLOPT_SSLCERT, cert.c_str());
+      curl_easy_setopt(e, CURLOPT_SSLKEY, key.c_str());
+    }
+  }
+  CURLcode rc = curl_easy_perform(e);
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t.response.status);
+  if (rc != CURLE_OK) {
+    if (t.aborted) return Status::Unavailable("download stopped");
+    if (t.too_large) return Status::InvalidArgument("GET " + url + ": response too large");
+    *transient = TransientCurl(rc);
+    Status st = Status::Unavailable("GET " + url + ": " + curl_easy_strerror(rc));
+    if (t.delivered) {
+      // Partial body delivered: tell the caller where to resume.
+      t.response.headers["x-imgfs-delivered"] = std::to_string(t.delivered);
+      *transient = true;
+    }
+    return st;
+  }
+  return t.response;
+}
+
+Result<std::string> RegistryClient::BaseUrl() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!base_url_.empty()) return base_url_;
+  }
+  std::vector<std::string> candidates;
+  if (host_ == "docker.io" || host_ == "index.docker.io") {
+    for (std::string m : options_.mirrors) {
+      while (!m.empty() && m.back() == '/') m.pop_back();
+      candidates.push_back(m);
+    }
+  }
+  bool insecure = IsLoopbackHost(host_) || std::find(options_.insecure_registries.begin(),
+                                                     options_.insecure_registries.end(),
+                                                     host_) != options_.insecure_registries.end();
+  candidates.push_back("https://" + ApiHost());
+  if (insecure) candidates.push_back("http://" + ApiHost());
+  std::string last_error;
+  for (const std::string& base : candidates) {
+    Request ping;
+    ping.retry_transient = false;
+    bool transient = false;
+    auto r = Once(ping, base + "/v2/", "", &transient);
+    // 200 or 401 means the API is there; anything else (400 from an HTTPS port asked
+    // in plain HTTP, 404 from some web server) is not a registry endpoint.
+    if (r.ok() && r->status != 200 && r->status != 401) {
+      if (last_error.empty())
+        last_error = "GET " + base + "/v2/: HTTP " + std::to_string(r->status);
+      continue;
+    }
+    if (r.ok()) {
+      std::lock_guard<std::mutex> l(mu_);
+      base_url_ = base;
+      return base_url_;
+    }
+    if (last_error.empty())
+      last_error = r.status().message();  // the first (HTTPS) failure says most
+  }
+  std::string hint =
+      insecure ? "" : " (if it serves plain HTTP, allow it with --insecure-registry " + host_ + ")";
+  return Status::Unavailable("registry " + host_ + " is not reachable: " + last_error + hint);
+}
+
+Result<std::string> RegistryClient::AuthHeader(const std::string& scope) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = tokens_.find(scope);
+  if (it != tokens_.end()) return it->second;
+  return basic_;
+}
+
+Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::string& scope) {
+  std::string header = challenge.Header("www-authenticate");
+  std::string scheme;
+  std::map<std::string, std::string> params;
+  ParseChallenge(header, &scheme, &params);
+  Credentials creds;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!creds_loaded_) {
+      auto c = LookupCredentials(host_);
+      if (!c.ok()) return c.status();
+      creds_ = *c;
+      creds_loaded_ = true;
+    }
+    creds = creds_;
+  }
+  std::string basic =
+      creds.empty() ? "" : "Basic " + Base64Encode(creds.username + ":" + creds.secret);
+  if (scheme == "basic") {
+    if (basic.empty()) {
+      return Status::Unavailable("registry " + host_ +
+                                 " requires authentication: run imgfs login " + host_);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    basic_ = basic;
+    tokens_[scope] = basic;
+    return Status::Ok();
+  }
+  if (scheme != "bearer" || params["realm"].empty()) {
+    return Status::Unsupported("registry " + host_ + " asks for unsupported authentication \"" +
+                               scheme + "\"");
+  }
+  std::unique_ptr<CURL, CurlFree> esc(curl_easy_init());
+  std::string url = params["realm"];
+  std::string sep = url.find('?') == std::string::npos ? "?" : "&";
+  auto add = [&](const std::string& k, const std::string& v) {
+    if (v.empty()) return;
+    char* e = curl_easy_escape(esc.get(), v.c_str(), static_cast<int>(v.size()));
+    url += sep + k + "=" + e;
+    curl_free(e);
+    sep = "&";
+  };
+  add("service", params["service"]);
+  add("scope", scope.empty() ? params["scope"] : scope);
+  Request tr;
+  tr.headers = {"Accept: application/json"};
+  bool transient = false;
+  Result<HttpResponse> r = Status::Unavailable("");
+  for (int attempt = 0; attempt < options_.max_attempts; attempt++) {
+    r = Once(tr, url, basic, &transient);
+    if (r.ok() && r->status < 500) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
+  }
+  if (!r.ok()) return r.status().WithContext("token service");
+  if (r->status == 401 || r->status == 403) {
+    return Status::Unavailable(
+        "registry " + host_ + ": authentication failed" +
+        (creds.empty() ? " (no credentials: run imgfs login " + host_ + ")" : ""));
+  }
+  if (r->status != 200) return Status::Unavailable("token service: " + RegistryError(*r));
+  simdjson::dom::parser p;
+  simdjson::dom::object o;
+  std::string_view token;
+  if (p.parse(r->body).get(o) || (o["token"].get(token) && o["access_token"].get(token))) {
+    return Status::Unavailable("token service returned no token");
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  tokens_[scope] = "Bearer " + std::string(token);
+  return Status::Ok();
+}
+
+Result<HttpResponse> RegistryClient::Do(const Request& in) {
+  Request req = in;
+  std::string url = req.path_or_url;
+  // An absolute URL is not the registry (a foreign layer's location): no credentials.
+  bool foreign = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
+  if (!foreign) {
+    IMGFS_ASSIGN_OR_RETURN(std::string base, BaseUrl());
+    url = base + url;
+  }
+  auto start = std::chrono::steady_clock::now();
+  double backoff = options_.initial_backoff;
+  bool reauthed = false;
+  uint64_t delivered_total = 0;
+  // Count what reaches the caller, so a retry resumes after it.
+  auto user_body = in.on_body;
+  if (user_body) {
+    req.on_body = [&](const char* p, size_t n) {
+      if (!user_body(p, n)) return false;
+      delivered_total += n;
+      return true;
+    };
+  }
+  for (int attempt = 1;; attempt++) {
+    req.range_start = in.range_start + delivered_total;
+    std::string auth;
+    if (!foreign) {
+      IMGFS_ASSIGN_OR_RETURN(auth, AuthHeader(req.scope));
+    }
+    bool transient = false;
+    auto r = Once(req, url, auth, &transient);
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bool can_retry = req.retry_transient && attempt < options_.max_attempts &&
+                     waited < options_.max_retry_seconds;
+    if (!r.ok()) {
+      if (transient && can_retry) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+        backoff = std::min(backoff * 2, 8.0);
+        continue;
+      }
+      return r.status().WithContext(attempt > 1 ? "after " + std::to_string(attempt) + " attempts"
+                                                : "");
+    }
+    if (r->status == 401 && !reauthed && !foreign) {
+      reauthed = true;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        tokens_.erase(req.scope);  // expired or missing: fetch a fresh one
+      }
+      IMGFS_RETURN_IF_ERROR(Authenticate(*r, req.scope));
+      attempt--;  // an auth round is not a failed attempt
+      continue;
+    }
+    if ((r->status == 429 || r->status >= 500) && can_retry) {
+      double wait = backoff;
+      std::string ra = r->Header("retry-after");
+      if (!ra.empty() && std::isdigit(static_cast<unsigned char>(ra[0])))
+        wait = std::min(std::atof(ra.c_str()), 30.0);
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+      backoff = std::min(backoff * 2, 8.0);
+      continue;
+    }
+    return r;
+  }
+}
+
+Result<ManifestResponse> RegistryClient::GetManifest(const std::string& repo,
+                                                     const std::string& reference) {
+  Request req;
+  req.path_or_url = "/v2/" + repo + "/manifests/" + reference;
+  req.scope = "repository:" + repo + ":pull";
+  req.headers = {std::string("Accept: ") + media::kOciIndex + ", " + media::kDockerList + ", " +
+                 media::kOciManifest + ", " + media::kDockerManifest +
+                 ", application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1"};
+  req.max_body = 4 << 20;
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse r, Do(req));
+  if (r.status == 404)
+    return Status::NotFound("manifest for " + host_ + "/" + repo + ":" + reference + " not found");
+  if (r.status != 200)
+    return Status::Unavailable("manifest " + reference + ": " + RegistryError(r));
+  ManifestResponse m;
+  m.bytes = std::move(r.body);
+  m.content_type = r.Header("content-type");
+  m.digest = Sha256Of(m.bytes);
+  return m;
+}
+
+Result<std::string> RegistryClient::GetBlob(const std::string& repo, const Digest& digest,
+                                            size_t max_size) {
+  Request req;
+  req.path_or_url = "/v2/" + repo + "/blobs/" + digest.str();
+  req.scope = "repository:" + repo + ":pull";
+  req.max_body = max_size;
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse r, Do(req));
+  if (r.status == 404)
+    return Status::NotFound("blob " + digest.str() + " not found in " + host_ + "/" + repo);
+  if (r.status != 200) return Status::Unavailable("blob " + digest.str() + ": " + RegistryError(r));
+  if (!(Sha256Of(r.body) == digest)) {
+    return Status::Corruption("blob " + digest.str() + ": digest mismatch: content hashes to " +
+                              Sha256Of(r.body).str());
+  }
+  return std::move(r.body);
+}
+
+Status RegistryClient::Ping(const Credentials& creds) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    creds_ = creds;
+    creds_loaded_ = true;
+    tokens_.clear();
+    basic_.clear();
+  }
+  Request req;
+  req.path_or_url = "/v2/";
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse r, Do(req));
+  if (r.status == 401) return Status::Unavailable("login to " + host_ + " failed: unauthorized");
+  if (r.status != 200) return Status::Unavailable("login to " + host_ + ": " + RegistryError(r));
+  return Status::Ok();
+}
+
+namespace {
+
+// A blob body streamed from a download thread through a bounded queue.
+class BlobSource : public ByteSource {
+ public:
+  BlobSource(RegistryClient* client, std::vector<RegistryClient::Request> tries, std::string what)
+      : client_(client), tries_(std::move(tries)), what_(std::move(what)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~BlobSource() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Result<size_t> Read(void* buf, size_t n) override {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return !queue_.empty() || done_; });
+    if (queue_.empty()) {
+      if (!error_.ok()) return error_;
+      return size_t{0};
+    }
+    std::string& front = queue_.front();
+    size_t k = std::min(n, front.size() - front_pos_);
+    std::memcpy(buf, front.data() + front_pos_, k);
+    front_pos_ += k;
+    queued_ -= k;
+    if (front_pos_ == front.size()) {
+      queue_.pop_front();
+      front_pos_ = 0;
+    }
+    cv_.notify_all();
+    return k;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 8 << 20;
+  bool Push(const char* p, size_t n) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return stop_ || queued_ < kMaxQueued; });
+    if (stop_) return false;
+    if (!queue_.empty() && queue_.back().size() < (1 << 20) && queue_.size() > 1) {
+      queue_.back().append(p, n);
+    } else {
+      queue_.emplace_back(p, n);
+    }
+    queued_ += n;
+    cv_.notify_all();
+    return true;
+  }
+  void Run() {
+    Status st;
+    for (size_t i = 0; i < tries_.size(); i++) {
+      RegistryClient::Request req = tries_[i];
+      uint64_t got = 0;
+      req.on_body = [&](const char* p, size_t n) {
+        got += n;
+        return Push(p, n);
+      };
+      auto r = client_->Do(req);
+      if (r.ok() && (r->status == 200 || r->status == 206)) {
+        st = Status::Ok();
+        break;
+      }
+      st = r.ok() ? Status::Unavailable(what_ + ": " + RegistryError(*r))
+                  : r.status().WithContext(what_);
+      if (r.ok() && r->status == 404) st = Status::NotFound(what_ + ": not found in the registry");
+      if (got > 0) break;  // bytes already delivered: another source cannot continue them
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    error_ = st;
+    done_ = true;
+    cv_.notify_all();
+  }
+  RegistryClient* client_;
+  std::vector<RegistryClient::Request> tries_;
+  std::string what_;
+  std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  std::deque<std::string> queue_;
+  size_t front_pos_ = 0;
+  size_t queued_ = 0;
+  bool stop_ = false;
+  bool done_ = false;
+  Status error_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ByteSource>> RegistryClient::OpenBlob(const std::string& repo,
+                                                             const Digest& digest,
+                                                             const std::vector<std::string>& urls) {
+  std::vector<Request> tries;
+  for (const std::string& u : urls) {
+    if (u.rfind("https://", 0) != 0 && u.rfind("http://", 0) != 0) continue;
+    Request r;
+    r.path_or_url = u;  // foreign layer: no registry credentials go there
+    tries.push_back(r);
+  }
+  Request r;
+  r.path_or_url = "/v2/" + repo + "/blobs/" + digest.str();
+  r.scope = "repository:" + repo + ":pull";
+  tries.push_back(r);
+  return std::unique_ptr<ByteSource>(
+      new BlobSource(this, std::move(tries), "blob " + digest.str()));
+}
+
+}  // namespace imgfs

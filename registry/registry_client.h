@@ -1,0 +1,115 @@
+// The registry HTTP API v2 client (libcurl).
+//
+//   - Scheme: HTTPS with the system CAs plus /etc/docker/certs.d/HOST[:PORT]/ca.crt
+//     (and client *.cert/*.key there). Plain HTTP only for localhost, 127.0.0.0/8, ::1
+//     or hosts given with --insecure-registry: those try HTTPS first and fall back.
+//   - Auth: on 401 the WWW-Authenticate challenge decides: Bearer (realm, service,
+//     scope; a token per scope, cached, fetched with the user's credentials when there
+//     are any, refreshed on the next 401) or Basic. Credentials go only to the
+//     registry host and its token realm, never to a redirect target (curl drops the
+//     Authorization header when a redirect changes host).
+//   - Blobs stream through OpenBlob's ByteSource: a download thread feeds a bounded
+//     queue; connection resets, 5xx and 429 (honouring Retry-After) are retried with
+//     backoff, resuming with an HTTP Range request from the last byte delivered, and
+//     given up after a bounded number of attempts and time.
+//
+// Thread-safety: a RegistryClient may be shared by threads; each request uses its own
+// curl handle; the token cache has its own mutex.
+#ifndef IMGFS_REGISTRY_REGISTRY_CLIENT_H_
+#define IMGFS_REGISTRY_REGISTRY_CLIENT_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "index/digest.h"
+#include "index/status.h"
+#include "index/stream.h"
+#include "registry/credentials.h"
+
+namespace imgfs {
+
+struct RegistryOptions {
+  std::vector<std::string> insecure_registries;  // host[:port] allowed over plain HTTP
+  std::vector<std::string> mirrors;              // URLs tried first for docker.io
+  std::string certs_dir = "/etc/docker/certs.d";
+  int max_attempts = 6;           // per request
+  double max_retry_seconds = 60;  // total backoff per request
+  double initial_backoff = 0.25;  // seconds, doubled each attempt
+  long low_speed_seconds = 30;    // a transfer below 1 byte/s for this long is retried
+  std::string user_agent = "imgfs";
+};
+
+struct HttpResponse {
+  long status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  std::string Header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+struct ManifestResponse {
+  std::string bytes;
+  std::string content_type;
+  Digest digest;  // sha256 of bytes
+};
+
+class RegistryClient {
+ public:
+  // `host` is a reference's domain ("docker.io", "localhost:5000", "quay.io").
+  RegistryClient(std::string host, RegistryOptions options);
+  ~RegistryClient();
+
+  const std::string& host() const { return host_; }
+  // GET /v2/<repo>/manifests/<reference> with every manifest type accepted.
+  Result<ManifestResponse> GetManifest(const std::string& repo, const std::string& reference);
+  // A small blob (config), verified against `digest`.
+  Result<std::string> GetBlob(const std::string& repo, const Digest& digest, size_t max_size);
+  // A streaming blob source (see above). `urls`: foreign-layer locations tried first.
+  Result<std::unique_ptr<ByteSource>> OpenBlob(const std::string& repo, const Digest& digest,
+                                               const std::vector<std::string>& urls = {});
+  // Checks that the registry accepts `creds` (GET /v2/ through the auth flow).
+  Status Ping(const Credentials& creds);
+
+  // Internal: one request with auth and retries. `on_body` streams (nullptr buffers).
+  struct Request {
+    std::string path_or_url;  // "/v2/…" or an absolute URL
+    std::vector<std::string> headers;
+    std::string scope;  // "repository:NAME:pull"
+    uint64_t range_start = 0;
+    std::function<bool(const char*, size_t)> on_body;  // false aborts
+    std::function<void(const HttpResponse&)> on_headers;
+    bool retry_transient = true;
+    size_t max_body = 16 << 20;
+  };
+  Result<HttpResponse> Do(const Request& req);
+
+ private:
+  struct Endpoint;
+  Result<std::string> BaseUrl();
+  Result<HttpResponse> Once(const Request& req, const std::string& url,
+                            const std::string& auth_header, bool* transient);
+  Result<std::string> AuthHeader(const std::string& scope);
+  Status Authenticate(const HttpResponse& challenge, const std::string& scope);
+  std::string ApiHost() const;
+
+  std::string host_;
+  RegistryOptions options_;
+  std::mutex mu_;  // guards everything below
+  std::string base_url_;
+  bool creds_loaded_ = false;
+  Credentials creds_;
+  std::map<std::string, std::string> tokens_;  // scope → "Bearer …" / "Basic …"
+  std::string basic_;                          // set when the registry asked for Basic
+};
+
+bool IsLoopbackHost(const std::string& host);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_REGISTRY_REGISTRY_CLIENT_H_

@@ -1,0 +1,169 @@
+#include "registry/stage.h"
+
+#include <ctime>
+#include <set>
+
+#include "index/layer_indexer.h"
+#include "index/merged_tree.h"
+
+namespace imgfs {
+
+ImageStage::ImageStage(Store& store, std::function<void(const std::string&)> progress,
+                       bool commit_layers_early)
+    : store_(store), progress_(std::move(progress)), commit_early_(commit_layers_early) {}
+
+ImageStage::~ImageStage() = default;
+
+bool ImageStage::HaveLayer(const Digest& diff_id) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (layers_.count(diff_id.hex())) return true;
+  }
+  auto have = store_.GetLayer(diff_id);
+  return have.ok() && *have && store_.blobs().Has((*have)->blob);
+}
+
+Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>& expected,
+                                    const Descriptor* desc, Compression hint) {
+  if (expected && HaveLayer(*expected)) return *expected;
+  std::string what = "layer " + (desc       ? desc->digest.str()
+                                 : expected ? expected->str()
+                                            : std::string("(import)"));
+  if (progress_) progress_("Loading " + what);
+  IMGFS_ASSIGN_OR_RETURN(auto writer, store_.blobs().NewWriter());
+  TeeSource tee(src, writer.get());
+  Result<LayerIndex> idx = Status::Unavailable("not indexed");
+  Compression detected = Compression::kNone;
+  {
+    PipelinedSource pipe(&tee);
+    DecompressingSource dec(&pipe, hint);
+    idx = IndexTarStream(&dec);
+    detected = dec.compression();
+  }
+  if (!idx.ok()) return idx.status().WithContext(what);
+  Digest diff_id = expected ? *expected : idx->diff_id;
+  if (!expected && HaveLayer(diff_id)) return diff_id;  // import: a layer already held stays
+  Digest blob = tee.Finish();
+  if (desc && !(blob == desc->digest)) {
+    return Status::Corruption(what + ": digest mismatch: content hashes to " + blob.str());
+  }
+  if (desc && tee.bytes() != desc->size) {
+    return Status::Corruption(what + ": size mismatch: " + std::to_string(tee.bytes()) +
+                              " bytes, descriptor says " + std::to_string(desc->size));
+  }
+  if (!(idx->diff_id == diff_id)) {
+    return Status::Corruption(what + ": diff_id mismatch: uncompressed content hashes to " +
+                              idx->diff_id.str() + ", the config says " + diff_id.str());
+  }
+  StagedLayer s;
+  LayerRecord& r = s.layer.record;
+  r.diff_id = diff_id;
+  r.blob = blob;
+  r.compression = detected;
+  r.media_type = desc ? desc->media_type
+                      : (detected == Compression::kGzip   ? media::kOciLayerGzip
+                         : detected == Compression::kZstd ? media::kOciLayerZstd
+                                                          : media::kOciLayer);
+  r.blob_size = tee.bytes();
+  r.size = idx->uncompressed_size;
+  r.entry_count = idx->entries.size();
+  s.layer.encoded_entries = EncodeEntries(idx->entries);
+  s.entries = std::move(idx->entries);
+  if (!store_.blobs().Has(blob)) {
+    if (commit_early_) {
+      IMGFS_RETURN_IF_ERROR(writer->Commit(blob).status().WithContext("commit " + what));
+    } else {
+      s.writer = std::move(writer);
+    }
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  layers_.try_emplace(diff_id.hex(), std::move(s));
+  return diff_id;
+}
+
+Status ImageStage::AddImage(StagedImage img) {
+  std::vector<std::vector<LayerEntry>> loaded;
+  std::vector<const std::vector<LayerEntry>*> tables;
+  loaded.reserve(img.record.diff_ids.size());
+  img.record.size = 0;
+  for (const Digest& d : img.record.diff_ids) {
+    auto it = layers_.find(d.hex());
+    if (it != layers_.end()) {
+      tables.push_back(&it->second.entries);
+      img.record.size += it->second.layer.record.size;
+      continue;
+    }
+    IMGFS_ASSIGN_OR_RETURN(auto rec, store_.GetLayer(d));
+    if (!rec) return Status::NotFound("layer " + d.str() + " was not staged");
+    img.record.size += rec->size;
+    IMGFS_ASSIGN_OR_RETURN(auto entries, store_.GetEntries(d));
+    loaded.push_back(std::move(entries));
+    tables.push_back(&loaded.back());
+  }
+  auto tree = MergedTree::Build(tables);
+  if (!tree.ok()) return tree.status().WithContext("image " + img.record.id.str());
+  trees_.push_back(tree->Encode());
+  images_.push_back(std::move(img));
+  return Status::Ok();
+}
+
+Result<std::vector<LoadedImage>> ImageStage::Commit() {
+  for (auto& [hex, s] : layers_) {
+    if (!s.writer) continue;
+    IMGFS_RETURN_IF_ERROR(
+        s.writer->Commit(s.layer.record.blob).status().WithContext("commit layer blob"));
+    s.writer.reset();
+  }
+  std::vector<LoadedImage> out;
+  std::set<std::string> recorded;
+  for (size_t i = 0; i < images_.size(); i++) {
+    StagedImage& img = images_[i];
+    IMGFS_RETURN_IF_ERROR(store_.blobs().Put(img.config, img.record.id).status());
+    if (!img.manifest.empty()) {
+      IMGFS_ASSIGN_OR_RETURN(Digest md, Digest::Parse(img.record.manifest_digest));
+      IMGFS_RETURN_IF_ERROR(store_.blobs().Put(img.manifest, md).status());
+    }
+    std::vector<Store::NewLayer> new_layers;
+    for (const Digest& d : img.record.diff_ids) {
+      auto it = layers_.find(d.hex());
+      if (it != layers_.end() && !recorded.count(d.hex())) {
+        new_layers.push_back(it->second.layer);
+        recorded.insert(d.hex());
+      }
+    }
+    std::vector<std::pair<std::string, RefRecord>> refs;
+    bool names_in_place = true;
+    for (const std::string& n : img.names) {
+      RefRecord r{img.record.id.hex(),
+                  n.find('@') != std::string::npos ? img.record.manifest_digest : ""};
+      IMGFS_ASSIGN_OR_RETURN(auto have, store_.GetRef(n));
+      names_in_place = names_in_place && have && have->image_id == r.image_id;
+      refs.emplace_back(n, r);
+    }
+    // Loading what is already there, under the same names, writes nothing.
+    IMGFS_ASSIGN_OR_RETURN(auto existing, store_.GetImage(img.record.id));
+    if (!existing || !names_in_place || !new_layers.empty()) {
+      IMGFS_RETURN_IF_ERROR(store_.AddImage(img.record, new_layers, trees_[i], refs));
+    }
+    out.push_back(LoadedImage{img.record.id, img.names});
+  }
+  return out;
+}
+
+Result<ImageRecord> RecordFromConfig(const std::string& config_bytes, const Digest& config_digest) {
+  auto parsed = ParseConfig(config_bytes);
+  if (!parsed.ok()) return parsed.status().WithContext("config " + config_digest.str());
+  ImageRecord r;
+  r.id = config_digest;
+  r.config_size = config_bytes.size();
+  r.created = parsed->created;
+  r.created_unix = parsed->created_unix;
+  r.os = parsed->platform.os;
+  r.architecture = parsed->platform.architecture;
+  r.variant = parsed->platform.variant;
+  r.diff_ids = parsed->diff_ids;
+  r.added_unix = ::time(nullptr);
+  return r;
+}
+
+}  // namespace imgfs

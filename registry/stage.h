@@ -1,0 +1,82 @@
+// ImageStage: everything one load or pull will add to the store, verified before it
+// becomes visible.
+//
+// AddLayer streams one layer through the one-pass pipeline (copy into ingest/ +
+// SHA-256 of the blob on a reader thread; inflate, SHA-256 of the tar = diff_id, and
+// tar indexing on the caller's thread) and checks digest, size and diff_id. AddImage
+// builds the merged tree at once, so a bad image fails before anything is committed.
+// Commit publishes the layer blobs, then per image its config and manifest blobs, then
+// one LMDB transaction per image (nothing is written when an image and its names are
+// already there).
+//
+// With commit_layers_early, each layer blob is committed as soon as it is verified (a
+// pull killed halfway keeps what it verified; the next pull re-indexes those blobs from
+// disk instead of downloading them again).
+//
+// Thread-safety: AddLayer may run on several threads at once (parallel downloads);
+// AddImage and Commit are called from one thread after the layers.
+#ifndef IMGFS_REGISTRY_STAGE_H_
+#define IMGFS_REGISTRY_STAGE_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "index/store.h"
+#include "index/stream.h"
+#include "registry/json.h"
+
+namespace imgfs {
+
+struct StagedImage {
+  ImageRecord record;
+  std::string config;              // its bytes (the image ID is their digest)
+  std::string manifest;            // empty for docker-archive and import
+  std::vector<std::string> names;  // canonical references
+};
+
+struct LoadedImage {
+  Digest id;
+  std::vector<std::string> names;  // canonical references now naming it
+};
+
+class ImageStage {
+ public:
+  ImageStage(Store& store, std::function<void(const std::string&)> progress = nullptr,
+             bool commit_layers_early = false);
+  ~ImageStage();
+
+  // True when the layer with this diff_id is indexed and its blob present.
+  bool HaveLayer(const Digest& diff_id);
+  // Reads `src` to its end. With no expected diff_id (import), whatever the content
+  // hashes to is its diff_id. Returns the diff_id.
+  Result<Digest> AddLayer(ByteSource* src, const std::optional<Digest>& expected,
+                          const Descriptor* desc, Compression hint);
+  Status AddImage(StagedImage image);
+  Result<std::vector<LoadedImage>> Commit();
+
+ private:
+  struct StagedLayer {
+    std::unique_ptr<BlobStore::Writer> writer;  // null once committed or already stored
+    Store::NewLayer layer;
+    std::vector<LayerEntry> entries;
+  };
+  Store& store_;
+  std::function<void(const std::string&)> progress_;
+  bool commit_early_;
+  std::mutex mu_;  // guards layers_
+  std::map<std::string, StagedLayer> layers_;
+  std::vector<StagedImage> images_;
+  std::vector<std::string> trees_;
+};
+
+// An ImageRecord from a config's bytes (id = their digest).
+Result<ImageRecord> RecordFromConfig(const std::string& config_bytes, const Digest& config_digest);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_REGISTRY_STAGE_H_

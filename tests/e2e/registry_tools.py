@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Registry helpers for the pull tests (loopback only).
+
+  push-layout BASE REPO TAG LAYOUT LAYOUT_TAG [--arch A] [--docker] [--auth U:P]
+        push one image of an OCI layout through the registry API; prints the
+        manifest's "digest size mediaType". --arch rewrites the config's architecture
+        (a distinct image); --docker rewrites media types to Docker schema 2.
+  push-index BASE REPO TAG DIGEST:SIZE:MEDIATYPE:OS/ARCH... [--docker] [--auth U:P]
+  push-raw BASE REPO TAG MEDIATYPE FILE [--auth U:P]
+  proxy PORT UPSTREAM_PORT MODE_FILE LOG_FILE
+        a faulty front: forwards to 127.0.0.1:UPSTREAM_PORT; for blob GETs applies the
+        mode read from MODE_FILE at each request: none | flip (one byte, always) |
+        cut (half the body then close, once per blob) | 500 (once per blob) |
+        429 (once per blob, Retry-After: 1) | trickle (slowly, always) |
+        flip-manifest (one byte of every manifest)
+  token-server PORT KEY CERT
+        a Bearer token service for docker-registry's token auth (RS256 JWT with x5c)
+"""
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json'
+TO_DOCKER = {
+    'application/vnd.oci.image.layer.v1.tar+gzip': 'application/vnd.docker.image.rootfs.diff.tar.gzip',
+    'application/vnd.oci.image.layer.v1.tar': 'application/vnd.docker.image.rootfs.diff.tar',
+    'application/vnd.oci.image.config.v1+json': DOCKER_CONFIG,
+}
+
+
+def args_opt(args, name, default=None):
+    if name in args:
+        i = args.index(name)
+        v = args[i + 1]
+        del args[i:i + 2]
+        return v
+    return default
+
+
+def args_flag(args, name):
+    if name in args:
+        args.remove(name)
+        return True
+    return False
+
+
+class Pusher:
+    def __init__(self, base, repo, auth):
+        self.base, self.repo = base.rstrip('/'), repo
+        self.auth = 'Basic ' + base64.b64encode(auth.encode()).decode() if auth else None
+
+    def req(self, method, url, data=None, headers=None):
+        if not url.startswith('http'):
+            url = self.base + url
+        r = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+        if self.auth:
+            r.add_header('Authorization', self.auth)
+        try:
+            return urllib.request.urlopen(r)
+        except urllib.error.HTTPError as e:
+            if method == 'HEAD' and e.code == 404:
+                return None
+            raise SystemExit(f'{method} {url}: {e.code} {e.read()[:300]!r}')
+
+    def blob(self, data):
+        d = 'sha256:' + hashlib.sha256(data).hexdigest()
+        if self.req('HEAD', f'/v2/{self.repo}/blobs/{d}') is not None:
+            return d
+        loc = self.req('POST', f'/v2/{self.repo}/blobs/uploads/').headers['Location']
+        sep = '&' if '?' in loc else '?'
+        self.req('PUT', f'{loc}{sep}digest={d}', data, {'Content-Type': 'application/octet-stream'})
+        return d
+
+    def manifest(self, tag, data, media_type):
+        self.req('PUT', f'/v2/{self.repo}/manifests/{tag}', data, {'Content-Type': media_type})
+        return 'sha256:' + hashlib.sha256(data).hexdigest()
+
+
+def push_layout(args):
+    auth = args_opt(args, '--auth')
+    arch = args_opt(args, '--arch')
+    docker = args_flag(args, '--docker')
+    base, repo, tag, layout, ltag = args
+    p = Pusher(base, repo, auth)
+    idx = json.load(open(os.path.join(layout, 'index.json')))
+    desc = [m for m in idx['manifests'] if m.get('annotations', {}).get('org.opencontainers.image.ref.name') == ltag][0]
+    blob = lambda d: open(os.path.join(layout, 'blobs', *d.split(':')), 'rb').read()
+    m = json.loads(blob(desc['digest']))
+    cfg = blob(m['config']['digest'])
+    if arch:
+        c = json.loads(cfg)
+        c['architecture'] = arch
+        cfg = json.dumps(c).encode()
+    m['config']['digest'] = p.blob(cfg)
+    m['config']['size'] = len(cfg)
+    for l in m['layers']:
+        p.blob(blob(l['digest']))
+    if docker:
+        m['mediaType'] = DOCKER_MANIFEST
+        m['config']['mediaType'] = DOCKER_CONFIG
+        for l in m['layers']:
+            l['mediaType'] = TO_DOCKER.get(l['mediaType'], l['mediaType'])
+    else:
+        m['mediaType'] = OCI_MANIFEST
+    data = json.dumps(m).encode()
+    d = p.manifest(tag, data, m['mediaType'])
+    print(d, len(data), m['mediaType'])
+
+
+def push_index(args):
+    auth = args_opt(args, '--auth')
+    docker = args_flag(args, '--docker')
+    base, repo, tag, *entries = args
+    p = Pusher(base, repo, auth)
+    ms = []
+    for e in entries:
+        dg, hx, size, mt, plat = e.split(':', 4)
+        os_, arch = plat.split('/')[:2]
+        ms.append({'mediaType': mt, 'digest': dg + ':' + hx, 'size': int(size),
+                   'platform': {'os': os_, 'architecture': arch}})
+    doc = {'schemaVersion': 2, 'mediaType': DOCKER_LIST if docker else OCI_INDEX, 'manifests': ms}
+    data = json.dumps(doc).encode()
+    print(p.manifest(tag, data, doc['mediaType']), len(data), doc['mediaType'])
+
+
+def push_raw(args):
+    auth = args_opt(args, '--auth')
+    base, repo, tag, mt, f = args
+    print(Pusher(base, repo, auth).manifest(tag, open(f, 'rb').read(), mt))
+
+
+def proxy(args):
+    port, upstream, mode_file, log_file = int(args[0]), int(args[1]), args[2], args[3]
+    faulted = set()
+    lock = threading.Lock()
+
+    def log(line):
+        with lock, open(log_file, 'a') as f:
+            f.write(line + '\n')
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = 'HTTP/1.1'
+
+        def log_message(self, *a):
+            pass
+
+        def handle_one(self):
+            mode = open(mode_file).read().strip() if os.path.exists(mode_file) else 'none'
+            is_blob = self.command == 'GET' and '/blobs/sha256:' in self.path
+            is_manifest = self.command == 'GET' and '/manifests/' in self.path
+            key = (mode, self.path)  # each mode faults each blob once, whatever ran before
+            log(f'{self.command} {self.path} range={self.headers.get("Range", "-")} mode={mode}')
+            once = False
+            with lock:
+                if is_blob and mode in ('cut', '500', '429') and key not in faulted:
+                    faulted.add(key)
+                    once = True
+            if once:
+                log(f'inject={mode} {self.path}')
+            if once and mode == '500':
+                return self.reply(500, b'{"errors":[{"code":"UNKNOWN","message":"injected"}]}')
+            if once and mode == '429':
+                return self.reply(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
+                                  {'Retry-After': '1'})
+            body_len = int(self.headers.get('Content-Length', 0) or 0)
+            body = self.rfile.read(body_len) if body_len else None
+            c = http.client.HTTPConnection('127.0.0.1', upstream, timeout=60)
+            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}
+            c.request(self.command, self.path, body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+            if mode == 'flip' and is_blob and r.status in (200, 206) and data:
+                data = bytearray(data); data[len(data) // 2] ^= 0x40; data = bytes(data)
+                log(f'inject=flip {self.path}')
+            if mode == 'flip-manifest' and is_manifest and r.status == 200 and data:
+                data = data.replace(b'"schemaVersion":2', b'"schemaVersion": 2', 1) if b'"schemaVersion":2' in data \
+                    else data + b' '
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ('content-length', 'transfer-encoding', 'connection'):
+                    self.send_header(k, v)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            if self.command == 'HEAD':
+                return
+            if once and mode == 'cut':
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if mode == 'trickle' and is_blob:
+                for i in range(0, len(data), 32768):
+                    self.wfile.write(data[i:i + 32768])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                return
+            self.wfile.write(data)
+
+        def reply(self, code, body, extra=None):
+            self.send_response(code)
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def handle_safely(self):
+            try:
+                self.handle_one()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away (a killed pull)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_safely
+
+    class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    S(('127.0.0.1', port), H).serve_forever()
+
+
+def token_server(args):
+    port, key, cert = int(args[0]), args[1], args[2]
+    der = subprocess.run(['openssl', 'x509', '-in', cert, '-outform', 'DER'], capture_output=True, check=True).stdout
+    b64u = lambda b: base64.urlsafe_b64encode(b).rstrip(b'=').decode()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            from urllib.parse import urlparse, parse_qs
+            q = parse_qs(urlparse(self.path).query)
+            scopes = q.get('scope', [])
+            access = []
+            for s in scopes:
+                t, name, actions = s.split(':')
+                access.append({'type': t, 'name': name, 'actions': actions.split(',')})
+            auth = self.headers.get('Authorization', '')
+            want = os.environ.get('TOKEN_USER')  # "user:pass" required when set
+            if want and auth != 'Basic ' + base64.b64encode(want.encode()).decode():
+                self.send_response(401)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+                return
+            now = int(time.time())
+            header = {'typ': 'JWT', 'alg': 'RS256', 'x5c': [base64.b64encode(der).decode()]}
+            claims = {'iss': 'imgfs-test', 'sub': 'tester', 'aud': q.get('service', [''])[0],
+                      'exp': now + 300, 'nbf': now - 10, 'iat': now, 'jti': str(now) + str(os.getpid()),
+                      'access': access}
+            signing = b64u(json.dumps(header).encode()) + '.' + b64u(json.dumps(claims).encode())
+            sig = subprocess.run(['openssl', 'dgst', '-sha256', '-sign', key], input=signing.encode(),
+                                 capture_output=True, check=True).stdout
+            body = json.dumps({'token': signing + '.' + b64u(sig), 'expires_in': 300}).encode()
+            self.send_response(200)
+            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    http.server.ThreadingHTTPServer(('127.0.0.1', port), H).serve_forever()
+
+
+if __name__ == '__main__':
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    {'push-layout': push_layout, 'push-index': push_index, 'push-raw': push_raw, 'proxy': proxy,
+     'token-server': token_server}[cmd](rest)
