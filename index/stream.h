@@ -79,7 +79,7 @@ class TeeSource : public ByteSource {
 // queue, so reading+hashing+writing the blob overlaps decompression and parsing.
 class PipelinedSource : public ByteSource {
  public:
-  explicit PipelinedSource(ByteSource* in, size_t chunk = 1 << 20, size_t depth = 8);
+  explicit PipelinedSource(ByteSource* in, size_t chunk = 512 << 10, size_t depth = 4);
   ~PipelinedSource() override;
   Result<size_t> Read(void* buf, size_t n) override;
 

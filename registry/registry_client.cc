@@ -539,7 +539,7 @@ class BlobSource : public ByteSource {
   }
 
  private:
-  static constexpr size_t kMaxQueued = 8 << 20;
+  static constexpr size_t kMaxQueued = 2 << 20;
   bool Push(const char* p, size_t n) {
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait(l, [&] { return stop_ || queued_ < kMaxQueued; });

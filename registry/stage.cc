@@ -35,9 +35,16 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   Result<LayerIndex> idx = Status::Unavailable("not indexed");
   Compression detected = Compression::kNone;
   {
-    PipelinedSource pipe(&tee);
-    DecompressingSource dec(&pipe, hint);
-    idx = IndexTarStream(&dec);
+    // Three stages, so that inflating (the longest) has a core to itself:
+    //   thread 1: read/receive the blob, hash it, copy it into ingest/
+    //   thread 2: inflate
+    //   this thread: hash the tar (the diff_id) and parse it
+    PipelinedSource blob_stage(&tee);
+    DecompressingSource dec(&blob_stage, hint);
+    {
+      PipelinedSource inflate_stage(&dec);
+      idx = IndexTarStream(&inflate_stage);
+    }  // joins thread 2 before `dec` is looked at
     detected = dec.compression();
   }
   if (!idx.ok()) return idx.status().WithContext(what);

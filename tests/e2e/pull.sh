@@ -63,6 +63,10 @@ expect_fail "a tag that does not exist" "not found" "$IMGFS" pull $REG/test/mult
 expect_fail "a registry that does not answer" "not reachable" "$IMGFS" pull 127.0.0.1:$(free_port)/x:1
 expect_fail "plain HTTP to a non-loopback host needs --insecure-registry" "insecure-registry" \
   "$IMGFS" pull --max-concurrent-downloads 1 nonexistent.invalid:5000/x:1
+$TOOLS push-layout $BASE library/mirrored v1 oci v1 >/dev/null
+check "--registry-mirror serves docker.io names (no internet here)" \
+  bash -c "'$IMGFS' pull -q --registry-mirror $BASE mirrored:v1 | grep -qx docker.io/library/mirrored:v1"
+check "  listed under its familiar name" bash -c "'$IMGFS' images mirrored | grep -q '^mirrored '"
 check "verify: clean" "$IMGFS" verify
 
 # Two pulls of one image at once: both succeed, one copy stored.
