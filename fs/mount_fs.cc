@@ -8,6 +8,7 @@
 #include <ctime>
 #include <set>
 
+#include "index/file_util.h"
 #include "index/json_writer.h"
 #include "index/names.h"
 
@@ -60,15 +61,9 @@ std::shared_ptr<const Snapshot> Snapshot::Build(
     RefParts parts = SplitCanonicalRef(ref);
     std::string fam = FamiliarizeName(parts.name);
     std::string dir;
-    size_t i = 0;
-    while (i <= fam.size()) {
-      size_t j = fam.find('/', i);
-      if (j == std::string::npos) j = fam.size();
-      std::string comp = fam.substr(i, j - i);
-      i = j + 1;
-      if (comp.empty()) continue;
-      std::string child = dir.empty() ? comp : dir + "/" + comp;
-      s->dirs[dir].try_emplace(comp, Child{false, Digest(), child});
+    for (std::string_view comp : SplitPath(fam)) {
+      std::string child = dir.empty() ? std::string(comp) : dir + "/" + std::string(comp);
+      s->dirs[dir].try_emplace(std::string(comp), Child{false, Digest(), child});
       s->dirs[child];
       dir = child;
     }

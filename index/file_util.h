@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "index/status.h"
 
@@ -56,6 +57,8 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 std::string JoinPath(const std::string& a, const std::string& b);
+// The non-empty components of a '/'-separated path ("a//b/" → {"a", "b"}).
+std::vector<std::string_view> SplitPath(std::string_view path);
 std::string BaseName(const std::string& path);
 
 }  // namespace imgfs

@@ -10,6 +10,8 @@
 #include <memory>
 #include <unordered_map>
 
+#include "index/file_util.h"
+
 namespace imgfs {
 namespace {
 
@@ -136,19 +138,8 @@ class Builder {
   }
 
   static void SplitInto(std::string_view path, std::deque<std::string>* out, bool front) {
-    std::vector<std::string> comps;
-    size_t i = 0;
-    while (i <= path.size()) {
-      size_t j = path.find('/', i);
-      if (j == std::string_view::npos) j = path.size();
-      if (j > i) comps.emplace_back(path.substr(i, j - i));
-      i = j + 1;
-    }
-    if (front) {
-      out->insert(out->begin(), comps.begin(), comps.end());
-    } else {
-      out->insert(out->end(), comps.begin(), comps.end());
-    }
+    auto comps = SplitPath(path);
+    out->insert(front ? out->begin() : out->end(), comps.begin(), comps.end());
   }
 
   static void SetAttrs(MNode* n, uint32_t layer, const LayerEntry& e) {
@@ -333,14 +324,7 @@ uint32_t MergedTree::Lookup(uint32_t dir, std::string_view name) const {
 Result<uint32_t> MergedTree::Resolve(std::string_view path, bool follow_last) const {
   std::deque<std::string> pending;
   auto push = [&pending](std::string_view p, bool front) {
-    std::vector<std::string> comps;
-    size_t i = 0;
-    while (i <= p.size()) {
-      size_t j = p.find('/', i);
-      if (j == std::string_view::npos) j = p.size();
-      if (j > i) comps.emplace_back(p.substr(i, j - i));
-      i = j + 1;
-    }
+    auto comps = SplitPath(p);
     pending.insert(front ? pending.begin() : pending.end(), comps.begin(), comps.end());
   };
   push(path, false);

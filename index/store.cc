@@ -81,6 +81,22 @@ class Txn {
     mdb_cursor_close(c);
     return rc && rc != MDB_NOTFOUND ? LmdbError("scan", rc) : Status::Ok();
   }
+  // Scan with each value decoded by `decode` (returning a Result); a value that does
+  // not decode stops the scan and is the returned error. fn(key, record) → continue?
+  template <typename Decode, typename Fn>
+  Status ScanRecords(MDB_dbi db, Decode decode, Fn fn) {
+    Status bad;
+    IMGFS_RETURN_IF_ERROR(Scan(db, [&](std::string_view k, std::string_view v) {
+      auto r = decode(v);
+      if (!r.ok()) {
+        bad = r.status();
+        return false;
+      }
+      return fn(k, std::move(*r));
+    }));
+    return bad;
+  }
+
   MDB_txn* get() { return t_; }
 
  private:
@@ -257,17 +273,10 @@ Result<std::optional<RefRecord>> Store::GetRef(const std::string& ref) const {
 Result<std::vector<std::pair<std::string, RefRecord>>> Store::ListRefs() const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   std::vector<std::pair<std::string, RefRecord>> out;
-  Status bad;
-  IMGFS_RETURN_IF_ERROR(t.Scan(refs_, [&](std::string_view k, std::string_view v) {
-    auto r = DecodeRef(v);
-    if (!r.ok()) {
-      bad = r.status();
-      return false;
-    }
-    out.emplace_back(std::string(k), std::move(*r));
+  IMGFS_RETURN_IF_ERROR(t.ScanRecords(refs_, DecodeRef, [&](std::string_view k, RefRecord r) {
+    out.emplace_back(std::string(k), std::move(r));
     return true;
   }));
-  IMGFS_RETURN_IF_ERROR(bad);
   return out;
 }
 
@@ -282,17 +291,10 @@ Result<std::optional<ImageRecord>> Store::GetImage(const Digest& id) const {
 Result<std::vector<ImageRecord>> Store::ListImages() const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   std::vector<ImageRecord> out;
-  Status bad;
-  IMGFS_RETURN_IF_ERROR(t.Scan(images_, [&](std::string_view, std::string_view v) {
-    auto r = DecodeImage(v);
-    if (!r.ok()) {
-      bad = r.status();
-      return false;
-    }
-    out.push_back(std::move(*r));
+  IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, DecodeImage, [&](std::string_view, ImageRecord r) {
+    out.push_back(std::move(r));
     return true;
   }));
-  IMGFS_RETURN_IF_ERROR(bad);
   return out;
 }
 
@@ -402,18 +404,12 @@ Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
   // What the remaining images still use.
   std::set<std::string> used_layers;
   std::set<std::string> used_manifests;
-  Status bad;
-  IMGFS_RETURN_IF_ERROR(t.Scan(images_, [&](std::string_view, std::string_view val) {
-    auto r = DecodeImage(val);
-    if (!r.ok()) {
-      bad = r.status();
-      return false;
-    }
-    for (const Digest& d : r->diff_ids) used_layers.insert(d.hex());
-    used_manifests.insert(r->manifest_digest);
-    return true;
-  }));
-  IMGFS_RETURN_IF_ERROR(bad);
+  IMGFS_RETURN_IF_ERROR(
+      t.ScanRecords(images_, DecodeImage, [&](std::string_view, const ImageRecord& r) {
+        for (const Digest& d : r.diff_ids) used_layers.insert(d.hex());
+        used_manifests.insert(r.manifest_digest);
+        return true;
+      }));
   std::vector<Digest> freed{id};
   if (!img.manifest_digest.empty() && !used_manifests.count(img.manifest_digest)) {
     auto m = Digest::Parse(img.manifest_digest);
@@ -438,29 +434,18 @@ Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
 Result<std::set<Digest>> Store::LiveBlobs() const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   std::set<Digest> live;
-  Status bad;
-  IMGFS_RETURN_IF_ERROR(t.Scan(images_, [&](std::string_view, std::string_view val) {
-    auto r = DecodeImage(val);
-    if (!r.ok()) {
-      bad = r.status();
-      return false;
-    }
-    live.insert(r->id);
-    auto m = Digest::Parse(r->manifest_digest);
-    if (m.ok()) live.insert(*m);
-    return true;
-  }));
-  IMGFS_RETURN_IF_ERROR(bad);
-  IMGFS_RETURN_IF_ERROR(t.Scan(layers_, [&](std::string_view, std::string_view val) {
-    auto r = DecodeLayer(val);
-    if (!r.ok()) {
-      bad = r.status();
-      return false;
-    }
-    live.insert(r->blob);
-    return true;
-  }));
-  IMGFS_RETURN_IF_ERROR(bad);
+  IMGFS_RETURN_IF_ERROR(
+      t.ScanRecords(images_, DecodeImage, [&](std::string_view, const ImageRecord& r) {
+        live.insert(r.id);
+        auto m = Digest::Parse(r.manifest_digest);
+        if (m.ok()) live.insert(*m);
+        return true;
+      }));
+  IMGFS_RETURN_IF_ERROR(
+      t.ScanRecords(layers_, DecodeLayer, [&](std::string_view, const LayerRecord& r) {
+        live.insert(r.blob);
+        return true;
+      }));
   return live;
 }
 

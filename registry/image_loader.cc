@@ -75,15 +75,10 @@ class DirInput : public Input {
 // Lexically joins a link target to the directory holding the link, clamping nothing:
 // a target above the archive root is an error.
 Result<std::string> JoinInside(const std::string& dir, const std::string& target) {
-  std::vector<std::string> parts;
+  std::vector<std::string_view> parts;
   std::string all = target.size() && target[0] == '/' ? target : dir + "/" + target;
-  size_t i = 0;
-  while (i <= all.size()) {
-    size_t j = all.find('/', i);
-    if (j == std::string::npos) j = all.size();
-    std::string c = all.substr(i, j - i);
-    i = j + 1;
-    if (c.empty() || c == ".") continue;
+  for (std::string_view c : SplitPath(all)) {
+    if (c == ".") continue;
     if (c == "..") {
       if (parts.empty())
         return Status::InvalidArgument("link \"" + target + "\" points outside the archive");
@@ -93,7 +88,7 @@ Result<std::string> JoinInside(const std::string& dir, const std::string& target
     parts.push_back(c);
   }
   std::string out;
-  for (auto& p : parts) out += (out.empty() ? "" : "/") + p;
+  for (std::string_view p : parts) out += (out.empty() ? "" : "/") + std::string(p);
   return out;
 }
 
