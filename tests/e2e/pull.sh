@@ -82,6 +82,11 @@ check "  verify: clean" "$IMGFS" verify
 
 # 5-layer images for the parallel path, and --max-concurrent-downloads 1 still works.
 check "pull with one download at a time" "$IMGFS" pull -q --max-concurrent-downloads 1 $REG/test/docker:v2
+# On a terminal, per-layer lines are redrawn in place (script(1) provides the TTY).
+export IMGFS_ROOT=$T/store-tty
+script -qec "'$IMGFS' pull $REG/test/multi:v3" /dev/null >"$T/tty.out" 2>&1
+check "TTY progress: lines updated in place (cursor movement)" grep -q $'\x1b\\[[0-9]*A' "$T/tty.out"
+check "TTY progress: the final Status line" grep -q "Status: Downloaded newer image" "$T/tty.out"
 
 # Basic auth (htpasswd), credentials in docker's config.json.
 export IMGFS_ROOT=$T/store3 DOCKER_CONFIG=$T/docker
@@ -97,6 +102,16 @@ check "config.json is mode 0600" test "$(stat -c %a "$T/docker/config.json")" = 
 check "the password is not in plain text" bash -c "! grep -q s3cret '$T/docker/config.json'"
 check "pull with stored credentials" "$IMGFS" pull -q 127.0.0.1:$PA/test/secret:v1
 check "logout" "$IMGFS" logout 127.0.0.1:$PA
+# A credential helper (docker-credential-NAME get), chosen by credHelpers for this host.
+mkdir -p "$T/helpers" "$T/docker-helper"
+printf '#!/bin/sh\n[ "$1" = get ] || exit 1\nread host\n[ "$host" = "127.0.0.1:%s" ] || { echo "credentials not found"; exit 1; }\necho "{\\"Username\\":\\"alice\\",\\"Secret\\":\\"s3cret\\"}"\n' "$PA" \
+  >"$T/helpers/docker-credential-imgfstest"
+chmod +x "$T/helpers/docker-credential-imgfstest"
+printf '{"credHelpers": {"127.0.0.1:%s": "imgfstest"}}\n' "$PA" >"$T/docker-helper/config.json"
+export IMGFS_ROOT=$T/store3b
+check "credentials from a credential helper (credHelpers)" \
+  env PATH="$T/helpers:$PATH" DOCKER_CONFIG="$T/docker-helper" "$IMGFS" pull -q 127.0.0.1:$PA/test/secret:v1
+export IMGFS_ROOT=$T/store3
 expect_fail "after logout the registry refuses again" "imgfs login" "$IMGFS" pull 127.0.0.1:$PA/test/secret:v1@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
 # TLS with a CA made here: /etc/docker/certs.d/HOST:PORT/ca.crt.
