@@ -69,6 +69,24 @@ check "--registry-mirror serves docker.io names (no internet here)" \
 check "  listed under its familiar name" bash -c "'$IMGFS' images mirrored | grep -q '^mirrored '"
 check "verify: clean" "$IMGFS" verify
 
+# A foreign layer (Docker's rootfs.foreign type, with urls): fetched from its URL, verified.
+PF=$(free_port)
+start_registry foreign-reg "$PF" "validation:" "  manifests:" "    urls:" "      allow: ['^http://127\\.0\\.0\\.1']"
+PW=$(free_port)
+mkdir -p "$T/www"
+(cd "$T/www" && exec python3 -m http.server --bind 127.0.0.1 "$PW" >"$T/www.log" 2>&1) &
+CLEANUP_PIDS="$CLEANUP_PIDS $!"
+wait_port "$PW"
+$TOOLS push-layout http://127.0.0.1:$PF test/foreign v3 oci v3 --docker --foreign "http://127.0.0.1:$PW|$T/www" >/dev/null
+export IMGFS_ROOT=$T/store-foreign
+check "a foreign layer is fetched from its URL" "$IMGFS" pull -q 127.0.0.1:$PF/test/foreign:v3
+check "  (the URL was asked)" grep -q "GET /sha256:" "$T/www.log"
+check "  and the tree equals umoci unpack" same_as 127.0.0.1:$PF/test/foreign:v3 ref-v3/rootfs
+for f in "$T"/www/sha256:*; do printf 'not the layer' >"$f"; done
+export IMGFS_ROOT=$T/store-foreign2
+expect_fail "a foreign layer with wrong bytes is rejected" "mismatch|gzip|not a" "$IMGFS" pull 127.0.0.1:$PF/test/foreign:v3
+export IMGFS_ROOT=$T/store
+
 # Two pulls of one image at once: both succeed, one copy stored.
 export IMGFS_ROOT=$T/store2
 ( "$IMGFS" pull -q $REG/test/multi:v3 >"$T/p1" 2>&1; echo $? >"$T/p1.rc" ) &

@@ -2,9 +2,12 @@
 """Registry helpers for the pull tests (loopback only).
 
   push-layout BASE REPO TAG LAYOUT LAYOUT_TAG [--arch A] [--docker] [--auth U:P]
+              [--foreign 'URLBASE|DIR']
         push one image of an OCI layout through the registry API; prints the
         manifest's "digest size mediaType". --arch rewrites the config's architecture
-        (a distinct image); --docker rewrites media types to Docker schema 2.
+        (a distinct image); --docker rewrites media types to Docker schema 2;
+        --foreign makes the top layer a foreign layer served from URLBASE (its blob is
+        written to DIR, not pushed).
   push-index BASE REPO TAG DIGEST:SIZE:MEDIATYPE:OS/ARCH... [--docker] [--auth U:P]
   push-raw BASE REPO TAG MEDIATYPE FILE [--auth U:P]
   proxy PORT UPSTREAM_PORT MODE_FILE LOG_FILE
@@ -92,6 +95,7 @@ class Pusher:
 def push_layout(args):
     auth = args_opt(args, '--auth')
     arch = args_opt(args, '--arch')
+    foreign = args_opt(args, '--foreign')  # URLBASE:DIR: the top layer becomes foreign
     docker = args_flag(args, '--docker')
     base, repo, tag, layout, ltag = args
     p = Pusher(base, repo, auth)
@@ -106,8 +110,14 @@ def push_layout(args):
         cfg = json.dumps(c).encode()
     m['config']['digest'] = p.blob(cfg)
     m['config']['size'] = len(cfg)
-    for l in m['layers']:
+    for l in m['layers'][:-1] if foreign else m['layers']:
         p.blob(blob(l['digest']))
+    if foreign:
+        url_base, out_dir = foreign.split('|')
+        top = m['layers'][-1]
+        open(os.path.join(out_dir, top['digest']), 'wb').write(blob(top['digest']))
+        top['mediaType'] = 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip'
+        top['urls'] = [url_base.rstrip('/') + '/' + top['digest']]
     if docker:
         m['mediaType'] = DOCKER_MANIFEST
         m['config']['mediaType'] = DOCKER_CONFIG
