@@ -44,18 +44,24 @@ Status UnpackCache::Pin(const LayerRecord& layer) {
 Result<std::shared_ptr<UniqueFd>> UnpackCache::Get(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::shared_ptr<UniqueFd> out;
+  bool unpacked_now = false;
   {
     std::lock_guard<std::mutex> l(slot->mu);
     if (slot->fd) return slot->fd;
-    auto fd = OpenOrUnpack(layer, slot->blob);
+    auto fd = OpenOrUnpack(layer, slot->blob, &unpacked_now);
     if (!fd.ok()) return fd.status().WithContext("layer " + layer.diff_id.str());
     slot->fd = *fd;
     out = slot->fd;
+  }
+  // Lock order: mu_ is never taken while a slot's mu is held (eviction holds mu_ and
+  // only try-locks slots), so the bookkeeping happens after the slot is released.
+  if (layer.compression != Compression::kNone || unpacked_now) {
+    std::lock_guard<std::mutex> l(mu_);
     if (layer.compression != Compression::kNone) {
-      std::lock_guard<std::mutex> l2(mu_);
       slot->unpacked_path = store_.UnpackedPath(layer.diff_id);
       slot->unpacked_size = layer.size;
     }
+    if (unpacked_now) unpacks_++;
   }
   EvictIfNeeded();
   return out;
@@ -67,16 +73,20 @@ void UnpackCache::EvictIfNeeded() {
   uint64_t total = 0;
   for (auto& [k, s] : slots_) total += s->unpacked_size;
   while (total > limit_) {
+    // The least recently used copy that no open file pins and nobody is unpacking.
+    // Slots are only try-locked here (see Get for the lock order); the victim's lock
+    // is kept from the scan to the removal.
     Slot* victim = nullptr;
+    std::unique_lock<std::mutex> victim_lock;
     for (auto& [k, s] : slots_) {
       if (!s->unpacked_size || (victim && s->last_use >= victim->last_use)) continue;
       std::unique_lock<std::mutex> busy(s->mu, std::try_to_lock);
       // Pinned by an open file (the cache's own reference is one), or being unpacked.
       if (!busy.owns_lock() || (s->fd && s->fd.use_count() > 1)) continue;
       victim = s.get();
+      victim_lock = std::move(busy);
     }
     if (!victim) return;  // everything left is in use
-    std::lock_guard<std::mutex> vl(victim->mu);
     ::unlink(victim->unpacked_path.c_str());
     victim->fd.reset();
     total -= victim->unpacked_size;
@@ -84,8 +94,9 @@ void UnpackCache::EvictIfNeeded() {
   }
 }
 
-Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(
-    const LayerRecord& layer, const std::shared_ptr<UniqueFd>& pinned) {
+Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& layer,
+                                                            const std::shared_ptr<UniqueFd>& pinned,
+                                                            bool* unpacked_now) {
   auto open_checked = [&layer](const std::string& path) -> Result<std::shared_ptr<UniqueFd>> {
     IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
     struct stat st;
@@ -119,10 +130,7 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(
     ::unlink(tmp.c_str());
     return st;
   }
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    unpacks_++;
-  }
+  *unpacked_now = true;
   return std::make_shared<UniqueFd>(std::move(out));
 }
 

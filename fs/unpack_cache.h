@@ -58,11 +58,15 @@ class UnpackCache {
     uint64_t last_use = 0;
   };
   void EvictIfNeeded();
+  // Called with the slot's mu held; takes no other lock.
   Result<std::shared_ptr<UniqueFd>> OpenOrUnpack(const LayerRecord& layer,
-                                                 const std::shared_ptr<UniqueFd>& blob);
+                                                 const std::shared_ptr<UniqueFd>& blob,
+                                                 bool* unpacked_now);
   std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
   const Store& store_;
-  mutable std::mutex mu_;  // guards slots_ and unpacks_; never held while unpacking
+  // Guards slots_, unpacks_, limit_, clock_ and each slot's unpacked_* and last_use.
+  // Lock order: a slot's mu may be try-locked while mu_ is held, never the reverse.
+  mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Slot>> slots_;
   uint64_t unpacks_ = 0;
   uint64_t limit_ = 0;

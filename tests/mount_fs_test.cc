@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <thread>
 
 #include "registry/image_loader.h"
 #include "tests/tar_builder.h"
@@ -270,6 +271,33 @@ TEST_F(MountFsTest, UnpackCacheEvictsUnpinnedLayersOverTheLimit) {
   EXPECT_EQ(chunk, "bbbbbbbbbb");
   Fs().Release(o->fh);
   EXPECT_EQ(c.unpack_count(), 4u);
+}
+
+TEST_F(MountFsTest, ConcurrentReadersWhileTheCacheEvicts) {
+  Fs(1);  // every unpack evicts whatever is not in use: maximum churn
+  uint64_t a = Walk("alpha/1/etc/hostname"), b = Walk("beta/1/etc/hostname"),
+           big = Walk("alpha/1/big");
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 40; i++) {
+        uint64_t ino = (t + i) % 3 == 0 ? a : (t + i) % 3 == 1 ? b : big;
+        auto r = Fs().Read(ino, 0, 1 << 20, 0);  // no-open mode: fh 0
+        if (!r.ok() || !r->fd) {
+          wrong++;
+          continue;
+        }
+        std::string got(r->size, '\0');
+        if (!PreadAll(r->fd->get(), got.data(), r->size, r->pos).ok()) wrong++;
+        std::string want = ino == a ? "alpha\n" : ino == b ? "beta\n" : std::string(200000, 'b');
+        if (got != want) wrong++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GE(Fs().unpack_cache().unpack_count(), 2u);
 }
 
 }  // namespace
