@@ -1,6 +1,7 @@
 #include "registry/puller.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 
 #include <atomic>
 #include <chrono>
@@ -36,6 +37,19 @@ class ProgressSource : public ByteSource {
   uint64_t total_ = 0;
   std::chrono::steady_clock::time_point last_{};
 };
+
+// An exclusive flock on ingest/locks/<hex> (released when the fd closes). Lock files
+// stay (they are empty); `prune` does not sweep ingest/locks/. Errors are not fatal:
+// without the lock, two processes just both download.
+UniqueFd LockBlob(const Store& store, const Digest& d) {
+  std::string dir = store.blobs().IngestDir() + "/locks";
+  if (!MakeDirs(dir, 0700).ok()) return UniqueFd();
+  auto fd = OpenFile(dir + "/" + d.hex(), O_RDWR | O_CREAT, 0600);
+  if (!fd.ok()) return UniqueFd();
+  while (::flock(fd->get(), LOCK_EX) != 0 && errno == EINTR) {
+  }
+  return std::move(*fd);
+}
 
 bool Matches(const Platform& want, const Platform& have) {
   if (want.os != have.os || want.architecture != have.architecture) return false;
@@ -171,6 +185,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
         std::unique_ptr<FdSource> local;
         UniqueFd local_fd;
         ByteSource* src = nullptr;
+        // One download of a blob at a time across processes: a second pull of the same
+        // image waits here, then finds the blob verified and indexes it from disk.
+        auto blob_lock = LockBlob(store, d.digest);
         if (store.blobs().Has(d.digest)) {
           // Verified by an earlier, interrupted pull: index it from disk.
           auto fd = OpenFile(store.blobs().BlobPath(d.digest), O_RDONLY);

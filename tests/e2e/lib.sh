@@ -5,7 +5,7 @@ set -euo pipefail
 IMGFS=${1:?usage: $0 PATH_TO_IMGFS}
 IMGFS=$(readlink -f "$IMGFS")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-T=$(mktemp -d /tmp/imgfs-e2e.XXXXXX)
+T=$(mktemp -d "${TMPDIR:-/tmp}/imgfs-e2e.XXXXXX")
 ROOT=$T/store
 export IMGFS_ROOT=$ROOT
 export TZ=UTC

@@ -55,6 +55,26 @@ fresh trickle trickle
 check "a slow trickle still completes" "$IMGFS" pull -q "$REF"
 check "  exact" same
 
+# Two pulls of one image at once through the front: each layer blob is downloaded once.
+fresh twice none
+"$IMGFS" pull -q "$REF" >/dev/null 2>&1 &
+pa=$!
+"$IMGFS" pull -q "$REF" >/dev/null 2>&1 &
+pb=$!
+rca=0; rcb=0
+wait $pa || rca=$?
+wait $pb || rcb=$?
+check "two pulls at once both succeed" test "$rca $rcb" = "0 0"
+layers=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$P/v2/test/img/manifests/v3" |
+  python3 -c 'import json, sys; print(" ".join(l["digest"] for l in json.load(sys.stdin)["layers"]))')
+once_each() {
+  for l in $layers; do
+    [[ $(grep -c "^GET /v2/test/img/blobs/$l " "$T/proxy.log") -eq 1 ]] || { echo "$l: $(grep -c "blobs/$l " "$T/proxy.log") GETs"; return 1; }
+  done
+}
+check "  and each of the $(wc -w <<<"$layers") layer blobs was downloaded once" once_each
+check "  exact" same
+
 # kill -9 at several points of a slow pull, then pull again.
 for delay in 0.3 0.8 1.5 2.5; do
   fresh "kill$delay" trickle
