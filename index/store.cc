@@ -237,25 +237,37 @@ Status Store::Init() {
   mdb_env_set_maxreaders(env_, 512);
   rc = mdb_env_open(env_, (root_ + "/index").c_str(), MDB_NOTLS, 0600);
   if (rc) return LmdbError("open " + root_ + "/index", rc);
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
   struct {
     const char* name;
     MDB_dbi* dbi;
   } dbs[] = {{"meta", &meta_},     {"refs", &refs_},       {"images", &images_},
              {"layers", &layers_}, {"entries", &entries_}, {"trees", &trees_}};
-  for (auto& d : dbs) {
-    rc = mdb_dbi_open(t.get(), d.name, MDB_CREATE, d.dbi);
-    if (rc) return LmdbError(std::string("open database ") + d.name, rc);
+  // An existing store opens in a read transaction (no write, no sync); a new one, or
+  // one missing a database, in a write transaction that creates what is missing.
+  for (bool write : {false, true}) {
+    IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, write));
+    bool missing = false;
+    for (auto& d : dbs) {
+      rc = mdb_dbi_open(t.get(), d.name, write ? MDB_CREATE : 0, d.dbi);
+      if (rc == MDB_NOTFOUND && !write) {
+        missing = true;
+        break;
+      }
+      if (rc) return LmdbError(std::string("open database ") + d.name, rc);
+    }
+    if (missing) continue;
+    IMGFS_ASSIGN_OR_RETURN(auto schema, t.Get(meta_, "schema"));
+    if (!schema) {
+      if (!write) continue;
+      IMGFS_RETURN_IF_ERROR(t.Put(meta_, "schema", std::to_string(kSchemaVersion)));
+    } else if (*schema != std::to_string(kSchemaVersion)) {
+      return Status::Unsupported("index schema version " + *schema +
+                                 " is not supported (this imgfs reads " +
+                                 std::to_string(kSchemaVersion) + ")");
+    }
+    return t.Commit();  // (a read transaction must commit for its DBI handles to stay open)
   }
-  IMGFS_ASSIGN_OR_RETURN(auto schema, t.Get(meta_, "schema"));
-  if (!schema) {
-    IMGFS_RETURN_IF_ERROR(t.Put(meta_, "schema", std::to_string(kSchemaVersion)));
-  } else if (*schema != std::to_string(kSchemaVersion)) {
-    return Status::Unsupported("index schema version " + *schema +
-                               " is not supported (this imgfs reads " +
-                               std::to_string(kSchemaVersion) + ")");
-  }
-  return t.Commit();
+  return Status::Corruption("index: cannot open its databases");
 }
 
 Store::~Store() {

@@ -276,19 +276,26 @@ Result<std::string> RegistryClient::BaseUrl() {
   bool insecure = IsLoopbackHost(host_) || std::find(options_.insecure_registries.begin(),
                                                      options_.insecure_registries.end(),
                                                      host_) != options_.insecure_registries.end();
+  // Loopback: plain HTTP first (the usual case for a local registry, and it spares the
+  // TLS set-up, ~20 ms of loading the CA bundle); an HTTPS-only local registry answers
+  // HTTP with 400, which is not taken for a registry, and HTTPS is tried next. Other
+  // insecure registries try HTTPS first, as docker does.
+  if (IsLoopbackHost(host_)) candidates.push_back("http://" + ApiHost());
   candidates.push_back("https://" + ApiHost());
-  if (insecure) candidates.push_back("http://" + ApiHost());
+  if (insecure && !IsLoopbackHost(host_)) candidates.push_back("http://" + ApiHost());
   std::string last_error;
   for (const std::string& base : candidates) {
     Request ping;
     ping.retry_transient = false;
     bool transient = false;
     auto r = Once(ping, base + "/v2/", "", &transient);
+    bool https = base.rfind("https://", 0) == 0;
     // 200 or 401 means the API is there; anything else (400 from an HTTPS port asked
     // in plain HTTP, 404 from some web server) is not a registry endpoint.
     if (r.ok() && r->status != 200 && r->status != 401) {
-      if (last_error.empty())
+      if (last_error.empty() || https) {
         last_error = "GET " + base + "/v2/: HTTP " + std::to_string(r->status);
+      }
       continue;
     }
     if (r.ok()) {
@@ -296,8 +303,8 @@ Result<std::string> RegistryClient::BaseUrl() {
       base_url_ = base;
       return base_url_;
     }
-    if (last_error.empty())
-      last_error = r.status().message();  // the first (HTTPS) failure says most
+    // The HTTPS failure says most (a certificate problem, say); otherwise the first one.
+    if (last_error.empty() || https) last_error = r.status().message();
   }
   std::string hint =
       insecure ? "" : " (if it serves plain HTTP, allow it with --insecure-registry " + host_ + ")";
