@@ -7,8 +7,8 @@
 // that only mean something to mount(8) and fstab (defaults, auto, noauto, user, users,
 // nofail, _netdev, x-*, comment=*, rw/ro: imgfs is always read-only) and runs
 // `imgfs --root SOURCE mount -o OPTIONS MOUNTPOINT`, which returns once the mount is in
-// place. The imgfs binary is looked up beside this helper, then in PATH ($IMGFS_BIN
-// overrides both).
+// place. The imgfs binary is looked up beside this helper, then in /usr/local/bin and
+// /usr/bin, then in PATH ($IMGFS_BIN overrides all of them).
 #include <limits.h>
 #include <unistd.h>
 
@@ -42,6 +42,10 @@ std::string FindImgfs(const char* argv0) {
       std::string p = dir + rel;
       if (::access(p.c_str(), X_OK) == 0) return p;
     }
+  }
+  for (const char* p :
+       {"/usr/local/bin/imgfs", "/usr/bin/imgfs"}) {  // where `cmake --install` puts it
+    if (::access(p, X_OK) == 0) return p;
   }
   return "imgfs";  // execvp searches PATH
 }
