@@ -116,23 +116,23 @@ std::string HumanSize(double v) {
 
 // Resolves what a user typed to an image: a reference first, then an ID (prefix).
 Result<Digest> ResolveImage(const Store& store, const std::string& s) {
-  std::string hex = s.rfind("sha256:", 0) == 0 ? s.substr(7) : s;
-  if (!hex.empty() && hex.size() <= 64 && IsLowerHex(hex)) {
-    if (hex.size() == 64 || s.rfind("sha256:", 0) == 0 || !ParseReference(s).ok()) {
-      IMGFS_ASSIGN_OR_RETURN(auto ids, store.FindImagesByPrefix(hex));
-      if (ids.size() == 1) return ids[0];
-      if (ids.size() > 1) return Status::InvalidArgument("ambiguous image ID prefix " + s);
-      if (!ParseReference(s).ok()) return Status::NotFound("no such image: " + s);
-    }
-  }
-  IMGFS_ASSIGN_OR_RETURN(Reference ref, ParseDockerRef(s));
-  IMGFS_ASSIGN_OR_RETURN(auto rec, store.GetRef(ref.String()));
-  if (rec) return Digest::FromHex(rec->image_id);
-  if (!hex.empty() && hex.size() <= 64 && IsLowerHex(hex)) {
+  bool pinned = s.rfind("sha256:", 0) == 0;  // "sha256:<hex prefix>" is always an ID
+  std::string hex = pinned ? s.substr(7) : s;
+  bool may_be_id = !hex.empty() && hex.size() <= 64 && IsLowerHex(hex);
+  // Result: the one image whose ID starts with hex, NotFound, or ambiguous.
+  auto by_prefix = [&]() -> Result<Digest> {
     IMGFS_ASSIGN_OR_RETURN(auto ids, store.FindImagesByPrefix(hex));
-    if (ids.size() == 1) return ids[0];
     if (ids.size() > 1) return Status::InvalidArgument("ambiguous image ID prefix " + s);
-  }
+    if (ids.empty()) return Status::NotFound("no such image: " + s);
+    return ids[0];
+  };
+  auto ref = ParseDockerRef(s);
+  if (may_be_id && (pinned || !ref.ok())) return by_prefix();
+  if (!ref.ok()) return ref.status();
+  // docker's order: a name first, then an ID prefix ("abc" may be both).
+  IMGFS_ASSIGN_OR_RETURN(auto rec, store.GetRef(ref->String()));
+  if (rec) return Digest::FromHex(rec->image_id);
+  if (may_be_id) return by_prefix();
   return Status::NotFound("no such image: " + s);
 }
 

@@ -432,57 +432,50 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
   return Status::Ok();
 }
 
-Result<MountFs::Opened> MountFs::Open(uint64_t ino, int flags) {
-  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
-    return Status::Io("read-only file system", EROFS);
-  Opened o;
+Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino) {
+  FileHandle h;
   if (InstOf(ino) == 0) {
     if (NodeOf(ino) != kReposJsonNode) return Status::Io("is a directory", EISDIR);
-    auto h = new FileHandle;
-    h->is_bytes = true;
-    h->bytes = CurrentSnapshot()->repositories_json;
-    o.fh = reinterpret_cast<uint64_t>(h);
-    o.direct_io = true;  // its content changes with the names
-    return o;
+    h.is_bytes = true;
+    h.bytes = CurrentSnapshot()->repositories_json;
+    return h;
   }
   const Instance* in = GetInstance(InstOf(ino));
   if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
   const TreeNode& n = in->view->tree().node(NodeOf(ino));
   if (S_ISDIR(n.mode)) return Status::Io("is a directory", EISDIR);
   if (!S_ISREG(n.mode)) return Status::Io("not a regular file", ENXIO);
-  auto h = std::make_unique<FileHandle>();
-  h->base = n.data_offset;
-  h->size = n.size;
+  h.base = n.data_offset;
+  h.size = n.size;
   if (n.size > 0) {
-    // Pin the layer's stream now: the file keeps reading even if its image is removed.
-    IMGFS_ASSIGN_OR_RETURN(h->fd, cache_->Get(in->view->layers()[n.layer]));
+    IMGFS_ASSIGN_OR_RETURN(h.fd, cache_->Get(in->view->layers()[n.layer]));
   }
-  o.fh = reinterpret_cast<uint64_t>(h.release());
-  o.keep_cache = true;
+  return h;
+}
+
+Result<MountFs::Opened> MountFs::Open(uint64_t ino, int flags) {
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+    return Status::Io("read-only file system", EROFS);
+  }
+  // The layer's stream is pinned while the file is open: it keeps reading even if its
+  // image is removed.
+  IMGFS_ASSIGN_OR_RETURN(FileHandle h, FileAt(ino));
+  Opened o;
+  o.direct_io = h.is_bytes;  // .repositories.json changes with the names
+  o.keep_cache = !h.is_bytes;
+  o.fh = reinterpret_cast<uint64_t>(new FileHandle(std::move(h)));
   return o;
 }
 
 Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, uint64_t offset) {
-  auto* h = reinterpret_cast<FileHandle*>(fh);
-  ReadData r;
+  const FileHandle* h = reinterpret_cast<const FileHandle*>(fh);
+  FileHandle resolved;
   if (!h) {
     // No open was sent (the kernel's no-open mode): resolve from the inode.
-    if (InstOf(ino) == 0) {
-      if (NodeOf(ino) != kReposJsonNode) return Status::Io("is a directory", EISDIR);
-      const std::string& json = CurrentSnapshot()->repositories_json;
-      if (offset < json.size()) r.bytes = json.substr(offset, size);
-      return r;
-    }
-    const Instance* in = GetInstance(InstOf(ino));
-    if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
-    const TreeNode& n = in->view->tree().node(NodeOf(ino));
-    if (!S_ISREG(n.mode)) return Status::Io("is a directory", EISDIR);
-    if (offset >= n.size) return r;
-    IMGFS_ASSIGN_OR_RETURN(r.fd, cache_->Get(in->view->layers()[n.layer]));
-    r.pos = static_cast<off_t>(n.data_offset + offset);
-    r.size = static_cast<size_t>(std::min<uint64_t>(size, n.size - offset));
-    return r;
+    IMGFS_ASSIGN_OR_RETURN(resolved, FileAt(ino));
+    h = &resolved;
   }
+  ReadData r;
   if (h->is_bytes) {
     if (offset < h->bytes.size()) r.bytes = h->bytes.substr(offset, size);
     return r;

@@ -152,6 +152,9 @@ class MountFs {
   };
   struct FileHandle;
   struct DirHandle;
+  // A regular file (or .repositories.json) with its layer's stream, for Open and for
+  // reads without an open (no-open mode) alike.
+  Result<FileHandle> FileAt(uint64_t ino);
 
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
