@@ -208,12 +208,19 @@ TEST_F(LoaderTest, LoadsADockerArchivePlainAndCompressed) {
   EXPECT_EQ(r->at(0).names.size(), 2u);
   EXPECT_EQ(Cat(r->at(0).id, "b"), "B");
   // Uncompressed layers are read in place: no unpack copy.
-  auto l = **store_->GetLayer(
-      r->at(0).id == r->at(0).id ? (**store_->GetImage(r->at(0).id)).diff_ids[0] : Digest());
-  EXPECT_EQ(l.compression, Compression::kNone);
-  EXPECT_EQ(l.blob.str(), plain[0].diff_id);
+  auto img = store_->GetImage(r->at(0).id);
+  ASSERT_TRUE(img.ok() && img->has_value());
+  ASSERT_EQ((**img).diff_ids.size(), 2u);
+  for (size_t i = 0; i < 2; i++) {
+    EXPECT_EQ((**img).diff_ids[i].str(), plain[i].diff_id);
+    auto l = store_->GetLayer((**img).diff_ids[i]);
+    ASSERT_TRUE(l.ok() && l->has_value());
+    EXPECT_EQ((**l).compression, Compression::kNone);
+    EXPECT_EQ((**l).blob.str(), plain[i].diff_id);  // the blob is the tar itself
+    struct stat st;
+    EXPECT_NE(stat(store_->UnpackedPath((**img).diff_ids[i]).c_str(), &st), 0);  // no copy
+  }
   // docker save | gzip
-  TarBuilder gz;
   test::WriteFile(dir_ + "/save.tar.gz", [&] {
     TarBuilder b;
     for (auto& [p, d] : DockerArchive(plain, "\"other:1\"").files) b.File(p, d);
@@ -236,6 +243,13 @@ TEST_F(LoaderTest, DockerArchiveWithSymlinkedLayer) {
   test::WriteFile(dir_ + "/dup.tar", b.Build());
   auto r = LoadImages(*store_, dir_ + "/dup.tar", LoadOptions{});
   ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->size(), 1u);
+  auto img = store_->GetImage(r->at(0).id);
+  ASSERT_TRUE(img.ok() && img->has_value());
+  ASSERT_EQ((**img).diff_ids.size(), 2u);  // both layers, read through the one file
+  EXPECT_EQ((**img).diff_ids[0].str(), l.diff_id);
+  EXPECT_EQ((**img).diff_ids[1].str(), l.diff_id);
+  EXPECT_EQ(Cat(r->at(0).id, "a"), "A");
 }
 
 TEST_F(LoaderTest, ImportMakesAOneLayerImage) {

@@ -136,6 +136,26 @@ std::string TarBuilder::Build(const std::string& compression, Format f) const {
   return out;
 }
 
+std::string Gzip(const std::string& data) {
+  std::string out;
+  archive* a = archive_write_new();
+  archive_write_set_format_raw(a);
+  archive_write_add_filter_gzip(a);
+  archive_write_set_bytes_in_last_block(a, 1);
+  if (archive_write_open(a, &out, nullptr, WriteCb, nullptr) != ARCHIVE_OK) {
+    throw std::runtime_error(archive_error_string(a));
+  }
+  archive_entry* e = archive_entry_new();
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
+  if (archive_write_header(a, e) < ARCHIVE_WARN) throw std::runtime_error(archive_error_string(a));
+  if (!data.empty()) archive_write_data(a, data.data(), data.size());
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+  return out;
+}
+
 std::string Sha256Hex(const std::string& data) {
   return Sha256Of(data).hex();
 }

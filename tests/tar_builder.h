@@ -42,6 +42,8 @@ class TarBuilder {
   std::vector<Spec> specs_;
 };
 
+// One gzip member holding `data` (any bytes: a piece of a tar, for multi-member streams).
+std::string Gzip(const std::string& data);
 std::string Sha256Hex(const std::string& data);
 // A fresh temporary directory (removed by the caller with RemoveTree).
 std::string MakeTempDir();
