@@ -158,9 +158,10 @@ build_test_images() {
 # FUSE tests may skip only when /dev/fuse is missing, and only outside CI: in CI (CI=true,
 # or IMGFS_CI=1 as .ci/test sets) a missing /dev/fuse fails the suite, for a skip
 # there would be a green run with no FUSE coverage. Outside CI the skip is loud and
-# ctest reports it as skipped (exit 77), never as passed.
+# ctest reports it as skipped (exit 77), never as passed. (IMGFS_FUSE_DEV: another path
+# to look for, so that tests/mutation_check.sh can exercise both branches.)
 require_fuse() {
-  if [[ ! -e /dev/fuse ]]; then
+  if [[ ! -e ${IMGFS_FUSE_DEV:-/dev/fuse} ]]; then
     if [[ ${CI:-} == true || ${IMGFS_CI:-0} == 1 ]]; then
       not_ok "/dev/fuse is missing: this suite needs FUSE, and CI may not skip it"
       exit 1
