@@ -157,7 +157,11 @@ def proxy(args):
     faulted = set()
     lock = threading.Lock()
 
+    # PROXY_TIMES=1 ends every log line with t=UNIX_TIME (for ordering and overlap);
+    # a trickled blob logs "done PATH" once its whole body was sent.
     def log(line):
+        if os.environ.get('PROXY_TIMES'):
+            line += f' t={time.time():.6f}'
         with lock, open(log_file, 'a') as f:
             f.write(line + '\n')
 
@@ -217,6 +221,7 @@ def proxy(args):
                     self.wfile.write(data[i:i + 32768])
                     self.wfile.flush()
                     time.sleep(0.05)
+                log(f'done {self.path}')  # the whole body was sent
                 return
             self.wfile.write(data)
 
