@@ -91,6 +91,7 @@ export IMGFS_ROOT=$T/store
 # overlap, and asserts that they did.)
 
 # 5-layer images for the parallel path, and --max-concurrent-downloads 1 still works.
+export IMGFS_ROOT=$T/store2
 check "pull with one download at a time" "$IMGFS" pull -q --max-concurrent-downloads 1 $REG/test/docker:v2
 # On a terminal, per-layer lines are redrawn in place (script(1) provides the TTY).
 export IMGFS_ROOT=$T/store-tty
