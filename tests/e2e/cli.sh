@@ -26,7 +26,7 @@ check "images shows the familiar name" bash -c "'$IMGFS' images | grep -Eq '^dem
 check "images header as docker's" bash -c "'$IMGFS' images | head -1 | grep -Eq '^REPOSITORY +TAG +IMAGE ID +CREATED +SIZE$'"
 check "images --digests adds a DIGEST column" bash -c "'$IMGFS' images --digests | head -1 | grep -q DIGEST"
 check "images -q prints the short ID" test "$("$IMGFS" images -q)" = "${id:7:12}"
-check "images --format json is JSON per line" bash -c "'$IMGFS' images --format json | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
+check "images --format json is JSON per line" bash -c "'$IMGFS' images --format json | python3 -c 'import json,sys; l=[json.loads(l) for l in sys.stdin]; assert len(l)==1 and l[0][\"Repository\"]==\"demo\", l'"
 check "images REPO filters" bash -c "'$IMGFS' images nothere | wc -l | grep -qx 1"
 
 check "inspect is a JSON array with Id and RepoTags" bash -c "'$IMGFS' inspect demo:v1 | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; assert d[\"Id\"]==\"$id\"; assert d[\"RepoTags\"]==[\"demo:v1\"]; assert len(d[\"RootFS\"][\"Layers\"])==1; assert d[\"Layers\"][0][\"Entries\"]==8'"
