@@ -19,8 +19,8 @@ class ForcedFailure : public ::testing::Test {
 [[maybe_unused]] const bool registered = [] {
   const char* v = std::getenv("IMGFS_GTEST_FORCE_FAIL");
   if (v != nullptr && std::strcmp(v, "1") == 0) {
-    ::testing::RegisterTest("ImgfsSelfCheck", "ForcedFailure", nullptr, nullptr, __FILE__,
-                            __LINE__, []() -> ForcedFailure* { return new ForcedFailure; });
+    ::testing::RegisterTest("ImgfsSelfCheck", "ForcedFailure", nullptr, nullptr, __FILE__, __LINE__,
+                            []() -> ForcedFailure* { return new ForcedFailure; });
   }
   return true;
 }();
