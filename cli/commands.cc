@@ -928,7 +928,9 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
       }
     }
   }
-  for (const std::string& m : a.Multi("--registry-mirror")) o.mirrors.insert(o.mirrors.begin(), m);
+  // Flags before config.json's list, in the order given (the first is tried first).
+  std::vector<std::string> flag_mirrors = a.Multi("--registry-mirror");
+  o.mirrors.insert(o.mirrors.begin(), flag_mirrors.begin(), flag_mirrors.end());
   for (const std::string& h : a.Multi("--insecure-registry")) o.insecure_registries.push_back(h);
   return o;
 }

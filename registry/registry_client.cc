@@ -244,13 +244,16 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       curl_easy_setopt(e, CURLOPT_SSLKEY, key.c_str());
     }
   }
+  char curl_error[CURL_ERROR_SIZE] = "";  // curl's detail ("… alert certificate required")
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_error);
   CURLcode rc = curl_easy_perform(e);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t.response.status);
   if (rc != CURLE_OK) {
     if (t.aborted) return Status::Unavailable("download stopped");
     if (t.too_large) return Status::InvalidArgument("GET " + url + ": response too large");
     *transient = TransientCurl(rc);
-    Status st = Status::Unavailable("GET " + url + ": " + curl_easy_strerror(rc));
+    Status st = Status::Unavailable("GET " + url + ": " +
+                                    (curl_error[0] ? curl_error : curl_easy_strerror(rc)));
     if (t.delivered) {
       // Partial body delivered: tell the caller where to resume.
       t.response.headers["x-imgfs-delivered"] = std::to_string(t.delivered);
