@@ -227,12 +227,21 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   std::string dir = options_.certs_dir + "/" + host_;
   std::string ca = dir + "/ca.crt", cert, key;
   if (DIR* d = ::opendir(dir.c_str())) {
+    std::vector<std::string> names;  // NAME of each NAME.cert
     while (dirent* de = ::readdir(d)) {
       std::string n = de->d_name;
-      if (n.size() > 5 && n.substr(n.size() - 5) == ".cert") cert = dir + "/" + n;
-      if (n.size() > 4 && n.substr(n.size() - 4) == ".key") key = dir + "/" + n;
+      if (n.size() > 5 && n.substr(n.size() - 5) == ".cert")
+        names.push_back(n.substr(0, n.size() - 5));
     }
     ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const std::string& n : names) {  // the first NAME.cert that has its NAME.key
+      if (PathExists(dir + "/" + n + ".key")) {
+        cert = dir + "/" + n + ".cert";
+        key = dir + "/" + n + ".key";
+        break;
+      }
+    }
   }
   if (url.rfind("https://", 0) == 0) {
     if (PathExists(ca)) {

@@ -197,9 +197,13 @@ cp ca.crt "/etc/docker/certs.d/localhost:$PM/ca.crt"
 store mtls-none
 expect_fail "client certificate required, none in certs.d: fails (the TLS detail varies)" "not reachable: GET https://localhost:$PM/v2/" \
   "$IMGFS" pull localhost:$PM/test/img:v1
+# With an unrelated key and a certificate without its key beside them: NAME.cert goes
+# with NAME.key.
+openssl genrsa -out "/etc/docker/certs.d/localhost:$PM/aaa-unrelated.key" 2048 2>/dev/null
+cp ca.crt "/etc/docker/certs.d/localhost:$PM/zzz-nokey.cert"
 cp client.cert client.key "/etc/docker/certs.d/localhost:$PM/"
 store mtls
-check "client certificate from certs.d/HOST:PORT/client.cert+client.key" "$IMGFS" pull -q localhost:$PM/test/img:v1
+check "client certificate from certs.d/HOST:PORT/client.cert+client.key (not another .key)" "$IMGFS" pull -q localhost:$PM/test/img:v1
 check "  the tree is exact" same_as localhost:$PM/test/img:v1 ref-v1/rootfs
 
 # --- Mirrors (docker.io names only). The origin (registry-1.docker.io) is not
