@@ -381,7 +381,8 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   for (int attempt = 0; attempt < options_.max_attempts; attempt++) {
     r = Once(tr, url, basic, &transient);
     if (r.ok() && r->status < 500) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
+    if (attempt + 1 < options_.max_attempts)  // no sleep after the last attempt
+      std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
   }
   if (!r.ok()) return r.status().WithContext("token service");
   if (r->status == 401 || r->status == 403) {

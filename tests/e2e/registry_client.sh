@@ -6,7 +6,7 @@
 # over TLS, client certificates, mirrors, platform variants, attestation manifests,
 # Docker schema 1. Every registry here serves one storage directory (pushed once).
 source "$(dirname "$0")/lib.sh"
-need umoci python3 busybox docker-registry openssl
+need umoci python3 busybox docker-registry openssl htpasswd curl
 cd "$T"
 TOOLS="python3 $HERE/registry_tools.py"
 build_test_images >/dev/null
@@ -82,7 +82,7 @@ bg tokgiveup env IMGFS_ROOT=$T/store-tokgiveup "$IMGFS" pull 127.0.0.1:$B2/test/
 
 # --- Redirects: blob GETs answered 307/302 to another port and another loopback
 # address. The origin needs Basic credentials; they must not follow the redirect.
-htpasswd -Bbn alice s3cret >"$T/htpasswd" 2>/dev/null || need htpasswd
+htpasswd -Bbn alice s3cret >"$T/htpasswd" 2>/dev/null
 PA=$(free_port)
 shared_registry auth "$PA" "auth:" "  htpasswd: {realm: imgfs-test, path: $T/htpasswd}"
 front target1 "$P"
