@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -927,7 +928,9 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
       }
     }
   }
-  for (const std::string& m : a.Multi("--registry-mirror")) o.mirrors.insert(o.mirrors.begin(), m);
+  // Flags before config.json's list, in the order given (the first is tried first).
+  std::vector<std::string> flag_mirrors = a.Multi("--registry-mirror");
+  o.mirrors.insert(o.mirrors.begin(), flag_mirrors.begin(), flag_mirrors.end());
   for (const std::string& h : a.Multi("--insecure-registry")) o.insecure_registries.push_back(h);
   return o;
 }
@@ -1193,6 +1196,16 @@ const std::vector<Command>& Commands() {
   return cmds;
 }
 
+// Whether the help text names `flag` as a whole word ("--dig" is not "--digests").
+bool NamedInHelp(const std::string& text, const std::string& flag) {
+  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-'; };
+  for (size_t at = text.find(flag); at != std::string::npos; at = text.find(flag, at + 1)) {
+    size_t end = at + flag.size();
+    if ((at == 0 || !word(text[at - 1])) && (end == text.size() || !word(text[end]))) return true;
+  }
+  return false;
+}
+
 void TopHelp(FILE* f) {
   std::fprintf(f,
                "Usage: imgfs [--root DIR] COMMAND [OPTIONS]\n\n"
@@ -1280,12 +1293,11 @@ int Main(int argc, char** argv) {
         bool known = takes ||
                      std::any_of(c.aliases.begin(), c.aliases.end(),
                                  [&](auto& p) { return p.second == f; }) ||
-                     (std::string(c.summary).find(f + " ") != std::string::npos) ||
-                     (std::string(c.summary).find(f + "\n") != std::string::npos) ||
-                     (std::string(c.usage).find(f) != std::string::npos);
+                     NamedInHelp(c.summary, f) || NamedInHelp(c.usage, f);
         if (!known)
           Die(std::string(c.name) + ": unknown flag " + f + " (see imgfs " + c.name + " --help)",
               2);
+        if (!takes && has_value) Die(std::string(c.name) + ": " + f + " takes no value", 2);
         if (takes && !has_value) {
           if (i + 1 >= rest.size()) Die(std::string(c.name) + ": " + f + " needs a value", 2);
           value = rest[++i];

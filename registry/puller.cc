@@ -56,6 +56,12 @@ bool Matches(const Platform& want, const Platform& have) {
   return want.variant.empty() || have.variant.empty() || want.variant == have.variant;
 }
 
+std::string DefaultVariant(const std::string& arch) {
+  if (arch == "arm") return "v7";
+  if (arch == "arm64") return "v8";
+  return "";
+}
+
 }  // namespace
 
 Result<Platform> ParsePlatform(const std::string& s) {
@@ -100,10 +106,20 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     Platform want = opt.platform ? *opt.platform : HostPlatform();
     const Descriptor* pick = nullptr;
     std::string offered;
+    // An exact variant first (a variant-less request means docker's default: arm/v7,
+    // arm64/v8), else the first compatible entry.
+    Platform exact = want;
+    if (exact.variant.empty()) exact.variant = DefaultVariant(want.architecture);
     for (const Descriptor& d : idx.manifests) {
       if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
       offered += (offered.empty() ? "" : ", ") + d.platform.String();
-      if (!pick && Matches(want, d.platform)) pick = &d;
+      if (!pick && d.platform.os == exact.os && d.platform.architecture == exact.architecture &&
+          d.platform.variant == exact.variant)
+        pick = &d;
+    }
+    for (const Descriptor& d : idx.manifests) {
+      if (pick) break;
+      if (d.has_platform && d.platform.os != "unknown" && Matches(want, d.platform)) pick = &d;
     }
     if (!pick) {
       return Status::NotFound("no image for platform " + want.String() + " in " +

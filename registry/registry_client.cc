@@ -227,12 +227,21 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   std::string dir = options_.certs_dir + "/" + host_;
   std::string ca = dir + "/ca.crt", cert, key;
   if (DIR* d = ::opendir(dir.c_str())) {
+    std::vector<std::string> names;  // NAME of each NAME.cert
     while (dirent* de = ::readdir(d)) {
       std::string n = de->d_name;
-      if (n.size() > 5 && n.substr(n.size() - 5) == ".cert") cert = dir + "/" + n;
-      if (n.size() > 4 && n.substr(n.size() - 4) == ".key") key = dir + "/" + n;
+      if (n.size() > 5 && n.substr(n.size() - 5) == ".cert")
+        names.push_back(n.substr(0, n.size() - 5));
     }
     ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const std::string& n : names) {  // the first NAME.cert that has its NAME.key
+      if (PathExists(dir + "/" + n + ".key")) {
+        cert = dir + "/" + n + ".cert";
+        key = dir + "/" + n + ".key";
+        break;
+      }
+    }
   }
   if (url.rfind("https://", 0) == 0) {
     if (PathExists(ca)) {
@@ -244,13 +253,16 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       curl_easy_setopt(e, CURLOPT_SSLKEY, key.c_str());
     }
   }
+  char curl_error[CURL_ERROR_SIZE] = "";  // curl's detail ("… alert certificate required")
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_error);
   CURLcode rc = curl_easy_perform(e);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t.response.status);
   if (rc != CURLE_OK) {
     if (t.aborted) return Status::Unavailable("download stopped");
     if (t.too_large) return Status::InvalidArgument("GET " + url + ": response too large");
     *transient = TransientCurl(rc);
-    Status st = Status::Unavailable("GET " + url + ": " + curl_easy_strerror(rc));
+    Status st = Status::Unavailable("GET " + url + ": " +
+                                    (curl_error[0] ? curl_error : curl_easy_strerror(rc)));
     if (t.delivered) {
       // Partial body delivered: tell the caller where to resume.
       t.response.headers["x-imgfs-delivered"] = std::to_string(t.delivered);
@@ -369,7 +381,8 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   for (int attempt = 0; attempt < options_.max_attempts; attempt++) {
     r = Once(tr, url, basic, &transient);
     if (r.ok() && r->status < 500) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
+    if (attempt + 1 < options_.max_attempts)  // no sleep after the last attempt
+      std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
   }
   if (!r.ok()) return r.status().WithContext("token service");
   if (r->status == 401 || r->status == 403) {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 #include <thread>
 
@@ -271,6 +272,49 @@ TEST_F(MountFsTest, UnpackCacheEvictsUnpinnedLayersOverTheLimit) {
   EXPECT_EQ(chunk, "bbbbbbbbbb");
   Fs().Release(o->fh);
   EXPECT_EQ(c.unpack_count(), 4u);
+}
+
+TEST_F(MountFsTest, UnpackCacheEvictsLeastRecentlyUsedFirstAmongFourLayers) {
+  // Four gzip layers of one size; the limit holds two unpacked copies. Each read is a
+  // use; after an unpack over the limit the least recently used copy goes first.
+  std::vector<std::string> names = {"c", "d", "e", "f"};
+  std::map<std::string, std::string> path;  // name -> its unpacked copy
+  std::set<uint64_t> sizes;
+  for (const std::string& n : names) {
+    TarBuilder t;
+    t.File("data", std::string(5000, n[0]));
+    Digest id = Import(t, n + ":1", "gzip");
+    LayerRecord l = **store_->GetLayer((**store_->GetImage(id)).diff_ids[0]);
+    path[n] = root_ + "/unpacked/" + l.diff_id.hex() + ".tar";
+    sizes.insert(l.size);
+  }
+  ASSERT_EQ(sizes.size(), 1u);  // equal sizes: the limit counts copies
+  uint64_t size = *sizes.begin();
+  Fs(2 * size + size / 2);
+  UnpackCache& c = Fs().unpack_cache();
+  auto read = [&](const std::string& n) {
+    EXPECT_EQ(ReadAll(Walk(n + "/1/data")), std::string(5000, n[0])) << n;
+  };
+  auto unpacked = [&] {
+    std::string s;
+    for (const std::string& n : names) s += PathExists(path[n]) ? n : "";
+    return s;
+  };
+  read("c");
+  read("d");
+  EXPECT_EQ(unpacked(), "cd");
+  read("e");  // c is the least recently used
+  EXPECT_EQ(unpacked(), "de");
+  read("d");  // now e is
+  read("f");
+  EXPECT_EQ(unpacked(), "df");
+  read("d");
+  read("f");  // d, f again: both still there, nothing unpacked
+  EXPECT_EQ(c.unpack_count(), 4u);
+  read("c");  // d is older than f
+  EXPECT_EQ(unpacked(), "cf");
+  EXPECT_EQ(c.unpack_count(), 5u);
+  EXPECT_EQ(c.unpacked_bytes(), 2 * size);
 }
 
 TEST_F(MountFsTest, ConcurrentReadersWhileTheCacheEvicts) {

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Registry helpers for the pull tests (loopback only).
 
-  push-layout BASE REPO TAG LAYOUT LAYOUT_TAG [--arch A] [--docker] [--auth U:P]
+  push-layout BASE REPO TAG LAYOUT LAYOUT_TAG [--arch A [--variant V]] [--docker] [--auth U:P]
               [--foreign 'URLBASE|DIR']
         push one image of an OCI layout through the registry API; prints the
         manifest's "digest size mediaType". --arch rewrites the config's architecture
         (a distinct image); --docker rewrites media types to Docker schema 2;
         --foreign makes the top layer a foreign layer served from URLBASE (its blob is
         written to DIR, not pushed).
-  push-index BASE REPO TAG DIGEST:SIZE:MEDIATYPE:OS/ARCH... [--docker] [--auth U:P]
+  push-index BASE REPO TAG DIGEST:SIZE:MEDIATYPE:OS/ARCH[/VARIANT]... [--docker] [--auth U:P]
+        (an entry for unknown/unknown is annotated as a Docker attestation manifest)
   push-raw BASE REPO TAG MEDIATYPE FILE [--auth U:P]
   proxy PORT UPSTREAM_PORT MODE_FILE LOG_FILE
         a faulty front: forwards to 127.0.0.1:UPSTREAM_PORT; for blob GETs applies the
@@ -16,8 +17,21 @@
         cut (half the body then close, once per blob) | 500 (once per blob) |
         429 (once per blob, Retry-After: 1) | trickle (slowly, always) |
         flip-manifest (one byte of every manifest)
+        Extensions (tests/e2e/registry_client.sh); a mode may carry an argument after a
+        space ("redirect http://127.0.0.2:PORT"). Every log line ends with auth=-|Basic|Bearer:
+        manifest-500 (each manifest GET, once per path) | manifest-500-always |
+        500-always (every blob GET) | redirect URLBASE (blob GETs: 307 to URLBASE + path) |
+        redirect302 URLBASE | range200 (cut each blob once, then answer a Range request
+        with 200 and the whole body) | expire (the first Authorization seen on a blob GET
+        and every later request bearing it get 401 with the upstream's fresh challenge) |
+        schema1 | schema1-json (manifest GETs answered with a Docker schema-1 manifest,
+        v1+prettyjws or v1+json)
+        PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
   token-server PORT KEY CERT
         a Bearer token service for docker-registry's token auth (RS256 JWT with x5c)
+        TOKEN_USER=U:P requires those credentials; TOKEN_LOG=FILE logs each request
+        ("token auth=-|Basic scope=..."); TOKEN_MODE_FILE=FILE: 500-once | 500-always;
+        TOKEN_TLS_CERT/TOKEN_TLS_KEY serve HTTPS.
 """
 import base64
 import hashlib
@@ -95,6 +109,7 @@ class Pusher:
 def push_layout(args):
     auth = args_opt(args, '--auth')
     arch = args_opt(args, '--arch')
+    variant = args_opt(args, '--variant')  # the config's variant (with --arch)
     foreign = args_opt(args, '--foreign')  # URLBASE:DIR: the top layer becomes foreign
     docker = args_flag(args, '--docker')
     base, repo, tag, layout, ltag = args
@@ -107,6 +122,8 @@ def push_layout(args):
     if arch:
         c = json.loads(cfg)
         c['architecture'] = arch
+        if variant:
+            c['variant'] = variant
         cfg = json.dumps(c).encode()
     m['config']['digest'] = p.blob(cfg)
     m['config']['size'] = len(cfg)
@@ -141,6 +158,11 @@ def push_index(args):
         os_, arch = plat.split('/')[:2]
         ms.append({'mediaType': mt, 'digest': dg + ':' + hx, 'size': int(size),
                    'platform': {'os': os_, 'architecture': arch}})
+        if len(plat.split('/')) > 2:
+            ms[-1]['platform']['variant'] = plat.split('/')[2]
+        if plat == 'unknown/unknown':
+            ms[-1]['annotations'] = {'vnd.docker.reference.type': 'attestation-manifest',
+                                     'vnd.docker.reference.digest': ms[0]['digest'] if ms[:-1] else dg + ':' + hx}
     doc = {'schemaVersion': 2, 'mediaType': DOCKER_LIST if docker else OCI_INDEX, 'manifests': ms}
     data = json.dumps(doc).encode()
     print(p.manifest(tag, data, doc['mediaType']), len(data), doc['mediaType'])
@@ -155,6 +177,7 @@ def push_raw(args):
 def proxy(args):
     port, upstream, mode_file, log_file = int(args[0]), int(args[1]), args[2], args[3]
     faulted = set()
+    expired = set()
     lock = threading.Lock()
 
     # PROXY_TIMES=1 ends every log line with t=UNIX_TIME (for ordering and overlap);
@@ -173,10 +196,15 @@ def proxy(args):
 
         def handle_one(self):
             mode = open(mode_file).read().strip() if os.path.exists(mode_file) else 'none'
+            mode, _, arg = mode.partition(' ')
             is_blob = self.command == 'GET' and '/blobs/sha256:' in self.path
             is_manifest = self.command == 'GET' and '/manifests/' in self.path
             key = (mode, self.path)  # each mode faults each blob once, whatever ran before
-            log(f'{self.command} {self.path} range={self.headers.get("Range", "-")} mode={mode}')
+            auth = self.headers.get('Authorization', '')
+            log(f'{self.command} {self.path} range={self.headers.get("Range", "-")} mode={mode} '
+                f'auth={auth.split(" ")[0] if auth else "-"}')
+            if self.extension(mode, arg, is_blob, is_manifest, key, auth):
+                return
             once = False
             with lock:
                 if is_blob and mode in ('cut', '500', '429') and key not in faulted:
@@ -225,6 +253,85 @@ def proxy(args):
                 return
             self.wfile.write(data)
 
+        def forward(self, drop=()):
+            body_len = int(self.headers.get('Content-Length', 0) or 0)
+            body = self.rfile.read(body_len) if body_len else None
+            c = http.client.HTTPConnection('127.0.0.1', upstream, timeout=60)
+            hdrs = {k: v for k, v in self.headers.items()
+                    if k.lower() not in ('host', 'connection') + tuple(drop)}
+            c.request(self.command, self.path, body=body, headers=hdrs)
+            r = c.getresponse()
+            return r, r.read()
+
+        def extension(self, mode, arg, is_blob, is_manifest, key, auth):
+            """The extended modes; True when the request was answered here."""
+            once = False
+            with lock:
+                if key not in faulted and ((mode == 'manifest-500' and is_manifest) or
+                                           (mode == 'range200' and is_blob)):
+                    faulted.add(key)
+                    once = True
+            if (mode == 'manifest-500' and once) or (mode == 'manifest-500-always' and is_manifest) or \
+                    (mode == '500-always' and is_blob):
+                log(f'inject={mode} {self.path}')
+                self.reply(500, b'{"errors":[{"code":"UNKNOWN","message":"injected"}]}')
+                return True
+            if mode in ('redirect', 'redirect302') and is_blob:
+                log(f'inject={mode} {self.path}')
+                self.reply(307 if mode == 'redirect' else 302, b'', {'Location': arg.rstrip('/') + self.path})
+                return True
+            if mode in ('schema1', 'schema1-json') and is_manifest:
+                log(f'inject={mode} {self.path}')
+                doc = {'schemaVersion': 1, 'name': 'test/old', 'tag': 'v1', 'architecture': 'amd64',
+                       'fsLayers': [{'blobSum': 'sha256:' + '0' * 64}],
+                       'history': [{'v1Compatibility': '{"id":"' + 'a' * 64 + '"}'}]}
+                mt = 'application/vnd.docker.distribution.manifest.v1+json'
+                if mode == 'schema1':
+                    doc['signatures'] = [{'header': {'alg': 'ES256'}, 'signature': 'AAAA', 'protected': 'e30'}]
+                    mt = 'application/vnd.docker.distribution.manifest.v1+prettyjws'
+                body = json.dumps(doc, indent=3).encode()
+                self.send_response(200)
+                self.send_header('Content-Type', mt)
+                self.send_header('Docker-Content-Digest', 'sha256:' + hashlib.sha256(body).hexdigest())
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+            if mode == 'range200' and is_blob:
+                r, data = self.forward(drop=('range',))
+                if once and r.status == 200:  # the first GET: half the body, then close
+                    log(f'inject=cut {self.path}')
+                    self.send_response(200)
+                    self.send_header('Content-Length', str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return True
+                if self.headers.get('Range'):
+                    log(f'inject=range200 {self.path}')
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
+                        self.send_header(k, v)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return True
+            if mode == 'expire' and auth:
+                with lock:
+                    if is_blob and not expired:
+                        expired.add(auth)
+                    hit = auth in expired
+                if hit:
+                    r, data = self.forward(drop=('authorization',))  # the upstream's own challenge
+                    log(f'inject=expire {self.path} status={r.status}')
+                    self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}',
+                               {'WWW-Authenticate': r.getheader('WWW-Authenticate', '')})
+                    return True
+            return False
+
         def reply(self, code, body, extra=None):
             self.send_response(code)
             for k, v in (extra or {}).items():
@@ -246,7 +353,7 @@ def proxy(args):
         daemon_threads = True
         allow_reuse_address = True
 
-    S(('127.0.0.1', port), H).serve_forever()
+    S((os.environ.get('PROXY_BIND', '127.0.0.1'), port), H).serve_forever()
 
 
 def token_server(args):
@@ -267,6 +374,23 @@ def token_server(args):
                 t, name, actions = s.split(':')
                 access.append({'type': t, 'name': name, 'actions': actions.split(',')})
             auth = self.headers.get('Authorization', '')
+            if os.environ.get('TOKEN_LOG'):
+                with open(os.environ['TOKEN_LOG'], 'a') as f:
+                    f.write(f'token auth={auth.split(" ")[0] if auth else "-"} scope={",".join(scopes)}\n')
+            tmode_file = os.environ.get('TOKEN_MODE_FILE')
+            tmode = open(tmode_file).read().strip() if tmode_file and os.path.exists(tmode_file) else 'none'
+            with counter_lock:
+                counter[0] += 1
+                n = counter[0]
+                first = tmode == '500-once' and tmode not in token_faulted
+                token_faulted.add(tmode)
+            if tmode == '500-always' or first:
+                body = b'{"errors":[{"code":"UNKNOWN","message":"token service injected 500"}]}'
+                self.send_response(500)
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             want = os.environ.get('TOKEN_USER')  # "user:pass" required when set
             if want and auth != 'Basic ' + base64.b64encode(want.encode()).decode():
                 self.send_response(401)
@@ -276,7 +400,7 @@ def token_server(args):
             now = int(time.time())
             header = {'typ': 'JWT', 'alg': 'RS256', 'x5c': [base64.b64encode(der).decode()]}
             claims = {'iss': 'imgfs-test', 'sub': 'tester', 'aud': q.get('service', [''])[0],
-                      'exp': now + 300, 'nbf': now - 10, 'iat': now, 'jti': str(now) + str(os.getpid()),
+                      'exp': now + 300, 'nbf': now - 10, 'iat': now, 'jti': f'{now}-{os.getpid()}-{n}',
                       'access': access}
             signing = b64u(json.dumps(header).encode()) + '.' + b64u(json.dumps(claims).encode())
             sig = subprocess.run(['openssl', 'dgst', '-sha256', '-sign', key], input=signing.encode(),
@@ -288,7 +412,14 @@ def token_server(args):
             self.end_headers()
             self.wfile.write(body)
 
-    http.server.ThreadingHTTPServer(('127.0.0.1', port), H).serve_forever()
+    counter, counter_lock, token_faulted = [0], threading.Lock(), set()
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', port), H)
+    if os.environ.get('TOKEN_TLS_CERT'):
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.environ['TOKEN_TLS_CERT'], os.environ['TOKEN_TLS_KEY'])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
 
 
 if __name__ == '__main__':

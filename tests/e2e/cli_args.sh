@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The command-line parser as a table: command lines that must be accepted (exit 0,
+# and where it shows, the flag took effect) and command lines that must be refused
+# (exit 2, one stderr line naming the cause). Nothing here needs a network or FUSE.
+source "$(dirname "$0")/lib.sh"
+need busybox python3
+cd "$T"
+mkdir -p rootfs/etc && printf 'root:x:0:0:root:/root:/bin/sh\n' >rootfs/etc/passwd
+mkdir -p rootfs/sub && printf 'x' >rootfs/sub/file
+tar -C rootfs -cf rootfs.tar .
+id=$("$IMGFS" import rootfs.tar demo:v1)
+
+# accept "COMMAND LINE" [EXPECTED_STDOUT_REGEX]: exit 0 (and stdout matches).
+accept() {
+  local line=$1 want=${2:-} out rc=0 args
+  read -ra args <<<"$line"
+  out=$("$IMGFS" "${args[@]}" 2>"$T/err") || rc=$?
+  if [[ $rc -eq 0 && ( -z $want || $out =~ $want ) ]]; then
+    ok "accepted: imgfs $line"
+  else
+    not_ok "accepted: imgfs $line (rc=$rc, stdout: ${out:0:200}, stderr: $(cat "$T/err"))"
+  fi
+}
+# refuse "COMMAND LINE" PATTERN: exit 2 with one stderr line matching PATTERN.
+refuse() {
+  local line=$1 pat=$2 err rc=0 args
+  read -ra args <<<"$line"
+  err=$("$IMGFS" "${args[@]}" 2>&1 >/dev/null) || rc=$?
+  if [[ $rc -eq 2 && $(printf '%s\n' "$err" | wc -l) -eq 1 && $err =~ $pat ]]; then
+    ok "refused: imgfs $line"
+  else
+    not_ok "refused: imgfs $line (rc=$rc, stderr: $err)"
+  fi
+}
+short=${id:7:12}
+accept "images" "^REPOSITORY"
+accept "images -q" "^$short$"
+accept "images --quiet" "^$short$"
+accept "images -qa" "^$short$"
+accept "images -a -q" "^$short$"
+accept "images --all --quiet" "^$short$"
+accept "images --digests" "DIGEST"
+accept "images --no-trunc -q" "^sha256:${id:7}$"
+accept "images --format json" '^\{.*"Repository":"demo"'
+accept "images --format=json" '^\{.*"Repository":"demo"'
+accept "images demo" "demo +v1"
+accept "images -- demo" "demo +v1"
+accept "images -q demo:v1" "^$short$"
+accept "images demo:v1 -q" "^$short$"
+accept "images --help" "^Usage: imgfs images"
+accept "images -h" "^Usage: imgfs images"
+accept "--root $ROOT images -q" "^$short$"
+accept "--root=$ROOT images -q" "^$short$"
+accept "-g $ROOT images -q" "^$short$"
+accept "--graph $ROOT images -q" "^$short$"
+accept "--graph=$ROOT images -q" "^$short$"
+accept "images -q --root $ROOT" "^$short$"
+accept "ls demo:v1 /sub" "^file$"
+accept "ls -lR demo:v1 /" "sub:"
+accept "ls -l -R demo:v1 /" "sub:"
+accept "ls --long --recursive demo:v1 /" "sub:"
+accept "ls -Rl demo:v1 /" "sub:"
+accept "ls --format tsv demo:v1 /sub" $'\tfile$'
+accept "ls --format=tsv demo:v1 /sub" $'\tfile$'
+accept "ls --format tsv --sha256 demo:v1 /sub" "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+accept "cat demo:v1 /sub/file" "^x$"
+accept "inspect demo:v1" '"Id": "'"$id"'"'
+accept "--version" "^imgfs version "
+accept "-v" "^imgfs version "
+accept "--help" "Commands:"
+accept "pull --help" "^Usage: imgfs pull"
+accept "mount --help" "^Usage: imgfs mount"
+
+refuse "images --frob" "^imgfs: images: unknown flag --frob"
+refuse "images -z" "unknown flag -z"
+refuse "images -qz" "unknown flag -z"
+refuse "images --dig" "unknown flag --dig"          # a prefix of --digests in the help
+refuse "images --for json" "unknown flag --for"     # a prefix of --format
+refuse "images --quiet=false" "--quiet takes no value"
+refuse "images --digests=yes" "--digests takes no value"
+refuse "images -q=1" "unknown flag"
+refuse "images --format" "--format needs a value"
+refuse "images --format=" "--format is table or json"
+refuse "ls --sha demo:v1 /" "unknown flag --sha"
+refuse "ls -x demo:v1 /" "unknown flag -x"
+refuse "verify -q" "unknown flag -q"
+refuse "prune --force" "unknown flag --force"
+refuse "pull --platform" "--platform needs a value"
+refuse "pull --max-concurrent-downloads" "needs a value"
+refuse "pull --registry-mirror" "needs a value"
+refuse "pull --plat linux/amd64 x" "unknown flag --plat"
+refuse "pull --max-concurrent-downloads=abc x" "max-concurrent-downloads"
+refuse "login -u" "--username needs a value"
+refuse "login --password-stdin=x" "takes no value"
+refuse "mount -o" "--options needs a value"
+refuse "mount --cache" "unknown flag --cache"
+refuse "--root" "--root needs a directory"
+refuse "-g" "-g needs a directory"
+refuse "frobnicate" "unknown command \"frobnicate\""
+check "no command: the usage on stderr, exit 2" bash -c "'$IMGFS' 2>&1 >/dev/null | head -1 | grep -q '^Usage: imgfs'; '$IMGFS' >/dev/null 2>&1; [[ \$? -eq 2 ]]"
+
+# KNOWN WRONG, left for issue 10's parser rewrite (printed, counted neither way): the
+# global --root/-g/--graph are taken from anywhere on the line, even after "--".
+known_wrong() {  # known_wrong "COMMAND LINE" "WHAT IS WRONG"
+  local args rc=0; read -ra args <<<"$1"
+  "$IMGFS" "${args[@]}" >/dev/null 2>&1 || rc=$?
+  echo "# KNOWN WRONG: imgfs $1 (exit $rc): $2"
+}
+known_wrong "images -q -- --root $T/elsewhere" "--root after -- still chooses the store (and creates it)"
+rm -rf "$T/elsewhere"
+
+# The store is as it was: no refused command line changed anything.
+check "the refused command lines left the image alone" bash -c "'$IMGFS' images -q | grep -qx '$short'"
+finish
