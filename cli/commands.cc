@@ -929,6 +929,21 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
   }
   for (const std::string& m : a.Multi("--registry-mirror")) o.mirrors.insert(o.mirrors.begin(), m);
   for (const std::string& h : a.Multi("--insecure-registry")) o.insecure_registries.push_back(h);
+  // Stall and connect deadlines (docs/threat-model.md): a transfer slower than
+  // IMGFS_LOW_SPEED_LIMIT bytes/s (1024) for IMGFS_LOW_SPEED_TIME s (30) fails and is
+  // retried; a connection takes at most IMGFS_CONNECT_TIMEOUT s (30).
+  auto env_long = [](const char* name, long* out) {
+    const char* v = std::getenv(name);
+    if (v && *v) {
+      char* end = nullptr;
+      long n = std::strtol(v, &end, 10);
+      if (*end || n < 1) Die(std::string(name) + ": want a positive integer", 2);
+      *out = n;
+    }
+  };
+  env_long("IMGFS_LOW_SPEED_LIMIT", &o.low_speed_limit);
+  env_long("IMGFS_LOW_SPEED_TIME", &o.low_speed_seconds);
+  env_long("IMGFS_CONNECT_TIMEOUT", &o.connect_timeout);
   return o;
 }
 
