@@ -1,6 +1,8 @@
 #include "registry/credentials.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <simdjson.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -36,8 +38,20 @@ Result<std::string> RunHelper(const std::string& name, const std::string& action
   }
   ::close(in[0]);
   ::close(out[1]);
-  (void)WriteAll(in[1], input.data(), input.size());
-  ::close(in[1]);
+  {
+    // A helper that exits without reading (or is not installed) must not kill imgfs
+    // with SIGPIPE: block it in this thread for the write, and drop one left pending.
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    (void)WriteAll(in[1], input.data(), input.size());
+    ::close(in[1]);
+    timespec zero{0, 0};
+    while (::sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   std::string result;
   char buf[4096];
   for (;;) {
