@@ -185,6 +185,10 @@ std::string RegistryError(const HttpResponse& r) {
       }
     }
   }
+  // The registry's words, but not its control bytes (terminal escapes) nor pages of them.
+  if (out.size() > 300) out = out.substr(0, 300) + "…";
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return "HTTP " + std::to_string(r.status) + (out.empty() ? "" : " (" + out + ")");
 }
 
@@ -335,7 +339,7 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
 // scheme is not worth trying. `transient`: no answer, but a reset or timeout that
 // another round may not meet ("nothing listens" is not one).
 Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* answered,
-                                              bool* transient) {
+                                              bool* transient, int* attempts) {
   *answered = false;
   *transient = false;
   Request ping;
@@ -357,7 +361,7 @@ Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* ans
       backoff = std::min(backoff * 2, 8.0);
       continue;
     }
-    if (attempt > 1) r->headers["x-imgfs-attempts"] = std::to_string(attempt);
+    *attempts = attempt;
     return r;
   }
 }
@@ -392,8 +396,9 @@ Result<std::string> RegistryClient::BaseUrl() {
     bool retry_round = false;
     for (const std::string& base : candidates) {
       bool answered = false, transient = false;
+      int attempts = 1;
       bool https = base.rfind("https://", 0) == 0;
-      auto r = PingBase(base, &answered, &transient);
+      auto r = PingBase(base, &answered, &transient, &attempts);
       if (r.ok() && (r->status == 200 || r->status == 401)) {
         std::lock_guard<std::mutex> l(mu_);
         base_url_ = base;
@@ -402,10 +407,9 @@ Result<std::string> RegistryClient::BaseUrl() {
       if (r.ok() && (r->status == 429 || r->status >= 500)) {
         // An HTTP server answered on this scheme and kept failing: that is the error,
         // not whatever another scheme would say.
-        std::string n = r->Header("x-imgfs-attempts");
-        return Status::Unavailable("registry " + host_ + ": GET " + base +
-                                   "/v2/: " + RegistryError(*r) +
-                                   (n.empty() ? "" : " after " + n + " attempts"));
+        return Status::Unavailable(
+            "registry " + host_ + ": GET " + base + "/v2/: " + RegistryError(*r) +
+            (attempts > 1 ? " after " + std::to_string(attempts) + " attempts" : ""));
       }
       // 400 from an HTTPS port asked in plain HTTP, 404 from some web server: not a
       // registry endpoint.

@@ -112,7 +112,8 @@ class RegistryClient {
   Result<HttpResponse> Once(const Request& req, const std::string& url,
                             const std::string& auth_header, bool* transient,
                             bool* no_connection = nullptr);
-  Result<HttpResponse> PingBase(const std::string& base, bool* answered, bool* transient);
+  Result<HttpResponse> PingBase(const std::string& base, bool* answered, bool* transient,
+                                int* attempts);
   Result<std::string> AuthHeader(const std::string& scope);
   Status Authenticate(const HttpResponse& challenge, const std::string& scope);
   std::string ApiHost() const;
