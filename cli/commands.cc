@@ -1090,14 +1090,17 @@ const std::vector<Command>& Commands() {
        "\"registry-mirrors\")\n"
        "  -q, --quiet                   print only the reference\n"
        "  --format json                 one JSON object at the end\n"
-       "Credentials: imgfs login, or docker's config.json ($DOCKER_CONFIG, ~/.docker).",
+       "Credentials: imgfs login, or docker's config.json ($DOCKER_CONFIG, ~/.docker).\n"
+       "A transfer slower than $IMGFS_LOW_SPEED_LIMIT bytes/s (1024) for $IMGFS_LOW_SPEED_TIME s\n"
+       "(30) fails and is retried; connecting takes at most $IMGFS_CONNECT_TIMEOUT s (30).",
        {"--platform", "--max-concurrent-downloads", "--insecure-registry", "--registry-mirror",
         "--format"},
        {{"-q", "--quiet"}},
        CmdPull},
       {"login",
        "imgfs login [-u USER] [-p PASSWORD | --password-stdin] [SERVER]",
-       "Check credentials against a registry and store them in docker's config.json (mode 0600).\n"
+       "Check credentials against a registry and store them in docker's config.json (mode 0600),\n"
+       "or through its credential helper when credsStore or credHelpers names one.\n"
        "  -u, --username USER\n  -p, --password PASSWORD\n  --password-stdin   read the password "
        "from stdin\n"
        "  --insecure-registry HOST",

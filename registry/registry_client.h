@@ -98,7 +98,7 @@ class RegistryClient {
     std::function<bool(const char*, size_t)> on_body;  // false aborts
     std::function<void(const HttpResponse&)> on_headers;
     bool retry_transient = true;
-    size_t max_body = 16 << 20;        // a buffered body larger than this is an error
+    size_t max_body = 1 << 20;         // a buffered body larger than this is an error
     uint64_t max_stream = UINT64_MAX;  // a streamed body may not go past this offset
     std::string auth;                  // Authorization for an absolute URL (token realm)
   };
