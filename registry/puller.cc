@@ -242,7 +242,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     int n = std::max(1, std::min<int>(opt.max_concurrent_downloads, static_cast<int>(jobs.size())));
     for (int t = 0; t < n; t++) threads.emplace_back(worker);
     for (auto& t : threads) t.join();
-    if (!first_error.ok()) return first_error.WithContext("pull " + ref.FamiliarString());
+    if (!first_error.ok()) return first_error.WithContext(ref.FamiliarString());
     {
       IMGFS_ASSIGN_OR_RETURN(GcLock l, GcLock::Acquire(store, false));
       lock.emplace(std::move(l));
@@ -263,9 +263,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     img.manifest = std::move(chosen.bytes);
     img.names = names;
     Status st = stage.AddImage(std::move(img));
-    if (!st.ok()) return st.WithContext("pull " + ref.FamiliarString());
+    if (!st.ok()) return st.WithContext(ref.FamiliarString());
     auto committed = stage.Commit();
-    if (!committed.ok()) return committed.status().WithContext("pull " + ref.FamiliarString());
+    if (!committed.ok()) return committed.status().WithContext(ref.FamiliarString());
     // Name records for digest refs carry the repo digest (what the tag resolved to).
     for (const std::string& nm : names) {
       if (nm.find('@') == std::string::npos) continue;

@@ -721,8 +721,8 @@ class BlobSource : public ByteSource {
         st = Status::Ok();
         break;
       }
-      st = r.ok() ? Status::Unavailable(what_ + ": " + RegistryError(*r))
-                  : r.status().WithContext(what_);
+      // Transport errors name their URL; the caller names the layer.
+      st = r.ok() ? Status::Unavailable(what_ + ": " + RegistryError(*r)) : r.status();
       if (r.ok() && r->status == 404) st = Status::NotFound(what_ + ": not found in the registry");
       if (got > 0) break;  // bytes already delivered: another source cannot continue them
     }
