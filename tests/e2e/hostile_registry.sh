@@ -58,6 +58,10 @@ expect_fail "a blob redirected to file:// is refused" "(file|Protocol)" "$IMGFS"
 fresh foreign "foreign gopher://127.0.0.1:$L/_SMUGGLED"
 check "a gopher:// foreign layer URL is skipped: the registry serves the layer" "$IMGFS" pull -q "$REG/img:1"
 check "  nothing reached the local port" listener_silent
+expect_fail "a gopher:// registry mirror is refused before any request" \
+  "registry mirror \"gopher://127.0.0.1:$L/_x\": only http and https URLs are allowed" \
+  "$IMGFS" pull --registry-mirror "gopher://127.0.0.1:$L/_x" busybox:1
+check "  nothing reached the local port" listener_silent
 fresh token none
 echo "token-500" >mode
 check "a valid http realm still works (token service answered 500 once: retried)" "$IMGFS" pull -q "$REG/img:1"
