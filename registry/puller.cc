@@ -273,10 +273,11 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     }
     return result;
   }
-  return Status::Unavailable("pull " + ref.FamiliarString() +
-                             ": layers it verified were removed (by prune or rmi) before the "
-                             "image was recorded, " +
-                             std::to_string(kRounds) + " times; try again");
+  return Status::Unavailable(
+      ref.FamiliarString() +
+      ": layers this pull verified were removed (by prune or rmi) before the "
+      "image was recorded, " +
+      std::to_string(kRounds) + " times; try again");
 }
 
 }  // namespace imgfs
