@@ -932,6 +932,21 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
   std::vector<std::string> flag_mirrors = a.Multi("--registry-mirror");
   o.mirrors.insert(o.mirrors.begin(), flag_mirrors.begin(), flag_mirrors.end());
   for (const std::string& h : a.Multi("--insecure-registry")) o.insecure_registries.push_back(h);
+  // Stall and connect deadlines (docs/threat-model.md): a transfer slower than
+  // IMGFS_LOW_SPEED_LIMIT bytes/s (1024) for IMGFS_LOW_SPEED_TIME s (30) fails and is
+  // retried; a connection takes at most IMGFS_CONNECT_TIMEOUT s (30).
+  auto env_long = [](const char* name, long* out) {
+    const char* v = std::getenv(name);
+    if (v && *v) {
+      char* end = nullptr;
+      long n = std::strtol(v, &end, 10);
+      if (*end || n < 1) Die(std::string(name) + ": want a positive integer", 2);
+      *out = n;
+    }
+  };
+  env_long("IMGFS_LOW_SPEED_LIMIT", &o.low_speed_limit);
+  env_long("IMGFS_LOW_SPEED_TIME", &o.low_speed_seconds);
+  env_long("IMGFS_CONNECT_TIMEOUT", &o.connect_timeout);
   return o;
 }
 
@@ -1078,14 +1093,17 @@ const std::vector<Command>& Commands() {
        "\"registry-mirrors\")\n"
        "  -q, --quiet                   print only the reference\n"
        "  --format json                 one JSON object at the end\n"
-       "Credentials: imgfs login, or docker's config.json ($DOCKER_CONFIG, ~/.docker).",
+       "Credentials: imgfs login, or docker's config.json ($DOCKER_CONFIG, ~/.docker).\n"
+       "A transfer slower than $IMGFS_LOW_SPEED_LIMIT bytes/s (1024) for $IMGFS_LOW_SPEED_TIME s\n"
+       "(30) fails and is retried; connecting takes at most $IMGFS_CONNECT_TIMEOUT s (30).",
        {"--platform", "--max-concurrent-downloads", "--insecure-registry", "--registry-mirror",
         "--format"},
        {{"-q", "--quiet"}},
        CmdPull},
       {"login",
        "imgfs login [-u USER] [-p PASSWORD | --password-stdin] [SERVER]",
-       "Check credentials against a registry and store them in docker's config.json (mode 0600).\n"
+       "Check credentials against a registry and store them in docker's config.json (mode 0600),\n"
+       "or through its credential helper when credsStore or credHelpers names one.\n"
        "  -u, --username USER\n  -p, --password PASSWORD\n  --password-stdin   read the password "
        "from stdin\n"
        "  --insecure-registry HOST",

@@ -59,8 +59,9 @@ class [[nodiscard]] Status {
   int sys_errno() const { return errno_; }
 
   // Returns a copy whose message is "context: message".
+  // An empty context adds nothing (no "pull: : GET …").
   Status WithContext(const std::string& context) const {
-    if (ok()) return *this;
+    if (ok() || context.empty()) return *this;
     Status s = *this;
     s.message_ = context + ": " + message_;
     return s;

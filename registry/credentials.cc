@@ -1,6 +1,8 @@
 #include "registry/credentials.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <simdjson.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -36,8 +38,20 @@ Result<std::string> RunHelper(const std::string& name, const std::string& action
   }
   ::close(in[0]);
   ::close(out[1]);
-  (void)WriteAll(in[1], input.data(), input.size());
-  ::close(in[1]);
+  {
+    // A helper that exits without reading (or is not installed) must not kill imgfs
+    // with SIGPIPE: block it in this thread for the write, and drop one left pending.
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    (void)WriteAll(in[1], input.data(), input.size());
+    ::close(in[1]);
+    timespec zero{0, 0};
+    while (::sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   std::string result;
   char buf[4096];
   for (;;) {
@@ -75,6 +89,31 @@ Result<ConfigFile> ReadConfig() {
   f.raw = std::move(*data);
   f.exists = true;
   return f;
+}
+
+// The credential helper docker would use for `host`: credHelpers[key or host], else
+// credsStore; "" when none is configured.
+std::string HelperFor(const simdjson::dom::object& root, const std::string& host,
+                      const std::string& key) {
+  simdjson::dom::object helpers;
+  if (!root["credHelpers"].get(helpers)) {
+    std::string_view h;
+    if ((!helpers[key].get(h) || !helpers[host].get(h)) && !h.empty()) return std::string(h);
+  }
+  std::string_view store;
+  if (!root["credsStore"].get(store) && !store.empty()) return std::string(store);
+  return "";
+}
+
+// The helper configured in config.json for `host` ("" when none, or no config).
+Result<std::string> ConfiguredHelper(const std::string& host) {
+  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig());
+  if (!f.exists || f.raw.empty()) return std::string();
+  simdjson::dom::parser p;
+  simdjson::dom::object root;
+  if (p.parse(f.raw).get(root))
+    return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
+  return HelperFor(root, host, CredentialKey(host));
 }
 
 }  // namespace
@@ -137,14 +176,7 @@ Result<Credentials> LookupCredentials(const std::string& host) {
   if (p.parse(f.raw).get(root))
     return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
   std::string key = CredentialKey(host);
-  std::string helper;
-  simdjson::dom::object helpers;
-  if (!root["credHelpers"].get(helpers)) {
-    std::string_view h;
-    if (!helpers[key].get(h) || !helpers[host].get(h)) helper = std::string(h);
-  }
-  std::string_view store;
-  if (helper.empty() && !root["credsStore"].get(store)) helper = std::string(store);
+  std::string helper = HelperFor(root, host, key);
   if (!helper.empty()) {
     auto out = RunHelper(helper, "get", key);
     if (out.ok()) {
@@ -204,7 +236,9 @@ Status RewriteAuths(const std::string& key, const Credentials* creds, bool* remo
     }
   }
   if (removed) *removed = auths.erase(key) > 0;
-  if (creds) {
+  if (creds && creds->empty()) {
+    auths[key] = "{}";  // kept by a credential helper: only the server's name here, as docker
+  } else if (creds) {
     JsonWriter e;
     e.BeginObject()
         .Key("auth")
@@ -226,14 +260,42 @@ Status RewriteAuths(const std::string& key, const Credentials* creds, bool* remo
 
 }  // namespace
 
+// With a credential helper configured (credHelpers[host] or credsStore), docker hands
+// the secret to the helper and config.json keeps only an empty entry for the server;
+// so does imgfs. Without one, the secret goes base64-encoded into config.json (0600).
 Status StoreCredentials(const std::string& host, const Credentials& c) {
-  return RewriteAuths(CredentialKey(host), &c, nullptr);
+  std::string key = CredentialKey(host);
+  IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(host));
+  if (helper.empty()) return RewriteAuths(key, &c, nullptr);
+  JsonWriter w;
+  w.BeginObject()
+      .Key("ServerURL")
+      .String(key)
+      .Key("Username")
+      .String(c.username)
+      .Key("Secret")
+      .String(c.secret)
+      .EndObject();
+  auto out = RunHelper(helper, "store", w.str());
+  if (!out.ok()) return out.status().WithContext("store credentials for " + host);
+  Credentials none;
+  return RewriteAuths(key, &none, nullptr);
 }
 
 Status EraseCredentials(const std::string& host) {
+  std::string key = CredentialKey(host);
+  IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(host));
+  bool erased_in_helper = false;
+  if (!helper.empty()) {
+    auto out = RunHelper(helper, "erase", key);
+    if (!out.ok() && !out.status().IsNotFound()) {
+      return out.status().WithContext("erase credentials for " + host);
+    }
+    erased_in_helper = out.ok();
+  }
   bool removed = false;
-  IMGFS_RETURN_IF_ERROR(RewriteAuths(CredentialKey(host), nullptr, &removed));
-  if (!removed) return Status::NotFound("not logged in to " + host);
+  IMGFS_RETURN_IF_ERROR(RewriteAuths(key, nullptr, &removed));
+  if (!removed && !erased_in_helper) return Status::NotFound("not logged in to " + host);
   return Status::Ok();
 }
 

@@ -89,7 +89,6 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     std::lock_guard<std::mutex> l(event_mu);
     opt.on_event(PullEvent{id, status, cur, total});
   };
-  IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
   RegistryClient client(ref.domain, opt.registry);
   std::string what = ref.digest.empty() ? ref.tag : ref.digest;
   IMGFS_ASSIGN_OR_RETURN(ManifestResponse top, client.GetManifest(ref.path, what));
@@ -142,6 +141,16 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   std::vector<std::string> names = {ref.String(), ref.Name() + "@" + result.repo_digest};
   if (!ref.digest.empty()) names = {ref.Name() + "@" + result.repo_digest};
 
+  // The GC lock (shared; prune and rmi take it exclusive) is held only while the store
+  // is read and changed, never across a network wait: a stalled registry must not
+  // block prune. What a pull committed early stays unreferenced until its image is
+  // recorded, so prune may remove it meanwhile; the commit below, under the lock,
+  // checks that every layer blob is still there and fetches again what is not.
+  std::optional<GcLock> lock;
+  {
+    IMGFS_ASSIGN_OR_RETURN(GcLock l, GcLock::Acquire(store, false));
+    lock.emplace(std::move(l));
+  }
   IMGFS_ASSIGN_OR_RETURN(auto existing, store.GetImage(result.image_id));
   if (existing) {
     result.up_to_date = true;
@@ -155,8 +164,12 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     }
     return result;
   }
+  lock.reset();
 
-  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(ref.path, m.config.digest, 16 << 20));
+  // The config stops at its declared size (capped: configs are a few KB, 16 MiB is
+  // far beyond any real one).
+  size_t config_cap = static_cast<size_t>(std::min<uint64_t>(m.config.size, 16 << 20));
+  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(ref.path, m.config.digest, config_cap));
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
   if (rec.diff_ids.size() != m.layers.size()) {
     return Status::InvalidArgument("manifest has " + std::to_string(m.layers.size()) +
@@ -167,99 +180,120 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
-  std::vector<size_t> jobs;
-  for (size_t i = 0; i < m.layers.size(); i++) {
-    std::string id = m.layers[i].digest.Short();
-    if (stage.HaveLayer(rec.diff_ids[i])) {
-      emit(id, "Already exists");
-    } else if (std::find(jobs.begin(), jobs.end(), i) == jobs.end()) {
-      bool dup = false;  // the same layer twice in one image: fetch it once
-      for (size_t j : jobs) dup = dup || rec.diff_ids[j] == rec.diff_ids[i];
-      if (!dup) {
-        jobs.push_back(i);
-        emit(id, "Waiting");
+  constexpr int kRounds = 3;
+  for (int round = 0; round < kRounds; round++) {
+    std::vector<size_t> jobs;
+    for (size_t i = 0; i < m.layers.size(); i++) {
+      std::string id = m.layers[i].digest.Short();
+      if (stage.HaveLayer(rec.diff_ids[i])) {
+        if (round == 0) emit(id, "Already exists");
+      } else if (std::find(jobs.begin(), jobs.end(), i) == jobs.end()) {
+        bool dup = false;  // the same layer twice in one image: fetch it once
+        for (size_t j : jobs) dup = dup || rec.diff_ids[j] == rec.diff_ids[i];
+        if (!dup) {
+          jobs.push_back(i);
+          emit(id, "Waiting");
+        }
       }
     }
-  }
-  std::atomic<size_t> next{0};
-  std::mutex err_mu;
-  Status first_error;
-  std::atomic<bool> failed{false};
-  auto worker = [&] {
-    for (;;) {
-      size_t j = next.fetch_add(1);
-      if (j >= jobs.size() || failed.load()) return;
-      size_t i = jobs[j];
-      const Descriptor& d = m.layers[i];
-      std::string id = d.digest.Short();
-      Status st;
-      auto comp = LayerCompression(d.media_type);
-      if (!comp.ok()) {
-        st = comp.status();
-      } else {
-        std::unique_ptr<ByteSource> net;
-        std::unique_ptr<FdSource> local;
-        UniqueFd local_fd;
-        ByteSource* src = nullptr;
-        // One download of a blob at a time across processes: a second pull of the same
-        // image waits here, then finds the blob verified and indexes it from disk.
-        auto blob_lock = LockBlob(store, d.digest);
-        if (store.blobs().Has(d.digest)) {
-          // Verified by an earlier, interrupted pull: index it from disk.
-          auto fd = OpenFile(store.blobs().BlobPath(d.digest), O_RDONLY);
-          if (fd.ok()) {
-            local_fd = std::move(*fd);
-            local = std::make_unique<FdSource>(local_fd.get());
-            src = local.get();
+    std::atomic<size_t> next{0};
+    std::mutex err_mu;
+    Status first_error;
+    std::atomic<bool> failed{false};
+    auto worker = [&] {
+      for (;;) {
+        size_t j = next.fetch_add(1);
+        if (j >= jobs.size() || failed.load()) return;
+        size_t i = jobs[j];
+        const Descriptor& d = m.layers[i];
+        std::string id = d.digest.Short();
+        Status st;
+        auto comp = LayerCompression(d.media_type);
+        if (!comp.ok()) {
+          st = comp.status();
+        } else {
+          std::unique_ptr<ByteSource> net;
+          std::unique_ptr<FdSource> local;
+          UniqueFd local_fd;
+          ByteSource* src = nullptr;
+          // One download of a blob at a time across processes: a second pull of the same
+          // image waits here, then finds the blob verified and indexes it from disk.
+          auto blob_lock = LockBlob(store, d.digest);
+          if (store.blobs().Has(d.digest)) {
+            // Verified by an earlier, interrupted pull: index it from disk.
+            auto fd = OpenFile(store.blobs().BlobPath(d.digest), O_RDONLY);
+            if (fd.ok()) {
+              local_fd = std::move(*fd);
+              local = std::make_unique<FdSource>(local_fd.get());
+              src = local.get();
+            }
+          }
+          if (!src) {
+            auto b = client.OpenBlob(ref.path, d.digest, d.urls, d.size);
+            if (b.ok()) {
+              net = std::move(*b);
+              src = net.get();
+            } else {
+              st = b.status();
+            }
+          }
+          if (src) {
+            ProgressSource prog(src, [&](uint64_t n) {
+              emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
+            });
+            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp).status();
           }
         }
-        if (!src) {
-          auto b = client.OpenBlob(ref.path, d.digest, d.urls);
-          if (b.ok()) {
-            net = std::move(*b);
-            src = net.get();
-          } else {
-            st = b.status();
-          }
-        }
-        if (src) {
-          ProgressSource prog(src, [&](uint64_t n) {
-            emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
-          });
-          st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp).status();
+        if (!st.ok()) {
+          failed = true;
+          std::lock_guard<std::mutex> l(err_mu);
+          if (first_error.ok()) first_error = st;
+          emit(id, "Failed");
+        } else {
+          emit(id, "Pull complete");
         }
       }
-      if (!st.ok()) {
-        failed = true;
-        std::lock_guard<std::mutex> l(err_mu);
-        if (first_error.ok()) first_error = st;
-        emit(id, "Failed");
-      } else {
-        emit(id, "Pull complete");
-      }
+    };
+    std::vector<std::thread> threads;
+    int n = std::max(1, std::min<int>(opt.max_concurrent_downloads, static_cast<int>(jobs.size())));
+    for (int t = 0; t < n; t++) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+    if (!first_error.ok()) return first_error.WithContext(ref.FamiliarString());
+    {
+      IMGFS_ASSIGN_OR_RETURN(GcLock l, GcLock::Acquire(store, false));
+      lock.emplace(std::move(l));
     }
-  };
-  std::vector<std::thread> threads;
-  int n = std::max(1, std::min<int>(opt.max_concurrent_downloads, static_cast<int>(jobs.size())));
-  for (int t = 0; t < n; t++) threads.emplace_back(worker);
-  for (auto& t : threads) t.join();
-  if (!first_error.ok()) return first_error.WithContext("pull " + ref.FamiliarString());
+    // Under the lock: a layer blob removed by a prune since it was verified (or a layer
+    // another image held, removed by rmi) is fetched again; nothing can go now.
+    stage.ForgetMissingBlobs();
+    bool complete = true;
+    for (const Digest& d : rec.diff_ids) complete = complete && stage.HaveLayer(d);
+    if (!complete) {
+      lock.reset();
+      continue;
+    }
 
-  StagedImage img;
-  img.record = std::move(rec);
-  img.config = std::move(config);
-  img.manifest = std::move(chosen.bytes);
-  img.names = names;
-  Status st = stage.AddImage(std::move(img));
-  if (!st.ok()) return st.WithContext("pull " + ref.FamiliarString());
-  auto committed = stage.Commit();
-  if (!committed.ok()) return committed.status().WithContext("pull " + ref.FamiliarString());
-  // Name records for digest refs carry the repo digest (what the tag resolved to).
-  for (const std::string& nm : names) {
-    if (nm.find('@') == std::string::npos) continue;
-    IMGFS_RETURN_IF_ERROR(store.SetRef(nm, RefRecord{result.image_id.hex(), result.repo_digest}));
+    StagedImage img;
+    img.record = std::move(rec);
+    img.config = std::move(config);
+    img.manifest = std::move(chosen.bytes);
+    img.names = names;
+    Status st = stage.AddImage(std::move(img));
+    if (!st.ok()) return st.WithContext(ref.FamiliarString());
+    auto committed = stage.Commit();
+    if (!committed.ok()) return committed.status().WithContext(ref.FamiliarString());
+    // Name records for digest refs carry the repo digest (what the tag resolved to).
+    for (const std::string& nm : names) {
+      if (nm.find('@') == std::string::npos) continue;
+      IMGFS_RETURN_IF_ERROR(store.SetRef(nm, RefRecord{result.image_id.hex(), result.repo_digest}));
+    }
+    return result;
   }
-  return result;
+  return Status::Unavailable(
+      ref.FamiliarString() +
+      ": layers this pull verified were removed (by prune or rmi) before the "
+      "image was recorded, " +
+      std::to_string(kRounds) + " times; try again");
 }
 
 }  // namespace imgfs

@@ -83,6 +83,11 @@ size_t WriteCb(char* buf, size_t size, size_t n, void* self) {
       p += drop;
       k -= drop;
     }
+    // Past the declared size: stop now, before a byte of it is handed on.
+    if (k && t->req->range_start + t->delivered + k > t->req->max_stream) {
+      t->too_large = true;
+      return 0;
+    }
     if (k && !t->req->on_body(p, k)) {
       t->aborted = true;
       return 0;
@@ -97,6 +102,26 @@ size_t WriteCb(char* buf, size_t size, size_t n, void* self) {
   }
   t->response.body.append(buf, len);
   return len;
+}
+
+// Every curl handle imgfs makes goes through here: what a URL may be, how long a
+// connection may take to open and how slow a transfer may become.
+void ApplySafetyOptions(CURL* e, const RegistryOptions& o) {
+  // Only http and https, for the first URL and for every redirect: a registry must not
+  // be able to make imgfs speak gopher, dict or file (protocol smuggling to a local
+  // port, reading local files).
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+  // No credentials for a redirect's host (this also covers the Authorization header
+  // set through CURLOPT_HTTPHEADER).
+  curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, std::max(1L, o.connect_timeout));
+  // A registry that trickles keeps a pull (and its locks) alive forever otherwise.
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, std::max(1L, o.low_speed_limit));
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, std::max(1L, o.low_speed_seconds));
 }
 
 bool TransientCurl(CURLcode rc) {
@@ -160,10 +185,42 @@ std::string RegistryError(const HttpResponse& r) {
       }
     }
   }
+  // The registry's words, but not its control bytes (terminal escapes) nor pages of them.
+  if (out.size() > 300) out = out.substr(0, 300) + "…";
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return "HTTP " + std::to_string(r.status) + (out.empty() ? "" : " (" + out + ")");
 }
 
 }  // namespace
+
+std::string UrlHost(const std::string& url) {
+  size_t p = url.find("://");
+  if (p == std::string::npos) return "";
+  p += 3;
+  size_t end = url.find_first_of("/?#", p);
+  std::string auth = url.substr(p, end == std::string::npos ? std::string::npos : end - p);
+  size_t at = auth.rfind('@');
+  return at == std::string::npos ? auth : auth.substr(at + 1);
+}
+
+Status CheckFetchUrl(const std::string& url, const std::string& what) {
+  auto bad = [&](const std::string& why) {
+    std::string shown = url.size() > 200 ? url.substr(0, 200) + "…" : url;
+    for (char& c : shown)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    return Status::InvalidArgument(what + " \"" + shown + "\": " + why);
+  };
+  std::string lower = Lower(url.substr(0, 8));
+  if (lower.rfind("http://", 0) != 0 && lower.rfind("https://", 0) != 0)
+    return bad("only http and https URLs are allowed");
+  for (char c : url) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      return bad("control character or space");
+  }
+  if (UrlHost(url).empty()) return bad("no host");
+  return Status::Ok();
+}
 
 bool IsLoopbackHost(const std::string& host) {
   std::string h = host;
@@ -189,8 +246,11 @@ std::string RegistryClient::ApiHost() const {
 }
 
 Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string& url,
-                                          const std::string& auth, bool* transient) {
+                                          const std::string& auth, bool* transient,
+                                          bool* no_connection) {
   *transient = false;
+  if (no_connection) *no_connection = false;
+  IMGFS_RETURN_IF_ERROR(CheckFetchUrl(url, "URL"));
   std::unique_ptr<CURL, CurlFree> c(curl_easy_init());
   if (!c) return Status::Exhausted("curl: out of memory");
   Transfer t;
@@ -202,16 +262,17 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   if (!auth.empty()) h = curl_slist_append(h, ("Authorization: " + auth).c_str());
   headers.reset(h);
   CURL* e = c.get();
+  ApplySafetyOptions(e, options_);
+  char errbuf[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(e, CURLOPT_URL, url.c_str());
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);  // no credentials for a redirect's host
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, options_.low_speed_seconds);
+  // A Content-Length past the limit fails before the body is read.
+  uint64_t limit = req.on_body ? req.max_stream : req.max_body;
+  if (req.range_start == 0 && limit != UINT64_MAX) {
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(limit));
+  }
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L << 10);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, HeaderCb);
@@ -253,16 +314,25 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       curl_easy_setopt(e, CURLOPT_SSLKEY, key.c_str());
     }
   }
-  char curl_error[CURL_ERROR_SIZE] = "";  // curl's detail ("… alert certificate required")
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_error);
   CURLcode rc = curl_easy_perform(e);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t.response.status);
   if (rc != CURLE_OK) {
     if (t.aborted) return Status::Unavailable("download stopped");
-    if (t.too_large) return Status::InvalidArgument("GET " + url + ": response too large");
+    if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+      return Status::InvalidArgument(
+          "GET " + url + ": the response is larger than " +
+          (req.on_body ? "the " + std::to_string(limit) + " bytes its descriptor declares"
+                       : "the " + std::to_string(limit) + "-byte limit"));
+    }
     *transient = TransientCurl(rc);
-    Status st = Status::Unavailable("GET " + url + ": " +
-                                    (curl_error[0] ? curl_error : curl_easy_strerror(rc)));
+    if (no_connection)
+      *no_connection = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+    std::string why = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
+    if (rc == CURLE_OPERATION_TIMEDOUT && why.find("too slow") != std::string::npos) {
+      why = "stalled: " + why + " (limit: " + std::to_string(options_.low_speed_limit) +
+            " bytes/s over " + std::to_string(options_.low_speed_seconds) + " s)";
+    }
+    Status st = Status::Unavailable("GET " + url + ": " + why);
     if (t.delivered) {
       // Partial body delivered: tell the caller where to resume.
       t.response.headers["x-imgfs-delivered"] = std::to_string(t.delivered);
@@ -271,6 +341,38 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
     return st;
   }
   return t.response;
+}
+
+// GET BASE/v2/ with 5xx and 429 retried (a load balancer's one 500 is not "no registry
+// here"). `answered`: an HTTP server answered on this scheme (any status), so another
+// scheme is not worth trying. `transient`: no answer, but a reset or timeout that
+// another round may not meet ("nothing listens" is not one).
+Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* answered,
+                                              bool* transient, int* attempts) {
+  *answered = false;
+  *transient = false;
+  Request ping;
+  auto start = std::chrono::steady_clock::now();
+  double backoff = options_.initial_backoff;
+  for (int attempt = 1;; attempt++) {
+    bool no_connection = false;
+    auto r = Once(ping, base + "/v2/", "", transient, &no_connection);
+    if (!r.ok()) {
+      *transient = *transient && !no_connection;
+      return r;
+    }
+    *transient = false;
+    *answered = true;
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if ((r->status == 429 || r->status >= 500) && attempt < options_.max_attempts &&
+        waited < options_.max_retry_seconds) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      backoff = std::min(backoff * 2, 8.0);
+      continue;
+    }
+    *attempts = attempt;
+    return r;
+  }
 }
 
 Result<std::string> RegistryClient::BaseUrl() {
@@ -282,6 +384,7 @@ Result<std::string> RegistryClient::BaseUrl() {
   if (host_ == "docker.io" || host_ == "index.docker.io") {
     for (std::string m : options_.mirrors) {
       while (!m.empty() && m.back() == '/') m.pop_back();
+      IMGFS_RETURN_IF_ERROR(CheckFetchUrl(m, "registry mirror"));
       candidates.push_back(m);
     }
   }
@@ -295,32 +398,52 @@ Result<std::string> RegistryClient::BaseUrl() {
   if (IsLoopbackHost(host_)) candidates.push_back("http://" + ApiHost());
   candidates.push_back("https://" + ApiHost());
   if (insecure && !IsLoopbackHost(host_)) candidates.push_back("http://" + ApiHost());
-  std::string last_error;
-  for (const std::string& base : candidates) {
-    Request ping;
-    ping.retry_transient = false;
-    bool transient = false;
-    auto r = Once(ping, base + "/v2/", "", &transient);
-    bool https = base.rfind("https://", 0) == 0;
-    // 200 or 401 means the API is there; anything else (400 from an HTTPS port asked
-    // in plain HTTP, 404 from some web server) is not a registry endpoint.
-    if (r.ok() && r->status != 200 && r->status != 401) {
-      if (last_error.empty() || https) {
-        last_error = "GET " + base + "/v2/: HTTP " + std::to_string(r->status);
+  auto start = std::chrono::steady_clock::now();
+  double backoff = options_.initial_backoff;
+  for (int round = 1;; round++) {
+    std::string last_error;
+    bool retry_round = false;
+    for (const std::string& base : candidates) {
+      bool answered = false, transient = false;
+      int attempts = 1;
+      bool https = base.rfind("https://", 0) == 0;
+      auto r = PingBase(base, &answered, &transient, &attempts);
+      if (r.ok() && (r->status == 200 || r->status == 401)) {
+        std::lock_guard<std::mutex> l(mu_);
+        base_url_ = base;
+        return base_url_;
       }
+      if (r.ok() && (r->status == 429 || r->status >= 500)) {
+        // An HTTP server answered on this scheme and kept failing: that is the error,
+        // not whatever another scheme would say.
+        return Status::Unavailable(
+            "registry " + host_ + ": GET " + base + "/v2/: " + RegistryError(*r) +
+            (attempts > 1 ? " after " + std::to_string(attempts) + " attempts" : ""));
+      }
+      // 400 from an HTTPS port asked in plain HTTP, 404 from some web server: not a
+      // registry endpoint.
+      if (r.ok()) {
+        if (last_error.empty() || https)
+          last_error = "GET " + base + "/v2/: HTTP " + std::to_string(r->status);
+        continue;
+      }
+      // A reset or timeout (not "nothing listens") is worth another round.
+      retry_round = retry_round || transient;
+      // The HTTPS failure says most (a certificate problem, say); otherwise the first one.
+      if (last_error.empty() || https) last_error = r.status().message();
+    }
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (retry_round && round < options_.max_attempts && waited < options_.max_retry_seconds) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      backoff = std::min(backoff * 2, 8.0);
       continue;
     }
-    if (r.ok()) {
-      std::lock_guard<std::mutex> l(mu_);
-      base_url_ = base;
-      return base_url_;
-    }
-    // The HTTPS failure says most (a certificate problem, say); otherwise the first one.
-    if (last_error.empty() || https) last_error = r.status().message();
+    std::string hint =
+        insecure ? ""
+                 : " (if it serves plain HTTP, allow it with --insecure-registry " + host_ + ")";
+    return Status::Unavailable("registry " + host_ + " is not reachable: " + last_error + hint +
+                               (round > 1 ? " (" + std::to_string(round) + " attempts)" : ""));
   }
-  std::string hint =
-      insecure ? "" : " (if it serves plain HTTP, allow it with --insecure-registry " + host_ + ")";
-  return Status::Unavailable("registry " + host_ + " is not reachable: " + last_error + hint);
 }
 
 Result<std::string> RegistryClient::AuthHeader(const std::string& scope) {
@@ -362,8 +485,28 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
     return Status::Unsupported("registry " + host_ + " asks for unsupported authentication \"" +
                                scheme + "\"");
   }
-  std::unique_ptr<CURL, CurlFree> esc(curl_easy_init());
+  // The realm is the registry's choice and may name another host (auth.docker.io for
+  // registry-1.docker.io). Like docker, imgfs sends the user's credentials for this
+  // registry there: a registry could as well ask for them with a Basic challenge. But
+  // only over http(s) (no gopher:// or file:// smuggling), and never in clear text to a
+  // realm when the registry itself was reached over HTTPS.
   std::string url = params["realm"];
+  IMGFS_RETURN_IF_ERROR(CheckFetchUrl(url, "registry " + host_ + ": token realm"));
+  std::string base;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    base = base_url_;
+  }
+  std::string realm_host = UrlHost(url);
+  if (!basic.empty() && Lower(url.substr(0, 7)) == "http://" && base.rfind("https://", 0) == 0 &&
+      !IsLoopbackHost(realm_host) &&
+      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(),
+                realm_host) == options_.insecure_registries.end()) {
+    return Status::InvalidArgument("registry " + host_ + ": token realm \"" + url +
+                                   "\" is plain HTTP: refusing to send credentials in clear text");
+  }
+  std::unique_ptr<CURL, CurlFree> esc(curl_easy_init());
+  if (!esc) return Status::Exhausted("curl: out of memory");
   std::string sep = url.find('?') == std::string::npos ? "?" : "&";
   auto add = [&](const std::string& k, const std::string& v) {
     if (v.empty()) return;
@@ -375,22 +518,19 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   add("service", params["service"]);
   add("scope", scope.empty() ? params["scope"] : scope);
   Request tr;
+  tr.path_or_url = url;
   tr.headers = {"Accept: application/json"};
-  bool transient = false;
-  Result<HttpResponse> r = Status::Unavailable("");
-  for (int attempt = 0; attempt < options_.max_attempts; attempt++) {
-    r = Once(tr, url, basic, &transient);
-    if (r.ok() && r->status < 500) break;
-    if (attempt + 1 < options_.max_attempts)  // no sleep after the last attempt
-      std::this_thread::sleep_for(std::chrono::milliseconds(250 << attempt));
-  }
+  tr.auth = basic;
+  tr.max_body = 1 << 20;  // tokens are a few KB
+  auto r = Do(tr);
   if (!r.ok()) return r.status().WithContext("token service");
   if (r->status == 401 || r->status == 403) {
     return Status::Unavailable(
         "registry " + host_ + ": authentication failed" +
         (creds.empty() ? " (no credentials: run imgfs login " + host_ + ")" : ""));
   }
-  if (r->status != 200) return Status::Unavailable("token service: " + RegistryError(*r));
+  if (r->status != 200)
+    return Status::Unavailable("token service: GET " + url + ": " + RegistryError(*r));
   simdjson::dom::parser p;
   simdjson::dom::object o;
   std::string_view token;
@@ -405,9 +545,12 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
 Result<HttpResponse> RegistryClient::Do(const Request& in) {
   Request req = in;
   std::string url = req.path_or_url;
-  // An absolute URL is not the registry (a foreign layer's location): no credentials.
-  bool foreign = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
-  if (!foreign) {
+  // An absolute URL is not the registry (a foreign layer's location, a token realm):
+  // only the credentials the caller names in `auth`.
+  bool foreign = url.find("://") != std::string::npos;
+  if (foreign) {
+    IMGFS_RETURN_IF_ERROR(CheckFetchUrl(url, "URL"));
+  } else {
     IMGFS_ASSIGN_OR_RETURN(std::string base, BaseUrl());
     url = base + url;
   }
@@ -426,7 +569,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
   }
   for (int attempt = 1;; attempt++) {
     req.range_start = in.range_start + delivered_total;
-    std::string auth;
+    std::string auth = req.auth;
     if (!foreign) {
       IMGFS_ASSIGN_OR_RETURN(auth, AuthHeader(req.scope));
     }
@@ -441,8 +584,8 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
         backoff = std::min(backoff * 2, 8.0);
         continue;
       }
-      return r.status().WithContext(attempt > 1 ? "after " + std::to_string(attempt) + " attempts"
-                                                : "");
+      if (attempt == 1) return r.status();
+      return r.status().WithContext("after " + std::to_string(attempt) + " attempts");
     }
     if (r->status == 401 && !reauthed && !foreign) {
       reauthed = true;
@@ -587,8 +730,8 @@ class BlobSource : public ByteSource {
         st = Status::Ok();
         break;
       }
-      st = r.ok() ? Status::Unavailable(what_ + ": " + RegistryError(*r))
-                  : r.status().WithContext(what_);
+      // Transport errors name their URL; the caller names the layer.
+      st = r.ok() ? Status::Unavailable(what_ + ": " + RegistryError(*r)) : r.status();
       if (r.ok() && r->status == 404) st = Status::NotFound(what_ + ": not found in the registry");
       if (got > 0) break;  // bytes already delivered: another source cannot continue them
     }
@@ -615,17 +758,22 @@ class BlobSource : public ByteSource {
 
 Result<std::unique_ptr<ByteSource>> RegistryClient::OpenBlob(const std::string& repo,
                                                              const Digest& digest,
-                                                             const std::vector<std::string>& urls) {
+                                                             const std::vector<std::string>& urls,
+                                                             uint64_t size) {
   std::vector<Request> tries;
   for (const std::string& u : urls) {
-    if (u.rfind("https://", 0) != 0 && u.rfind("http://", 0) != 0) continue;
+    // Not http(s): skipped, the registry itself is asked (the OCI spec allows only
+    // http and https here).
+    if (!CheckFetchUrl(u, "foreign layer URL").ok()) continue;
     Request r;
     r.path_or_url = u;  // foreign layer: no registry credentials go there
+    r.max_stream = size;
     tries.push_back(r);
   }
   Request r;
   r.path_or_url = "/v2/" + repo + "/blobs/" + digest.str();
   r.scope = "repository:" + repo + ":pull";
+  r.max_stream = size;
   tries.push_back(r);
   return std::unique_ptr<ByteSource>(
       new BlobSource(this, std::move(tries), "blob " + digest.str()));

@@ -12,6 +12,13 @@
 //     queue; connection resets, 5xx and 429 (honouring Retry-After) are retried with
 //     backoff, resuming with an HTTP Range request from the last byte delivered, and
 //     given up after a bounded number of attempts and time.
+//   - What a registry may send is bounded (docs/threat-model.md): every URL fetched
+//     (registry, mirror, token realm, redirect, foreign layer) is http or https only,
+//     checked before use and enforced by curl on every handle; a blob stops at its
+//     descriptor's size, manifests at 4 MiB, configs at their size, token and error
+//     bodies at 1 MiB and 64 KiB; a transfer slower than low_speed_limit bytes/s for
+//     low_speed_seconds fails like a reset (and is retried); every request (ping,
+//     token, manifest, blob) retries 5xx, 429 and resets with backoff.
 //
 // Thread-safety: a RegistryClient may be shared by threads; each request uses its own
 // curl handle; the token cache has its own mutex.
@@ -39,7 +46,9 @@ struct RegistryOptions {
   int max_attempts = 6;           // per request
   double max_retry_seconds = 60;  // total backoff per request
   double initial_backoff = 0.25;  // seconds, doubled each attempt
-  long low_speed_seconds = 30;    // a transfer below 1 byte/s for this long is retried
+  long low_speed_limit = 1024;    // bytes/s: a transfer slower than this…
+  long low_speed_seconds = 30;    // …for this long fails (and is retried like a reset)
+  long connect_timeout = 30;      // seconds
   std::string user_agent = "imgfs";
 };
 
@@ -68,11 +77,15 @@ class RegistryClient {
   const std::string& host() const { return host_; }
   // GET /v2/<repo>/manifests/<reference> with every manifest type accepted.
   Result<ManifestResponse> GetManifest(const std::string& repo, const std::string& reference);
-  // A small blob (config), verified against `digest`.
+  // A small blob (config), verified against `digest`; more than `max_size` bytes is an
+  // error as soon as they arrive.
   Result<std::string> GetBlob(const std::string& repo, const Digest& digest, size_t max_size);
-  // A streaming blob source (see above). `urls`: foreign-layer locations tried first.
+  // A streaming blob source (see above). `urls`: foreign-layer locations tried first
+  // (those that are not http or https are skipped). `size`: the descriptor's size; a
+  // registry that sends more fails the download as soon as byte size+1 arrives.
   Result<std::unique_ptr<ByteSource>> OpenBlob(const std::string& repo, const Digest& digest,
-                                               const std::vector<std::string>& urls = {});
+                                               const std::vector<std::string>& urls = {},
+                                               uint64_t size = UINT64_MAX);
   // Checks that the registry accepts `creds` (GET /v2/ through the auth flow).
   Status Ping(const Credentials& creds);
 
@@ -85,15 +98,22 @@ class RegistryClient {
     std::function<bool(const char*, size_t)> on_body;  // false aborts
     std::function<void(const HttpResponse&)> on_headers;
     bool retry_transient = true;
-    size_t max_body = 16 << 20;
+    size_t max_body = 1 << 20;         // a buffered body larger than this is an error
+    uint64_t max_stream = UINT64_MAX;  // a streamed body may not go past this offset
+    std::string auth;                  // Authorization for an absolute URL (token realm)
   };
   Result<HttpResponse> Do(const Request& req);
 
  private:
   struct Endpoint;
   Result<std::string> BaseUrl();
+  // `transient`: worth retrying; `no_connection`: nothing answered at all (refused,
+  // unresolvable), which retrying the same address does not change.
   Result<HttpResponse> Once(const Request& req, const std::string& url,
-                            const std::string& auth_header, bool* transient);
+                            const std::string& auth_header, bool* transient,
+                            bool* no_connection = nullptr);
+  Result<HttpResponse> PingBase(const std::string& base, bool* answered, bool* transient,
+                                int* attempts);
   Result<std::string> AuthHeader(const std::string& scope);
   Status Authenticate(const HttpResponse& challenge, const std::string& scope);
   std::string ApiHost() const;
@@ -109,6 +129,11 @@ class RegistryClient {
 };
 
 bool IsLoopbackHost(const std::string& host);
+// Ok when `url` is an absolute http:// or https:// URL with a host and no control
+// characters or spaces; otherwise an InvalidArgument naming `what` and the URL.
+Status CheckFetchUrl(const std::string& url, const std::string& what);
+// The host[:port] of an absolute URL ("" when there is none).
+std::string UrlHost(const std::string& url);
 
 }  // namespace imgfs
 

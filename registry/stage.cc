@@ -23,6 +23,17 @@ bool ImageStage::HaveLayer(const Digest& diff_id) {
   return have.ok() && *have && store_.blobs().Has((*have)->blob);
 }
 
+void ImageStage::ForgetMissingBlobs() {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = layers_.begin(); it != layers_.end();) {
+    if (!it->second.writer && !store_.blobs().Has(it->second.layer.record.blob)) {
+      it = layers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>& expected,
                                     const Descriptor* desc, Compression hint) {
   if (expected && HaveLayer(*expected)) return *expected;

@@ -52,6 +52,10 @@ class ImageStage {
 
   // True when the layer with this diff_id is indexed and its blob present.
   bool HaveLayer(const Digest& diff_id);
+  // Drops staged layers whose blob, committed early or found in the store, is no
+  // longer there (removed by prune between AddLayer and Commit), so that HaveLayer
+  // answers false and the caller fetches them again. Call under the GC lock.
+  void ForgetMissingBlobs();
   // Reads `src` to its end. With no expected diff_id (import), whatever the content
   // hashes to is its diff_id. Returns the diff_id.
   Result<Digest> AddLayer(ByteSource* src, const std::optional<Digest>& expected,
