@@ -98,7 +98,9 @@ class Builder {
   // component, or a non-directory from a lower layer (a symlink included), becomes an
   // implicit directory of this layer. Without `create` (a hard-link target, rule 4):
   // every symlink is followed and a missing or non-directory component gives nullptr.
-  Result<MNode*> ResolveDir(std::string_view path, bool create) {
+  // With `nondir_ok`, a non-directory of this layer in the way gives nullptr, not an
+  // error (a whiteout below it has nothing to hide: the non-directory hides it all).
+  Result<MNode*> ResolveDir(std::string_view path, bool create, bool nondir_ok = false) {
     std::vector<MNode*> stack{root_};
     std::deque<std::string> pending;
     SplitInto(path, &pending, false);
@@ -128,6 +130,7 @@ class Builder {
       }
       if (!create) return static_cast<MNode*>(nullptr);
       if (child && child->born == layer_) {
+        if (nondir_ok) return static_cast<MNode*>(nullptr);
         return Status::InvalidArgument("parent \"" + c + "\" is not a directory");
       }
       MNode* d = New();
@@ -140,7 +143,8 @@ class Builder {
 
   // A whiteout or opaque marker (rule 1): hides lower content only.
   Status AddWhiteout(std::string_view dir, std::string_view base) {
-    IMGFS_ASSIGN_OR_RETURN(MNode * p, ResolveDir(dir, /*create=*/true));
+    IMGFS_ASSIGN_OR_RETURN(MNode * p, ResolveDir(dir, /*create=*/true, /*nondir_ok=*/true));
+    if (!p) return Status::Ok();
     if (base == kOpaqueMarker) {
       HideLower(p);
       return Status::Ok();
