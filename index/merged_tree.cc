@@ -8,8 +8,8 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "index/file_util.h"
 
@@ -48,8 +48,16 @@ class Builder {
     layer_ = layer;
     written_.clear();
     descended_.clear();
+    // What the layer writes matters only to its own later whiteouts: track it up to
+    // the last one (most layers have none).
+    size_t last_whiteout = 0;
+    for (size_t i = 0; i < entries.size(); i++) {
+      if (Split(entries[i].path).second.rfind(kWhiteoutPrefix, 0) == 0) last_whiteout = i + 1;
+    }
     // One pass, in tar order (see merged_tree.h, rules 1 and 2).
-    for (const LayerEntry& e : entries) {
+    for (size_t i = 0; i < entries.size(); i++) {
+      const LayerEntry& e = entries[i];
+      track_ = i < last_whiteout;
       auto [dir, base] = Split(e.path);
       if (InMetaDir(dir)) continue;
       Status st;
@@ -124,7 +132,7 @@ class Builder {
         continue;
       }
       if (child && child->type == EntryType::kDir) {
-        if (create) descended_.emplace(cur, c);
+        if (create && track_) descended_.emplace(cur, c);
         stack.push_back(child);
         continue;
       }
@@ -135,7 +143,7 @@ class Builder {
       }
       MNode* d = New();
       cur->children.insert_or_assign(c, d);
-      written_.emplace(cur, c);
+      if (track_) written_.emplace(cur, c);
       stack.push_back(d);
     }
     return stack.back();
@@ -200,7 +208,7 @@ class Builder {
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
     auto it = parent->children.find(base);
-    written_.emplace(parent, std::string(base));
+    if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (it != parent->children.end() && it->second->type == EntryType::kDir) {
         SetAttrs(it->second, layer, e);  // keeps the children
@@ -244,9 +252,15 @@ class Builder {
   std::vector<std::unique_ptr<MNode>> arena_;
   MNode* root_;
   uint32_t layer_ = 0;  // the layer being applied
+  bool track_ = false;  // record into written_/descended_ (a whiteout follows)
   // Names (parent, name) this layer wrote (entries, implicit directories) and lower
   // directories its paths passed through: what its whiteouts may not hide.
-  std::set<std::pair<MNode*, std::string>> written_, descended_;
+  struct NameHash {
+    size_t operator()(const std::pair<MNode*, std::string>& k) const {
+      return std::hash<std::string>()(k.second) * 31 + std::hash<MNode*>()(k.first);
+    }
+  };
+  std::unordered_set<std::pair<MNode*, std::string>, NameHash> written_, descended_;
 };
 
 uint32_t ModeOf(const MNode& n) {
