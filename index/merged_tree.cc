@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "index/file_util.h"
 
@@ -31,7 +32,8 @@ struct MNode {
   int64_t mtime_sec = 0;
   uint32_t mtime_nsec = 0;
   uint32_t dev_major = 0, dev_minor = 0;
-  uint32_t layer = 0;
+  uint32_t layer = 0;  // of the attributes and content
+  uint32_t born = 0;   // the layer that made this node (symlinks: whose paths follow it)
   uint64_t data_offset = 0;
   std::string link;
   std::vector<Xattr> xattrs;
@@ -43,26 +45,28 @@ class Builder {
   Builder() { root_ = New(); }
 
   Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
-    // Pass 1: whiteouts, against lower layers only.
-    for (const LayerEntry& e : entries) {
-      auto [dir, base] = Split(e.path);
-      if (base.rfind(kWhiteoutPrefix, 0) != 0) continue;
-      auto parent = ResolveDir(dir, /*create=*/false);
-      if (!parent.ok()) continue;  // nothing below to hide
-      MNode* p = *parent;
-      if (!p) continue;
-      if (base == kOpaqueMarker) {
-        p->children.clear();
-      } else if (base.rfind(kMetaPrefix, 0) != 0) {
-        auto it = p->children.find(base.substr(sizeof(kWhiteoutPrefix) - 1));
-        if (it != p->children.end()) p->children.erase(it);
-      }
+    layer_ = layer;
+    written_.clear();
+    descended_.clear();
+    // What the layer writes matters only to its own later whiteouts: track it up to
+    // the last one (most layers have none).
+    size_t last_whiteout = 0;
+    for (size_t i = 0; i < entries.size(); i++) {
+      if (Split(entries[i].path).second.rfind(kWhiteoutPrefix, 0) == 0) last_whiteout = i + 1;
     }
-    // Pass 2: the entries, in tar order.
-    for (const LayerEntry& e : entries) {
+    // One pass, in tar order (see merged_tree.h, rules 1 and 2).
+    for (size_t i = 0; i < entries.size(); i++) {
+      const LayerEntry& e = entries[i];
+      track_ = i < last_whiteout;
       auto [dir, base] = Split(e.path);
-      if (base.rfind(kWhiteoutPrefix, 0) == 0 || InMetaDir(dir)) continue;
-      Status st = AddEntry(layer, e, dir, base);
+      if (InMetaDir(dir)) continue;
+      Status st;
+      if (base.rfind(kWhiteoutPrefix, 0) == 0) {
+        if (base.rfind(kMetaPrefix, 0) == 0 && base != kOpaqueMarker) continue;  // aufs
+        st = AddWhiteout(dir, base);
+      } else {
+        st = AddEntry(layer, e, dir, base);
+      }
       if (!st.ok()) return st.WithContext("entry \"" + e.path + "\"");
     }
     return Status::Ok();
@@ -74,6 +78,8 @@ class Builder {
  private:
   MNode* New() {
     arena_.push_back(std::make_unique<MNode>());
+    arena_.back()->born = layer_;
+    arena_.back()->layer = layer_;
     return arena_.back().get();
   }
 
@@ -95,10 +101,14 @@ class Builder {
     return {path.substr(0, s), path.substr(s + 1)};
   }
 
-  // Walks `path` from the root following symlinks inside the image. Missing
-  // components are created as implicit directories when `create`; otherwise the
-  // result is nullptr.
-  Result<MNode*> ResolveDir(std::string_view path, bool create) {
+  // Walks `path` from the root. With `create` (a path of the layer being applied,
+  // rule 3): symlinks made by this layer are followed inside the image; a missing
+  // component, or a non-directory from a lower layer (a symlink included), becomes an
+  // implicit directory of this layer. Without `create` (a hard-link target, rule 4):
+  // every symlink is followed and a missing or non-directory component gives nullptr.
+  // With `nondir_ok`, a non-directory of this layer in the way gives nullptr, not an
+  // error (a whiteout below it has nothing to hide: the non-directory hides it all).
+  Result<MNode*> ResolveDir(std::string_view path, bool create, bool nondir_ok = false) {
     std::vector<MNode*> stack{root_};
     std::deque<std::string> pending;
     SplitInto(path, &pending, false);
@@ -113,28 +123,65 @@ class Builder {
       }
       MNode* cur = stack.back();
       auto it = cur->children.find(c);
-      if (it == cur->children.end()) {
-        if (!create) return static_cast<MNode*>(nullptr);
-        MNode* d = New();
-        cur->children.emplace(c, d);
-        stack.push_back(d);
-        continue;
-      }
-      MNode* child = it->second;
-      if (child->type == EntryType::kSymlink) {
+      MNode* child = it == cur->children.end() ? nullptr : it->second;
+      if (child && child->type == EntryType::kSymlink && (!create || child->born == layer_)) {
         if (++links > kMaxSymlinks)
           return Status::InvalidArgument("too many levels of symbolic links");
         if (!child->link.empty() && child->link[0] == '/') stack.resize(1);
         SplitInto(child->link, &pending, true);
         continue;
       }
-      if (child->type != EntryType::kDir) {
-        if (!create) return static_cast<MNode*>(nullptr);
+      if (child && child->type == EntryType::kDir) {
+        if (create && track_) descended_.emplace(cur, c);
+        stack.push_back(child);
+        continue;
+      }
+      if (!create) return static_cast<MNode*>(nullptr);
+      if (child && child->born == layer_) {
+        if (nondir_ok) return static_cast<MNode*>(nullptr);
         return Status::InvalidArgument("parent \"" + c + "\" is not a directory");
       }
-      stack.push_back(child);
+      MNode* d = New();
+      cur->children.insert_or_assign(c, d);
+      if (track_) written_.emplace(cur, c);
+      stack.push_back(d);
     }
     return stack.back();
+  }
+
+  // A whiteout or opaque marker (rule 1): hides lower content only.
+  Status AddWhiteout(std::string_view dir, std::string_view base) {
+    IMGFS_ASSIGN_OR_RETURN(MNode * p, ResolveDir(dir, /*create=*/true, /*nondir_ok=*/true));
+    if (!p) return Status::Ok();
+    if (base == kOpaqueMarker) {
+      HideLower(p);
+      return Status::Ok();
+    }
+    std::string name(base.substr(sizeof(kWhiteoutPrefix) - 1));
+    if (written_.count({p, name}) || descended_.count({p, name})) return Status::Ok();
+    p->children.erase(name);
+    return Status::Ok();
+  }
+
+  // Removes from `dir` everything this layer did not put there, recursively through
+  // lower directories this layer only passed through.
+  void HideLower(MNode* dir) {
+    std::vector<MNode*> work{dir};
+    while (!work.empty()) {
+      MNode* d = work.back();
+      work.pop_back();
+      for (auto it = d->children.begin(); it != d->children.end();) {
+        std::pair<MNode*, std::string> key{d, it->first};
+        if (written_.count(key)) {
+          ++it;
+        } else if (descended_.count(key) && it->second->type == EntryType::kDir) {
+          work.push_back(it->second);
+          ++it;
+        } else {
+          it = d->children.erase(it);
+        }
+      }
+    }
   }
 
   static void SplitInto(std::string_view path, std::deque<std::string>* out, bool front) {
@@ -161,6 +208,7 @@ class Builder {
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
     auto it = parent->children.find(base);
+    if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (it != parent->children.end() && it->second->type == EntryType::kDir) {
         SetAttrs(it->second, layer, e);  // keeps the children
@@ -203,6 +251,16 @@ class Builder {
 
   std::vector<std::unique_ptr<MNode>> arena_;
   MNode* root_;
+  uint32_t layer_ = 0;  // the layer being applied
+  bool track_ = false;  // record into written_/descended_ (a whiteout follows)
+  // Names (parent, name) this layer wrote (entries, implicit directories) and lower
+  // directories its paths passed through: what its whiteouts may not hide.
+  struct NameHash {
+    size_t operator()(const std::pair<MNode*, std::string>& k) const {
+      return std::hash<std::string>()(k.second) * 31 + std::hash<MNode*>()(k.first);
+    }
+  };
+  std::unordered_set<std::pair<MNode*, std::string>, NameHash> written_, descended_;
 };
 
 uint32_t ModeOf(const MNode& n) {
@@ -216,8 +274,7 @@ uint32_t ModeOf(const MNode& n) {
       fmt = S_IFDIR;
       break;
     case EntryType::kSymlink:
-      fmt = S_IFLNK;
-      break;
+      return S_IFLNK | 0777;  // whatever the tar says: Linux symlinks are always 0777
     case EntryType::kChar:
       fmt = S_IFCHR;
       break;
