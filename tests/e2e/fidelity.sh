@@ -123,7 +123,8 @@ PY
   mount -t overlay overlay -o "lowerdir=$T/ov-$1/upper:$T/ov-$1/lower" "$T/ov-$1/merged"
 }
 # Kernel overlay mounts are not FUSE: unmount them before lib.sh's cleanup runs.
-trap 'rc=$?; set +e; for m in "$T"/ov-*/merged; do mountpoint -q "$m" && umount -l "$m"; done; (exit $rc); cleanup' EXIT
+unmount_overlays() { local m; for m in "$T"/ov-*/merged; do mountpoint -q "$m" && umount -l "$m"; done; return 0; }
+on_exit unmount_overlays
 for n in wh-symlink opq-symlink; do
   check "$n: loads" load_one "$n" lower.tar "$n.tar"
   if overlay_of "$n" lower.tar "$n.tar" 2>ov.err; then
