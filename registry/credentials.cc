@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -227,6 +228,13 @@ Status RewriteAuths(const std::string& key, const Credentials* creds, bool* remo
 }  // namespace
 
 Status StoreCredentials(const std::string& host, const Credentials& c) {
+  // A registry host is printable ASCII (IDNs are punycode); a key with other bytes
+  // could not be found again in config.json, whose keys are escaped as JSON.
+  if (host.empty() || std::any_of(host.begin(), host.end(), [](char ch) {
+        return static_cast<unsigned char>(ch) <= 0x20 || static_cast<unsigned char>(ch) >= 0x7f;
+      })) {
+    return Status::InvalidArgument("not a registry host (empty, or not printable ASCII)");
+  }
   return RewriteAuths(CredentialKey(host), &c, nullptr);
 }
 
