@@ -1,6 +1,8 @@
 #include "registry/credentials.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <simdjson.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,6 +20,26 @@ namespace imgfs {
 namespace {
 
 constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Writes `data` to a helper's stdin. A helper that is not installed, or exits without
+// reading, closes the pipe: that must be an error of the helper (its exit status says
+// which), not SIGPIPE killing imgfs. SIGPIPE is blocked for this thread during the
+// write, and the one the write raised, if any, is consumed before it is unblocked.
+void WriteToHelper(int fd, const std::string& data) {
+  sigset_t pipe_only, old, pending;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE);
+  Status st = WriteAll(fd, data.data(), data.size());
+  if (!st.ok() && st.sys_errno() == EPIPE && !was_pending) {
+    struct timespec zero = {0, 0};
+    while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
 
 // Runs `docker-credential-NAME ACTION` with `input` on stdin; returns stdout.
 Result<std::string> RunHelper(const std::string& name, const std::string& action,
@@ -37,7 +59,7 @@ Result<std::string> RunHelper(const std::string& name, const std::string& action
   }
   ::close(in[0]);
   ::close(out[1]);
-  (void)WriteAll(in[1], input.data(), input.size());
+  WriteToHelper(in[1], input);
   ::close(in[1]);
   std::string result;
   char buf[4096];

@@ -1,11 +1,12 @@
-// JsonWriter's promise (its output is valid JSON whatever the bytes) and the credential
-// store's round trip, both found wanting by tests/fuzz/credentials_fuzz.cc (see
-// docs/fuzzing.md): a surrogate or overlong UTF-8 sequence was copied through raw,
-// making config.json unreadable for every later lookup, and a host that is not ASCII
-// was stored under a key no lookup could find.
+// Regression tests for what the fuzz targets found (docs/fuzzing.md), all by
+// tests/fuzz/credentials_fuzz.cc: JsonWriter copied a surrogate or overlong UTF-8
+// sequence through raw, making config.json unreadable for every later lookup; a host
+// that is not ASCII was stored under a key no lookup could find; and a credential
+// helper that exits without reading its stdin killed imgfs with SIGPIPE.
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <string>
 
@@ -57,6 +58,23 @@ TEST(CredentialsTest, StoredCredentialsAreFoundAgainAndOddHostsAreRefused) {
   back = LookupCredentials("localhost:5000");
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->secret, "secret");
+  ::unsetenv("DOCKER_CONFIG");
+  test::RemoveTree(dir);
+}
+
+// The helper exits at once; the key it is sent (the host) is larger than a pipe's
+// buffer, so the write meets a closed pipe every time, not only when the race is lost.
+TEST(CredentialsTest, AHelperThatExitsWithoutReadingIsAnErrorNotSigpipe) {
+  std::string dir = test::MakeTempDir();
+  test::WriteFile(dir + "/config.json", "{\"credsStore\": \"quits\"}");
+  test::WriteFile(dir + "/docker-credential-quits", "#!/bin/sh\nexit 1\n");
+  ASSERT_EQ(::chmod((dir + "/docker-credential-quits").c_str(), 0755), 0);
+  std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  ::setenv("DOCKER_CONFIG", dir.c_str(), 1);
+  ::setenv("PATH", (dir + ":" + path).c_str(), 1);
+  auto c = LookupCredentials(std::string(1 << 20, 'h'));
+  EXPECT_FALSE(c.ok());
+  ::setenv("PATH", path.c_str(), 1);
   ::unsetenv("DOCKER_CONFIG");
   test::RemoveTree(dir);
 }
