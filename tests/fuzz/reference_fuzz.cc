@@ -19,13 +19,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!r.ok()) return 0;
   auto canonical = ParseReference(r->String());
   FUZZ_CHECK(canonical.ok() && canonical->String() == r->String());
-  // docker.io/a.b/c shortens to "a.b/c", which names the registry a.b: docker's
-  // familiar names are ambiguous there (distribution's familiarizeName does the same),
-  // so the familiar form must round-trip only when its first component is no host.
+  // Two familiar forms are ambiguous in docker too (distribution's familiarizeName):
+  // docker.io/a.b/c shortens to "a.b/c", which names the registry a.b, and
+  // docker.io/library/<64 hex> to "<64 hex>", which is an image ID. Elsewhere the
+  // familiar form must round-trip.
   std::string fam = r->FamiliarString();
   std::string first = fam.substr(0, fam.find('/'));
-  if (fam.find('/') == std::string::npos ||
-      (first.find_first_of(".:") == std::string::npos && first != "localhost")) {
+  bool names_a_host = fam.find('/') != std::string::npos &&
+                      (first.find_first_of(".:") != std::string::npos || first == "localhost");
+  bool is_an_id =
+      fam.size() == 64 && fam.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!names_a_host && !is_an_id) {
     auto familiar = ParseReference(fam);
     FUZZ_CHECK(familiar.ok() && familiar->String() == r->String());
   }
