@@ -22,8 +22,15 @@
 using namespace imgfs;
 
 namespace {
+std::string g_dir;     // $DOCKER_CONFIG, removed at exit
 std::string g_config;  // $DOCKER_CONFIG/config.json
+
+void RemoveDir() {
+  ::unlink(g_config.c_str());
+  ::rmdir((g_dir + "/empty-path").c_str());
+  ::rmdir(g_dir.c_str());
 }
+}  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* tmp = std::getenv("TMPDIR");
@@ -32,7 +39,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   ::mkdir((dir + "/empty-path").c_str(), 0700);
   ::setenv("DOCKER_CONFIG", dir.c_str(), 1);
   ::setenv("PATH", (dir + "/empty-path").c_str(), 1);
+  g_dir = dir;
   g_config = dir + "/config.json";
+  std::atexit(RemoveDir);
   return 0;
 }
 
