@@ -26,6 +26,7 @@
 #include "fs/unpack_cache.h"
 #include "index/store.h"
 #include "registry/credentials.h"
+#include "registry/daemon_config.h"
 #include "registry/image_loader.h"
 #include "registry/json.h"
 #include "registry/puller.h"
@@ -909,25 +910,7 @@ int CmdUmount(const std::string&, const Args& a) {
 RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
   RegistryOptions o;
   auto cfg = ReadFileToString(root + "/config.json", 1 << 20);
-  if (cfg.ok()) {
-    simdjson::dom::parser p;
-    simdjson::dom::object obj;
-    if (!p.parse(*cfg).get(obj)) {
-      simdjson::dom::array arr;
-      if (!obj["registry-mirrors"].get(arr)) {
-        for (auto v : arr) {
-          std::string_view sv;
-          if (!v.get(sv)) o.mirrors.emplace_back(sv);
-        }
-      }
-      if (!obj["insecure-registries"].get(arr)) {
-        for (auto v : arr) {
-          std::string_view sv;
-          if (!v.get(sv)) o.insecure_registries.emplace_back(sv);
-        }
-      }
-    }
-  }
+  if (cfg.ok()) ApplyDaemonConfig(*cfg, &o);
   // Flags before config.json's list, in the order given (the first is tried first).
   std::vector<std::string> flag_mirrors = a.Multi("--registry-mirror");
   o.mirrors.insert(o.mirrors.begin(), flag_mirrors.begin(), flag_mirrors.end());

@@ -78,11 +78,18 @@ JsonWriter& JsonWriter::String(std::string_view s) {
       out_.push_back(static_cast<char>(c));
       continue;
     }
-    // Pass valid UTF-8 sequences through; escape stray bytes.
-    size_t len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    // Pass valid UTF-8 sequences through; escape stray bytes. Valid means what JSON
+    // parsers (simdjson) accept: no overlong forms, no surrogates, nothing above
+    // U+10FFFF (RFC 3629), so the second byte's range depends on the first.
+    size_t len = c >= 0xc2 && c <= 0xdf ? 2 : (c >> 4) == 14 ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
     bool valid = len && i + len <= s.size();
     for (size_t k = 1; valid && k < len; k++) {
       valid = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    }
+    if (valid && len > 2) {
+      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+      valid = !((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
+                (c == 0xf4 && c1 >= 0x90));
     }
     if (valid) {
       out_.append(s.substr(i, len));

@@ -104,8 +104,6 @@ class Txn {
   MDB_txn* t_;
 };
 
-namespace {
-
 std::string EncodeRef(const RefRecord& r) {
   Encoder e;
   e.PutVarint(kRecordFormat);
@@ -156,6 +154,8 @@ Result<LayerRecord> DecodeLayer(std::string_view data) {
   r.compression = static_cast<Compression>(c);
   return r;
 }
+
+namespace {
 
 std::string EncodeGeneration(uint64_t g) {
   return std::string(reinterpret_cast<const char*>(&g), 8);

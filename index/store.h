@@ -141,8 +141,14 @@ class Store {
   friend class Txn;
 };
 
+// The record codecs of the refs, images and layers databases (exposed for tests and
+// fuzzing; decoding never trusts its input).
+std::string EncodeRef(const RefRecord& r);
+Result<RefRecord> DecodeRef(std::string_view data);
 std::string EncodeImage(const ImageRecord& r);
 Result<ImageRecord> DecodeImage(std::string_view data);
+std::string EncodeLayer(const LayerRecord& r);
+Result<LayerRecord> DecodeLayer(std::string_view data);
 
 }  // namespace imgfs
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -19,6 +20,26 @@ namespace imgfs {
 namespace {
 
 constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Writes `data` to a helper's stdin. A helper that is not installed, or exits without
+// reading, closes the pipe: that must be an error of the helper (its exit status says
+// which), not SIGPIPE killing imgfs. SIGPIPE is blocked for this thread during the
+// write, and the one the write raised, if any, is consumed before it is unblocked.
+void WriteToHelper(int fd, const std::string& data) {
+  sigset_t pipe_only, old, pending;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE);
+  Status st = WriteAll(fd, data.data(), data.size());
+  if (!st.ok() && st.sys_errno() == EPIPE && !was_pending) {
+    struct timespec zero = {0, 0};
+    while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
 
 // Runs `docker-credential-NAME ACTION` with `input` on stdin; returns stdout.
 Result<std::string> RunHelper(const std::string& name, const std::string& action,
@@ -38,20 +59,8 @@ Result<std::string> RunHelper(const std::string& name, const std::string& action
   }
   ::close(in[0]);
   ::close(out[1]);
-  {
-    // A helper that exits without reading (or is not installed) must not kill imgfs
-    // with SIGPIPE: block it in this thread for the write, and drop one left pending.
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    (void)WriteAll(in[1], input.data(), input.size());
-    ::close(in[1]);
-    timespec zero{0, 0};
-    while (::sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
-    }
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  }
+  WriteToHelper(in[1], input);
+  ::close(in[1]);
   std::string result;
   char buf[4096];
   for (;;) {
@@ -264,6 +273,13 @@ Status RewriteAuths(const std::string& key, const Credentials* creds, bool* remo
 // the secret to the helper and config.json keeps only an empty entry for the server;
 // so does imgfs. Without one, the secret goes base64-encoded into config.json (0600).
 Status StoreCredentials(const std::string& host, const Credentials& c) {
+  // A registry host is printable ASCII (IDNs are punycode); a key with other bytes
+  // could not be found again in config.json, whose keys are escaped as JSON.
+  if (host.empty() || std::any_of(host.begin(), host.end(), [](char ch) {
+        return static_cast<unsigned char>(ch) <= 0x20 || static_cast<unsigned char>(ch) >= 0x7f;
+      })) {
+    return Status::InvalidArgument("not a registry host (empty, or not printable ASCII)");
+  }
   std::string key = CredentialKey(host);
   IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(host));
   if (helper.empty()) return RewriteAuths(key, &c, nullptr);
