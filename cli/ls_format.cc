@@ -98,17 +98,27 @@ std::string ShellEscape(std::string_view s) {
 
 }  // namespace
 
-std::string QuoteName(std::string_view s, NameQuoting q) {
-  if (q == NameQuoting::kShellEscape) return ShellEscape(s);
-  std::string out;
-  out.reserve(s.size());
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f || c == '\\')
-      out += Escape(c);
-    else
-      out += ch;
+void AppendQuoted(std::string* out, std::string_view s, NameQuoting q) {
+  if (q == NameQuoting::kShellEscape) {
+    out->append(ShellEscape(s));
+    return;
   }
+  // Runs of bytes that need no escape are appended whole: paths of a deep tree are
+  // long, and ls -R writes each directory's path once.
+  size_t run = 0;
+  for (size_t i = 0; i < s.size(); i++) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != 0x7f && c != '\\') continue;
+    out->append(s.substr(run, i - run));
+    out->append(Escape(c));
+    run = i + 1;
+  }
+  out->append(s.substr(run));
+}
+
+std::string QuoteName(std::string_view s, NameQuoting q) {
+  std::string out;
+  AppendQuoted(&out, s, q);
   return out;
 }
 
@@ -185,9 +195,14 @@ class Lister {
   std::string Q(std::string_view s) const {
     return QuoteName(s, o_.tsv ? NameQuoting::kEscape : o_.quoting);
   }
+  void AppendQ(std::string_view s) {
+    AppendQuoted(&out_, s, o_.tsv ? NameQuoting::kEscape : o_.quoting);
+  }
   Result<std::string> ContentSha(uint32_t n);
   void Header(const std::string& path) {
-    out_ += (wrote_header_ || !out_.empty() ? "\n" : "") + Q(path) + ":\n";
+    if (wrote_header_ || !out_.empty()) out_ += '\n';
+    AppendQ(path);
+    out_ += ":\n";
     wrote_header_ = true;
   }
 
@@ -237,7 +252,9 @@ Status Lister::Line(uint32_t n, std::string_view name) {
                   (long long)node.mtime_sec, node.nlink, n, major(node.rdev), minor(node.rdev));
     out_ += buf;
     out_ += (S_ISLNK(node.mode) ? Q(t_.LinkTarget(n)) : "-") + "\t" + sha + "\t" +
-            (xa.empty() ? "-" : xa) + "\t" + Q(name) + "\n";
+            (xa.empty() ? "-" : xa) + "\t";
+    AppendQ(name);
+    out_ += '\n';
     return Status::Ok();
   }
   if (!o_.longfmt) {

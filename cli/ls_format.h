@@ -33,6 +33,7 @@ namespace imgfs {
 enum class NameQuoting { kShellEscape, kEscape };
 
 std::string QuoteName(std::string_view name, NameQuoting q);
+void AppendQuoted(std::string* out, std::string_view name, NameQuoting q);
 
 struct LsOptions {
   bool longfmt = false, recursive = false, tsv = false, sha = false;

@@ -7,6 +7,7 @@
 #include <fuse_lowlevel.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -295,8 +296,13 @@ int Detach(const std::string& mp, bool lazy, const char* what) {
 }  // namespace
 
 bool IsDeadFuseMount(const std::string& path) {
+  // stat alone is not enough: the kernel answers it from cached attributes for a
+  // while after the daemon died. statfs is never cached: it asks the daemon, and an
+  // aborted connection answers ENOTCONN at once.
   struct stat st;
-  return ::stat(path.c_str(), &st) != 0 && errno == ENOTCONN;
+  if (::stat(path.c_str(), &st) != 0) return errno == ENOTCONN;
+  struct statfs sf;
+  return ::statfs(path.c_str(), &sf) != 0 && errno == ENOTCONN;
 }
 
 int RunMount(const MountOptions& in) {

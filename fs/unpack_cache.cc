@@ -156,8 +156,8 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
   std::string tmp;
   UniqueFd out;
   for (int attempt = 0;; attempt++) {
-    tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
-          std::to_string(std::random_device{}());
+    tmp =
+        path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
     IMGFS_ASSIGN_OR_RETURN(out, OpenFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
     IMGFS_RETURN_IF_ERROR(LockShared(out.get(), tmp));
     if (StillNamed(out.get(), tmp)) break;

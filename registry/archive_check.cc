@@ -37,30 +37,35 @@ bool ParseNumber(const char* f, size_t len, uint64_t* out) {
 
 }  // namespace
 
-bool IsImageArchiveMemberName(std::string_view name) {
+bool IsImageArchiveMemberName(std::string_view name, bool is_dir) {
   while (name.substr(0, 2) == "./") name.remove_prefix(2);
   while (!name.empty() && name.back() == '/') name.remove_suffix(1);
+  auto ends = [](std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+  };
+  // Config and layer files as tools name them: <hex>.json, <hex>.tar(.gz), sha256:<hex>.
+  auto file_like = [&ends](std::string_view f) {
+    return ends(f, ".json") || ends(f, ".tar") || ends(f, ".tar.gz") || ends(f, ".tgz") ||
+           ends(f, ".tar.zst") || f.substr(0, 7) == "sha256:";
+  };
   size_t slash = name.find('/');
-  if (slash == std::string_view::npos) return true;  // top level: manifest.json, <id>/, …
+  if (slash == std::string_view::npos) {  // the top level
+    return name.empty() || is_dir || name == "manifest.json" || name == "repositories" ||
+           name == "index.json" || name == "oci-layout" || file_like(name);
+  }
   std::string_view first = name.substr(0, slash), rest = name.substr(slash + 1);
   if (first == "blobs") return true;  // OCI: blobs/<alg>/<hex> (docker 25+ saves these too)
   if (rest.find('/') != std::string_view::npos) return false;
-  // docker-archive: <dir>/layer.tar, <dir>/json, <dir>/VERSION; other tools name layer
-  // and config files after their digests (.tar, .tar.gz, .json).
-  auto ends = [&rest](std::string_view suffix) {
-    return rest.size() >= suffix.size() && rest.substr(rest.size() - suffix.size()) == suffix;
-  };
-  return rest == "json" || rest == "VERSION" || ends(".tar") || ends(".tar.gz") ||
-         ends(".tgz") || ends(".tar.zst") || ends(".json");
+  // docker-archive: <dir>/layer.tar, <dir>/json, <dir>/VERSION.
+  return rest == "json" || rest == "VERSION" || file_like(rest);
 }
 
 Status TarStreamCheck::CheckHeader(const char* h) {
   if (std::all_of(h, h + kBlock, [](char c) { return c == 0; })) {
+    if (members_ == 0) return Status::InvalidArgument("not a tar archive (it starts with zeros)");
     if (++zero_blocks_ == 2) ended_ = true;
     return Status::Ok();
   }
-  if (zero_blocks_ > 0 && members_ == 0)
-    return Status::InvalidArgument("not a tar archive (starts with a zero block)");
   zero_blocks_ = 0;
   uint64_t want = 0, size = 0;
   if (!ParseNumber(h + 148, 8, &want)) return Status::InvalidArgument("not a tar archive");
@@ -84,11 +89,11 @@ Status TarStreamCheck::CheckHeader(const char* h) {
   if (std::memcmp(h + 257, "ustar", 5) == 0 && h[345]) {
     name = std::string(h + 345, strnlen(h + 345, 155)) + "/" + name;
   }
-  if (!IsImageArchiveMemberName(name)) {
+  if (!IsImageArchiveMemberName(name, type == '5')) {
     std::string shown;
     for (unsigned char c : name.substr(0, 80)) shown += (c >= 0x20 && c < 0x7f) ? char(c) : '?';
-    return Status::InvalidArgument(
-        "not a docker-archive or OCI archive (a member named \"" + shown + "\")");
+    return Status::InvalidArgument("not a docker-archive or OCI archive (a member named \"" +
+                                   shown + "\")");
   }
   return Status::Ok();
 }

@@ -8,11 +8,13 @@
 //   - every tar header must be one (checksum, size field), so the first 512 bytes of
 //     something that is not a tar are refused;
 //   - every member name must fit a docker-archive or an OCI archive (with or without a
-//     leading "./"): anything at the top level (manifest.json, <id>.json, <id>/, …),
-//     anything under blobs/, and one level down only layer.tar, json, VERSION and
-//     files ending in .tar, .tar.gz, .tgz, .tar.zst or .json. A root filesystem
-//     tarball (bin/sh, etc/passwd) given to `load` is refused at its first deep file;
-//     a pax or GNU long name is not checked (the short header name is a placeholder);
+//     leading "./"): at the top level directories (<id>/), manifest.json, repositories,
+//     index.json, oci-layout, and files named like configs and layers (.json, .tar,
+//     .tar.gz, .tgz, .tar.zst, sha256:…); anything under blobs/; one level down only
+//     layer.tar, json, VERSION and files named like configs and layers. A root
+//     filesystem tarball (./bin/sh, ./etc/passwd, ./zero) given to `load` is refused
+//     at its first such file. A pax or GNU long name is not checked (the short header
+//     name is a placeholder);
 //   - the end-of-archive marker ends the stream: trailing bytes are never written.
 //
 // The caller also bounds the inflate ratio (kMaxInflateRatio), which is what stops a
@@ -30,8 +32,8 @@
 
 namespace imgfs {
 
-// True for a member name a docker-archive or OCI archive may start with.
-bool IsImageArchiveMemberName(std::string_view name);
+// True for a member name a docker-archive or OCI archive may have.
+bool IsImageArchiveMemberName(std::string_view name, bool is_dir);
 
 class TarStreamCheck {
  public:
@@ -48,11 +50,11 @@ class TarStreamCheck {
 
  private:
   Status CheckHeader(const char* h);
-  std::string block_;        // a partial header
-  uint64_t skip_ = 0;        // member data (rounded to 512) still to pass over
-  int members_ = 0;          // real (non-metadata) members seen
-  int zero_blocks_ = 0;      // consecutive zero headers
-  bool long_name_ = false;   // the next member's name came from a pax/GNU header
+  std::string block_;       // a partial header
+  uint64_t skip_ = 0;       // member data (rounded to 512) still to pass over
+  int members_ = 0;         // real (non-metadata) members seen
+  int zero_blocks_ = 0;     // consecutive zero headers
+  bool long_name_ = false;  // the next member's name came from a pax/GNU header
   bool ended_ = false;
 };
 

@@ -311,11 +311,11 @@ Status LoadOciLayout(ImageStage& stage, Input& in, const LoadOptions& options) {
 Result<UniqueFd> OpenInput(const std::string& path, bool allow_dir, bool* is_dir) {
   *is_dir = false;
   auto refuse = [&path](mode_t m) {
-    const char* what = S_ISFIFO(m)                  ? "a FIFO"
-                       : S_ISCHR(m) || S_ISBLK(m)   ? "a device"
-                       : S_ISSOCK(m)                ? "a socket"
-                       : S_ISDIR(m)                 ? "a directory"
-                                                    : "not a regular file";
+    const char* what = S_ISFIFO(m)                ? "a FIFO"
+                       : S_ISCHR(m) || S_ISBLK(m) ? "a device"
+                       : S_ISSOCK(m)              ? "a socket"
+                       : S_ISDIR(m)               ? "a directory"
+                                                  : "not a regular file";
     return Status::InvalidArgument(path + ": " + what +
                                    " (only regular files are read; stdin is not supported yet)");
   };
