@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <lmdb.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "index/layer_indexer.h"
 #include "tests/tar_builder.h"
@@ -150,6 +151,12 @@ TEST_F(StoreTest, RootAndDirectoriesArePrivateAndTightenedOnOpen) {
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(mode(nested), 0700u);
   EXPECT_EQ(mode(dir_ + "/a/b") & 0700, 0700u);  // made by MakeDirs, owner rwx
+  // A root that is a symlink to the real directory opens (and the target is private).
+  ASSERT_EQ(mkdir((dir_ + "/real").c_str(), 0755), 0);
+  ASSERT_EQ(symlink((dir_ + "/real").c_str(), (dir_ + "/link").c_str()), 0);
+  auto l = Store::Open(dir_ + "/link");
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  EXPECT_EQ(mode(dir_ + "/real"), 0700u);
 }
 
 TEST_F(StoreTest, RejectsAnotherSchemaVersion) {
