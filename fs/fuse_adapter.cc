@@ -375,7 +375,18 @@ int RunMount(const MountOptions& in) {
     std::fprintf(stderr, "imgfs: mount: cannot install signal handlers\n");
     return 1;
   }
-  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+  int mounted = fuse_session_mount(se, o.mountpoint.c_str());
+  if (mounted != 0 && IsDeadFuseMount(o.mountpoint)) {
+    // The old daemon was still exiting when we looked above: a killed multithreaded
+    // process releases /dev/fuse (and the kernel aborts the connection) only when its
+    // last thread is gone. Now the endpoint is dead: clear it and mount once more.
+    std::fprintf(stderr,
+                 "imgfs: mount: %s: clearing a dead FUSE mount left by a daemon that is gone\n",
+                 o.mountpoint.c_str());
+    if (Detach(o.mountpoint, /*lazy=*/true, "mount") == 0)
+      mounted = fuse_session_mount(se, o.mountpoint.c_str());
+  }
+  if (mounted != 0) {
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     std::fprintf(stderr, "imgfs: mount: cannot mount on %s (see the message above)\n",

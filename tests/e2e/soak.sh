@@ -122,10 +122,16 @@ killer() {
     if ((SECONDS >= next)); then
       touch restarting
       d=$(cat daemon.pid)
-      kill -9 "$d"
+      kill -9 "$d" 2>/dev/null || { err=$((err + 1)); echo "kill $(date +%T): daemon $d was already gone" >>killer.err; }
       until gone "$d"; do sleep 0.05; done
-      if start_mount 2>>killer.err; then :; else err=$((err + 1)); fi
-      grep -q "clearing a dead FUSE mount" mount.err || { err=$((err + 1)); cat mount.err >>killer.err; }
+      if start_mount >>killer.err 2>&1; then :; else err=$((err + 1)); fi
+      if ! grep -q "clearing a dead FUSE mount" mount.err; then
+        err=$((err + 1))
+        { echo "kill $(date +%T): mount.err:"; cat mount.err; grep " $M " /proc/mounts; } >>killer.err
+        # Recover anyway so that the run goes on: whatever is there, detach it and mount.
+        fusermount3 -u -z "$M" 2>/dev/null || true
+        start_mount >>killer.err 2>&1 || true
+      fi
       : >mount.err
       sleep 1  # reads that failed in the dead instant may still be reporting
       rm -f restarting
@@ -158,7 +164,8 @@ kops=0 kerr=0
 ((have_fuse)) && read -r kops kerr <killer.stat
 echo "# soak ${SECS}s: reads $rops (errors $rerr, wrong bytes $rwrong, refused while the daemon was dead $rdead)"
 echo "# loads+rmi $lops (errors $lerr), tag+rmi $tops (errors $terr), prunes $pops (errors $perr), daemon kills+recoveries $kops (errors $kerr)"
-for f in reader*.err loader.err tagger.err pruner.err killer.err; do [[ -s $f ]] && head -3 "$f"; done
+for f in reader*.err loader.err tagger.err pruner.err; do [[ -s $f ]] && head -3 "$f"; done
+[[ -s killer.err ]] && head -20 killer.err
 check "readers: no failed read" test "$rerr" = 0
 check "readers: no wrong byte" test "$rwrong" = 0
 check "readers did work ($rops reads)" test "$rops" -gt 0
