@@ -115,6 +115,7 @@ pruner() {
   done
   echo "$ops $err" >pruner.stat
 }
+dead() { local e; e=$(stat -f "$M" 2>&1) && return 1; [[ $e == *"not connected"* ]]; }
 gone() { [[ ! -e /proc/$1 ]] || grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
 killer() {
   local ops=0 err=0 next=$((SECONDS + KILL_EVERY))
@@ -123,7 +124,14 @@ killer() {
       touch restarting
       d=$(cat daemon.pid)
       kill -9 "$d" 2>/dev/null || { err=$((err + 1)); echo "kill $(date +%T): daemon $d was already gone" >>killer.err; }
-      until gone "$d"; do sleep 0.05; done
+      # Gone means the kernel aborted the connection: statfs says ENOTCONN. (The pid
+      # alone is not enough: a killed multithreaded daemon's leader is a zombie before
+      # its last thread, which holds /dev/fuse, has exited.)
+      t0=$SECONDS
+      until gone "$d" && dead; do
+        ((SECONDS - t0 < 20)) || { err=$((err + 1)); echo "kill $(date +%T): endpoint never died" >>killer.err; break; }
+        sleep 0.05
+      done
       if start_mount >>killer.err 2>&1; then :; else err=$((err + 1)); fi
       if ! grep -q "clearing a dead FUSE mount" mount.err; then
         err=$((err + 1))
