@@ -21,6 +21,7 @@
 
 #include <simdjson.h>
 
+#include "cli/ls_format.h"
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
 #include "fs/unpack_cache.h"
@@ -492,157 +493,6 @@ int CmdRmi(const std::string& root, const Args& a) {
   return rc;
 }
 
-const char* TypeChar(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return "d";
-    case S_IFLNK:
-      return "l";
-    case S_IFCHR:
-      return "c";
-    case S_IFBLK:
-      return "b";
-    case S_IFIFO:
-      return "p";
-    default:
-      return "f";
-  }
-}
-
-std::string ModeString(uint32_t mode) {
-  std::string s = "-";
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      s = "d";
-      break;
-    case S_IFLNK:
-      s = "l";
-      break;
-    case S_IFCHR:
-      s = "c";
-      break;
-    case S_IFBLK:
-      s = "b";
-      break;
-    case S_IFIFO:
-      s = "p";
-      break;
-  }
-  const char* rwx = "rwxrwxrwx";
-  for (int i = 0; i < 9; i++) s += (mode & (0400 >> i)) ? rwx[i] : '-';
-  if (mode & S_ISUID) s[3] = (mode & 0100) ? 's' : 'S';
-  if (mode & S_ISGID) s[6] = (mode & 0010) ? 's' : 'S';
-  if (mode & S_ISVTX) s[9] = (mode & 0001) ? 't' : 'T';
-  return s;
-}
-
-std::string Hex(std::string_view v) {
-  static const char* k = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : v) {
-    out += k[c >> 4];
-    out += k[c & 15];
-  }
-  return out;
-}
-
-struct LsContext {
-  const ImageView* view;
-  UnpackCache* cache;
-  bool longfmt, recursive, tsv, sha;
-  std::string out;
-  Status error;
-};
-
-Result<std::string> ContentSha(LsContext& c, uint32_t n) {
-  Sha256 h;
-  std::vector<char> buf(1 << 20);
-  uint64_t off = 0, size = c.view->tree().node(n).size;
-  while (off < size) {
-    IMGFS_ASSIGN_OR_RETURN(size_t got, c.view->Read(*c.cache, n, buf.data(), buf.size(), off));
-    if (got == 0) return Status::Corruption("short read");
-    h.Update(buf.data(), got);
-    off += got;
-  }
-  return h.Finish().hex();
-}
-
-void LsLine(LsContext& c, uint32_t n, const std::string& name) {
-  const MergedTree& t = c.view->tree();
-  const TreeNode& node = t.node(n);
-  if (c.tsv) {
-    std::string sha = "-";
-    if (c.sha && S_ISREG(node.mode)) {
-      auto s = ContentSha(c, n);
-      if (!s.ok()) {
-        c.error = s.status().WithContext(name);
-        return;
-      }
-      sha = *s;
-    }
-    std::string xa;
-    std::vector<std::string> xs;
-    for (uint32_t i = 0; i < node.xattr_count; i++) {
-      const TreeXattr& x = t.XattrsBegin(n)[i];
-      xs.push_back(std::string(t.XattrName(x)) + "=" + Hex(t.XattrValue(x)));
-    }
-    std::sort(xs.begin(), xs.end());
-    for (auto& x : xs) xa += (xa.empty() ? "" : ",") + x;
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "%s\t%o\t%u\t%u\t%llu\t%lld\t%u\t%u\t%u,%u\t",
-                  TypeChar(node.mode), node.mode & 07777, node.uid, node.gid,
-                  S_ISDIR(node.mode) ? 0ULL : (unsigned long long)node.size,
-                  (long long)node.mtime_sec, node.nlink, n, major(node.rdev), minor(node.rdev));
-    c.out += buf;
-    c.out += std::string(S_ISLNK(node.mode) ? t.LinkTarget(n) : "-") + "\t" + sha + "\t" +
-             (xa.empty() ? "-" : xa) + "\t" + name + "\n";
-    return;
-  }
-  if (!c.longfmt) {
-    c.out += name + "\n";
-    return;
-  }
-  char when[32];
-  time_t mt = node.mtime_sec;
-  struct tm tm;
-  gmtime_r(&mt, &tm);
-  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
-  char buf[256];
-  std::string size =
-      (S_ISCHR(node.mode) || S_ISBLK(node.mode))
-          ? std::to_string(major(node.rdev)) + ", " + std::to_string(minor(node.rdev))
-          : std::to_string(node.size);
-  std::snprintf(buf, sizeof buf, "%s %3u %-6u %-6u %10s %s ", ModeString(node.mode).c_str(),
-                node.nlink, node.uid, node.gid, size.c_str(), when);
-  c.out += buf + name;
-  if (S_ISLNK(node.mode)) c.out += " -> " + std::string(t.LinkTarget(n));
-  c.out += "\n";
-}
-
-void LsDir(LsContext& c, uint32_t dir, const std::string& path, bool header) {
-  const MergedTree& t = c.view->tree();
-  if (header && !c.tsv) c.out += (c.out.empty() ? "" : "\n") + path + ":\n";
-  const TreeDirent* d = t.ChildrenBegin(dir);
-  for (uint32_t i = 0; i < t.ChildCount(dir) && c.error.ok(); i++) {
-    std::string name(t.Name(d[i]));
-    LsLine(c, d[i].node, c.tsv ? (path == "." ? name : path + "/" + name) : name);
-    if (c.tsv && c.recursive && S_ISDIR(t.node(d[i].node).mode)) {
-      LsDir(c, d[i].node, path == "." ? name : path + "/" + name, false);
-    }
-  }
-  if (c.recursive && !c.tsv) {
-    for (uint32_t i = 0; i < t.ChildCount(dir); i++) {
-      if (S_ISDIR(t.node(d[i].node).mode)) {
-        LsDir(c, d[i].node, (path == "/" ? "" : path) + "/" + std::string(t.Name(d[i])), true);
-      }
-    }
-  }
-  if (c.out.size() > (1 << 20)) {
-    std::fwrite(c.out.data(), 1, c.out.size(), stdout);
-    c.out.clear();
-  }
-}
-
 int CmdLs(const std::string& root, const Args& a) {
   if (a.pos.empty() || a.pos.size() > 2) Die("ls: want IMAGE [PATH]", 2);
   auto store = OpenStore(root);
@@ -654,27 +504,19 @@ int CmdLs(const std::string& root, const Args& a) {
   std::string format = a.Get("--format", "ls");
   if (format != "ls" && format != "tsv") Die("ls: --format is ls or tsv", 2);
   UnpackCache cache(*store);
-  LsContext c{view->get(),
-              &cache,
-              a.Has("--long"),
-              a.Has("--recursive"),
-              format == "tsv",
-              a.Has("--sha256"),
-              "",
-              {}};
-  bool follow = !c.longfmt || (!path.empty() && path.back() == '/');
+  LsOptions o;
+  o.longfmt = a.Has("--long");
+  o.recursive = a.Has("--recursive");
+  o.tsv = format == "tsv";
+  o.sha = a.Has("--sha256");
+  // Quoted as GNU ls does: shell-escape on a terminal, backslash escapes otherwise.
+  o.quoting = ::isatty(STDOUT_FILENO) ? NameQuoting::kShellEscape : NameQuoting::kEscape;
+  bool follow = !o.longfmt || (!path.empty() && path.back() == '/');
   auto n = (*view)->tree().Resolve(path, follow);
   if (!n.ok()) return Fail(n.status(), "ls " + path);
   if (*n == 0) return Fail(Status::NotFound("no such file or directory"), "ls " + path);
-  const TreeNode& node = (*view)->tree().node(*n);
-  if (S_ISDIR(node.mode)) {
-    std::string shown = c.tsv ? "." : path;
-    LsDir(c, *n, shown, c.recursive);
-  } else {
-    LsLine(c, *n, path);
-  }
-  std::fwrite(c.out.data(), 1, c.out.size(), stdout);
-  if (!c.error.ok()) return Fail(c.error, "ls");
+  Status st = ListTree(**view, cache, *n, path, o, stdout);
+  if (!st.ok()) return Fail(st, "ls");
   return 0;
 }
 
@@ -744,9 +586,15 @@ int CmdPrune(const std::string& root, const Args& a) {
     ::closedir(d);
   };
   sweep(store->blobs().IngestDir(), true, &ningest);
-  sweep(store->root() + "/unpacked", false, &ncache);
+  // Unpacked copies in use by another process (flocked) are kept: unpack_cache.h.
+  auto unpacked = UnpackCache::Prune(*store);
+  if (!unpacked.ok()) return Fail(unpacked.status(), "prune");
+  ncache = unpacked->removed;
+  freed += unpacked->bytes;
   std::printf("Deleted %llu blobs, %llu unpacked layer caches, %llu stale ingest files\n",
               (unsigned long long)nblobs, (unsigned long long)ncache, (unsigned long long)ningest);
+  if (unpacked->busy)
+    std::printf("Kept %llu unpacked layer caches in use\n", (unsigned long long)unpacked->busy);
   std::printf("Total reclaimed space: %s\n", HumanSize(static_cast<double>(freed)).c_str());
   return 0;
 }
@@ -896,7 +744,8 @@ int CmdMount(const std::string& root, const Args& a) {
       Die("mount: unknown option \"" + opt + "\" (see imgfs mount --help)", 2);
     }
   }
-  if (!IsDirectory(o.mountpoint)) Die("mount: " + o.mountpoint + ": not a directory");
+  if (!IsDirectory(o.mountpoint) && !IsDeadFuseMount(o.mountpoint))  // RunMount clears it
+    Die("mount: " + o.mountpoint + ": not a directory");
   return RunMount(o);
 }
 
@@ -1152,7 +1001,12 @@ const std::vector<Command>& Commands() {
        "  -R, --recursive    list subdirectories recursively\n"
        "  --format tsv       one line per entry: type mode uid gid size mtime nlink inode dev link "
        "sha256 xattrs path\n"
-       "  --sha256           with tsv: the SHA-256 of each regular file's content (unpacks layers)",
+       "  --sha256           with tsv: the SHA-256 of each regular file's content (unpacks "
+       "layers)\n"
+       "Names: on a terminal, names that need it are quoted for the shell as GNU ls does\n"
+       "('a b', 'a'$'\\n''b'); otherwise (and in tsv) bytes below 0x20, DEL and backslash are\n"
+       "C-escaped (\\\\ \\t \\n \\r \\a \\b \\f \\v, else \\NNN octal): a tab or newline in the\n"
+       "output is always a separator.",
        {"--format"},
        {{"-l", "--long"}, {"-R", "--recursive"}},
        CmdLs},

@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -199,7 +201,14 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   auto r = Fs(req).Read(ino, fi->fh, size, static_cast<uint64_t>(off));
-  if (!r.ok()) return ReplyError(req, r.status(), "read", ino);
+  if (!r.ok()) {
+    // read(2) of an open file has no "not found": whatever failed underneath (a layer
+    // file gone, a short unpack, a store error) is EIO to the reader and a log line.
+    Log(Ctx(req), "read inode %llu: %s", static_cast<unsigned long long>(ino),
+        r.status().message().c_str());
+    fuse_reply_err(req, EIO);
+    return;
+  }
   if (!r->fd) {
     fuse_reply_buf(req, r->bytes.data(), r->bytes.size());
     return;
@@ -254,10 +263,58 @@ std::string Absolute(const std::string& p) {
   return p;
 }
 
+// Detaches a mount: umount2 as root, fusermount3 -u [-z] otherwise. Returns the exit
+// code (0 on success); errors are printed as "imgfs: WHAT: …".
+int Detach(const std::string& mp, bool lazy, const char* what) {
+  if (::geteuid() == 0) {
+    if (::umount2(mp.c_str(), lazy ? MNT_DETACH : 0) != 0) {
+      std::fprintf(stderr, "imgfs: %s: %s: %s\n", what, mp.c_str(), std::strerror(errno));
+      return 1;
+    }
+    return 0;
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (lazy) {
+      ::execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), static_cast<char*>(nullptr));
+    } else {
+      ::execlp("fusermount3", "fusermount3", "-u", mp.c_str(), static_cast<char*>(nullptr));
+    }
+    std::fprintf(stderr, "imgfs: %s: cannot run fusermount3: %s\n", what, std::strerror(errno));
+    _exit(127);
+  }
+  if (pid < 0) {
+    std::fprintf(stderr, "imgfs: %s: fork: %s\n", what, std::strerror(errno));
+    return 1;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
 }  // namespace
+
+bool IsDeadFuseMount(const std::string& path) {
+  // stat alone is not enough: the kernel answers it from cached attributes for a
+  // while after the daemon died. statfs is never cached: it asks the daemon, and an
+  // aborted connection answers ENOTCONN at once.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return errno == ENOTCONN;
+  struct statfs sf;
+  return ::statfs(path.c_str(), &sf) != 0 && errno == ENOTCONN;
+}
 
 int RunMount(const MountOptions& in) {
   MountOptions o = in;
+  // A mount whose daemon died (kill -9, OOM) leaves its endpoint behind: every access
+  // to the directory gives ENOTCONN until it is detached. Clear it, and say so.
+  if (IsDeadFuseMount(o.mountpoint)) {
+    std::fprintf(stderr,
+                 "imgfs: mount: %s: clearing a dead FUSE mount left by a daemon that is gone\n",
+                 o.mountpoint.c_str());
+    if (Detach(o.mountpoint, /*lazy=*/true, "mount") != 0) return 1;
+  }
   o.root = Absolute(o.root);
   o.mountpoint = Absolute(o.mountpoint);
   MountFs::Options fo;
@@ -318,7 +375,18 @@ int RunMount(const MountOptions& in) {
     std::fprintf(stderr, "imgfs: mount: cannot install signal handlers\n");
     return 1;
   }
-  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+  int mounted = fuse_session_mount(se, o.mountpoint.c_str());
+  if (mounted != 0 && IsDeadFuseMount(o.mountpoint)) {
+    // The old daemon was still exiting when we looked above: a killed multithreaded
+    // process releases /dev/fuse (and the kernel aborts the connection) only when its
+    // last thread is gone. Now the endpoint is dead: clear it and mount once more.
+    std::fprintf(stderr,
+                 "imgfs: mount: %s: clearing a dead FUSE mount left by a daemon that is gone\n",
+                 o.mountpoint.c_str());
+    if (Detach(o.mountpoint, /*lazy=*/true, "mount") == 0)
+      mounted = fuse_session_mount(se, o.mountpoint.c_str());
+  }
+  if (mounted != 0) {
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     std::fprintf(stderr, "imgfs: mount: cannot mount on %s (see the message above)\n",
@@ -327,7 +395,10 @@ int RunMount(const MountOptions& in) {
   }
   if (!o.foreground) {
     std::string log_path = o.root + "/mount.log";
-    FILE* log = std::fopen(log_path.c_str(), "a");
+    // 0600: the log names paths inside images (like the store, private to its owner).
+    int log_fd = ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    FILE* log = log_fd >= 0 ? ::fdopen(log_fd, "a") : nullptr;
+    if (!log && log_fd >= 0) ::close(log_fd);
     // The mount exists now; the caller's process exits 0 inside fuse_daemonize.
     fuse_daemonize(0);
     ctx.log = log ? log : stderr;
@@ -357,26 +428,14 @@ int RunMount(const MountOptions& in) {
 
 int RunUnmount(const std::string& mountpoint, bool lazy) {
   std::string mp = Absolute(mountpoint);
-  if (::geteuid() == 0) {
-    if (::umount2(mp.c_str(), lazy ? MNT_DETACH : 0) != 0) {
-      std::fprintf(stderr, "imgfs: umount: %s: %s\n", mp.c_str(), std::strerror(errno));
-      return 1;
-    }
-    return 0;
+  if (IsDeadFuseMount(mp)) {
+    // Nothing answers behind it: a plain unmount would fail with "not connected" or
+    // "busy"; a lazy detach always clears it.
+    std::fprintf(stderr, "imgfs: umount: %s: its daemon is gone; detaching the dead mount\n",
+                 mp.c_str());
+    return Detach(mp, /*lazy=*/true, "umount");
   }
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (lazy) {
-      ::execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), static_cast<char*>(nullptr));
-    } else {
-      ::execlp("fusermount3", "fusermount3", "-u", mp.c_str(), static_cast<char*>(nullptr));
-    }
-    std::fprintf(stderr, "imgfs: umount: cannot run fusermount3: %s\n", std::strerror(errno));
-    _exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  return Detach(mp, lazy, "umount");
 }
 
 }  // namespace imgfs

@@ -32,8 +32,12 @@ struct MountOptions {
 
 // Returns the process exit code. On errors before the mount exists, prints one line.
 int RunMount(const MountOptions& options);
-// Unmounts a mount point (umount2 as root, fusermount3 -u otherwise).
+// Unmounts a mount point (umount2 as root, fusermount3 -u otherwise). A dead FUSE
+// mount (its daemon killed) is detached lazily, with a note on stderr.
 int RunUnmount(const std::string& mountpoint, bool lazy);
+// True when `path` is a FUSE mount whose daemon is gone (stat fails with ENOTCONN).
+// RunMount clears such a mount (saying so on stderr) and mounts in its place.
+bool IsDeadFuseMount(const std::string& path);
 
 }  // namespace imgfs
 

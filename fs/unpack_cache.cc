@@ -1,7 +1,11 @@
 #include "fs/unpack_cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+
+#include <cerrno>
 
 #include <random>
 
@@ -94,11 +98,38 @@ void UnpackCache::EvictIfNeeded() {
   }
 }
 
+namespace {
+
+// Takes a shared flock on an unpacked copy (or its temp file) for as long as the fd is
+// open: prune takes LOCK_EX | LOCK_NB and skips whatever is locked, so it never
+// removes a copy being written or read (UnpackCache::Prune).
+Status LockShared(int fd, const std::string& path) {
+  while (::flock(fd, LOCK_SH) != 0) {
+    if (errno != EINTR) return Status::FromErrno("lock " + path);
+  }
+  return Status::Ok();
+}
+
+// True when `path` still names the file open as `fd` (prune may have removed it
+// between our open and our lock).
+bool StillNamed(int fd, const std::string& path) {
+  struct stat a, b;
+  return ::fstat(fd, &a) == 0 && a.st_nlink > 0 && ::lstat(path.c_str(), &b) == 0 &&
+         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+}  // namespace
+
 Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& layer,
                                                             const std::shared_ptr<UniqueFd>& pinned,
                                                             bool* unpacked_now) {
-  auto open_checked = [&layer](const std::string& path) -> Result<std::shared_ptr<UniqueFd>> {
+  auto open_checked = [&layer](const std::string& path,
+                               bool lock) -> Result<std::shared_ptr<UniqueFd>> {
     IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+    if (lock) {
+      IMGFS_RETURN_IF_ERROR(LockShared(fd.get(), path));
+      if (!StillNamed(fd.get(), path)) return Status::NotFound(path + ": removed by prune");
+    }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path);
     if (static_cast<uint64_t>(st.st_size) != layer.size) {
@@ -108,9 +139,9 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
     return std::make_shared<UniqueFd>(std::move(fd));
   };
   if (layer.compression == Compression::kNone)
-    return open_checked(store_.blobs().BlobPath(layer.blob));
+    return open_checked(store_.blobs().BlobPath(layer.blob), false);
   std::string path = store_.UnpackedPath(layer.diff_id);
-  auto existing = open_checked(path);
+  auto existing = open_checked(path, true);
   if (existing.ok()) return existing;
   if (existing.status().code() == Status::Code::kCorruption) ::unlink(path.c_str());
   // Unpack: blob → temp file (diff_id verified) → rename.
@@ -120,9 +151,18 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
     IMGFS_ASSIGN_OR_RETURN(opened, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
     blob_fd = opened.get();
   }
-  std::string tmp =
-      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
-  IMGFS_ASSIGN_OR_RETURN(UniqueFd out, OpenFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
+  // The temp file is locked before anything is written; a prune that removed it between
+  // our create and our lock is seen (StillNamed) and we start again with a new name.
+  std::string tmp;
+  UniqueFd out;
+  for (int attempt = 0;; attempt++) {
+    tmp =
+        path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
+    IMGFS_ASSIGN_OR_RETURN(out, OpenFile(tmp, O_RDWR | O_CREAT | O_EXCL, 0600));
+    IMGFS_RETURN_IF_ERROR(LockShared(out.get(), tmp));
+    if (StillNamed(out.get(), tmp)) break;
+    if (attempt == 100) return Status::Unavailable(tmp + ": removed repeatedly while created");
+  }
   FdSource src(blob_fd);  // pread from 0: a pinned fd is shared safely
   Status st = DecompressToFd(&src, layer.compression, out.get(), layer.diff_id);
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Status::FromErrno("rename " + tmp);
@@ -132,6 +172,39 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
   }
   *unpacked_now = true;
   return std::make_shared<UniqueFd>(std::move(out));
+}
+
+Result<UnpackCache::PruneResult> UnpackCache::Prune(const Store& store) {
+  PruneResult r;
+  std::string dir = store.root() + "/unpacked";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return r;
+    return Status::FromErrno("opendir " + dir);
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::string p = dir + "/" + name;
+    // O_NONBLOCK | O_NOFOLLOW: nothing in unpacked/ may make prune hang or leave it.
+    int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) continue;
+    UniqueFd owner(fd);
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) r.busy++;
+      continue;
+    }
+    // Unlink only what we locked: the name may have moved on since our open.
+    if (!StillNamed(fd, p)) continue;
+    if (::unlink(p.c_str()) == 0) {
+      r.removed++;
+      r.bytes += static_cast<uint64_t>(st.st_size);
+    }
+  }
+  ::closedir(d);
+  return r;
 }
 
 }  // namespace imgfs

@@ -20,6 +20,13 @@
 // one copy win, both identical. An unpacked file whose size is not the layer's size
 // is discarded and rebuilt (a crash can leave a short file behind).
 //
+// Prune (another process) never removes a copy in use: every fd this cache holds on an
+// unpacked copy or on its temp file carries a shared flock, taken before a byte is
+// written to a temp file and before an existing copy is used. Prune takes LOCK_EX |
+// LOCK_NB on each file and skips the busy ones. Each side re-checks after locking that
+// the name still denotes its file (prune: nothing renamed over it; the cache: prune did
+// not remove it between open and lock, else it unpacks anew).
+//
 // Thread-safety: all methods may be called from any thread.
 #ifndef IMGFS_FS_UNPACK_CACHE_H_
 #define IMGFS_FS_UNPACK_CACHE_H_
@@ -46,6 +53,13 @@ class UnpackCache {
   // Bytes of unpacked copies this process holds; 0 = no limit.
   void set_limit(uint64_t bytes);
   uint64_t unpacked_bytes() const;
+
+  // Removes the unpacked copies (and stale temp files) of `store` that no process has
+  // open through an UnpackCache; those in use are counted in `busy` and kept.
+  struct PruneResult {
+    uint64_t removed = 0, bytes = 0, busy = 0;
+  };
+  static Result<PruneResult> Prune(const Store& store);
 
  private:
   struct Slot {

@@ -9,8 +9,9 @@
 namespace imgfs {
 
 Status BlobStore::Init() const {
-  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/blobs/sha256"));
-  return MakeDirs(IngestDir());
+  // Private to the store's owner (see Store::Init): blobs are every image's files.
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/blobs/sha256", 0700));
+  return MakeDirs(IngestDir(), 0700);
 }
 
 bool BlobStore::Has(const Digest& d) const {
@@ -31,7 +32,7 @@ Result<std::unique_ptr<BlobStore::Writer>> BlobStore::NewWriter() const {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   std::string tmp =
       IngestDir() + "/" + std::to_string(::getpid()) + "-" + std::to_string(rng()) + ".part";
-  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644));
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600));
   return std::unique_ptr<Writer>(new Writer(this, tmp, std::move(fd)));
 }
 
@@ -57,7 +58,7 @@ Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
                               got.str());
   }
   if (::fsync(fd_.get()) != 0) return Status::FromErrno("fsync " + tmp_);
-  ::fchmod(fd_.get(), 0444);
+  ::fchmod(fd_.get(), 0400);  // read-only, and the owner's alone
   fd_.Reset();
   std::string dst = store_->BlobPath(got);
   if (::rename(tmp_.c_str(), dst.c_str()) != 0) return Status::FromErrno("rename to " + dst);

@@ -1,7 +1,9 @@
 #include "index/store.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -25,6 +27,38 @@ MDB_val Val(std::string_view s) {
 }
 std::string_view View(const MDB_val& v) {
   return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+// The store root is private to its owner, as docker's data root is: blobs hold every
+// file of every image (an image's /etc/shadow too), and the mount's permission checks
+// mean nothing if another local user can read the blob. Parents are created as usual;
+// the root itself is created 0700, and an existing root of ours that is open to group
+// or others (stores made before this rule were 0711 with 0755 dirs inside) is tightened
+// here, at every open. A root owned by someone else (root reading a user's store) is
+// left alone. The directories inside are tightened too (defence in depth).
+Status MakePrivateDir(const std::string& root) {
+  size_t slash = root.find_last_not_of('/');
+  slash = slash == std::string::npos ? std::string::npos : root.rfind('/', slash);
+  if (slash != std::string::npos && slash > 0) {
+    IMGFS_RETURN_IF_ERROR(MakeDirs(root.substr(0, slash), 0755));
+  }
+  if (::mkdir(root.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FromErrno("mkdir " + root);
+  }
+  for (const char* sub : {"", "/blobs", "/blobs/sha256", "/ingest", "/index", "/unpacked"}) {
+    std::string p = root + sub;
+    struct stat st;
+    if (::stat(p.c_str(), &st) != 0) {  // a symlinked root (/var/lib/imgfs → /data) is fine
+      if (errno == ENOENT && *sub) continue;  // made below, 0700
+      return Status::FromErrno("stat " + p);
+    }
+    if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(p + " exists and is not a directory");
+    if (st.st_uid == ::geteuid() && (st.st_mode & 077) != 0 &&
+        ::chmod(p.c_str(), st.st_mode & 07700) != 0) {
+      return Status::FromErrno("chmod " + p);
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -226,7 +260,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& root) {
 }
 
 Status Store::Init() {
-  IMGFS_RETURN_IF_ERROR(MakeDirs(root_, 0711));
+  IMGFS_RETURN_IF_ERROR(MakePrivateDir(root_));
   IMGFS_RETURN_IF_ERROR(blobs_.Init());
   IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/index", 0700));
   IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/unpacked", 0700));

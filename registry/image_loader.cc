@@ -13,6 +13,7 @@
 
 #include "index/layer_indexer.h"
 #include "index/merged_tree.h"
+#include "registry/archive_check.h"
 #include "registry/json.h"
 #include "registry/stage.h"
 
@@ -301,9 +302,42 @@ Status LoadOciLayout(ImageStage& stage, Input& in, const LoadOptions& options) {
   return Status::Ok();
 }
 
+// Opens an input file without blocking and without taking any lock: a FIFO or a
+// device would block open() (a FIFO until a writer comes) or read forever, while the
+// caller holds gc.lock and stops prune and rmi. So the type is checked with stat
+// first (no open at all for a device), then the file is opened O_NONBLOCK and fstat
+// checked again (the name may have changed in between), then made blocking.
+// `allow_dir`: a directory is accepted (an OCI layout) and returned as an empty fd.
+Result<UniqueFd> OpenInput(const std::string& path, bool allow_dir, bool* is_dir) {
+  *is_dir = false;
+  auto refuse = [&path](mode_t m) {
+    const char* what = S_ISFIFO(m)                ? "a FIFO"
+                       : S_ISCHR(m) || S_ISBLK(m) ? "a device"
+                       : S_ISSOCK(m)              ? "a socket"
+                       : S_ISDIR(m)               ? "a directory"
+                                                  : "not a regular file";
+    return Status::InvalidArgument(path + ": " + what +
+                                   " (only regular files are read; stdin is not supported yet)");
+  };
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(path);
+  if (S_ISDIR(st.st_mode) && allow_dir) {
+    *is_dir = true;
+    return UniqueFd();
+  }
+  if (!S_ISREG(st.st_mode)) return refuse(st.st_mode);
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path);
+  if (!S_ISREG(st.st_mode)) return refuse(st.st_mode);
+  int fl = ::fcntl(fd.get(), F_GETFL);
+  if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) != 0)
+    return Status::FromErrno("fcntl " + path);
+  return fd;
+}
+
 // A compressed archive is first inflated into ingest/ (removed when done).
-Result<UniqueFd> OpenPlainTar(const Store& store, const std::string& path, std::string* temp) {
-  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+Result<UniqueFd> OpenPlainTar(const Store& store, UniqueFd fd, const std::string& path,
+                              std::string* temp) {
   char head[4] = {};
   ssize_t n = ::pread(fd.get(), head, sizeof head, 0);
   if (n < 0) return Status::FromErrno("read " + path);
@@ -312,13 +346,35 @@ Result<UniqueFd> OpenPlainTar(const Store& store, const std::string& path, std::
   if (c == Compression::kNone) return fd;
   *temp = store.blobs().IngestDir() + "/" + std::to_string(::getpid()) + "-archive.tar";
   IMGFS_ASSIGN_OR_RETURN(UniqueFd out, OpenFile(*temp, O_RDWR | O_CREAT | O_TRUNC, 0600));
-  FdSource src(fd.get());
+  // What is written is bounded before the format is known (archive_check.h): the tar
+  // headers are checked as they come out of the decompressor, the end-of-archive marker
+  // ends the copy, and the inflate ratio is capped.
+  struct Counting : ByteSource {
+    explicit Counting(int fd) : src(fd) {}
+    Result<size_t> Read(void* b, size_t n) override {
+      IMGFS_ASSIGN_OR_RETURN(size_t got, src.Read(b, n));
+      total += got;
+      return got;
+    }
+    FdSource src;
+    uint64_t total = 0;
+  } src(fd.get());
   DecompressingSource dec(&src, c);
+  TarStreamCheck check;
+  uint64_t written = 0;
   std::vector<char> buf(1 << 20);
-  for (;;) {
+  while (!check.ended()) {
     IMGFS_ASSIGN_OR_RETURN(size_t got, dec.Read(buf.data(), buf.size()));
     if (got == 0) break;
-    IMGFS_RETURN_IF_ERROR(WriteAll(out.get(), buf.data(), got));
+    IMGFS_ASSIGN_OR_RETURN(size_t keep, check.Feed(buf.data(), got));
+    written += keep;
+    if (written > src.total * TarStreamCheck::kMaxInflateRatio + TarStreamCheck::kInflateSlack) {
+      return Status::InvalidArgument(
+          "inflates to more than " + std::to_string(TarStreamCheck::kMaxInflateRatio) +
+          " times its compressed size (" + std::to_string(written >> 20) + " MiB from " +
+          std::to_string(src.total >> 20) + " MiB); refusing a compression bomb");
+    }
+    IMGFS_RETURN_IF_ERROR(WriteAll(out.get(), buf.data(), keep));
   }
   return out;
 }
@@ -347,13 +403,13 @@ Result<GcLock> GcLock::Acquire(const Store& store, bool exclusive) {
 
 Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& path,
                                             const LoadOptions& options) {
+  bool is_dir = false;
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd input, OpenInput(path, /*allow_dir=*/true, &is_dir));
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
   ImageStage stage(store, options.progress);
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(path);
   Status status;
   std::string temp;
-  if (S_ISDIR(st.st_mode)) {
+  if (is_dir) {
     DirInput in(path);
     if (!in.Exists("oci-layout") || !in.Exists("index.json")) {
       return Status::InvalidArgument(path +
@@ -361,7 +417,7 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
     }
     status = LoadOciLayout(stage, in, options);
   } else {
-    auto fd = OpenPlainTar(store, path, &temp);
+    auto fd = OpenPlainTar(store, std::move(input), path, &temp);
     if (!fd.ok()) {
       if (!temp.empty()) ::unlink(temp.c_str());
       return fd.status().WithContext(path);
@@ -386,12 +442,12 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
 
 Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const Reference& ref,
                                  const LoadOptions& options) {
-  IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
-  auto fd = OpenFile(tarball, O_RDONLY);
+  bool is_dir = false;
+  auto fd = OpenInput(tarball, /*allow_dir=*/false, &is_dir);
   if (!fd.ok()) return fd.status();
+  IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
   struct stat st;
   if (::fstat(fd->get(), &st) != 0) return Status::FromErrno(tarball);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(tarball + ": not a regular file");
   if (st.st_size == 0) return Status::InvalidArgument(tarball + ": empty file");
   Region region;
   region.fd = std::make_shared<UniqueFd>(std::move(*fd));

@@ -74,12 +74,17 @@ TEST_F(BlobStoreTest, MismatchPublishesNothing) {
   EXPECT_FALSE(store_->Has(Sha256Of("abc")));
 }
 
+// Read-only, and the owner's alone (issue 13.2: blobs are every image's files).
 TEST_F(BlobStoreTest, BlobsAreReadOnly) {
   auto d = store_->Put("ro", std::nullopt);
   ASSERT_TRUE(d.ok());
   struct stat st;
   ASSERT_EQ(stat(store_->BlobPath(*d).c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(st.st_mode & 0777, 0400u);
+  ASSERT_EQ(stat((dir_ + "/blobs/sha256").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(stat((dir_ + "/ingest").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
 TEST_F(BlobStoreTest, ConcurrentIngestOfTheSameBlobInThreadsAndProcesses) {

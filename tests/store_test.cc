@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <lmdb.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "index/layer_indexer.h"
 #include "tests/tar_builder.h"
@@ -125,6 +127,36 @@ TEST_F(StoreTest, DeleteImageFreesOnlyUnsharedLayers) {
   EXPECT_TRUE(live->count(shared.blob));
   EXPECT_TRUE(live->count(b));
   EXPECT_FALSE(live->count(a));
+}
+
+// Issue 13.2: the store is private to its owner; a store made before the rule (root
+// 0711, directories 0755 inside) is tightened when it is opened.
+TEST_F(StoreTest, RootAndDirectoriesArePrivateAndTightenedOnOpen) {
+  auto mode = [](const std::string& p) {
+    struct stat st;
+    return stat(p.c_str(), &st) == 0 ? st.st_mode & 07777 : 0xffffu;
+  };
+  for (const char* sub : {"", "/blobs", "/blobs/sha256", "/ingest", "/index", "/unpacked"})
+    EXPECT_EQ(mode(dir_ + sub), 0700u) << sub;
+  store_.reset();
+  for (const char* sub : {"", "/blobs", "/blobs/sha256", "/ingest"})
+    ASSERT_EQ(chmod((dir_ + sub).c_str(), *sub ? 0755 : 0711), 0);
+  auto s = Store::Open(dir_);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  for (const char* sub : {"", "/blobs", "/blobs/sha256", "/ingest"})
+    EXPECT_EQ(mode(dir_ + sub), 0700u) << sub;
+  // A new store under missing parents: the parents are ordinary, the root private.
+  std::string nested = dir_ + "/a/b/store";
+  auto n = Store::Open(nested);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(mode(nested), 0700u);
+  EXPECT_EQ(mode(dir_ + "/a/b") & 0700, 0700u);  // made by MakeDirs, owner rwx
+  // A root that is a symlink to the real directory opens (and the target is private).
+  ASSERT_EQ(mkdir((dir_ + "/real").c_str(), 0755), 0);
+  ASSERT_EQ(symlink((dir_ + "/real").c_str(), (dir_ + "/link").c_str()), 0);
+  auto l = Store::Open(dir_ + "/link");
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  EXPECT_EQ(mode(dir_ + "/real"), 0700u);
 }
 
 TEST_F(StoreTest, RejectsAnotherSchemaVersion) {

@@ -9,6 +9,7 @@ Both print one sorted line per entry below the root:
 where linkgroup is the smallest path of the entry's hard-link group ("-" for nlink 1)
 and directory sizes are 0. Paths and values are bytes, written as they are.
 """
+import codecs
 import hashlib
 import os
 import stat
@@ -78,6 +79,10 @@ def from_imgfs(path):
                 size = b'0'
             if t != b'd' and nlink != b'1':
                 groups.setdefault(ino, []).append(rel)
+            # Names and link targets come C-escaped (\\, \t, \n, \NNN): see `imgfs ls --help`.
+            rel = codecs.escape_decode(rel)[0]
+            if link != b'-':
+                link = codecs.escape_decode(link)[0]
             rows.append([rel, t, mode, uid, gid, size, mtime, nlink, dev, link, sha, xattrs, ino])
     return finish(rows, groups)
 
