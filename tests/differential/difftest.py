@@ -21,6 +21,7 @@ Exit status 1 when any case differs.
 """
 import argparse
 import collections
+import concurrent.futures
 import gzip
 import hashlib
 import io
@@ -128,7 +129,12 @@ def walk(root, skip_xattr_prefix=b'trusted.overlay.'):
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root)
-            st = os.lstat(full)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                # overlayfs lists a whiteout inside a directory that merges nothing
+                # below it, and lookup then says it is not there: it is not there.
+                continue
             m = st.st_mode
             t = ('d' if stat.S_ISDIR(m) else 'l' if stat.S_ISLNK(m) else 'c' if stat.S_ISCHR(m)
                  else 'b' if stat.S_ISBLK(m) else 'p' if stat.S_ISFIFO(m) else 'f')
@@ -347,9 +353,15 @@ def run(args):
     imgfs = os.path.abspath(args.imgfs)
     counts = collections.Counter()
     notes = collections.Counter()
+    by_classes = collections.Counter()
+    drawn = collections.Counter()
+    features = collections.Counter()
     failing = 0
     cases = 0
     for lo in range(a, b, args.batch):
+        if args.deadline and time.time() - start > args.deadline:
+            print('deadline: stopped before seed %d' % lo)
+            break
         seeds = range(lo, min(b, lo + args.batch))
         bdir = os.path.join(args.work, 'batch%d' % lo)
         shutil.rmtree(bdir, ignore_errors=True)
@@ -359,7 +371,7 @@ def run(args):
         t0 = time.time_ns() - 120 * 10**9
         implicit = lambda ns, t0=t0: t0 <= ns <= t0 + 4 * 3600 * 10**9
         layer_dirs = {}
-        for s in seeds:
+        def prepare(s):
             case = gen.generate(s, enabled)
             tag = 'c%d' % s
             cdir = os.path.join(bdir, tag)
@@ -369,10 +381,16 @@ def run(args):
                 refs[s] = overlay_ref(cdir, tars)
             else:
                 refs[s] = umoci_ref(cdir, tag)
+            infos[s] = case
+
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as ex:
+            list(ex.map(prepare, seeds))
+        for s in seeds:
+            tag = 'c%d' % s
+            cdir = os.path.join(bdir, tag)
             p = subprocess.run([imgfs, 'load', '-q', '--name', 'diff', os.path.join(cdir, 'img')],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             loaded[s] = (p.returncode == 0, p.stderr.decode(errors='replace').strip())
-            infos[s] = case
         mnt = None
         if not args.no_mount:
             mnt = os.path.join(bdir, 'mnt')
@@ -386,6 +404,10 @@ def run(args):
                 cases += 1
                 case = infos[s]
                 tag = 'c%d' % s
+                for c in case['classes']:
+                    drawn[c] += 1
+                for c in case['features']:
+                    features[c] += 1
                 ref, ref_err = refs[s]
                 ok, err = loaded[s]
                 diffs = []
@@ -425,6 +447,7 @@ def run(args):
                         print('DIFF seed=%d ... %d more' % (s, len(diffs) - args.max_lines))
                     for c in {c for c, _, _ in diffs}:
                         counts[c] += 1
+                    by_classes['+'.join(x for x in case['classes'] if x != 'base') or 'base'] += 1
                 sys.stdout.flush()
         finally:
             if mnt:
@@ -432,25 +455,38 @@ def run(args):
         if not args.keep:
             shutil.rmtree(bdir, ignore_errors=True)
     secs = time.time() - start
-    print('summary: cases %d, seconds %.1f, failing cases %d, differences by class (cases): %s; '
-          'reference fallbacks (entries): %s' % (cases, secs, failing, json.dumps(dict(sorted(counts.items()))),
-                                                 json.dumps(dict(sorted(notes.items())))))
+    print('coverage (cases drawing from each rule): %s' % json.dumps(dict(sorted(features.items()))))
+    print('summary: cases %d, seconds %.1f, failing cases %d, differences by attribute (cases): %s; '
+          'failing cases by case classes: %s; cases drawing from each class: %s; '
+          'reference fallbacks (entries): %s' % (
+              cases, secs, failing, json.dumps(dict(sorted(counts.items()))),
+              json.dumps(dict(sorted(by_classes.items()))), json.dumps(dict(sorted(drawn.items()))),
+              json.dumps(dict(sorted(notes.items())))))
     return 1 if failing else 0
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--imgfs', required=True)
-    ap.add_argument('--work', required=True)
-    ap.add_argument('--seeds', required=True, help='A:B, half-open')
+    ap.add_argument('--imgfs')
+    ap.add_argument('--work')
+    ap.add_argument('--seeds', help='A:B, half-open')
+    ap.add_argument('--print-ci-classes', action='store_true',
+                    help='print the classes CI runs (all but gen.KNOWN_DIFFERENCES)')
     ap.add_argument('--classes', default=','.join(gen.ALL_CLASSES))
     ap.add_argument('--batch', type=int, default=250)
     ap.add_argument('--no-mount', action='store_true')
     ap.add_argument('--keep', action='store_true')
+    ap.add_argument('--deadline', type=float, default=0, help='start no batch after SECONDS')
+    ap.add_argument('--jobs', type=int, default=2, help='cases prepared in parallel')
     ap.add_argument('--verbose', action='store_true', help='also print cases both refuse')
     ap.add_argument('--max-lines', type=int, default=8)
     ap.add_argument('--dump', action='store_true', help='print the cases, write nothing')
     args = ap.parse_args()
+    if args.print_ci_classes:
+        print(','.join(c for c in gen.ALL_CLASSES if c not in gen.KNOWN_DIFFERENCES))
+        return 0
+    if not (args.imgfs and args.work and args.seeds):
+        ap.error('--imgfs, --work and --seeds are required')
     if args.dump:
         a, b = (int(x) for x in args.seeds.split(':'))
         for s in range(a, b):
