@@ -21,13 +21,14 @@ Classes (see docs/differential.md for the verdict on each):
   emptyxattr a pax SCHILY.xattr record with an empty value.
   linksym    hard links whose target is a symlink.
   emptylink  symlinks with an empty target.
+  symentry   (with symparent) files written under the lower symlink, not only whiteouts.
   symparent  whiteouts, opaque markers and entries under a path that is a symlink in a
              lower layer (compared with the kernel's overlayfs, not umoci).
 """
 import random
 
 ALL_CLASSES = ['base', 'dotdot', 'rawnames', 'linkwh', 'negfrac', 'empty', 'whsame', 'symparent',
-               'emptyxattr', 'linksym', 'emptylink']
+               'emptyxattr', 'linksym', 'emptylink', 'symentry']
 
 ASCII_NAMES = [b'a', b'b', b'c', b'd', b'etc', b'lib', b'file.txt', b'with space', b'-dash',
                b'a=b', b'%41', b'back\\slash', b'UPPER', b'semi;colon', b'.hidden', b'..dots',
@@ -46,6 +47,7 @@ KNOWN_DIFFERENCES = {
     'negfrac': 'fidelity: libarchive 3.6 reads pax mtime -1.5 as -0.5',
     'empty': 'fidelity: a 0-byte blob or empty gzip member is refused',
     'symparent': 'fidelity: whiteouts under a lower symlink are applied through it',
+    'symentry': 'entries under a lower symlink are written through it',
     'emptyxattr': 'finding F1: an empty-valued SCHILY.xattr record becomes an empty xattr',
     'whsame': 'to be decided',
     'linksym': 'to be decided',
@@ -383,6 +385,8 @@ def symparent_case(g):
             elif c < 0.6:
                 up.append(wh(b'lib/sub/.wh.c'))
             elif c < 0.8:
+                if not g.use('symentry'):
+                    continue
                 up.append(f(b'lib/' + r.choice([b'new', b'a'])))
             else:
                 up += [d(b'usr/'), d(b'usr/lib/'), f(b'usr/lib/' + r.choice([b'x', b'b']))]
