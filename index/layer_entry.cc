@@ -1,5 +1,7 @@
 #include "index/layer_entry.h"
 
+#include <vector>
+
 #include "index/codec.h"
 
 namespace imgfs {
@@ -8,9 +10,15 @@ namespace {
 constexpr uint64_t kEntriesFormat = 1;
 }
 
-Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root) {
-  std::string out;
-  out.reserve(raw.size());
+Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root, bool link_target) {
+  auto shown = [raw](size_t n) {
+    return std::string(raw.substr(0, n)) + (raw.size() > n ? "..." : "");
+  };
+  if (raw.find('\0') != std::string_view::npos) {
+    return Status::InvalidArgument("path \"" + shown(64) + "\" contains a NUL byte");
+  }
+  const bool rooted = !raw.empty() && raw[0] == '/' && !link_target;
+  std::vector<std::string_view> comps;
   size_t i = 0;
   while (i <= raw.size()) {
     size_t j = raw.find('/', i);
@@ -19,25 +27,32 @@ Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root) {
     i = j + 1;
     if (comp.empty() || comp == ".") continue;
     if (comp == "..") {
-      return Status::InvalidArgument("path \"" + std::string(raw.substr(0, 256)) +
-                                     "\" escapes the image root (\"..\")");
+      if (!comps.empty()) {
+        comps.pop_back();
+      } else if (!rooted) {
+        return Status::InvalidArgument("path \"" + shown(256) +
+                                       "\" escapes the image root (\"..\")");
+      }
+      continue;
     }
-    if (comp.size() > 255) {
-      return Status::InvalidArgument("path \"" + std::string(raw.substr(0, 64)) +
-                                     "...\" has a component longer than 255 bytes");
-    }
-    if (comp.find('\0') != std::string_view::npos) {
-      return Status::InvalidArgument("path contains a NUL byte");
+    comps.push_back(comp);
+  }
+  std::string out;
+  out.reserve(raw.size());
+  for (std::string_view c : comps) {
+    if (c.size() > 255) {
+      return Status::InvalidArgument("path \"" + shown(64) +
+                                     "\" has a component longer than 255 bytes");
     }
     if (!out.empty()) out.push_back('/');
-    out.append(comp);
+    out.append(c);
   }
   if (out.size() > 4095) {
     return Status::InvalidArgument("path \"" + out.substr(0, 64) +
                                    "...\" is longer than 4095 bytes");
   }
   if (out.empty() && !allow_root) {
-    return Status::InvalidArgument("empty file name \"" + std::string(raw.substr(0, 64)) + "\"");
+    return Status::InvalidArgument("empty file name \"" + shown(64) + "\"");
   }
   return out;
 }

@@ -1,14 +1,21 @@
 // One tar entry of a layer as recorded at indexing time, and the per-layer entry
 // table codec (the value of the LMDB `entries` database).
 //
-// Paths are normalised once, here, and are data, never host paths:
-//   - leading "/" and "./" are dropped, "//" collapses, "." components vanish, a
-//     trailing "/" is dropped; the image root itself is the empty path "";
-//   - a ".." component anywhere is rejected (the layer fails to index): it could only
-//     mean "outside the image", which a layer may not say;
-//   - a component longer than 255 bytes, a path longer than 4095 bytes, or an empty
-//     name for a non-directory is rejected.
-// Hard-link targets follow the same rules. Symlink targets are kept verbatim.
+// Paths are bytes (never re-encoded, see tar_headers.h), normalised once, here, and
+// are data, never host paths. The rule is docker's (moby pkg/archive: filepath.Clean,
+// then refuse what lands outside the root):
+//   - the name is cleaned lexically as Go's filepath.Clean does: "//" collapses, "."
+//     components vanish, "D/.." cancels D, a trailing "/" is dropped; the image root
+//     itself is the empty path "";
+//   - a name that starts with "/" is rooted: ".." at the root stays at the root
+//     ("/../a" is "a", as Clean makes it); a relative name whose cleaned form still
+//     starts with ".." leaves the image and is rejected (the layer fails to index);
+//   - a hard-link target is joined to the root (moby: filepath.Join(root, target)), so
+//     any ".." that climbs above the root is rejected, with or without a leading "/";
+//   - a component longer than 255 bytes, a path longer than 4095 bytes, a NUL byte, or
+//     an empty name for a non-directory is rejected.
+// Symlink targets are kept verbatim (they are resolved later, inside the image) but
+// must fit the kernel's PATH_MAX: at most 4095 bytes.
 //
 // Thread-safety: values.
 #ifndef IMGFS_INDEX_LAYER_ENTRY_H_
@@ -58,8 +65,12 @@ struct LayerEntry {
   std::vector<Xattr> xattrs;
 };
 
-// Normalises a tar path per the rules above. `is_dir` allows the empty result.
-Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root);
+constexpr size_t kMaxSymlinkTarget = 4095;
+
+// Normalises a tar path per the rules above. `allow_root` allows the empty result;
+// `link_target` applies the hard-link-target rule ("/.." does not clamp).
+Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root,
+                                     bool link_target = false);
 
 std::string EncodeEntries(const std::vector<LayerEntry>& entries);
 Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data);

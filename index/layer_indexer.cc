@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <memory>
 
+#include "index/tar_headers.h"
+
 namespace imgfs {
 namespace {
 
@@ -23,18 +25,32 @@ struct Feed {
   Sha256 hash;
   uint64_t total = 0;
   std::vector<char> buf = std::vector<char>(256 << 10);
+  size_t prefetched = 0;  // bytes already in buf (read to see whether the stream is empty)
+  TarHeaderWalker walker;
   Status error;
+
+  Result<size_t> Next() {
+    size_t n = prefetched;
+    prefetched = 0;
+    if (n == 0) {
+      IMGFS_ASSIGN_OR_RETURN(n, src->Read(buf.data(), buf.size()));
+    }
+    hash.Update(buf.data(), n);
+    total += n;
+    // The walker sees every byte before libarchive parses it; its error (a malformed
+    // or NUL-holding header) is reported when the indexer reaches that entry.
+    (void)walker.Feed(std::string_view(buf.data(), n));
+    return n;
+  }
 
   static la_ssize_t Read(archive* a, void* self, const void** out) {
     auto* f = static_cast<Feed*>(self);
-    auto r = f->src->Read(f->buf.data(), f->buf.size());
+    auto r = f->Next();
     if (!r.ok()) {
       f->error = r.status();
       archive_set_error(a, EIO, "%s", r.status().message().c_str());
       return -1;
     }
-    f->hash.Update(f->buf.data(), *r);
-    f->total += *r;
     *out = f->buf.data();
     return static_cast<la_ssize_t>(*r);
   }
@@ -71,11 +87,19 @@ const char* PathOf(archive_entry* e) {
 }  // namespace
 
 Result<LayerIndex> IndexTarStream(ByteSource* tar) {
+  Feed feed;
+  feed.src = tar;
+  // An empty stream is an empty layer (Go's tar reader, hence docker, containerd and
+  // umoci, reads it so); libarchive would call it an unrecognized format.
+  IMGFS_ASSIGN_OR_RETURN(feed.prefetched, tar->Read(feed.buf.data(), feed.buf.size()));
+  if (feed.prefetched == 0) {
+    LayerIndex empty;
+    empty.diff_id = feed.hash.Finish();
+    return empty;
+  }
   std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
   if (!a) return Status::Exhausted("libarchive: out of memory");
   archive_read_support_format_tar(a.get());
-  Feed feed;
-  feed.src = tar;
   if (archive_read_open(a.get(), &feed, nullptr, &Feed::Read, nullptr) != ARCHIVE_OK) {
     if (!feed.error.ok()) return feed.error;
     return Status::Corruption(std::string("not a tar stream: ") + archive_error_string(a.get()));
@@ -96,11 +120,29 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
       return Status::Corruption(what + msg + " (after " + std::to_string(out.entries.size()) +
                                 " entries)");
     }
-    const char* raw = PathOf(e);
-    if (!raw) return Status::Corruption("tar entry without a name");
+    if (archive_entry_sparse_count(e) > 0) {
+      return Status::Unsupported("tar entry \"" + std::string(PathOf(e) ? PathOf(e) : "") +
+                                 "\": sparse files are not supported");
+    }
+    // Names, link targets and mtimes come from the raw headers (see tar_headers.h).
+    RawHeader raw;
+    uint64_t header_end = static_cast<uint64_t>(archive_filter_bytes(a.get(), 0));
+    if (!feed.walker.Pop(&raw)) {
+      Status st = feed.walker.Feed({});
+      if (!st.ok())
+        return st.WithContext("after " + std::to_string(out.entries.size()) + " entries");
+      return Status::Corruption("malformed tar: an entry at offset " + std::to_string(header_end) +
+                                " that the header reader did not see");
+    }
+    if (raw.header_end != header_end) {
+      return Status::Corruption("malformed tar: ambiguous headers (entry " +
+                                std::to_string(out.entries.size() + 1) + " ends at offset " +
+                                std::to_string(raw.header_end) + " or " +
+                                std::to_string(header_end) + ")");
+    }
     LayerEntry x;
     IMGFS_ASSIGN_OR_RETURN(x.type, TypeOf(e));
-    auto path = NormalizeTarPath(raw, x.type == EntryType::kDir);
+    auto path = NormalizeTarPath(raw.name, x.type == EntryType::kDir);
     if (!path.ok()) return path.status().WithContext("tar entry");
     x.path = std::move(*path);
     x.mode = archive_entry_perm(e) & 07777;
@@ -109,14 +151,9 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
     }
     x.uid = static_cast<uint64_t>(archive_entry_uid(e));
     x.gid = static_cast<uint64_t>(archive_entry_gid(e));
-    if (archive_entry_mtime_is_set(e)) {
-      x.mtime_sec = archive_entry_mtime(e);
-      x.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(e));
-    }
+    x.mtime_sec = raw.mtime_sec;
+    x.mtime_nsec = raw.mtime_nsec;
     if (x.type == EntryType::kFile) {
-      if (archive_entry_sparse_count(e) > 0) {
-        return Status::Unsupported("tar entry \"" + x.path + "\": sparse files are not supported");
-      }
       la_int64_t size = archive_entry_size(e);
       if (size < 0) return Status::Corruption("tar entry \"" + x.path + "\": negative size");
       x.size = static_cast<uint64_t>(size);
@@ -125,12 +162,15 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
       // our (uncompressed) stream are the offset of this entry's content.
       x.data_offset = static_cast<uint64_t>(archive_filter_bytes(a.get(), 0));
     } else if (x.type == EntryType::kSymlink) {
-      const char* t = archive_entry_symlink(e);
-      if (!t) t = archive_entry_symlink_utf8(e);
-      x.link = t ? t : "";
+      // Kept verbatim, but the kernel's readlink must be able to return it.
+      if (raw.link.size() > kMaxSymlinkTarget) {
+        return Status::InvalidArgument("symlink \"" + x.path + "\": target of " +
+                                       std::to_string(raw.link.size()) +
+                                       " bytes is longer than PATH_MAX (4095 + NUL)");
+      }
+      x.link = std::move(raw.link);
     } else if (x.type == EntryType::kHardlink) {
-      const char* t = archive_entry_hardlink(e);
-      auto target = NormalizeTarPath(t ? t : "", false);
+      auto target = NormalizeTarPath(raw.link, false, /*link_target=*/true);
       if (!target.ok()) return target.status().WithContext("hard link \"" + x.path + "\"");
       x.link = std::move(*target);
     } else if (x.type == EntryType::kChar || x.type == EntryType::kBlock) {

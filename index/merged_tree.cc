@@ -8,6 +8,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <unordered_map>
 
 #include "index/file_util.h"
@@ -31,7 +32,8 @@ struct MNode {
   int64_t mtime_sec = 0;
   uint32_t mtime_nsec = 0;
   uint32_t dev_major = 0, dev_minor = 0;
-  uint32_t layer = 0;
+  uint32_t layer = 0;  // of the attributes and content
+  uint32_t born = 0;   // the layer that made this node (symlinks: whose paths follow it)
   uint64_t data_offset = 0;
   std::string link;
   std::vector<Xattr> xattrs;
@@ -43,26 +45,20 @@ class Builder {
   Builder() { root_ = New(); }
 
   Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
-    // Pass 1: whiteouts, against lower layers only.
+    layer_ = layer;
+    written_.clear();
+    descended_.clear();
+    // One pass, in tar order (see merged_tree.h, rules 1 and 2).
     for (const LayerEntry& e : entries) {
       auto [dir, base] = Split(e.path);
-      if (base.rfind(kWhiteoutPrefix, 0) != 0) continue;
-      auto parent = ResolveDir(dir, /*create=*/false);
-      if (!parent.ok()) continue;  // nothing below to hide
-      MNode* p = *parent;
-      if (!p) continue;
-      if (base == kOpaqueMarker) {
-        p->children.clear();
-      } else if (base.rfind(kMetaPrefix, 0) != 0) {
-        auto it = p->children.find(base.substr(sizeof(kWhiteoutPrefix) - 1));
-        if (it != p->children.end()) p->children.erase(it);
+      if (InMetaDir(dir)) continue;
+      Status st;
+      if (base.rfind(kWhiteoutPrefix, 0) == 0) {
+        if (base.rfind(kMetaPrefix, 0) == 0 && base != kOpaqueMarker) continue;  // aufs
+        st = AddWhiteout(dir, base);
+      } else {
+        st = AddEntry(layer, e, dir, base);
       }
-    }
-    // Pass 2: the entries, in tar order.
-    for (const LayerEntry& e : entries) {
-      auto [dir, base] = Split(e.path);
-      if (base.rfind(kWhiteoutPrefix, 0) == 0 || InMetaDir(dir)) continue;
-      Status st = AddEntry(layer, e, dir, base);
       if (!st.ok()) return st.WithContext("entry \"" + e.path + "\"");
     }
     return Status::Ok();
@@ -74,6 +70,8 @@ class Builder {
  private:
   MNode* New() {
     arena_.push_back(std::make_unique<MNode>());
+    arena_.back()->born = layer_;
+    arena_.back()->layer = layer_;
     return arena_.back().get();
   }
 
@@ -95,9 +93,11 @@ class Builder {
     return {path.substr(0, s), path.substr(s + 1)};
   }
 
-  // Walks `path` from the root following symlinks inside the image. Missing
-  // components are created as implicit directories when `create`; otherwise the
-  // result is nullptr.
+  // Walks `path` from the root. With `create` (a path of the layer being applied,
+  // rule 3): symlinks made by this layer are followed inside the image; a missing
+  // component, or a non-directory from a lower layer (a symlink included), becomes an
+  // implicit directory of this layer. Without `create` (a hard-link target, rule 4):
+  // every symlink is followed and a missing or non-directory component gives nullptr.
   Result<MNode*> ResolveDir(std::string_view path, bool create) {
     std::vector<MNode*> stack{root_};
     std::deque<std::string> pending;
@@ -113,28 +113,63 @@ class Builder {
       }
       MNode* cur = stack.back();
       auto it = cur->children.find(c);
-      if (it == cur->children.end()) {
-        if (!create) return static_cast<MNode*>(nullptr);
-        MNode* d = New();
-        cur->children.emplace(c, d);
-        stack.push_back(d);
-        continue;
-      }
-      MNode* child = it->second;
-      if (child->type == EntryType::kSymlink) {
+      MNode* child = it == cur->children.end() ? nullptr : it->second;
+      if (child && child->type == EntryType::kSymlink && (!create || child->born == layer_)) {
         if (++links > kMaxSymlinks)
           return Status::InvalidArgument("too many levels of symbolic links");
         if (!child->link.empty() && child->link[0] == '/') stack.resize(1);
         SplitInto(child->link, &pending, true);
         continue;
       }
-      if (child->type != EntryType::kDir) {
-        if (!create) return static_cast<MNode*>(nullptr);
+      if (child && child->type == EntryType::kDir) {
+        if (create) descended_.emplace(cur, c);
+        stack.push_back(child);
+        continue;
+      }
+      if (!create) return static_cast<MNode*>(nullptr);
+      if (child && child->born == layer_) {
         return Status::InvalidArgument("parent \"" + c + "\" is not a directory");
       }
-      stack.push_back(child);
+      MNode* d = New();
+      cur->children.insert_or_assign(c, d);
+      written_.emplace(cur, c);
+      stack.push_back(d);
     }
     return stack.back();
+  }
+
+  // A whiteout or opaque marker (rule 1): hides lower content only.
+  Status AddWhiteout(std::string_view dir, std::string_view base) {
+    IMGFS_ASSIGN_OR_RETURN(MNode * p, ResolveDir(dir, /*create=*/true));
+    if (base == kOpaqueMarker) {
+      HideLower(p);
+      return Status::Ok();
+    }
+    std::string name(base.substr(sizeof(kWhiteoutPrefix) - 1));
+    if (written_.count({p, name}) || descended_.count({p, name})) return Status::Ok();
+    p->children.erase(name);
+    return Status::Ok();
+  }
+
+  // Removes from `dir` everything this layer did not put there, recursively through
+  // lower directories this layer only passed through.
+  void HideLower(MNode* dir) {
+    std::vector<MNode*> work{dir};
+    while (!work.empty()) {
+      MNode* d = work.back();
+      work.pop_back();
+      for (auto it = d->children.begin(); it != d->children.end();) {
+        std::pair<MNode*, std::string> key{d, it->first};
+        if (written_.count(key)) {
+          ++it;
+        } else if (descended_.count(key) && it->second->type == EntryType::kDir) {
+          work.push_back(it->second);
+          ++it;
+        } else {
+          it = d->children.erase(it);
+        }
+      }
+    }
   }
 
   static void SplitInto(std::string_view path, std::deque<std::string>* out, bool front) {
@@ -161,6 +196,7 @@ class Builder {
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
     auto it = parent->children.find(base);
+    written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (it != parent->children.end() && it->second->type == EntryType::kDir) {
         SetAttrs(it->second, layer, e);  // keeps the children
@@ -203,6 +239,10 @@ class Builder {
 
   std::vector<std::unique_ptr<MNode>> arena_;
   MNode* root_;
+  uint32_t layer_ = 0;  // the layer being applied
+  // Names (parent, name) this layer wrote (entries, implicit directories) and lower
+  // directories its paths passed through: what its whiteouts may not hide.
+  std::set<std::pair<MNode*, std::string>> written_, descended_;
 };
 
 uint32_t ModeOf(const MNode& n) {
@@ -216,8 +256,7 @@ uint32_t ModeOf(const MNode& n) {
       fmt = S_IFDIR;
       break;
     case EntryType::kSymlink:
-      fmt = S_IFLNK;
-      break;
+      return S_IFLNK | 0777;  // whatever the tar says: Linux symlinks are always 0777
     case EntryType::kChar:
       fmt = S_IFCHR;
       break;

@@ -1,23 +1,36 @@
 // The merged tree of an image: its layers' entry tables combined with OCI/overlay
 // semantics, built once per image ID and stored in the LMDB `trees` database.
 //
-// Merge rules (applied per layer, bottom to top):
-//   1. Whiteouts of the layer go first, against the lower layers only: `D/.wh.NAME`
-//      removes NAME from D; `D/.wh..wh..opq` removes all lower content of D. Because
-//      they go first, a whiteout and a re-add of the same name in one layer keep the
-//      new entry, and an opaque directory keeps what its own layer puts in it. Other
+// Merge rules. Layers are applied bottom to top; each layer's entries in tar order, in
+// one pass, as docker (moby pkg/archive UnpackLayer) and umoci do; what a layer's paths
+// mean follows the kernel's overlayfs, which is what docker's and podman's overlay
+// drivers show (each layer is its own directory; no layer's path is resolved through
+// another layer's entries). docs/layer-rules.md gives the reasons and the differences
+// from tools that apply tars into one directory.
+//   1. Whiteouts hide lower content only (OCI layer.md, "Whiteouts": files of the same
+//      layer can only be hidden by later layers). `D/.wh.NAME` removes NAME from D,
+//      unless this layer itself wrote NAME (before or after the whiteout) or wrote
+//      something under it; `D/.wh..wh..opq` removes from D everything this layer did
+//      not write, recursively through lower directories this layer only passed
+//      through. Both act where they stand in the tar: a hard link made earlier in the
+//      layer to a file that a later whiteout removes keeps the file's content. Other
 //      `.wh..wh.*` names (aufs metadata) and everything below them are ignored (aufs
 //      hard-link directories are not resolved). Whiteouts are never visible.
-//   2. Then the layer's entries in tar order: a later duplicate wins; a non-directory
-//      replaces whatever was at its path (a whole lower directory included); a
-//      directory replacing a non-directory starts empty; a directory over a directory
-//      takes the new attributes and keeps the children.
-//   3. Parent components are resolved inside the image, following symbolic links the
-//      way the kernel would in a chroot ("/" and ".." clamp at the image root, at most
-//      40 links). A missing parent is created (mode 0755, root-owned, mtime 0), a
-//      parent that is a file is an error.
-//   4. A hard link names the node of its target (inside the layer or below); it must
-//      exist and not be a directory. Hard links share one node; st_nlink is counted.
+//   2. Other entries, in tar order: a later duplicate wins; a non-directory replaces
+//      whatever was at its path (a whole lower directory included); a directory
+//      replacing a non-directory starts empty; a directory over a directory takes the
+//      new attributes and keeps the children.
+//   3. The parent directories of a layer's entry (whiteouts included) are resolved
+//      inside the image: symbolic links made by the same layer are followed the way
+//      the kernel would in a chroot ("/" and ".." clamp at the image root, at most 40
+//      links); a symlink or other non-directory from a LOWER layer is not followed but
+//      replaced by a directory (as an overlay mount shows: the upper layer's directory
+//      hides the lower entry). A missing parent is created (mode 0755, root-owned,
+//      mtime 0); a lower directory keeps its attributes. A parent that is a
+//      non-directory of the same layer is an error.
+//   4. A hard link names the node of its target as the tree stands at that point of
+//      the tar (inside the layer or below, following any symlink); it must exist and
+//      not be a directory. Hard links share one node; st_nlink is counted.
 //
 // The tree is stored flat so that loading it is a bounds-checked copy:
 //   nodes[]   : node 0 is unused, node 1 is the root. Numbers are dense, assigned in

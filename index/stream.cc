@@ -171,6 +171,9 @@ Result<size_t> DecompressingSource::Read(void* buf, size_t n) {
     Compression seen =
         DetectCompression(std::string_view(reinterpret_cast<const char*>(inbuf_.data()), in_len_));
     if (c_ == Compression::kAuto) c_ = seen;
+    // A 0-byte blob is an empty stream whatever its declared compression: docker,
+    // containerd and umoci detect compression from the first bytes and read it so.
+    if (in_len_ == 0 && in_eof_) c_ = Compression::kNone;
     if (c_ == Compression::kGzip) {
       if (seen != Compression::kGzip) return Status::Corruption("not a gzip stream (bad magic)");
       isal_inflate_init(&impl_->gz);

@@ -142,7 +142,7 @@ TEST(LayerIndexer, NonUtf8NamesAreKeptAsBytes) {
 }
 
 TEST(LayerIndexer, RejectsDotDot) {
-  for (const char* p : {"../etc/passwd", "a/../../b", "a/b/.."}) {
+  for (const char* p : {"../etc/passwd", "a/../../b"}) {
     TarBuilder b;
     b.File(p, "x");
     auto idx = Index(b.Build());

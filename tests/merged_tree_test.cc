@@ -224,34 +224,126 @@ TEST(MergedTree, BadHardLinksAreErrors) {
   EXPECT_FALSE(Merge({todir}).ok());
 }
 
-TEST(MergedTree, ParentSymlinksAreFollowedInsideTheImage) {
-  TarBuilder l1, l2;
+TEST(MergedTree, SameLayerParentSymlinksAreFollowedInsideTheImage) {
+  TarBuilder l1;
   l1.Dir("usr/lib")
       .Symlink("lib", "usr/lib")
       .Symlink("abs", "/usr/lib")
-      .Symlink("up", "../../../../usr");
-  l2.File("lib/libfoo.so", "foo").File("abs/libbar.so", "bar").File("up/share/x", "x");
-  auto p = Paths(*Merge({l1, l2}));
+      .Symlink("up", "../../../../usr")
+      .File("lib/libfoo.so", "foo")
+      .File("abs/libbar.so", "bar")
+      .File("up/share/x", "x");
+  auto p = Paths(*Merge({l1}));
   EXPECT_EQ(p.count("usr/lib/libfoo.so"), 1u);
   EXPECT_EQ(p.count("usr/lib/libbar.so"), 1u);
   EXPECT_EQ(p.count("usr/share/x"), 1u);  // ".." clamps at the image root
   EXPECT_EQ(p["lib"], "l 777 7 L0");
 }
 
-TEST(MergedTree, SymlinkLoopInParentIsAnError) {
-  TarBuilder l1, l2;
-  l1.Symlink("a", "b").Symlink("b", "a");
-  l2.File("a/x", "x");
-  auto t = Merge({l1, l2});
-  ASSERT_FALSE(t.ok());
-  EXPECT_NE(t.status().message().find("symbolic links"), std::string::npos);
+TEST(MergedTree, SymlinksAreAlways0777) {
+  TarBuilder l;
+  l.Symlink("s", "target").last().mode = 0644;
+  auto p = Paths(*Merge({l}));
+  EXPECT_EQ(p["s"], "l 777 6 L0");  // as lstat shows any symlink on Linux
 }
 
-TEST(MergedTree, ParentThatIsAFileIsAnError) {
+// Rule 3: as in an overlay mount, a layer's paths never go through a lower layer's
+// symlink; the upper layer's directory hides it.
+TEST(MergedTree, LowerSymlinkParentIsNotFollowed) {
+  TarBuilder l1, l2;
+  l1.File("usr/lib/libc.so", "c").File("usr/lib/x", "x").Symlink("lib", "usr/lib");
+  l2.File("lib/libfoo.so", "foo");
+  auto p = Paths(*Merge({l1, l2}));
+  EXPECT_EQ(p["lib"], "d 755 0 L1");
+  EXPECT_EQ(p.count("lib/libfoo.so"), 1u);
+  EXPECT_EQ(p.count("usr/lib/libfoo.so"), 0u);
+  EXPECT_EQ(p.count("usr/lib/libc.so"), 1u);
+}
+
+TEST(MergedTree, WhiteoutUnderLowerSymlinkDoesNotEmptyItsTarget) {
+  for (bool opaque : {false, true}) {
+    TarBuilder l1, l2;
+    l1.File("usr/lib/libc.so", "c").File("usr/lib/x", "x").Symlink("lib", "usr/lib");
+    if (opaque) {
+      l2.Opaque("lib");
+    } else {
+      l2.Whiteout("lib", "x");
+    }
+    auto t = Merge({l1, l2});
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    auto p = Paths(*t);
+    EXPECT_EQ(p.count("usr/lib/libc.so"), 1u) << opaque;
+    EXPECT_EQ(p.count("usr/lib/x"), 1u) << opaque;
+    EXPECT_EQ(p["lib"], "d 755 0 L1") << opaque;  // the overlay shows the layer's directory
+    EXPECT_EQ(p.count("lib/x"), 0u);
+  }
+}
+
+TEST(MergedTree, LowerFileAsParentIsReplacedSameLayerFileIsAnError) {
   TarBuilder l1, l2;
   l1.File("f", "file");
   l2.File("f/x", "x");
-  EXPECT_FALSE(Merge({l1, l2}).ok());
+  auto t = Merge({l1, l2});
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(Paths(*t)["f"], "d 755 0 L1");
+  TarBuilder same;
+  same.File("f", "file").File("f/x", "x");
+  auto u = Merge({same});
+  ASSERT_FALSE(u.ok());
+  EXPECT_NE(u.status().message().find("not a directory"), std::string::npos);
+}
+
+// Rule 1, tar order: a hard link made before the whiteout of its target keeps it.
+TEST(MergedTree, HardLinkThenWhiteoutOfItsTargetKeepsTheContent) {
+  TarBuilder l1, l2;
+  l1.File("bin/tool", "content");
+  l2.Hardlink("usr/bin/tool", "bin/tool").Whiteout("bin", "tool");
+  auto t = Merge({l1, l2});
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  auto p = Paths(*t);
+  EXPECT_EQ(p.count("bin/tool"), 0u);
+  ASSERT_EQ(p.count("usr/bin/tool"), 1u);
+  EXPECT_EQ(t->node(NodeAt(*t, "usr/bin/tool")).size, 7u);
+  EXPECT_EQ(t->node(NodeAt(*t, "usr/bin/tool")).nlink, 1u);
+}
+
+TEST(MergedTree, WhiteoutThenHardLinkToItIsAMissingTarget) {
+  TarBuilder l1, l2;
+  l1.File("bin/tool", "content");
+  l2.Whiteout("bin", "tool").Hardlink("usr/bin/tool", "bin/tool");
+  auto t = Merge({l1, l2});
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("missing target"), std::string::npos);
+}
+
+TEST(MergedTree, HardLinkThenOpaqueParentKeepsTheContent) {
+  TarBuilder l1, l2;
+  l1.File("data/a", "aaaa").File("data/b", "b");
+  l2.Hardlink("keep", "data/a").Opaque("data");
+  auto t = Merge({l1, l2});
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  auto p = Paths(*t);
+  EXPECT_EQ(p.count("data/a"), 0u);
+  EXPECT_EQ(p.count("data/b"), 0u);
+  EXPECT_EQ(t->node(NodeAt(*t, "keep")).size, 4u);
+}
+
+TEST(MergedTree, OpaqueKeepsWhatTheLayerWroteUnderALowerDirectory) {
+  TarBuilder l1, l2;
+  l1.File("d/sub/old", "o").File("d/old", "o");
+  l2.File("d/sub/new", "n").Opaque("d");
+  auto p = Paths(*Merge({l1, l2}));
+  EXPECT_EQ(p.count("d/sub/new"), 1u);
+  EXPECT_EQ(p.count("d/sub/old"), 0u);
+  EXPECT_EQ(p.count("d/old"), 0u);
+}
+
+TEST(MergedTree, WhiteoutInAMissingDirectoryCreatesIt) {
+  TarBuilder l1, l2;
+  l1.File("x", "x");
+  l2.Whiteout("newdir", "nothing");
+  auto p = Paths(*Merge({l1, l2}));
+  EXPECT_EQ(p["newdir"], "d 755 0 L1");  // docker MkdirAll's a whiteout's parent too
 }
 
 TEST(MergedTree, WhiteoutsAreNeverVisible) {

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -134,6 +136,69 @@ std::string TarBuilder::Build(const std::string& compression, Format f) const {
   archive_write_close(a);
   archive_write_free(a);
   return out;
+}
+
+RawTar& RawTar::Entry(const Header& h, const std::string& data) {
+  std::string b(512, '\0');
+  auto put = [&b](size_t off, size_t len, const std::string& v) {
+    b.replace(off, std::min(len, v.size()), v.substr(0, len));
+  };
+  auto octal = [&put](size_t off, size_t len, uint64_t v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%0*llo", static_cast<int>(len - 1), (unsigned long long)v);
+    put(off, len - 1, buf);
+  };
+  put(0, 100, h.name);
+  octal(100, 8, h.mode);
+  octal(108, 8, 0);
+  octal(116, 8, 0);
+  octal(124, 12, h.size);
+  octal(136, 12, static_cast<uint64_t>(h.mtime));
+  b[156] = h.type;
+  put(157, 100, h.linkname);
+  if (h.gnu_magic) {
+    put(257, 8, std::string("ustar  \0", 8));
+  } else {
+    put(257, 8,
+        std::string("ustar\0"
+                    "00",
+                    8));
+    put(345, 155, h.prefix);
+  }
+  put(148, 8, "        ");
+  unsigned sum = 0;
+  for (unsigned char c : b) sum += c;
+  char buf[16];
+  snprintf(buf, sizeof buf, "%06o", sum);
+  put(148, 7, std::string(buf, 6) + std::string(1, '\0'));
+  out_ += b;
+  out_ += data;
+  out_ += std::string((512 - data.size() % 512) % 512, '\0');
+  return *this;
+}
+
+RawTar& RawTar::Pax(const std::vector<std::pair<std::string, std::string>>& records, char type) {
+  std::string data;
+  for (auto& [k, v] : records) {
+    size_t body = 1 + k.size() + 1 + v.size() + 1;  // " k=v\n"
+    size_t n = body + 1;
+    while (std::to_string(n).size() + body != n) n++;
+    data += std::to_string(n) + " " + k + "=" + v + "\n";
+  }
+  Header h;
+  h.name = "PaxHeaders/x";
+  h.type = type;
+  h.size = data.size();
+  return Entry(h, data);
+}
+
+RawTar& RawTar::GnuLong(char type, const std::string& value) {
+  Header h;
+  h.name = "././@LongLink";
+  h.type = type;
+  h.gnu_magic = true;
+  h.size = value.size() + 1;
+  return Entry(h, value + std::string(1, '\0'));
 }
 
 std::string Sha256Hex(const std::string& data) {

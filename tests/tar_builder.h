@@ -42,6 +42,33 @@ class TarBuilder {
   std::vector<Spec> specs_;
 };
 
+// Writes tar headers byte by byte, for what a library writer will not produce: raw
+// (non-UTF-8, NFD) names in pax records, GNU 'L'/'K' long names, ustar prefixes,
+// negative or fractional pax times, NULs inside records.
+class RawTar {
+ public:
+  struct Header {
+    std::string name;      // the 100-byte name field (truncated to fit)
+    std::string prefix;    // the 155-byte ustar prefix field
+    std::string linkname;  // the 100-byte linkname field
+    char type = '0';
+    uint64_t size = 0;
+    unsigned mode = 0644;
+    int64_t mtime = 1700000000;  // octal
+    bool gnu_magic = false;      // "ustar  \0" instead of "ustar\0" "00"
+  };
+  RawTar& Entry(const Header& h, const std::string& data = "");
+  // A pax extended header ('x', or 'g' for global) with these records, in order.
+  RawTar& Pax(const std::vector<std::pair<std::string, std::string>>& records, char type = 'x');
+  // A GNU long name ('L') or long link ('K') header; the data is NUL-terminated.
+  RawTar& GnuLong(char type, const std::string& value);
+  // The stream with its two zero end blocks.
+  std::string Finish() const { return out_ + std::string(1024, '\0'); }
+
+ private:
+  std::string out_;
+};
+
 std::string Sha256Hex(const std::string& data);
 // A fresh temporary directory (removed by the caller with RemoveTree).
 std::string MakeTempDir();
