@@ -21,14 +21,17 @@ Classes (see docs/differential.md for the verdict on each):
   emptyxattr a pax SCHILY.xattr record with an empty value.
   linksym    hard links whose target is a symlink.
   emptylink  symlinks with an empty target.
+  whafter    an opaque marker on a directory after this layer wrote below it.
+  shuffled   one layer in ten in a random order (draws F2/F4 patterns too).
   symentry   (with symparent) files written under the lower symlink, not only whiteouts.
   symparent  whiteouts, opaque markers and entries under a path that is a symlink in a
              lower layer (compared with the kernel's overlayfs, not umoci).
 """
+import posixpath
 import random
 
 ALL_CLASSES = ['base', 'dotdot', 'rawnames', 'linkwh', 'negfrac', 'empty', 'whsame', 'symparent',
-               'emptyxattr', 'linksym', 'emptylink', 'symentry']
+               'emptyxattr', 'linksym', 'emptylink', 'symentry', 'whafter', 'shuffled']
 
 ASCII_NAMES = [b'a', b'b', b'c', b'd', b'etc', b'lib', b'file.txt', b'with space', b'-dash',
                b'a=b', b'%41', b'back\\slash', b'UPPER', b'semi;colon', b'.hidden', b'..dots',
@@ -49,7 +52,9 @@ KNOWN_DIFFERENCES = {
     'symparent': 'fidelity: whiteouts under a lower symlink are applied through it',
     'symentry': 'entries under a lower symlink are written through it',
     'emptyxattr': 'finding F1: an empty-valued SCHILY.xattr record becomes an empty xattr',
-    'whsame': 'to be decided',
+    'whsame': 'finding F2: a whiteout after a same-layer entry below it keeps lower content',
+    'whafter': 'finding F4: a lower directory reused as a parent keeps its attributes under an opaque marker',
+    'shuffled': 'draws the F2/F4 patterns',
     'linksym': 'to be decided',
     'emptylink': 'to be decided',
 }
@@ -189,6 +194,7 @@ class Gen:
         view = dict(self.lower)  # the merged tree so far, this layer's entries applied
         mine = set()  # paths this layer wrote
         linked = set()  # hard-link targets named in this layer
+        marks = set()  # directories holding this layer's whiteouts and opaque markers
 
         def under(p, paths):
             return any(q == p or q.startswith(p + b'/') for q in paths)
@@ -227,6 +233,8 @@ class Gen:
             if not self.parent_ok(view, p):
                 return False
             if under(p, linked) and not self.use('linkwh'):
+                return False
+            if under(p, marks) and not self.use('whafter'):
                 return False
             return not under(p, mine) or self.use('whsame')
 
@@ -269,6 +277,7 @@ class Gen:
                     self.features.add('hardlink-chain')
                 linked.add(tgt)
                 if r.random() < 0.2 and tgt not in mine and self.use('linkwh'):
+                    marks.add(posixpath.dirname(tgt))
                     entries.append({'type': '0', 'name': self.render(self.wh(tgt)), 'data': b'',
                                     'fmt': 'ustar'})
                     del view[tgt]
@@ -278,6 +287,7 @@ class Gen:
                     continue
                 entries.append({'type': '0', 'name': self.render(self.wh(p)), 'data': b'',
                                 'fmt': r.choice(['ustar', 'gnu', 'pax']), 'mode': 0o644})
+                marks.add(posixpath.dirname(p))
                 self.features.add('whiteout-of-' + ({'5': 'dir', None: 'missing'}.get(view.get(p), 'file')))
                 if under(p, self.linked_before):
                     self.features.add('whiteout-of-link-target')
@@ -291,9 +301,10 @@ class Gen:
                 d = r.choice(dirs) if dirs and r.random() < 0.8 else self.new_path(view)
                 if not self.parent_ok(view, d) or view.get(d, '5') != '5':
                     continue
-                if under(d + b'/x', linked) or any(q.startswith(d + b'/') for q in linked):
-                    if not self.use('linkwh'):
-                        continue
+                if any(q.startswith(d + b'/') for q in linked) and not self.use('linkwh'):
+                    continue
+                if any(q.startswith(d + b'/') for q in mine | marks) and not self.use('whafter'):
+                    continue
                 kids = [d + b'/' + self.component() for _ in range(r.randint(0, 2))]
                 seq = [('opq', None)] + [('kid', k) for k in kids]
                 if r.random() < 0.5:
@@ -301,6 +312,7 @@ class Gen:
                 r.shuffle(seq)
                 for kind, p in seq:
                     if kind == 'opq':
+                        marks.add(d)
                         self.features.add('opaque')
                         entries.append({'type': '0', 'name': self.render(d + b'/.wh..wh..opq'),
                                         'data': b'', 'fmt': r.choice(['ustar', 'gnu', 'pax']),
@@ -320,8 +332,7 @@ class Gen:
                 p = r.choice(cand)
                 add(p, r.choice([t for t in ['0', '5', '2', '6'] if t != view[p]]))
         self.linked_before |= linked
-        if r.random() < 0.1:  # a whole layer in a random order
-            self.used.add('shuffled')
+        if r.random() < 0.1 and self.use('shuffled'):  # a whole layer in a random order
             r.shuffle(entries)
         self.lower = view
         return entries
