@@ -347,6 +347,14 @@ def overlay_ref(cdir, tars):
                             '--numeric-owner', '-p'], input=t, stderr=subprocess.PIPE)
         if p.returncode != 0:
             return None, [p.stderr.decode(errors='replace').strip()]
+        # GNU tar keeps a setgid bit a directory inherits from its parent even when the
+        # header's mode has none; docker's chmod(2) of the header mode does not.
+        with tarfile.open(fileobj=io.BytesIO(t), mode='r:') as tf:
+            for m in tf:
+                q = _clean(os.fsencode(m.name))
+                full = os.path.join(d.encode(), q) if q else None
+                if m.isdir() and full and os.path.isdir(full) and not os.path.islink(full):
+                    os.chmod(full, m.mode & 0o7777)
         for dp, dn, fn in os.walk(d.encode()):
             for n in fn + dn:
                 if not n.startswith(b'.wh.'):

@@ -139,6 +139,10 @@ def entry(e):
     body = b''.join(recs)
     out += _header(b'PaxHeaders/' + name[-80:], b'x', size=len(body), allow_b256=False) + _pad(body)
     short = name[:100]
+    if t == b'\0':
+        # An old-style regular file whose header name ends in '/' is a directory to
+        # readers that look at the header name before the pax path (Python's tarfile).
+        short = short.rstrip(b'/') or b'f'
     out += _header(short, t, mode, min(uid, 0o7777777), min(gid, 0o7777777), len(data),
                    max(0, min(sec, 8**11 - 1)), link[:100], dmaj, dmin, allow_b256=False)
     return out + _pad(data)
