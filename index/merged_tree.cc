@@ -8,8 +8,8 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "index/file_util.h"
 
@@ -48,8 +48,16 @@ class Builder {
     layer_ = layer;
     written_.clear();
     descended_.clear();
+    // What the layer writes matters only to its own later whiteouts: track it up to
+    // the last one (most layers have none).
+    size_t last_whiteout = 0;
+    for (size_t i = 0; i < entries.size(); i++) {
+      if (Split(entries[i].path).second.rfind(kWhiteoutPrefix, 0) == 0) last_whiteout = i + 1;
+    }
     // One pass, in tar order (see merged_tree.h, rules 1 and 2).
-    for (const LayerEntry& e : entries) {
+    for (size_t i = 0; i < entries.size(); i++) {
+      const LayerEntry& e = entries[i];
+      track_ = i < last_whiteout;
       auto [dir, base] = Split(e.path);
       if (InMetaDir(dir)) continue;
       Status st;
@@ -98,7 +106,9 @@ class Builder {
   // component, or a non-directory from a lower layer (a symlink included), becomes an
   // implicit directory of this layer. Without `create` (a hard-link target, rule 4):
   // every symlink is followed and a missing or non-directory component gives nullptr.
-  Result<MNode*> ResolveDir(std::string_view path, bool create) {
+  // With `nondir_ok`, a non-directory of this layer in the way gives nullptr, not an
+  // error (a whiteout below it has nothing to hide: the non-directory hides it all).
+  Result<MNode*> ResolveDir(std::string_view path, bool create, bool nondir_ok = false) {
     std::vector<MNode*> stack{root_};
     std::deque<std::string> pending;
     SplitInto(path, &pending, false);
@@ -122,17 +132,18 @@ class Builder {
         continue;
       }
       if (child && child->type == EntryType::kDir) {
-        if (create) descended_.emplace(cur, c);
+        if (create && track_) descended_.emplace(cur, c);
         stack.push_back(child);
         continue;
       }
       if (!create) return static_cast<MNode*>(nullptr);
       if (child && child->born == layer_) {
+        if (nondir_ok) return static_cast<MNode*>(nullptr);
         return Status::InvalidArgument("parent \"" + c + "\" is not a directory");
       }
       MNode* d = New();
       cur->children.insert_or_assign(c, d);
-      written_.emplace(cur, c);
+      if (track_) written_.emplace(cur, c);
       stack.push_back(d);
     }
     return stack.back();
@@ -140,7 +151,8 @@ class Builder {
 
   // A whiteout or opaque marker (rule 1): hides lower content only.
   Status AddWhiteout(std::string_view dir, std::string_view base) {
-    IMGFS_ASSIGN_OR_RETURN(MNode * p, ResolveDir(dir, /*create=*/true));
+    IMGFS_ASSIGN_OR_RETURN(MNode * p, ResolveDir(dir, /*create=*/true, /*nondir_ok=*/true));
+    if (!p) return Status::Ok();
     if (base == kOpaqueMarker) {
       HideLower(p);
       return Status::Ok();
@@ -196,7 +208,7 @@ class Builder {
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
     auto it = parent->children.find(base);
-    written_.emplace(parent, std::string(base));
+    if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (it != parent->children.end() && it->second->type == EntryType::kDir) {
         SetAttrs(it->second, layer, e);  // keeps the children
@@ -240,9 +252,15 @@ class Builder {
   std::vector<std::unique_ptr<MNode>> arena_;
   MNode* root_;
   uint32_t layer_ = 0;  // the layer being applied
+  bool track_ = false;  // record into written_/descended_ (a whiteout follows)
   // Names (parent, name) this layer wrote (entries, implicit directories) and lower
   // directories its paths passed through: what its whiteouts may not hide.
-  std::set<std::pair<MNode*, std::string>> written_, descended_;
+  struct NameHash {
+    size_t operator()(const std::pair<MNode*, std::string>& k) const {
+      return std::hash<std::string>()(k.second) * 31 + std::hash<MNode*>()(k.first);
+    }
+  };
+  std::unordered_set<std::pair<MNode*, std::string>, NameHash> written_, descended_;
 };
 
 uint32_t ModeOf(const MNode& n) {

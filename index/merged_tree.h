@@ -12,9 +12,10 @@
 //      unless this layer itself wrote NAME (before or after the whiteout) or wrote
 //      something under it; `D/.wh..wh..opq` removes from D everything this layer did
 //      not write, recursively through lower directories this layer only passed
-//      through. Both act where they stand in the tar: a hard link made earlier in the
-//      layer to a file that a later whiteout removes keeps the file's content. Other
-//      `.wh..wh.*` names (aufs metadata) and everything below them are ignored (aufs
+//      through. A whiteout below a non-directory of the same layer is moot (that
+//      entry already hides the lower tree). Both act where they stand in the tar: a
+//      hard link made earlier in the layer to a file that a later whiteout removes
+//      keeps the file's content. Other `.wh..wh.*` names (aufs metadata) and everything below them are ignored (aufs
 //      hard-link directories are not resolved). Whiteouts are never visible.
 //   2. Other entries, in tar order: a later duplicate wins; a non-directory replaces
 //      whatever was at its path (a whole lower directory included); a directory

@@ -108,6 +108,13 @@ Status TarHeaderWalker::Feed(std::string_view in) {
         break;
       }
       case State::kHeader: {
+        if (pending_.empty() && in.size() >= kBlock) {  // the usual case: no copy
+          offset_ += kBlock;
+          error_ = Header(in.substr(0, kBlock));
+          in.remove_prefix(kBlock);
+          if (!error_.ok()) return error_;
+          break;
+        }
         size_t k = std::min(kBlock - pending_.size(), in.size());
         pending_.append(in.substr(0, k));
         offset_ += k;

@@ -338,6 +338,19 @@ TEST(MergedTree, OpaqueKeepsWhatTheLayerWroteUnderALowerDirectory) {
   EXPECT_EQ(p.count("d/old"), 0u);
 }
 
+// umoci writes a directory replaced by a file as the file, then whiteouts of the old
+// children below it: they have nothing left to hide.
+TEST(MergedTree, WhiteoutBelowAFileOfTheSameLayerIsMoot) {
+  TarBuilder l1, l2;
+  l1.File("opt/app/sub/x", "x").File("opt/app/y", "y");
+  l2.File("opt/app", "now a file").Whiteout("opt/app", "sub").Opaque("opt/app");
+  auto t = Merge({l1, l2});
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  auto p = Paths(*t);
+  EXPECT_EQ(p["opt/app"], "f 644 10 L1");
+  EXPECT_EQ(p.count("opt/app/y"), 0u);
+}
+
 TEST(MergedTree, WhiteoutInAMissingDirectoryCreatesIt) {
   TarBuilder l1, l2;
   l1.File("x", "x");

@@ -154,6 +154,7 @@ RawTar& RawTar::Entry(const Header& h, const std::string& data) {
   octal(116, 8, 0);
   octal(124, 12, h.size);
   octal(136, 12, static_cast<uint64_t>(h.mtime));
+  if (!h.mtime_field.empty()) put(136, 12, h.mtime_field);
   b[156] = h.type;
   put(157, 100, h.linkname);
   if (h.gnu_magic) {

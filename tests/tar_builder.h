@@ -55,6 +55,7 @@ class RawTar {
     uint64_t size = 0;
     unsigned mode = 0644;
     int64_t mtime = 1700000000;  // octal
+    std::string mtime_field;     // when set: the 12 raw bytes of the mtime field
     bool gnu_magic = false;      // "ustar  \0" instead of "ustar\0" "00"
   };
   RawTar& Entry(const Header& h, const std::string& data = "");

@@ -164,6 +164,32 @@ TEST(TarFidelity, PaxTimesAsGoReadsThem) {
   EXPECT_FALSE(ParsePaxTime(".5").ok());
 }
 
+TEST(TarFidelity, HeaderTimesInOctalAndBase256) {
+  auto base256 = [](int64_t v) {
+    std::string f(12, '\0');
+    uint64_t u = static_cast<uint64_t>(v);
+    for (int i = 11; i >= 4; i--, u >>= 8) f[i] = static_cast<char>(u & 0xff);
+    for (int i = 0; i < 4; i++) f[i] = v < 0 ? '\xff' : '\0';
+    f[0] = static_cast<char>(static_cast<uint8_t>(f[0]) | 0x80);
+    return f;
+  };
+  RawTar t;
+  RawTar::Header a = H("octal"), b = H("neg"), c = H("far"), d = H("spaces");
+  a.mtime = 017777777777;
+  b.mtime_field = base256(-86400);
+  c.mtime_field = base256(int64_t{1} << 40);
+  d.mtime_field = std::string(" 1750 \0     ", 12);
+  t.Entry(a).Entry(b).Entry(c).Entry(d);
+  auto idx = Index(t.Finish());
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  ASSERT_EQ(idx->entries.size(), 4u);
+  EXPECT_EQ(idx->entries[0].mtime_sec, 017777777777);
+  EXPECT_EQ(idx->entries[1].mtime_sec, -86400);
+  EXPECT_EQ(idx->entries[2].mtime_sec, int64_t{1} << 40);
+  EXPECT_EQ(idx->entries[3].mtime_sec, 01750);
+  for (const LayerEntry& e : idx->entries) EXPECT_EQ(e.mtime_nsec, 0u);
+}
+
 TEST(TarFidelity, EmptyLayersInEveryEncoding) {
   std::string zero_blocks(1024, '\0');
   TarBuilder none;
