@@ -15,9 +15,13 @@ mounted with `mount -t overlay`. Every case of a batch is loaded into one fresh 
 diff:c<SEED>; the store is read through `imgfs ls -R --format tsv --sha256` and through
 one FUSE mount, and every entry is compared attribute by attribute with the reference.
 
-Prints one line per difference (with its seed and classes), and at the end
-  summary: cases N, seconds S, failing cases F, differences by class: {...}
-Exit status 1 when any case differs.
+Prints one line per difference (DIFF seed=N ref=... classes=... VIA:ATTRIBUTE PATH: WANT !=
+GOT), a coverage line (cases drawing from each rule of gen.py) and at the end
+  summary: cases N, seconds S, failing cases F, differences by attribute (cases): {...};
+  failing cases by case classes: {...}; cases drawing from each class: {...};
+  reference fallbacks (entries): {...}
+The fallbacks count where the expected value came from a rule in docs/differential.md
+rather than from umoci itself. Exit status 1 when any case differs.
 """
 import argparse
 import collections
