@@ -92,7 +92,8 @@ class Gen:
         r = self.r
         if r.random() < 0.15 and self.use('rawnames'):
             return r.choice(RAW_NAMES)
-        if r.random() < 0.1 and self.use('ctlnames'):
+        # (ctlnames draws only when enabled, so that other runs keep their random stream)
+        if 'ctlnames' in self.on and r.random() < 0.1 and self.use('ctlnames'):
             return r.choice(CTL_NAMES)
         if r.random() < 0.5:
             return r.choice([b'a', b'b', b'c', b'd', b'e', b'f', b'g'])
