@@ -14,7 +14,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CLASSES=${4:-$(/usr/bin/python3 "$HERE/differential/difftest.py" --print-ci-classes)}
 [[ $CLASSES == all ]] && CLASSES=$(/usr/bin/python3 -c "import sys; sys.path.insert(0, '$HERE/differential'); import gen; print(','.join(gen.ALL_CLASSES))")
 W=$(mktemp -d "${TMPDIR:-/tmp}/imgfs-difflong.XXXXXX")
-trap 'grep -o " $W/[^ ]*/mnt " /proc/mounts | xargs -r -n1 fusermount3 -u -z 2>/dev/null; rm -rf "$W"' EXIT
+cleanup() { grep -o " $W/[^ ]*/mnt " /proc/mounts | xargs -r -n1 fusermount3 -u -z 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
 export TZ=UTC
 echo "differential long run: seeds $FIRST..$((FIRST + COUNT - 1)), classes $CLASSES"
 /usr/bin/python3 "$HERE/differential/difftest.py" --imgfs "$IMGFS" --work "$W" \
