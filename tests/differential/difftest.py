@@ -212,8 +212,8 @@ class LayerDirs:
     and it creates implicit parents with MkdirAll (mode and group inherited from a
     setgid parent, mtime now). A directory's attributes are those of the last header
     that lists it in the top-most layer that lists it, unless a whiteout of it or of an
-    ancestor, or an opaque marker in an ancestor, in a layer in between hides the lower
-    layers."""
+    ancestor, an opaque marker in an ancestor, or an ancestor replaced by a non-directory,
+    in a layer in between hides the lower layers."""
 
     def __init__(self, tars):
         self.tars, self.layers = tars, None
@@ -246,9 +246,12 @@ class LayerDirs:
         if self.layers is None:
             self._read()
         parts = p.split(b'/')
-        for dirs, names, _ in reversed(self.layers):
+        for dirs, names, nondirs in reversed(self.layers):
             if p in dirs:
                 return dirs[p]
+            # An ancestor this layer replaced with a non-directory took the lower p along.
+            if any(b'/'.join(parts[:i]) in nondirs for i in range(1, len(parts))):
+                return None
             for i in range(len(parts)):
                 if b'/'.join(parts[:i] + [b'.wh.' + parts[i]]) in names:
                     return None
