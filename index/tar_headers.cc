@@ -139,12 +139,12 @@ Status TarHeaderWalker::Feed(std::string_view in) {
           if (ext_type_ == 'x' || ext_type_ == 'X') {
             error_ = PaxRecords(data);
             if (!error_.ok()) return error_;
-          } else if (ext_type_ == 'L') {
+          } else if (ext_type_ == 'L') {  // (an empty one changes nothing, as in Go)
             gnu_name_ = std::string(CString(data));
-            has_gnu_name_ = true;
+            has_gnu_name_ = !gnu_name_.empty();
           } else if (ext_type_ == 'K') {
             gnu_link_ = std::string(CString(data));
-            has_gnu_link_ = true;
+            has_gnu_link_ = !gnu_link_.empty();
           }  // 'g': pax global records are not applied (as Go's reader)
           need_ = pad_;
           state_ = need_ ? State::kSkip : State::kHeader;

@@ -247,6 +247,21 @@ TEST(MergedTree, SymlinksAreAlways0777) {
   EXPECT_EQ(p["s"], "l 777 6 L0");  // as lstat shows any symlink on Linux
 }
 
+TEST(MergedTree, SymlinkLoopInParentIsAnError) {
+  TarBuilder l;
+  l.Symlink("a", "b").Symlink("b", "a").File("a/x", "x");
+  auto t = Merge({l});
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("symbolic links"), std::string::npos);
+  // A lower layer's loop is never followed: the upper layer's "a" is a directory.
+  TarBuilder l1, l2;
+  l1.Symlink("a", "b").Symlink("b", "a");
+  l2.File("a/x", "x");
+  auto u = Merge({l1, l2});
+  ASSERT_TRUE(u.ok()) << u.status().message();
+  EXPECT_EQ(Paths(*u)["a"], "d 755 0 L1");
+}
+
 // Rule 3: as in an overlay mount, a layer's paths never go through a lower layer's
 // symlink; the upper layer's directory hides it.
 TEST(MergedTree, LowerSymlinkParentIsNotFollowed) {

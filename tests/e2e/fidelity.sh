@@ -121,8 +121,9 @@ with tarfile.open(sys.argv[1]) as t:
             t.extract(m, sys.argv[2])
 PY
   mount -t overlay overlay -o "lowerdir=$T/ov-$1/upper:$T/ov-$1/lower" "$T/ov-$1/merged"
-  CLEANUP_MOUNTS="$T/ov-$1/merged $CLEANUP_MOUNTS"
 }
+# Kernel overlay mounts are not FUSE: unmount them before lib.sh's cleanup runs.
+trap 'rc=$?; set +e; for m in "$T"/ov-*/merged; do mountpoint -q "$m" && umount -l "$m"; done; (exit $rc); cleanup' EXIT
 for n in wh-symlink opq-symlink; do
   check "$n: loads" load_one "$n" lower.tar "$n.tar"
   if overlay_of "$n" lower.tar "$n.tar" 2>ov.err; then
