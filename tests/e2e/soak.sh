@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak (issue 13): everything at once, bounded by time and by count.
-#   8 readers  — random files of three images, through the mount and through
-#                `imgfs cat` in turn, every byte checked against the source (sha256)
+#   8 readers  — random files of five images (three gzip, one uncompressed, the pulled
+#                one), through the mount and through `imgfs cat` in turn, every byte
+#                checked against the source (sha256)
 #   loader     — `imgfs load` of a gzip docker-archive, then `imgfs rmi` of it
 #   tagger     — `imgfs tag` / `imgfs rmi` of extra names of the read images
 #   pruner     — `imgfs prune` in a loop (unpacked copies in use must survive)
@@ -45,6 +46,12 @@ for img in 1 2 3; do
   tar -C "src$img" -czf "img$img.tar.gz" . && "$IMGFS" import "img$img.tar.gz" "soak/img$img:1" >/dev/null
   (cd "src$img" && sha256sum d/*) >"ref$img"
 done
+# A fourth with an uncompressed layer: its reads need no unpack, so they must go on
+# while the disk is full.
+mkdir -p src5/d
+for f in $(seq 1 24); do head -c $(((RANDOM * 37 + f * 1000) % 614400 + 1)) /dev/urandom >"src5/d/f$f"; done
+tar -C src5 -cf img5.tar . && "$IMGFS" import img5.tar soak/img5:1 >/dev/null
+(cd src5 && sha256sum d/*) >ref5
 # A gzip docker-archive for the loader (its own layer, so rmi frees blobs).
 python3 - <<'EOF'
 import gzip, hashlib, io, json, os, tarfile
@@ -92,9 +99,9 @@ deadline=$((SECONDS + SECS))
 running() { ((SECONDS < deadline)) && [[ ! -e stop ]]; }
 
 reader() {  # reader N
-  local n=$1 ops=0 err=0 wrong=0 dead=0 full=0 pops=0 img f want got via line name path lk full0 e
+  local n=$1 ops=0 err=0 wrong=0 dead=0 full=0 pops=0 plainfull=0 img f want got via line name path lk full0 e
   while running && ((ops < MAX)); do
-    img=$((RANDOM % 4 + 1)); f=$((RANDOM % 24 + 1))
+    img=$((RANDOM % 5 + 1)); f=$((RANDOM % 24 + 1))
     name=soak/img$img:1 path=soak/img$img/1 lk=
     if ((img == 4)); then  # the pulled image, while the puller keeps it (shared lock)
       name=$PULLED path=$REG/soak/pulled/1
@@ -120,18 +127,20 @@ reader() {  # reader N
       e=$(head -c 300 "reader$n.last")
       # A failed read. Through the mount it is expected only while the daemon is dead;
       # while the disk is full, a read that needs an unpack may fail (cat: ENOSPC named;
-      # the mount: EIO) — counted apart.
+      # the mount: EIO) — counted apart. Not so the uncompressed image (img5): no unpack.
       if [[ $via == mount ]] && [[ -e restarting ]]; then dead=$((dead + 1))
-      elif { ((full0)) || [[ -e filling ]]; } &&
+      elif ((img != 5)) && { ((full0)) || [[ -e filling ]]; } &&
            { [[ $via == cat && $e == *"No space left on device"* ]] || [[ $via == mount && $e == *"Input/output error"* ]]; }; then
         full=$((full + 1)); echo "reader $n: $via img$img f$f refused while full: $e" >>"reader$n.full"
       else
         err=$((err + 1)); echo "reader $n: $via img$img f$f failed: $e" >>"reader$n.err"; fi
     elif [[ $got != "$want" ]]; then
       wrong=$((wrong + 1)); echo "reader $n: $via img$img f$f: wrong bytes" >>"reader$n.err"
+    elif ((img == 5 && full0)) && [[ -e filling ]]; then
+      plainfull=$((plainfull + 1))  # a right read of the uncompressed image while full
     fi
   done
-  echo "$ops $err $wrong $dead $full $pops" >"reader$n.stat"
+  echo "$ops $err $wrong $dead $full $pops $plainfull" >"reader$n.stat"
 }
 # w LOG COMMAND...: a write operation. Status 0 done, 2 refused while the disk was full
 # (the error names ENOSPC and the filler was at work when it started or ended), 1 an
@@ -273,7 +282,7 @@ if ((have_fuse)); then
   wait "$d" 2>/dev/null || true
 fi
 
-read -r rops rerr rwrong rdead rfull rpops < <(cat reader*.stat | awk '{ o += $1; e += $2; w += $3; d += $4; f += $5; p += $6 } END { print o, e, w, d, f, p }')
+read -r rops rerr rwrong rdead rfull rpops rplain < <(cat reader*.stat | awk '{ o += $1; e += $2; w += $3; d += $4; f += $5; p += $6; u += $7 } END { print o, e, w, d, f, p, u }')
 read -r lops lerr lfull <loader.stat
 read -r tops terr tfull <tagger.stat
 read -r pops perr pfull <pruner.stat
@@ -281,7 +290,7 @@ read -r uops uerr ufull urmi urerr urfull <puller.stat
 read -r fops ferr <filler.stat
 kops=0 kerr=0
 ((have_fuse)) && read -r kops kerr <killer.stat
-echo "# soak ${SECS}s: reads $rops ($rpops of the pulled image; errors $rerr, wrong bytes $rwrong, refused while the daemon was dead $rdead, refused while full $rfull)"
+echo "# soak ${SECS}s: reads $rops ($rpops of the pulled image, $rplain right of the uncompressed one while full; errors $rerr, wrong bytes $rwrong, refused while the daemon was dead $rdead, refused while full $rfull)"
 echo "# loads+rmi $lops (errors $lerr, refused while full $lfull), tag+rmi $tops (errors $terr, refused while full $tfull), prunes $pops (errors $perr, refused while full $pfull)"
 echo "# pulls $uops (pull errors $uerr, refused while full $ufull), rmi of the pulled image $urmi (errors $urerr, refused while full $urfull)"
 echo "# daemon kills+recoveries $kops (errors $kerr), fills $fops (errors $ferr)"
@@ -312,7 +321,7 @@ allread() {  # allread NAME REF: every file of the image, via imgfs cat, against
 "$IMGFS" rmi "$PULLED" >/dev/null 2>&1 || true
 check "after freeing: pull" bash -c "'$IMGFS' pull -q '$PULLED' >/dev/null"
 check "after freeing: every file of the pulled image is right" allread "$PULLED" ref4
-for img in 1 2 3; do check "after freeing: every file of soak/img$img is right" allread "soak/img$img:1" "ref$img"; done
+for img in 1 2 3 5; do check "after freeing: every file of soak/img$img is right" allread "soak/img$img:1" "ref$img"; done
 "$IMGFS" rmi soak/loaded:1 >/dev/null 2>&1 || true
 check "after freeing: load and rmi" bash -c "'$IMGFS' load -q archive.tar.gz >/dev/null && '$IMGFS' rmi soak/loaded:1 >/dev/null"
 check "after freeing: tag and rmi" bash -c "'$IMGFS' tag soak/img1:1 soak/final:1 && '$IMGFS' rmi soak/final:1 >/dev/null"
