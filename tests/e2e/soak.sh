@@ -83,6 +83,9 @@ start_registry reg "$RP"
 REG=127.0.0.1:$RP
 skopeo copy -q --dest-tls-verify=false oci:oci4:1 docker://$REG/soak/pulled:1
 PULLED=$REG/soak/pulled:1
+# `imgfs rmi` of the tag alone keeps the image under its digest reference (and its
+# blobs): the puller removes both, so that each pull downloads and writes again.
+PULLED_D=$REG/soak/pulled@$(skopeo inspect --tls-verify=false --format '{{.Digest}}' docker://$PULLED)
 : >pulled.lock
 
 M=$T/mnt
@@ -189,17 +192,21 @@ pruner() {
   echo "$ops $err $full" >pruner.stat
 }
 puller() {  # pulls and rmi's count apart: ops = pulls done
-  local ops=0 err=0 full=0 rmis=0 rerr=0 rfull=0 have=0 rc lk
+  local ops=0 err=0 full=0 rmis=0 rerr=0 rfull=0 have=0 dig=0 rc lk
   while running; do
     if ((have)); then
       rm -f pulled.present  # no new reads of it; wait for those in flight
       exec {lk}<pulled.lock; flock -x "$lk"
-      rc=0; w puller.err "$IMGFS" rmi "$PULLED" || rc=$?
+      rc=0
+      if ((dig)); then w puller.err "$IMGFS" rmi "$PULLED_D" || rc=$?; ((rc != 0)) || dig=0; fi
+      ((rc != 0)) || w puller.err "$IMGFS" rmi "$PULLED" || rc=$?
       exec {lk}<&-
-      case $rc in 0) have=0 rmis=$((rmis + 1)) ;; 2) rfull=$((rfull + 1)); touch pulled.present ;; *) rerr=$((rerr + 1)); touch pulled.present ;; esac
+      # (After an rmi, a pause: else the next pull would find just the space its rmi
+      # freed, before the filler takes it, and never meet a full disk.)
+      case $rc in 0) have=0 rmis=$((rmis + 1)); sleep 0.5 ;; 2) rfull=$((rfull + 1)); touch pulled.present ;; *) rerr=$((rerr + 1)); touch pulled.present ;; esac
     else
       rc=0; w puller.err "$IMGFS" pull -q "$PULLED" || rc=$?
-      if tally $rc; then have=1; touch pulled.present; sleep 1; fi  # readers read it meanwhile
+      if tally $rc; then have=1 dig=1; touch pulled.present; sleep 1; fi  # readers read it meanwhile
     fi
     ((rc != 2)) || sleep 0.2
   done
@@ -318,6 +325,7 @@ allread() {  # allread NAME REF: every file of the image, via imgfs cat, against
     [[ $("$IMGFS" cat "$1" "/d/f$f" | sha256sum) == "$want "* ]] || { echo "$1 /d/f$f: wrong or failed"; return 1; }
   done
 }
+"$IMGFS" rmi "$PULLED_D" >/dev/null 2>&1 || true
 "$IMGFS" rmi "$PULLED" >/dev/null 2>&1 || true
 check "after freeing: pull" bash -c "'$IMGFS' pull -q '$PULLED' >/dev/null"
 check "after freeing: every file of the pulled image is right" allread "$PULLED" ref4
@@ -325,6 +333,7 @@ for img in 1 2 3 5; do check "after freeing: every file of soak/img$img is right
 "$IMGFS" rmi soak/loaded:1 >/dev/null 2>&1 || true
 check "after freeing: load and rmi" bash -c "'$IMGFS' load -q archive.tar.gz >/dev/null && '$IMGFS' rmi soak/loaded:1 >/dev/null"
 check "after freeing: tag and rmi" bash -c "'$IMGFS' tag soak/img1:1 soak/final:1 && '$IMGFS' rmi soak/final:1 >/dev/null"
-check "after freeing: rmi of the pulled image and prune" bash -c "'$IMGFS' rmi '$PULLED' >/dev/null && '$IMGFS' prune >/dev/null"
+check "after freeing: rmi of the pulled image and prune" bash -c "'$IMGFS' rmi '$PULLED_D' '$PULLED' >/dev/null && '$IMGFS' prune >/dev/null"
+check "  the pulled image is gone" bash -c "! '$IMGFS' images -a | grep -q soak/pulled"
 check "verify is clean" "$IMGFS" verify
 finish
