@@ -162,6 +162,29 @@ def walk(root, skip_xattr_prefix=b'trusted.overlay.'):
     return out
 
 
+_C_ESCAPES = {b'\\': b'\\', b't': b'\t', b'n': b'\n', b'r': b'\r', b'a': b'\a', b'b': b'\b',
+              b'f': b'\f', b'v': b'\v'}
+
+
+def _unescape(s):
+    r"""Undoes the C escapes `imgfs ls --format tsv` writes in names and link targets
+    (`\\`, `\t`, `\n`, ..., `\NNN` octal) for bytes below 0x20, DEL and backslash."""
+    if b'\\' not in s:
+        return s
+    out, i = bytearray(), 0
+    while i < len(s):
+        if s[i:i + 1] != b'\\':
+            out += s[i:i + 1]
+            i += 1
+        elif s[i + 1:i + 2] in _C_ESCAPES:
+            out += _C_ESCAPES[s[i + 1:i + 2]]
+            i += 2
+        else:
+            out.append(int(s[i + 1:i + 4], 8))
+            i += 4
+    return bytes(out)
+
+
 def from_ls(data):
     """{path: Row} from `imgfs ls -R --format tsv --sha256` (mtime in whole seconds)."""
     out = {}
@@ -170,6 +193,8 @@ def from_ls(data):
             continue
         t, mode, uid, gid, size, mtime, nlink, ino, dev, link, sha, xattrs, rel = line.split(b'\t', 12)
         t = t.decode()
+        rel = _unescape(rel)
+        link = _unescape(link) if t == 'l' else link
         out[rel[2:] if rel.startswith(b'./') else rel] = Row(
             t, int(mode, 8), int(uid), int(gid), int(size) if t in 'fl' else 0,
             int(mtime) * 10**9, int(nlink), dev.decode(), link, sha.decode(),
