@@ -285,6 +285,12 @@ class LayerDirs:
                     return None
         return None
 
+    def listed(self, p):
+        """True when some layer lists p as a directory."""
+        if self.layers is None:
+            self._read()
+        return any(p in dirs for dirs, _, _ in self.layers)
+
     def whiteout_parent(self, p):
         """True when directory p exists only as the parent of a whiteout or opaque marker
         in some layer, no layer above hiding it. docker's ApplyLayer (moby pkg/archive)
@@ -333,13 +339,24 @@ def compare(want, got, seconds_only, implicit, layer_dirs, notes, implicit_marke
             if a != b:
                 diffs.append((cls, p, '%r != %r' % (a, b)))
         wm = w.mtime_ns
-        if w.type == 'd' and implicit(wm):
+        if w.type == 'd' and not implicit(wm) and layer_dirs.listed(p) and \
+                layer_dirs.attrs(p) is None:
+            # A lower directory that a layer whites out (or hides under an opaque
+            # parent) while writing below it: umoci keeps the lower directory's
+            # attributes; the OCI rule (the whiteout applies first) and overlayfs show
+            # only the upper layer's directory, implicit (docs/layer-rules.md).
+            notes['verdict:hidden-lower-dir'] += 1
+            w = w._replace(mode=0o755, uid=0, gid=0, xattrs='-')
+            wm = 0
+        elif w.type == 'd' and implicit(wm):
             # The reference tool wrote this directory's mtime itself: learn the tar's
             # attributes from GNU tar, or imgfs's rule for implicit parents
             # (mode 0755, root, mtime 0) when no layer lists it.
             a = layer_dirs.attrs(p)
             notes['verdict:dir-attrs-from-gnu-tar' if a else 'verdict:implicit-parent'] += 1
-            w = w._replace(mode=a[0], uid=a[1], gid=a[2]) if a else w._replace(mode=0o755, uid=0, gid=0)
+            # (An implicit directory has no xattrs either: a lower one's are hidden.)
+            w = w._replace(mode=a[0], uid=a[1], gid=a[2]) if a else \
+                w._replace(mode=0o755, uid=0, gid=0, xattrs='-')
             wm = a[3] if a else 0
         if w.type != 'l':
             d('mode', w.mode, g.mode)
