@@ -168,6 +168,11 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
                                        std::to_string(raw.link.size()) +
                                        " bytes is longer than PATH_MAX (4095 + NUL)");
       }
+      // Nor can Linux hold an empty one (symlink(2): ENOENT); docker and umoci fail it.
+      if (raw.link.empty()) {
+        return Status::InvalidArgument("symlink \"" + x.path +
+                                       "\" has an empty target (Linux cannot create one)");
+      }
       x.link = std::move(raw.link);
     } else if (x.type == EntryType::kHardlink) {
       auto target = NormalizeTarPath(raw.link, false, /*link_target=*/true);
@@ -182,17 +187,19 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
     const void* xval;
     size_t xsize;
     while (archive_entry_xattr_next(e, &xname, &xval, &xsize) == ARCHIVE_OK) {
-      // libarchive reports an xattr once per PAX spelling (SCHILY.xattr.* and
-      // LIBARCHIVE.xattr.*); one name has one value, the last one read.
-      std::string value(static_cast<const char*>(xval), xsize);
+      // libarchive reports an xattr once per PAX record (SCHILY.xattr.* and
+      // LIBARCHIVE.xattr.* spellings, repeated records), the last one read first (it
+      // prepends to its list); one name has one value, the last one read, as in Go.
       auto same = std::find_if(x.xattrs.begin(), x.xattrs.end(),
                                [&](const Xattr& o) { return o.name == xname; });
-      if (same != x.xattrs.end()) {
-        same->value = std::move(value);
-      } else {
-        x.xattrs.push_back(Xattr{xname, std::move(value)});
+      if (same == x.xattrs.end()) {
+        x.xattrs.push_back(Xattr{xname, std::string(static_cast<const char*>(xval), xsize)});
       }
     }
+    // A record with an empty value sets nothing (Go's reader skips it, so docker and
+    // umoci do; POSIX pax: a zero-length value deletes the keyword), and one after a
+    // valued record of the same name deletes it (in Go the later record wins too).
+    std::erase_if(x.xattrs, [](const Xattr& o) { return o.value.empty(); });
     out.entries.push_back(std::move(x));
   }
   // Drain whatever follows the end-of-archive marker: it is part of the diff_id.

@@ -158,13 +158,39 @@ class Builder {
       return Status::Ok();
     }
     std::string name(base.substr(sizeof(kWhiteoutPrefix) - 1));
-    if (written_.count({p, name}) || descended_.count({p, name})) return Status::Ok();
-    p->children.erase(name);
+    auto it = p->children.find(name);
+    if (it == p->children.end()) return Status::Ok();
+    std::pair<MNode*, std::string> key{p, std::move(name)};
+    if (!written_.count(key) && !descended_.count(key)) {
+      p->children.erase(it);
+      return Status::Ok();
+    }
+    // This layer wrote NAME or something below it: only the lower content goes (OCI:
+    // as if the whiteout came first). A directory the layer only passed through is
+    // left as what the layer holds of it: an implicit directory.
+    if (it->second->type == EntryType::kDir) {
+      if (!written_.count(key)) MakeImplicit(it->second);
+      HideLower(it->second);
+    }
     return Status::Ok();
   }
 
+  // A lower directory whose lower self is hidden: only this layer's implicit directory
+  // is left (mode 0755, root-owned, mtime 0, as rule 3 makes a missing parent).
+  void MakeImplicit(MNode* d) {
+    MNode fresh;
+    d->perm = fresh.perm;
+    d->uid = d->gid = 0;
+    d->mtime_sec = 0;
+    d->mtime_nsec = 0;
+    d->xattrs.clear();
+    d->layer = d->born = layer_;
+  }
+
   // Removes from `dir` everything this layer did not put there, recursively through
-  // lower directories this layer only passed through.
+  // its directories (a directory it wrote over a lower one holds lower children too);
+  // a lower directory it only passed through becomes an implicit one (MakeImplicit),
+  // whatever the order of its markers.
   void HideLower(MNode* dir) {
     std::vector<MNode*> work{dir};
     while (!work.empty()) {
@@ -172,9 +198,12 @@ class Builder {
       work.pop_back();
       for (auto it = d->children.begin(); it != d->children.end();) {
         std::pair<MNode*, std::string> key{d, it->first};
+        bool dir_child = it->second->type == EntryType::kDir;
         if (written_.count(key)) {
+          if (dir_child) work.push_back(it->second);
           ++it;
-        } else if (descended_.count(key) && it->second->type == EntryType::kDir) {
+        } else if (descended_.count(key) && dir_child) {
+          MakeImplicit(it->second);
           work.push_back(it->second);
           ++it;
         } else {

@@ -8,15 +8,20 @@
 // another layer's entries). docs/layer-rules.md gives the reasons and the differences
 // from tools that apply tars into one directory.
 //   1. Whiteouts hide lower content only (OCI layer.md, "Whiteouts": files of the same
-//      layer can only be hidden by later layers). `D/.wh.NAME` removes NAME from D,
-//      unless this layer itself wrote NAME (before or after the whiteout) or wrote
-//      something under it; `D/.wh..wh..opq` removes from D everything this layer did
-//      not write, recursively through lower directories this layer only passed
-//      through. A whiteout below a non-directory of the same layer is moot (that
-//      entry already hides the lower tree). Both act where they stand in the tar: a
-//      hard link made earlier in the layer to a file that a later whiteout removes
-//      keeps the file's content. Other `.wh..wh.*` names (aufs metadata) and everything below them are ignored (aufs
-//      hard-link directories are not resolved). Whiteouts are never visible.
+//      layer can only be hidden by later layers). `D/.wh.NAME` removes NAME from D;
+//      if this layer itself wrote NAME (before or after the whiteout) or wrote
+//      something under it, only NAME's lower content goes: a directory keeps what
+//      this layer wrote below it. `D/.wh..wh..opq` removes from D everything this
+//      layer did not write, recursively through D's directories. In both, a lower
+//      directory the layer only passed through is left as an implicit directory of
+//      this layer (its lower self is hidden), so the result does not depend on where
+//      the markers stand among the layer's entries (hard links aside, below). A
+//      whiteout below a non-directory of the same layer is moot (that entry already
+//      hides the lower tree). Both act where they stand in the tar: a hard link made
+//      earlier in the layer to a file that a later whiteout removes keeps the file's
+//      content. Other `.wh..wh.*` names (aufs metadata) and everything below them are
+//      ignored (aufs hard-link directories are not resolved). Whiteouts are never
+//      visible.
 //   2. Other entries, in tar order: a later duplicate wins; a non-directory replaces
 //      whatever was at its path (a whole lower directory included); a directory
 //      replacing a non-directory starts empty; a directory over a directory takes the

@@ -353,6 +353,66 @@ TEST(MergedTree, OpaqueKeepsWhatTheLayerWroteUnderALowerDirectory) {
   EXPECT_EQ(p.count("d/old"), 0u);
 }
 
+// F2 (OCI layer.md, Whiteouts: "Whiteout files MUST only apply to resources in
+// lower/parent layers"): `.wh.a` after this layer wrote under `a` removes the lower
+// content of `a` and keeps the layer's own, whatever the order. What is left of `a` is
+// this layer's: its own entry's attributes, or an implicit directory.
+TEST(MergedTree, WhiteoutAfterSameLayerEntriesBelowItHidesOnlyLowerContent) {
+  for (int variant = 0; variant < 4; variant++) {
+    bool whiteout_first = variant & 1, own_dir = variant & 2;
+    TarBuilder l1, l2;
+    l1.Dir("a", 0700).File("a/lower", "L").File("a/sub/old", "o").File("keep", "k");
+    if (whiteout_first) l2.Whiteout("", "a");
+    if (own_dir) l2.Dir("a", 0750);
+    l2.File("a/new", "N").File("a/sub/new2", "n");
+    if (!whiteout_first) l2.Whiteout("", "a");
+    auto t = Merge({l1, l2});
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    auto p = Paths(*t);
+    EXPECT_EQ(p.count("a/lower"), 0u) << variant;
+    EXPECT_EQ(p.count("a/sub/old"), 0u) << variant;
+    EXPECT_EQ(p["a/new"], "f 644 1 L1") << variant;
+    EXPECT_EQ(p["a/sub/new2"], "f 644 1 L1") << variant;
+    EXPECT_EQ(p["a"], own_dir ? "d 750 0 L1" : "d 755 0 L1") << variant;
+    EXPECT_EQ(p["a/sub"], "d 755 0 L1") << variant;
+    EXPECT_EQ(p.count("keep"), 1u) << variant;
+    EXPECT_EQ(p.size(), 5u) << variant;
+  }
+}
+
+// A directory the layer wrote over a lower one keeps the lower children (rule 2), but
+// not under an opaque marker of an ancestor, before or after it.
+TEST(MergedTree, OpaqueHidesLowerChildrenOfADirectoryTheLayerRewrote) {
+  for (bool marker_first : {true, false}) {
+    TarBuilder l1, l2;
+    l1.File("a/sub/old", "o");
+    if (marker_first) l2.Opaque("a");
+    l2.Dir("a/sub", 0700);
+    if (!marker_first) l2.Opaque("a");
+    auto p = Paths(*Merge({l1, l2}));
+    EXPECT_EQ(p.count("a/sub/old"), 0u) << marker_first;
+    EXPECT_EQ(p["a/sub"], "d 700 0 L1") << marker_first;
+  }
+}
+
+// F4: a lower directory hidden by its parent's opaque marker is, whatever the order of
+// the markers, what this layer holds of it: an implicit directory (as overlayfs shows).
+TEST(MergedTree, DirectoryUnderAnOpaqueParentIsTheLayersOwnInEitherOrder) {
+  for (bool inner_first : {true, false}) {
+    TarBuilder l1, l2;
+    l1.Dir("a", 0755).Dir("a/d", 0700).File("a/d/f", "f").File("a/g", "g");
+    if (inner_first) l2.Opaque("a/d").Opaque("a");
+    if (!inner_first) l2.Opaque("a").Opaque("a/d");
+    auto t = Merge({l1, l2});
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    auto p = Paths(*t);
+    EXPECT_EQ(p["a/d"], "d 755 0 L1") << inner_first;
+    EXPECT_EQ(p.count("a/d/f"), 0u) << inner_first;
+    EXPECT_EQ(p.count("a/g"), 0u) << inner_first;
+    EXPECT_EQ(p["a"], "d 755 0 L0") << inner_first;  // the marker's own directory stays
+  }
+}
+
 // umoci writes a directory replaced by a file as the file, then whiteouts of the old
 // children below it: they have nothing left to hide.
 TEST(MergedTree, WhiteoutBelowAFileOfTheSameLayerIsMoot) {

@@ -143,6 +143,38 @@ TEST(TarFidelity, SymlinkTargetMustFitPathMax) {
   EXPECT_NE(j.status().message().find("PATH_MAX"), std::string::npos) << j.status().message();
 }
 
+// F1: a pax SCHILY.xattr record with an empty value sets no xattr (Go's reader skips
+// it, so docker and umoci do; POSIX pax: a zero-length value deletes the keyword),
+// and an empty record after a valued one for the same name deletes it (the last
+// record of a name wins, as in Go).
+TEST(TarFidelity, EmptyXattrRecordsAreDropped) {
+  RawTar t;
+  t.Pax({{"SCHILY.xattr.user.a", "1"}, {"SCHILY.xattr.user.empty", ""}}).Entry(H("f", '0', 1), "x");
+  t.Pax({{"SCHILY.xattr.user.b", "2"}, {"SCHILY.xattr.user.b", ""}}).Entry(H("g", '0', 1), "y");
+  t.Pax({{"SCHILY.xattr.user.c", "1"}, {"SCHILY.xattr.user.c", "2"}}).Entry(H("h", '0', 1), "z");
+  auto idx = Index(t.Finish());
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  ASSERT_EQ(idx->entries.size(), 3u);
+  ASSERT_EQ(idx->entries[0].xattrs.size(), 1u);
+  EXPECT_EQ(idx->entries[0].xattrs[0].name, "user.a");
+  EXPECT_EQ(idx->entries[0].xattrs[0].value, "1");
+  EXPECT_TRUE(idx->entries[1].xattrs.empty());
+  ASSERT_EQ(idx->entries[2].xattrs.size(), 1u);  // a repeated record: the last one wins
+  EXPECT_EQ(idx->entries[2].xattrs[0].value, "2");
+}
+
+// F3: Linux cannot hold a symlink with an empty target (symlink(2): ENOENT); docker
+// and umoci fail such a layer, and so does imgfs, with one clear error.
+TEST(TarFidelity, SymlinkWithEmptyTargetIsRefused) {
+  TarBuilder t;
+  t.Symlink("e", "");
+  auto idx = Index(t.Build());
+  ASSERT_FALSE(idx.ok());
+  EXPECT_NE(idx.status().message().find("empty target"), std::string::npos)
+      << idx.status().message();
+  EXPECT_NE(idx.status().message().find("\"e\""), std::string::npos) << idx.status().message();
+}
+
 TEST(TarFidelity, PaxTimesAsGoReadsThem) {
   struct Case {
     const char* pax;
