@@ -21,8 +21,7 @@ Classes (see docs/differential.md for the verdict on each):
   emptyxattr a pax SCHILY.xattr record with an empty value.
   linksym    hard links whose target is a symlink.
   emptylink  symlinks with an empty target.
-  ctlnames   names with control characters (newline, tab, ESC, DEL, CR), compared
-             through the mount only.
+  ctlnames   names with control characters (newline, tab, ESC, DEL, CR).
   whafter    an opaque marker on a directory after this layer wrote below it.
   shuffled   one layer in ten in a random order (draws F2/F4 patterns too).
   symentry   (with symparent) files written under the lower symlink, not only whiteouts.
@@ -48,9 +47,9 @@ UIDS = [0, 0, 0, 1, 1000, 65534, 2**21 - 1, 2**21, 2**21 + 5, 4000000, 2**31 - 1
 SEC = 10**9
 # Classes where imgfs and the reference still differ, each with its reason in
 # docs/differential.md. CI runs every other class; these run only when named.
-# Classes that pass but stay out of CI: ctlnames takes `imgfs ls` out of the comparison
-# for the cases that draw it (nearly all of them).
-OPT_IN = {'ctlnames': 'mount-only comparison; run on demand'}
+# Classes that pass but stay out of CI (none since `imgfs ls --format tsv` escapes
+# control bytes, so ctlnames is compared through ls and the mount).
+OPT_IN = {}
 KNOWN_DIFFERENCES = {
     # (F1-F4, which kept emptyxattr, whsame, emptylink and whafter here, are fixed.)
     'shuffled': 'a child listed before its directory over a lower non-directory: imgfs follows '
