@@ -463,12 +463,31 @@ int CmdRmi(const std::string& root, const Args& a) {
       auto rec = store->GetRef(as_ref->String());
       by_name = rec.ok() && rec->has_value();
     }
-    if (by_name && n.tags.size() + n.digests.size() > 1) {
-      // Only untag: other names keep the image.
-      Status st = store->DeleteRef(as_ref->String());
-      if (!st.ok()) return Fail(st, "rmi");
-      std::printf("Untagged: %s\n", as_ref->FamiliarString().c_str());
-      continue;
+    if (by_name) {
+      // docker's rule (moby ImageDelete): remove the name; when it was a tag and no other
+      // tag of that repository is left, the repository's digest references go with it.
+      // Only when no name at all is left is the image deleted.
+      std::vector<Reference> also;  // digest references removed with the tag
+      bool other_tag_in_repo = false;
+      for (auto& t : n.tags) {
+        if (t.String() != as_ref->String() && t.Name() == as_ref->Name()) other_tag_in_repo = true;
+      }
+      if (as_ref->digest.empty() && !other_tag_in_repo) {
+        for (auto& d : n.digests) {
+          if (d.Name() == as_ref->Name()) also.push_back(d);
+        }
+      }
+      size_t left = n.tags.size() + n.digests.size() - 1 - also.size();
+      if (left > 0) {
+        Status st = store->DeleteRef(as_ref->String());
+        for (auto& d : also) {
+          if (st.ok()) st = store->DeleteRef(d.String());
+        }
+        if (!st.ok()) return Fail(st, "rmi");
+        std::printf("Untagged: %s\n", as_ref->FamiliarString().c_str());
+        for (auto& d : also) std::printf("Untagged: %s\n", d.FamiliarString().c_str());
+        continue;
+      }
     }
     if (!by_name) {
       std::set<std::string> repos;

@@ -47,6 +47,20 @@ check "  equals umoci unpack" same_as $REG/test/docker:v2 ref-v2/rootfs
 check "pull what skopeo pushed" "$IMGFS" pull -q $REG/test/skopeo:v2
 check "pull zstd layers" "$IMGFS" pull -q $REG/test/zstd:v1
 check "  equals umoci unpack" same_as $REG/test/zstd:v1 ref-v1/rootfs
+# docker's rmi rule (moby ImageDelete): removing the last tag of a repository removes that
+# repository's digest references too; the image goes when no name is left.
+rmi_last_tag() {
+  local r=$T/rmi-store out
+  IMGFS_ROOT=$r "$IMGFS" pull -q $REG/test/zstd:v1 >/dev/null || return 1
+  IMGFS_ROOT=$r "$IMGFS" tag $REG/test/zstd:v1 other/name:x || return 1
+  out=$(IMGFS_ROOT=$r "$IMGFS" rmi $REG/test/zstd:v1) || return 1
+  [[ $out == *"Untagged: $REG/test/zstd@sha256:"* && $out != *Deleted:* ]] || { echo "$out"; return 1; }
+  ! IMGFS_ROOT=$r "$IMGFS" images --digests | grep -q test/zstd || return 1
+  out=$(IMGFS_ROOT=$r "$IMGFS" rmi other/name:x) || return 1
+  [[ $out == *Deleted:* && -z $(IMGFS_ROOT=$r "$IMGFS" images -q) ]] || { echo "$out"; return 1; }
+  IMGFS_ROOT=$r "$IMGFS" verify >/dev/null
+}
+check "rmi of a pulled tag takes its repository's digest reference along, then the image" rmi_last_tag
 check "pull uncompressed layers" "$IMGFS" pull -q $REG/test/plain:v1
 check "  equals umoci unpack" same_as $REG/test/plain:v1 ref-v1/rootfs
 out=$("$IMGFS" pull $REG/test/multi:arm64)  # another config, the layers of v1

@@ -83,8 +83,8 @@ start_registry reg "$RP"
 REG=127.0.0.1:$RP
 skopeo copy -q --dest-tls-verify=false oci:oci4:1 docker://$REG/soak/pulled:1
 PULLED=$REG/soak/pulled:1
-# `imgfs rmi` of the tag alone keeps the image under its digest reference (and its
-# blobs): the puller removes both, so that each pull downloads and writes again.
+# `imgfs rmi` of the tag removes the repository's digest reference with it (docker's
+# rule), and so the image and its blobs: each pull downloads and writes again.
 PULLED_D=$REG/soak/pulled@$(skopeo inspect --tls-verify=false --format '{{.Digest}}' docker://$PULLED)
 : >pulled.lock
 
@@ -192,21 +192,20 @@ pruner() {
   echo "$ops $err $full" >pruner.stat
 }
 puller() {  # pulls and rmi's count apart: ops = pulls done
-  local ops=0 err=0 full=0 rmis=0 rerr=0 rfull=0 have=0 dig=0 rc lk
+  local ops=0 err=0 full=0 rmis=0 rerr=0 rfull=0 have=0 rc lk
   while running; do
     if ((have)); then
       rm -f pulled.present  # no new reads of it; wait for those in flight
       exec {lk}<pulled.lock; flock -x "$lk"
       rc=0
-      if ((dig)); then w puller.err "$IMGFS" rmi "$PULLED_D" || rc=$?; ((rc != 0)) || dig=0; fi
-      ((rc != 0)) || w puller.err "$IMGFS" rmi "$PULLED" || rc=$?
+      w puller.err "$IMGFS" rmi "$PULLED" || rc=$?
       exec {lk}<&-
       # (After an rmi, a pause: else the next pull would find just the space its rmi
       # freed, before the filler takes it, and never meet a full disk.)
       case $rc in 0) have=0 rmis=$((rmis + 1)); sleep 0.5 ;; 2) rfull=$((rfull + 1)); touch pulled.present ;; *) rerr=$((rerr + 1)); touch pulled.present ;; esac
     else
       rc=0; w puller.err "$IMGFS" pull -q "$PULLED" || rc=$?
-      if tally $rc; then have=1 dig=1; touch pulled.present; sleep 1; fi  # readers read it meanwhile
+      if tally $rc; then have=1; touch pulled.present; sleep 1; fi  # readers read it meanwhile
     fi
     ((rc != 2)) || sleep 0.2
   done
