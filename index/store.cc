@@ -48,7 +48,7 @@ Status MakePrivateDir(const std::string& root) {
   for (const char* sub : {"", "/blobs", "/blobs/sha256", "/ingest", "/index", "/unpacked"}) {
     std::string p = root + sub;
     struct stat st;
-    if (::stat(p.c_str(), &st) != 0) {  // a symlinked root (/var/lib/imgfs → /data) is fine
+    if (::stat(p.c_str(), &st) != 0) {        // a symlinked root (/var/lib/imgfs → /data) is fine
       if (errno == ENOENT && *sub) continue;  // made below, 0700
       return Status::FromErrno("stat " + p);
     }

@@ -1,8 +1,9 @@
 // The registry HTTP API v2 client (libcurl).
 //
 //   - Scheme: HTTPS with the system CAs plus /etc/docker/certs.d/HOST[:PORT]/ca.crt
-//     (and a client certificate there: the first NAME.cert, by name, with its NAME.key). Plain HTTP only for localhost, 127.0.0.0/8, ::1
-//     or hosts given with --insecure-registry: those try HTTPS first and fall back.
+//     (and a client certificate there: the first NAME.cert, by name, with its NAME.key). Plain HTTP
+//     only for localhost, 127.0.0.0/8, ::1 or hosts given with --insecure-registry: those try HTTPS
+//     first and fall back.
 //   - Auth: on 401 the WWW-Authenticate challenge decides: Bearer (realm, service,
 //     scope; a token per scope, cached, fetched with the user's credentials when there
 //     are any, refreshed on the next 401) or Basic. Credentials go only to the
