@@ -16,7 +16,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 secs=${1:?usage: run.sh SECONDS [BUILD_DIR]}
 build=$(cd "${2:-$here/../../build-fuzz}" && pwd) || exit 2
 work=${FUZZ_WORK:-${TMPDIR:-/tmp}/imgfs-fuzz}
-targets=${FUZZ_TARGETS:-"reference json layer_indexer layer_entry merged_tree store_records credentials"}
+all_targets=$(for f in "$here"/*_fuzz.cc; do basename "$f" _fuzz.cc; done | tr '\n' ' ')
+targets=${FUZZ_TARGETS:-$all_targets}
 mkdir -p "$work"
 failed=0
 total=0

@@ -1,0 +1,75 @@
+// Shared by the imgfs subcommands (cli/cmd_*.cc): parsed arguments, the command table
+// entry, error exits, store opening, docker-style human units and image resolution.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "index/digest.h"
+#include "index/status.h"
+#include "index/store.h"
+#include "registry/reference.h"
+#include "registry/registry_client.h"
+
+namespace imgfs {
+
+struct Args {
+  std::vector<std::string> pos;
+  std::map<std::string, std::string>
+      opts;  // "--flag" → value ("" for booleans), the last one given
+  std::multimap<std::string, std::string> all;  // every value of every flag
+  std::vector<std::string> Multi(const std::string& f) const {
+    std::vector<std::string> v;
+    for (auto [it, end] = all.equal_range(f); it != end; ++it) v.push_back(it->second);
+    return v;
+  }
+  bool Has(const std::string& f) const { return opts.count(f) > 0; }
+  std::string Get(const std::string& f, const std::string& def = "") const {
+    auto it = opts.find(f);
+    return it == opts.end() ? def : it->second;
+  }
+};
+
+struct Command {
+  const char* name;
+  const char* usage;
+  const char* summary;
+  std::vector<std::string> value_flags;  // flags that take a value
+  std::map<std::string, std::string> aliases;
+  std::function<int(const std::string& root, const Args&)> run;
+};
+
+// One line "imgfs: MSG" on stderr, then exit (2 for usage errors).
+[[noreturn]] void Die(const std::string& msg, int code = 1);
+// Prints "imgfs: [CONTEXT: ]STATUS" and returns 1.
+int Fail(const Status& st, const std::string& context = "");
+// The store: --root, $IMGFS_ROOT, /var/lib/imgfs for root, else XDG data home.
+std::string DefaultRoot();
+std::unique_ptr<Store> OpenStore(const std::string& root);
+// "3 weeks ago", as docker's units.HumanDuration.
+std::string HumanSince(int64_t t);
+// "4.26MB", as docker's units.HumanSizeWithPrecision(size, 3) (decimal units).
+std::string HumanSize(double v);
+// "64M", "2G", "1048576" → bytes.
+Result<uint64_t> ParseSize(const std::string& s);
+// Resolves what a user typed to an image: a reference first, then an ID (prefix).
+Result<Digest> ResolveImage(const Store& store, const std::string& s);
+// Names of each image, split into tags and digests.
+struct Names {
+  std::vector<Reference> tags, digests;
+};
+Result<std::map<std::string, Names>> NamesByImage(const Store& store);
+// Registry options from flags, ROOT/config.json and the IMGFS_* environment.
+RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a);
+
+// The commands of each file, in help order (cli/commands.cc concatenates them).
+std::vector<Command> ImageCommands();     // cli/cmd_images.cc
+std::vector<Command> FileCommands();      // cli/cmd_files.cc
+std::vector<Command> RegistryCommands();  // cli/cmd_registry.cc
+std::vector<Command> StoreCommands();     // cli/cmd_store.cc
+
+}  // namespace imgfs

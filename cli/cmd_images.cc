@@ -1,0 +1,448 @@
+// imgfs subcommands. Images: load, import, images, inspect, tag, rmi.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "cli/cli_common.h"
+#include "cli/ls_format.h"
+#include "fs/fuse_adapter.h"
+#include "fs/image_view.h"
+#include "fs/unpack_cache.h"
+#include "index/store.h"
+#include "registry/credentials.h"
+#include "registry/daemon_config.h"
+#include "registry/image_loader.h"
+#include "registry/json.h"
+#include "registry/puller.h"
+#include "registry/reference.h"
+
+namespace imgfs {
+namespace {
+
+int CmdLoad(const std::string& root, const Args& a) {
+  if (a.pos.size() != 1 && !a.Has("--input"))
+    Die("load: want exactly one FILE or DIR (see imgfs load --help)", 2);
+  std::string path = a.Has("--input") ? a.Get("--input") : a.pos[0];
+  auto store = OpenStore(root);
+  LoadOptions opt;
+  opt.repository = a.Get("--name");
+  if (!opt.repository.empty()) {
+    auto r = ParseReference(opt.repository);
+    if (!r.ok() || !r->tag.empty() || !r->digest.empty())
+      Die("load: --name wants a repository without tag");
+  }
+  bool quiet = a.Has("--quiet");
+  // Progress goes to stdout like docker's, and only to a terminal: stderr stays for
+  // the one error line, and scripts see only the "Loaded image" lines.
+  if (!quiet && ::isatty(STDOUT_FILENO)) {
+    opt.progress = [](const std::string& l) {
+      std::printf("%s\n", l.c_str());
+      std::fflush(stdout);
+    };
+  }
+  auto out = LoadImages(*store, path, opt);
+  if (!out.ok()) return Fail(out.status(), "load");
+  for (const LoadedImage& img : *out) {
+    if (img.names.empty()) {
+      std::printf("Loaded image ID: %s\n", img.id.str().c_str());
+      if (!quiet && !opt.repository.empty()) continue;
+    }
+    for (const std::string& n : img.names) {
+      auto r = ParseReference(n);
+      std::printf("Loaded image: %s\n", r.ok() ? r->FamiliarString().c_str() : n.c_str());
+    }
+  }
+  return 0;
+}
+
+int CmdImport(const std::string& root, const Args& a) {
+  if (a.pos.size() != 2) Die("import: want TARBALL REFERENCE (see imgfs import --help)", 2);
+  auto ref = ParseDockerRef(a.pos[1]);
+  if (!ref.ok()) return Fail(ref.status(), "import");
+  if (!ref->digest.empty()) Die("import: the reference must be a tag, not a digest");
+  auto store = OpenStore(root);
+  auto out = ImportRootfs(*store, a.pos[0], *ref, LoadOptions{});
+  if (!out.ok()) return Fail(out.status(), "import");
+  std::printf("%s\n", out->id.str().c_str());
+  return 0;
+}
+
+int CmdImages(const std::string& root, const Args& a) {
+  auto store = OpenStore(root);
+  auto images = store->ListImages();
+  if (!images.ok()) return Fail(images.status(), "images");
+  auto names = NamesByImage(*store);
+  if (!names.ok()) return Fail(names.status(), "images");
+  std::sort(images->begin(), images->end(), [](const ImageRecord& x, const ImageRecord& y) {
+    return x.created_unix != y.created_unix ? x.created_unix > y.created_unix : x.id < y.id;
+  });
+  std::string filter_repo, filter_tag;
+  if (!a.pos.empty()) {
+    auto r = ParseReference(a.pos[0]);
+    if (!r.ok()) return Fail(r.status(), "images");
+    filter_repo = r->Name();
+    filter_tag = r->tag;
+  }
+  bool digests = a.Has("--digests"), no_trunc = a.Has("--no-trunc"), quiet = a.Has("--quiet");
+  std::string format = a.Get("--format", "table");
+  if (format != "table" && format != "json") Die("images: --format is table or json", 2);
+  struct Row {
+    std::string repo, tag, digest;
+    const ImageRecord* img;
+  };
+  std::vector<Row> rows;
+  for (const ImageRecord& img : *images) {
+    const Names& n = (*names)[img.id.hex()];
+    std::set<std::string> repos_with_tag;
+    for (const Reference& t : n.tags) {
+      std::string dg;
+      for (const Reference& d : n.digests) {
+        if (d.Name() == t.Name()) dg = d.digest;
+      }
+      rows.push_back({t.FamiliarName(), t.tag, dg, &img});
+      repos_with_tag.insert(t.Name());
+    }
+    for (const Reference& d : n.digests) {
+      if (!repos_with_tag.count(d.Name()))
+        rows.push_back({d.FamiliarName(), "<none>", d.digest, &img});
+    }
+    if (n.tags.empty() && n.digests.empty() && filter_repo.empty())
+      rows.push_back({"<none>", "<none>", "", &img});
+  }
+  if (!filter_repo.empty()) {
+    std::erase_if(rows, [&](const Row& r) {
+      auto ref = ParseReference(r.repo);
+      return !ref.ok() || ref->Name() != filter_repo ||
+             (!filter_tag.empty() && r.tag != filter_tag);
+    });
+  }
+  auto id_of = [&](const ImageRecord& img) { return no_trunc ? img.id.str() : img.id.Short(); };
+  if (quiet) {
+    std::set<std::string> seen;
+    for (const Row& r : rows) {
+      if (seen.insert(r.img->id.hex()).second) std::printf("%s\n", id_of(*r.img).c_str());
+    }
+    return 0;
+  }
+  if (format == "json") {
+    for (const Row& r : rows) {
+      JsonWriter w;
+      w.BeginObject();
+      w.Key("Repository").String(r.repo).Key("Tag").String(r.tag);
+      w.Key("Digest").String(r.digest.empty() ? "<none>" : r.digest);
+      w.Key("ID").String(id_of(*r.img));
+      w.Key("CreatedAt").String(r.img->created);
+      w.Key("CreatedSince")
+          .String(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
+      w.Key("Size").String(HumanSize(static_cast<double>(r.img->size)));
+      w.Key("VirtualSize").Uint(r.img->size);
+      w.EndObject();
+      std::printf("%s\n", w.str().c_str());
+    }
+    return 0;
+  }
+  std::vector<std::vector<std::string>> table;
+  std::vector<std::string> head = {"REPOSITORY", "TAG"};
+  if (digests) head.push_back("DIGEST");
+  for (const char* h : {"IMAGE ID", "CREATED", "SIZE"}) head.push_back(h);
+  table.push_back(head);
+  for (const Row& r : rows) {
+    std::vector<std::string> row = {r.repo, r.tag};
+    if (digests) row.push_back(r.digest.empty() ? "<none>" : r.digest);
+    row.push_back(id_of(*r.img));
+    row.push_back(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
+    row.push_back(HumanSize(static_cast<double>(r.img->size)));
+    table.push_back(row);
+  }
+  std::vector<size_t> width(head.size(), 0);
+  for (auto& row : table) {
+    for (size_t i = 0; i < row.size(); i++) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (auto& row : table) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); i++) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+    }
+    out += line + "\n";
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+// Indents compact JSON (strings are copied verbatim).
+std::string PrettyJson(const std::string& in) {
+  std::string out;
+  int depth = 0;
+  bool in_str = false;
+  auto nl = [&] { out += "\n" + std::string(depth * 4, ' '); };
+  for (size_t i = 0; i < in.size(); i++) {
+    char c = in[i];
+    if (in_str) {
+      out += c;
+      if (c == '\\')
+        out += in[++i];
+      else if (c == '"')
+        in_str = false;
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_str = true;
+        out += c;
+        break;
+      case '{':
+      case '[':
+        if (i + 1 < in.size() && (in[i + 1] == '}' || in[i + 1] == ']')) {
+          out += c;
+          out += in[++i];
+          break;
+        }
+        out += c;
+        depth++;
+        nl();
+        break;
+      case '}':
+      case ']':
+        depth--;
+        nl();
+        out += c;
+        break;
+      case ',':
+        out += c;
+        nl();
+        break;
+      case ':':
+        out += ": ";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+int CmdInspect(const std::string& root, const Args& a) {
+  if (a.pos.empty()) Die("inspect: want at least one IMAGE", 2);
+  auto store = OpenStore(root);
+  auto names = NamesByImage(*store);
+  if (!names.ok()) return Fail(names.status(), "inspect");
+  JsonWriter w;
+  w.BeginArray();
+  for (const std::string& s : a.pos) {
+    auto id = ResolveImage(*store, s);
+    if (!id.ok()) return Fail(id.status(), "inspect");
+    auto view = ImageView::Open(*store, *id);
+    if (!view.ok()) return Fail(view.status(), "inspect " + s);
+    const ImageRecord& img = (*view)->image();
+    auto cfg_bytes = store->blobs().Read(img.id);
+    if (!cfg_bytes.ok()) return Fail(cfg_bytes.status(), "inspect " + s);
+    auto cfg = ParseConfig(*cfg_bytes);
+    if (!cfg.ok()) return Fail(cfg.status(), "inspect " + s);
+    const Names& n = (*names)[img.id.hex()];
+    w.BeginObject();
+    w.Key("Id").String(img.id.str());
+    w.Key("RepoTags").BeginArray();
+    for (const Reference& t : n.tags) w.String(t.FamiliarString());
+    w.EndArray();
+    w.Key("RepoDigests").BeginArray();
+    for (const Reference& d : n.digests) w.String(d.FamiliarString());
+    w.EndArray();
+    w.Key("Created").String(img.created);
+    w.Key("Os").String(img.os);
+    w.Key("Architecture").String(img.architecture);
+    if (!img.variant.empty()) w.Key("Variant").String(img.variant);
+    w.Key("Size").Uint(img.size);
+    w.Key("Config").Raw(cfg->config_json);
+    w.Key("RootFS").BeginObject().Key("Type").String("layers").Key("Layers").BeginArray();
+    for (const Digest& d : img.diff_ids) w.String(d.str());
+    w.EndArray().EndObject();
+    w.Key("Manifest").String(img.manifest_digest);
+    w.Key("Layers").BeginArray();
+    for (const LayerRecord& l : (*view)->layers()) {
+      w.BeginObject();
+      w.Key("Digest").String(l.blob.str()).Key("DiffID").String(l.diff_id.str());
+      w.Key("MediaType").String(l.media_type).Key("Size").Uint(l.blob_size);
+      w.Key("UncompressedSize").Uint(l.size).Key("Entries").Uint(l.entry_count);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("Metadata")
+        .BeginObject()
+        .Key("AddedAt")
+        .String(FormatRfc3339(img.added_unix))
+        .EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
+  std::printf("%s\n", PrettyJson(w.str()).c_str());
+  return 0;
+}
+
+int CmdTag(const std::string& root, const Args& a) {
+  if (a.pos.size() != 2) Die("tag: want SOURCE_IMAGE TARGET_IMAGE[:TAG]", 2);
+  auto dst = ParseDockerRef(a.pos[1]);
+  if (!dst.ok()) return Fail(dst.status(), "tag");
+  if (!dst->digest.empty()) Die("tag: refusing to create a tag with a digest reference");
+  auto store = OpenStore(root);
+  auto id = ResolveImage(*store, a.pos[0]);
+  if (!id.ok()) return Fail(id.status(), "tag");
+  Status st = store->SetRef(dst->String(), RefRecord{id->hex(), ""});
+  if (!st.ok()) return Fail(st, "tag");
+  return 0;
+}
+
+Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed) {
+  IMGFS_ASSIGN_OR_RETURN(auto live, store.LiveBlobs());
+  for (const Digest& d : freed) {
+    if (live.count(d)) continue;
+    IMGFS_RETURN_IF_ERROR(store.blobs().Delete(d));
+    ::unlink(store.UnpackedPath(d).c_str());
+  }
+  return Status::Ok();
+}
+
+int CmdRmi(const std::string& root, const Args& a) {
+  if (a.pos.empty()) Die("rmi: want at least one IMAGE", 2);
+  auto store = OpenStore(root);
+  auto lock = GcLock::Acquire(*store, true);
+  if (!lock.ok()) return Fail(lock.status(), "rmi");
+  bool force = a.Has("--force");
+  int rc = 0;
+  for (const std::string& s : a.pos) {
+    auto id = ResolveImage(*store, s);
+    if (!id.ok()) {
+      rc = Fail(id.status(), "rmi");
+      continue;
+    }
+    auto names = NamesByImage(*store);
+    if (!names.ok()) return Fail(names.status(), "rmi");
+    const Names& n = (*names)[id->hex()];
+    std::string hex = s.rfind("sha256:", 0) == 0 ? s.substr(7) : s;
+    auto as_ref = ParseDockerRef(s);
+    bool by_name = false;
+    if (as_ref.ok()) {
+      auto rec = store->GetRef(as_ref->String());
+      by_name = rec.ok() && rec->has_value();
+    }
+    if (by_name) {
+      // docker's rule (moby ImageDelete): remove the name; when it was a tag and no other
+      // tag of that repository is left, the repository's digest references go with it.
+      // Only when no name at all is left is the image deleted.
+      std::vector<Reference> also;  // digest references removed with the tag
+      bool other_tag_in_repo = false;
+      for (auto& t : n.tags) {
+        if (t.String() != as_ref->String() && t.Name() == as_ref->Name()) other_tag_in_repo = true;
+      }
+      if (as_ref->digest.empty() && !other_tag_in_repo) {
+        for (auto& d : n.digests) {
+          if (d.Name() == as_ref->Name()) also.push_back(d);
+        }
+      }
+      size_t left = n.tags.size() + n.digests.size() - 1 - also.size();
+      if (left > 0) {
+        Status st = store->DeleteRef(as_ref->String());
+        for (auto& d : also) {
+          if (st.ok()) st = store->DeleteRef(d.String());
+        }
+        if (!st.ok()) return Fail(st, "rmi");
+        std::printf("Untagged: %s\n", as_ref->FamiliarString().c_str());
+        for (auto& d : also) std::printf("Untagged: %s\n", d.FamiliarString().c_str());
+        continue;
+      }
+    }
+    if (!by_name) {
+      std::set<std::string> repos;
+      for (auto& t : n.tags) repos.insert(t.Name());
+      for (auto& d : n.digests) repos.insert(d.Name());
+      if (repos.size() > 1 && !force) {
+        rc = Fail(Status::InvalidArgument(
+                      "conflict: unable to delete " + id->Short() +
+                      " (must be forced) - image is referenced in multiple repositories"),
+                  "rmi");
+        continue;
+      }
+    }
+    for (auto& t : n.tags) std::printf("Untagged: %s\n", t.FamiliarString().c_str());
+    for (auto& d : n.digests) std::printf("Untagged: %s\n", d.FamiliarString().c_str());
+    auto freed = store->DeleteImage(*id);
+    if (!freed.ok()) return Fail(freed.status(), "rmi");
+    Status st = DeleteBlobs(*store, *freed);
+    if (!st.ok()) return Fail(st, "rmi");
+    std::printf("Deleted: %s\n", id->str().c_str());
+  }
+  return rc;
+}
+
+}  // namespace
+
+std::vector<Command> ImageCommands() {
+  return {
+      {"load",
+       "imgfs load [--name REPO] [-q] FILE|DIR",
+       "Load images from a docker-archive or OCI archive (tar, .tar.gz, .tar.zst) or an OCI layout "
+       "directory.\n"
+       "  -i, --input FILE   read from FILE (same as the argument)\n"
+       "  --name REPO        repository for OCI entries whose ref name is only a tag\n"
+       "  -q, --quiet        no progress lines",
+       {"--input", "--name"},
+       {{"-i", "--input"}, {"-q", "--quiet"}},
+       CmdLoad},
+      {"import",
+       "imgfs import TARBALL REPOSITORY[:TAG]",
+       "Create a one-layer image from a rootfs tarball (plain, gzip or zstd). Prints the image ID.",
+       {},
+       {},
+       CmdImport},
+      {"images",
+       "imgfs images [--digests] [--no-trunc] [-q] [--format table|json] [REPOSITORY[:TAG]]",
+       "List local images, as docker images does.\n"
+       "  --digests          show digests\n"
+       "  --no-trunc         full image IDs\n"
+       "  -q, --quiet        only image IDs\n"
+       "  --format FORMAT    table (default) or json (one object per line)",
+       {"--format"},
+       {{"-q", "--quiet"}, {"-a", "--all"}},
+       CmdImages},
+      {"inspect",
+       "imgfs inspect IMAGE...",
+       "Print details of images as a JSON array.",
+       {"--format"},
+       {},
+       CmdInspect},
+      {"tag",
+       "imgfs tag SOURCE_IMAGE TARGET_IMAGE[:TAG]",
+       "Create a name TARGET_IMAGE that refers to SOURCE_IMAGE.",
+       {},
+       {},
+       CmdTag},
+      {"rmi",
+       "imgfs rmi [-f] IMAGE...",
+       "Remove names; an image whose last name goes is removed with the layers and blobs only it "
+       "used.\n"
+       "  -f, --force        remove an image named in several repositories",
+       {},
+       {{"-f", "--force"}},
+       CmdRmi},
+  };
+}
+
+}  // namespace imgfs

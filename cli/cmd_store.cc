@@ -1,0 +1,191 @@
+// imgfs subcommands. The store: prune, verify.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "cli/cli_common.h"
+#include "cli/ls_format.h"
+#include "fs/fuse_adapter.h"
+#include "fs/image_view.h"
+#include "fs/unpack_cache.h"
+#include "index/store.h"
+#include "registry/credentials.h"
+#include "registry/daemon_config.h"
+#include "registry/image_loader.h"
+#include "registry/json.h"
+#include "registry/puller.h"
+#include "registry/reference.h"
+
+namespace imgfs {
+namespace {
+
+int CmdPrune(const std::string& root, const Args& a) {
+  auto store = OpenStore(root);
+  auto lock = GcLock::Acquire(*store, true);
+  if (!lock.ok()) return Fail(lock.status(), "prune");
+  auto live = store->LiveBlobs();
+  if (!live.ok()) return Fail(live.status(), "prune");
+  auto all = store->blobs().List();
+  if (!all.ok()) return Fail(all.status(), "prune");
+  uint64_t freed = 0, nblobs = 0, ncache = 0, ningest = 0;
+  for (const Digest& d : *all) {
+    if (live->count(d)) continue;
+    auto sz = store->blobs().Size(d);
+    Status st = store->blobs().Delete(d);
+    if (!st.ok()) return Fail(st, "prune");
+    freed += sz.ok() ? *sz : 0;
+    nblobs++;
+  }
+  auto sweep = [&](const std::string& dir, bool only_stale, uint64_t* count) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      if (only_stale) {
+        // ingest files are "<pid>-…": remove only those whose writer is gone.
+        pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+        if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
+      }
+      struct stat st;
+      std::string p = dir + "/" + name;
+      if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(p.c_str()) == 0) {
+        freed += static_cast<uint64_t>(st.st_size);
+        (*count)++;
+      }
+    }
+    ::closedir(d);
+  };
+  sweep(store->blobs().IngestDir(), true, &ningest);
+  // Unpacked copies in use by another process (flocked) are kept: unpack_cache.h.
+  auto unpacked = UnpackCache::Prune(*store);
+  if (!unpacked.ok()) return Fail(unpacked.status(), "prune");
+  ncache = unpacked->removed;
+  freed += unpacked->bytes;
+  std::printf("Deleted %llu blobs, %llu unpacked layer caches, %llu stale ingest files\n",
+              (unsigned long long)nblobs, (unsigned long long)ncache, (unsigned long long)ningest);
+  if (unpacked->busy)
+    std::printf("Kept %llu unpacked layer caches in use\n", (unsigned long long)unpacked->busy);
+  std::printf("Total reclaimed space: %s\n", HumanSize(static_cast<double>(freed)).c_str());
+  return 0;
+}
+
+int CmdVerify(const std::string& root, const Args& a) {
+  auto store = OpenStore(root);
+  std::vector<std::string> problems;
+  auto all = store->blobs().List();
+  if (!all.ok()) return Fail(all.status(), "verify");
+  std::set<Digest> present(all->begin(), all->end());
+  std::vector<char> buf(1 << 20);
+  for (const Digest& d : *all) {
+    auto fd = OpenFile(store->blobs().BlobPath(d), O_RDONLY);
+    if (!fd.ok()) {
+      problems.push_back("blob " + d.str() + ": " + fd.status().message());
+      continue;
+    }
+    Sha256 h;
+    Status st;
+    for (;;) {
+      auto n = ReadSome(fd->get(), buf.data(), buf.size());
+      if (!n.ok()) {
+        st = n.status();
+        break;
+      }
+      if (*n == 0) break;
+      h.Update(buf.data(), *n);
+    }
+    Digest got = h.Finish();
+    if (!st.ok())
+      problems.push_back("blob " + d.str() + ": " + st.message());
+    else if (!(got == d))
+      problems.push_back("blob " + d.str() + ": content hashes to " + got.str());
+  }
+  auto images = store->ListImages();
+  if (!images.ok()) return Fail(images.status(), "verify");
+  std::set<std::string> image_ids;
+  uint64_t nlayers = 0;
+  std::set<std::string> seen_layers;
+  for (const ImageRecord& img : *images) {
+    image_ids.insert(img.id.hex());
+    std::string what = "image " + img.id.Short();
+    if (!present.count(img.id)) problems.push_back(what + ": config blob is missing");
+    auto md = Digest::Parse(img.manifest_digest);
+    if (md.ok() && !present.count(*md))
+      problems.push_back(what + ": manifest blob " + md->str() + " is missing");
+    for (const Digest& d : img.diff_ids) {
+      auto l = store->GetLayer(d);
+      if (!l.ok() || !l->has_value()) {
+        problems.push_back(what + ": layer " + d.str() + " is not indexed");
+        continue;
+      }
+      if (!seen_layers.insert(d.hex()).second) continue;
+      nlayers++;
+      const LayerRecord& lr = **l;
+      if (!present.count(lr.blob))
+        problems.push_back("layer " + d.str() + ": blob " + lr.blob.str() + " is missing");
+      else if (auto sz = store->blobs().Size(lr.blob); sz.ok() && *sz != lr.blob_size) {
+        problems.push_back("layer " + d.str() + ": blob size " + std::to_string(*sz) +
+                           " != recorded " + std::to_string(lr.blob_size));
+      }
+      auto entries = store->GetEntries(d);
+      if (!entries.ok())
+        problems.push_back("layer " + d.str() + ": " + entries.status().message());
+      else if (entries->size() != lr.entry_count)
+        problems.push_back("layer " + d.str() + ": entry count mismatch");
+    }
+    auto tree = store->GetTree(img.id);
+    if (!tree.ok()) problems.push_back(what + ": " + tree.status().message());
+  }
+  auto refs = store->ListRefs();
+  if (!refs.ok()) return Fail(refs.status(), "verify");
+  for (auto& [name, rec] : *refs) {
+    if (!image_ids.count(rec.image_id))
+      problems.push_back("reference " + name + " names missing image " + rec.image_id);
+  }
+  for (const std::string& p : problems) std::fprintf(stderr, "imgfs: verify: %s\n", p.c_str());
+  if (!problems.empty()) {
+    std::fprintf(stderr, "imgfs: verify: %zu problem(s) found\n", problems.size());
+    return 1;
+  }
+  std::printf("store %s is clean: %zu blobs, %zu images, %llu layers, %zu references\n",
+              root.c_str(), all->size(), images->size(), (unsigned long long)nlayers, refs->size());
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Command> StoreCommands() {
+  return {
+      {"prune",
+       "imgfs prune",
+       "Remove blobs no image uses, unpacked layer caches and stale partial downloads.",
+       {},
+       {},
+       CmdPrune},
+      {"verify",
+       "imgfs verify",
+       "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.",
+       {},
+       {},
+       CmdVerify},
+  };
+}
+
+}  // namespace imgfs
