@@ -249,6 +249,15 @@ class Builder {
       return Status::Ok();
     }
     if (e.type == EntryType::kHardlink) {
+      // docker and umoci remove what is at the entry's path before link(2): a target
+      // at or below that path is gone by then, and they refuse the layer.
+      if (e.link == e.path ||
+          (e.link.size() > e.path.size() && e.link.compare(0, e.path.size(), e.path) == 0 &&
+           e.link[e.path.size()] == '/')) {
+        return Status::InvalidArgument("hard link to \"" + e.link +
+                                       "\", which is at or below the link itself (the entry "
+                                       "replaces its own target)");
+      }
       auto [tdir, tbase] = Split(e.link);
       IMGFS_ASSIGN_OR_RETURN(MNode * tparent, ResolveDir(tdir, /*create=*/false));
       MNode* target = nullptr;

@@ -224,6 +224,27 @@ TEST(MergedTree, BadHardLinksAreErrors) {
   EXPECT_FALSE(Merge({todir}).ok());
 }
 
+// F5 of docs/differential.md: docker and umoci remove what is at a link's path before
+// link(2), so a target at or below that path is gone and the layer is refused.
+TEST(MergedTree, HardLinkToItselfOrBelowItselfIsRefused) {
+  TarBuilder below, lower, upper, self, sibling;
+  below.File("X/f/t", "t").Hardlink("X/f", "X/f/t");
+  auto t = Merge({below});
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("at or below the link itself"), std::string::npos)
+      << t.status().message();
+  lower.File("b/b/c/d", "d");  // the target from a lower layer
+  upper.Hardlink("b/b", "b/b/c/d");
+  EXPECT_FALSE(Merge({lower, upper}).ok());
+  self.File("a", "a").Hardlink("a", "a");
+  EXPECT_FALSE(Merge({self}).ok());
+  // A target that only shares a prefix with the link's name is fine.
+  sibling.File("ab/x", "x").Hardlink("a", "ab/x");
+  auto ok = Merge({sibling});
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(NodeAt(*ok, "a"), NodeAt(*ok, "ab/x"));
+}
+
 TEST(MergedTree, SameLayerParentSymlinksAreFollowedInsideTheImage) {
   TarBuilder l1;
   l1.Dir("usr/lib")
