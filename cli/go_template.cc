@@ -887,7 +887,8 @@ enum class Flow { kNormal, kBreak, kContinue };
 
 class Exec {
  public:
-  Exec(std::string_view src, bool header) : src_(src), header_(header) {}
+  Exec(std::string_view src, bool header, bool lenient)
+      : src_(src), header_(header), lenient_(lenient) {}
   std::string out;
 
   Status Run(const Node& root, const TemplateValue& data) {
@@ -1048,7 +1049,8 @@ class Exec {
       return Err(pos, "can't evaluate field " + name + " in type " + TypeName(t));
     const TemplateValue* f = t.Find(name);
     if (!f) {
-      if (t.is_struct()) return Err(pos, "can't evaluate field " + name + " in type struct");
+      if (t.is_struct() && !lenient_)
+        return Err(pos, "can't evaluate field " + name + " in type struct");
       return Val::Missing();
     }
     return base.own ? Val::Of(*f) : Val::Ref(*f);
@@ -1470,6 +1472,7 @@ class Exec {
 
   std::string_view src_;
   bool header_;
+  bool lenient_;
   size_t steps_ = 0;
   std::vector<std::pair<std::string, Val>> vars_;
 };
@@ -1486,9 +1489,10 @@ Result<Template> Template::Parse(std::string_view text) {
   return t;
 }
 
-Result<std::string> Template::Execute(const TemplateValue& data, bool header_mode) const {
+Result<std::string> Template::Execute(const TemplateValue& data, bool header_mode,
+                                      bool lenient_fields) const {
   if (!root_) return std::string();
-  Exec e(*root_->src, header_mode);
+  Exec e(*root_->src, header_mode, lenient_fields);
   IMGFS_RETURN_IF_ERROR(e.Run(*root_, data));
   return std::move(e.out);
 }

@@ -99,8 +99,11 @@ class Template {
   static Result<Template> Parse(std::string_view text);
   // Runs the template over `data`. With header_mode, docker's formatting functions
   // (json split join title lower upper pad truncate) return their argument unchanged,
-  // as docker does when it renders a table's header line.
-  Result<std::string> Execute(const TemplateValue& data, bool header_mode = false) const;
+  // as docker does when it renders a table's header line. With lenient_fields, an
+  // unknown struct field gives <no value> rather than an error (docker inspect's
+  // fallback to the raw JSON).
+  Result<std::string> Execute(const TemplateValue& data, bool header_mode = false,
+                              bool lenient_fields = false) const;
 
  private:
   std::shared_ptr<const TemplateNode> root_;
