@@ -10,7 +10,7 @@ cd "$T"
 PY="python3 $HERE/cli_format.py"
 now=$(date +%s)
 old=$((now - 3 * 366 * 86400))  # 3 years ago: "3 years ago" all through the test
-cfg=$($PY build app.tar app:v1 "$old" '{"org.example.tier":"web","z.escaped":"<a&b>"}')
+cfg=$($PY build app.tar app:v1 "$old" '{"z.escaped":"<a&b>","org.example.tier":"web"}')
 "$IMGFS" load app.tar >/dev/null
 exp() { $PY expect "$cfg" "$@"; }
 
