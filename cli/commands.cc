@@ -128,8 +128,15 @@ int Main(int argc, char** argv) {
   size_t used = 0;
   const Command* c = Resolve(rest, 0, &used);
   if (!c) {
-    if (rest[0] == "image" || rest[0] == "system")
+    if (rest[0] == "image" || rest[0] == "system") {
+      if (rest.size() == 2 && (rest[1] == "-h" || rest[1] == "--help")) {
+        TopHelp(stdout);
+        return 0;
+      }
+      if (rest.size() > 1)
+        Die(rest[0] + ": unknown subcommand \"" + rest[1] + "\" (see imgfs --help)", 2);
       Die(rest[0] + ": want a subcommand (see imgfs --help)", 2);
+    }
     Die("unknown command \"" + rest[0] + "\" (see imgfs --help)", 2);
   }
   bool help = false;
