@@ -64,6 +64,18 @@ std::string HumanSize(double v) {
   return buf;
 }
 
+std::string HumanSize4(double v) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  int i = 0;
+  while (v >= 1000 && i < 5) {
+    v /= 1000;
+    i++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g%s", v, units[i]);
+  return buf;
+}
+
 // Resolves what a user typed to an image: a reference first, then an ID (prefix).
 Result<Digest> ResolveImage(const Store& store, const std::string& s) {
   bool pinned = s.rfind("sha256:", 0) == 0;  // "sha256:<hex prefix>" is always an ID
@@ -114,4 +126,50 @@ Result<uint64_t> ParseSize(const std::string& s) {
     return Status::InvalidArgument("bad size unit in \"" + s + "\"");
   return static_cast<uint64_t>(v * mult);
 }
+
+DockerFormat ParseFormatOrDie(const std::string& cmd, const std::string& format,
+                              const std::string& default_table) {
+  auto f = DockerFormat::Parse(format.empty() ? "table" : format, default_table);
+  if (!f.ok()) Die(cmd + ": --format: " + f.status().message(), 2);
+  return std::move(*f);
+}
+
+int PrintFormatted(const std::string& cmd, const DockerFormat& f,
+                   const std::vector<TemplateValue>& rows, const TemplateValue& header) {
+  auto out = f.Render(rows, header);
+  if (!out.ok()) return Fail(out.status(), cmd + ": --format");
+  std::fwrite(out->data(), 1, out->size(), stdout);
+  return 0;
+}
+
+TemplateValue HeaderOf(const std::vector<std::pair<std::string, std::string>>& titles) {
+  TemplateValue h = TemplateValue::Object();
+  for (auto& [k, v] : titles) h.Set(k, TemplateValue::Str(v));
+  return h;
+}
+
+std::string GoTimeString(int64_t t) {
+  time_t tt = static_cast<time_t>(t);
+  struct tm tm;
+  if (!::localtime_r(&tt, &tm)) return "";
+  char buf[96];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %z %Z", &tm);
+  return buf;
+}
+
+std::string GoTimeRfc3339(int64_t t) {
+  time_t tt = static_cast<time_t>(t);
+  struct tm tm;
+  if (!::localtime_r(&tt, &tm)) return "";
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::string s = buf;
+  long off = tm.tm_gmtoff;
+  if (off == 0) return s + "Z";
+  char z[48];
+  std::snprintf(z, sizeof z, "%c%02ld:%02ld", off < 0 ? '-' : '+', std::labs(off) / 3600,
+                (std::labs(off) % 3600) / 60);
+  return s + z;
+}
+
 }  // namespace imgfs

@@ -6,9 +6,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "cli/go_template.h"
 #include "index/digest.h"
 #include "index/status.h"
 #include "index/store.h"
@@ -32,6 +34,9 @@ struct Args {
     auto it = opts.find(f);
     return it == opts.end() ? def : it->second;
   }
+  std::set<std::string> off;  // boolean flags given as --flag=false (absent from opts)
+  // A boolean flag whose default is on (history --human): off only when given =false.
+  bool On(const std::string& f) const { return !off.count(f); }
 };
 
 struct Command {
@@ -41,6 +46,10 @@ struct Command {
   std::vector<std::string> value_flags;  // flags that take a value
   std::map<std::string, std::string> aliases;
   std::function<int(const std::string& root, const Args&)> run;
+  // Flags that take no value: --flag, --flag=true|false (cli/flags.h). Left empty, they
+  // are the flags that open an option line of `summary` ("  -q, --quiet  ...") and the
+  // targets of `aliases` that take no value.
+  std::vector<std::string> bool_flags = {};
 };
 
 // One line "imgfs: MSG" on stderr, then exit (2 for usage errors).
@@ -54,6 +63,8 @@ std::unique_ptr<Store> OpenStore(const std::string& root);
 std::string HumanSince(int64_t t);
 // "4.26MB", as docker's units.HumanSizeWithPrecision(size, 3) (decimal units).
 std::string HumanSize(double v);
+// units.HumanSize (precision 4: "7.797MB"), docker's VirtualSize.
+std::string HumanSize4(double v);
 // "64M", "2G", "1048576" → bytes.
 Result<uint64_t> ParseSize(const std::string& s);
 // Resolves what a user typed to an image: a reference first, then an ID (prefix).
@@ -66,10 +77,26 @@ Result<std::map<std::string, Names>> NamesByImage(const Store& store);
 // Registry options from flags, ROOT/config.json and the IMGFS_* environment.
 RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a);
 
+// --format for a docker-style listing (go_template.h's DockerFormat): "table [T]", "json"
+// or a template; a syntax error exits 2 naming the position.
+DockerFormat ParseFormatOrDie(const std::string& cmd, const std::string& format,
+                              const std::string& default_table);
+// Renders and prints the rows; returns the exit status (1 on a template execution error).
+int PrintFormatted(const std::string& cmd, const DockerFormat& f,
+                   const std::vector<TemplateValue>& rows, const TemplateValue& header);
+// A map of field name → column title, for a table's header line.
+TemplateValue HeaderOf(const std::vector<std::pair<std::string, std::string>>& titles);
+// Go's time.Time.String() in the local zone ("2024-01-02 15:04:05 +0000 UTC"), and
+// time.RFC3339 in the local zone ("2024-01-02T15:04:05Z"), as docker prints them.
+std::string GoTimeString(int64_t unix_seconds);
+std::string GoTimeRfc3339(int64_t unix_seconds);
+
 // The commands of each file, in help order (cli/commands.cc concatenates them).
 std::vector<Command> ImageCommands();     // cli/cmd_images.cc
 std::vector<Command> FileCommands();      // cli/cmd_files.cc
 std::vector<Command> RegistryCommands();  // cli/cmd_registry.cc
 std::vector<Command> StoreCommands();     // cli/cmd_store.cc
+std::vector<Command> HistoryCommands();   // cli/cmd_history.cc
+std::vector<Command> SystemCommands();    // cli/cmd_system.cc
 
 }  // namespace imgfs

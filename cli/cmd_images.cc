@@ -14,6 +14,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include <simdjson.h>
 
 #include "cli/cli_common.h"
+#include "cli/image_filter.h"
 #include "cli/ls_format.h"
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
@@ -101,8 +103,10 @@ int CmdImages(const std::string& root, const Args& a) {
     filter_tag = r->tag;
   }
   bool digests = a.Has("--digests"), no_trunc = a.Has("--no-trunc"), quiet = a.Has("--quiet");
-  std::string format = a.Get("--format", "table");
-  if (format != "table" && format != "json") Die("images: --format is table or json", 2);
+  std::string table = "{{.Repository}}\t{{.Tag}}\t";
+  if (digests) table += "{{.Digest}}\t";
+  table += "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+  DockerFormat format = ParseFormatOrDie("images", a.Get("--format", "table"), table);
   struct Row {
     std::string repo, tag, digest;
     const ImageRecord* img;
@@ -133,6 +137,12 @@ int CmdImages(const std::string& root, const Args& a) {
              (!filter_tag.empty() && r.tag != filter_tag);
     });
   }
+  ImageFilter filter;
+  if (Status st = filter.Parse(*store, a.Multi("--filter")); !st.ok())
+    Die("images: " + st.message(), 2);
+  std::erase_if(rows, [&](const Row& r) {
+    return !filter.Match(*store, *r.img, r.repo, r.tag, r.repo == "<none>");
+  });
   auto id_of = [&](const ImageRecord& img) { return no_trunc ? img.id.str() : img.id.Short(); };
   if (quiet) {
     std::set<std::string> seen;
@@ -141,51 +151,48 @@ int CmdImages(const std::string& root, const Args& a) {
     }
     return 0;
   }
-  if (format == "json") {
-    for (const Row& r : rows) {
-      JsonWriter w;
-      w.BeginObject();
-      w.Key("Repository").String(r.repo).Key("Tag").String(r.tag);
-      w.Key("Digest").String(r.digest.empty() ? "<none>" : r.digest);
-      w.Key("ID").String(id_of(*r.img));
-      w.Key("CreatedAt").String(r.img->created);
-      w.Key("CreatedSince")
-          .String(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
-      w.Key("Size").String(HumanSize(static_cast<double>(r.img->size)));
-      w.Key("VirtualSize").Uint(r.img->size);
-      w.EndObject();
-      std::printf("%s\n", w.str().c_str());
-    }
-    return 0;
-  }
-  std::vector<std::vector<std::string>> table;
-  std::vector<std::string> head = {"REPOSITORY", "TAG"};
-  if (digests) head.push_back("DIGEST");
-  for (const char* h : {"IMAGE ID", "CREATED", "SIZE"}) head.push_back(h);
-  table.push_back(head);
+  // docker's image context (cli/command/formatter/image.go): these fields, keys sorted.
+  std::vector<TemplateValue> values;
   for (const Row& r : rows) {
-    std::vector<std::string> row = {r.repo, r.tag};
-    if (digests) row.push_back(r.digest.empty() ? "<none>" : r.digest);
-    row.push_back(id_of(*r.img));
-    row.push_back(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix));
-    row.push_back(HumanSize(static_cast<double>(r.img->size)));
-    table.push_back(row);
+    TemplateValue v = TemplateValue::Object(true);
+    v.Set("Containers", TemplateValue::Str("N/A"));
+    v.Set("CreatedAt", TemplateValue::Str(GoTimeString(r.img->created_unix)));
+    v.Set("CreatedSince",
+          TemplateValue::Str(r.img->created.empty() ? "N/A" : HumanSince(r.img->created_unix)));
+    v.Set("Digest", TemplateValue::Str(r.digest.empty() ? "<none>" : r.digest));
+    v.Set("ID", TemplateValue::Str(id_of(*r.img)));
+    v.Set("Repository", TemplateValue::Str(r.repo));
+    v.Set("SharedSize", TemplateValue::Str("N/A"));
+    v.Set("Size", TemplateValue::Str(HumanSize(static_cast<double>(r.img->size))));
+    v.Set("Tag", TemplateValue::Str(r.tag));
+    v.Set("UniqueSize", TemplateValue::Str("N/A"));
+    v.Set("VirtualSize", TemplateValue::Str(HumanSize4(static_cast<double>(r.img->size))));
+    values.push_back(std::move(v));
   }
-  std::vector<size_t> width(head.size(), 0);
-  for (auto& row : table) {
-    for (size_t i = 0; i < row.size(); i++) width[i] = std::max(width[i], row[i].size());
+  return PrintFormatted("images", format, values,
+                        HeaderOf({{"Containers", "CONTAINERS"},
+                                  {"CreatedAt", "CREATED AT"},
+                                  {"CreatedSince", "CREATED"},
+                                  {"Digest", "DIGEST"},
+                                  {"ID", "IMAGE ID"},
+                                  {"Repository", "REPOSITORY"},
+                                  {"SharedSize", "SHARED SIZE"},
+                                  {"Size", "SIZE"},
+                                  {"Tag", "TAG"},
+                                  {"UniqueSize", "UNIQUE SIZE"},
+                                  {"VirtualSize", "SIZE"}}));
+}
+
+// inspect's JSON as a template value: docker's structs (the image, Config, RootFS,
+// Metadata, each layer) keep their field order in {{json}}; maps (Labels...) are sorted.
+Result<TemplateValue> InspectValue(const std::string& json) {
+  IMGFS_ASSIGN_OR_RETURN(TemplateValue v, TemplateValueFromJson(json));
+  v.set_struct(true);
+  for (const char* k : {"Config", "RootFS", "Metadata"}) {
+    if (TemplateValue* f = v.FindMutable(k); f && f->kind() == TemplateValue::Kind::kObject)
+      f->set_struct(true);
   }
-  std::string out;
-  for (auto& row : table) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); i++) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
-    }
-    out += line + "\n";
-  }
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  return 0;
+  return v;
 }
 
 // Indents compact JSON (strings are copied verbatim).
@@ -242,12 +249,23 @@ std::string PrettyJson(const std::string& in) {
 
 int CmdInspect(const std::string& root, const Args& a) {
   if (a.pos.empty()) Die("inspect: want at least one IMAGE", 2);
+  // docker inspect: no --format or "json" is the indented array; else a template run
+  // over each image's JSON (unknown fields print <no value>, as docker's raw fallback).
+  std::string format = a.Get("--format");
+  std::optional<Template> tmpl;
+  if (!format.empty() && format != "json") {
+    auto t = Template::Parse(format);
+    if (!t.ok()) Die("inspect: --format: " + t.status().message(), 2);
+    tmpl = std::move(*t);
+  }
   auto store = OpenStore(root);
   auto names = NamesByImage(*store);
   if (!names.ok()) return Fail(names.status(), "inspect");
-  JsonWriter w;
-  w.BeginArray();
+  JsonWriter all;  // the array; w is one image's object
+  all.BeginArray();
+  std::string templated;
   for (const std::string& s : a.pos) {
+    JsonWriter w;
     auto id = ResolveImage(*store, s);
     if (!id.ok()) return Fail(id.status(), "inspect");
     auto view = ImageView::Open(*store, *id);
@@ -291,9 +309,21 @@ int CmdInspect(const std::string& root, const Args& a) {
         .String(FormatRfc3339(img.added_unix))
         .EndObject();
     w.EndObject();
+    all.Raw(w.str());
+    if (tmpl) {
+      auto v = InspectValue(w.str());
+      if (!v.ok()) return Fail(v.status(), "inspect " + s);
+      auto out = tmpl->Execute(*v, false, true);
+      if (!out.ok()) return Fail(out.status(), "inspect: --format");
+      templated += *out + "\n";
+    }
   }
-  w.EndArray();
-  std::printf("%s\n", PrettyJson(w.str()).c_str());
+  all.EndArray();
+  if (tmpl) {
+    std::fwrite(templated.data(), 1, templated.size(), stdout);
+    return 0;
+  }
+  std::printf("%s\n", PrettyJson(all.str()).c_str());
   return 0;
 }
 
@@ -413,21 +443,31 @@ std::vector<Command> ImageCommands() {
        {},
        CmdImport},
       {"images",
-       "imgfs images [--digests] [--no-trunc] [-q] [--format table|json] [REPOSITORY[:TAG]]",
+       "imgfs images [-a] [--digests] [--no-trunc] [-q] [-f FILTER]... [--format FORMAT] "
+       "[REPOSITORY[:TAG]]",
        "List local images, as docker images does.\n"
-       "  --digests          show digests\n"
-       "  --no-trunc         full image IDs\n"
-       "  -q, --quiet        only image IDs\n"
-       "  --format FORMAT    table (default) or json (one object per line)",
-       {"--format"},
-       {{"-q", "--quiet"}, {"-a", "--all"}},
-       CmdImages},
+       "  -a, --all            all images (the default: imgfs has no intermediate images)\n"
+       "  --digests            show digests\n"
+       "  --no-trunc           full image IDs\n"
+       "  -q, --quiet          only image IDs\n"
+       "  -f, --filter FILTER  dangling=true|false, reference=GLOB, before=IMAGE,\n"
+       "                       since=IMAGE, label=KEY[=VALUE] (repeatable; all must hold)\n"
+       "  --format FORMAT      \"table\" (default), \"table TEMPLATE\", \"json\" (one object a\n"
+       "                       line) or a Go template: {{.Repository}} {{.Tag}} {{.ID}}\n"
+       "                       {{.Digest}} {{.CreatedSince}} {{.CreatedAt}} {{.Size}}",
+       {"--format", "--filter"},
+       {{"-q", "--quiet"}, {"-a", "--all"}, {"-f", "--filter"}},
+       CmdImages,
+       {"--all", "--digests", "--no-trunc", "--quiet"}},
       {"inspect",
-       "imgfs inspect IMAGE...",
-       "Print details of images as a JSON array.",
+       "imgfs inspect [-f FORMAT] IMAGE...",
+       "Print details of images as a JSON array.\n"
+       "  -f, --format FORMAT  \"json\" (default) or a Go template run over each image,\n"
+       "                       e.g. '{{.Id}}', '{{json .Config.Env}}', '{{.RootFS.Layers}}'",
        {"--format"},
-       {},
-       CmdInspect},
+       {{"-f", "--format"}},
+       CmdInspect,
+       {}},
       {"tag",
        "imgfs tag SOURCE_IMAGE TARGET_IMAGE[:TAG]",
        "Create a name TARGET_IMAGE that refers to SOURCE_IMAGE.",
@@ -441,7 +481,8 @@ std::vector<Command> ImageCommands() {
        "  -f, --force        remove an image named in several repositories",
        {},
        {{"-f", "--force"}},
-       CmdRmi},
+       CmdRmi,
+       {"--force"}},
   };
 }
 
