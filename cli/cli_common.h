@@ -71,5 +71,7 @@ std::vector<Command> ImageCommands();     // cli/cmd_images.cc
 std::vector<Command> FileCommands();      // cli/cmd_files.cc
 std::vector<Command> RegistryCommands();  // cli/cmd_registry.cc
 std::vector<Command> StoreCommands();     // cli/cmd_store.cc
+std::vector<Command> SaveCommands();      // cli/cmd_save.cc
+std::vector<Command> PushCommands();      // cli/cmd_push.cc
 
 }  // namespace imgfs
