@@ -147,7 +147,7 @@ class Pusher {
         if (opt_.progress) opt_.progress(d.Short(), status);
         return st2;
       }
-      if (st2.code() != Status::Code::kUnavailable) break;
+      if (st2.code() != Status::Code::kUnavailable || attempt == 3) break;
       if (opt_.progress) opt_.progress(d.Short(), "Retrying (" + st2.message() + ")");
     }
     return st2.WithContext("blob " + d.str());
@@ -190,6 +190,8 @@ Result<PushResult> PushImage(const Store& store, const Digest& id, const Referen
   if (options.cross_mount) {
     IMGFS_ASSIGN_OR_RETURN(from, MountSources(store, dest));
   }
+  // Reach the registry once first: an unreachable one is one error, not a retry per blob.
+  IMGFS_RETURN_IF_ERROR(client.Base().status());
   Pusher p(client, dest, options);
   auto source = [&](const Digest& d) {
     auto it = from.find(d.hex());
