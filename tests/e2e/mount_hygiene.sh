@@ -28,14 +28,14 @@ mkdir -p "$T/sl"
 CLEANUP_MOUNTS="$CLEANUP_MOUNTS $T/sl"
 check "  with --sloppy (mount -s) it is ignored with a warning" bash -c "'$IMGFS' mount --sloppy -o bogus,noatime '$T/sl' 2>sl.err && grep -q 'ignoring unknown option \"bogus\"' sl.err"
 check "  and that mount serves" bash -c "$(declare -f wait_mounted); wait_mounted '$T/sl' && test -f '$T/sl/test/h/1/etc/hello'"
-check "  imgfs umount of it" bash -c "'$IMGFS' umount '$T/sl' && $(declare -f wait_unmounted); wait_unmounted '$T/sl'"
+check "  imgfs umount of it" bash -c "$(declare -f wait_unmounted); '$IMGFS' umount '$T/sl' && wait_unmounted '$T/sl'"
 
 # Two stores, told apart by their source.
 M2=$T/m2
 check "a second store mounted elsewhere" bash -c "mkdir -p '$M2' && '$IMGFS' --root '$S2' mount '$M2'"
 CLEANUP_MOUNTS="$CLEANUP_MOUNTS $M2"
 check "  findmnt --source finds each store's mount" bash -c "[[ \$(findmnt -n -o TARGET --source '$S2') == '$M2' && \$(findmnt -n -o TARGET --source '$ROOT') == '$M' ]]"
-check "imgfs umount STORE unmounts that store's mount" bash -c "'$IMGFS' umount '$S2' && $(declare -f wait_unmounted); wait_unmounted '$M2'"
+check "imgfs umount STORE unmounts that store's mount" bash -c "$(declare -f wait_unmounted); '$IMGFS' umount '$S2' && wait_unmounted '$M2'"
 check "  and not the other" test "$(count_at "$M")" = 1
 
 # umount touches only imgfs mounts, also as root.
@@ -50,7 +50,7 @@ else
   not_ok "the tmpfs check needs root"
 fi
 expect_fail "umount of a directory with no mount" "umount: $T/rf: not mounted" "$IMGFS" umount "$T/rf"
-check "imgfs umount MOUNTPOINT" bash -c "'$IMGFS' umount '$M' && $(declare -f wait_unmounted); wait_unmounted '$M'"
+check "imgfs umount MOUNTPOINT" bash -c "$(declare -f wait_unmounted); '$IMGFS' umount '$M' && wait_unmounted '$M'"
 
 # auto_unmount: the kernel mount goes when the daemon is killed.
 check "mount -o auto_unmount" mount_store "$M" -o auto_unmount
@@ -61,7 +61,7 @@ check "  kill -9 of the daemon: the mount is gone" wait_unmounted "$M"
 # mount.imgfs -s (as mount(8) runs it) and an fstab line with generic options.
 HELPER=$(dirname "$IMGFS")/mount.imgfs
 check "mount.imgfs -s STORE DIR -o defaults,noatime,_netdev,x-systemd.automount,bogus" \
-  bash -c "'$HELPER' '$ROOT' '$M' -s -o defaults,noatime,_netdev,x-systemd.automount,bogus 2>/dev/null && $(declare -f wait_mounted); wait_mounted '$M'"
+  bash -c "$(declare -f wait_mounted); '$HELPER' '$ROOT' '$M' -s -o defaults,noatime,_netdev,x-systemd.automount,bogus 2>/dev/null && wait_mounted '$M'"
 check "  serves" test -f "$M/test/h/1/etc/hello"
 "$IMGFS" umount "$M" && wait_unmounted "$M"
 # mount(8) finds helpers only in /sbin; another suite may hold that name for a while.
@@ -70,9 +70,9 @@ if [[ -x $HELPER && ! -e /sbin/mount.imgfs && ! -e /sbin/mount.fuse.imgfs ]]; th
   on_exit rm -f /sbin/mount.imgfs /sbin/mount.fuse.imgfs
   ln -s "$HELPER" /sbin/mount.imgfs && ln -s "$HELPER" /sbin/mount.fuse.imgfs
   echo "$ROOT $M fuse.imgfs defaults,noatime,nodiratime,_netdev,nofail,noauto,x-systemd.automount,x-systemd.idle-timeout=60,auto_unmount 0 0" >fstab
-  check "an fstab line with generic options (mount -T FSTAB DIR)" bash -c "mount -T fstab '$M' && $(declare -f wait_mounted); wait_mounted '$M' && test -f '$M/test/h/1/etc/hello'"
+  check "an fstab line with generic options (mount -T FSTAB DIR)" bash -c "$(declare -f wait_mounted); mount -T fstab '$M' && wait_mounted '$M' && test -f '$M/test/h/1/etc/hello'"
   check "  findmnt --fstab --source STORE names it" test "$(findmnt -n -F fstab -o TARGET --source "$ROOT")" = "$M"
-  check "  umount DIR (util-linux)" bash -c "umount '$M' && $(declare -f wait_unmounted); wait_unmounted '$M'"
+  check "  umount DIR (util-linux)" bash -c "$(declare -f wait_unmounted); umount '$M' && wait_unmounted '$M'"
   rm -f /sbin/mount.imgfs /sbin/mount.fuse.imgfs
 else
   not_ok "the fstab test needs $HELPER and a /sbin free of another mount.imgfs"
