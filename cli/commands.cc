@@ -69,6 +69,19 @@ int Main(int argc, char** argv) {
       rest.push_back(s);
     }
   }
+  if (rest.size() == 2 && rest[0] == "help" && rest[1] == "--man") {
+    PrintManPage(stdout, Commands());
+    return 0;
+  }
+  if (rest.size() == 2 && rest[0] == "help") {  // imgfs help CMD = imgfs CMD --help
+    for (const Command& c : Commands()) {
+      if (rest[1] == c.name) {
+        std::printf("Usage: %s\n\n%s\n", c.usage, c.summary);
+        return 0;
+      }
+    }
+    Die("unknown command \"" + rest[1] + "\" (see imgfs --help)", 2);
+  }
   if (rest.empty() || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "help") {
     TopHelp(rest.empty() ? stderr : stdout);
     return rest.empty() ? 2 : 0;
