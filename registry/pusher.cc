@@ -97,6 +97,12 @@ class Pusher {
       *status = "Mounted from " + from;
       return Status::Ok();
     }
+    if ((start.status == 401 || start.status == 403) && !from.empty()) {
+      // A token service may refuse the source repository's pull scope that a mount
+      // needs (distribution asks for it): upload instead.
+      post = blobs + "uploads/";
+      IMGFS_ASSIGN_OR_RETURN(start, Send("POST", post));
+    }
     if (start.status != 202) return HttpError("POST " + post, start);
     IMGFS_ASSIGN_OR_RETURN(std::string loc, Resolve(start.Header("location")));
     if (opt_.chunk_size > 0) {

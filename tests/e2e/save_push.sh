@@ -96,6 +96,32 @@ check "push to another repository of the registry" bash -c "'$IMGFS' push test/l
 check "  every blob is mounted from test/app, none sent" test "$(grep -c ': Mounted from test/app$' push2.out)" = 4
 check "  same digest there" test "$(skopeo inspect --tls-verify=false --format '{{.Digest}}' docker://$REG/test/other:v3)" = "$man3"
 check "push again: every layer already exists" bash -c "'$IMGFS' push test/layout:v3 $REG/test/other:v3 | grep -c ': Layer already exists$' | grep -qx 4"
+# Credentials as for pull: Basic (htpasswd) and Bearer (a token service), from login.
+need htpasswd openssl
+export DOCKER_CONFIG=$T/docker
+htpasswd -Bbn alice s3cret >"$T/htpasswd" 2>/dev/null
+PA=$(free_port)
+start_registry auth "$PA" "auth:" "  htpasswd: {realm: imgfs-test, path: $T/htpasswd}"
+expect_fail "push to a Basic-auth registry without credentials" "imgfs login" "$IMGFS" push -q test/layout:v3 127.0.0.1:$PA/test/sec:v3
+echo s3cret | "$IMGFS" login -u alice --password-stdin 127.0.0.1:$PA >/dev/null
+check "push with login's credentials (Basic)" bash -c "'$IMGFS' push -q test/layout:v3 127.0.0.1:$PA/test/sec:v3 >/dev/null"
+check "  skopeo --creds reads the local manifest digest" \
+  test "$(skopeo inspect --tls-verify=false --creds alice:s3cret --format '{{.Digest}}' docker://127.0.0.1:$PA/test/sec:v3)" = "$man3"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=imgfs-token -keyout tok.key -out tok.crt 2>/dev/null
+PK=$(free_port)
+TOKEN_USER=bob:hunter2 python3 "$HERE/registry_tools.py" token-server "$PK" tok.key tok.crt &
+CLEANUP_PIDS="$CLEANUP_PIDS $!"
+wait_port "$PK"
+PB=$(free_port)
+start_registry bearer "$PB" "auth:" "  token: {realm: http://127.0.0.1:$PK/token, service: imgfs-registry, issuer: imgfs-test, rootcertbundle: $T/tok.crt}"
+"$IMGFS" login -u bob -p hunter2 127.0.0.1:$PB >/dev/null 2>&1
+check "push with a Bearer token" bash -c "'$IMGFS' push -q test/layout:v3 127.0.0.1:$PB/test/tok:v3 >/dev/null"
+"$IMGFS" tag test/layout:v3 "127.0.0.1:$PB/test/tok:v3"
+check "  to a second repository (a mount the token may not cover, else an upload)" \
+  bash -c "'$IMGFS' push test/layout:v3 127.0.0.1:$PB/test/tok2:v3 | grep -q '^v3: digest: $man3 '"
+check "  skopeo reads both with the local manifest digest" bash -c "for r in tok tok2; do
+  [[ \$(skopeo inspect --tls-verify=false --creds bob:hunter2 --format '{{.Digest}}' docker://127.0.0.1:$PB/test/\$r:v3) == '$man3' ]] || exit 1; done"
+
 expect_fail "push to a registry that is not there: one line" "not reachable" "$IMGFS" push test/layout:v3 127.0.0.1:1/x:1
 expect_fail "push of an unknown image" "push: no such image: nope:1" "$IMGFS" push nope:1 "$REG/x:1"
 finish
