@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/cli_common.h"
+#include "registry/image_loader.h"
 #include "registry/pusher.h"
 
 namespace imgfs {
@@ -28,6 +29,9 @@ int CmdPush(const std::string& root, const Args& a) {
   po.cross_mount = !a.Has("--no-mount");
   bool quiet = a.Has("--quiet");
   auto store = OpenStore(root);
+  // Shared, like a pull: rmi and prune wait, so no blob goes away mid-upload.
+  auto lock = GcLock::Acquire(*store, false);
+  if (!lock.ok()) return Fail(lock.status(), "push");
   auto id = ResolveImage(*store, a.pos[0]);
   if (!id.ok()) return Fail(id.status(), "push");
   if (!quiet) {

@@ -11,6 +11,7 @@
 #include "cli/cli_common.h"
 #include "index/file_util.h"
 #include "registry/image_export.h"
+#include "registry/image_loader.h"
 
 namespace imgfs {
 namespace {
@@ -31,6 +32,9 @@ int CmdSave(const std::string& root, const Args& a) {
   if (to_stdout && ::isatty(STDOUT_FILENO))
     Die("save: refusing to write an archive to a terminal: use -o FILE or redirect stdout", 2);
   auto store = OpenStore(root);
+  // Shared, like a load: rmi and prune wait, so no blob goes away mid-archive.
+  auto lock = GcLock::Acquire(*store, false);
+  if (!lock.ok()) return Fail(lock.status(), "save");
   std::vector<SaveItem> items;
   for (const std::string& s : a.pos) {
     auto id = ResolveImage(*store, s);

@@ -71,9 +71,10 @@ class TarOut {
     IMGFS_RETURN_IF_ERROR(WriteAll(fd_, data.data(), data.size()));
     return Pad(data.size());
   }
-  // Exactly `size` bytes from `src`: fewer or more is corruption (the member header is
-  // already written, so the archive would be wrong).
-  Status Stream(const std::string& name, uint64_t size, ByteSource* src) {
+  // Exactly `size` bytes from `src` that hash to `want`: anything else is corruption
+  // (a blob damaged on disk is not passed on; the caller removes a partial -o file).
+  Status Stream(const std::string& name, uint64_t size, ByteSource* src, const Digest& want) {
+    Sha256 hash;
     IMGFS_RETURN_IF_ERROR(WriteAll(fd_, TarHeader(name, size, '0').data(), 512));
     std::vector<char> buf(1 << 20);
     uint64_t done = 0;
@@ -83,12 +84,16 @@ class TarOut {
       if (done + got > size)
         return Status::Corruption(name + ": more bytes than the " + std::to_string(size) +
                                   " recorded in the index");
+      hash.Update(buf.data(), got);
       IMGFS_RETURN_IF_ERROR(WriteAll(fd_, buf.data(), got));
       done += got;
     }
     if (done != size)
       return Status::Corruption(name + ": " + std::to_string(done) + " bytes, the index recorded " +
                                 std::to_string(size));
+    if (Digest got = hash.Finish(); !(got == want))
+      return Status::Corruption(name + ": content hashes to " + got.str() + ", not " + want.str() +
+                                " (run imgfs verify)");
     return Pad(size);
   }
   Status End() {
@@ -219,7 +224,7 @@ Status SaveImages(const Store& store, const std::vector<SaveItem>& items, Archiv
         FdSource raw(bf.get());
         DecompressingSource plain(&raw, l.compression);
         IMGFS_RETURN_IF_ERROR(
-            tar.Stream(name, l.size, &plain).WithContext("layer " + l.diff_id.str()));
+            tar.Stream(name, l.size, &plain, l.diff_id).WithContext("layer " + l.diff_id.str()));
       }
       mj.EndArray().EndObject();
     }
@@ -245,7 +250,8 @@ Status SaveImages(const Store& store, const std::vector<SaveItem>& items, Archiv
       if (!written.insert(name).second) continue;
       IMGFS_ASSIGN_OR_RETURN(UniqueFd bf, OpenBlobFile(store, d.digest));
       FdSource raw(bf.get());
-      IMGFS_RETURN_IF_ERROR(tar.Stream(name, d.size, &raw).WithContext("blob " + d.digest.str()));
+      IMGFS_RETURN_IF_ERROR(
+          tar.Stream(name, d.size, &raw, d.digest).WithContext("blob " + d.digest.str()));
     }
     std::string mname = "blobs/sha256/" + m.digest.hex();
     if (written.insert(mname).second) IMGFS_RETURN_IF_ERROR(tar.File(mname, m.bytes));

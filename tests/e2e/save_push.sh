@@ -72,6 +72,13 @@ check "save to a terminal is refused (exit 2, nothing written)" \
 expect_fail "save of an unknown image" "save: no such image: nope:1" "$IMGFS" save -o x.tar nope:1
 check "  leaves no file" bash -c "! ls x.tar* 2>/dev/null"
 
+S=$T/s-d  # loaded from s.tar above; its largest blob is a layer
+blob=$(ls -S "$S/blobs/sha256" | head -1)
+chmod u+w "$S/blobs/sha256/$blob" && printf 'X' | dd of="$S/blobs/sha256/$blob" bs=1 seek=1000 conv=notrunc status=none
+expect_fail "save of a blob damaged on disk fails, naming it" "content hashes to .*run imgfs verify" "$IMGFS" --root "$S" save -o c.tar test/layout:v3
+expect_fail "  also as oci-archive" "content hashes to" "$IMGFS" --root "$S" save --format oci-archive -o c.tar test/layout:v3
+check "  and leaves no file" bash -c "! ls c.tar* 2>/dev/null"
+
 # 3. push to a real registry.
 PORT=$(free_port)
 start_registry reg "$PORT"
