@@ -34,6 +34,15 @@ int CmdPush(const std::string& root, const Args& a) {
   if (!lock.ok()) return Fail(lock.status(), "push");
   auto id = ResolveImage(*store, a.pos[0]);
   if (!id.ok()) return Fail(id.status(), "push");
+  if (a.pos.size() == 1) {
+    // Without a DESTINATION the image must have been named by its name (docker's
+    // rule): an ID prefix ("3f2a…") would otherwise be pushed as docker.io/library/3f2a….
+    auto rec = store->GetRef(dest->String());
+    if (!rec.ok() || !rec->has_value())
+      Die("push: " + a.pos[0] +
+              " is not a local name: give a DESTINATION (imgfs push IMAGE NAME:TAG)",
+          2);
+  }
   if (!quiet) {
     std::printf("The push refers to repository [%s]\n", dest->FamiliarName().c_str());
     std::fflush(stdout);

@@ -130,5 +130,6 @@ check "  skopeo reads both with the local manifest digest" bash -c "for r in tok
   [[ \$(skopeo inspect --tls-verify=false --creds bob:hunter2 --format '{{.Digest}}' docker://127.0.0.1:$PB/test/\$r:v3) == '$man3' ]] || exit 1; done"
 
 expect_fail "push to a registry that is not there: one line" "not reachable" "$IMGFS" push test/layout:v3 127.0.0.1:1/x:1
+expect_fail "push IMAGE-ID with no destination is a usage error" "not a local name: give a DESTINATION" "$IMGFS" push "${id3:7:12}"
 expect_fail "push of an unknown image" "push: no such image: nope:1" "$IMGFS" push nope:1 "$REG/x:1"
 finish
