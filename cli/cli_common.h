@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -98,5 +99,9 @@ std::vector<Command> RegistryCommands();  // cli/cmd_registry.cc
 std::vector<Command> StoreCommands();     // cli/cmd_store.cc
 std::vector<Command> HistoryCommands();   // cli/cmd_history.cc
 std::vector<Command> SystemCommands();    // cli/cmd_system.cc
+std::vector<Command> SaveCommands();      // cli/cmd_save.cc
+std::vector<Command> PushCommands();      // cli/cmd_push.cc
+// The imgfs(1) manual page in roff from the command tables (cli/man_page.cc).
+void PrintManPage(FILE* f, const std::vector<Command>& commands);
 
 }  // namespace imgfs

@@ -91,6 +91,21 @@ int CmdCat(const std::string& root, const Args& a) {
   return 0;
 }
 
+// Options an fstab line or mount(8) may carry that mean nothing to a read-only FUSE
+// mount: they are accepted and ignored (auto_unmount is honoured, see CmdMount).
+bool IsFstabOnlyOption(const std::string& o) {
+  static const char* kIgnored[] = {
+      "defaults", "auto",        "noauto",   "user",       "users",       "nouser",
+      "owner",    "group",       "nofail",   "_netdev",    "sync",        "async",
+      "atime",    "noatime",     "relatime", "norelatime", "strictatime", "nostrictatime",
+      "diratime", "nodiratime",  "lazytime", "nolazytime", "silent",      "loud",
+      "dirsync",  "nosymfollow", "nomand",   "iversion",   "noiversion"};
+  for (const char* k : kIgnored) {
+    if (o == k) return true;
+  }
+  return o.rfind("x-", 0) == 0 || o.rfind("comment=", 0) == 0;
+}
+
 int CmdMount(const std::string& root, const Args& a) {
   if (a.pos.size() != 1) Die("mount: want MOUNTPOINT (see imgfs mount --help)", 2);
   MountOptions o;
@@ -109,6 +124,10 @@ int CmdMount(const std::string& root, const Args& a) {
     if (opt.empty() || opt == "ro" || opt == "default_permissions" || opt == "nosuid" ||
         opt == "nodev" || opt == "exec") {
       continue;
+    } else if (IsFstabOnlyOption(opt)) {
+      continue;  // fstab's and mount(8)'s own, or access-time flags (nothing is written)
+    } else if (opt == "auto_unmount") {
+      o.auto_unmount = true;
     } else if (opt == "rw") {
       Die("mount: imgfs mounts are read-only (option rw)");
     } else if (opt == "allow_other") {
@@ -132,6 +151,8 @@ int CmdMount(const std::string& root, const Args& a) {
       o.kernel_open_free = val == "kernel";
     } else if (key == "name_timeout") {
       o.name_timeout = std::atof(val.c_str());
+    } else if (a.Has("--sloppy")) {
+      std::fprintf(stderr, "imgfs: mount: ignoring unknown option \"%s\" (sloppy)\n", opt.c_str());
     } else {
       Die("mount: unknown option \"" + opt + "\" (see imgfs mount --help)", 2);
     }
@@ -142,7 +163,7 @@ int CmdMount(const std::string& root, const Args& a) {
 }
 
 int CmdUmount(const std::string&, const Args& a) {
-  if (a.pos.size() != 1) Die("umount: want MOUNTPOINT", 2);
+  if (a.pos.size() != 1) Die("umount: want MOUNTPOINT or STORE", 2);
   return RunUnmount(a.pos[0], a.Has("--lazy"));
 }
 
@@ -180,14 +201,21 @@ std::vector<Command> FileCommands() {
        "  -o OPTIONS         comma-separated: allow_other, allow_root, suid, dev, noexec, debug,\n"
        "                     cache_size=SIZE (unpack cache limit, e.g. 2G), name_timeout=SECONDS,\n"
        "                     open=kernel|daemon (kernel: no open round trips, the default)\n"
+       "                     auto_unmount (unmount when the daemon dies); fstab's generic options\n"
+       "                     (defaults, noatime, nofail, _netdev, noauto, user, x-systemd.*, …)\n"
+       "                     are accepted and ignored\n"
+       "  -s, --sloppy       warn about unknown options instead of refusing them (mount -s)\n"
+       "A directory that already has an imgfs mount is refused. The mount's source is the store.\n"
        "Defaults: ro,nosuid,nodev,default_permissions. Layout: REPO/TAG/, REPO/sha256:DIGEST/,\n"
        ".id/IMAGE_ID/ (12+ hex digit prefixes resolve), .repositories.json.",
        {"--options"},
-       {{"-f", "--foreground"}, {"-o", "--options"}},
+       {{"-f", "--foreground"}, {"-o", "--options"}, {"-s", "--sloppy"}},
        CmdMount},
       {"umount",
-       "imgfs umount [-z] MOUNTPOINT",
-       "Unmount an imgfs mount.\n  -z, --lazy         detach now, clean up when no longer busy",
+       "imgfs umount [-z] MOUNTPOINT|STORE",
+       "Unmount an imgfs mount (never another file system, also as root). STORE: the store\n"
+       "directory, when it is mounted at one place.\n"
+       "  -z, --lazy         detach now, clean up when no longer busy",
        {},
        {{"-z", "--lazy"}},
        CmdUmount},

@@ -39,9 +39,12 @@ namespace imgfs {
 namespace {
 
 int CmdLoad(const std::string& root, const Args& a) {
-  if (a.pos.size() != 1 && !a.Has("--input"))
+  if (a.pos.size() > 1 || (a.pos.size() == 1 && a.Has("--input")))
     Die("load: want exactly one FILE or DIR (see imgfs load --help)", 2);
-  std::string path = a.Has("--input") ? a.Get("--input") : a.pos[0];
+  // Like docker load: no FILE reads the archive from stdin ("-" says so explicitly).
+  std::string path = a.Has("--input") ? a.Get("--input") : a.pos.empty() ? "-" : a.pos[0];
+  if (path == "-" && ::isatty(STDIN_FILENO))
+    Die("load: stdin is a terminal: give a FILE, or redirect an archive (imgfs load < FILE)", 2);
   auto store = OpenStore(root);
   LoadOptions opt;
   opt.repository = a.Get("--name");
@@ -427,9 +430,11 @@ int CmdRmi(const std::string& root, const Args& a) {
 std::vector<Command> ImageCommands() {
   return {
       {"load",
-       "imgfs load [--name REPO] [-q] FILE|DIR",
+       "imgfs load [--name REPO] [-q] [-i FILE|DIR|-] [FILE|DIR|-]",
        "Load images from a docker-archive or OCI archive (tar, .tar.gz, .tar.zst) or an OCI layout "
        "directory.\n"
+       "With no FILE, or FILE -, the archive is read from stdin (a pipe is spooled into the\n"
+       "store's ingest/ directory, checked as it arrives).\n"
        "  -i, --input FILE   read from FILE (same as the argument)\n"
        "  --name REPO        repository for OCI entries whose ref name is only a tag\n"
        "  -q, --quiet        no progress lines",
@@ -437,8 +442,10 @@ std::vector<Command> ImageCommands() {
        {{"-i", "--input"}, {"-q", "--quiet"}},
        CmdLoad},
       {"import",
-       "imgfs import TARBALL REPOSITORY[:TAG]",
-       "Create a one-layer image from a rootfs tarball (plain, gzip or zstd). Prints the image ID.",
+       "imgfs import TARBALL|- REPOSITORY[:TAG]",
+       "Create a one-layer image from a rootfs tarball (plain, gzip or zstd). Prints the image "
+       "ID.\n"
+       "TARBALL - reads the tarball from stdin (streamed, never held in memory).",
        {},
        {},
        CmdImport},

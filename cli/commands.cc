@@ -18,7 +18,7 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = [] {
     std::vector<Command> all;
     for (auto part : {RegistryCommands, ImageCommands, HistoryCommands, FileCommands, StoreCommands,
-                      SystemCommands}) {
+                      SystemCommands, SaveCommands, PushCommands}) {
       auto v = part();
       all.insert(all.end(), v.begin(), v.end());
     }
@@ -103,6 +103,10 @@ int Main(int argc, char** argv) {
       only_pos = s == "--";
       rest.push_back(s);
     }
+  }
+  if (rest.size() == 2 && rest[0] == "help" && rest[1] == "--man") {
+    PrintManPage(stdout, Commands());
+    return 0;
   }
   if (rest.empty() || rest[0] == "-h" || rest[0] == "--help") {
     TopHelp(rest.empty() ? stderr : stdout);

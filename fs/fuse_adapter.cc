@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "fs/mount_fs.h"
+#include "fs/mountinfo.h"
 
 namespace imgfs {
 namespace {
@@ -317,6 +318,18 @@ int RunMount(const MountOptions& in) {
   }
   o.root = Absolute(o.root);
   o.mountpoint = Absolute(o.mountpoint);
+  // No stacking: a second imgfs mount on the same directory would hide the first
+  // (which keeps running, unreachable) and make umount ambiguous.
+  if (auto table = ReadMountInfo(); table.ok()) {
+    auto top = MountAt(*table, o.mountpoint);
+    if (top && top->fstype == kImgfsFsType) {
+      std::fprintf(stderr,
+                   "imgfs: mount: %s: already an imgfs mount (of %s); unmount it first (imgfs "
+                   "umount %s)\n",
+                   o.mountpoint.c_str(), top->source.c_str(), o.mountpoint.c_str());
+      return 1;
+    }
+  }
   MountFs::Options fo;
   fo.root = o.root;
   fo.cache_size = o.cache_size;
@@ -330,7 +343,9 @@ int RunMount(const MountOptions& in) {
       return 1;
     }
   }
-  std::string opts = "ro,default_permissions,fsname=imgfs,subtype=imgfs";
+  // fsname: the store, so /proc/mounts, findmnt and `umount STORE` tell stores apart.
+  std::string opts = "ro,default_permissions,fsname=" + EscapeFuseOption(o.root) + ",subtype=imgfs";
+  if (o.auto_unmount) opts += ",auto_unmount";
   opts += o.suid ? ",suid" : ",nosuid";
   opts += o.dev ? ",dev" : ",nodev";
   if (o.noexec) opts += ",noexec";
@@ -428,6 +443,42 @@ int RunMount(const MountOptions& in) {
 
 int RunUnmount(const std::string& mountpoint, bool lazy) {
   std::string mp = Absolute(mountpoint);
+  if (!mp.empty() && mp[0] != '/') {  // realpath fails on a dead mount: resolve its parent
+    std::string base = BaseName(mp),
+                parent = mp.size() > base.size() ? mp.substr(0, mp.size() - base.size()) : ".";
+    mp = Absolute(parent) + "/" + base;
+  }
+  // Only imgfs mounts: as root umount2 would detach anything (a tmpfs, /home).
+  auto table = ReadMountInfo();
+  if (!table.ok()) {
+    std::fprintf(stderr, "imgfs: umount: %s\n", table.status().message().c_str());
+    return 1;
+  }
+  auto top = MountAt(*table, mp);
+  if (!top) {
+    // Not a mount point: maybe a store, named by its source as `umount SOURCE` does.
+    std::vector<std::string> at;
+    for (const MountEntry& e : *table) {
+      if (e.fstype == kImgfsFsType && e.source == mp) at.push_back(e.mount_point);
+    }
+    if (at.empty()) {
+      std::fprintf(stderr, "imgfs: umount: %s: not mounted\n", mp.c_str());
+      return 1;
+    }
+    if (at.size() > 1) {
+      std::string list;
+      for (const std::string& p : at) list += (list.empty() ? "" : ", ") + p;
+      std::fprintf(stderr, "imgfs: umount: store %s is mounted at %s: name the mount point\n",
+                   mp.c_str(), list.c_str());
+      return 1;
+    }
+    mp = at[0];
+  } else if (top->fstype != kImgfsFsType) {
+    std::fprintf(stderr,
+                 "imgfs: umount: %s: not an imgfs mount (it is %s); refusing to unmount it\n",
+                 mp.c_str(), top->fstype.c_str());
+    return 1;
+  }
   if (IsDeadFuseMount(mp)) {
     // Nothing answers behind it: a plain unmount would fail with "not connected" or
     // "busy"; a lazy detach always clears it.

@@ -28,12 +28,18 @@ struct MountOptions {
   // Use the kernel's no-open/no-opendir modes when it offers them (-o open=kernel is
   // the default; -o open=daemon sends every open to the daemon, for comparison).
   bool kernel_open_free = true;
+  // libfuse's auto_unmount: fusermount3 unmounts when the daemon dies (fstab option).
+  bool auto_unmount = false;
 };
 
 // Returns the process exit code. On errors before the mount exists, prints one line.
+// A mount point that already has an imgfs mount on top is refused (no stacking). The
+// mount's source (/proc/mounts, findmnt) is the store directory, its type fuse.imgfs.
 int RunMount(const MountOptions& options);
-// Unmounts a mount point (umount2 as root, fusermount3 -u otherwise). A dead FUSE
-// mount (its daemon killed) is detached lazily, with a note on stderr.
+// Unmounts a mount point (umount2 as root, fusermount3 -u otherwise). Only an imgfs
+// mount (fuse.imgfs in /proc/self/mountinfo) is touched, also as root. `mountpoint`
+// may also be a store directory mounted exactly once. A dead FUSE mount (its daemon
+// killed) is detached lazily, with a note on stderr.
 int RunUnmount(const std::string& mountpoint, bool lazy);
 // True when `path` is a FUSE mount whose daemon is gone (stat fails with ENOTCONN).
 // RunMount clears such a mount (saying so on stderr) and mounts in its place.

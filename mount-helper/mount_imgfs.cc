@@ -5,10 +5,11 @@
 //
 // where SOURCE is an imgfs store directory (e.g. /var/lib/imgfs). It drops the options
 // that only mean something to mount(8) and fstab (defaults, auto, noauto, user, users,
-// nofail, _netdev, x-*, comment=*, rw/ro: imgfs is always read-only) and runs
-// `imgfs --root SOURCE mount -o OPTIONS MOUNTPOINT`, which returns once the mount is in
-// place. The imgfs binary is looked up beside this helper, then in /usr/local/bin and
-// /usr/bin, then in PATH ($IMGFS_BIN overrides all of them).
+// nofail, _netdev, x-*, comment=*, access-time flags, rw/ro: imgfs is always
+// read-only) and runs `imgfs --root SOURCE mount -o OPTIONS MOUNTPOINT` (with --sloppy
+// for -s), which returns once the mount is in place; auto_unmount passes through. The imgfs binary
+// is looked up beside this helper, then in /usr/local/bin and /usr/bin, then in PATH ($IMGFS_BIN
+// overrides all of them).
 #include <limits.h>
 #include <unistd.h>
 
@@ -21,9 +22,12 @@
 namespace {
 
 bool MountOnly(const std::string& o) {
-  static const char* kDrop[] = {"defaults", "auto",  "noauto", "user",   "users",
-                                "nouser",   "owner", "group",  "nofail", "_netdev",
-                                "rw",       "ro",    "sync",   "async"};
+  static const char* kDrop[] = {
+      "defaults",    "auto",          "noauto",   "user",       "users",    "nouser",
+      "owner",       "group",         "nofail",   "_netdev",    "rw",       "ro",
+      "sync",        "async",         "atime",    "noatime",    "relatime", "norelatime",
+      "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime", "nolazytime",
+      "silent",      "loud"};
   for (const char* d : kDrop) {
     if (o == d) return true;
   }
@@ -61,6 +65,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> pos;
   std::string opts;
   bool fake = false;
+  bool sloppy = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-o" && i + 1 < argc) {
@@ -77,8 +82,9 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a.size() > 1 && a[0] == '-') {
       for (char c : a.substr(1)) {
-        if (c == 'f') fake = true;  // -f: do everything but the mount
-        // -s (sloppy), -n (no mtab), -v (verbose): nothing to do
+        if (c == 'f') fake = true;    // -f: do everything but the mount
+        if (c == 's') sloppy = true;  // -s: unknown options are warned about, not refused
+        // -n (no mtab), -v (verbose): nothing to do
       }
     } else {
       pos.push_back(a);
@@ -98,6 +104,7 @@ int main(int argc, char** argv) {
   if (fake) return 0;
   std::string imgfs = FindImgfs(argv[0]);
   std::vector<std::string> args = {"imgfs", "--root", pos[0], "mount"};
+  if (sloppy) args.push_back("--sloppy");
   if (!kept.empty()) {
     args.push_back("-o");
     args.push_back(kept);

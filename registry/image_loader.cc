@@ -5,7 +5,10 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <memory>
@@ -317,7 +320,7 @@ Result<UniqueFd> OpenInput(const std::string& path, bool allow_dir, bool* is_dir
                        : S_ISDIR(m)               ? "a directory"
                                                   : "not a regular file";
     return Status::InvalidArgument(path + ": " + what +
-                                   " (only regular files are read; stdin is not supported yet)");
+                                   " (only regular files are read; give - to read stdin)");
   };
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(path);
@@ -335,30 +338,66 @@ Result<UniqueFd> OpenInput(const std::string& path, bool allow_dir, bool* is_dir
   return fd;
 }
 
-// A compressed archive is first inflated into ingest/ (removed when done).
-Result<UniqueFd> OpenPlainTar(const Store& store, UniqueFd fd, const std::string& path,
-                              std::string* temp) {
-  char head[4] = {};
-  ssize_t n = ::pread(fd.get(), head, sizeof head, 0);
-  if (n < 0) return Status::FromErrno("read " + path);
-  if (n == 0) return Status::InvalidArgument("empty file");
-  Compression c = DetectCompression(std::string_view(head, static_cast<size_t>(n)));
-  if (c == Compression::kNone) return fd;
-  *temp = store.blobs().IngestDir() + "/" + std::to_string(::getpid()) + "-archive.tar";
+// A stream read with read(2): stdin when it is a pipe or a terminal (pread fails
+// there). `head` holds bytes already read to sniff the format; they come first.
+class ReadSource : public ByteSource {
+ public:
+  ReadSource(int fd, std::string head) : fd_(fd), head_(std::move(head)) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    if (n == 0) return size_t{0};
+    if (!head_.empty()) {
+      size_t k = std::min(n, head_.size());
+      std::memcpy(buf, head_.data(), k);
+      head_.erase(0, k);
+      return k;
+    }
+    for (;;) {
+      ssize_t r = ::read(fd_, buf, n);
+      if (r >= 0) return static_cast<size_t>(r);
+      if (errno != EINTR) return Status::FromErrno("read stdin");
+    }
+  }
+
+ private:
+  int fd_;
+  std::string head_;
+};
+
+// Reads up to `n` bytes from a stream (fewer only at its end).
+Result<std::string> ReadHead(int fd, size_t n) {
+  std::string s(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, s.data() + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Status::FromErrno("read stdin");
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  s.resize(got);
+  return s;
+}
+
+// Copies the tar stream `raw` (compressed with `c`, or not) into a new file in
+// ingest/ that the archive reader can seek, bounded before the format is known
+// (archive_check.h): the tar headers are checked as they come out, the end-of-archive
+// marker ends the copy, and the inflate ratio is capped. The file is unlinked by the
+// caller once opened; its fd is returned.
+Result<UniqueFd> SpoolTar(const Store& store, ByteSource* raw, Compression c, std::string* temp) {
+  static std::atomic<int> seq{0};
+  *temp = store.blobs().IngestDir() + "/" + std::to_string(::getpid()) + "-" +
+          std::to_string(seq++) + "-archive.tar";
   IMGFS_ASSIGN_OR_RETURN(UniqueFd out, OpenFile(*temp, O_RDWR | O_CREAT | O_TRUNC, 0600));
-  // What is written is bounded before the format is known (archive_check.h): the tar
-  // headers are checked as they come out of the decompressor, the end-of-archive marker
-  // ends the copy, and the inflate ratio is capped.
   struct Counting : ByteSource {
-    explicit Counting(int fd) : src(fd) {}
+    explicit Counting(ByteSource* s) : src(s) {}
     Result<size_t> Read(void* b, size_t n) override {
-      IMGFS_ASSIGN_OR_RETURN(size_t got, src.Read(b, n));
+      IMGFS_ASSIGN_OR_RETURN(size_t got, src->Read(b, n));
       total += got;
       return got;
     }
-    FdSource src;
+    ByteSource* src;
     uint64_t total = 0;
-  } src(fd.get());
+  } src(raw);
   DecompressingSource dec(&src, c);
   TarStreamCheck check;
   uint64_t written = 0;
@@ -376,7 +415,45 @@ Result<UniqueFd> OpenPlainTar(const Store& store, UniqueFd fd, const std::string
     }
     IMGFS_RETURN_IF_ERROR(WriteAll(out.get(), buf.data(), keep));
   }
+  if (written == 0) return Status::InvalidArgument("empty input");
   return out;
+}
+
+// A compressed archive is first inflated into ingest/ (removed when done).
+Result<UniqueFd> OpenPlainTar(const Store& store, UniqueFd fd, const std::string& path,
+                              std::string* temp) {
+  char head[4] = {};
+  ssize_t n = ::pread(fd.get(), head, sizeof head, 0);
+  if (n < 0) return Status::FromErrno("read " + path);
+  if (n == 0) return Status::InvalidArgument("empty file");
+  Compression c = DetectCompression(std::string_view(head, static_cast<size_t>(n)));
+  if (c == Compression::kNone) return fd;
+  FdSource src(fd.get());
+  return SpoolTar(store, &src, c, temp);
+}
+
+// Standard input as a load or import source. A regular file redirected at offset 0
+// (`imgfs load < f.tar`) is used in place; a pipe is a stream. A terminal is refused.
+struct StdinInput {
+  UniqueFd file;  // set when stdin is a seekable regular file
+  bool stream = false;
+};
+Result<StdinInput> OpenStdin() {
+  if (::isatty(STDIN_FILENO))
+    return Status::InvalidArgument("stdin is a terminal: give a FILE or redirect an archive");
+  struct stat st;
+  if (::fstat(STDIN_FILENO, &st) != 0) return Status::FromErrno("stat stdin");
+  StdinInput in;
+  if (S_ISREG(st.st_mode) && ::lseek(STDIN_FILENO, 0, SEEK_CUR) == 0) {
+    int fd = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return Status::FromErrno("dup stdin");
+    in.file = UniqueFd(fd);
+    if (st.st_size == 0) return Status::InvalidArgument("empty input");
+    return in;
+  }
+  if (S_ISDIR(st.st_mode)) return Status::InvalidArgument("stdin is a directory");
+  in.stream = true;
+  return in;
 }
 
 }  // namespace
@@ -404,11 +481,35 @@ Result<GcLock> GcLock::Acquire(const Store& store, bool exclusive) {
 Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& path,
                                             const LoadOptions& options) {
   bool is_dir = false;
-  IMGFS_ASSIGN_OR_RETURN(UniqueFd input, OpenInput(path, /*allow_dir=*/true, &is_dir));
+  bool from_stdin = path == "-";
+  UniqueFd input;
+  if (from_stdin) {
+    auto in = OpenStdin();
+    if (!in.ok()) return in.status();
+    input = std::move(in->file);
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(input, OpenInput(path, /*allow_dir=*/true, &is_dir));
+  }
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
   ImageStage stage(store, options.progress);
   Status status;
   std::string temp;
+  const std::string name = from_stdin ? "stdin" : path;
+  if (from_stdin && input.get() < 0) {
+    // A pipe: spool the (inflated) tar into ingest/, checked and bounded as it comes.
+    auto head = ReadHead(STDIN_FILENO, 4);
+    if (!head.ok()) return head.status();
+    if (head->empty()) return Status::InvalidArgument("stdin: empty input");
+    Compression c = DetectCompression(*head);
+    ReadSource src(STDIN_FILENO, std::move(*head));
+    auto fd = SpoolTar(store, &src, c, &temp);
+    if (!fd.ok()) {
+      if (!temp.empty()) ::unlink(temp.c_str());
+      return fd.status().WithContext(name);
+    }
+    input = std::move(*fd);
+    // Already plain: OpenPlainTar below sees no compression magic and keeps it.
+  }
   if (is_dir) {
     DirInput in(path);
     if (!in.Exists("oci-layout") || !in.Exists("index.json")) {
@@ -417,46 +518,61 @@ Result<std::vector<LoadedImage>> LoadImages(Store& store, const std::string& pat
     }
     status = LoadOciLayout(stage, in, options);
   } else {
-    auto fd = OpenPlainTar(store, std::move(input), path, &temp);
+    std::string spooled = temp;
+    auto fd = OpenPlainTar(store, std::move(input), name, &temp);
+    if (!spooled.empty()) ::unlink(spooled.c_str());
     if (!fd.ok()) {
       if (!temp.empty()) ::unlink(temp.c_str());
-      return fd.status().WithContext(path);
+      return fd.status().WithContext(name);
     }
-    auto in = TarInput::Open(std::move(*fd), path);
+    auto in = TarInput::Open(std::move(*fd), name);
     if (!temp.empty()) ::unlink(temp.c_str());  // the open fd keeps it readable
-    if (!in.ok()) return in.status().WithContext(path);
+    if (!in.ok()) return in.status().WithContext(name);
     if ((*in)->Exists("manifest.json")) {
-      status = LoadDockerArchive(stage, **in, path);
+      status = LoadDockerArchive(stage, **in, name);
     } else if ((*in)->Exists("oci-layout")) {
       status = LoadOciLayout(stage, **in, options);
     } else {
       return Status::InvalidArgument(
-          path + ": not a docker-archive or OCI archive (no manifest.json or oci-layout)");
+          name + ": not a docker-archive or OCI archive (no manifest.json or oci-layout)");
     }
   }
-  if (!status.ok()) return status.WithContext(path);
+  if (!status.ok()) return status.WithContext(name);
   auto out = stage.Commit();
-  if (!out.ok()) return out.status().WithContext(path);
+  if (!out.ok()) return out.status().WithContext(name);
   return out;
 }
 
 Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const Reference& ref,
                                  const LoadOptions& options) {
   bool is_dir = false;
-  auto fd = OpenInput(tarball, /*allow_dir=*/false, &is_dir);
-  if (!fd.ok()) return fd.status();
+  const bool from_stdin = tarball == "-";
+  const std::string name = from_stdin ? "stdin" : tarball;
+  UniqueFd file;
+  if (from_stdin) {
+    IMGFS_ASSIGN_OR_RETURN(StdinInput in, OpenStdin());
+    file = std::move(in.file);
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(file, OpenInput(tarball, /*allow_dir=*/false, &is_dir));
+  }
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
-  struct stat st;
-  if (::fstat(fd->get(), &st) != 0) return Status::FromErrno(tarball);
-  if (st.st_size == 0) return Status::InvalidArgument(tarball + ": empty file");
-  Region region;
-  region.fd = std::make_shared<UniqueFd>(std::move(*fd));
-  region.size = static_cast<uint64_t>(st.st_size);
+  // A file is read with pread; a pipe streams straight through the one-pass pipeline
+  // (the layer needs no random access, so nothing is spooled).
+  std::unique_ptr<ByteSource> src;
+  if (file.get() >= 0) {
+    struct stat st;
+    if (::fstat(file.get(), &st) != 0) return Status::FromErrno(name);
+    if (st.st_size == 0) return Status::InvalidArgument(name + ": empty file");
+    src = std::make_unique<FdSource>(file.get(), 0, static_cast<uint64_t>(st.st_size));
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(std::string head, ReadHead(STDIN_FILENO, 512));
+    if (head.empty()) return Status::InvalidArgument("stdin: empty input");
+    src = std::make_unique<ReadSource>(STDIN_FILENO, std::move(head));
+  }
 
   ImageStage stage(store, options.progress);
-  FdSource src(region.fd->get(), 0, region.size);
-  auto diff_id = stage.AddLayer(&src, std::nullopt, nullptr, Compression::kAuto);
-  if (!diff_id.ok()) return diff_id.status().WithContext(tarball);
+  auto diff_id = stage.AddLayer(src.get(), std::nullopt, nullptr, Compression::kAuto);
+  if (!diff_id.ok()) return diff_id.status().WithContext(name);
   Platform host = HostPlatform();
   int64_t now = ::time(nullptr);
   JsonWriter w;
@@ -472,7 +588,7 @@ Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const
   w.Key("created")
       .String(FormatRfc3339(now))
       .Key("created_by")
-      .String("imgfs import " + BaseName(tarball));
+      .String("imgfs import " + (from_stdin ? std::string("-") : BaseName(tarball)));
   w.EndObject().EndArray();
   w.EndObject();
   std::string config = w.str();
@@ -481,7 +597,7 @@ Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const
   img.record = std::move(rec);
   img.config = std::move(config);
   img.names.push_back(ref.Normalized().String());
-  IMGFS_RETURN_IF_ERROR(stage.AddImage(std::move(img)).WithContext(tarball));
+  IMGFS_RETURN_IF_ERROR(stage.AddImage(std::move(img)).WithContext(name));
   IMGFS_ASSIGN_OR_RETURN(auto out, stage.Commit());
   return out.at(0);
 }

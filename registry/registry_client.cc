@@ -49,6 +49,51 @@ struct Transfer {
   bool too_large = false;
 };
 
+// The request body of an upload: a string or a byte range of a file.
+struct Upload {
+  const RegistryClient::Request* req = nullptr;
+  uint64_t sent = 0;
+};
+
+size_t ReadUploadCb(char* buf, size_t size, size_t n, void* self) {
+  auto* u = static_cast<Upload*>(self);
+  const auto& r = *u->req;
+  uint64_t total = r.body_fd >= 0 ? r.body_size : r.body.size();
+  size_t want = static_cast<size_t>(std::min<uint64_t>(size * n, total - u->sent));
+  if (want == 0) return 0;
+  if (r.body_fd < 0) {
+    std::memcpy(buf, r.body.data() + u->sent, want);
+  } else {
+    ssize_t got;
+    do {
+      got = ::pread(r.body_fd, buf, want, static_cast<off_t>(r.body_offset + u->sent));
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) return CURL_READFUNC_ABORT;
+    want = static_cast<size_t>(got);
+  }
+  u->sent += want;
+  return want;
+}
+
+// Sets the method and body of `req` on a handle (nothing for a plain GET).
+void ApplyMethod(CURL* e, const RegistryClient::Request& req, Upload* up, curl_slist** headers) {
+  if (req.method.empty() || req.method == "GET") return;
+  if (req.method == "HEAD") {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    return;
+  }
+  up->req = &req;
+  up->sent = 0;
+  uint64_t total = req.body_fd >= 0 ? req.body_size : req.body.size();
+  curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+  curl_easy_setopt(e, CURLOPT_READFUNCTION, ReadUploadCb);
+  curl_easy_setopt(e, CURLOPT_READDATA, up);
+  curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(total));
+  if (req.method != "PUT") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+  // No "Expect: 100-continue" round trip: registries answer uploads directly.
+  *headers = curl_slist_append(*headers, "Expect:");
+}
+
 size_t HeaderCb(char* buf, size_t size, size_t n, void* self) {
   auto* t = static_cast<Transfer*>(self);
   std::string line(buf, size * n);
@@ -260,6 +305,8 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   curl_slist* h = nullptr;
   for (const std::string& x : req.headers) h = curl_slist_append(h, x.c_str());
   if (!auth.empty()) h = curl_slist_append(h, ("Authorization: " + auth).c_str());
+  Upload upload;
+  ApplyMethod(c.get(), req, &upload, &h);
   headers.reset(h);
   CURL* e = c.get();
   ApplySafetyOptions(e, options_);
@@ -608,6 +655,10 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
     }
     return r;
   }
+}
+
+Result<std::string> RegistryClient::Base() {
+  return BaseUrl();
 }
 
 Result<ManifestResponse> RegistryClient::GetManifest(const std::string& repo,

@@ -102,8 +102,19 @@ class RegistryClient {
     size_t max_body = 1 << 20;         // a buffered body larger than this is an error
     uint64_t max_stream = UINT64_MAX;  // a streamed body may not go past this offset
     std::string auth;                  // Authorization for an absolute URL (token realm)
+    // Uploads (push, registry/pusher.h): the method ("" is GET; HEAD, POST, PUT, PATCH)
+    // and the body: `body`, or else `body_size` bytes of `body_fd` from `body_offset`,
+    // read again from the start by every retry.
+    std::string method;
+    std::string body;
+    int body_fd = -1;
+    uint64_t body_offset = 0;
+    uint64_t body_size = 0;
   };
   Result<HttpResponse> Do(const Request& req);
+  // The base URL the registry answers on ("https://host:port"), pinging it the first
+  // time: push resolves upload Locations against it.
+  Result<std::string> Base();
 
  private:
   struct Endpoint;

@@ -16,7 +16,7 @@ check "mount returns once the mount answers" mount_store "$M"
 opts=$(grep " $M fuse.imgfs " /proc/mounts | cut -d' ' -f4)
 check "safe defaults: ro,nosuid,nodev,default_permissions ($opts)" \
   bash -c "[[ ,$opts, == *,ro,* && ,$opts, == *,nosuid,* && ,$opts, == *,nodev,* && ,$opts, == *,default_permissions,* ]]"
-check "fsname and subtype" grep -q "^imgfs $M fuse.imgfs " /proc/mounts
+check "fsname (the store) and subtype" grep -q "^$ROOT $M fuse.imgfs " /proc/mounts
 
 # 1. Attribute by attribute, byte by byte, against umoci unpack.
 same_tree() {  # same_tree MOUNTED_DIR REFERENCE_DIR
