@@ -248,13 +248,16 @@ int CmdLogin(const std::string& root, const Args& a) {
     std::getline(std::cin, c.secret);
     if (!c.secret.empty() && c.secret.back() == '\r') c.secret.pop_back();
   } else if (a.Has("--password")) {
-    std::fprintf(stderr, "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
+    std::fprintf(stderr,
+                 "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
     c.secret = a.Get("--password");
   }
   // Asked for on the terminal (the password without echo), as docker and podman do.
   bool ok = true;
-  if (c.username.empty() && !a.Has("--password-stdin")) c.username = Prompt("Username: ", false, &ok);
-  if (ok && c.secret.empty() && !a.Has("--password-stdin")) c.secret = Prompt("Password: ", true, &ok);
+  if (c.username.empty() && !a.Has("--password-stdin"))
+    c.username = Prompt("Username: ", false, &ok);
+  if (ok && c.secret.empty() && !a.Has("--password-stdin"))
+    c.secret = Prompt("Password: ", true, &ok);
   if (c.username.empty() || c.secret.empty()) {
     Die("login: want a username and a password (-u USER with -p, --password-stdin, or a "
         "terminal to ask on)",
@@ -299,7 +302,8 @@ std::vector<Command> RegistryCommands() {
        "  -q, --quiet                   print only the reference\n"
        "  --format json                 one JSON object at the end\n"
        "  --authfile FILE               credentials from FILE only (also $REGISTRY_AUTH_FILE)\n"
-       "  --creds USER[:PASSWORD]       these credentials (the password is asked for when left out)\n"
+       "  --creds USER[:PASSWORD]       these credentials (the password is asked for when left "
+       "out)\n"
        "  --cert-dir DIR                CAs (*.crt) and client certificate (NAME.cert, NAME.key)\n"
        "  --tls-verify=false            check no certificate, allow plain HTTP (a warning)\n"
        "Credentials: --creds, --authfile or $REGISTRY_AUTH_FILE, else the first of\n"

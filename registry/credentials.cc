@@ -296,8 +296,7 @@ Status RewriteAuths(const std::string& path, const std::string& key, const Crede
   std::map<std::string, std::string> others;  // top-level fields, minified
   std::map<std::string, std::string> auths;   // key → entry, minified
   if (f.exists && !f.raw.empty()) {
-    if (p.parse(f.raw).get(root))
-      return Status::InvalidArgument(path + " is not valid JSON");
+    if (p.parse(f.raw).get(root)) return Status::InvalidArgument(path + " is not valid JSON");
     for (auto field : root) {
       std::string k(field.key);
       if (k == "auths") {

@@ -106,8 +106,8 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     auto got = c->GetManifest(sources[i].path, what);
     Status st = got.status();
     if (got.ok() && !ref.digest.empty() && got->digest.str() != ref.digest) {
-      st = Status::Corruption("manifest " + ref.digest + ": content hashes to " +
-                              got->digest.str());
+      st =
+          Status::Corruption("manifest " + ref.digest + ": content hashes to " + got->digest.str());
     }
     if (st.ok()) {
       top = std::move(*got);

@@ -2,11 +2,12 @@
 
 #include <dirent.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cstdlib>
-#include <toml++/toml.h>
 
 #include "index/file_util.h"
+#include "registry/registry_client.h"
 
 namespace imgfs {
 namespace {
@@ -139,9 +140,9 @@ Status ParseTable(const toml::table& root, const std::string& name, RegistriesCo
       const toml::table* t = e.as_table();
       if (!t) return Status::InvalidArgument(name + ": [[registry]] must be an array of tables");
       std::string where = name + ": [[registry]]";
-      IMGFS_RETURN_IF_ERROR(
-          OnlyKeys(*t, {"prefix", "location", "insecure", "blocked", "mirror", "mirror-by-digest-only"},
-                   where));
+      IMGFS_RETURN_IF_ERROR(OnlyKeys(
+          *t, {"prefix", "location", "insecure", "blocked", "mirror", "mirror-by-digest-only"},
+          where));
       RegistryEntry r;
       IMGFS_RETURN_IF_ERROR(GetString(*t, "prefix", where, &r.prefix));
       IMGFS_RETURN_IF_ERROR(GetString(*t, "location", where, &r.location));
@@ -165,7 +166,8 @@ Status ParseTable(const toml::table& root, const std::string& name, RegistriesCo
       if (const toml::node* m = t->get("mirror")) {
         const toml::array* ma = m->as_array();
         if (!ma)
-          return Status::InvalidArgument(where + ": [[registry.mirror]] must be an array of tables");
+          return Status::InvalidArgument(where +
+                                         ": [[registry.mirror]] must be an array of tables");
         for (const toml::node& me : *ma) {
           const toml::table* mt = me.as_table();
           if (!mt)
@@ -224,8 +226,7 @@ Status ReadDropIns(const std::string& dir, RegistriesConf* conf) {
   std::vector<std::string> names;
   while (dirent* de = ::readdir(d)) {
     std::string n = de->d_name;
-    if (n.size() > 5 && n.compare(n.size() - 5, 5, ".conf") == 0 && n[0] != '.')
-      names.push_back(n);
+    if (n.size() > 5 && n.compare(n.size() - 5, 5, ".conf") == 0 && n[0] != '.') names.push_back(n);
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
@@ -243,8 +244,7 @@ Status ParseRegistriesConf(std::string_view text, const std::string& name, Regis
   } catch (const toml::parse_error& e) {
     const auto& at = e.source().begin;
     return Status::InvalidArgument(name + ":" + std::to_string(at.line) + ":" +
-                                   std::to_string(at.column) + ": " +
-                                   std::string(e.description()));
+                                   std::to_string(at.column) + ": " + std::string(e.description()));
   } catch (const std::exception& e) {
     return Status::InvalidArgument(name + ": " + e.what());
   } catch (...) {
@@ -257,8 +257,7 @@ Result<RegistriesConf> LoadRegistriesConf() {
   if (const char* env = std::getenv("CONTAINERS_REGISTRIES_CONF"); env && *env) {
     bool found = false;
     IMGFS_RETURN_IF_ERROR(ReadInto(env, &conf, &found));
-    if (!found)
-      return Status::NotFound(std::string("CONTAINERS_REGISTRIES_CONF: no file ") + env);
+    if (!found) return Status::NotFound(std::string("CONTAINERS_REGISTRIES_CONF: no file ") + env);
     return conf;
   }
   std::string user = ConfigHome() + "/containers/registries.conf";
@@ -332,15 +331,13 @@ Result<std::vector<PullSource>> PullSources(const RegistriesConf& conf, const Re
   if (ref.domain == "docker.io") {
     for (const std::string& m : docker_mirrors) {
       // A daemon.json-style URL: its host; http:// allows plain HTTP for it.
-      std::string lower = m;
+      IMGFS_RETURN_IF_ERROR(CheckFetchUrl(m, "registry mirror"));
+      std::string lower = m.substr(0, 8);
       std::transform(lower.begin(), lower.end(), lower.begin(),
                      [](unsigned char c) { return std::tolower(c); });
       bool http = lower.rfind("http://", 0) == 0;
-      if (!http && lower.rfind("https://", 0) != 0)
-        return Status::InvalidArgument("registry mirror \"" + m + "\": want an http(s) URL");
-      std::string rest = m.substr(http ? 7 : 8);
-      std::string host = rest.substr(0, rest.find('/'));
-      if (host.empty() || !IsValidDomain(host))
+      std::string host = UrlHost(m);
+      if (!IsValidDomain(host))
         return Status::InvalidArgument("registry mirror \"" + m + "\": no valid host");
       out.push_back(PullSource{host, ref.path, http, true});
     }

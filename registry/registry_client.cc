@@ -421,10 +421,10 @@ Result<std::string> RegistryClient::BaseUrl() {
       candidates.push_back(m);
     }
   }
-  bool insecure = !options_.tls_verify || IsLoopbackHost(host_) ||
-                  std::find(options_.insecure_registries.begin(),
-                                                     options_.insecure_registries.end(),
-                                                     host_) != options_.insecure_registries.end();
+  bool insecure =
+      !options_.tls_verify || IsLoopbackHost(host_) ||
+      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(), host_) !=
+          options_.insecure_registries.end();
   // Loopback: plain HTTP first (the usual case for a local registry, and it spares the
   // TLS set-up, ~20 ms of loading the CA bundle); an HTTPS-only local registry answers
   // HTTP with 400, which is not taken for a registry, and HTTPS is tried next. Other
@@ -577,13 +577,12 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
     }
     Request post;
     post.path_or_url = realm;
-    post.headers = {"Accept: application/json",
-                    "Content-Type: application/x-www-form-urlencoded"};
+    post.headers = {"Accept: application/json", "Content-Type: application/x-www-form-urlencoded"};
     post.max_body = 1 << 20;
     std::string sc = scope.empty() ? params["scope"] : scope;
-    post.post_form = "grant_type=refresh_token&client_id=imgfs&refresh_token=" +
-                     escape(creds.identity_token) + "&service=" + escape(params["service"]) +
-                     (sc.empty() ? "" : "&scope=" + escape(sc));
+    post.post_form =
+        "grant_type=refresh_token&client_id=imgfs&refresh_token=" + escape(creds.identity_token) +
+        "&service=" + escape(params["service"]) + (sc.empty() ? "" : "&scope=" + escape(sc));
     auto pr = Do(post);
     if (!pr.ok()) return pr.status().WithContext("token service");
     if (pr->status == 200 || basic.empty() || (pr->status != 404 && pr->status != 405)) {
@@ -595,8 +594,8 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
       simdjson::dom::parser p;
       simdjson::dom::object o;
       std::string_view token;
-      if (p.parse(pr->body).get(o) ||
-          (o["access_token"].get(token) && o["token"].get(token)) || token.empty()) {
+      if (p.parse(pr->body).get(o) || (o["access_token"].get(token) && o["token"].get(token)) ||
+          token.empty()) {
         return Status::Unavailable("token service returned no access token");
       }
       std::lock_guard<std::mutex> l(mu_);

@@ -58,10 +58,10 @@ struct RegistryOptions {
   long low_speed_seconds = 30;    // …for this long fails (and is retried like a reset)
   long connect_timeout = 30;      // seconds
   std::string user_agent = "imgfs";
-  std::string authfile;   // --authfile ("" = the usual search, registry/credentials.h)
-  Credentials creds;      // --creds: used instead of any file when not empty
-  std::string cert_dir;   // --cert-dir: this directory instead of certs.d/HOST
-  bool tls_verify = true; // false: no certificate is checked (--tls-verify=false)
+  std::string authfile;    // --authfile ("" = the usual search, registry/credentials.h)
+  Credentials creds;       // --creds: used instead of any file when not empty
+  std::string cert_dir;    // --cert-dir: this directory instead of certs.d/HOST
+  bool tls_verify = true;  // false: no certificate is checked (--tls-verify=false)
 };
 
 struct HttpResponse {

@@ -151,10 +151,10 @@ TEST(RegistriesConf, BadFilesAreErrorsNamingTheFile) {
            "unqualified-search-registries = \"docker.io\"\n",
            "unqualified-search-registries = [1]\n",
            "unqualified-search-registries = [\"a.example/path\"]\n",
-           "[aliases]\n\"x\" = \"y\"\n",                  // not qualified
-           "[aliases]\n\"a.b/x\" = \"q.example/x\"\n",    // key not short
-           "[[registry]]\ninsecure = true\n",            // no prefix, no location
-           "[[registry]]\nlocation = \"a b\"\n",          // not a host
+           "[aliases]\n\"x\" = \"y\"\n",                // not qualified
+           "[aliases]\n\"a.b/x\" = \"q.example/x\"\n",  // key not short
+           "[[registry]]\ninsecure = true\n",           // no prefix, no location
+           "[[registry]]\nlocation = \"a b\"\n",        // not a host
            "[[registry]]\nlocation = \"a.example\"\nblocked = \"yes\"\n",
            "[[registry]]\nlocation = \"a.example\"\nmirrors = []\n",  // misspelt
            "[[registry]]\nlocation = \"a.example\"\n[[registry.mirror]]\nlocation = \"m\"\n"

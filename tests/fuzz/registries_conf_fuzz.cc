@@ -24,10 +24,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const RegistryEntry& r : conf.registries) FUZZ_CHECK(!r.prefix.empty());
   RegistriesConf twice = conf;
   FUZZ_CHECK(ParseRegistriesConf(in, "fuzz.conf", &twice).ok());
-  FUZZ_CHECK(twice.registries.size() == conf.registries.size() &&
-             twice.aliases == conf.aliases && twice.search == conf.search);
+  FUZZ_CHECK(twice.registries.size() == conf.registries.size() && twice.aliases == conf.aliases &&
+             twice.search == conf.search);
   for (const char* typed : {"app", "team/app:1", "example.com/foo/bar:2", "docker.io/library/x",
-                            "localhost:5000/a@sha256:" 
+                            "localhost:5000/a@sha256:"
                             "0000000000000000000000000000000000000000000000000000000000000000"}) {
     auto cands = CandidateReferences(conf, typed);
     if (!cands.ok()) continue;
