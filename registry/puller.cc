@@ -101,7 +101,12 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   std::string skipped;  // "host: why; " of each source that failed
   for (size_t i = 0; i < sources.size(); i++) {
     RegistryOptions ro = opt.registry;
-    if (sources[i].insecure) ro.insecure_registries.push_back(sources[i].host);
+    // registries.conf's insecure (and an http:// docker mirror): plain HTTP allowed and
+    // the certificate not checked, as containers/image does.
+    if (sources[i].insecure) {
+      ro.insecure_registries.push_back(sources[i].host);
+      ro.tls_verify = false;
+    }
     auto c = std::make_unique<RegistryClient>(sources[i].host, ro);
     auto got = c->GetManifest(sources[i].path, what);
     Status st = got.status();

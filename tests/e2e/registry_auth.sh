@@ -8,7 +8,7 @@
 # registries; client certificates (mutual TLS) from --cert-dir with several *.crt, and
 # --tls-verify=false.
 source "$(dirname "$0")/lib.sh"
-need umoci python3 docker-registry openssl htpasswd curl
+need umoci python3 docker-registry openssl htpasswd curl skopeo
 cd "$T"
 TOOLS="python3 $HERE/registry_tools.py"
 
@@ -80,6 +80,14 @@ for ((i = 0; i < ${#places[@]}; i++)); do
 done
 rm -f "$T/cli/auth.json" "$T/env/auth.json" "$XDG_RUNTIME_DIR/containers/auth.json" \
   "$HOME/.config/containers/auth.json" "$DOCKER_CONFIG/config.json"
+# A real client's file: skopeo login (containers/image, as podman login) writes
+# ${XDG_RUNTIME_DIR}/containers/auth.json (when DOCKER_CONFIG is unset: skopeo 1.9 writes
+# $DOCKER_CONFIG/config.json when it is set).
+check "skopeo login succeeds" bash -c "env -u DOCKER_CONFIG skopeo login --tls-verify=false -u alice -p s3cret $A >/dev/null 2>&1"
+check "  and wrote \${XDG_RUNTIME_DIR}/containers/auth.json" grep -q "$A" "$XDG_RUNTIME_DIR/containers/auth.json"
+fresh skopeo
+check "  imgfs pull uses skopeo's auth.json" "$IMGFS" pull -q $A/tiny:v1
+rm -f "$XDG_RUNTIME_DIR/containers/auth.json"
 authjson "$HOME/.docker/config.json" alice:s3cret
 fresh home-docker
 check "credentials from ~/.docker/config.json when DOCKER_CONFIG is unset" \
@@ -268,6 +276,10 @@ shared_registry tls "$PS" "  tls: {certificate: $T/srv.crt, key: $T/srv.key}"
 fresh tls-unknown
 expect_fail "TLS with an unknown CA: refused" "not reachable: GET https://localhost:$PS/v2/" \
   "$IMGFS" pull localhost:$PS/tiny:v1
+printf '[[registry]]\nlocation = "localhost:%s"\ninsecure = true\n' "$PS" >"$T/insecure.conf"
+fresh tls-insecure-conf
+check "registries.conf insecure = true: the unknown CA is accepted" \
+  env CONTAINERS_REGISTRIES_CONF="$T/insecure.conf" "$IMGFS" pull -q localhost:$PS/tiny:v1
 fresh tls-noverify
 "$IMGFS" pull -q --tls-verify=false localhost:$PS/tiny:v1 >/dev/null 2>"$T/noverify.err" && rc=0 || rc=$?
 check "--tls-verify=false: the unknown CA is accepted" test "$rc" = 0
