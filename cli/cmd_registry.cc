@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,8 +33,37 @@
 #include "registry/json.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
+#include "registry/registries_conf.h"
 
 namespace imgfs {
+
+namespace {
+
+// Reads one line from the terminal (stdin when it is one), echo off when `secret`.
+// Empty with ok=false when there is no terminal to ask.
+std::string Prompt(const std::string& what, bool secret, bool* ok) {
+  *ok = false;
+  if (!::isatty(STDIN_FILENO)) return "";
+  std::fprintf(stderr, "%s", what.c_str());
+  std::fflush(stderr);
+  termios old{};
+  bool restore = false;
+  if (secret && ::tcgetattr(STDIN_FILENO, &old) == 0) {
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    restore = ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+  }
+  std::string line;
+  *ok = static_cast<bool>(std::getline(std::cin, line));
+  if (restore) {
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    std::fprintf(stderr, "\n");
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+}  // namespace
 
 // Registry options from flags and ROOT/config.json ({"registry-mirrors": [...],
 // "insecure-registries": [...]}, the keys of docker's daemon.json).
@@ -60,6 +90,31 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
   env_long("IMGFS_LOW_SPEED_LIMIT", &o.low_speed_limit);
   env_long("IMGFS_LOW_SPEED_TIME", &o.low_speed_seconds);
   env_long("IMGFS_CONNECT_TIMEOUT", &o.connect_timeout);
+  // podman's and skopeo's flags: --authfile, --creds USER[:PASS], --cert-dir,
+  // --tls-verify=false.
+  o.authfile = a.Get("--authfile");
+  if (a.Has("--creds")) {
+    auto c = ParseCreds(a.Get("--creds"));
+    if (!c.ok()) Die(c.status().message(), 2);
+    if (a.Get("--creds").find(':') == std::string::npos) {
+      bool ok = false;
+      c->secret = Prompt("Password: ", true, &ok);
+      if (!ok) Die("--creds " + c->username + ": no password given and no terminal to ask", 2);
+    }
+    o.creds = *c;
+  }
+  o.cert_dir = a.Get("--cert-dir");
+  if (a.Has("--tls-verify")) {
+    std::string v = a.Get("--tls-verify");
+    if (v == "false" || v == "0") {
+      o.tls_verify = false;
+      std::fprintf(stderr,
+                   "imgfs: WARNING: --tls-verify=false: registry certificates are not checked "
+                   "and plain HTTP is allowed\n");
+    } else if (v != "true" && v != "1" && !v.empty()) {
+      Die("--tls-verify: want true or false", 2);
+    }
+  }
   return o;
 }
 
@@ -105,8 +160,13 @@ class PullDisplay {
 
 int CmdPull(const std::string& root, const Args& a) {
   if (a.pos.size() != 1) Die("pull: want exactly one NAME[:TAG|@DIGEST]", 2);
-  auto ref = ParseReference(a.pos[0]);
-  if (!ref.ok()) return Fail(ref.status(), "pull");
+  // registries.conf: a short name's alias or search registries, then per reference its
+  // mirrors, location, insecure and blocked (registry/registries_conf.h).
+  auto conf = LoadRegistriesConf();
+  if (!conf.ok()) return Fail(conf.status(), "pull");
+  auto candidates = CandidateReferences(*conf, a.pos[0]);
+  if (!candidates.ok()) return Fail(candidates.status(), "pull");
+  auto ref = Result<Reference>((*candidates)[0]);
   PullOptions opt;
   opt.registry = RegistryOptionsFor(root, a);
   if (a.Has("--platform")) {
@@ -133,7 +193,29 @@ int CmdPull(const std::string& root, const Args& a) {
     opt.on_event = [&](const PullEvent& e) { display.Event(e); };
   }
   auto store = OpenStore(root);
-  auto r = Pull(*store, *ref, opt);
+  // Docker-style mirrors (--registry-mirror, ROOT/config.json) become sources too, so
+  // that one lacking the image passes to the next and then to docker.io.
+  std::vector<std::string> docker_mirrors = opt.registry.mirrors;
+  opt.registry.mirrors.clear();
+  Result<PullResult> r = Status::NotFound("no candidate");
+  std::string tried;
+  for (size_t i = 0; i < candidates->size(); i++) {
+    const Reference& cand = (*candidates)[i];
+    auto sources = PullSources(*conf, cand.Normalized(), docker_mirrors);
+    if (!sources.ok()) {
+      r = sources.status();
+    } else {
+      opt.sources = *sources;
+      r = Pull(*store, cand, opt);
+    }
+    // A short name: the next search registry when this one lacks it or is unreachable.
+    if (r.ok() || i + 1 == candidates->size()) break;
+    tried += cand.Normalized().Name() + " (" + r.status().message() + "), ";
+  }
+  if (!r.ok() && !tried.empty())
+    return Fail(r.status().WithContext("tried " + tried + "then " +
+                                       (*candidates).back().Normalized().Name()),
+                "pull");
   if (!r.ok()) return Fail(r.status(), "pull");
   std::string status = r->up_to_date ? "Image is up to date for " : "Downloaded newer image for ";
   if (format == "json") {
@@ -155,37 +237,46 @@ int CmdPull(const std::string& root, const Args& a) {
 }
 
 int CmdLogin(const std::string& root, const Args& a) {
-  std::string host = a.pos.empty() ? "docker.io" : a.pos[0];
   if (a.pos.size() > 1) Die("login: want at most one SERVER", 2);
-  for (const char* scheme : {"https://", "http://"}) {
-    if (host.rfind(scheme, 0) == 0) host = host.substr(std::strlen(scheme));
-  }
-  while (!host.empty() && host.back() == '/') host.pop_back();
-  if (host == "index.docker.io" || host == "registry-1.docker.io") host = "docker.io";
+  // docker's forms: "docker.io", "https://index.docker.io/v1/", "http://host:5000/v2/".
+  std::string host = NormalizeServer(a.pos.empty() ? "docker.io" : a.pos[0]);
+  if (host.empty()) Die("login: no registry host in \"" + a.pos[0] + "\"", 2);
   Credentials c;
   c.username = a.Get("--username");
   if (a.Has("--password-stdin")) {
+    if (a.Has("--password")) Die("login: --password and --password-stdin are exclusive", 2);
     std::getline(std::cin, c.secret);
-  } else {
+    if (!c.secret.empty() && c.secret.back() == '\r') c.secret.pop_back();
+  } else if (a.Has("--password")) {
+    std::fprintf(stderr,
+                 "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
     c.secret = a.Get("--password");
   }
+  // Asked for on the terminal (the password without echo), as docker and podman do.
+  bool ok = true;
+  if (c.username.empty() && !a.Has("--password-stdin"))
+    c.username = Prompt("Username: ", false, &ok);
+  if (ok && c.secret.empty() && !a.Has("--password-stdin"))
+    c.secret = Prompt("Password: ", true, &ok);
   if (c.username.empty() || c.secret.empty()) {
-    Die("login: want --username and --password or --password-stdin (credentials are never prompted "
-        "for here)",
+    Die("login: want a username and a password (-u USER with -p, --password-stdin, or a "
+        "terminal to ask on)",
         2);
   }
   RegistryClient client(host, RegistryOptionsFor(root, a));
   Status st = client.Ping(c);
   if (!st.ok()) return Fail(st, "login");
-  st = StoreCredentials(host, c);
+  std::string authfile = a.Get("--authfile");
+  st = StoreCredentials(host, c, authfile);
   if (!st.ok()) return Fail(st, "login");
   std::printf("Login Succeeded\n");
   return 0;
 }
 
 int CmdLogout(const std::string&, const Args& a) {
-  std::string host = a.pos.empty() ? "docker.io" : a.pos[0];
-  Status st = EraseCredentials(host);
+  if (a.pos.size() > 1) Die("logout: want at most one SERVER", 2);
+  std::string host = NormalizeServer(a.pos.empty() ? "docker.io" : a.pos[0]);
+  Status st = EraseCredentials(host, a.Get("--authfile"));
   if (st.IsNotFound()) {
     std::printf("Not logged in to %s\n", host.c_str());
     return 0;
@@ -210,27 +301,40 @@ std::vector<Command> RegistryCommands() {
        "\"registry-mirrors\")\n"
        "  -q, --quiet                   print only the reference\n"
        "  --format json                 one JSON object at the end\n"
-       "Credentials: imgfs login, or docker's config.json ($DOCKER_CONFIG, ~/.docker).\n"
+       "  --authfile FILE               credentials from FILE only (also $REGISTRY_AUTH_FILE)\n"
+       "  --creds USER[:PASSWORD]       these credentials (the password is asked for when left "
+       "out)\n"
+       "  --cert-dir DIR                CAs (*.crt) and client certificate (NAME.cert, NAME.key)\n"
+       "  --tls-verify=false            check no certificate, allow plain HTTP (a warning)\n"
+       "Credentials: --creds, --authfile or $REGISTRY_AUTH_FILE, else the first of\n"
+       "${XDG_RUNTIME_DIR}/containers/auth.json, ~/.config/containers/auth.json and docker's\n"
+       "config.json ($DOCKER_CONFIG, ~/.docker) with an entry for the registry.\n"
+       "Short names, aliases, mirrors, blocked registries: registries.conf\n"
+       "($CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf and .d/*.conf).\n"
        "A transfer slower than $IMGFS_LOW_SPEED_LIMIT bytes/s (1024) for $IMGFS_LOW_SPEED_TIME s\n"
        "(30) fails and is retried; connecting takes at most $IMGFS_CONNECT_TIMEOUT s (30).",
        {"--platform", "--max-concurrent-downloads", "--insecure-registry", "--registry-mirror",
-        "--format"},
+        "--format", "--authfile", "--creds", "--cert-dir", "--tls-verify"},
        {{"-q", "--quiet"}},
        CmdPull},
       {"login",
-       "imgfs login [-u USER] [-p PASSWORD | --password-stdin] [SERVER]",
+       "imgfs login [-u USER] [-p PASSWORD | --password-stdin] [--authfile FILE] [SERVER]",
        "Check credentials against a registry and store them in docker's config.json (mode 0600),\n"
-       "or through its credential helper when credsStore or credHelpers names one.\n"
-       "  -u, --username USER\n  -p, --password PASSWORD\n  --password-stdin   read the password "
-       "from stdin\n"
-       "  --insecure-registry HOST",
-       {"--username", "--password", "--insecure-registry"},
+       "or --authfile FILE ($REGISTRY_AUTH_FILE), or through the credential helper that file's\n"
+       "credsStore or credHelpers names (then no secret is written to the file).\n"
+       "SERVER as docker takes it: HOST[:PORT], https://HOST/v2/, https://index.docker.io/v1/.\n"
+       "  -u, --username USER   (asked for on a terminal when left out)\n"
+       "  -p, --password PASSWORD   (insecure: a warning; asked for without echo when left out)\n"
+       "  --password-stdin   read the password from stdin\n"
+       "  --authfile FILE\n  --insecure-registry HOST\n  --cert-dir DIR\n  --tls-verify=false",
+       {"--username", "--password", "--insecure-registry", "--authfile", "--cert-dir",
+        "--tls-verify"},
        {{"-u", "--username"}, {"-p", "--password"}},
        CmdLogin},
       {"logout",
-       "imgfs logout [SERVER]",
-       "Remove stored credentials for a registry.",
-       {},
+       "imgfs logout [--authfile FILE] [SERVER]",
+       "Remove stored credentials for a registry (from docker's config.json, or --authfile FILE).",
+       {"--authfile"},
        {},
        CmdLogout},
   };

@@ -88,12 +88,12 @@ struct ConfigFile {
   bool exists = false;
 };
 
-Result<ConfigFile> ReadConfig() {
+Result<ConfigFile> ReadConfig(const std::string& path) {
   ConfigFile f;
-  auto data = ReadFileToString(DockerConfigPath(), 4 << 20);
+  auto data = ReadFileToString(path, 4 << 20);
   if (!data.ok()) {
-    if (data.status().sys_errno() == ENOENT) return f;
-    return data.status();
+    if (data.status().sys_errno() == ENOENT || data.status().sys_errno() == ENOTDIR) return f;
+    return data.status().WithContext(path);
   }
   f.raw = std::move(*data);
   f.exists = true;
@@ -114,15 +114,77 @@ std::string HelperFor(const simdjson::dom::object& root, const std::string& host
   return "";
 }
 
-// The helper configured in config.json for `host` ("" when none, or no config).
-Result<std::string> ConfiguredHelper(const std::string& host) {
-  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig());
+// The helper configured in `path` for `host` ("" when none, or no file).
+Result<std::string> ConfiguredHelper(const std::string& path, const std::string& host) {
+  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig(path));
   if (!f.exists || f.raw.empty()) return std::string();
   simdjson::dom::parser p;
   simdjson::dom::object root;
-  if (p.parse(f.raw).get(root))
-    return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
+  if (p.parse(f.raw).get(root)) return Status::InvalidArgument(path + " is not valid JSON");
   return HelperFor(root, host, CredentialKey(host));
+}
+
+bool SameHost(const std::string& a, const std::string& b) {
+  return a == b || (CredentialKey(a) == CredentialKey(b) && CredentialKey(a) != a);
+}
+
+// One file's credentials for `host`; `found` says whether the file had any.
+Result<Credentials> LookupIn(const std::string& path, const std::string& host, bool* found) {
+  *found = false;
+  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig(path));
+  Credentials c;
+  if (!f.exists || f.raw.empty()) return c;
+  simdjson::dom::parser p;
+  simdjson::dom::object root;
+  if (p.parse(f.raw).get(root)) return Status::InvalidArgument(path + " is not valid JSON");
+  std::string key = CredentialKey(host);
+  std::string helper = HelperFor(root, host, key);
+  if (!helper.empty()) {
+    auto out = RunHelper(helper, "get", key);
+    if (out.ok()) {
+      simdjson::dom::parser hp;
+      simdjson::dom::object o;
+      std::string_view u, s;
+      if (!hp.parse(*out).get(o) && !o["Username"].get(u) && !o["Secret"].get(s)) {
+        *found = true;
+        // docker's convention: an identity token is stored with the user "<token>".
+        if (u == "<token>") return Credentials{"", "", std::string(s)};
+        return Credentials{std::string(u), std::string(s), ""};
+      }
+      return Status::InvalidArgument("credential helper " + helper + " returned malformed output");
+    }
+    if (!out.status().IsNotFound()) return out.status();
+  }
+  simdjson::dom::object auths;
+  if (root["auths"].get(auths)) return c;
+  // The exact key first, then any key that names the same host (docker writes
+  // "https://index.docker.io/v1/", podman "docker.io", older tools "https://host/v2/").
+  simdjson::dom::object entry;
+  bool have = !auths[key].get(entry) || !auths[host].get(entry);
+  if (!have) {
+    for (auto e : auths) {
+      if (SameHost(NormalizeServer(std::string(e.key)), host) && !e.value.get(entry)) {
+        have = true;
+        break;
+      }
+    }
+  }
+  if (!have) return c;
+  std::string_view auth, user, pass, idtok;
+  if (!entry["identitytoken"].get(idtok) && !idtok.empty()) c.identity_token = std::string(idtok);
+  if (!entry["auth"].get(auth) && !auth.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(std::string decoded, Base64Decode(auth));
+    size_t colon = decoded.find(':');
+    if (colon == std::string::npos)
+      return Status::InvalidArgument("malformed auth entry for " + host + " in " + path);
+    c.username = decoded.substr(0, colon);
+    c.secret = decoded.substr(colon + 1);
+  } else if (!entry["username"].get(user) && !entry["password"].get(pass)) {
+    c.username = std::string(user);
+    c.secret = std::string(pass);
+  }
+  *found = !c.empty();
+  return c;
 }
 
 }  // namespace
@@ -176,62 +238,65 @@ std::string DockerConfigPath() {
   return std::string(home ? home : "/root") + "/.docker/config.json";
 }
 
-Result<Credentials> LookupCredentials(const std::string& host) {
-  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig());
+std::string NormalizeServer(std::string server) {
+  for (const char* scheme : {"https://", "http://"}) {
+    if (server.rfind(scheme, 0) == 0) server = server.substr(std::strlen(scheme));
+  }
+  server = server.substr(0, server.find('/'));
+  if (server == "index.docker.io" || server == "registry-1.docker.io") server = "docker.io";
+  return server;
+}
+
+std::vector<std::string> AuthFilePaths(const std::string& authfile) {
+  if (!authfile.empty()) return {authfile};
+  if (const char* f = std::getenv("REGISTRY_AUTH_FILE"); f && *f) return {f};
+  std::vector<std::string> out;
+  if (const char* r = std::getenv("XDG_RUNTIME_DIR"); r && *r)
+    out.push_back(std::string(r) + "/containers/auth.json");
+  const char* home = std::getenv("HOME");
+  std::string h = home ? home : "/root";
+  const char* x = std::getenv("XDG_CONFIG_HOME");
+  out.push_back((x && *x ? std::string(x) : h + "/.config") + "/containers/auth.json");
+  out.push_back(DockerConfigPath());
+  return out;
+}
+
+std::string LoginAuthFile(const std::string& authfile) {
+  if (!authfile.empty()) return authfile;
+  if (const char* f = std::getenv("REGISTRY_AUTH_FILE"); f && *f) return f;
+  return DockerConfigPath();
+}
+
+Result<Credentials> LookupCredentials(const std::string& host, const std::string& authfile) {
+  for (const std::string& path : AuthFilePaths(authfile)) {
+    bool found = false;
+    IMGFS_ASSIGN_OR_RETURN(Credentials c, LookupIn(path, host, &found));
+    if (found) return c;
+  }
+  return Credentials{};
+}
+
+Result<Credentials> ParseCreds(const std::string& s) {
+  size_t colon = s.find(':');
   Credentials c;
-  if (!f.exists) return c;
-  simdjson::dom::parser p;
-  simdjson::dom::object root;
-  if (p.parse(f.raw).get(root))
-    return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
-  std::string key = CredentialKey(host);
-  std::string helper = HelperFor(root, host, key);
-  if (!helper.empty()) {
-    auto out = RunHelper(helper, "get", key);
-    if (out.ok()) {
-      simdjson::dom::parser hp;
-      simdjson::dom::object o;
-      std::string_view u, s;
-      if (!hp.parse(*out).get(o) && !o["Username"].get(u) && !o["Secret"].get(s)) {
-        return Credentials{std::string(u), std::string(s)};
-      }
-      return Status::InvalidArgument("credential helper " + helper + " returned malformed output");
-    }
-    if (!out.status().IsNotFound()) return out.status();
-  }
-  simdjson::dom::object auths;
-  if (root["auths"].get(auths)) return c;
-  for (const std::string& k : {key, host, "https://" + host, "http://" + host}) {
-    simdjson::dom::object entry;
-    if (auths[k].get(entry)) continue;
-    std::string_view auth, user, pass;
-    if (!entry["auth"].get(auth) && !auth.empty()) {
-      IMGFS_ASSIGN_OR_RETURN(std::string decoded, Base64Decode(auth));
-      size_t colon = decoded.find(':');
-      if (colon == std::string::npos)
-        return Status::InvalidArgument("malformed auth entry for " + k + " in " +
-                                       DockerConfigPath());
-      return Credentials{decoded.substr(0, colon), decoded.substr(colon + 1)};
-    }
-    if (!entry["username"].get(user) && !entry["password"].get(pass)) {
-      return Credentials{std::string(user), std::string(pass)};
-    }
-  }
+  c.username = s.substr(0, colon);
+  if (colon != std::string::npos) c.secret = s.substr(colon + 1);
+  if (c.username.empty()) return Status::InvalidArgument("--creds: want USER[:PASSWORD]");
   return c;
 }
 
 namespace {
 
 // Rewrites config.json with `auths` changed for one key, keeping every other field.
-Status RewriteAuths(const std::string& key, const Credentials* creds, bool* removed) {
-  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig());
+Status RewriteAuths(const std::string& path, const std::string& key, const Credentials* creds,
+                    bool* removed) {
+  IMGFS_ASSIGN_OR_RETURN(ConfigFile f, ReadConfig(path));
   simdjson::dom::parser p;
   simdjson::dom::object root;
   std::map<std::string, std::string> others;  // top-level fields, minified
   std::map<std::string, std::string> auths;   // key → entry, minified
   if (f.exists && !f.raw.empty()) {
-    if (p.parse(f.raw).get(root))
-      return Status::InvalidArgument(DockerConfigPath() + " is not valid JSON");
+    if (p.parse(f.raw).get(root)) return Status::InvalidArgument(path + " is not valid JSON");
     for (auto field : root) {
       std::string k(field.key);
       if (k == "auths") {
@@ -262,7 +327,6 @@ Status RewriteAuths(const std::string& key, const Credentials* creds, bool* remo
   w.EndObject();
   for (auto& [k, v] : others) w.Key(k).Raw(v);
   w.EndObject();
-  std::string path = DockerConfigPath();
   IMGFS_RETURN_IF_ERROR(MakeDirs(path.substr(0, path.rfind('/')), 0700));
   return WriteFileAtomic(path, w.str() + "\n", 0600);
 }
@@ -272,7 +336,9 @@ Status RewriteAuths(const std::string& key, const Credentials* creds, bool* remo
 // With a credential helper configured (credHelpers[host] or credsStore), docker hands
 // the secret to the helper and config.json keeps only an empty entry for the server;
 // so does imgfs. Without one, the secret goes base64-encoded into config.json (0600).
-Status StoreCredentials(const std::string& host, const Credentials& c) {
+Status StoreCredentials(const std::string& host, const Credentials& c,
+                        const std::string& authfile) {
+  std::string path = LoginAuthFile(authfile);
   // A registry host is printable ASCII (IDNs are punycode); a key with other bytes
   // could not be found again in config.json, whose keys are escaped as JSON.
   if (host.empty() || std::any_of(host.begin(), host.end(), [](char ch) {
@@ -281,8 +347,8 @@ Status StoreCredentials(const std::string& host, const Credentials& c) {
     return Status::InvalidArgument("not a registry host (empty, or not printable ASCII)");
   }
   std::string key = CredentialKey(host);
-  IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(host));
-  if (helper.empty()) return RewriteAuths(key, &c, nullptr);
+  IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(path, host));
+  if (helper.empty()) return RewriteAuths(path, key, &c, nullptr);
   JsonWriter w;
   w.BeginObject()
       .Key("ServerURL")
@@ -295,12 +361,13 @@ Status StoreCredentials(const std::string& host, const Credentials& c) {
   auto out = RunHelper(helper, "store", w.str());
   if (!out.ok()) return out.status().WithContext("store credentials for " + host);
   Credentials none;
-  return RewriteAuths(key, &none, nullptr);
+  return RewriteAuths(path, key, &none, nullptr);
 }
 
-Status EraseCredentials(const std::string& host) {
+Status EraseCredentials(const std::string& host, const std::string& authfile) {
+  std::string path = LoginAuthFile(authfile);
   std::string key = CredentialKey(host);
-  IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(host));
+  IMGFS_ASSIGN_OR_RETURN(std::string helper, ConfiguredHelper(path, host));
   bool erased_in_helper = false;
   if (!helper.empty()) {
     auto out = RunHelper(helper, "erase", key);
@@ -310,7 +377,7 @@ Status EraseCredentials(const std::string& host) {
     erased_in_helper = out.ok();
   }
   bool removed = false;
-  IMGFS_RETURN_IF_ERROR(RewriteAuths(key, nullptr, &removed));
+  IMGFS_RETURN_IF_ERROR(RewriteAuths(path, key, nullptr, &removed));
   if (!removed && !erased_in_helper) return Status::NotFound("not logged in to " + host);
   return Status::Ok();
 }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -89,12 +90,42 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     std::lock_guard<std::mutex> l(event_mu);
     opt.on_event(PullEvent{id, status, cur, total});
   };
-  RegistryClient client(ref.domain, opt.registry);
   std::string what = ref.digest.empty() ? ref.tag : ref.digest;
-  IMGFS_ASSIGN_OR_RETURN(ManifestResponse top, client.GetManifest(ref.path, what));
-  if (!ref.digest.empty() && top.digest.str() != ref.digest) {
-    return Status::Corruption("manifest " + ref.digest + ": content hashes to " + top.digest.str());
+  // The source: the first of opt.sources (mirrors, then the origin) that serves the
+  // manifest; everything else comes from the same one.
+  std::vector<PullSource> sources = opt.sources;
+  if (sources.empty()) sources.push_back(PullSource{ref.domain, ref.path, false, false});
+  std::unique_ptr<RegistryClient> client_holder;
+  std::string src_path;
+  ManifestResponse top;
+  std::string skipped;  // "host: why; " of each source that failed
+  for (size_t i = 0; i < sources.size(); i++) {
+    RegistryOptions ro = opt.registry;
+    // registries.conf's insecure (and an http:// docker mirror): plain HTTP allowed and
+    // the certificate not checked, as containers/image does.
+    if (sources[i].insecure) {
+      ro.insecure_registries.push_back(sources[i].host);
+      ro.tls_verify = false;
+    }
+    auto c = std::make_unique<RegistryClient>(sources[i].host, ro);
+    auto got = c->GetManifest(sources[i].path, what);
+    Status st = got.status();
+    if (got.ok() && !ref.digest.empty() && got->digest.str() != ref.digest) {
+      st =
+          Status::Corruption("manifest " + ref.digest + ": content hashes to " + got->digest.str());
+    }
+    if (st.ok()) {
+      top = std::move(*got);
+      client_holder = std::move(c);
+      src_path = sources[i].path;
+      break;
+    }
+    if (i + 1 == sources.size()) {
+      return skipped.empty() ? st : st.WithContext("after " + skipped + "then the origin");
+    }
+    skipped += (sources[i].mirror ? "mirror " : "") + sources[i].host + " (" + st.message() + "), ";
   }
+  RegistryClient& client = *client_holder;
   result.repo_digest = top.digest.str();
   ManifestResponse chosen = top;
   DocKind kind = DetectDocKind(top.bytes, top.content_type);
@@ -125,7 +156,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
                               ref.FamiliarString() +
                               " (it offers: " + (offered.empty() ? "nothing" : offered) + ")");
     }
-    IMGFS_ASSIGN_OR_RETURN(chosen, client.GetManifest(ref.path, pick->digest.str()));
+    IMGFS_ASSIGN_OR_RETURN(chosen, client.GetManifest(src_path, pick->digest.str()));
     if (!(chosen.digest == pick->digest)) {
       return Status::Corruption("manifest " + pick->digest.str() + ": content hashes to " +
                                 chosen.digest.str());
@@ -169,7 +200,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   // The config stops at its declared size (capped: configs are a few KB, 16 MiB is
   // far beyond any real one).
   size_t config_cap = static_cast<size_t>(std::min<uint64_t>(m.config.size, 16 << 20));
-  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(ref.path, m.config.digest, config_cap));
+  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(src_path, m.config.digest, config_cap));
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
   if (rec.diff_ids.size() != m.layers.size()) {
     return Status::InvalidArgument("manifest has " + std::to_string(m.layers.size()) +
@@ -229,7 +260,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             }
           }
           if (!src) {
-            auto b = client.OpenBlob(ref.path, d.digest, d.urls, d.size);
+            auto b = client.OpenBlob(src_path, d.digest, d.urls, d.size);
             if (b.ok()) {
               net = std::move(*b);
               src = net.get();

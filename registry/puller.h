@@ -22,6 +22,7 @@
 #include "index/store.h"
 #include "registry/json.h"
 #include "registry/reference.h"
+#include "registry/registries_conf.h"
 #include "registry/registry_client.h"
 
 namespace imgfs {
@@ -38,6 +39,10 @@ struct PullOptions {
   int max_concurrent_downloads = 3;
   RegistryOptions registry;
   std::function<void(const PullEvent&)> on_event;  // called from several threads, serialised
+  // Where to fetch from, in order (registries.conf mirrors, then the origin): the first
+  // that serves the manifest serves the image; one that fails (404, unreachable, a
+  // wrong digest) passes to the next. Empty: the reference's own registry.
+  std::vector<PullSource> sources;
 };
 
 struct PullResult {

@@ -282,6 +282,48 @@ bool IsLoopbackHost(const std::string& host) {
 RegistryClient::RegistryClient(std::string host, RegistryOptions options)
     : host_(std::move(host)), options_(std::move(options)) {
   std::call_once(g_curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  LoadTlsDir();
+}
+
+// The host's certificate directory (registry_client.h), read once: every *.crt (in
+// name order) as extra CAs, and the first NAME.cert that has its NAME.key.
+void RegistryClient::LoadTlsDir() {
+  std::vector<std::string> dirs;
+  if (!options_.cert_dir.empty()) {
+    dirs.push_back(options_.cert_dir);
+  } else {
+    const char* home = std::getenv("HOME");
+    const char* x = std::getenv("XDG_CONFIG_HOME");
+    std::string cfg = x && *x ? x : std::string(home ? home : "/root") + "/.config";
+    dirs = {cfg + "/containers/certs.d/" + host_, "/etc/containers/certs.d/" + host_,
+            options_.certs_dir + "/" + host_};
+  }
+  for (const std::string& dir : dirs) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) continue;
+    std::vector<std::string> names;
+    while (dirent* de = ::readdir(d)) names.push_back(de->d_name);
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    tls_dir_ = dir;
+    auto ends = [](const std::string& n, const char* suf) {
+      size_t k = std::strlen(suf);
+      return n.size() > k && n.compare(n.size() - k, k, suf) == 0;
+    };
+    for (const std::string& n : names) {
+      if (ends(n, ".crt")) {
+        auto pem = ReadFileToString(dir + "/" + n, 4 << 20);
+        if (pem.ok()) ca_blob_ += *pem + "\n";
+      } else if (ends(n, ".cert") && client_cert_.empty()) {
+        std::string base = n.substr(0, n.size() - 5);
+        if (PathExists(dir + "/" + base + ".key")) {
+          client_cert_ = dir + "/" + n;
+          client_key_ = dir + "/" + base + ".key";
+        }
+      }
+    }
+    break;  // the first directory that exists, as containers/image
+  }
 }
 
 RegistryClient::~RegistryClient() = default;
@@ -331,34 +373,25 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
     range = std::to_string(req.range_start) + "-";
     curl_easy_setopt(e, CURLOPT_RANGE, range.c_str());
   }
-  // /etc/docker/certs.d/HOST[:PORT]: ca.crt added to the system CAs, client cert+key.
-  std::string dir = options_.certs_dir + "/" + host_;
-  std::string ca = dir + "/ca.crt", cert, key;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    std::vector<std::string> names;  // NAME of each NAME.cert
-    while (dirent* de = ::readdir(d)) {
-      std::string n = de->d_name;
-      if (n.size() > 5 && n.substr(n.size() - 5) == ".cert")
-        names.push_back(n.substr(0, n.size() - 5));
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
-    for (const std::string& n : names) {  // the first NAME.cert that has its NAME.key
-      if (PathExists(dir + "/" + n + ".key")) {
-        cert = dir + "/" + n + ".cert";
-        key = dir + "/" + n + ".key";
-        break;
-      }
-    }
+  if (!req.post_form.empty()) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req.post_form.c_str());
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, static_cast<long>(req.post_form.size()));
   }
+  // certs.d (read once, in the constructor): its *.crt added to the system CAs, and a
+  // client certificate and key.
   if (url.rfind("https://", 0) == 0) {
-    if (PathExists(ca)) {
-      curl_easy_setopt(e, CURLOPT_CAINFO, ca.c_str());
+    if (!ca_blob_.empty()) {
+      curl_blob blob{ca_blob_.data(), ca_blob_.size(), CURL_BLOB_COPY};
+      curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &blob);
       curl_easy_setopt(e, CURLOPT_CAPATH, "/etc/ssl/certs");
     }
-    if (!cert.empty() && !key.empty()) {
-      curl_easy_setopt(e, CURLOPT_SSLCERT, cert.c_str());
-      curl_easy_setopt(e, CURLOPT_SSLKEY, key.c_str());
+    if (!client_cert_.empty()) {
+      curl_easy_setopt(e, CURLOPT_SSLCERT, client_cert_.c_str());
+      curl_easy_setopt(e, CURLOPT_SSLKEY, client_key_.c_str());
+    }
+    if (!options_.tls_verify) {
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
   }
   CURLcode rc = curl_easy_perform(e);
@@ -435,9 +468,10 @@ Result<std::string> RegistryClient::BaseUrl() {
       candidates.push_back(m);
     }
   }
-  bool insecure = IsLoopbackHost(host_) || std::find(options_.insecure_registries.begin(),
-                                                     options_.insecure_registries.end(),
-                                                     host_) != options_.insecure_registries.end();
+  bool insecure =
+      !options_.tls_verify || IsLoopbackHost(host_) ||
+      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(), host_) !=
+          options_.insecure_registries.end();
   // Loopback: plain HTTP first (the usual case for a local registry, and it spares the
   // TLS set-up, ~20 ms of loading the CA bundle); an HTTPS-only local registry answers
   // HTTP with 400, which is not taken for a registry, and HTTPS is tried next. Other
@@ -509,15 +543,20 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!creds_loaded_) {
-      auto c = LookupCredentials(host_);
-      if (!c.ok()) return c.status();
-      creds_ = *c;
+      if (!options_.creds.empty()) {
+        creds_ = options_.creds;
+      } else {
+        auto c = LookupCredentials(host_, options_.authfile);
+        if (!c.ok()) return c.status();
+        creds_ = *c;
+      }
       creds_loaded_ = true;
     }
     creds = creds_;
   }
-  std::string basic =
-      creds.empty() ? "" : "Basic " + Base64Encode(creds.username + ":" + creds.secret);
+  std::string basic = creds.username.empty() && creds.secret.empty()
+                          ? ""
+                          : "Basic " + Base64Encode(creds.username + ":" + creds.secret);
   if (scheme == "basic") {
     if (basic.empty()) {
       return Status::Unavailable("registry " + host_ +
@@ -555,11 +594,16 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   std::unique_ptr<CURL, CurlFree> esc(curl_easy_init());
   if (!esc) return Status::Exhausted("curl: out of memory");
   std::string sep = url.find('?') == std::string::npos ? "?" : "&";
+  auto escape = [&](const std::string& v) {
+    char* e = curl_easy_escape(esc.get(), v.c_str(), static_cast<int>(v.size()));
+    std::string out = e ? e : "";
+    curl_free(e);
+    return out;
+  };
+  std::string realm = url;
   auto add = [&](const std::string& k, const std::string& v) {
     if (v.empty()) return;
-    char* e = curl_easy_escape(esc.get(), v.c_str(), static_cast<int>(v.size()));
-    url += sep + k + "=" + e;
-    curl_free(e);
+    url += sep + k + "=" + escape(v);
     sep = "&";
   };
   add("service", params["service"]);
@@ -569,6 +613,43 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   tr.headers = {"Accept: application/json"};
   tr.auth = basic;
   tr.max_body = 1 << 20;  // tokens are a few KB
+  if (!creds.identity_token.empty()) {
+    // An identity token (docker login's OAuth2 refresh token): POST it to the realm,
+    // as docker does; no Basic header then. A realm without OAuth2 (404/405) gets the
+    // usual GET when there is a user and password.
+    if (Lower(realm.substr(0, 7)) == "http://" && base.rfind("https://", 0) == 0 &&
+        !IsLoopbackHost(realm_host)) {
+      return Status::InvalidArgument("registry " + host_ + ": token realm \"" + realm +
+                                     "\" is plain HTTP: refusing to send an identity token");
+    }
+    Request post;
+    post.path_or_url = realm;
+    post.headers = {"Accept: application/json", "Content-Type: application/x-www-form-urlencoded"};
+    post.max_body = 1 << 20;
+    std::string sc = scope.empty() ? params["scope"] : scope;
+    post.post_form =
+        "grant_type=refresh_token&client_id=imgfs&refresh_token=" + escape(creds.identity_token) +
+        "&service=" + escape(params["service"]) + (sc.empty() ? "" : "&scope=" + escape(sc));
+    auto pr = Do(post);
+    if (!pr.ok()) return pr.status().WithContext("token service");
+    if (pr->status == 200 || basic.empty() || (pr->status != 404 && pr->status != 405)) {
+      if (pr->status == 401 || pr->status == 403)
+        return Status::Unavailable("registry " + host_ +
+                                   ": authentication failed (identity token refused)");
+      if (pr->status != 200)
+        return Status::Unavailable("token service: POST " + realm + ": " + RegistryError(*pr));
+      simdjson::dom::parser p;
+      simdjson::dom::object o;
+      std::string_view token;
+      if (p.parse(pr->body).get(o) || (o["access_token"].get(token) && o["token"].get(token)) ||
+          token.empty()) {
+        return Status::Unavailable("token service returned no access token");
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      tokens_[scope] = "Bearer " + std::string(token);
+      return Status::Ok();
+    }
+  }
   auto r = Do(tr);
   if (!r.ok()) return r.status().WithContext("token service");
   if (r->status == 401 || r->status == 403) {

@@ -1,14 +1,21 @@
 // The registry HTTP API v2 client (libcurl).
 //
-//   - Scheme: HTTPS with the system CAs plus /etc/docker/certs.d/HOST[:PORT]/ca.crt
-//     (and a client certificate there: the first NAME.cert, by name, with its NAME.key). Plain HTTP
-//     only for localhost, 127.0.0.0/8, ::1 or hosts given with --insecure-registry: those try HTTPS
-//     first and fall back.
+//   - Scheme: HTTPS with the system CAs plus every *.crt of the host's certificate
+//     directory: --cert-dir DIR itself, else the first of
+//     ${XDG_CONFIG_HOME:-~/.config}/containers/certs.d/HOST[:PORT],
+//     /etc/containers/certs.d/HOST[:PORT], /etc/docker/certs.d/HOST[:PORT] that exists
+//     (containers/image's order), read once per client. A client certificate there: the
+//     first NAME.cert, by name, that has its NAME.key (mutual TLS). tls_verify=false
+//     (--tls-verify=false) checks no certificate at all. Plain HTTP only for localhost,
+//     127.0.0.0/8, ::1 or hosts given with --insecure-registry: those try HTTPS first and
+//     fall back.
 //   - Auth: on 401 the WWW-Authenticate challenge decides: Bearer (realm, service,
 //     scope; a token per scope, cached, fetched with the user's credentials when there
 //     are any, refreshed on the next 401) or Basic. Credentials go only to the
 //     registry host and its token realm, never to a redirect target (curl drops the
-//     Authorization header when a redirect changes host).
+//     Authorization header when a redirect changes host). Credentials: options.creds
+//     (--creds) when set, else LookupCredentials(host, options.authfile). An identity
+//     token is an OAuth2 refresh token: POSTed to the realm (grant_type=refresh_token).
 //   - Blobs stream through OpenBlob's ByteSource: a download thread feeds a bounded
 //     queue; connection resets, 5xx and 429 (honouring Retry-After) are retried with
 //     backoff, resuming with an HTTP Range request from the last byte delivered, and
@@ -51,6 +58,10 @@ struct RegistryOptions {
   long low_speed_seconds = 30;    // …for this long fails (and is retried like a reset)
   long connect_timeout = 30;      // seconds
   std::string user_agent = "imgfs";
+  std::string authfile;    // --authfile ("" = the usual search, registry/credentials.h)
+  Credentials creds;       // --creds: used instead of any file when not empty
+  std::string cert_dir;    // --cert-dir: this directory instead of certs.d/HOST
+  bool tls_verify = true;  // false: no certificate is checked (--tls-verify=false)
 };
 
 struct HttpResponse {
@@ -110,6 +121,7 @@ class RegistryClient {
     int body_fd = -1;
     uint64_t body_offset = 0;
     uint64_t body_size = 0;
+    std::string post_form;             // not empty: POST this form body (OAuth2 refresh)
   };
   Result<HttpResponse> Do(const Request& req);
   // The base URL the registry answers on ("https://host:port"), pinging it the first
@@ -129,6 +141,7 @@ class RegistryClient {
   Result<std::string> AuthHeader(const std::string& scope);
   Status Authenticate(const HttpResponse& challenge, const std::string& scope);
   std::string ApiHost() const;
+  void LoadTlsDir();
 
   std::string host_;
   RegistryOptions options_;
@@ -138,6 +151,11 @@ class RegistryClient {
   Credentials creds_;
   std::map<std::string, std::string> tokens_;  // scope → "Bearer …" / "Basic …"
   std::string basic_;                          // set when the registry asked for Basic
+  // The host's certificate directory, read once by the constructor (see above).
+  std::string tls_dir_;      // "" when none exists
+  std::string ca_blob_;      // every *.crt there, concatenated (PEM)
+  std::string client_cert_;  // NAME.cert and NAME.key, or ""
+  std::string client_key_;
 };
 
 bool IsLoopbackHost(const std::string& host);

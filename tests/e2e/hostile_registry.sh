@@ -176,8 +176,10 @@ check "logout erases through the helper" env PATH="$T/bin:$PATH" "$IMGFS" logout
 check "  the helper's copy is gone" test ! -e "$T/helper.json"
 check "  and config.json's entry" bash -c "! grep -q '$REG' '$DOCKER_CONFIG/config.json'"
 echo "{\"credHelpers\": {\"$REG\": \"missing\"}}" >"$DOCKER_CONFIG/config.json"
+# (--password-stdin: -p adds docker's warning line on stderr.)
 expect_fail "login with a helper that is not installed fails (no plaintext fallback)" \
-  "docker-credential-missing is not installed" "$IMGFS" login -u alice --password "$SECRET" "$REG"
+  "docker-credential-missing is not installed" \
+  bash -c 'printf "%s\n" "$1" | "$2" login -u alice --password-stdin "$3"' _ "$SECRET" "$IMGFS" "$REG"
 check "  config.json holds no secret" bash -c "! grep -q '$SECRET' '$DOCKER_CONFIG/config.json'"
 
 # 13.11: no empty context (": : ") and no doubled one ("pull: pull") in the errors kept.

@@ -121,7 +121,8 @@ start_registry auth "$PA" "auth:" "  htpasswd: {realm: imgfs-test, path: $T/htpa
 $TOOLS push-layout http://$REG/ test/multi v3 oci v3 >/dev/null
 $TOOLS push-layout http://127.0.0.1:$PA test/secret v1 oci v1 --auth alice:s3cret >/dev/null
 expect_fail "Basic auth without credentials says how to log in" "imgfs login" "$IMGFS" pull 127.0.0.1:$PA/test/secret:v1
-expect_fail "login with a wrong password fails" "unauthorized|failed" "$IMGFS" login -u alice -p wrong 127.0.0.1:$PA
+expect_fail "login with a wrong password fails" "unauthorized|failed" \
+  bash -c 'echo wrong | "$1" login -u alice --password-stdin "$2"' _ "$IMGFS" 127.0.0.1:$PA
 check "login" bash -c "echo s3cret | '$IMGFS' login -u alice --password-stdin 127.0.0.1:$PA | grep -qx 'Login Succeeded'"
 check "config.json is mode 0600" test "$(stat -c %a "$T/docker/config.json")" = 600
 check "the password is not in plain text" bash -c "! grep -q s3cret '$T/docker/config.json'"

@@ -31,7 +31,9 @@
         a Bearer token service for docker-registry's token auth (RS256 JWT with x5c)
         TOKEN_USER=U:P requires those credentials; TOKEN_LOG=FILE logs each request
         ("token auth=-|Basic scope=..."); TOKEN_MODE_FILE=FILE: 500-once | 500-always;
-        TOKEN_TLS_CERT/TOKEN_TLS_KEY serve HTTPS.
+        TOKEN_TLS_CERT/TOKEN_TLS_KEY serve HTTPS. TOKEN_REFRESH=T: POST with
+        grant_type=refresh_token and refresh_token=T (OAuth2) gives an access_token; the log
+        line is "refresh ok|refused scope=...".
 """
 import base64
 import hashlib
@@ -397,15 +399,41 @@ def token_server(args):
                 self.send_header('Content-Length', '0')
                 self.end_headers()
                 return
+            self.send_token(q.get('service', [''])[0], access, n, 'token')
+
+        def do_POST(self):
+            from urllib.parse import parse_qs
+            form = parse_qs(self.rfile.read(int(self.headers.get('Content-Length', '0'))).decode())
+            scopes = form.get('scope', [])
+            access = []
+            for s in scopes:
+                t, name, actions = s.split(':')
+                access.append({'type': t, 'name': name, 'actions': actions.split(',')})
+            good = (form.get('grant_type') == ['refresh_token'] and os.environ.get('TOKEN_REFRESH')
+                    and form.get('refresh_token') == [os.environ['TOKEN_REFRESH']])
+            if os.environ.get('TOKEN_LOG'):
+                with open(os.environ['TOKEN_LOG'], 'a') as f:
+                    f.write(f'refresh {"ok" if good else "refused"} scope={",".join(scopes)}\n')
+            if not good:
+                self.send_response(401)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+                return
+            with counter_lock:
+                counter[0] += 1
+                n = counter[0]
+            self.send_token(form.get('service', [''])[0], access, n, 'access_token')
+
+        def send_token(self, service, access, n, field):
             now = int(time.time())
             header = {'typ': 'JWT', 'alg': 'RS256', 'x5c': [base64.b64encode(der).decode()]}
-            claims = {'iss': 'imgfs-test', 'sub': 'tester', 'aud': q.get('service', [''])[0],
+            claims = {'iss': 'imgfs-test', 'sub': 'tester', 'aud': service,
                       'exp': now + 300, 'nbf': now - 10, 'iat': now, 'jti': f'{now}-{os.getpid()}-{n}',
                       'access': access}
             signing = b64u(json.dumps(header).encode()) + '.' + b64u(json.dumps(claims).encode())
             sig = subprocess.run(['openssl', 'dgst', '-sha256', '-sign', key], input=signing.encode(),
                                  capture_output=True, check=True).stdout
-            body = json.dumps({'token': signing + '.' + b64u(sig), 'expires_in': 300}).encode()
+            body = json.dumps({field: signing + '.' + b64u(sig), 'expires_in': 300}).encode()
             self.send_response(200)
             self.send_header('Content-Type', 'application/json')
             self.send_header('Content-Length', str(len(body)))
