@@ -36,9 +36,12 @@ Result<size_t> StringSource::Read(void* buf, size_t n) {
 
 Result<size_t> TeeSource::Read(void* buf, size_t n) {
   IMGFS_ASSIGN_OR_RETURN(size_t got, in_->Read(buf, n));
-  hash_.Update(buf, got);
   bytes_ += got;
-  if (writer_ && got) IMGFS_RETURN_IF_ERROR(writer_->Write(buf, got));
+  if (!writer_) {
+    hash_.Update(buf, got);
+  } else if (got) {
+    IMGFS_RETURN_IF_ERROR(writer_->Write(buf, got));  // the writer hashes
+  }
   return got;
 }
 

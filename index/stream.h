@@ -1,6 +1,6 @@
 // Byte streams for the one-pass layer pipeline:
 //
-//   file/archive member ──FdSource──▶ TeeSource (sha256 of the blob, copy into ingest/)
+//   file/archive member ──FdSource──▶ TeeSource (copy into ingest/ + sha256 of the blob, once)
 //        ──PipelinedSource (a reader thread, so inflate runs on the other core)──▶
 //   DecompressingSource (ISA-L gzip, zstd, or none; by media type and magic bytes)
 //        ──▶ tar indexer (libarchive) ──▶ sha256 of the uncompressed stream = diff_id
@@ -60,12 +60,13 @@ class StringSource : public ByteSource {
   std::string_view s_;
 };
 
-// Hashes everything read through it and, when given a writer, copies it there.
+// Hashes everything read through it and, when given a writer, copies it there. Each
+// byte is hashed once: with a writer, the writer's hash is the blob digest.
 class TeeSource : public ByteSource {
  public:
   TeeSource(ByteSource* in, BlobStore::Writer* writer) : in_(in), writer_(writer) {}
   Result<size_t> Read(void* buf, size_t n) override;
-  Digest Finish() { return hash_.Finish(); }
+  Digest Finish() { return writer_ ? writer_->Sum() : hash_.Finish(); }
   uint64_t bytes() const { return bytes_; }
 
  private:
