@@ -38,6 +38,25 @@ class ProgressSource : public ByteSource {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// The bytes of `first`, then those of `second` (a partial file, then the rest of the
+// blob from the registry).
+class ConcatSource : public ByteSource {
+ public:
+  ConcatSource(ByteSource* first, ByteSource* second) : first_(first), second_(second) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    if (first_) {
+      IMGFS_ASSIGN_OR_RETURN(size_t k, first_->Read(buf, n));
+      if (k > 0) return k;
+      first_ = nullptr;
+    }
+    return second_ ? second_->Read(buf, n) : Result<size_t>(size_t{0});
+  }
+
+ private:
+  ByteSource* first_;
+  ByteSource* second_;
+};
+
 // An exclusive flock on ingest/locks/<hex> (released when the fd closes). Lock files
 // stay (they are empty); `prune` does not sweep ingest/locks/. Errors are not fatal:
 // without the lock, two processes just both download.
@@ -89,7 +108,11 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     std::lock_guard<std::mutex> l(event_mu);
     opt.on_event(PullEvent{id, status, cur, total});
   };
-  RegistryClient client(ref.domain, opt.registry);
+  RegistryOptions ropt = opt.registry;
+  // Bearer tokens outlive this process (until they expire): the next pull of this
+  // registry and repository starts without a token round trip.
+  if (ropt.token_cache_dir.empty()) ropt.token_cache_dir = store.root() + "/tokens";
+  RegistryClient client(ref.domain, ropt);
   std::string what = ref.digest.empty() ? ref.tag : ref.digest;
   IMGFS_ASSIGN_OR_RETURN(ManifestResponse top, client.GetManifest(ref.path, what));
   if (!ref.digest.empty() && top.digest.str() != ref.digest) {
@@ -212,7 +235,6 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
         if (!comp.ok()) {
           st = comp.status();
         } else {
-          std::unique_ptr<ByteSource> net;
           std::unique_ptr<FdSource> local;
           UniqueFd local_fd;
           ByteSource* src = nullptr;
@@ -228,14 +250,46 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
               src = local.get();
             }
           }
-          if (!src) {
-            auto b = client.OpenBlob(ref.path, d.digest, d.urls, d.size);
-            if (b.ok()) {
-              net = std::move(*b);
-              src = net.get();
-            } else {
-              st = b.status();
+          // Not stored yet: resume the blob's partial file (kept by an earlier pull that
+          // failed or was killed) and fetch only the rest, with a Range request. Only
+          // under the blob lock: without it, two writers could share the file.
+          for (int attempt = 0; !src && attempt < 2; attempt++) {
+            std::unique_ptr<BlobStore::Writer> writer;
+            if (blob_lock.get() >= 0) {
+              auto w = store.blobs().OpenPartial(d.digest, d.size);
+              if (w.ok()) writer = std::move(*w);
             }
+            uint64_t have = writer ? writer->resumed() : 0;
+            UniqueFd part_fd;
+            std::unique_ptr<FdSource> part;
+            if (have > 0) {
+              auto fd = OpenFile(writer->path(), O_RDONLY);
+              if (fd.ok()) {
+                part_fd = std::move(*fd);
+                part = std::make_unique<FdSource>(part_fd.get(), 0, have);
+              } else {
+                writer->Discard();
+                writer.reset();
+                have = 0;
+              }
+            }
+            std::unique_ptr<ByteSource> rest;
+            if (have < d.size) {
+              auto b = client.OpenBlob(ref.path, d.digest, d.urls, d.size, have);
+              if (!b.ok()) {
+                st = b.status();
+                break;
+              }
+              rest = std::move(*b);
+            }
+            ConcatSource both(part.get(), rest.get());
+            ProgressSource prog(&both, [&](uint64_t n) {
+              emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
+            });
+            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer)).status();
+            // A resumed layer that fails verification may owe it to its old bytes (a
+            // torn write before a power loss): the partial file is gone, start over once.
+            if (have == 0 || st.ok() || st.code() == Status::Code::kUnavailable) break;
           }
           if (src) {
             ProgressSource prog(src, [&](uint64_t n) {
