@@ -76,11 +76,19 @@ class TeeSource : public ByteSource {
   uint64_t bytes_ = 0;
 };
 
+// CPU accounting per pipeline stage (bench/pull.sh): the calling thread's user+system
+// CPU seconds (getrusage RUSAGE_THREAD), and, when IMGFS_STAGE_CPU is set in the
+// environment, one "imgfs-stage-cpu STAGE SECONDS" line to stderr.
+double ThreadCpuSeconds();
+void ReportStageCpu(const char* stage, double seconds);
+
 // Runs `in` on a producer thread, handing chunks to the consumer through a bounded
 // queue, so reading+hashing+writing the blob overlaps decompression and parsing.
+// `stage` names the thread for ReportStageCpu (nullptr: not reported).
 class PipelinedSource : public ByteSource {
  public:
-  explicit PipelinedSource(ByteSource* in, size_t chunk = 512 << 10, size_t depth = 4);
+  explicit PipelinedSource(ByteSource* in, size_t chunk = 512 << 10, size_t depth = 4,
+                           const char* stage = nullptr);
   ~PipelinedSource() override;
   Result<size_t> Read(void* buf, size_t n) override;
 
@@ -89,6 +97,7 @@ class PipelinedSource : public ByteSource {
   ByteSource* in_;
   size_t chunk_;
   size_t depth_;
+  const char* stage_;
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
   std::deque<std::string> queue_;

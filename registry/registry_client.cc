@@ -833,6 +833,7 @@ class BlobSource : public ByteSource {
       if (r.ok() && r->status == 404) st = Status::NotFound(what_ + ": not found in the registry");
       if (got > 0) break;  // bytes already delivered: another source cannot continue them
     }
+    ReportStageCpu("receive", ThreadCpuSeconds());
     std::lock_guard<std::mutex> l(mu_);
     error_ = st;
     done_ = true;

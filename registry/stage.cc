@@ -65,11 +65,13 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
     //   thread 1: read/receive the blob, copy it into ingest/ and hash it
     //   thread 2: inflate
     //   this thread: hash the tar (the diff_id) and parse it
-    PipelinedSource blob_stage(&tee);
+    PipelinedSource blob_stage(&tee, 512 << 10, 4, "blob");
     DecompressingSource dec(&blob_stage, hint);
     {
-      PipelinedSource inflate_stage(&dec);
+      PipelinedSource inflate_stage(&dec, 512 << 10, 4, "inflate");
+      double cpu = ThreadCpuSeconds();
       idx = IndexTarStream(&inflate_stage);
+      ReportStageCpu("index", ThreadCpuSeconds() - cpu);
     }  // joins thread 2 before `dec` is looked at
     detected = dec.compression();
   }
