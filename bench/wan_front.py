@@ -47,16 +47,21 @@ class H(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(body_len) if body_len else None
         if not hasattr(self, 'up'):
             self.up = http.client.HTTPConnection('127.0.0.1', upstream, timeout=120)
-        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}
-        hdrs['Host'] = self.headers.get('Host', f'127.0.0.1:{port}')
+        # Every header line as sent (a client may send several Accept lines).
+        hdrs = [(k, v) for k, v in self.headers.items() if k.lower() != 'connection']
+
+        def ask():
+            self.up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in hdrs:
+                self.up.putheader(k, v)
+            self.up.endheaders(body)
+            return self.up.getresponse()
         try:
-            self.up.request(self.command, self.path, body=body, headers=hdrs)
-            r = self.up.getresponse()
+            r = ask()
         except (http.client.HTTPException, OSError):
             self.up.close()
             self.up = http.client.HTTPConnection('127.0.0.1', upstream, timeout=120)
-            self.up.request(self.command, self.path, body=body, headers=hdrs)
-            r = self.up.getresponse()
+            r = ask()
         self.send_response(r.status)
         length = r.getheader('Content-Length')
         for k, v in r.getheaders():

@@ -72,8 +72,17 @@ Status BlobStore::Writer::Write(const void* data, size_t n) {
   size_ += n;
   if (size_ <= have_) return Status::Ok();  // already in the partial file
   size_t skip = old < have_ ? static_cast<size_t>(have_ - old) : 0;
-  return WriteAll(fd_.get(), static_cast<const char*>(data) + skip, n - skip)
-      .WithContext("write " + tmp_);
+  IMGFS_RETURN_IF_ERROR(WriteAll(fd_.get(), static_cast<const char*>(data) + skip, n - skip)
+                            .WithContext("write " + tmp_));
+  // Start writeback as the blob grows (without waiting for it), so that Commit's fsync
+  // finds little left to write instead of the whole blob.
+  constexpr uint64_t kFlushEvery = 8 << 20;
+  if (size_ - flushed_ >= kFlushEvery) {
+    (void)::sync_file_range(fd_.get(), static_cast<off_t>(flushed_),
+                            static_cast<off_t>(size_ - flushed_), SYNC_FILE_RANGE_WRITE);
+    flushed_ = size_;
+  }
+  return Status::Ok();
 }
 
 Digest BlobStore::Writer::Sum() {

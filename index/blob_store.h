@@ -69,8 +69,9 @@ class BlobStore {
     Sha256 hash_;
     std::optional<Digest> sum_;
     uint64_t size_ = 0;
-    uint64_t have_ = 0;  // bytes already in a resumed partial file
-    bool keep_ = false;  // a resumable ingest stays when not committed
+    uint64_t have_ = 0;     // bytes already in a resumed partial file
+    uint64_t flushed_ = 0;  // bytes whose writeback has been started
+    bool keep_ = false;     // a resumable ingest stays when not committed
     bool hashing_ = true;
     bool done_ = false;
   };

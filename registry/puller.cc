@@ -203,6 +203,19 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  // The config and manifest blobs are written (and fsynced) while the layers download,
+  // off the critical path; Commit then finds them in place (or writes them again if a
+  // prune removed them meanwhile: until the image is recorded nothing refers to them).
+  struct Joined {
+    std::thread t;
+    void Join() {
+      if (t.joinable()) t.join();
+    }
+    ~Joined() { Join(); }
+  } early_blobs{std::thread([&store, &config, &chosen, &m] {
+    (void)store.blobs().Put(config, m.config.digest);
+    (void)store.blobs().Put(chosen.bytes, chosen.digest);
+  })};
   constexpr int kRounds = 3;
   for (int round = 0; round < kRounds; round++) {
     std::vector<size_t> jobs;
@@ -327,6 +340,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       continue;
     }
 
+    early_blobs.Join();
     StagedImage img;
     img.record = std::move(rec);
     img.config = std::move(config);
