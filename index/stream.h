@@ -36,6 +36,13 @@ class ByteSource {
   virtual ~ByteSource() = default;
   // Reads up to n bytes; 0 means end of stream.
   virtual Result<size_t> Read(void* buf, size_t n) = 0;
+  // Reads up to n bytes without copying them when the source holds them already: the
+  // view is valid until the next call on this source; empty means end of stream. By
+  // default the bytes are read into `scratch` (n bytes of room).
+  virtual Result<std::string_view> ReadView(char* scratch, size_t n) {
+    IMGFS_ASSIGN_OR_RETURN(size_t k, Read(scratch, n));
+    return std::string_view(scratch, k);
+  }
 };
 
 // Reads [offset, offset+length) of an fd with pread (length UINT64_MAX: to EOF).
@@ -91,20 +98,30 @@ class PipelinedSource : public ByteSource {
                            const char* stage = nullptr);
   ~PipelinedSource() override;
   Result<size_t> Read(void* buf, size_t n) override;
+  Result<std::string_view> ReadView(char* scratch, size_t n) override;
 
  private:
+  // A filled buffer; buffers are recycled (no allocation, zero-fill or page faults
+  // per chunk).
+  struct Chunk {
+    std::unique_ptr<char[]> data;
+    size_t len = 0;
+  };
   void Produce();
+  // Makes cur_ hold unread bytes; false at the end of the stream (or on error).
+  Result<bool> NextChunk();
   ByteSource* in_;
   size_t chunk_;
   size_t depth_;
   const char* stage_;
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
-  std::deque<std::string> queue_;
+  std::deque<Chunk> queue_;
+  std::vector<std::unique_ptr<char[]>> free_;
   bool eof_ = false;
   bool stop_ = false;
   Status error_;
-  std::string cur_;
+  Chunk cur_;  // the consumer's
   size_t cur_pos_ = 0;
   std::thread thread_;
 };

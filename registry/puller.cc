@@ -192,7 +192,16 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   // The config stops at its declared size (capped: configs are a few KB, 16 MiB is
   // far beyond any real one).
   size_t config_cap = static_cast<size_t>(std::min<uint64_t>(m.config.size, 16 << 20));
-  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(ref.path, m.config.digest, config_cap));
+  // A config blob already stored (by an interrupted pull: it is written early, below)
+  // is read from disk, checked again, and not fetched.
+  std::string config;
+  if (store.blobs().Has(m.config.digest)) {
+    auto held = store.blobs().Read(m.config.digest, config_cap);
+    if (held.ok() && Sha256Of(*held) == m.config.digest) config = std::move(*held);
+  }
+  if (config.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(config, client.GetBlob(ref.path, m.config.digest, config_cap));
+  }
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
   if (rec.diff_ids.size() != m.layers.size()) {
     return Status::InvalidArgument("manifest has " + std::to_string(m.layers.size()) +
