@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -59,7 +60,13 @@ int CmdPrune(const std::string& root, const Args& a) {
     while (struct dirent* e = ::readdir(d)) {
       std::string name = e->d_name;
       if (name == "." || name == "..") continue;
-      if (only_stale) {
+      UniqueFd busy_lock;  // held while a partial file is removed
+      if (only_stale && name.rfind("partial-", 0) == 0) {
+        // A resumable download's file: removed unless a pull holds its blob lock.
+        auto lk = OpenFile(dir + "/locks/" + name.substr(8), O_RDWR | O_CREAT, 0600);
+        if (lk.ok() && ::flock(lk->get(), LOCK_EX | LOCK_NB) != 0) continue;
+        if (lk.ok()) busy_lock = std::move(*lk);
+      } else if (only_stale) {
         // ingest files are "<pid>-…": remove only those whose writer is gone.
         pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
         if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;

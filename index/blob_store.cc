@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <random>
 
@@ -36,19 +37,64 @@ Result<std::unique_ptr<BlobStore::Writer>> BlobStore::NewWriter() const {
   return std::unique_ptr<Writer>(new Writer(this, tmp, std::move(fd)));
 }
 
+Result<std::unique_ptr<BlobStore::Writer>> BlobStore::OpenPartial(const Digest& d,
+                                                                  uint64_t max_size) const {
+  std::string path = PartialPath(d);
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_WRONLY | O_CREAT, 0600));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path);
+  uint64_t have = static_cast<uint64_t>(st.st_size);
+  if (have > max_size) {
+    if (::ftruncate(fd.get(), 0) != 0) return Status::FromErrno("truncate " + path);
+    have = 0;
+  }
+  if (::lseek(fd.get(), static_cast<off_t>(have), SEEK_SET) < 0)
+    return Status::FromErrno("seek " + path);
+  std::unique_ptr<Writer> w(new Writer(this, path, std::move(fd)));
+  w->have_ = have;
+  w->keep_ = true;
+  return w;
+}
+
 BlobStore::Writer::~Writer() {
+  if (!done_ && !keep_) ::unlink(tmp_.c_str());
+}
+
+void BlobStore::Writer::Discard() {
   if (!done_) ::unlink(tmp_.c_str());
+  keep_ = false;
+  done_ = true;
 }
 
 Status BlobStore::Writer::Write(const void* data, size_t n) {
-  hash_.Update(data, n);
+  if (hashing_) hash_.Update(data, n);
+  uint64_t old = size_;
   size_ += n;
-  return WriteAll(fd_.get(), data, n).WithContext("write " + tmp_);
+  if (size_ <= have_) return Status::Ok();  // already in the partial file
+  size_t skip = old < have_ ? static_cast<size_t>(have_ - old) : 0;
+  IMGFS_RETURN_IF_ERROR(WriteAll(fd_.get(), static_cast<const char*>(data) + skip, n - skip)
+                            .WithContext("write " + tmp_));
+  // Start writeback as the blob grows (without waiting for it), so that Commit's fsync
+  // finds little left to write instead of the whole blob.
+  constexpr uint64_t kFlushEvery = 8 << 20;
+  if (size_ - flushed_ >= kFlushEvery) {
+    (void)::sync_file_range(fd_.get(), static_cast<off_t>(flushed_),
+                            static_cast<off_t>(size_ - flushed_), SYNC_FILE_RANGE_WRITE);
+    flushed_ = size_;
+  }
+  return Status::Ok();
+}
+
+Digest BlobStore::Writer::Sum() {
+  if (!sum_) sum_ = hash_.Finish();
+  return *sum_;
 }
 
 Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
                                          std::optional<uint64_t> expected_size) {
-  Digest got = hash_.Finish();
+  if (!hashing_ && !expected)
+    return Status::InvalidArgument("commit " + tmp_ + ": no digest (the writer did not hash)");
+  Digest got = hashing_ ? Sum() : *expected;
   if (expected_size && *expected_size != size_) {
     return Status::Corruption("size mismatch: expected " + std::to_string(*expected_size) +
                               " bytes, got " + std::to_string(size_));

@@ -8,6 +8,13 @@
 // A crash leaves at most a stray file in ingest/, which is never visible as content
 // and is removed by `imgfs prune`.
 //
+// A resumable ingest (OpenPartial, used by pull) writes ingest/partial-<hex> for one
+// expected blob, under the caller's lock on that blob. It survives a failed or killed
+// transfer, so the next attempt feeds the bytes already there back through the
+// pipeline (hashed, not written again) and fetches only the rest; a partial file that
+// fails verification is removed (Discard). `imgfs prune` removes partial files whose
+// blob lock nobody holds.
+//
 // Thread-safety: BlobStore is immutable after construction and may be shared; a Writer
 // belongs to one thread.
 #ifndef IMGFS_INDEX_BLOB_STORE_H_
@@ -33,8 +40,21 @@ class BlobStore {
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
     ~Writer();  // removes the temp file unless committed
+    // Hashes the bytes and writes them; of a resumed partial file, the first
+    // resumed() bytes are already there and are only hashed.
     Status Write(const void* data, size_t n);
     uint64_t size() const { return size_; }
+    // The SHA-256 of everything written (finishes the hash: no Write afterwards).
+    Digest Sum();
+    // The caller hashes these very bytes itself (an uncompressed layer: its diff_id is
+    // its blob digest), so the writer does not hash them a second time; Commit then
+    // trusts `expected`, which the caller must have checked against its own hash.
+    void SkipHashing() { hashing_ = false; }
+    // Bytes a resumable ingest found already written (0 for a fresh file).
+    uint64_t resumed() const { return have_; }
+    const std::string& path() const { return tmp_; }
+    // Removes the file now, even a resumable one (its bytes proved bad).
+    void Discard();
     // Verifies (when given) and publishes the blob. Returns its digest.
     Result<Digest> Commit(const std::optional<Digest>& expected,
                           std::optional<uint64_t> expected_size = std::nullopt);
@@ -47,7 +67,12 @@ class BlobStore {
     std::string tmp_;
     UniqueFd fd_;
     Sha256 hash_;
+    std::optional<Digest> sum_;
     uint64_t size_ = 0;
+    uint64_t have_ = 0;     // bytes already in a resumed partial file
+    uint64_t flushed_ = 0;  // bytes whose writeback has been started
+    bool keep_ = false;     // a resumable ingest stays when not committed
+    bool hashing_ = true;
     bool done_ = false;
   };
 
@@ -60,6 +85,10 @@ class BlobStore {
   bool Has(const Digest& d) const;
   Result<uint64_t> Size(const Digest& d) const;
   Result<std::unique_ptr<Writer>> NewWriter() const;
+  // The resumable ingest of blob `d` (see above). The caller must hold the blob's
+  // lock. A partial file longer than `max_size` is garbage and starts again from 0.
+  Result<std::unique_ptr<Writer>> OpenPartial(const Digest& d, uint64_t max_size) const;
+  std::string PartialPath(const Digest& d) const { return IngestDir() + "/partial-" + d.hex(); }
   // Stores bytes held in memory (manifests, configs).
   Result<Digest> Put(std::string_view data, const std::optional<Digest>& expected) const;
   Result<std::string> Read(const Digest& d, size_t max_size = 16 << 20) const;

@@ -25,21 +25,26 @@ struct Feed {
   Sha256 hash;
   uint64_t total = 0;
   std::vector<char> buf = std::vector<char>(256 << 10);
-  size_t prefetched = 0;  // bytes already in buf (read to see whether the stream is empty)
+  size_t prefetched = 0;       // bytes already in buf (read to see whether the stream is empty)
+  const char* data = nullptr;  // the bytes Next returned: in buf, or the source's own
   TarHeaderWalker walker;
   Status error;
 
   Result<size_t> Next() {
     size_t n = prefetched;
     prefetched = 0;
+    data = buf.data();
     if (n == 0) {
-      IMGFS_ASSIGN_OR_RETURN(n, src->Read(buf.data(), buf.size()));
+      // A pipelined source hands out its own buffer: no copy of the tar stream.
+      IMGFS_ASSIGN_OR_RETURN(std::string_view v, src->ReadView(buf.data(), buf.size()));
+      data = v.data();
+      n = v.size();
     }
-    hash.Update(buf.data(), n);
+    hash.Update(data, n);
     total += n;
     // The walker sees every byte before libarchive parses it; its error (a malformed
     // or NUL-holding header) is reported when the indexer reaches that entry.
-    (void)walker.Feed(std::string_view(buf.data(), n));
+    (void)walker.Feed(std::string_view(data, n));
     return n;
   }
 
@@ -51,7 +56,7 @@ struct Feed {
       archive_set_error(a, EIO, "%s", r.status().message().c_str());
       return -1;
     }
-    *out = f->buf.data();
+    *out = f->data;
     return static_cast<la_ssize_t>(*r);
   }
 };

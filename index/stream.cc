@@ -3,7 +3,12 @@
 #include <isa-l/igzip_lib.h>
 #include <zstd.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "index/file_util.h"
@@ -36,15 +41,36 @@ Result<size_t> StringSource::Read(void* buf, size_t n) {
 
 Result<size_t> TeeSource::Read(void* buf, size_t n) {
   IMGFS_ASSIGN_OR_RETURN(size_t got, in_->Read(buf, n));
-  hash_.Update(buf, got);
   bytes_ += got;
-  if (writer_ && got) IMGFS_RETURN_IF_ERROR(writer_->Write(buf, got));
+  if (!writer_) {
+    hash_.Update(buf, got);
+  } else if (got) {
+    IMGFS_RETURN_IF_ERROR(writer_->Write(buf, got));  // the writer hashes
+  }
   return got;
 }
 
-PipelinedSource::PipelinedSource(ByteSource* in, size_t chunk, size_t depth)
-    : in_(in), chunk_(chunk), depth_(depth) {
-  thread_ = std::thread([this] { Produce(); });
+double ThreadCpuSeconds() {
+  struct rusage ru;
+  if (::getrusage(RUSAGE_THREAD, &ru) != 0) return 0;
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+void ReportStageCpu(const char* stage, double seconds) {
+  static const bool on = std::getenv("IMGFS_STAGE_CPU") != nullptr;
+  if (!on || !stage) return;
+  char line[128];
+  int n = std::snprintf(line, sizeof line, "imgfs-stage-cpu %s %.6f\n", stage, seconds);
+  if (n > 0) (void)!::write(2, line, static_cast<size_t>(n));  // one write: lines stay whole
+}
+
+PipelinedSource::PipelinedSource(ByteSource* in, size_t chunk, size_t depth, const char* stage)
+    : in_(in), chunk_(chunk), depth_(depth), stage_(stage) {
+  thread_ = std::thread([this] {
+    Produce();
+    ReportStageCpu(stage_, ThreadCpuSeconds());
+  });
 }
 
 PipelinedSource::~PipelinedSource() {
@@ -58,12 +84,19 @@ PipelinedSource::~PipelinedSource() {
 
 void PipelinedSource::Produce() {
   for (;;) {
-    std::string buf(chunk_, '\0');
-    size_t filled = 0;
+    Chunk c;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!free_.empty()) {
+        c.data = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (!c.data) c.data.reset(new char[chunk_]);  // not zero-filled: it is written first
     Status st;
     bool end = false;
-    while (filled < chunk_) {
-      auto r = in_->Read(buf.data() + filled, chunk_ - filled);
+    while (c.len < chunk_) {
+      auto r = in_->Read(c.data.get() + c.len, chunk_ - c.len);
       if (!r.ok()) {
         st = r.status();
         break;
@@ -72,13 +105,12 @@ void PipelinedSource::Produce() {
         end = true;
         break;
       }
-      filled += *r;
+      c.len += *r;
     }
-    buf.resize(filled);
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait(l, [&] { return stop_ || queue_.size() < depth_; });
     if (stop_) return;
-    if (!buf.empty()) queue_.push_back(std::move(buf));
+    if (c.len > 0) queue_.push_back(std::move(c));
     if (!st.ok()) error_ = st;
     if (!st.ok() || end) {
       eof_ = true;
@@ -89,23 +121,39 @@ void PipelinedSource::Produce() {
   }
 }
 
-Result<size_t> PipelinedSource::Read(void* buf, size_t n) {
-  if (cur_pos_ == cur_.size()) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return !queue_.empty() || eof_; });
-    if (queue_.empty()) {
-      if (!error_.ok()) return error_;
-      return size_t{0};
-    }
-    cur_ = std::move(queue_.front());
-    queue_.pop_front();
-    cur_pos_ = 0;
-    cv_.notify_all();
+Result<bool> PipelinedSource::NextChunk() {
+  if (cur_pos_ < cur_.len) return true;
+  std::unique_lock<std::mutex> l(mu_);
+  if (cur_.data) free_.push_back(std::move(cur_.data));  // back to the producer
+  cur_.len = 0;
+  cur_pos_ = 0;
+  cv_.wait(l, [&] { return !queue_.empty() || eof_; });
+  if (queue_.empty()) {
+    if (!error_.ok()) return error_;
+    return false;
   }
-  size_t k = std::min(n, cur_.size() - cur_pos_);
-  std::memcpy(buf, cur_.data() + cur_pos_, k);
+  cur_ = std::move(queue_.front());
+  queue_.pop_front();
+  cv_.notify_all();
+  return true;
+}
+
+Result<size_t> PipelinedSource::Read(void* buf, size_t n) {
+  IMGFS_ASSIGN_OR_RETURN(bool more, NextChunk());
+  if (!more) return size_t{0};
+  size_t k = std::min(n, cur_.len - cur_pos_);
+  std::memcpy(buf, cur_.data.get() + cur_pos_, k);
   cur_pos_ += k;
   return k;
+}
+
+Result<std::string_view> PipelinedSource::ReadView(char*, size_t n) {
+  IMGFS_ASSIGN_OR_RETURN(bool more, NextChunk());
+  if (!more) return std::string_view();
+  size_t k = std::min(n, cur_.len - cur_pos_);
+  std::string_view v(cur_.data.get() + cur_pos_, k);
+  cur_pos_ += k;
+  return v;
 }
 
 const char* CompressionName(Compression c) {

@@ -1,6 +1,6 @@
 // Byte streams for the one-pass layer pipeline:
 //
-//   file/archive member ──FdSource──▶ TeeSource (sha256 of the blob, copy into ingest/)
+//   file/archive member ──FdSource──▶ TeeSource (copy into ingest/ + sha256 of the blob, once)
 //        ──PipelinedSource (a reader thread, so inflate runs on the other core)──▶
 //   DecompressingSource (ISA-L gzip, zstd, or none; by media type and magic bytes)
 //        ──▶ tar indexer (libarchive) ──▶ sha256 of the uncompressed stream = diff_id
@@ -36,6 +36,13 @@ class ByteSource {
   virtual ~ByteSource() = default;
   // Reads up to n bytes; 0 means end of stream.
   virtual Result<size_t> Read(void* buf, size_t n) = 0;
+  // Reads up to n bytes without copying them when the source holds them already: the
+  // view is valid until the next call on this source; empty means end of stream. By
+  // default the bytes are read into `scratch` (n bytes of room).
+  virtual Result<std::string_view> ReadView(char* scratch, size_t n) {
+    IMGFS_ASSIGN_OR_RETURN(size_t k, Read(scratch, n));
+    return std::string_view(scratch, k);
+  }
 };
 
 // Reads [offset, offset+length) of an fd with pread (length UINT64_MAX: to EOF).
@@ -60,12 +67,13 @@ class StringSource : public ByteSource {
   std::string_view s_;
 };
 
-// Hashes everything read through it and, when given a writer, copies it there.
+// Hashes everything read through it and, when given a writer, copies it there. Each
+// byte is hashed once: with a writer, the writer's hash is the blob digest.
 class TeeSource : public ByteSource {
  public:
   TeeSource(ByteSource* in, BlobStore::Writer* writer) : in_(in), writer_(writer) {}
   Result<size_t> Read(void* buf, size_t n) override;
-  Digest Finish() { return hash_.Finish(); }
+  Digest Finish() { return writer_ ? writer_->Sum() : hash_.Finish(); }
   uint64_t bytes() const { return bytes_; }
 
  private:
@@ -75,26 +83,45 @@ class TeeSource : public ByteSource {
   uint64_t bytes_ = 0;
 };
 
+// CPU accounting per pipeline stage (bench/pull.sh): the calling thread's user+system
+// CPU seconds (getrusage RUSAGE_THREAD), and, when IMGFS_STAGE_CPU is set in the
+// environment, one "imgfs-stage-cpu STAGE SECONDS" line to stderr.
+double ThreadCpuSeconds();
+void ReportStageCpu(const char* stage, double seconds);
+
 // Runs `in` on a producer thread, handing chunks to the consumer through a bounded
 // queue, so reading+hashing+writing the blob overlaps decompression and parsing.
+// `stage` names the thread for ReportStageCpu (nullptr: not reported).
 class PipelinedSource : public ByteSource {
  public:
-  explicit PipelinedSource(ByteSource* in, size_t chunk = 512 << 10, size_t depth = 4);
+  explicit PipelinedSource(ByteSource* in, size_t chunk = 512 << 10, size_t depth = 4,
+                           const char* stage = nullptr);
   ~PipelinedSource() override;
   Result<size_t> Read(void* buf, size_t n) override;
+  Result<std::string_view> ReadView(char* scratch, size_t n) override;
 
  private:
+  // A filled buffer; buffers are recycled (no allocation, zero-fill or page faults
+  // per chunk).
+  struct Chunk {
+    std::unique_ptr<char[]> data;
+    size_t len = 0;
+  };
   void Produce();
+  // Makes cur_ hold unread bytes; false at the end of the stream (or on error).
+  Result<bool> NextChunk();
   ByteSource* in_;
   size_t chunk_;
   size_t depth_;
+  const char* stage_;
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
-  std::deque<std::string> queue_;
+  std::deque<Chunk> queue_;
+  std::vector<std::unique_ptr<char[]>> free_;
   bool eof_ = false;
   bool stop_ = false;
   Status error_;
-  std::string cur_;
+  Chunk cur_;  // the consumer's
   size_t cur_pos_ = 0;
   std::thread thread_;
 };

@@ -39,6 +39,25 @@ class ProgressSource : public ByteSource {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// The bytes of `first`, then those of `second` (a partial file, then the rest of the
+// blob from the registry).
+class ConcatSource : public ByteSource {
+ public:
+  ConcatSource(ByteSource* first, ByteSource* second) : first_(first), second_(second) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    if (first_) {
+      IMGFS_ASSIGN_OR_RETURN(size_t k, first_->Read(buf, n));
+      if (k > 0) return k;
+      first_ = nullptr;
+    }
+    return second_ ? second_->Read(buf, n) : Result<size_t>(size_t{0});
+  }
+
+ private:
+  ByteSource* first_;
+  ByteSource* second_;
+};
+
 // An exclusive flock on ingest/locks/<hex> (released when the fd closes). Lock files
 // stay (they are empty); `prune` does not sweep ingest/locks/. Errors are not fatal:
 // without the lock, two processes just both download.
@@ -101,6 +120,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   std::string skipped;  // "host: why; " of each source that failed
   for (size_t i = 0; i < sources.size(); i++) {
     RegistryOptions ro = opt.registry;
+    // Bearer tokens outlive this process (until they expire): the next pull of this
+    // registry and repository starts without a token round trip.
+    if (ro.token_cache_dir.empty()) ro.token_cache_dir = store.root() + "/tokens";
     // registries.conf's insecure (and an http:// docker mirror): plain HTTP allowed and
     // the certificate not checked, as containers/image does.
     if (sources[i].insecure) {
@@ -200,7 +222,16 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   // The config stops at its declared size (capped: configs are a few KB, 16 MiB is
   // far beyond any real one).
   size_t config_cap = static_cast<size_t>(std::min<uint64_t>(m.config.size, 16 << 20));
-  IMGFS_ASSIGN_OR_RETURN(std::string config, client.GetBlob(src_path, m.config.digest, config_cap));
+  // A config blob already stored (by an interrupted pull: it is written early, below)
+  // is read from disk, checked again, and not fetched.
+  std::string config;
+  if (store.blobs().Has(m.config.digest)) {
+    auto held = store.blobs().Read(m.config.digest, config_cap);
+    if (held.ok() && Sha256Of(*held) == m.config.digest) config = std::move(*held);
+  }
+  if (config.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(config, client.GetBlob(src_path, m.config.digest, config_cap));
+  }
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
   if (rec.diff_ids.size() != m.layers.size()) {
     return Status::InvalidArgument("manifest has " + std::to_string(m.layers.size()) +
@@ -211,6 +242,19 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  // The config and manifest blobs are written (and fsynced) while the layers download,
+  // off the critical path; Commit then finds them in place (or writes them again if a
+  // prune removed them meanwhile: until the image is recorded nothing refers to them).
+  struct Joined {
+    std::thread t;
+    void Join() {
+      if (t.joinable()) t.join();
+    }
+    ~Joined() { Join(); }
+  } early_blobs{std::thread([&store, &config, &chosen, &m] {
+    (void)store.blobs().Put(config, m.config.digest);
+    (void)store.blobs().Put(chosen.bytes, chosen.digest);
+  })};
   constexpr int kRounds = 3;
   for (int round = 0; round < kRounds; round++) {
     std::vector<size_t> jobs;
@@ -243,7 +287,6 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
         if (!comp.ok()) {
           st = comp.status();
         } else {
-          std::unique_ptr<ByteSource> net;
           std::unique_ptr<FdSource> local;
           UniqueFd local_fd;
           ByteSource* src = nullptr;
@@ -259,14 +302,46 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
               src = local.get();
             }
           }
-          if (!src) {
-            auto b = client.OpenBlob(src_path, d.digest, d.urls, d.size);
-            if (b.ok()) {
-              net = std::move(*b);
-              src = net.get();
-            } else {
-              st = b.status();
+          // Not stored yet: resume the blob's partial file (kept by an earlier pull that
+          // failed or was killed) and fetch only the rest, with a Range request. Only
+          // under the blob lock: without it, two writers could share the file.
+          for (int attempt = 0; !src && attempt < 2; attempt++) {
+            std::unique_ptr<BlobStore::Writer> writer;
+            if (blob_lock.get() >= 0) {
+              auto w = store.blobs().OpenPartial(d.digest, d.size);
+              if (w.ok()) writer = std::move(*w);
             }
+            uint64_t have = writer ? writer->resumed() : 0;
+            UniqueFd part_fd;
+            std::unique_ptr<FdSource> part;
+            if (have > 0) {
+              auto fd = OpenFile(writer->path(), O_RDONLY);
+              if (fd.ok()) {
+                part_fd = std::move(*fd);
+                part = std::make_unique<FdSource>(part_fd.get(), 0, have);
+              } else {
+                writer->Discard();
+                writer.reset();
+                have = 0;
+              }
+            }
+            std::unique_ptr<ByteSource> rest;
+            if (have < d.size) {
+              auto b = client.OpenBlob(src_path, d.digest, d.urls, d.size, have);
+              if (!b.ok()) {
+                st = b.status();
+                break;
+              }
+              rest = std::move(*b);
+            }
+            ConcatSource both(part.get(), rest.get());
+            ProgressSource prog(&both, [&](uint64_t n) {
+              emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
+            });
+            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer)).status();
+            // A resumed layer that fails verification may owe it to its old bytes (a
+            // torn write before a power loss): the partial file is gone, start over once.
+            if (have == 0 || st.ok() || st.code() == Status::Code::kUnavailable) break;
           }
           if (src) {
             ProgressSource prog(src, [&](uint64_t n) {
@@ -304,6 +379,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       continue;
     }
 
+    early_blobs.Join();
     StagedImage img;
     img.record = std::move(rec);
     img.config = std::move(config);

@@ -7,7 +7,9 @@
 //   through the one-pass pipeline (blob digest, size, diff_id, tar index) → the merged
 //   tree → one transaction naming the image by tag and by repo digest.
 // Each verified layer blob is committed at once: after Ctrl-C, kill -9 or power loss
-// the next pull re-indexes those blobs from disk and downloads only the rest.
+// the next pull re-indexes those blobs from disk and downloads only the rest; a layer
+// cut halfway is resumed from its partial file (ingest/partial-<hex>, kept under the
+// blob's lock) with a Range request. Bearer tokens are kept in <store>/tokens/.
 //
 // Thread-safety: Pull may run in several threads or processes at once; two pulls of
 // one image both succeed and store one copy (blobs are renamed atomically, index

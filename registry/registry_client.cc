@@ -3,12 +3,17 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <thread>
 
@@ -326,7 +331,33 @@ void RegistryClient::LoadTlsDir() {
   }
 }
 
-RegistryClient::~RegistryClient() = default;
+RegistryClient::~RegistryClient() {
+  for (void* h : idle_) curl_easy_cleanup(static_cast<CURL*>(h));
+}
+
+void* RegistryClient::TakeHandle() {
+  {
+    std::lock_guard<std::mutex> l(pool_mu_);
+    if (!idle_.empty()) {
+      void* h = idle_.back();
+      idle_.pop_back();
+      return h;
+    }
+  }
+  return curl_easy_init();
+}
+
+void RegistryClient::GiveBack(void* h) {
+  // Reset now: the handle must not keep pointers into a finished request's state. A
+  // reset handle keeps its connection cache, DNS cache and TLS session IDs.
+  curl_easy_reset(static_cast<CURL*>(h));
+  std::lock_guard<std::mutex> l(pool_mu_);
+  if (idle_.size() < 8) {
+    idle_.push_back(h);
+    return;
+  }
+  curl_easy_cleanup(static_cast<CURL*>(h));
+}
 
 std::string RegistryClient::ApiHost() const {
   return host_ == "docker.io" || host_ == "index.docker.io" ? "registry-1.docker.io" : host_;
@@ -338,8 +369,16 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   *transient = false;
   if (no_connection) *no_connection = false;
   IMGFS_RETURN_IF_ERROR(CheckFetchUrl(url, "URL"));
-  std::unique_ptr<CURL, CurlFree> c(curl_easy_init());
-  if (!c) return Status::Exhausted("curl: out of memory");
+  // A pooled handle (its open connection reused), given back when this request ends.
+  struct Pooled {
+    RegistryClient* client;
+    CURL* h;
+    CURL* get() const { return h; }
+    ~Pooled() {
+      if (h) client->GiveBack(h);
+    }
+  } c{this, static_cast<CURL*>(TakeHandle())};
+  if (!c.h) return Status::Exhausted("curl: out of memory");
   Transfer t;
   t.req = &req;
   t.skip = 0;
@@ -531,7 +570,56 @@ Result<std::string> RegistryClient::AuthHeader(const std::string& scope) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = tokens_.find(scope);
   if (it != tokens_.end()) return it->second;
+  LoadCachedToken(scope);
+  it = tokens_.find(scope);
+  if (it != tokens_.end()) return it->second;
   return basic_;
+}
+
+std::string RegistryClient::TokenFile(const std::string& scope) const {
+  // Named by a hash: a scope holds characters a file name must not.
+  return options_.token_cache_dir + "/" + Sha256Of(ApiHost() + "\n" + scope).hex();
+}
+
+void RegistryClient::LoadCachedToken(const std::string& scope) {
+  if (options_.token_cache_dir.empty() || scope.empty() || disk_checked_[scope]) return;
+  disk_checked_[scope] = true;
+  auto text = ReadFileToString(TokenFile(scope), 64 << 10);
+  if (!text.ok()) return;
+  // "imgfs-token 1 EXPIRY_UNIX\nBearer …\n"; anything else is ignored (and replaced).
+  long long expiry = 0;
+  char header_start[16] = "";
+  if (std::sscanf(text->c_str(), "imgfs-token 1 %lld\n%15s", &expiry, header_start) != 2 ||
+      std::string(header_start) != "Bearer")
+    return;
+  if (expiry <= static_cast<long long>(::time(nullptr))) return;
+  size_t nl = text->find('\n');
+  std::string header = Trim(text->substr(nl + 1));
+  if (header.size() <= 7) return;
+  for (char ch : header)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) return;  // no header injection
+  tokens_[scope] = header;
+}
+
+void RegistryClient::SaveToken(const std::string& scope, const std::string& header,
+                               double expires_in) {
+  if (options_.token_cache_dir.empty() || scope.empty()) return;
+  // Expire early: a token that lapses between the check and the request costs a 401
+  // and a fresh token, not a failure, but the margin spares that round trip.
+  double margin = std::min(30.0, expires_in / 2);
+  long long expiry =
+      static_cast<long long>(::time(nullptr)) + static_cast<long long>(expires_in - margin);
+  if (!MakeDirs(options_.token_cache_dir, 0700).ok()) return;
+  std::string path = TokenFile(scope);
+  std::string tmp = path + "." + std::to_string(::getpid()) + ".tmp";
+  auto fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!fd.ok()) return;
+  std::string text = "imgfs-token 1 " + std::to_string(expiry) + "\n" + header + "\n";
+  // Best effort: a token that cannot be kept is fetched again next time.
+  if (::fchmod(fd->get(), 0600) != 0 || !WriteAll(fd->get(), text.data(), text.size()).ok() ||
+      ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+  }
 }
 
 Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::string& scope) {
@@ -665,8 +753,18 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   if (p.parse(r->body).get(o) || (o["token"].get(token) && o["access_token"].get(token))) {
     return Status::Unavailable("token service returned no token");
   }
+  // Registries that omit expires_in mean 60 s (the distribution token spec).
+  double expires_in = 60;
+  double ei = 0;
+  int64_t eii = 0;
+  if (!o["expires_in"].get(ei)) {
+    expires_in = ei;
+  } else if (!o["expires_in"].get(eii)) {
+    expires_in = static_cast<double>(eii);
+  }
   std::lock_guard<std::mutex> l(mu_);
   tokens_[scope] = "Bearer " + std::string(token);
+  SaveToken(scope, tokens_[scope], expires_in);
   return Status::Ok();
 }
 
@@ -867,6 +965,7 @@ class BlobSource : public ByteSource {
       if (r.ok() && r->status == 404) st = Status::NotFound(what_ + ": not found in the registry");
       if (got > 0) break;  // bytes already delivered: another source cannot continue them
     }
+    ReportStageCpu("receive", ThreadCpuSeconds());
     std::lock_guard<std::mutex> l(mu_);
     error_ = st;
     done_ = true;
@@ -891,7 +990,7 @@ class BlobSource : public ByteSource {
 Result<std::unique_ptr<ByteSource>> RegistryClient::OpenBlob(const std::string& repo,
                                                              const Digest& digest,
                                                              const std::vector<std::string>& urls,
-                                                             uint64_t size) {
+                                                             uint64_t size, uint64_t offset) {
   std::vector<Request> tries;
   for (const std::string& u : urls) {
     // Not http(s): skipped, the registry itself is asked (the OCI spec allows only
@@ -900,12 +999,14 @@ Result<std::unique_ptr<ByteSource>> RegistryClient::OpenBlob(const std::string& 
     Request r;
     r.path_or_url = u;  // foreign layer: no registry credentials go there
     r.max_stream = size;
+    r.range_start = offset;
     tries.push_back(r);
   }
   Request r;
   r.path_or_url = "/v2/" + repo + "/blobs/" + digest.str();
   r.scope = "repository:" + repo + ":pull";
   r.max_stream = size;
+  r.range_start = offset;
   tries.push_back(r);
   return std::unique_ptr<ByteSource>(
       new BlobSource(this, std::move(tries), "blob " + digest.str()));

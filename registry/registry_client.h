@@ -28,8 +28,13 @@
 //     low_speed_seconds fails like a reset (and is retried); every request (ping,
 //     token, manifest, blob) retries 5xx, 429 and resets with backoff.
 //
-// Thread-safety: a RegistryClient may be shared by threads; each request uses its own
-// curl handle; the token cache has its own mutex.
+// Connections: each request takes an idle curl handle (or makes one) and gives it back
+// afterwards; a handle keeps its connections open, so a pull makes one connection per
+// concurrent download rather than one per request. HTTPS negotiates HTTP/2 when the
+// registry offers it.
+//
+// Thread-safety: a RegistryClient may be shared by threads; a curl handle serves one
+// request at a time; the token cache and the handle pool have their own mutexes.
 #ifndef IMGFS_REGISTRY_REGISTRY_CLIENT_H_
 #define IMGFS_REGISTRY_REGISTRY_CLIENT_H_
 
@@ -62,6 +67,10 @@ struct RegistryOptions {
   Credentials creds;       // --creds: used instead of any file when not empty
   std::string cert_dir;    // --cert-dir: this directory instead of certs.d/HOST
   bool tls_verify = true;  // false: no certificate is checked (--tls-verify=false)
+  // Bearer tokens are kept here, one 0600 file per registry and scope, until they
+  // expire, so the next process starts without a token round trip ("": this process
+  // only). Pull sets it to <store>/tokens.
+  std::string token_cache_dir;
 };
 
 struct HttpResponse {
@@ -95,9 +104,12 @@ class RegistryClient {
   // A streaming blob source (see above). `urls`: foreign-layer locations tried first
   // (those that are not http or https are skipped). `size`: the descriptor's size; a
   // registry that sends more fails the download as soon as byte size+1 arrives.
+  // `offset`: the bytes before it are held already (a partial file): the source
+  // starts there, asking with a Range request (a registry that ignores Range and
+  // answers 200 has its first `offset` bytes dropped).
   Result<std::unique_ptr<ByteSource>> OpenBlob(const std::string& repo, const Digest& digest,
                                                const std::vector<std::string>& urls = {},
-                                               uint64_t size = UINT64_MAX);
+                                               uint64_t size = UINT64_MAX, uint64_t offset = 0);
   // Checks that the registry accepts `creds` (GET /v2/ through the auth flow).
   Status Ping(const Credentials& creds);
 
@@ -142,6 +154,14 @@ class RegistryClient {
   Status Authenticate(const HttpResponse& challenge, const std::string& scope);
   std::string ApiHost() const;
   void LoadTlsDir();
+  // Idle curl handles. A handle keeps its open connections (and TLS sessions) when
+  // reset, so the next request to the same host reuses one instead of connecting.
+  void* TakeHandle();
+  void GiveBack(void* handle);
+  // The token cache on disk (options_.token_cache_dir); callers hold mu_.
+  std::string TokenFile(const std::string& scope) const;
+  void LoadCachedToken(const std::string& scope);
+  void SaveToken(const std::string& scope, const std::string& header, double expires_in);
 
   std::string host_;
   RegistryOptions options_;
@@ -156,6 +176,9 @@ class RegistryClient {
   std::string ca_blob_;      // every *.crt there, concatenated (PEM)
   std::string client_cert_;  // NAME.cert and NAME.key, or ""
   std::string client_key_;
+  std::map<std::string, bool> disk_checked_;   // scopes looked up in the token cache
+  std::mutex pool_mu_;                         // guards idle_
+  std::vector<void*> idle_;                    // CURL* not in use
 };
 
 bool IsLoopbackHost(const std::string& host);

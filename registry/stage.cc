@@ -35,43 +35,60 @@ void ImageStage::ForgetMissingBlobs() {
 }
 
 Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>& expected,
-                                    const Descriptor* desc, Compression hint) {
+                                    const Descriptor* desc, Compression hint,
+                                    std::unique_ptr<BlobStore::Writer> resume) {
   if (expected && HaveLayer(*expected)) return *expected;
   std::string what = "layer " + (desc       ? desc->digest.str()
                                  : expected ? expected->str()
                                             : std::string("(import)"));
   if (progress_) progress_("Loading " + what);
-  IMGFS_ASSIGN_OR_RETURN(auto writer, store_.blobs().NewWriter());
+  std::unique_ptr<BlobStore::Writer> writer = std::move(resume);
+  // A blob already stored (verified by an earlier pull) is only read: no copy.
+  if (!writer && !(desc && store_.blobs().Has(desc->digest))) {
+    IMGFS_ASSIGN_OR_RETURN(writer, store_.blobs().NewWriter());
+  }
+  // An uncompressed layer's bytes reach the tar hash unchanged, so its diff_id is its
+  // blob digest: hash them there only.
+  bool blob_is_tar = hint == Compression::kNone;
+  if (writer && blob_is_tar) writer->SkipHashing();
+  // What failed for a reason other than the transfer (bad bytes, a mismatch) must not
+  // be resumed: the next attempt starts from 0.
+  auto fail = [&](Status st) {
+    if (writer && st.code() != Status::Code::kUnavailable) writer->Discard();
+    return st;
+  };
   TeeSource tee(src, writer.get());
   Result<LayerIndex> idx = Status::Unavailable("not indexed");
   Compression detected = Compression::kNone;
   {
     // Three stages, so that inflating (the longest) has a core to itself:
-    //   thread 1: read/receive the blob, hash it, copy it into ingest/
+    //   thread 1: read/receive the blob, copy it into ingest/ and hash it
     //   thread 2: inflate
     //   this thread: hash the tar (the diff_id) and parse it
-    PipelinedSource blob_stage(&tee);
+    PipelinedSource blob_stage(&tee, 512 << 10, 4, "blob");
     DecompressingSource dec(&blob_stage, hint);
     {
-      PipelinedSource inflate_stage(&dec);
+      PipelinedSource inflate_stage(&dec, 512 << 10, 4, "inflate");
+      double cpu = ThreadCpuSeconds();
       idx = IndexTarStream(&inflate_stage);
+      ReportStageCpu("index", ThreadCpuSeconds() - cpu);
     }  // joins thread 2 before `dec` is looked at
     detected = dec.compression();
   }
-  if (!idx.ok()) return idx.status().WithContext(what);
+  if (!idx.ok()) return fail(idx.status().WithContext(what));
   Digest diff_id = expected ? *expected : idx->diff_id;
   if (!expected && HaveLayer(diff_id)) return diff_id;  // import: a layer already held stays
-  Digest blob = tee.Finish();
+  Digest blob = blob_is_tar ? idx->diff_id : tee.Finish();
   if (desc && !(blob == desc->digest)) {
-    return Status::Corruption(what + ": digest mismatch: content hashes to " + blob.str());
+    return fail(Status::Corruption(what + ": digest mismatch: content hashes to " + blob.str()));
   }
   if (desc && tee.bytes() != desc->size) {
-    return Status::Corruption(what + ": size mismatch: " + std::to_string(tee.bytes()) +
-                              " bytes, descriptor says " + std::to_string(desc->size));
+    return fail(Status::Corruption(what + ": size mismatch: " + std::to_string(tee.bytes()) +
+                                   " bytes, descriptor says " + std::to_string(desc->size)));
   }
   if (!(idx->diff_id == diff_id)) {
-    return Status::Corruption(what + ": diff_id mismatch: uncompressed content hashes to " +
-                              idx->diff_id.str() + ", the config says " + diff_id.str());
+    return fail(Status::Corruption(what + ": diff_id mismatch: uncompressed content hashes to " +
+                                   idx->diff_id.str() + ", the config says " + diff_id.str()));
   }
   StagedLayer s;
   LayerRecord& r = s.layer.record;
@@ -87,7 +104,7 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   r.entry_count = idx->entries.size();
   s.layer.encoded_entries = EncodeEntries(idx->entries);
   s.entries = std::move(idx->entries);
-  if (!store_.blobs().Has(blob)) {
+  if (writer && !store_.blobs().Has(blob)) {
     if (commit_early_) {
       IMGFS_RETURN_IF_ERROR(writer->Commit(blob).status().WithContext("commit " + what));
     } else {

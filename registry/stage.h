@@ -57,9 +57,12 @@ class ImageStage {
   // answers false and the caller fetches them again. Call under the GC lock.
   void ForgetMissingBlobs();
   // Reads `src` to its end. With no expected diff_id (import), whatever the content
-  // hashes to is its diff_id. Returns the diff_id.
+  // hashes to is its diff_id. Returns the diff_id. `resume`: the blob's resumable
+  // ingest (BlobStore::OpenPartial), whose bytes `src` starts with; it is discarded
+  // when the layer fails verification, kept when the transfer failed.
   Result<Digest> AddLayer(ByteSource* src, const std::optional<Digest>& expected,
-                          const Descriptor* desc, Compression hint);
+                          const Descriptor* desc, Compression hint,
+                          std::unique_ptr<BlobStore::Writer> resume = nullptr);
   Status AddImage(StagedImage image);
   Result<std::vector<LoadedImage>> Commit();
 

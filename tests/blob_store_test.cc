@@ -129,5 +129,53 @@ TEST_F(BlobStoreTest, DeleteAndMissing) {
   EXPECT_TRUE(store_->Delete(*d).ok());
 }
 
+// A resumable ingest (issue 14): kept when not committed, its bytes hashed but not
+// written again when the stream is fed from the start, removed by Discard.
+TEST_F(BlobStoreTest, PartialFileResumes) {
+  const std::string all = "hello, resumable world";
+  Digest d = Sha256Of(all);
+  {
+    auto w = store_->OpenPartial(d, all.size());
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ((*w)->resumed(), 0u);
+    ASSERT_TRUE((*w)->Write(all.data(), 7).ok());
+  }  // not committed: kept
+  EXPECT_EQ(IngestFiles(), 1u);
+  auto w = store_->OpenPartial(d, all.size());
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ((*w)->resumed(), 7u);
+  ASSERT_TRUE((*w)->Write(all.data(), 3).ok());  // the held bytes, fed again
+  ASSERT_TRUE((*w)->Write(all.data() + 3, all.size() - 3).ok());
+  auto got = (*w)->Commit(d, all.size());
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_EQ(*store_->Read(d), all);
+  EXPECT_EQ(IngestFiles(), 0u);
+}
+
+TEST_F(BlobStoreTest, PartialFileDiscardedAndOverlongRestarts) {
+  Digest d = Sha256Of("abc");
+  {
+    auto w = store_->OpenPartial(d, 3);
+    ASSERT_TRUE((*w)->Write("abcdef", 6).ok());  // longer than the blob can be
+  }
+  auto w = store_->OpenPartial(d, 3);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ((*w)->resumed(), 0u);
+  (*w)->Discard();
+  EXPECT_EQ(IngestFiles(), 0u);
+}
+
+// SkipHashing: the caller's digest names the blob (it hashed the same bytes itself).
+TEST_F(BlobStoreTest, SkipHashingNeedsTheCallersDigest) {
+  auto w = store_->NewWriter();
+  ASSERT_TRUE(w.ok());
+  (*w)->SkipHashing();
+  ASSERT_TRUE((*w)->Write("xyz", 3).ok());
+  EXPECT_FALSE((*w)->Commit(std::nullopt).ok());
+  auto got = (*w)->Commit(Sha256Of("xyz"), 3);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*store_->Read(Sha256Of("xyz")), "xyz");
+}
+
 }  // namespace
 }  // namespace imgfs

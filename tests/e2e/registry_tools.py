@@ -26,7 +26,9 @@
         and every later request bearing it get 401 with the upstream's fresh challenge) |
         schema1 | schema1-json (manifest GETs answered with a Docker schema-1 manifest,
         v1+prettyjws or v1+json)
+        norange (blob GETs: the Range header is dropped and the whole body answered 200)
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
+        PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
   token-server PORT KEY CERT
         a Bearer token service for docker-registry's token auth (RS256 JWT with x5c)
         TOKEN_USER=U:P requires those credentials; TOKEN_LOG=FILE logs each request
@@ -196,6 +198,11 @@ def proxy(args):
         def log_message(self, *a):
             pass
 
+        def setup(self):
+            super().setup()
+            if os.environ.get('PROXY_CONNS'):
+                log(f'connect {self.client_address[1]}')
+
         def handle_one(self):
             mode = open(mode_file).read().strip() if os.path.exists(mode_file) else 'none'
             mode, _, arg = mode.partition(' ')
@@ -298,6 +305,18 @@ def proxy(args):
                 self.send_header('Content-Length', str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                return True
+            if mode == 'norange' and is_blob:
+                r, data = self.forward(drop=('range',))
+                if self.headers.get('Range'):
+                    log(f'inject=norange {self.path}')
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
+                        self.send_header(k, v)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
                 return True
             if mode == 'range200' and is_blob:
                 r, data = self.forward(drop=('range',))
