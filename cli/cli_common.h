@@ -71,5 +71,7 @@ std::vector<Command> ImageCommands();     // cli/cmd_images.cc
 std::vector<Command> FileCommands();      // cli/cmd_files.cc
 std::vector<Command> RegistryCommands();  // cli/cmd_registry.cc
 std::vector<Command> StoreCommands();     // cli/cmd_store.cc
+std::vector<Command> CommitCommands();    // cli/cmd_commit.cc
+std::vector<Command> DiffCommands();      // cli/cmd_diff.cc
 
 }  // namespace imgfs

@@ -15,7 +15,8 @@ namespace {
 const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = [] {
     std::vector<Command> all;
-    for (auto part : {RegistryCommands, ImageCommands, FileCommands, StoreCommands}) {
+    for (auto part : {RegistryCommands, ImageCommands, FileCommands, StoreCommands,
+                      CommitCommands, DiffCommands}) {
       auto v = part();
       all.insert(all.end(), v.begin(), v.end());
     }
