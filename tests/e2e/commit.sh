@@ -129,13 +129,15 @@ updir_listing() { listing "$1" | python3 -c '
 import sys
 for line in sys.stdin.buffer:
     f = line.rstrip(b"\n").split(b"\t")
+    if len(f) < 13:
+        continue
     xs = [x for x in f[11].split(b",") if x != b"-" and (not x.startswith(b"trusted.overlay.") or x.startswith(b"trusted.overlay.opaque="))]
     f[11] = b",".join(xs) or b"-"
     if f[1] == b"c" and f[8] == b"0,0":  # overlayfs links its whiteouts to one shared inode
         f[7], f[12] = b"1", b"-"
     sys.stdout.buffer.write(b"\t".join(f) + b"\n")'; }
 updir_listing "$T/ov/up" >up.list
-updir_listing "$L" >layer.list
+updir_listing "$L" >layer.list || true  # a missing view fails the diff below
 check "/.layers/<diff_id> equals the upper directory" diff -u up.list layer.list
 check "a whiteout shows as a 0/0 character device" test "$(stat -c '%F %t:%T %a' "$L/etc/remove-me")" = "character special file 0:0 0"
 check "an opaque directory has trusted.overlay.opaque=y" \
