@@ -118,6 +118,43 @@ EOF
 check "imgfs diff IMAGE lists exactly the changes made" diff -u want.diff got.diff
 "$IMGFS" diff test/child:1 test/base:1 >got2.diff
 check "imgfs diff IMAGE BASE agrees" diff -u want.diff got2.diff
+# An independent docker-diff over the two mounted trees (stat + content hashes).
+listing "$M/test/base/1" >base.list
+python3 - base.list child.list >stat.diff <<'PY'
+import sys
+def rows(p):
+    out = {}
+    for line in open(p, "rb").read().split(b"\n"):
+        if line:
+            f = line.split(b"\t")
+            out[b"/" + f[0]] = f
+    return out
+old, new = rows(sys.argv[1]), rows(sys.argv[2])
+def parent(p):
+    return p.rsplit(b"/", 1)[0] or b"/"
+def differs(a, b):
+    # type mode uid gid dev link xattrs; for non-directories also size, mtime, content
+    if [a[i] for i in (1, 2, 3, 4, 8, 9, 11)] != [b[i] for i in (1, 2, 3, 4, 8, 9, 11)]:
+        return True
+    return a[1] != b"d" and [a[i] for i in (5, 6, 10)] != [b[i] for i in (5, 6, 10)]
+kind = {}
+for p in new:
+    if p not in old:
+        kind[p] = b"A"
+    elif differs(old[p], new[p]):
+        kind[p] = b"C"
+for p in old:
+    if p not in new and parent(p) in (new.keys() | {b"/"}):
+        kind[p] = b"D"
+for p in list(kind):
+    q = parent(p)
+    while q != b"/":
+        kind.setdefault(q, b"C")
+        q = parent(q)
+for p in sorted(kind):
+    sys.stdout.buffer.write(kind[p] + b" " + p + b"\n")
+PY
+check "imgfs diff agrees with a stat/content comparison of the two mounted trees" diff -u stat.diff got.diff
 check "imgfs diff of an image against itself is empty" test -z "$("$IMGFS" diff test/child:1 test/child:1)"
 check "imgfs diff --format json" bash -c "'$IMGFS' diff --format json test/child:1 | head -1 | grep -qx '{\"Path\":\"/data\",\"Kind\":0}'"
 
