@@ -9,12 +9,13 @@
 # exactly the changes made; /.layers/<diff_id>/ must equal the upper directory.
 source "$(dirname "$0")/lib.sh"
 require_fuse
-need umoci python3 getfattr setfattr tar mount umount
+need umoci python3 getfattr setfattr tar mount umount busybox runc
 [[ $(id -u) -eq 0 ]] || { echo "not ok - needs root (kernel overlayfs, devices, trusted.* xattrs)"; exit 1; }
 cd "$T"
 
 # The base image, made with GNU tar and `imgfs import` (not with commit).
-mkdir -p base/etc base/opt/app/sub base/del/deep base/data
+mkdir -p base/etc base/opt/app/sub base/del/deep base/data base/bin base/proc base/sys base/dev base/tmp
+cp "$(command -v busybox)" base/bin/busybox && ln -s busybox base/bin/sh
 printf 'hello\n' >base/etc/hello
 printf 'motd\n' >base/etc/motd
 printf 'bye\n' >base/etc/remove-me
@@ -43,17 +44,27 @@ unmount_overlays() { local m; for m in "$T"/ov*/merged; do mountpoint -q "$m" &&
 on_exit unmount_overlays
 check "an overlay mounts on the imgfs image directory" overlay_on ov "redirect_dir=off,metacopy=off"
 
-# The changes, made in the merged directory.
+# The changes: first by a container (runc, its root the merged directory), then by
+# host tools in the merged directory.
 O=$T/ov/merged
-printf 'changed\n' >"$O/etc/hello"
+mkdir -p bundle && (cd bundle && runc spec) && python3 - "$O" <<'PY'
+import json, sys
+c = json.load(open('bundle/config.json'))
+c['root'] = {'path': sys.argv[1], 'readonly': False}
+c['process']['args'] = ['/bin/sh', '-c', 'echo changed >/etc/hello && rm /etc/remove-me && mkdir -p /var/log && echo from-runc >/var/log/runc.log && echo done']
+c['process']['terminal'] = False
+json.dump(c, open('bundle/config.json', 'w'))
+PY
+ctr=imgfs-commit-$$
+check "a runc container changes the overlay" bash -c "timeout 60 runc run --bundle bundle $ctr | grep -qx done"
+runc delete -f $ctr >/dev/null 2>&1 || true
 setfattr -n user.added -v v1 "$O/etc/hello"
 chmod 0600 "$O/etc/motd"
-rm "$O/etc/remove-me"
 rm -r "$O/del"
 rm -r "$O/opt/app" && mkdir "$O/opt/app" && printf 'new app\n' >"$O/opt/app/new"
 ln "$O/data/big" "$O/data/big.link"
 mkfifo "$O/run.fifo"
-mkdir "$O/dev" && mknod "$O/dev/zero" c 1 5
+mknod "$O/dev/zero" c 1 5
 ln -s ../etc/hello "$O/data/link"
 printf 'owned\n' >"$O/data/owned" && chown 1234:5678 "$O/data/owned" && chmod 4751 "$O/data/owned"
 touch -d '2010-01-01 00:00:00' "$O/data/owned"
@@ -101,7 +112,7 @@ A /data/big.link
 A /data/link
 A /data/owned
 D /del
-A /dev
+C /dev
 A /dev/zero
 C /etc
 C /etc/hello
@@ -113,6 +124,9 @@ A /opt/app/new
 D /opt/app/old
 D /opt/app/sub
 A /run.fifo
+A /var
+A /var/log
+A /var/log/runc.log
 EOF
 "$IMGFS" diff test/child:1 >got.diff
 check "imgfs diff IMAGE lists exactly the changes made" diff -u want.diff got.diff
