@@ -295,10 +295,12 @@ class TarWriter {
 // queue of chunks.
 class ProducerSource : public ByteSource {
  public:
-  explicit ProducerSource(std::function<Status(const ByteSink&)> produce) {
+  ProducerSource(std::function<Status(const ByteSink&)> produce, Status* writer_error)
+      : writer_error_(writer_error) {
     thread_ = std::thread([this, produce = std::move(produce)] {
       Status st = produce([this](std::string_view data) { return Push(data); });
       std::lock_guard<std::mutex> l(mu_);
+      if (writer_error_ && !stop_) *writer_error_ = st;
       error_ = st;
       done_ = true;
       cv_.notify_all();
@@ -341,6 +343,7 @@ class ProducerSource : public ByteSource {
     return Status::Ok();
   }
   static constexpr size_t kDepth = 8;
+  Status* writer_error_;
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
   std::deque<std::string> queue_;
@@ -413,13 +416,16 @@ Status GzipSink::Finish() {
 }
 
 std::unique_ptr<ByteSource> GzipLayerSource(const std::string& dir,
-                                            const LayerWriteOptions& options) {
-  return std::make_unique<ProducerSource>([dir, options](const ByteSink& out) {
-    GzipSink gz(out);
-    IMGFS_RETURN_IF_ERROR(
-        WriteLayerTar(dir, options, [&gz](std::string_view d) { return gz.Write(d); }));
-    return gz.Finish();
-  });
+                                            const LayerWriteOptions& options,
+                                            Status* writer_error) {
+  return std::make_unique<ProducerSource>(
+      [dir, options](const ByteSink& out) {
+        GzipSink gz(out);
+        IMGFS_RETURN_IF_ERROR(
+            WriteLayerTar(dir, options, [&gz](std::string_view d) { return gz.Write(d); }));
+        return gz.Finish();
+      },
+      writer_error);
 }
 
 }  // namespace imgfs

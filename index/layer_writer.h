@@ -68,9 +68,12 @@ class GzipSink {
 
 // The gzipped layer of `dir` as a ByteSource, produced on a thread of its own so the
 // consumer (the load pipeline) reads it while it is written. Destroying the source
-// before the end stops the producer.
+// before the end stops the producer. When given, *writer_error receives the writer's
+// own error (not one caused by the reader stopping early); read it after the source is
+// destroyed.
 std::unique_ptr<ByteSource> GzipLayerSource(const std::string& dir,
-                                            const LayerWriteOptions& options);
+                                            const LayerWriteOptions& options,
+                                            Status* writer_error = nullptr);
 
 }  // namespace imgfs
 

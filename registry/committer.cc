@@ -1,6 +1,7 @@
 #include "registry/committer.h"
 
 #include <simdjson.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -316,6 +317,9 @@ Result<std::string> ChildConfig(std::string_view parent, const Digest& diff_id,
 }
 
 Result<LoadedImage> CommitDirectory(Store& store, const CommitRequest& req) {
+  struct stat st;
+  if (::stat(req.dir.c_str(), &st) != 0) return Status::FromErrno(req.dir);
+  if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(req.dir + ": not a directory");
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store, false));
   std::string parent;
   if (req.base) {
@@ -330,8 +334,14 @@ Result<LoadedImage> CommitDirectory(Store& store, const CommitRequest& req) {
   ImageStage stage(store, req.progress);
   LayerWriteOptions opts;
   opts.overlay = req.base.has_value();
-  auto src = GzipLayerSource(req.dir, opts);
-  auto diff_id = stage.AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
+  Status writer_error;
+  Result<Digest> diff_id = Status::Unavailable("not written");
+  {
+    auto src = GzipLayerSource(req.dir, opts, &writer_error);
+    diff_id = stage.AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
+  }  // joins the writer
+  // The writer's own error names the file; the pipeline's would only say the stream broke.
+  if (!writer_error.ok()) return writer_error.WithContext(req.dir);
   if (!diff_id.ok()) return diff_id.status().WithContext(req.dir);
   IMGFS_ASSIGN_OR_RETURN(std::string config,
                          ChildConfig(parent, *diff_id, req.changes, req.message, ::time(nullptr)));
