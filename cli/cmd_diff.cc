@@ -58,8 +58,8 @@ std::vector<Command> DiffCommands() {
   return {
       {"diff",
        "imgfs diff [--format table|json] IMAGE [BASE]",
-       "List the paths IMAGE changes (A added, C changed, D deleted), as docker diff does:\n"
-       "against BASE, or, without it, what IMAGE's top layer changes in the layers below.\n"
+       "List the paths an image changes (A added, C changed, D deleted), as docker diff.\n"
+       "Against BASE, or, without it, what IMAGE's top layer changes in the layers below.\n"
        "  --format FORMAT    table (default: \"A /path\" lines) or json (one object per line)",
        {"--format"},
        {},
