@@ -231,14 +231,27 @@ Result<std::string> ApplyChanges(std::string_view config_object,
       IMGFS_ASSIGN_OR_RETURN(Fields m, ExistingMap(cfg, key));
       for (std::string item : items) {
         if (instr == "EXPOSE") {
+          // PORT[-END][/PROTO], as docker's nat.ParsePortSpecs: a range is every port in it.
           if (item.find('/') == std::string::npos) item += "/tcp";
           std::string port = item.substr(0, item.find('/'));
-          if (port.empty() || !std::all_of(port.begin(), port.end(), ::isdigit)) {
+          std::string proto = item.substr(item.find('/'));
+          size_t dash = port.find('-');
+          std::string lo = port.substr(0, dash);
+          std::string hi = dash == std::string::npos ? lo : port.substr(dash + 1);
+          auto number = [](const std::string& p) {
+            return !p.empty() && p.size() <= 5 && std::all_of(p.begin(), p.end(), ::isdigit) &&
+                   std::stoi(p) <= 65535;
+          };
+          if (!number(lo) || !number(hi) || std::stoi(hi) < std::stoi(lo) ||
+              (proto != "/tcp" && proto != "/udp" && proto != "/sctp")) {
             return what("invalid port " + item);
           }
-        } else if (item.empty()) {
-          return what("empty volume path");
+          for (int p = std::stoi(lo); p <= std::stoi(hi); p++) {
+            SetField(m, std::to_string(p) + proto, "{}");
+          }
+          continue;
         }
+        if (item.empty()) return what("empty volume path");
         SetField(m, item, "{}");
       }
       SetField(cfg, key, MapJson(m));

@@ -275,6 +275,12 @@ TEST(CommitChangesTest, DockerChangeInstructions) {
   EXPECT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("unsupported instruction RUN"), std::string::npos);
   EXPECT_FALSE(ApplyChanges(base, {"EXPOSE http"}).ok());
+  EXPECT_FALSE(ApplyChanges(base, {"EXPOSE 70000"}).ok());
+  EXPECT_FALSE(ApplyChanges(base, {"EXPOSE 80/foo"}).ok());
+  EXPECT_FALSE(ApplyChanges(base, {"EXPOSE 90-80"}).ok());
+  auto range = ApplyChanges("", {"EXPOSE 8000-8002/udp"});
+  ASSERT_TRUE(range.ok()) << range.status().ToString();
+  EXPECT_EQ(*range, R"({"ExposedPorts":{"8000/udp":{},"8001/udp":{},"8002/udp":{}}})");
   EXPECT_FALSE(ApplyChanges(base, {"LABEL novalue"}).ok());
 }
 
