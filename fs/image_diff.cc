@@ -46,6 +46,12 @@ class Differ {
             AddAll(d.node, p + "/" + std::string(nt.Name(d)));
           }
           below = nt.ChildCount(b) > 0;
+        } else if (adir) {
+          // A directory replaced by a non-directory: its children are gone (moby lists
+          // them, one level deep, as deletions).
+          for (uint32_t i = 0; i < ot.ChildCount(a); i++) {
+            out_.push_back({'D', p + "/" + std::string(ot.Name(ot.ChildrenBegin(a)[i]))});
+          }
         }
         if (changed || below) {
           out_.insert(out_.begin() + static_cast<ptrdiff_t>(at), PathChange{'C', p});

@@ -2,7 +2,8 @@
 //
 // Rules (moby pkg/archive changes.go, the naive driver's comparison):
 //   - A: a path only in the new tree; everything below an added directory is A too;
-//   - D: a path only in the old tree (only the topmost: nothing below it is listed);
+//   - D: a path only in the old tree (only the topmost: nothing below it is listed;
+//     a directory replaced by a non-directory is C and its children are D);
 //   - C: a path in both whose type, permission bits, owner, device number, symlink
 //     target or xattrs differ, or, for a non-directory, whose size or mtime differs
 //     (a directory's size and mtime are not compared); a regular file whose metadata

@@ -312,6 +312,9 @@ TEST_F(LayerWriterTest, CommitAndDiffThroughTheStore) {
   test::WriteFile(rootfs + "/etc/a", "a");
   test::WriteFile(rootfs + "/etc/b", "b");
   test::WriteFile(rootfs + "/old/x", "x");
+  ASSERT_EQ(::mkdir((rootfs + "/swap").c_str(), 0755), 0);
+  test::WriteFile(rootfs + "/swap/c", "c");
+  test::WriteFile(rootfs + "/f2", "f");
   auto store = Store::Open(dir_ + "/store");
   ASSERT_TRUE(store.ok());
   CommitRequest base;
@@ -331,6 +334,9 @@ TEST_F(LayerWriterTest, CommitAndDiffThroughTheStore) {
   SetX(P("old"), "trusted.overlay.opaque", "y");
   test::WriteFile(P("old/y"), "y");
   test::WriteFile(P("new"), "n");
+  test::WriteFile(P("swap"), "now a file");  // a directory replaced by a file
+  Mk("f2");                                  // a file replaced by a directory
+  test::WriteFile(P("f2/k"), "k");
   CommitRequest child;
   child.dir = up_;
   child.base = b->id;
@@ -348,7 +354,9 @@ TEST_F(LayerWriterTest, CommitAndDiffThroughTheStore) {
   ASSERT_TRUE(changes.ok()) << changes.status().ToString();
   std::string got;
   for (const auto& ch : *changes) got += std::string(1, ch.kind) + " " + ch.path + "\n";
-  EXPECT_EQ(got, "C /etc\nC /etc/a\nD /etc/b\nA /new\nC /old\nD /old/x\nA /old/y\n");
+  EXPECT_EQ(got,
+            "C /etc\nC /etc/a\nD /etc/b\nC /f2\nA /f2/k\nA /new\nC /old\nD /old/x\nA /old/y\n"
+            "C /swap\nD /swap/c\n");
   // The per-layer view shows the upper directory again.
   auto layer = ImageView::OpenLayers(**store, {(*view)->image().diff_ids[1]}, true);
   ASSERT_TRUE(layer.ok());
