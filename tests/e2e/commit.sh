@@ -193,6 +193,9 @@ check "/.layers/<diff_id> equals the upper directory" diff -u up.list layer.list
 check "a whiteout shows as a 0/0 character device" test "$(stat -c '%F %t:%T %a' "$L/etc/remove-me")" = "character special file 0:0 0"
 check "an opaque directory has trusted.overlay.opaque=y" \
   test "$(getfattr --absolute-names -n trusted.overlay.opaque --only-values "$L/opt/app")" = y
+base_layer=$("$IMGFS" inspect test/base:1 | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["RootFS"]["Layers"][0][7:])')
+check "/.layers/<diff_id> of the imported GNU tar layer equals the directory it was made from" \
+  diff -u <(listing base) <(listing "$M/.layers/$base_layer")
 check "/.layers/<not a layer> is missing" test ! -e "$M/.layers/$(printf '0%.0s' {1..64})"
 
 # Cross-check with umoci: the image exported by hand as an OCI layout from the store.
