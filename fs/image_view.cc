@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "index/changeset.h"
+
 namespace imgfs {
 
 Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store,
@@ -28,6 +30,29 @@ Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store,
                                 " names a layer it does not have");
     }
   }
+  return std::shared_ptr<const ImageView>(std::move(v));
+}
+
+Result<std::shared_ptr<const ImageView>> ImageView::OpenLayers(const Store& store,
+                                                               const std::vector<Digest>& diff_ids,
+                                                               bool changeset) {
+  if (changeset && diff_ids.size() != 1)
+    return Status::InvalidArgument("a changeset view shows one layer");
+  std::shared_ptr<ImageView> v(new ImageView());
+  v->image_.diff_ids = diff_ids;
+  if (!diff_ids.empty()) v->image_.id = diff_ids.back();
+  std::vector<std::vector<LayerEntry>> entries;
+  for (const Digest& d : diff_ids) {
+    IMGFS_ASSIGN_OR_RETURN(auto l, store.GetLayer(d));
+    if (!l) return Status::NotFound("no such layer: " + d.str());
+    v->image_.size += l->size;
+    v->layers_.push_back(std::move(*l));
+    IMGFS_ASSIGN_OR_RETURN(auto e, store.GetEntries(d));
+    entries.push_back(changeset ? ChangesetEntries(e) : std::move(e));
+  }
+  std::vector<const std::vector<LayerEntry>*> tables;
+  for (const auto& e : entries) tables.push_back(&e);
+  IMGFS_ASSIGN_OR_RETURN(v->tree_, MergedTree::Build(tables));
   return std::shared_ptr<const ImageView>(std::move(v));
 }
 

@@ -21,6 +21,13 @@ namespace imgfs {
 class ImageView {
  public:
   static Result<std::shared_ptr<const ImageView>> Open(const Store& store, const Digest& image_id);
+  // A view of stored layers that is not (necessarily) an image: the merge of
+  // `diff_ids`, bottom first (none: an empty root), built now from their entry tables.
+  // With `changeset` (exactly one layer) the layer's own changeset as an overlay upper
+  // directory shows it (index/changeset.h). image().id is the top diff_id (or empty).
+  static Result<std::shared_ptr<const ImageView>> OpenLayers(const Store& store,
+                                                             const std::vector<Digest>& diff_ids,
+                                                             bool changeset);
 
   const ImageRecord& image() const { return image_; }
   const MergedTree& tree() const { return tree_; }

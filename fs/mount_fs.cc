@@ -110,7 +110,7 @@ Result<std::unique_ptr<MountFs>> MountFs::Create(const Options& options) {
   fs->slots_.reset(new std::atomic<Instance*>[kMaxInstances]);
   for (uint32_t i = 0; i < kMaxInstances; i++)
     fs->slots_[i].store(nullptr, std::memory_order_relaxed);
-  fs->name_paths_ = {"", "", ".id", ".repositories.json"};  // nodes 0..3
+  fs->name_paths_ = {"", "", ".id", ".repositories.json", ".layers"};  // nodes 0..4
   fs->name_nodes_[""] = 1;
   if (fs->CurrentSnapshot() == nullptr) return Status::Unavailable("cannot read the store's names");
   return fs;
@@ -148,27 +148,33 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
   return snap_;
 }
 
-Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image) {
+Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool layer) {
+  std::string key = (layer ? "layer:" : "") + image.hex();
   {
     std::lock_guard<std::mutex> l(views_mu_);
-    auto it = views_.find(image.hex());
+    auto it = views_.find(key);
     if (it != views_.end()) return it->second;
   }
-  IMGFS_ASSIGN_OR_RETURN(auto view, ImageView::Open(*store_, image));
+  std::shared_ptr<const ImageView> view;
+  if (layer) {
+    IMGFS_ASSIGN_OR_RETURN(view, ImageView::OpenLayers(*store_, {image}, /*changeset=*/true));
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(view, ImageView::Open(*store_, image));
+  }
   std::lock_guard<std::mutex> l(views_mu_);
-  auto [it, inserted] = views_.emplace(image.hex(), view);
+  auto [it, inserted] = views_.emplace(key, view);
   return it->second;
 }
 
 Result<uint64_t> MountFs::InstanceFor(const std::string& path, const Digest& image,
-                                      uint64_t parent_ino) {
+                                      uint64_t parent_ino, bool layer) {
   auto key = std::make_pair(path, image.hex());
   {
     std::lock_guard<std::mutex> l(instances_mu_);
     auto it = instance_keys_.find(key);
     if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
   }
-  IMGFS_ASSIGN_OR_RETURN(auto view, View(image));
+  IMGFS_ASSIGN_OR_RETURN(auto view, View(image, layer));
   // Pin the layers' blobs (no reading): files of this image keep reading even if an
   // `imgfs rmi` in another process removes the blobs later.
   for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
@@ -198,7 +204,8 @@ uint32_t MountFs::NameNode(const std::string& path) {
 
 Result<std::string> MountFs::NamePath(uint32_t node) const {
   std::lock_guard<std::mutex> l(names_mu_);
-  if (node == 0 || node >= name_paths_.size() || node == kIdDirNode || node == kReposJsonNode) {
+  if (node == 0 || node >= name_paths_.size() || node == kIdDirNode || node == kReposJsonNode ||
+      node == kLayersDirNode) {
     return BadInode();
   }
   return name_paths_[node];
@@ -216,7 +223,7 @@ struct stat MountFs::NameDirAttr(uint64_t ino, const Snapshot& snap,
   if (it != snap.dirs.end()) {
     st.st_nlink += it->second.size();  // every child is a directory
   }
-  if (path.empty()) st.st_nlink += 1;  // .id
+  if (path.empty()) st.st_nlink += 2;  // .id, .layers
   st.st_size = 0;
   st.st_blksize = 4096;
   st.st_mtim = snap.built_at;
@@ -262,17 +269,50 @@ Result<MountFs::Entry> MountFs::IdEntry(const Snapshot& snap, std::string_view n
   return NameChildEntry(snap, ".id", std::string(name), c, Ino(0, kIdDirNode));
 }
 
+Result<MountFs::Entry> MountFs::LayerDirEntry(std::string_view name) {
+  if (name.size() != 64 || !IsLowerHex(name)) return NoEntry();
+  IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::FromHex(name));
+  IMGFS_ASSIGN_OR_RETURN(auto rec, store_->GetLayer(d));
+  if (!rec) return NoEntry();
+  IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(".layers/" + std::string(name), d,
+                                                   Ino(0, kLayersDirNode), /*layer=*/true));
+  Entry e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), MergedTree::kRoot);
+  e.entry_timeout = options_.name_timeout;  // the layer may be removed
+  return e;
+}
+
+Result<std::vector<MountFs::DirEntry>> MountFs::LayerDirList() {
+  IMGFS_ASSIGN_OR_RETURN(auto images, store_->ListImages());
+  std::set<std::string> hexes;
+  for (const ImageRecord& img : images)
+    for (const Digest& d : img.diff_ids) hexes.insert(d.hex());
+  std::vector<DirEntry> out;
+  for (const std::string& h : hexes) {
+    auto e = LayerDirEntry(h);
+    if (e.ok()) out.push_back(DirEntry{h, *e});  // a layer removed meanwhile is left out
+  }
+  return out;
+}
+
 Result<MountFs::Entry> MountFs::Lookup(uint64_t parent, std::string_view name) {
   uint32_t inst = InstOf(parent), node = NodeOf(parent);
   if (inst == 0) {
     auto snap = CurrentSnapshot();
     if (node == kIdDirNode) return IdEntry(*snap, name);
+    if (node == kLayersDirNode) return LayerDirEntry(name);
     if (node == kReposJsonNode) return Status::Io("not a directory", ENOTDIR);
     IMGFS_ASSIGN_OR_RETURN(std::string path, NamePath(node));
     if (path.empty() && name == ".id") {
       Entry e;
       e.ino = Ino(0, kIdDirNode);
       e.attr = NameDirAttr(e.ino, *snap, ".id");
+      e.entry_timeout = e.attr_timeout = options_.name_timeout;
+      return e;
+    }
+    if (path.empty() && name == ".layers") {
+      Entry e;
+      e.ino = Ino(0, kLayersDirNode);
+      e.attr = NameDirAttr(e.ino, *snap, ".layers");
       e.entry_timeout = e.attr_timeout = options_.name_timeout;
       return e;
     }
@@ -308,8 +348,8 @@ Result<MountFs::Attr> MountFs::GetAttr(uint64_t ino) {
   if (inst == 0) {
     auto snap = CurrentSnapshot();
     a.timeout = options_.name_timeout;
-    if (node == kIdDirNode) {
-      a.attr = NameDirAttr(ino, *snap, ".id");
+    if (node == kIdDirNode || node == kLayersDirNode) {
+      a.attr = NameDirAttr(ino, *snap, node == kIdDirNode ? ".id" : ".layers");
       return a;
     }
     if (node == kReposJsonNode) {
@@ -386,11 +426,16 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
         IMGFS_ASSIGN_OR_RETURN(Entry e, IdEntry(*snap, id.hex()));
         all.push_back(DirEntry{id.hex(), e});
       }
+    } else if (node == kLayersDirNode) {
+      IMGFS_ASSIGN_OR_RETURN(auto layers, LayerDirList());
+      all.insert(all.end(), layers.begin(), layers.end());
     } else {
       IMGFS_ASSIGN_OR_RETURN(std::string path, NamePath(node));
       if (path.empty()) {
         IMGFS_ASSIGN_OR_RETURN(Entry id, Lookup(kRootIno, ".id"));
         all.push_back(DirEntry{".id", id});
+        IMGFS_ASSIGN_OR_RETURN(Entry layers, Lookup(kRootIno, ".layers"));
+        all.push_back(DirEntry{".layers", layers});
         IMGFS_ASSIGN_OR_RETURN(Entry js, Lookup(kRootIno, ".repositories.json"));
         all.push_back(DirEntry{".repositories.json", js});
       }

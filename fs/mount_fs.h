@@ -10,6 +10,9 @@
 //   /ubuntu/sha256:<hex>/     a repo digest
 //   /.id/<image id>/          by image ID; a unique prefix of 12+ hex digits resolves
 //   /.repositories.json       name → image ID, in docker's repositories.json format
+//   /.layers/<diff_id hex>/   one layer's own changeset, as an overlay upper directory
+//                             shows it (index/changeset.h): whiteouts are 0/0 character
+//                             devices, opaque directories have trusted.overlay.opaque=y
 //
 // A tag shadows a same-named sub-repository. Names come from a Snapshot of the store's
 // refs, rebuilt when the store's generation counter moves (checked on every name
@@ -17,7 +20,7 @@
 //
 // Inode numbers: ino = instance << 32 | node.
 //   - instance 0 is the namespace: node 1 the mount root (FUSE_ROOT_ID), 2 `.id`,
-//     3 `.repositories.json`, 4+ name directories, numbered by path on first sight and
+//     3 `.repositories.json`, 4 `.layers`, 5+ name directories, numbered by path on first sight and
 //     never reused while mounted.
 //   - instance k ≥ 1 is one (name path, image ID) pair: the image's merged tree shown
 //     under that name, node = the tree's dense node number (root = 1). One merged tree
@@ -25,6 +28,8 @@
 //     instance because the kernel cannot have one directory inode under two parents.
 //     When a name moves to another image, it gets a new instance: the kernel sees a
 //     new inode, while files already open keep reading the old one.
+//     A layer view (`.layers/<hex>`) is an instance too, its tree built from the
+//     layer's entry table on first lookup (View with layer = true).
 //   Every incoming inode is bounds-checked on both parts.
 //
 // Caching: image content never changes, so its entries and attributes get very long
@@ -84,6 +89,7 @@ class MountFs {
   static constexpr uint64_t kRootIno = 1;  // FUSE_ROOT_ID
   static constexpr uint32_t kIdDirNode = 2;
   static constexpr uint32_t kReposJsonNode = 3;
+  static constexpr uint32_t kLayersDirNode = 4;
 
   struct Options {
     std::string root;         // the store
@@ -158,8 +164,9 @@ class MountFs {
 
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
-  Result<std::shared_ptr<const ImageView>> View(const Digest& image);
-  Result<uint64_t> InstanceFor(const std::string& path, const Digest& image, uint64_t parent_ino);
+  Result<std::shared_ptr<const ImageView>> View(const Digest& image, bool layer = false);
+  Result<uint64_t> InstanceFor(const std::string& path, const Digest& image, uint64_t parent_ino,
+                               bool layer = false);
   const Instance* GetInstance(uint32_t index) const;
   uint32_t NameNode(const std::string& path);  // allocates on first sight
   Result<std::string> NamePath(uint32_t node) const;
@@ -168,6 +175,9 @@ class MountFs {
                                const std::string& name, const Snapshot::Child& child,
                                uint64_t parent_ino);
   Result<Entry> IdEntry(const Snapshot& snap, std::string_view name);
+  // The per-layer views (`.layers/`): one entry, and the listing.
+  Result<Entry> LayerDirEntry(std::string_view name);
+  Result<std::vector<DirEntry>> LayerDirList();
   Entry ImageEntry(uint32_t inst, const Instance& in, uint32_t node) const;
 
   Options options_;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <thread>
@@ -111,9 +112,36 @@ class MountFsTest : public ::testing::Test {
 
 TEST_F(MountFsTest, RootListsNamesIdAndRepositoriesJson) {
   auto names = List(MountFs::kRootIno);
-  EXPECT_EQ(names,
-            (std::vector<std::string>{".", "..", ".id", ".repositories.json", "alpha", "beta"}));
+  EXPECT_EQ(names, (std::vector<std::string>{".", "..", ".id", ".layers", ".repositories.json",
+                                             "alpha", "beta"}));
   EXPECT_EQ(List(Walk("alpha")), (std::vector<std::string>{".", "..", "1"}));
+}
+
+TEST_F(MountFsTest, LayersShowEachLayersChangeset) {
+  auto img = store_->GetImage(image_b_);
+  ASSERT_TRUE(img.ok() && *img);
+  std::string hex = (*img)->diff_ids.at(0).hex();
+  auto listed = List(Walk(".layers"));
+  EXPECT_NE(std::find(listed.begin(), listed.end(), hex), listed.end());
+  EXPECT_EQ(ReadAll(Walk(".layers/" + hex + "/etc/hostname")), "beta\n");
+  // A layer with a whiteout and an opaque marker, as an upper directory shows it.
+  TarBuilder top;
+  top.Dir("etc").File("etc/new", "n").Whiteout("etc", "hostname").Opaque("etc");
+  Digest t = Import(top, "top:1", "none");
+  auto timg = store_->GetImage(t);
+  ASSERT_TRUE(timg.ok() && *timg);
+  std::string thex = (*timg)->diff_ids.at(0).hex();
+  auto wh = Fs().GetAttr(Walk(".layers/" + thex + "/etc/hostname"));
+  ASSERT_TRUE(wh.ok());
+  EXPECT_TRUE(S_ISCHR(wh->attr.st_mode));
+  EXPECT_EQ(wh->attr.st_rdev, 0u);
+  auto opq = Fs().GetXattr(Walk(".layers/" + thex + "/etc"), "trusted.overlay.opaque");
+  ASSERT_TRUE(opq.ok());
+  EXPECT_EQ(*opq, "y");
+  EXPECT_EQ(List(Walk(".layers/" + thex + "/etc")),
+            (std::vector<std::string>{".", "..", "hostname", "new"}));
+  EXPECT_EQ(Walk(".layers/" + std::string(64, '0')), 0u);
+  EXPECT_EQ(Walk(".layers/" + thex.substr(0, 12)), 0u);  // no prefixes
 }
 
 TEST_F(MountFsTest, TagIsAnImageInstanceWithTheTreesAttributes) {
