@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "index/codec.h"
 #include "index/file_util.h"
 
 namespace imgfs {
@@ -512,6 +513,83 @@ Result<MergedTree> MergedTree::Decode(std::string_view data) {
     }
   }
   return t;
+}
+
+}  // namespace imgfs
+
+namespace imgfs {
+namespace {
+constexpr char kRootMagic[] = "IMGR";
+}  // namespace
+
+TreeRoot MergedTree::Root() const {
+  TreeRoot r;
+  const TreeNode& n = nodes_[kRoot];
+  r.node.mode = n.mode;
+  r.node.nlink = n.nlink;
+  r.node.uid = n.uid;
+  r.node.gid = n.gid;
+  r.node.size = n.size;
+  r.node.mtime_sec = n.mtime_sec;
+  r.node.mtime_nsec = n.mtime_nsec;
+  r.node.parent = kRoot;
+  for (uint32_t i = 0; i < n.xattr_count; i++) {
+    const TreeXattr& x = xattrs_[n.xattr_begin + i];
+    r.xattrs.emplace_back(XattrName(x), XattrValue(x));
+  }
+  return r;
+}
+
+std::string EncodeTreeRoot(const TreeRoot& r) {
+  Encoder e;
+  e.PutRaw(kRootMagic, 4);
+  e.PutVarint(r.node.mode);
+  e.PutVarint(r.node.nlink);
+  e.PutVarint(r.node.uid);
+  e.PutVarint(r.node.gid);
+  e.PutVarint(r.node.size);
+  e.PutSigned(r.node.mtime_sec);
+  e.PutVarint(r.node.mtime_nsec);
+  e.PutVarint(r.xattrs.size());
+  for (const auto& [name, value] : r.xattrs) {
+    e.PutBytes(name);
+    e.PutBytes(value);
+  }
+  return e.Take();
+}
+
+bool IsTreeRootRecord(std::string_view data) {
+  return data.substr(0, 4) == std::string_view(kRootMagic, 4);
+}
+
+Result<TreeRoot> DecodeTreeRoot(std::string_view data) {
+  if (!IsTreeRootRecord(data)) return Status::Corruption("tree root record: unknown format");
+  Decoder d(data.substr(4));
+  TreeRoot r;
+  uint64_t v[5];
+  for (uint64_t& x : v) x = d.Varint();
+  int64_t sec = d.Signed();
+  uint64_t nsec = d.Varint();
+  uint64_t nx = d.Varint();
+  if (!d.ok() || v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[2] > UINT32_MAX || v[3] > UINT32_MAX ||
+      nsec >= 1000000000 || nx > data.size() || !S_ISDIR(v[0])) {
+    return Status::Corruption("tree root record: bad attributes");
+  }
+  r.node.mode = static_cast<uint32_t>(v[0]);
+  r.node.nlink = static_cast<uint32_t>(v[1]);
+  r.node.uid = static_cast<uint32_t>(v[2]);
+  r.node.gid = static_cast<uint32_t>(v[3]);
+  r.node.size = v[4];
+  r.node.mtime_sec = sec;
+  r.node.mtime_nsec = static_cast<uint32_t>(nsec);
+  r.node.parent = MergedTree::kRoot;
+  for (uint64_t i = 0; i < nx; i++) {
+    std::string_view name = d.Bytes(), value = d.Bytes();
+    if (!d.ok()) break;
+    r.xattrs.emplace_back(name, value);
+  }
+  if (!d.done()) return Status::Corruption("tree root record: truncated");
+  return r;
 }
 
 }  // namespace imgfs

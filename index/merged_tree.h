@@ -53,6 +53,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "index/layer_entry.h"
@@ -88,6 +89,20 @@ struct TreeXattr {
   uint32_t value_off = 0, value_len = 0;
 };
 
+// An image root's attributes, kept in the image's `trees` row in place of the whole
+// tree (store schema 2), so that the mount lists, stats and reads the xattrs of image
+// roots (`ls -l` of a repository's tags) without building any tree. Encoded as "IMGR",
+// then varints: mode, nlink, uid, gid, size, mtime_sec (signed), mtime_nsec, xattr
+// count, then (name, value) byte strings.
+struct TreeRoot {
+  TreeNode node;  // attributes only: the range and content fields are 0
+  std::vector<std::pair<std::string, std::string>> xattrs;
+};
+std::string EncodeTreeRoot(const TreeRoot& r);
+// True when a `trees` value is a root record (false: a whole encoded MergedTree).
+bool IsTreeRootRecord(std::string_view data);
+Result<TreeRoot> DecodeTreeRoot(std::string_view data);
+
 class MergedTree {
  public:
   static constexpr uint32_t kRoot = 1;
@@ -118,6 +133,8 @@ class MergedTree {
   // the last component is followed only when follow_last. Returns 0 when missing.
   Result<uint32_t> Resolve(std::string_view path, bool follow_last) const;
   size_t MemoryBytes() const;
+  // The root's attributes and extended attributes (see TreeRoot).
+  struct TreeRoot Root() const;
 
  private:
   std::string_view Str(uint32_t off, uint32_t len) const {

@@ -120,7 +120,7 @@ Status ImageStage::AddImage(StagedImage img) {
   }
   auto tree = MergedTree::Build(tables);
   if (!tree.ok()) return tree.status().WithContext("image " + img.record.id.str());
-  trees_.push_back(tree->Encode());
+  trees_.push_back(EncodeTreeRoot(tree->Root()));  // the tree itself is rebuilt when read
   images_.push_back(std::move(img));
   return Status::Ok();
 }
@@ -133,6 +133,7 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
     s.writer.reset();
   }
   std::vector<LoadedImage> out;
+  std::vector<Store::NewImage> batch;  // one write transaction for the whole load
   std::set<std::string> recorded;
   for (size_t i = 0; i < images_.size(); i++) {
     StagedImage& img = images_[i];
@@ -161,10 +162,11 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
     // Loading what is already there, under the same names, writes nothing.
     IMGFS_ASSIGN_OR_RETURN(auto existing, store_.GetImage(img.record.id));
     if (!existing || !names_in_place || !new_layers.empty()) {
-      IMGFS_RETURN_IF_ERROR(store_.AddImage(img.record, new_layers, trees_[i], refs));
+      batch.push_back(Store::NewImage{img.record, std::move(new_layers), trees_[i], refs});
     }
     out.push_back(LoadedImage{img.record.id, img.names});
   }
+  if (!batch.empty()) IMGFS_RETURN_IF_ERROR(store_.AddImages(batch));
   return out;
 }
 

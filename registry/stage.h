@@ -6,8 +6,8 @@
 // tar indexing on the caller's thread) and checks digest, size and diff_id. AddImage
 // builds the merged tree at once, so a bad image fails before anything is committed.
 // Commit publishes the layer blobs, then per image its config and manifest blobs, then
-// one LMDB transaction per image (nothing is written when an image and its names are
-// already there).
+// one LMDB transaction for all the images (nothing is written when an image and its
+// names are already there). The index keeps each image's root record, not its tree.
 //
 // With commit_layers_early, each layer blob is committed as soon as it is verified (a
 // pull killed halfway keeps what it verified; the next pull re-indexes those blobs from
