@@ -51,6 +51,10 @@
 #define IMGFS_INDEX_MERGED_TREE_H_
 
 #include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -103,6 +107,8 @@ std::string EncodeTreeRoot(const TreeRoot& r);
 bool IsTreeRootRecord(std::string_view data);
 Result<TreeRoot> DecodeTreeRoot(std::string_view data);
 
+class TreeBuilder;
+
 class MergedTree {
  public:
   static constexpr uint32_t kRoot = 1;
@@ -137,6 +143,7 @@ class MergedTree {
   struct TreeRoot Root() const;
 
  private:
+  friend class TreeBuilder;
   std::string_view Str(uint32_t off, uint32_t len) const {
     return std::string_view(strings_).substr(off, len);
   }
@@ -144,6 +151,44 @@ class MergedTree {
   std::vector<TreeDirent> dirents_;
   std::vector<TreeXattr> xattrs_;
   std::string strings_;
+};
+
+// A merge in progress (the rules above), copyable, so that images sharing lower layers
+// share that work: MergedTree::Build(layers) is TreeBuilder, AddLayer per layer,
+// Finish; Clone after the shared layers gives the same result as applying them again.
+class TreeBuilder {
+ public:
+  TreeBuilder();
+  ~TreeBuilder();
+  TreeBuilder(TreeBuilder&&) noexcept;
+  // A deep copy of the merge state (the nodes reachable from the root).
+  std::unique_ptr<TreeBuilder> Clone() const;
+  // Applies the next layer (its index is the number of layers added before).
+  Status AddLayer(const std::vector<LayerEntry>& entries);
+  uint32_t layer_count() const;
+  Result<MergedTree> Finish() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Builder states after lower layers, keyed by the chain of their layer ids (diff_id
+// hex), so that building the trees of many images on one base costs their own layers
+// only. Keeps the `capacity` most recently used states. Thread-safe.
+class LowerTreeCache {
+ public:
+  explicit LowerTreeCache(size_t capacity = 8) : capacity_(capacity) {}
+  // The tree of layers layer_ids[0..n) (bottom first); table(i) gives layer i's entry
+  // table and is called only for the layers not covered by a cached state. Records
+  // the state after all layers but the top one.
+  using TableFn = std::function<Result<const std::vector<LayerEntry>*>(size_t)>;
+  Result<MergedTree> Build(const std::vector<std::string>& layer_ids, const TableFn& table);
+
+ private:
+  size_t capacity_;
+  std::mutex mu_;
+  std::list<std::pair<std::string, std::shared_ptr<const TreeBuilder>>> states_;  // MRU first
 };
 
 }  // namespace imgfs

@@ -388,33 +388,35 @@ Result<std::vector<LayerEntry>> Store::GetEntries(const Digest& diff_id) const {
 
 namespace {
 
-// The merged tree of `image_id` built from its layers' entry tables, inside t.
-Result<MergedTree> BuildTreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, const Digest& image_id) {
+// The merged tree of `image_id` built from its layers' entry tables, inside t; the
+// state after the lower layers comes from (and goes to) `lower` when it can.
+Result<MergedTree> BuildTreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, const Digest& image_id,
+                               LowerTreeCache* lower) {
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(images, image_id.hex()));
   if (!v) return Status::NotFound("no such image: " + image_id.str());
   IMGFS_ASSIGN_OR_RETURN(ImageRecord img, DecodeImage(*v));
-  std::vector<std::vector<LayerEntry>> tables;
-  tables.reserve(img.diff_ids.size());
-  for (const Digest& d : img.diff_ids) {
-    MDB_val k = Val(d.hex()), ev;
+  std::vector<std::string> ids;
+  for (const Digest& d : img.diff_ids) ids.push_back(d.hex());
+  std::vector<std::vector<LayerEntry>> tables(ids.size());
+  auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
+    MDB_val k = Val(ids[i]), ev;
     int rc = mdb_get(t.get(), entries, &k, &ev);
-    if (rc == MDB_NOTFOUND) return Status::NotFound("index: no entry table for layer " + d.str());
+    if (rc == MDB_NOTFOUND)
+      return Status::NotFound("index: no entry table for layer " + img.diff_ids[i].str());
     if (rc) return LmdbError("get entries", rc);
-    IMGFS_ASSIGN_OR_RETURN(auto table, DecodeEntries(View(ev)));
-    tables.push_back(std::move(table));
-  }
-  std::vector<const std::vector<LayerEntry>*> ptrs;
-  for (const auto& table : tables) ptrs.push_back(&table);
-  auto tree = MergedTree::Build(ptrs);
+    IMGFS_ASSIGN_OR_RETURN(tables[i], DecodeEntries(View(ev)));
+    return &tables[i];
+  };
+  auto tree = lower->Build(ids, table);
   if (!tree.ok()) return tree.status().WithContext("image " + image_id.str());
   return tree;
 }
 
 // The merged tree of `image_id` from its `trees` row, inside transaction t.
 Result<MergedTree> TreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, std::string_view row,
-                          const Digest& image_id) {
+                          const Digest& image_id, LowerTreeCache* lower) {
   if (!IsTreeRootRecord(row)) return MergedTree::Decode(row);
-  return BuildTreeIn(t, images, entries, image_id);
+  return BuildTreeIn(t, images, entries, image_id, lower);
 }
 
 }  // namespace
@@ -426,7 +428,7 @@ Result<MergedTree> Store::GetTree(const Digest& image_id) const {
   if (rc == MDB_NOTFOUND)
     return Status::NotFound("index: no merged tree for image " + image_id.str());
   if (rc) return LmdbError("get tree", rc);
-  return TreeIn(t, images_, entries_, View(v), image_id);
+  return TreeIn(t, images_, entries_, View(v), image_id, &lower_trees_);
 }
 
 Result<TreeRoot> Store::GetTreeRoot(const Digest& image_id) const {
@@ -511,7 +513,7 @@ Result<size_t> Store::ShrinkTrees() {
     if (!stored) continue;
     // Rebuilt with today's rules from the same entry tables; kept whole unless identical
     // (a tree built by older rules stays what it was).
-    auto rebuilt = BuildTreeIn(t, images_, entries_, id);
+    auto rebuilt = BuildTreeIn(t, images_, entries_, id, &lower_trees_);
     if (!rebuilt.ok() || rebuilt->Encode() != *stored) continue;
     IMGFS_RETURN_IF_ERROR(t.Put(trees_, hex, EncodeTreeRoot(rebuilt->Root())));
     replaced++;

@@ -171,6 +171,8 @@ class Store {
   BlobStore blobs_{""};
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0, refs_ = 0, images_ = 0, layers_ = 0, entries_ = 0, trees_ = 0;
+  // Merge states after shared lower layers, for GetTree (images on one base).
+  mutable LowerTreeCache lower_trees_;
   friend class Txn;
 };
 

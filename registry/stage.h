@@ -61,6 +61,8 @@ class ImageStage {
   Result<Digest> AddLayer(ByteSource* src, const std::optional<Digest>& expected,
                           const Descriptor* desc, Compression hint);
   Status AddImage(StagedImage image);
+  // From this many images on, Commit syncs the blobs once (syncfs) instead of per blob.
+  static constexpr size_t kBatchSyncImages = 8;
   Result<std::vector<LoadedImage>> Commit();
 
  private:
@@ -75,7 +77,8 @@ class ImageStage {
   std::mutex mu_;  // guards layers_
   std::map<std::string, StagedLayer> layers_;
   std::vector<StagedImage> images_;
-  std::vector<std::string> trees_;
+  std::vector<std::string> trees_;  // root records, per image
+  LowerTreeCache lower_trees_;      // merge states after shared lower layers
 };
 
 // An ImageRecord from a config's bytes (id = their digest).
