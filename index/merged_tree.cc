@@ -82,6 +82,7 @@ class Builder {
   void CopyFrom(const Builder& o) {
     arena_.clear();
     std::unordered_map<const MNode*, MNode*> map;
+    map.reserve(o.arena_.size());
     std::vector<const MNode*> order{o.root_};
     auto copy_of = [&](const MNode* n) {
       auto [it, inserted] = map.try_emplace(n, nullptr);
@@ -388,6 +389,48 @@ Status TreeBuilder::AddLayer(const std::vector<LayerEntry>& entries) {
   return st;
 }
 
+Result<TreeRoot> TreeBuilder::FinishRoot() const {
+  // Finish's checks over every reachable node (directories are never hard-linked, so
+  // each directory is reached once; a hard-linked file is checked once per name).
+  const MNode* root = impl_->b.root();
+  uint64_t strings = 0;
+  std::vector<const MNode*> dirs{root};
+  auto check = [&strings](const MNode& m) {
+    if (m.uid > UINT32_MAX || m.gid > UINT32_MAX) {
+      return Status::Unsupported("owner id larger than 32 bits");
+    }
+    strings += m.link.size();
+    for (const Xattr& x : m.xattrs) strings += x.name.size() + x.value.size();
+    return Status::Ok();
+  };
+  IMGFS_RETURN_IF_ERROR(check(*root));
+  uint32_t root_subdirs = 0;
+  while (!dirs.empty()) {
+    const MNode* d = dirs.back();
+    dirs.pop_back();
+    for (const auto& [name, child] : d->children) {
+      strings += name.size();
+      IMGFS_RETURN_IF_ERROR(check(*child));
+      if (child->type == EntryType::kDir) {
+        dirs.push_back(child);
+        if (d == root) root_subdirs++;
+      }
+    }
+    if (strings > UINT32_MAX / 2) return Status::Unsupported("image tree too large");
+  }
+  TreeRoot r;
+  r.node.mode = ModeOf(*root);
+  r.node.nlink = 2 + root_subdirs;
+  r.node.uid = static_cast<uint32_t>(root->uid);
+  r.node.gid = static_cast<uint32_t>(root->gid);
+  r.node.size = root->size;
+  r.node.mtime_sec = root->mtime_sec;
+  r.node.mtime_nsec = root->mtime_nsec;
+  r.node.parent = MergedTree::kRoot;
+  for (const Xattr& x : root->xattrs) r.xattrs.emplace_back(x.name, x.value);
+  return r;
+}
+
 uint32_t TreeBuilder::layer_count() const {
   return impl_->layers;
 }
@@ -598,6 +641,18 @@ constexpr char kRootMagic[] = "IMGR";
 
 Result<MergedTree> LowerTreeCache::Build(const std::vector<std::string>& layer_ids,
                                          const TableFn& table) {
+  IMGFS_ASSIGN_OR_RETURN(auto b, Apply(layer_ids, table));
+  return b->Finish();
+}
+
+Result<TreeRoot> LowerTreeCache::BuildRoot(const std::vector<std::string>& layer_ids,
+                                           const TableFn& table) {
+  IMGFS_ASSIGN_OR_RETURN(auto b, Apply(layer_ids, table));
+  return b->FinishRoot();
+}
+
+Result<std::unique_ptr<TreeBuilder>> LowerTreeCache::Apply(
+    const std::vector<std::string>& layer_ids, const TableFn& table) {
   size_t n = layer_ids.size();
   // Keys of the lower stacks: "id1/id2/…" for the first k layers.
   std::vector<std::string> keys(n + 1);
@@ -629,7 +684,7 @@ Result<MergedTree> LowerTreeCache::Build(const std::vector<std::string>& layer_i
     IMGFS_ASSIGN_OR_RETURN(const std::vector<LayerEntry>* t, table(i));
     IMGFS_RETURN_IF_ERROR(b->AddLayer(*t));
   }
-  return b->Finish();
+  return b;
 }
 
 TreeRoot MergedTree::Root() const {

@@ -167,6 +167,9 @@ class TreeBuilder {
   Status AddLayer(const std::vector<LayerEntry>& entries);
   uint32_t layer_count() const;
   Result<MergedTree> Finish() const;
+  // The root record of the tree Finish would give, with the same checks, without
+  // flattening the tree (a load keeps root records only).
+  Result<TreeRoot> FinishRoot() const;
 
  private:
   struct Impl;
@@ -184,8 +187,12 @@ class LowerTreeCache {
   // the state after all layers but the top one.
   using TableFn = std::function<Result<const std::vector<LayerEntry>*>(size_t)>;
   Result<MergedTree> Build(const std::vector<std::string>& layer_ids, const TableFn& table);
+  // The same, giving the root record only (TreeBuilder::FinishRoot).
+  Result<TreeRoot> BuildRoot(const std::vector<std::string>& layer_ids, const TableFn& table);
 
  private:
+  Result<std::unique_ptr<TreeBuilder>> Apply(const std::vector<std::string>& layer_ids,
+                                             const TableFn& table);
   size_t capacity_;
   std::mutex mu_;
   std::list<std::pair<std::string, std::shared_ptr<const TreeBuilder>>> states_;  // MRU first

@@ -122,9 +122,9 @@ Status ImageStage::AddImage(StagedImage img) {
     IMGFS_ASSIGN_OR_RETURN(loaded[i], store_.GetEntries(img.record.diff_ids[i]));
     return &loaded[i];
   };
-  auto tree = lower_trees_.Build(ids, table);
-  if (!tree.ok()) return tree.status().WithContext("image " + img.record.id.str());
-  trees_.push_back(EncodeTreeRoot(tree->Root()));  // the tree itself is rebuilt when read
+  auto root = lower_trees_.BuildRoot(ids, table);
+  if (!root.ok()) return root.status().WithContext("image " + img.record.id.str());
+  trees_.push_back(EncodeTreeRoot(*root));  // the tree itself is rebuilt when read
   images_.push_back(std::move(img));
   return Status::Ok();
 }

@@ -44,6 +44,13 @@ Result<MergedTree> Merge(const std::vector<TarBuilder>& layers) {
     if (via.ok() && direct.ok()) {
       EXPECT_EQ(via->Encode(), direct->Encode()) << "round " << round;
     }
+    // The root record alone (what a load keeps) matches the full tree's root.
+    auto root = cache.BuildRoot(
+        ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; });
+    EXPECT_EQ(root.ok(), direct.ok());
+    if (root.ok() && direct.ok()) {
+      EXPECT_EQ(EncodeTreeRoot(*root), EncodeTreeRoot(direct->Root()));
+    }
     if (round == 1 && tables.size() >= 2 && direct.ok()) {
       EXPECT_EQ(asked, 1u);  // the top layer only
     }
