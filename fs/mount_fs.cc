@@ -160,6 +160,10 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image) {
   // Built outside the lock (two threads may build the same tree once each; the second
   // is dropped).
   IMGFS_ASSIGN_OR_RETURN(auto view, ImageView::Open(*store_, image));
+  // Pin the layers' blobs (no reading) before any file of the image can be opened:
+  // its files keep reading even if an `imgfs rmi` in another process removes the
+  // blobs later.
+  for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
   std::lock_guard<std::mutex> l(views_mu_);
   auto [it, inserted] = views_.try_emplace(image.hex());
   if (!inserted) return it->second.view;
@@ -192,16 +196,9 @@ Result<uint64_t> MountFs::InstanceFor(const std::string& path, const Digest& ima
     auto it = instance_keys_.find(key);
     if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
   }
-  // The root's attributes only: no tree is built to list or stat an image root.
+  // The root's attributes only: no tree is built (and no blob pinned, View does that)
+  // to list or stat an image root.
   IMGFS_ASSIGN_OR_RETURN(TreeRoot root, store_->GetTreeRoot(image));
-  IMGFS_ASSIGN_OR_RETURN(auto rec, store_->GetImage(image));
-  if (!rec) return NoEntry();  // removed since the snapshot
-  // Pin the layers' blobs (no reading): files of this image keep reading even if an
-  // `imgfs rmi` in another process removes the blobs later.
-  for (const Digest& d : rec->diff_ids) {
-    auto layer = store_->GetLayer(d);
-    if (layer.ok() && *layer) (void)cache_->Pin(**layer);
-  }
   std::lock_guard<std::mutex> l(instances_mu_);
   auto it = instance_keys_.find(key);
   if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
