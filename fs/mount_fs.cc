@@ -1,6 +1,7 @@
 #include "fs/mount_fs.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -164,7 +165,7 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image) {
   // its files keep reading even if an `imgfs rmi` in another process removes the
   // blobs later.
   for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
-  std::lock_guard<std::mutex> l(views_mu_);
+  std::unique_lock<std::mutex> l(views_mu_);
   auto [it, inserted] = views_.try_emplace(image.hex());
   if (!inserted) return it->second.view;
   views_lru_.push_front(image.hex());
@@ -172,12 +173,20 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image) {
   view_bytes_ += it->second.bytes;
   // Evict the least recently used trees beyond the bound (never the one just built).
   // Operations already holding an evicted view keep it until they return.
+  size_t evicted = 0;
   while (view_bytes_ > options_.tree_cache && views_lru_.size() > 1) {
     auto victim = views_.find(views_lru_.back());
     view_bytes_ -= victim->second.bytes;
     views_.erase(victim);
     views_lru_.pop_back();
+    evicted++;
   }
+  // Trees are built on FUSE threads, each in its own malloc arena, which keeps what an
+  // evicted tree freed: hand it back now and then, so the bound holds for RSS too.
+  bool trim = evicted && (evictions_ += evicted) >= kTrimEvery;
+  if (trim) evictions_ = 0;
+  l.unlock();
+  if (trim) ::malloc_trim(0);
   return view;
 }
 

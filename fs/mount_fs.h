@@ -202,6 +202,8 @@ class MountFs {
   std::map<std::string, CachedView> views_;
   std::list<std::string> views_lru_;
   size_t view_bytes_ = 0;
+  size_t evictions_ = 0;  // since the last malloc_trim
+  static constexpr size_t kTrimEvery = 16;
 
   // Instances: slots_[0] unused; append under instances_mu_, read without locks.
   static constexpr uint32_t kMaxInstances = 1u << 20;
