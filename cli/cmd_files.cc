@@ -146,6 +146,10 @@ int CmdMount(const std::string& root, const Args& a) {
       auto n = ParseSize(val);
       if (!n.ok()) Die("mount: cache_size: " + n.status().message(), 2);
       o.cache_size = *n;
+    } else if (key == "tree_cache") {
+      auto n = ParseSize(val);
+      if (!n.ok()) Die("mount: tree_cache: " + n.status().message(), 2);
+      o.tree_cache = *n;
     } else if (key == "open") {
       if (val != "kernel" && val != "daemon") Die("mount: open is kernel or daemon", 2);
       o.kernel_open_free = val == "kernel";
@@ -200,6 +204,7 @@ std::vector<Command> FileCommands() {
        "ROOT/mount.log)\n"
        "  -o OPTIONS         comma-separated: allow_other, allow_root, suid, dev, noexec, debug,\n"
        "                     cache_size=SIZE (unpack cache limit, e.g. 2G), name_timeout=SECONDS,\n"
+       "                     tree_cache=SIZE (built image trees kept in memory, default 64M),\n"
        "                     open=kernel|daemon (kernel: no open round trips, the default)\n"
        "                     auto_unmount (unmount when the daemon dies); fstab's generic options\n"
        "                     (defaults, noatime, nofail, _netdev, noauto, user, x-systemd.*, …)\n"

@@ -90,6 +90,15 @@ int CmdPrune(const std::string& root, const Args& a) {
               (unsigned long long)nblobs, (unsigned long long)ncache, (unsigned long long)ningest);
   if (unpacked->busy)
     std::printf("Kept %llu unpacked layer caches in use\n", (unsigned long long)unpacked->busy);
+  if (a.Has("--compact")) {
+    auto shrunk = store->ShrinkTrees();
+    if (!shrunk.ok()) return Fail(shrunk.status(), "prune --compact");
+    auto index = store->Compact();
+    if (!index.ok()) return Fail(index.status(), "prune --compact");
+    std::printf("Index: %zu whole trees replaced by root records, %s returned\n", *shrunk,
+                HumanSize(static_cast<double>(*index)).c_str());
+    freed += *index;
+  }
   std::printf("Total reclaimed space: %s\n", HumanSize(static_cast<double>(freed)).c_str());
   return 0;
 }
@@ -181,8 +190,11 @@ int CmdVerify(const std::string& root, const Args& a) {
 std::vector<Command> StoreCommands() {
   return {
       {"prune",
-       "imgfs prune",
-       "Remove blobs no image uses, unpacked layer caches and stale partial downloads.",
+       "imgfs prune [--compact]",
+       "Remove blobs no image uses, unpacked layer caches and stale partial downloads.\n"
+       "  --compact          also shrink the index: replace trees stored whole by older\n"
+       "                     versions with root records, and rewrite the index file without\n"
+       "                     its free pages (refused while a mount or load has the store open)",
        {},
        {},
        CmdPrune},

@@ -23,7 +23,8 @@ struct MountOptions {
   bool suid = false;  // honour setuid bits (default nosuid)
   bool dev = false;   // allow device nodes (default nodev)
   bool noexec = false;
-  uint64_t cache_size = 0;  // unpack cache limit, 0 = none
+  uint64_t cache_size = 0;                   // unpack cache limit, 0 = none
+  uint64_t tree_cache = uint64_t{64} << 20;  // bytes of built image trees kept
   double name_timeout = 0.5;
   // Use the kernel's no-open/no-opendir modes when it offers them (-o open=kernel is
   // the default; -o open=daemon sends every open to the daemon, for comparison).

@@ -57,8 +57,11 @@ Result<std::shared_ptr<const ImageView>> ImageView::OpenLayers(const Store& stor
 }
 
 void ImageView::Stat(uint32_t n, struct stat* st) const {
+  StatNode(tree_.node(n), n, st);
+}
+
+void ImageView::StatNode(const TreeNode& t, uint32_t n, struct stat* st) {
   std::memset(st, 0, sizeof *st);
-  const TreeNode& t = tree_.node(n);
   st->st_ino = n;
   st->st_mode = t.mode;
   st->st_nlink = t.nlink;

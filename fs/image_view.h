@@ -35,6 +35,8 @@ class ImageView {
 
   // Fills `st` for node n (st_ino = n).
   void Stat(uint32_t n, struct stat* st) const;
+  // The same from a node's attributes alone (an image root's, from its root record).
+  static void StatNode(const TreeNode& t, uint32_t n, struct stat* st);
   // Reads up to `size` bytes of regular file `n` at `offset`. Returns the count.
   Result<size_t> Read(UnpackCache& cache, uint32_t n, char* buf, size_t size,
                       uint64_t offset) const;

@@ -1,6 +1,7 @@
 #include "fs/mount_fs.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -153,17 +154,53 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
   {
     std::lock_guard<std::mutex> l(views_mu_);
     auto it = views_.find(key);
-    if (it != views_.end()) return it->second;
+    if (it != views_.end()) {
+      views_lru_.splice(views_lru_.begin(), views_lru_, it->second.lru);
+      return it->second.view;
+    }
   }
+  // Built outside the lock (two threads may build the same tree once each; the second
+  // is dropped).
   std::shared_ptr<const ImageView> view;
-  if (layer) {
+  if (layer) {  // `.layers/<hex>`: one layer's changeset
     IMGFS_ASSIGN_OR_RETURN(view, ImageView::OpenLayers(*store_, {image}, /*changeset=*/true));
   } else {
     IMGFS_ASSIGN_OR_RETURN(view, ImageView::Open(*store_, image));
   }
-  std::lock_guard<std::mutex> l(views_mu_);
-  auto [it, inserted] = views_.emplace(key, view);
-  return it->second;
+  // Pin the layers' blobs (no reading) before any file of the image can be opened:
+  // its files keep reading even if an `imgfs rmi` in another process removes the
+  // blobs later.
+  for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
+  std::unique_lock<std::mutex> l(views_mu_);
+  auto [it, inserted] = views_.try_emplace(key);
+  if (!inserted) return it->second.view;
+  views_lru_.push_front(key);
+  it->second = CachedView{view, view->tree().MemoryBytes(), views_lru_.begin()};
+  view_bytes_ += it->second.bytes;
+  // Evict the least recently used trees beyond the bound (never the one just built).
+  // Operations already holding an evicted view keep it until they return.
+  size_t evicted = 0;
+  while (view_bytes_ > options_.tree_cache && views_lru_.size() > 1) {
+    auto victim = views_.find(views_lru_.back());
+    view_bytes_ -= victim->second.bytes;
+    views_.erase(victim);
+    views_lru_.pop_back();
+    evicted++;
+  }
+  // Trees are built on FUSE threads, each in its own malloc arena, which keeps what an
+  // evicted tree freed: hand it back now and then, so the bound holds for RSS too.
+  bool trim = evicted && (evictions_ += evicted) >= kTrimEvery;
+  if (trim) evictions_ = 0;
+  l.unlock();
+  if (trim) ::malloc_trim(0);
+  return view;
+}
+
+Result<std::shared_ptr<const ImageView>> MountFs::NodeView(const Instance* in, uint32_t node) {
+  if (!in) return BadInode();
+  IMGFS_ASSIGN_OR_RETURN(auto view, View(in->image, in->layer));
+  if (!view->tree().Valid(node)) return BadInode();
+  return view;
 }
 
 Result<uint64_t> MountFs::InstanceFor(const std::string& path, const Digest& image,
@@ -174,16 +211,22 @@ Result<uint64_t> MountFs::InstanceFor(const std::string& path, const Digest& ima
     auto it = instance_keys_.find(key);
     if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
   }
-  IMGFS_ASSIGN_OR_RETURN(auto view, View(image, layer));
-  // Pin the layers' blobs (no reading): files of this image keep reading even if an
-  // `imgfs rmi` in another process removes the blobs later.
-  for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
+  // The root's attributes only: no tree is built (and no blob pinned, View does that)
+  // to list or stat an image root. A layer view has no root record: its (one-layer)
+  // tree is built now.
+  TreeRoot root;
+  if (layer) {
+    IMGFS_ASSIGN_OR_RETURN(auto view, View(image, true));
+    root = view->tree().Root();
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(root, store_->GetTreeRoot(image));
+  }
   std::lock_guard<std::mutex> l(instances_mu_);
   auto it = instance_keys_.find(key);
   if (it != instance_keys_.end()) return Ino(it->second, MergedTree::kRoot);
   uint32_t idx = instance_count_.load(std::memory_order_relaxed);
   if (idx >= kMaxInstances) return Status::Exhausted("too many image instances in one mount");
-  slots_[idx].store(new Instance{path, image, std::move(view), parent_ino},
+  slots_[idx].store(new Instance{path, image, std::move(root), parent_ino, layer},
                     std::memory_order_release);
   instance_count_.store(idx + 1, std::memory_order_release);
   instance_keys_.emplace(key, idx);
@@ -231,10 +274,15 @@ struct stat MountFs::NameDirAttr(uint64_t ino, const Snapshot& snap,
   return st;
 }
 
-MountFs::Entry MountFs::ImageEntry(uint32_t inst, const Instance& in, uint32_t node) const {
+MountFs::Entry MountFs::ImageEntry(uint32_t inst, const Instance& in, const ImageView* view,
+                                   uint32_t node) const {
   Entry e;
   e.ino = Ino(inst, node);
-  in.view->Stat(node, &e.attr);
+  if (node == MergedTree::kRoot) {
+    ImageView::StatNode(in.root.node, node, &e.attr);
+  } else {
+    view->Stat(node, &e.attr);
+  }
   e.attr.st_ino = e.ino;
   e.entry_timeout = options_.content_timeout;
   e.attr_timeout = options_.content_timeout;
@@ -247,7 +295,7 @@ Result<MountFs::Entry> MountFs::NameChildEntry(const Snapshot& snap, const std::
   Entry e;
   if (child.is_image) {
     IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(child.path, child.image, parent_ino));
-    e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), MergedTree::kRoot);
+    e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), nullptr, MergedTree::kRoot);
     e.entry_timeout = options_.name_timeout;  // the name may move; the tree never changes
     return e;
   }
@@ -276,7 +324,7 @@ Result<MountFs::Entry> MountFs::LayerDirEntry(std::string_view name) {
   if (!rec) return NoEntry();
   IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(".layers/" + std::string(name), d,
                                                    Ino(0, kLayersDirNode), /*layer=*/true));
-  Entry e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), MergedTree::kRoot);
+  Entry e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), nullptr, MergedTree::kRoot);
   e.entry_timeout = options_.name_timeout;  // the layer may be removed
   return e;
 }
@@ -331,15 +379,15 @@ Result<MountFs::Entry> MountFs::Lookup(uint64_t parent, std::string_view name) {
     return NameChildEntry(*snap, path, std::string(name), child->second, parent);
   }
   const Instance* in = GetInstance(inst);
-  if (!in || !in->view->tree().Valid(node)) return BadInode();
-  if (!S_ISDIR(in->view->tree().node(node).mode)) return Status::Io("not a directory", ENOTDIR);
-  uint32_t child = in->view->tree().Lookup(node, name);
+  IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, node));
+  if (!S_ISDIR(view->tree().node(node).mode)) return Status::Io("not a directory", ENOTDIR);
+  uint32_t child = view->tree().Lookup(node, name);
   if (child == 0) {
     Entry neg;  // ino 0: the kernel caches the miss; image content never changes
     neg.entry_timeout = options_.content_timeout;
     return neg;
   }
-  return ImageEntry(inst, *in, child);
+  return ImageEntry(inst, *in, view.get(), child);
 }
 
 Result<MountFs::Attr> MountFs::GetAttr(uint64_t ino) {
@@ -369,19 +417,22 @@ Result<MountFs::Attr> MountFs::GetAttr(uint64_t ino) {
     return a;
   }
   const Instance* in = GetInstance(inst);
-  if (!in || !in->view->tree().Valid(node)) return BadInode();
-  in->view->Stat(node, &a.attr);
+  if (in && node == MergedTree::kRoot) {
+    ImageView::StatNode(in->root.node, node, &a.attr);
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, node));
+    view->Stat(node, &a.attr);
+  }
   a.attr.st_ino = ino;
   a.timeout = options_.content_timeout;
   return a;
 }
 
 Result<std::string> MountFs::ReadLink(uint64_t ino) {
-  const Instance* in = GetInstance(InstOf(ino));
-  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
-  if (!S_ISLNK(in->view->tree().node(NodeOf(ino)).mode))
+  IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(GetInstance(InstOf(ino)), NodeOf(ino)));
+  if (!S_ISLNK(view->tree().node(NodeOf(ino)).mode))
     return Status::InvalidArgument("not a symbolic link");
-  return std::string(in->view->tree().LinkTarget(NodeOf(ino)));
+  return std::string(view->tree().LinkTarget(NodeOf(ino)));
 }
 
 Result<MountFs::Opened> MountFs::OpenDir(uint64_t ino) {
@@ -392,9 +443,11 @@ Result<MountFs::Opened> MountFs::OpenDir(uint64_t ino) {
     return o;
   }
   const Instance* in = GetInstance(InstOf(ino));
-  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
-  if (!S_ISDIR(in->view->tree().node(NodeOf(ino)).mode))
-    return Status::Io("not a directory", ENOTDIR);
+  if (!in || NodeOf(ino) != MergedTree::kRoot) {  // an image root is a directory
+    IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, NodeOf(ino)));
+    if (!S_ISDIR(view->tree().node(NodeOf(ino)).mode))
+      return Status::Io("not a directory", ENOTDIR);
+  }
   o.cache_readdir = true;
   o.keep_cache = true;
   return o;
@@ -453,8 +506,8 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     return Status::Ok();
   }
   const Instance* in = GetInstance(inst);
-  if (!in || !in->view->tree().Valid(node)) return BadInode();
-  const MergedTree& t = in->view->tree();
+  IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, node));
+  const MergedTree& t = view->tree();
   if (!S_ISDIR(t.node(node).mode)) return Status::Io("not a directory", ENOTDIR);
   if (offset == 0 && !emit(dot(".", ino, S_IFDIR), 1)) return Status::Ok();
   if (offset <= 1) {
@@ -466,7 +519,7 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     DirEntry e;
     e.name = std::string(t.Name(d[i]));
     if (plus) {
-      e.entry = ImageEntry(inst, *in, d[i].node);
+      e.entry = ImageEntry(inst, *in, view.get(), d[i].node);
     } else {
       e.entry.ino = Ino(inst, d[i].node);
       e.entry.attr.st_ino = e.entry.ino;
@@ -485,15 +538,14 @@ Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino) {
     h.bytes = CurrentSnapshot()->repositories_json;
     return h;
   }
-  const Instance* in = GetInstance(InstOf(ino));
-  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
-  const TreeNode& n = in->view->tree().node(NodeOf(ino));
+  IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(GetInstance(InstOf(ino)), NodeOf(ino)));
+  const TreeNode& n = view->tree().node(NodeOf(ino));
   if (S_ISDIR(n.mode)) return Status::Io("is a directory", EISDIR);
   if (!S_ISREG(n.mode)) return Status::Io("not a regular file", ENXIO);
   h.base = n.data_offset;
   h.size = n.size;
   if (n.size > 0) {
-    IMGFS_ASSIGN_OR_RETURN(h.fd, cache_->Get(in->view->layers()[n.layer]));
+    IMGFS_ASSIGN_OR_RETURN(h.fd, cache_->Get(view->layers()[n.layer]));
   }
   return h;
 }
@@ -539,8 +591,13 @@ void MountFs::Release(uint64_t fh) {
 Result<std::string> MountFs::GetXattr(uint64_t ino, std::string_view name) {
   if (InstOf(ino) == 0) return Status::NotFound("no such attribute");
   const Instance* in = GetInstance(InstOf(ino));
-  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
-  const MergedTree& t = in->view->tree();
+  if (in && NodeOf(ino) == MergedTree::kRoot) {  // from the root record: no tree
+    for (const auto& [n, v] : in->root.xattrs)
+      if (n == name) return v;
+    return Status::NotFound("no such attribute");
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, NodeOf(ino)));
+  const MergedTree& t = view->tree();
   const TreeNode& n = t.node(NodeOf(ino));
   for (uint32_t i = 0; i < n.xattr_count; i++) {
     const TreeXattr& x = t.XattrsBegin(NodeOf(ino))[i];
@@ -552,10 +609,17 @@ Result<std::string> MountFs::GetXattr(uint64_t ino, std::string_view name) {
 Result<std::string> MountFs::ListXattr(uint64_t ino) {
   if (InstOf(ino) == 0) return std::string();
   const Instance* in = GetInstance(InstOf(ino));
-  if (!in || !in->view->tree().Valid(NodeOf(ino))) return BadInode();
-  const MergedTree& t = in->view->tree();
-  const TreeNode& n = t.node(NodeOf(ino));
   std::string out;
+  if (in && NodeOf(ino) == MergedTree::kRoot) {  // from the root record: no tree
+    for (const auto& [n, v] : in->root.xattrs) {
+      out.append(n);
+      out.push_back('\0');
+    }
+    return out;
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, NodeOf(ino)));
+  const MergedTree& t = view->tree();
+  const TreeNode& n = t.node(NodeOf(ino));
   for (uint32_t i = 0; i < n.xattr_count; i++) {
     out.append(t.XattrName(t.XattrsBegin(NodeOf(ino))[i]));
     out.push_back('\0');
@@ -576,9 +640,12 @@ Result<struct statvfs> MountFs::StatFs() {
 
 size_t MountFs::TreeBytes() const {
   std::lock_guard<std::mutex> l(const_cast<std::mutex&>(views_mu_));
-  size_t n = 0;
-  for (auto& [k, v] : views_) n += v->tree().MemoryBytes();
-  return n;
+  return view_bytes_;
+}
+
+size_t MountFs::TreeCount() const {
+  std::lock_guard<std::mutex> l(const_cast<std::mutex&>(views_mu_));
+  return views_.size();
 }
 
 }  // namespace imgfs

@@ -24,13 +24,21 @@
 //     never reused while mounted.
 //   - instance k ≥ 1 is one (name path, image ID) pair: the image's merged tree shown
 //     under that name, node = the tree's dense node number (root = 1). One merged tree
-//     per image ID is loaded and shared by all its instances; each name gets its own
+//     per image ID is shared by all its instances; each name gets its own
 //     instance because the kernel cannot have one directory inode under two parents.
 //     When a name moves to another image, it gets a new instance: the kernel sees a
 //     new inode, while files already open keep reading the old one.
 //     A layer view (`.layers/<hex>`) is an instance too, its tree built from the
 //     layer's entry table on first lookup (View with layer = true).
 //   Every incoming inode is bounds-checked on both parts.
+//
+// Trees (issue 12): an instance holds its image root's attributes and xattrs (the
+// store's root record), so listing name directories, `.id/` and `.repositories.json`,
+// and stat of image roots, never build a tree. A tree is built (Store::GetTree) on the
+// first lookup or readdir inside an image and kept in an LRU cache bounded by
+// Options::tree_cache bytes (`-o tree_cache=`); an evicted tree is rebuilt when needed
+// again, with the same node numbers (the build is deterministic), so inode numbers the
+// kernel holds stay valid.
 //
 // Caching: image content never changes, so its entries and attributes get very long
 // timeouts, negative lookups are cached, files open with keep_cache and directories
@@ -51,6 +59,7 @@
 
 #include <atomic>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -92,8 +101,9 @@ class MountFs {
   static constexpr uint32_t kLayersDirNode = 4;
 
   struct Options {
-    std::string root;         // the store
-    uint64_t cache_size = 0;  // unpack cache limit in bytes, 0 = unlimited
+    std::string root;                          // the store
+    uint64_t cache_size = 0;                   // unpack cache limit in bytes, 0 = unlimited
+    uint64_t tree_cache = uint64_t{64} << 20;  // bytes of built trees kept (≥ 1 tree)
     double name_timeout = 0.5;
     double content_timeout = 86400.0 * 365;
   };
@@ -146,15 +156,17 @@ class MountFs {
 
   UnpackCache& unpack_cache() { return *cache_; }
   size_t InstanceCount() const { return instance_count_.load(std::memory_order_acquire); }
-  // Bytes held by loaded image trees.
+  // Bytes held by loaded image trees, and how many trees are loaded.
   size_t TreeBytes() const;
+  size_t TreeCount() const;
 
  private:
   struct Instance {
     std::string path;  // the name showing it: "ubuntu/16.04", ".id/<prefix>"
     Digest image;
-    std::shared_ptr<const ImageView> view;
+    TreeRoot root;  // the image root's attributes: no tree needed to stat or list it
     uint64_t parent_ino = kRootIno;
+    bool layer = false;  // a `.layers/<hex>` view: `image` is the layer's diff_id
   };
   struct FileHandle;
   struct DirHandle;
@@ -165,6 +177,8 @@ class MountFs {
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
   Result<std::shared_ptr<const ImageView>> View(const Digest& image, bool layer = false);
+  // The instance's view with node n checked (BadInode when out of range).
+  Result<std::shared_ptr<const ImageView>> NodeView(const Instance* in, uint32_t node);
   Result<uint64_t> InstanceFor(const std::string& path, const Digest& image, uint64_t parent_ino,
                                bool layer = false);
   const Instance* GetInstance(uint32_t index) const;
@@ -178,7 +192,8 @@ class MountFs {
   // The per-layer views (`.layers/`): one entry, and the listing.
   Result<Entry> LayerDirEntry(std::string_view name);
   Result<std::vector<DirEntry>> LayerDirList();
-  Entry ImageEntry(uint32_t inst, const Instance& in, uint32_t node) const;
+  // view may be null for the root (node 1).
+  Entry ImageEntry(uint32_t inst, const Instance& in, const ImageView* view, uint32_t node) const;
 
   Options options_;
   std::unique_ptr<Store> store_;
@@ -188,8 +203,18 @@ class MountFs {
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer
   std::shared_ptr<const Snapshot> snap_;
 
-  std::mutex views_mu_;  // guards views_
-  std::map<std::string, std::shared_ptr<const ImageView>> views_;
+  // Built trees, most recently used first in views_lru_; bounded by options_.tree_cache.
+  struct CachedView {
+    std::shared_ptr<const ImageView> view;
+    size_t bytes = 0;
+    std::list<std::string>::iterator lru;
+  };
+  std::mutex views_mu_;  // guards views_, views_lru_, view_bytes_
+  std::map<std::string, CachedView> views_;
+  std::list<std::string> views_lru_;
+  size_t view_bytes_ = 0;
+  size_t evictions_ = 0;  // since the last malloc_trim
+  static constexpr size_t kTrimEvery = 16;
 
   // Instances: slots_[0] unused; append under instances_mu_, read without locks.
   static constexpr uint32_t kMaxInstances = 1u << 20;

@@ -138,8 +138,12 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
     }
     return std::make_shared<UniqueFd>(std::move(fd));
   };
-  if (layer.compression == Compression::kNone)
+  if (layer.compression == Compression::kNone) {
+    // Read in place: the pinned fd is the blob (one fd per layer, not two: a mount of
+    // 10,000 images would otherwise run out of descriptors).
+    if (pinned && pinned->get() >= 0) return pinned;
     return open_checked(store_.blobs().BlobPath(layer.blob), false);
+  }
   std::string path = store_.UnpackedPath(layer.diff_id);
   auto existing = open_checked(path, true);
   if (existing.ok()) return existing;

@@ -91,7 +91,7 @@ Digest BlobStore::Writer::Sum() {
 }
 
 Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
-                                         std::optional<uint64_t> expected_size) {
+                                         std::optional<uint64_t> expected_size, bool durable) {
   if (!hashing_ && !expected)
     return Status::InvalidArgument("commit " + tmp_ + ": no digest (the writer did not hash)");
   Digest got = hashing_ ? Sum() : *expected;
@@ -103,17 +103,29 @@ Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
     return Status::Corruption("digest mismatch: expected " + expected->str() + ", got " +
                               got.str());
   }
-  if (::fsync(fd_.get()) != 0) return Status::FromErrno("fsync " + tmp_);
+  if (durable && ::fsync(fd_.get()) != 0) return Status::FromErrno("fsync " + tmp_);
   ::fchmod(fd_.get(), 0400);  // read-only, and the owner's alone
   fd_.Reset();
   std::string dst = store_->BlobPath(got);
   if (::rename(tmp_.c_str(), dst.c_str()) != 0) return Status::FromErrno("rename to " + dst);
   done_ = true;
-  IMGFS_RETURN_IF_ERROR(FsyncDir(store_->root_ + "/blobs/sha256"));
+  if (durable) IMGFS_RETURN_IF_ERROR(FsyncDir(store_->root_ + "/blobs/sha256"));
   return got;
 }
 
-Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>& expected) const {
+Status BlobStore::SyncAll() const {
+  std::string dir = root_ + "/blobs/sha256";
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("open " + dir);
+  int rc = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Status::Io("syncfs " + dir, err);
+  return Status::Ok();
+}
+
+Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>& expected,
+                              bool durable) const {
   if (expected && Has(*expected)) {
     Digest got = Sha256Of(data);
     if (!(got == *expected)) {
@@ -124,7 +136,7 @@ Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>
   }
   IMGFS_ASSIGN_OR_RETURN(auto w, NewWriter());
   IMGFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));
-  return w->Commit(expected, data.size());
+  return w->Commit(expected, data.size(), durable);
 }
 
 Result<std::string> BlobStore::Read(const Digest& d, size_t max_size) const {

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "index/codec.h"
 #include "index/file_util.h"
 
 namespace imgfs {
@@ -22,6 +23,8 @@ constexpr char kOpaqueMarker[] = ".wh..wh..opq";
 constexpr char kMetaPrefix[] = ".wh..wh.";
 constexpr uint32_t kTreeMagic = 0x54474d49;  // "IMGT"
 constexpr uint32_t kTreeVersion = 1;
+
+}  // namespace
 
 // The mutable tree used while merging. Nodes live in an arena; a hard link is a
 // second map entry pointing to the same MNode. Removing a subtree unlinks it.
@@ -72,8 +75,50 @@ class Builder {
     return Status::Ok();
   }
 
-  Result<MergedTree> Finish(MergedTree* out);
   MNode* root() { return root_; }
+  const MNode* root() const { return root_; }
+
+  // A deep copy of the nodes reachable from the root (hard links stay shared).
+  void CopyFrom(const Builder& o) {
+    arena_.clear();
+    std::unordered_map<const MNode*, MNode*> map;
+    map.reserve(o.arena_.size());
+    std::vector<const MNode*> order{o.root_};
+    auto copy_of = [&](const MNode* n) {
+      auto [it, inserted] = map.try_emplace(n, nullptr);
+      if (inserted) {
+        arena_.push_back(std::make_unique<MNode>());
+        MNode* c = arena_.back().get();
+        c->type = n->type;
+        c->perm = n->perm;
+        c->uid = n->uid;
+        c->gid = n->gid;
+        c->size = n->size;
+        c->mtime_sec = n->mtime_sec;
+        c->mtime_nsec = n->mtime_nsec;
+        c->dev_major = n->dev_major;
+        c->dev_minor = n->dev_minor;
+        c->layer = n->layer;
+        c->born = n->born;
+        c->data_offset = n->data_offset;
+        c->link = n->link;
+        c->xattrs = n->xattrs;
+        it->second = c;
+        order.push_back(n);
+      }
+      return it->second;
+    };
+    order.clear();
+    root_ = copy_of(o.root_);
+    for (size_t i = 0; i < order.size(); i++) {  // breadth-first, no recursion on depth
+      const MNode* n = order[i];
+      MNode* c = map[n];
+      for (const auto& [name, child] : n->children) {
+        c->children.emplace_hint(c->children.end(), name, copy_of(child));
+      }
+    }
+    layer_ = o.layer_;
+  }
 
  private:
   MNode* New() {
@@ -301,6 +346,8 @@ class Builder {
   std::unordered_set<std::pair<MNode*, std::string>, NameHash> written_, descended_;
 };
 
+namespace {
+
 uint32_t ModeOf(const MNode& n) {
   uint32_t fmt = 0;
   switch (n.type) {
@@ -328,16 +375,87 @@ uint32_t ModeOf(const MNode& n) {
 
 }  // namespace
 
-Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEntry>*>& layers) {
+struct TreeBuilder::Impl {
   Builder b;
-  for (uint32_t i = 0; i < layers.size(); i++) {
-    Status st = b.AddLayer(i, *layers[i]);
-    if (!st.ok()) return st.WithContext("layer " + std::to_string(i + 1));
+  uint32_t layers = 0;
+};
+
+TreeBuilder::TreeBuilder() : impl_(std::make_unique<Impl>()) {}
+TreeBuilder::~TreeBuilder() = default;
+TreeBuilder::TreeBuilder(TreeBuilder&&) noexcept = default;
+
+std::unique_ptr<TreeBuilder> TreeBuilder::Clone() const {
+  auto c = std::make_unique<TreeBuilder>();
+  c->impl_->b.CopyFrom(impl_->b);
+  c->impl_->layers = impl_->layers;
+  return c;
+}
+
+Status TreeBuilder::AddLayer(const std::vector<LayerEntry>& entries) {
+  uint32_t i = impl_->layers++;
+  Status st = impl_->b.AddLayer(i, entries);
+  if (!st.ok()) return st.WithContext("layer " + std::to_string(i + 1));
+  return st;
+}
+
+Result<TreeRoot> TreeBuilder::FinishRoot() const {
+  // Finish's checks over every reachable node (directories are never hard-linked, so
+  // each directory is reached once; a hard-linked file is checked once per name).
+  const MNode* root = impl_->b.root();
+  uint64_t strings = 0;
+  std::vector<const MNode*> dirs{root};
+  auto check = [&strings](const MNode& m) {
+    if (m.uid > UINT32_MAX || m.gid > UINT32_MAX) {
+      return Status::Unsupported("owner id larger than 32 bits");
+    }
+    strings += m.link.size();
+    for (const Xattr& x : m.xattrs) strings += x.name.size() + x.value.size();
+    return Status::Ok();
+  };
+  IMGFS_RETURN_IF_ERROR(check(*root));
+  uint32_t root_subdirs = 0;
+  while (!dirs.empty()) {
+    const MNode* d = dirs.back();
+    dirs.pop_back();
+    for (const auto& [name, child] : d->children) {
+      strings += name.size();
+      IMGFS_RETURN_IF_ERROR(check(*child));
+      if (child->type == EntryType::kDir) {
+        dirs.push_back(child);
+        if (d == root) root_subdirs++;
+      }
+    }
+    if (strings > UINT32_MAX / 2) return Status::Unsupported("image tree too large");
   }
+  TreeRoot r;
+  r.node.mode = ModeOf(*root);
+  r.node.nlink = 2 + root_subdirs;
+  r.node.uid = static_cast<uint32_t>(root->uid);
+  r.node.gid = static_cast<uint32_t>(root->gid);
+  r.node.size = root->size;
+  r.node.mtime_sec = root->mtime_sec;
+  r.node.mtime_nsec = root->mtime_nsec;
+  r.node.parent = MergedTree::kRoot;
+  for (const Xattr& x : root->xattrs) r.xattrs.emplace_back(x.name, x.value);
+  return r;
+}
+
+uint32_t TreeBuilder::layer_count() const {
+  return impl_->layers;
+}
+
+Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEntry>*>& layers) {
+  TreeBuilder b;
+  for (const auto* table : layers) IMGFS_RETURN_IF_ERROR(b.AddLayer(*table));
+  return b.Finish();
+}
+
+Result<MergedTree> TreeBuilder::Finish() const {
+  const Builder& b = impl_->b;
   // Number the reachable nodes breadth-first; root = 1.
   MergedTree t;
   std::vector<const MNode*> order{nullptr, b.root()};
-  std::unordered_map<const MNode*, uint32_t> ids{{b.root(), kRoot}};
+  std::unordered_map<const MNode*, uint32_t> ids{{b.root(), MergedTree::kRoot}};
   t.nodes_.resize(2);
   auto intern = [&t](std::string_view s) {
     uint32_t off = static_cast<uint32_t>(t.strings_.size());
@@ -371,7 +489,7 @@ Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEn
       tx.value_off = intern(x.value);
       t.xattrs_.push_back(tx);
     }
-    if (i == kRoot) tn.parent = kRoot;
+    if (i == MergedTree::kRoot) tn.parent = MergedTree::kRoot;
     if (m.type != EntryType::kDir) continue;
     // Copy what is needed from tn before nodes_ may reallocate below.
     uint32_t begin = static_cast<uint32_t>(t.dirents_.size());
@@ -521,6 +639,131 @@ Result<MergedTree> MergedTree::Decode(std::string_view data) {
     }
   }
   return t;
+}
+
+}  // namespace imgfs
+
+namespace imgfs {
+namespace {
+constexpr char kRootMagic[] = "IMGR";
+}  // namespace
+
+Result<MergedTree> LowerTreeCache::Build(const std::vector<std::string>& layer_ids,
+                                         const TableFn& table) {
+  IMGFS_ASSIGN_OR_RETURN(auto b, Apply(layer_ids, table));
+  return b->Finish();
+}
+
+Result<TreeRoot> LowerTreeCache::BuildRoot(const std::vector<std::string>& layer_ids,
+                                           const TableFn& table) {
+  IMGFS_ASSIGN_OR_RETURN(auto b, Apply(layer_ids, table));
+  return b->FinishRoot();
+}
+
+Result<std::unique_ptr<TreeBuilder>> LowerTreeCache::Apply(
+    const std::vector<std::string>& layer_ids, const TableFn& table) {
+  size_t n = layer_ids.size();
+  // Keys of the lower stacks: "id1/id2/…" for the first k layers.
+  std::vector<std::string> keys(n + 1);
+  for (size_t k = 1; k <= n; k++) keys[k] = keys[k - 1] + layer_ids[k - 1] + "/";
+  std::shared_ptr<const TreeBuilder> start;
+  size_t have = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t k = n > 0 ? n - 1 : 0; k >= 1 && !start; k--) {
+      for (auto it = states_.begin(); it != states_.end(); ++it) {
+        if (it->first == keys[k]) {
+          start = it->second;
+          have = k;
+          states_.splice(states_.begin(), states_, it);
+          break;
+        }
+      }
+    }
+  }
+  std::unique_ptr<TreeBuilder> b = start ? start->Clone() : std::make_unique<TreeBuilder>();
+  for (size_t i = have; i < n; i++) {
+    if (i + 1 == n && n >= 2 && have < n - 1) {
+      // Record the state after the lower layers (all but the top) for the next image.
+      auto lower = std::shared_ptr<const TreeBuilder>(b->Clone());
+      std::lock_guard<std::mutex> l(mu_);
+      states_.emplace_front(keys[n - 1], std::move(lower));
+      while (states_.size() > capacity_) states_.pop_back();
+    }
+    IMGFS_ASSIGN_OR_RETURN(const std::vector<LayerEntry>* t, table(i));
+    IMGFS_RETURN_IF_ERROR(b->AddLayer(*t));
+  }
+  return b;
+}
+
+TreeRoot MergedTree::Root() const {
+  TreeRoot r;
+  const TreeNode& n = nodes_[kRoot];
+  r.node.mode = n.mode;
+  r.node.nlink = n.nlink;
+  r.node.uid = n.uid;
+  r.node.gid = n.gid;
+  r.node.size = n.size;
+  r.node.mtime_sec = n.mtime_sec;
+  r.node.mtime_nsec = n.mtime_nsec;
+  r.node.parent = kRoot;
+  for (uint32_t i = 0; i < n.xattr_count; i++) {
+    const TreeXattr& x = xattrs_[n.xattr_begin + i];
+    r.xattrs.emplace_back(XattrName(x), XattrValue(x));
+  }
+  return r;
+}
+
+std::string EncodeTreeRoot(const TreeRoot& r) {
+  Encoder e;
+  e.PutRaw(kRootMagic, 4);
+  e.PutVarint(r.node.mode);
+  e.PutVarint(r.node.nlink);
+  e.PutVarint(r.node.uid);
+  e.PutVarint(r.node.gid);
+  e.PutVarint(r.node.size);
+  e.PutSigned(r.node.mtime_sec);
+  e.PutVarint(r.node.mtime_nsec);
+  e.PutVarint(r.xattrs.size());
+  for (const auto& [name, value] : r.xattrs) {
+    e.PutBytes(name);
+    e.PutBytes(value);
+  }
+  return e.Take();
+}
+
+bool IsTreeRootRecord(std::string_view data) {
+  return data.substr(0, 4) == std::string_view(kRootMagic, 4);
+}
+
+Result<TreeRoot> DecodeTreeRoot(std::string_view data) {
+  if (!IsTreeRootRecord(data)) return Status::Corruption("tree root record: unknown format");
+  Decoder d(data.substr(4));
+  TreeRoot r;
+  uint64_t v[5];
+  for (uint64_t& x : v) x = d.Varint();
+  int64_t sec = d.Signed();
+  uint64_t nsec = d.Varint();
+  uint64_t nx = d.Varint();
+  if (!d.ok() || v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[2] > UINT32_MAX || v[3] > UINT32_MAX ||
+      nsec >= 1000000000 || nx > data.size() || !S_ISDIR(v[0])) {
+    return Status::Corruption("tree root record: bad attributes");
+  }
+  r.node.mode = static_cast<uint32_t>(v[0]);
+  r.node.nlink = static_cast<uint32_t>(v[1]);
+  r.node.uid = static_cast<uint32_t>(v[2]);
+  r.node.gid = static_cast<uint32_t>(v[3]);
+  r.node.size = v[4];
+  r.node.mtime_sec = sec;
+  r.node.mtime_nsec = static_cast<uint32_t>(nsec);
+  r.node.parent = MergedTree::kRoot;
+  for (uint64_t i = 0; i < nx; i++) {
+    std::string_view name = d.Bytes(), value = d.Bytes();
+    if (!d.ok()) break;
+    r.xattrs.emplace_back(name, value);
+  }
+  if (!d.done()) return Status::Corruption("tree root record: truncated");
+  return r;
 }
 
 }  // namespace imgfs

@@ -51,8 +51,13 @@
 #define IMGFS_INDEX_MERGED_TREE_H_
 
 #include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "index/layer_entry.h"
@@ -88,6 +93,22 @@ struct TreeXattr {
   uint32_t value_off = 0, value_len = 0;
 };
 
+// An image root's attributes, kept in the image's `trees` row in place of the whole
+// tree (store schema 2), so that the mount lists, stats and reads the xattrs of image
+// roots (`ls -l` of a repository's tags) without building any tree. Encoded as "IMGR",
+// then varints: mode, nlink, uid, gid, size, mtime_sec (signed), mtime_nsec, xattr
+// count, then (name, value) byte strings.
+struct TreeRoot {
+  TreeNode node;  // attributes only: the range and content fields are 0
+  std::vector<std::pair<std::string, std::string>> xattrs;
+};
+std::string EncodeTreeRoot(const TreeRoot& r);
+// True when a `trees` value is a root record (false: a whole encoded MergedTree).
+bool IsTreeRootRecord(std::string_view data);
+Result<TreeRoot> DecodeTreeRoot(std::string_view data);
+
+class TreeBuilder;
+
 class MergedTree {
  public:
   static constexpr uint32_t kRoot = 1;
@@ -118,8 +139,11 @@ class MergedTree {
   // the last component is followed only when follow_last. Returns 0 when missing.
   Result<uint32_t> Resolve(std::string_view path, bool follow_last) const;
   size_t MemoryBytes() const;
+  // The root's attributes and extended attributes (see TreeRoot).
+  struct TreeRoot Root() const;
 
  private:
+  friend class TreeBuilder;
   std::string_view Str(uint32_t off, uint32_t len) const {
     return std::string_view(strings_).substr(off, len);
   }
@@ -127,6 +151,51 @@ class MergedTree {
   std::vector<TreeDirent> dirents_;
   std::vector<TreeXattr> xattrs_;
   std::string strings_;
+};
+
+// A merge in progress (the rules above), copyable, so that images sharing lower layers
+// share that work: MergedTree::Build(layers) is TreeBuilder, AddLayer per layer,
+// Finish; Clone after the shared layers gives the same result as applying them again.
+class TreeBuilder {
+ public:
+  TreeBuilder();
+  ~TreeBuilder();
+  TreeBuilder(TreeBuilder&&) noexcept;
+  // A deep copy of the merge state (the nodes reachable from the root).
+  std::unique_ptr<TreeBuilder> Clone() const;
+  // Applies the next layer (its index is the number of layers added before).
+  Status AddLayer(const std::vector<LayerEntry>& entries);
+  uint32_t layer_count() const;
+  Result<MergedTree> Finish() const;
+  // The root record of the tree Finish would give, with the same checks, without
+  // flattening the tree (a load keeps root records only).
+  Result<TreeRoot> FinishRoot() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Builder states after lower layers, keyed by the chain of their layer ids (diff_id
+// hex), so that building the trees of many images on one base costs their own layers
+// only. Keeps the `capacity` most recently used states. Thread-safe.
+class LowerTreeCache {
+ public:
+  explicit LowerTreeCache(size_t capacity = 8) : capacity_(capacity) {}
+  // The tree of layers layer_ids[0..n) (bottom first); table(i) gives layer i's entry
+  // table and is called only for the layers not covered by a cached state. Records
+  // the state after all layers but the top one.
+  using TableFn = std::function<Result<const std::vector<LayerEntry>*>(size_t)>;
+  Result<MergedTree> Build(const std::vector<std::string>& layer_ids, const TableFn& table);
+  // The same, giving the root record only (TreeBuilder::FinishRoot).
+  Result<TreeRoot> BuildRoot(const std::vector<std::string>& layer_ids, const TableFn& table);
+
+ private:
+  Result<std::unique_ptr<TreeBuilder>> Apply(const std::vector<std::string>& layer_ids,
+                                             const TableFn& table);
+  size_t capacity_;
+  std::mutex mu_;
+  std::list<std::pair<std::string, std::shared_ptr<const TreeBuilder>>> states_;  // MRU first
 };
 
 }  // namespace imgfs

@@ -1,8 +1,10 @@
 #include "index/store.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -13,7 +15,9 @@
 namespace imgfs {
 namespace {
 
-constexpr size_t kMapSize = size_t{64} << 30;  // address space only; the file grows as used
+// The initial map: address space only (the file grows as used). A write that fills it
+// grows it (Store::GrowMap) and is retried.
+std::atomic<size_t> g_map_size{size_t{64} << 30};
 constexpr uint64_t kRecordFormat = 1;
 
 Status LmdbError(const std::string& what, int rc) {
@@ -70,6 +74,10 @@ class Txn {
   static Result<Txn> Begin(MDB_env* env, bool write) {
     MDB_txn* t = nullptr;
     int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &t);
+    if (rc == MDB_MAP_RESIZED) {  // another process grew the map: adopt its size
+      mdb_env_set_mapsize(env, 0);
+      rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &t);
+    }
     if (rc) return LmdbError("begin transaction", rc);
     return Txn(t);
   }
@@ -267,7 +275,7 @@ Status Store::Init() {
   int rc = mdb_env_create(&env_);
   if (rc) return LmdbError("create environment", rc);
   mdb_env_set_maxdbs(env_, 8);
-  mdb_env_set_mapsize(env_, kMapSize);
+  mdb_env_set_mapsize(env_, g_map_size.load());
   mdb_env_set_maxreaders(env_, 512);
   rc = mdb_env_open(env_, (root_ + "/index").c_str(), MDB_NOTLS, 0600);
   if (rc) return LmdbError("open " + root_ + "/index", rc);
@@ -291,7 +299,8 @@ Status Store::Init() {
     }
     if (missing) continue;
     IMGFS_ASSIGN_OR_RETURN(auto schema, t.Get(meta_, "schema"));
-    if (!schema) {
+    if (!schema || *schema == "1") {
+      // New, or schema 1 (whole trees in `trees`, still read as such): upgrade in place.
       if (!write) continue;
       IMGFS_RETURN_IF_ERROR(t.Put(meta_, "schema", std::to_string(kSchemaVersion)));
     } else if (*schema != std::to_string(kSchemaVersion)) {
@@ -377,6 +386,41 @@ Result<std::vector<LayerEntry>> Store::GetEntries(const Digest& diff_id) const {
   return DecodeEntries(View(v));  // decodes (copies) inside the transaction
 }
 
+namespace {
+
+// The merged tree of `image_id` built from its layers' entry tables, inside t; the
+// state after the lower layers comes from (and goes to) `lower` when it can.
+Result<MergedTree> BuildTreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, const Digest& image_id,
+                               LowerTreeCache* lower) {
+  IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(images, image_id.hex()));
+  if (!v) return Status::NotFound("no such image: " + image_id.str());
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord img, DecodeImage(*v));
+  std::vector<std::string> ids;
+  for (const Digest& d : img.diff_ids) ids.push_back(d.hex());
+  std::vector<std::vector<LayerEntry>> tables(ids.size());
+  auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
+    MDB_val k = Val(ids[i]), ev;
+    int rc = mdb_get(t.get(), entries, &k, &ev);
+    if (rc == MDB_NOTFOUND)
+      return Status::NotFound("index: no entry table for layer " + img.diff_ids[i].str());
+    if (rc) return LmdbError("get entries", rc);
+    IMGFS_ASSIGN_OR_RETURN(tables[i], DecodeEntries(View(ev)));
+    return &tables[i];
+  };
+  auto tree = lower->Build(ids, table);
+  if (!tree.ok()) return tree.status().WithContext("image " + image_id.str());
+  return tree;
+}
+
+// The merged tree of `image_id` from its `trees` row, inside transaction t.
+Result<MergedTree> TreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, std::string_view row,
+                          const Digest& image_id, LowerTreeCache* lower) {
+  if (!IsTreeRootRecord(row)) return MergedTree::Decode(row);
+  return BuildTreeIn(t, images, entries, image_id, lower);
+}
+
+}  // namespace
+
 Result<MergedTree> Store::GetTree(const Digest& image_id) const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   MDB_val k = Val(image_id.hex()), v;
@@ -384,7 +428,19 @@ Result<MergedTree> Store::GetTree(const Digest& image_id) const {
   if (rc == MDB_NOTFOUND)
     return Status::NotFound("index: no merged tree for image " + image_id.str());
   if (rc) return LmdbError("get tree", rc);
-  return MergedTree::Decode(View(v));
+  return TreeIn(t, images_, entries_, View(v), image_id, &lower_trees_);
+}
+
+Result<TreeRoot> Store::GetTreeRoot(const Digest& image_id) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  MDB_val k = Val(image_id.hex()), v;
+  int rc = mdb_get(t.get(), trees_, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return Status::NotFound("index: no merged tree for image " + image_id.str());
+  if (rc) return LmdbError("get tree", rc);
+  if (IsTreeRootRecord(View(v))) return DecodeTreeRoot(View(v));
+  IMGFS_ASSIGN_OR_RETURN(MergedTree tree, MergedTree::Decode(View(v)));
+  return tree.Root();
 }
 
 Result<uint64_t> Store::Generation() const {
@@ -396,22 +452,75 @@ Result<uint64_t> Store::Generation() const {
 }
 
 Status Store::AddImage(const ImageRecord& image, const std::vector<NewLayer>& layers,
-                       const std::string& encoded_tree,
+                       const std::string& tree_record,
                        const std::vector<std::pair<std::string, RefRecord>>& refs) {
+  return AddImages({NewImage{image, layers, tree_record, refs}});
+}
+
+void Store::SetInitialMapSizeForTest(size_t bytes) {
+  g_map_size = bytes;
+}
+
+Status Store::GrowMap() {
+  MDB_envinfo info;
+  int rc = mdb_env_info(env_, &info);
+  if (rc) return LmdbError("env info", rc);
+  rc = mdb_env_set_mapsize(env_, info.me_mapsize * 2);
+  return rc ? LmdbError("grow the map", rc) : Status::Ok();
+}
+
+Status Store::AddImages(const std::vector<NewImage>& images) {
+  // A full map is grown and the whole transaction retried (it was aborted: nothing
+  // of it is in the store).
+  for (int attempt = 0;; attempt++) {
+    Status st = AddImagesOnce(images);
+    if (st.code() != Status::Code::kExhausted || attempt >= 8) return st;
+    IMGFS_RETURN_IF_ERROR(GrowMap());
+  }
+}
+
+Status Store::AddImagesOnce(const std::vector<NewImage>& images) {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
-  for (const NewLayer& l : layers) {
-    IMGFS_RETURN_IF_ERROR(t.Put(layers_, l.record.diff_id.hex(), EncodeLayer(l.record)));
-    IMGFS_RETURN_IF_ERROR(t.Put(entries_, l.record.diff_id.hex(), l.encoded_entries));
+  for (const NewImage& n : images) {
+    for (const NewLayer& l : n.layers) {
+      IMGFS_RETURN_IF_ERROR(t.Put(layers_, l.record.diff_id.hex(), EncodeLayer(l.record)));
+      IMGFS_RETURN_IF_ERROR(t.Put(entries_, l.record.diff_id.hex(), l.encoded_entries));
+    }
+    for (const Digest& d : n.image.diff_ids) {
+      IMGFS_ASSIGN_OR_RETURN(auto have, t.Get(layers_, d.hex()));
+      if (!have) return Status::NotFound("index: layer " + d.str() + " is not indexed");
+    }
+    IMGFS_RETURN_IF_ERROR(t.Put(images_, n.image.id.hex(), EncodeImage(n.image)));
+    IMGFS_RETURN_IF_ERROR(t.Put(trees_, n.image.id.hex(), n.tree_record));
+    for (const auto& [name, rec] : n.refs)
+      IMGFS_RETURN_IF_ERROR(t.Put(refs_, name, EncodeRef(rec)));
   }
-  for (const Digest& d : image.diff_ids) {
-    IMGFS_ASSIGN_OR_RETURN(auto have, t.Get(layers_, d.hex()));
-    if (!have) return Status::NotFound("index: layer " + d.str() + " is not indexed");
-  }
-  IMGFS_RETURN_IF_ERROR(t.Put(images_, image.id.hex(), EncodeImage(image)));
-  IMGFS_RETURN_IF_ERROR(t.Put(trees_, image.id.hex(), encoded_tree));
-  for (const auto& [name, rec] : refs) IMGFS_RETURN_IF_ERROR(t.Put(refs_, name, EncodeRef(rec)));
   IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
   return t.Commit();
+}
+
+Result<size_t> Store::ShrinkTrees() {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  std::vector<std::string> whole;
+  IMGFS_RETURN_IF_ERROR(t.Scan(trees_, [&](std::string_view k, std::string_view v) {
+    if (!IsTreeRootRecord(v)) whole.emplace_back(k);
+    return true;
+  }));
+  size_t replaced = 0;
+  for (const std::string& hex : whole) {
+    IMGFS_ASSIGN_OR_RETURN(Digest id, Digest::FromHex(hex));
+    IMGFS_ASSIGN_OR_RETURN(auto stored, t.Get(trees_, hex));
+    if (!stored) continue;
+    // Rebuilt with today's rules from the same entry tables; kept whole unless identical
+    // (a tree built by older rules stays what it was).
+    auto rebuilt = BuildTreeIn(t, images_, entries_, id, &lower_trees_);
+    if (!rebuilt.ok() || rebuilt->Encode() != *stored) continue;
+    IMGFS_RETURN_IF_ERROR(t.Put(trees_, hex, EncodeTreeRoot(rebuilt->Root())));
+    replaced++;
+  }
+  if (replaced) IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
+  IMGFS_RETURN_IF_ERROR(t.Commit());
+  return replaced;
 }
 
 Status Store::SetRef(const std::string& ref, const RefRecord& rec) {
@@ -475,6 +584,52 @@ Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
   IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
   IMGFS_RETURN_IF_ERROR(t.Commit());
   return freed;
+}
+
+Result<uint64_t> Store::Compact() {
+  std::string dir = root_ + "/index";
+  // LMDB holds a shared lock on byte 0 of lock.mdb in every process that has the
+  // environment open; a conflicting lock of another process means someone else is in.
+  {
+    auto fd = OpenFile(dir + "/lock.mdb", O_RDWR);
+    if (!fd.ok()) return fd.status();
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    if (::fcntl(fd->get(), F_GETLK, &fl) != 0) return Status::FromErrno("fcntl " + dir);
+    if (fl.l_type != F_UNLCK) {
+      return Status::Unavailable("the index is open in another process (pid " +
+                                 std::to_string(fl.l_pid) + "; a mount?): not compacted");
+    }
+  }
+  struct stat before {};
+  if (::stat((dir + "/data.mdb").c_str(), &before) != 0) return Status::FromErrno("stat index");
+  std::string tmp = dir + "/compact.tmp";
+  (void)::unlink((tmp + "/data.mdb").c_str());
+  (void)::rmdir(tmp.c_str());
+  if (::mkdir(tmp.c_str(), 0700) != 0) return Status::FromErrno("mkdir " + tmp);
+  int rc = mdb_env_copy2(env_, tmp.c_str(), MDB_CP_COMPACT);
+  if (rc) {
+    (void)::unlink((tmp + "/data.mdb").c_str());
+    (void)::rmdir(tmp.c_str());
+    return LmdbError("compacting copy", rc);
+  }
+  // The copy is complete and synced: put it in place, then reopen on it.
+  mdb_env_close(env_);
+  env_ = nullptr;
+  Status moved;
+  if (::rename((tmp + "/data.mdb").c_str(), (dir + "/data.mdb").c_str()) != 0) {
+    moved = Status::FromErrno("rename compacted index");
+  }
+  (void)::unlink((tmp + "/data.mdb").c_str());
+  (void)::rmdir(tmp.c_str());
+  IMGFS_RETURN_IF_ERROR(Init());
+  IMGFS_RETURN_IF_ERROR(moved);
+  struct stat after {};
+  if (::stat((dir + "/data.mdb").c_str(), &after) != 0) return Status::FromErrno("stat index");
+  return before.st_size > after.st_size ? uint64_t(before.st_size - after.st_size) : 0;
 }
 
 Result<std::set<Digest>> Store::LiveBlobs() const {

@@ -7,7 +7,8 @@
 //   index/               the LMDB environment (data.mdb, lock.mdb), schema below
 //   unpacked/<hex>.tar   on-demand uncompressed copies of compressed layers (evictable)
 //
-// LMDB schema (version 1). Every write goes through one write transaction and bumps
+// LMDB schema (version 2; a version-1 store is upgraded in place when opened: its
+// rows stay as they are, see `trees`). Every write goes through one write transaction and bumps
 // meta/generation, so a reader (the mount) can see cheaply that names changed.
 //
 //   meta
@@ -25,7 +26,12 @@
 //   │                  { blob digest, media type, compression, blob size,
 //   │                    uncompressed size, entry count }
 //   entries            diff_id hex → the layer's entry table (layer_entry.h codec)
-//   trees              image id hex → the image's merged tree (merged_tree.h format)
+//   trees              image id hex → the image's root record (TreeRoot, merged_tree.h):
+//                      the merged tree itself is not stored but built from the layers'
+//                      entry tables (shared by every image that has the layer) when
+//                      asked for. Rows written by schema 1 hold the whole encoded tree
+//                      and are read as such (`imgfs prune --compact` replaces those that
+//                      the current rules rebuild identically with root records).
 //
 // Invariants: every digest named by refs/images/layers is a committed blob (blobs are
 // committed before the transaction that names them); every ref names an image; every
@@ -86,7 +92,7 @@ struct ImageRecord {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating when missing) the store at `root`.
   static Result<std::unique_ptr<Store>> Open(const std::string& root);
@@ -107,7 +113,12 @@ class Store {
   Result<std::vector<ImageRecord>> ListImages() const;
   Result<std::optional<LayerRecord>> GetLayer(const Digest& diff_id) const;
   Result<std::vector<LayerEntry>> GetEntries(const Digest& diff_id) const;
+  // The image's merged tree: built from its layers' entry tables (a root record) or
+  // decoded (a whole tree stored by schema 1).
   Result<MergedTree> GetTree(const Digest& image_id) const;
+  // The image root's attributes, without building the tree (from a whole stored tree,
+  // by decoding it).
+  Result<TreeRoot> GetTreeRoot(const Digest& image_id) const;
   Result<uint64_t> Generation() const;
   // Image ids starting with `prefix` (hex).
   Result<std::vector<Digest>> FindImagesByPrefix(const std::string& prefix) const;
@@ -119,9 +130,27 @@ class Store {
   };
   // Records an image, the layers it adds, its merged tree and names. Blobs named
   // must already be committed.
+  // `tree_record` is EncodeTreeRoot of the image's tree (or a whole encoded tree).
   Status AddImage(const ImageRecord& image, const std::vector<NewLayer>& layers,
-                  const std::string& encoded_tree,
+                  const std::string& tree_record,
                   const std::vector<std::pair<std::string, RefRecord>>& refs);
+  struct NewImage {
+    ImageRecord image;
+    std::vector<NewLayer> layers;
+    std::string tree_record;
+    std::vector<std::pair<std::string, RefRecord>> refs;
+  };
+  // Several images in one write transaction (one `load` of many images): all or none.
+  Status AddImages(const std::vector<NewImage>& images);
+  // Replaces whole stored trees (schema 1 rows) that the current merge rules rebuild
+  // byte for byte with root records. Returns how many were replaced.
+  Result<size_t> ShrinkTrees();
+  // Rewrites the index without its free pages (LMDB never shrinks its file by itself)
+  // and reopens it. Refused (Unavailable) while another process has the store open (a
+  // mount, a load): LMDB's lock file says so. Returns the bytes the index file shrank.
+  Result<uint64_t> Compact();
+  // The map size stores opened from now on start with (tests: a small one to fill).
+  static void SetInitialMapSizeForTest(size_t bytes);
   Status SetRef(const std::string& ref, const RefRecord& rec);
   // Removes a name. Returns NotFound when absent.
   Status DeleteRef(const std::string& ref);
@@ -134,10 +163,16 @@ class Store {
  private:
   Store() = default;
   Status Init();
+  // Doubles the map (no transaction of this process may be open). Writes that fail with
+  // MDB_MAP_FULL (Status kExhausted) call it and retry.
+  Status GrowMap();
+  Status AddImagesOnce(const std::vector<NewImage>& images);
   std::string root_;
   BlobStore blobs_{""};
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0, refs_ = 0, images_ = 0, layers_ = 0, entries_ = 0, trees_ = 0;
+  // Merge states after shared lower layers, for GetTree (images on one base).
+  mutable LowerTreeCache lower_trees_;
   friend class Txn;
 };
 

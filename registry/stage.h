@@ -6,8 +6,8 @@
 // tar indexing on the caller's thread) and checks digest, size and diff_id. AddImage
 // builds the merged tree at once, so a bad image fails before anything is committed.
 // Commit publishes the layer blobs, then per image its config and manifest blobs, then
-// one LMDB transaction per image (nothing is written when an image and its names are
-// already there).
+// one LMDB transaction for all the images (nothing is written when an image and its
+// names are already there). The index keeps each image's root record, not its tree.
 //
 // With commit_layers_early, each layer blob is committed as soon as it is verified (a
 // pull killed halfway keeps what it verified; the next pull re-indexes those blobs from
@@ -64,6 +64,8 @@ class ImageStage {
                           const Descriptor* desc, Compression hint,
                           std::unique_ptr<BlobStore::Writer> resume = nullptr);
   Status AddImage(StagedImage image);
+  // From this many images on, Commit syncs the blobs once (syncfs) instead of per blob.
+  static constexpr size_t kBatchSyncImages = 8;
   Result<std::vector<LoadedImage>> Commit();
 
  private:
@@ -78,7 +80,8 @@ class ImageStage {
   std::mutex mu_;  // guards layers_
   std::map<std::string, StagedLayer> layers_;
   std::vector<StagedImage> images_;
-  std::vector<std::string> trees_;
+  std::vector<std::string> trees_;  // root records, per image
+  LowerTreeCache lower_trees_;      // merge states after shared lower layers
 };
 
 // An ImageRecord from a config's bytes (id = their digest).

@@ -27,7 +27,35 @@ Result<MergedTree> Merge(const std::vector<TarBuilder>& layers) {
   }
   std::vector<const std::vector<LayerEntry>*> ptrs;
   for (auto& t : tables) ptrs.push_back(&t);
-  return MergedTree::Build(ptrs);
+  auto direct = MergedTree::Build(ptrs);
+  // Every tree of these tests is also built through a LowerTreeCache: cold (records
+  // the state after the lower layers), then warm (the top layer applied to a clone of
+  // that state). Both must give the same tree, byte for byte, or the same failure.
+  LowerTreeCache cache;
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < tables.size(); i++) ids.push_back("layer" + std::to_string(i));
+  for (int round = 0; round < 2; round++) {
+    size_t asked = 0;
+    auto via = cache.Build(ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
+      asked++;
+      return &tables[i];
+    });
+    EXPECT_EQ(via.ok(), direct.ok()) << (via.ok() ? direct : via).status().message();
+    if (via.ok() && direct.ok()) {
+      EXPECT_EQ(via->Encode(), direct->Encode()) << "round " << round;
+    }
+    // The root record alone (what a load keeps) matches the full tree's root.
+    auto root = cache.BuildRoot(
+        ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; });
+    EXPECT_EQ(root.ok(), direct.ok());
+    if (root.ok() && direct.ok()) {
+      EXPECT_EQ(EncodeTreeRoot(*root), EncodeTreeRoot(direct->Root()));
+    }
+    if (round == 1 && tables.size() >= 2 && direct.ok()) {
+      EXPECT_EQ(asked, 1u);  // the top layer only
+    }
+  }
+  return direct;
 }
 
 // path → "type mode size layer", every node, depth first.

@@ -49,11 +49,12 @@ class MountFsTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().message();
     return r->id;
   }
-  MountFs& Fs(uint64_t cache_size = 0) {
+  MountFs& Fs(uint64_t cache_size = 0, uint64_t tree_cache = uint64_t{64} << 20) {
     if (!fs_) {
       MountFs::Options o;
       o.root = root_;
       o.cache_size = cache_size;
+      o.tree_cache = tree_cache;
       auto f = MountFs::Create(o);
       EXPECT_TRUE(f.ok()) << f.status().message();
       fs_ = std::move(*f);
@@ -370,6 +371,34 @@ TEST_F(MountFsTest, ConcurrentReadersWhileTheCacheEvicts) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_GE(Fs().unpack_cache().unpack_count(), 2u);
+}
+
+// Issue 12: listing names, .id/ and image roots (stat, xattrs, readdirplus of the name
+// directories) builds no tree; trees are built on the first lookup inside an image,
+// evicted beyond tree_cache, and rebuilt with the same inode numbers.
+TEST_F(MountFsTest, NameListingsBuildNoTreeAndTreesAreEvictedUnderTheBound) {
+  Fs(0, 1);  // a 1-byte bound: one tree at a time
+  for (const char* d : {"alpha", "beta"}) List(Walk(d), 0, true);
+  List(Walk(".id"), 0, true);
+  uint64_t a = Walk("alpha/1"), b = Walk("beta/1");
+  ASSERT_NE(a, 0u);
+  ASSERT_TRUE(Fs().GetAttr(a).ok());
+  EXPECT_TRUE(S_ISDIR(Fs().GetAttr(a)->attr.st_mode));
+  EXPECT_TRUE(Fs().ListXattr(a).ok());
+  EXPECT_TRUE(Fs().OpenDir(a).ok());
+  EXPECT_EQ(Fs().TreeCount(), 0u);
+  uint64_t cap = Walk("alpha/1/cap");
+  ASSERT_NE(cap, 0u);
+  EXPECT_EQ(Fs().TreeCount(), 1u);
+  EXPECT_EQ(*Fs().GetXattr(cap, "user.k"), "v");
+  EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");  // evicts alpha's tree
+  EXPECT_EQ(Fs().TreeCount(), 1u);
+  (void)b;
+  // alpha's inode numbers still name the same files after its tree was rebuilt.
+  EXPECT_EQ(Walk("alpha/1/cap"), cap);
+  EXPECT_EQ(*Fs().GetXattr(cap, "user.k"), "v");
+  EXPECT_EQ(ReadAll(Walk("alpha/1/etc/hostname")), "alpha\n");
+  EXPECT_EQ(Fs().TreeCount(), 1u);
 }
 
 }  // namespace

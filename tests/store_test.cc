@@ -189,5 +189,127 @@ TEST_F(StoreTest, ImageRecordCodecRejectsGarbage) {
   EXPECT_FALSE(DecodeImage("").ok());
 }
 
+// Sets meta/schema of the (closed) store at dir to `value`; returns it as it was.
+std::string SetRawSchema(const std::string& dir, const std::string& value) {
+  MDB_env* env;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 8);
+  EXPECT_EQ(mdb_env_open(env, (dir + "/index").c_str(), 0, 0600), 0);
+  MDB_txn* t;
+  mdb_txn_begin(env, nullptr, 0, &t);
+  MDB_dbi meta;
+  mdb_dbi_open(t, "meta", 0, &meta);
+  MDB_val k{6, const_cast<char*>("schema")}, v;
+  std::string old = mdb_get(t, meta, &k, &v) == 0
+                        ? std::string(static_cast<const char*>(v.mv_data), v.mv_size)
+                        : "";
+  if (!value.empty()) {
+    v = MDB_val{value.size(), const_cast<char*>(value.data())};
+    mdb_put(t, meta, &k, &v, 0);
+  }
+  mdb_txn_commit(t);
+  mdb_env_close(env);
+  return old;
+}
+
+// Schema 2: a `trees` row is the root record; the tree is built from the entry tables
+// when asked for, identical to the one built at load.
+TEST_F(StoreTest, RootRecordRowsGiveTheSameTreeBuiltFromTheLayers) {
+  Digest whole = AddImage("{\"w\":1}", {"a", "dir/b"}, "docker.io/library/w:1");
+  auto expect = store_->GetTree(whole);  // decoded from the whole stored tree
+  ASSERT_TRUE(expect.ok());
+  auto img = store_->GetImage(whole);
+  ASSERT_TRUE(img.ok() && img->has_value());
+  ImageRecord second = **img;
+  second.id = *store_->blobs().Put("{\"w\":2}", std::nullopt);
+  TreeRoot root = expect->Root();
+  root.xattrs = {{"user.k", "v"}};
+  ASSERT_TRUE(store_->AddImage(second, {}, EncodeTreeRoot(root), {}).ok());
+  auto built = store_->GetTree(second.id);
+  ASSERT_TRUE(built.ok()) << built.status().message();
+  EXPECT_EQ(built->Encode(), expect->Encode());
+  auto r = store_->GetTreeRoot(second.id);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->node.mode, expect->node(MergedTree::kRoot).mode);
+  EXPECT_EQ(r->node.nlink, expect->node(MergedTree::kRoot).nlink);
+  EXPECT_EQ(r->xattrs, root.xattrs);
+  auto w = store_->GetTreeRoot(whole);  // from a whole tree too
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->node.nlink, 3u);  // root: . .. and dir/
+  EXPECT_FALSE(DecodeTreeRoot(EncodeTreeRoot(root).substr(0, 8)).ok());
+  EXPECT_FALSE(DecodeTreeRoot("IMGT....").ok());
+}
+
+// A schema-1 store (whole trees in `trees`) opens, is marked schema 2, reads its trees
+// as before, and ShrinkTrees turns the rows the current rules rebuild identically into
+// root records.
+TEST_F(StoreTest, SchemaOneStoreIsUpgradedAndItsWholeTreesShrink) {
+  Digest id = AddImage("{\"o\":1}", {"x", "y/z"}, "docker.io/library/o:1");
+  std::string before = store_->GetTree(id)->Encode();
+  store_.reset();
+  EXPECT_EQ(SetRawSchema(dir_, "1"), "2");
+  auto s = Store::Open(dir_);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  store_ = std::move(*s);
+  EXPECT_EQ(store_->GetTree(id)->Encode(), before);
+  auto n = store_->ShrinkTrees();
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(*store_->ShrinkTrees(), 0u);
+  EXPECT_EQ(store_->GetTree(id)->Encode(), before);
+  store_.reset();
+  EXPECT_EQ(SetRawSchema(dir_, ""), "2");
+}
+
+// One write transaction for many images: one generation step, all visible.
+TEST_F(StoreTest, AddImagesIsOneTransaction) {
+  Digest a = AddImage("{\"m\":1}", {"f"}, "");
+  auto rec = store_->GetImage(a);
+  std::vector<Store::NewImage> batch;
+  for (int i = 0; i < 50; i++) {
+    Store::NewImage n;
+    n.image = **rec;
+    n.image.id = *store_->blobs().Put("{\"n\":" + std::to_string(i) + "}", std::nullopt);
+    n.tree_record = EncodeTreeRoot(store_->GetTree(a)->Root());
+    n.refs = {{"docker.io/library/many:" + std::to_string(i), RefRecord{n.image.id.hex(), ""}}};
+    batch.push_back(std::move(n));
+  }
+  uint64_t g = *store_->Generation();
+  ASSERT_TRUE(store_->AddImages(batch).ok());
+  EXPECT_EQ(*store_->Generation(), g + 1);
+  EXPECT_EQ(store_->ListImages()->size(), 51u);
+  EXPECT_EQ(store_->ListRefs()->size(), 50u);
+  // A bad image (a layer not indexed) fails the whole batch.
+  batch[0].image.id = *store_->blobs().Put("{\"bad\":1}", std::nullopt);
+  batch[0].image.diff_ids = {Sha256Of("no such layer")};
+  batch[1].image.id = *store_->blobs().Put("{\"bad\":2}", std::nullopt);
+  EXPECT_FALSE(store_->AddImages(batch).ok());
+  EXPECT_EQ(store_->ListImages()->size(), 51u);
+}
+
+// A write that does not fit the map grows it and is retried, not failed.
+TEST_F(StoreTest, FullMapGrowsInsteadOfFailing) {
+  Store::SetInitialMapSizeForTest(size_t{1} << 20);
+  std::string dir = test::MakeTempDir();
+  auto small = Store::Open(dir);
+  Store::SetInitialMapSizeForTest(size_t{64} << 30);
+  ASSERT_TRUE(small.ok()) << small.status().message();
+  std::string config = "{\"big\":1}";
+  Store::NewImage n;
+  n.image.id = *(*small)->blobs().Put(config, std::nullopt);
+  Store::NewLayer l;
+  l.record.diff_id = Sha256Of("big layer");
+  l.record.blob = Sha256Of("big blob");
+  l.encoded_entries = std::string(size_t{6} << 20, 'x');  // 6 MB into a 1 MB map
+  n.layers = {l};
+  n.image.diff_ids = {l.record.diff_id};
+  n.tree_record = EncodeTreeRoot(TreeRoot{});
+  Status st = (*small)->AddImages({n});
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE((*small)->GetImage(n.image.id)->has_value());
+  small->reset();
+  test::RemoveTree(dir);
+}
+
 }  // namespace
 }  // namespace imgfs
