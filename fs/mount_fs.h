@@ -54,7 +54,7 @@
 #include <vector>
 
 #include "fs/image_view.h"
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 #include "index/store.h"
 
 namespace imgfs {
@@ -87,9 +87,12 @@ class MountFs {
 
   struct Options {
     std::string root;         // the store
-    uint64_t cache_size = 0;  // unpack cache limit in bytes, 0 = unlimited
+    // Span cache budget in bytes (0 = 64 MiB) and, for layers read whole, the unpack
+    // cache limit (0 = unlimited).
+    uint64_t cache_size = 0;
     double name_timeout = 0.5;
     double content_timeout = 86400.0 * 365;
+    bool whole_layers = false;  // ignore seek indexes: unpack compressed layers whole
   };
   struct Entry {
     uint64_t ino = 0;  // 0: negative entry (cache the miss)
@@ -138,7 +141,8 @@ class MountFs {
   Result<std::string> ListXattr(uint64_t ino);  // NUL-separated names
   Result<struct statvfs> StatFs();
 
-  UnpackCache& unpack_cache() { return *cache_; }
+  UnpackCache& unpack_cache() { return cache_->unpack_cache(); }
+  LayerReader& layer_reader() { return *cache_; }
   size_t InstanceCount() const { return instance_count_.load(std::memory_order_acquire); }
   // Bytes held by loaded image trees.
   size_t TreeBytes() const;
@@ -172,7 +176,7 @@ class MountFs {
 
   Options options_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<UnpackCache> cache_;
+  std::unique_ptr<LayerReader> cache_;
   int64_t mounted_at_ = 0;
 
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer

@@ -5,6 +5,7 @@
 
 #include "index/layer_indexer.h"
 #include "index/merged_tree.h"
+#include "index/seek_index.h"
 
 namespace imgfs {
 
@@ -45,20 +46,23 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   TeeSource tee(src, writer.get());
   Result<LayerIndex> idx = Status::Unavailable("not indexed");
   Compression detected = Compression::kNone;
+  Result<std::string> seek = std::string();  // the layer's seek index (index/seek_index.h)
   {
     // Three stages, so that inflating (the longest) has a core to itself:
     //   thread 1: read/receive the blob, hash it, copy it into ingest/
     //   thread 2: inflate
     //   this thread: hash the tar (the diff_id) and parse it
     PipelinedSource blob_stage(&tee);
-    DecompressingSource dec(&blob_stage, hint);
+    IndexingSource dec(&blob_stage, hint, SeekSpanFromEnv());
     {
       PipelinedSource inflate_stage(&dec);
       idx = IndexTarStream(&inflate_stage);
     }  // joins thread 2 before `dec` is looked at
     detected = dec.compression();
+    if (idx.ok()) seek = dec.Finish();
   }
   if (!idx.ok()) return idx.status().WithContext(what);
+  if (!seek.ok()) return seek.status().WithContext(what);
   Digest diff_id = expected ? *expected : idx->diff_id;
   if (!expected && HaveLayer(diff_id)) return diff_id;  // import: a layer already held stays
   Digest blob = tee.Finish();
@@ -87,9 +91,12 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   r.entry_count = idx->entries.size();
   s.layer.encoded_entries = EncodeEntries(idx->entries);
   s.entries = std::move(idx->entries);
+  s.seek_index = std::move(*seek);
   if (!store_.blobs().Has(blob)) {
     if (commit_early_) {
       IMGFS_RETURN_IF_ERROR(writer->Commit(blob).status().WithContext("commit " + what));
+      IMGFS_RETURN_IF_ERROR(WriteSeekIndex(store_, diff_id, s.seek_index));
+      s.seek_index.clear();
     } else {
       s.writer = std::move(writer);
     }
@@ -127,6 +134,13 @@ Status ImageStage::AddImage(StagedImage img) {
 
 Result<std::vector<LoadedImage>> ImageStage::Commit() {
   for (auto& [hex, s] : layers_) {
+    // The sidecar goes first: a layer record never points at a blob whose index is
+    // still to come (a missing one is rebuilt on first read all the same).
+    if (!s.seek_index.empty()) {
+      IMGFS_RETURN_IF_ERROR(WriteSeekIndex(store_, s.layer.record.diff_id, s.seek_index)
+                                .WithContext("write seek index"));
+      s.seek_index.clear();
+    }
     if (!s.writer) continue;
     IMGFS_RETURN_IF_ERROR(
         s.writer->Commit(s.layer.record.blob).status().WithContext("commit layer blob"));
