@@ -81,6 +81,7 @@ struct IndexingSource::Impl {
   std::vector<SeekPoint> points;
   std::string windows;
   std::optional<Sha256> hash;
+  std::unique_ptr<DecompressingSource> plain;  // span 0
   ~Impl() {
     if (z_init) inflateEnd(&zs);
     if (zd) ZSTD_freeDCtx(zd);
@@ -154,6 +155,13 @@ void IndexingSource::Checkpoint(bool fresh, uint8_t bits) {
 
 Result<size_t> IndexingSource::Read(void* buf, size_t n) {
   Impl& m = *impl_;
+  if (!span_) {
+    // No index: the one-pass decoder as before (ISA-L for gzip).
+    if (!m.plain) m.plain = std::make_unique<DecompressingSource>(in_, c_);
+    auto r = m.plain->Read(buf, n);
+    c_ = m.plain->compression();
+    return r;
+  }
   if (!m.started) {
     while (m.in_len < 4 && !m.in_eof) IMGFS_RETURN_IF_ERROR(Fill());
     Compression seen = DetectCompression(

@@ -37,7 +37,7 @@ uint64_t SeekSpanFromEnv();
 
 class IndexingSource : public ByteSource {
  public:
-  // span 0: decompress only, record nothing.
+  // span 0: decompress only (DecompressingSource, ISA-L for gzip), record nothing.
   IndexingSource(ByteSource* in, Compression hint, uint64_t span);
   ~IndexingSource() override;
   Result<size_t> Read(void* buf, size_t n) override;
