@@ -24,7 +24,7 @@
 #include "cli/ls_format.h"
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 #include "index/store.h"
 #include "registry/credentials.h"
 #include "registry/daemon_config.h"
@@ -46,7 +46,7 @@ int CmdLs(const std::string& root, const Args& a) {
   std::string path = a.pos.size() > 1 ? a.pos[1] : "/";
   std::string format = a.Get("--format", "ls");
   if (format != "ls" && format != "tsv") Die("ls: --format is ls or tsv", 2);
-  UnpackCache cache(*store);
+  LayerReader cache(*store);
   LsOptions o;
   o.longfmt = a.Has("--long");
   o.recursive = a.Has("--recursive");
@@ -70,7 +70,7 @@ int CmdCat(const std::string& root, const Args& a) {
   if (!id.ok()) return Fail(id.status(), "cat");
   auto view = ImageView::Open(*store, *id);
   if (!view.ok()) return Fail(view.status(), "cat");
-  UnpackCache cache(*store);
+  LayerReader cache(*store);
   std::vector<char> buf(1 << 20);
   for (size_t i = 1; i < a.pos.size(); i++) {
     auto n = (*view)->tree().Resolve(a.pos[i], true);

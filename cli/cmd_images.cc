@@ -27,6 +27,7 @@
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
 #include "fs/unpack_cache.h"
+#include "index/seek_index.h"
 #include "index/store.h"
 #include "registry/credentials.h"
 #include "registry/daemon_config.h"
@@ -350,7 +351,8 @@ Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed) {
     IMGFS_RETURN_IF_ERROR(store.blobs().Delete(d));
     ::unlink(store.UnpackedPath(d).c_str());
   }
-  return Status::Ok();
+  // Seek indexes of layers the index no longer has (index/seek_index.h).
+  return PruneSeekIndexes(store).status();
 }
 
 int CmdRmi(const std::string& root, const Args& a) {

@@ -26,6 +26,7 @@
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
 #include "fs/unpack_cache.h"
+#include "index/seek_index.h"
 #include "index/store.h"
 #include "registry/credentials.h"
 #include "registry/daemon_config.h"
@@ -86,8 +87,14 @@ int CmdPrune(const std::string& root, const Args& a) {
   if (!unpacked.ok()) return Fail(unpacked.status(), "prune");
   ncache = unpacked->removed;
   freed += unpacked->bytes;
+  // Seek indexes whose layer is gone (index/seek_index.h).
+  auto seek = PruneSeekIndexes(*store);
+  if (!seek.ok()) return Fail(seek.status(), "prune");
+  freed += seek->bytes;
   std::printf("Deleted %llu blobs, %llu unpacked layer caches, %llu stale ingest files\n",
               (unsigned long long)nblobs, (unsigned long long)ncache, (unsigned long long)ningest);
+  if (seek->removed)
+    std::printf("Deleted %llu seek indexes of removed layers\n", (unsigned long long)seek->removed);
   if (unpacked->busy)
     std::printf("Kept %llu unpacked layer caches in use\n", (unsigned long long)unpacked->busy);
   if (a.Has("--compact")) {
@@ -103,9 +110,33 @@ int CmdPrune(const std::string& root, const Args& a) {
   return 0;
 }
 
+// A compressed layer's seek index (index/seek_index.h): a sidecar that is there must
+// match its layer. With repair, a missing or bad one is built from the blob (a missing
+// one is otherwise built on first read, so it is not a problem).
+void CheckSeekIndex(const Store& store, const LayerRecord& lr, bool repair,
+                    std::vector<std::string>* problems, uint64_t* repaired) {
+  std::string path = SeekIndexPath(store, lr.diff_id);
+  bool there = PathExists(path);
+  Status st = there ? SeekIndex::Open(path, lr).status() : Status::NotFound(path);
+  if (st.ok() || (!there && !repair)) return;
+  if (!repair) {
+    problems->push_back("layer " + lr.diff_id.str() + ": seek index: " + st.message());
+    return;
+  }
+  auto fd = OpenFile(store.blobs().BlobPath(lr.blob), O_RDONLY);
+  auto built = fd.ok() ? BuildSeekIndex(lr, fd->get()) : Result<std::string>(fd.status());
+  Status w = built.ok() ? WriteSeekIndex(store, lr.diff_id, *built) : built.status();
+  if (!w.ok()) {
+    problems->push_back("layer " + lr.diff_id.str() + ": seek index not rebuilt: " + w.message());
+    return;
+  }
+  (*repaired)++;
+}
+
 int CmdVerify(const std::string& root, const Args& a) {
   auto store = OpenStore(root);
   std::vector<std::string> problems;
+  uint64_t repaired = 0;
   auto all = store->blobs().List();
   if (!all.ok()) return Fail(all.status(), "verify");
   std::set<Digest> present(all->begin(), all->end());
@@ -160,6 +191,8 @@ int CmdVerify(const std::string& root, const Args& a) {
         problems.push_back("layer " + d.str() + ": blob size " + std::to_string(*sz) +
                            " != recorded " + std::to_string(lr.blob_size));
       }
+      if (lr.compression != Compression::kNone && present.count(lr.blob))
+        CheckSeekIndex(*store, lr, a.Has("--repair"), &problems, &repaired);
       auto entries = store->GetEntries(d);
       if (!entries.ok())
         problems.push_back("layer " + d.str() + ": " + entries.status().message());
@@ -180,6 +213,7 @@ int CmdVerify(const std::string& root, const Args& a) {
     std::fprintf(stderr, "imgfs: verify: %zu problem(s) found\n", problems.size());
     return 1;
   }
+  if (repaired) std::printf("Rebuilt %llu seek indexes\n", (unsigned long long)repaired);
   std::printf("store %s is clean: %zu blobs, %zu images, %llu layers, %zu references\n",
               root.c_str(), all->size(), images->size(), (unsigned long long)nlayers, refs->size());
   return 0;
@@ -199,8 +233,9 @@ std::vector<Command> StoreCommands() {
        {},
        CmdPrune},
       {"verify",
-       "imgfs verify",
-       "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.",
+       "imgfs verify [--repair]",
+       "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.\n"
+       "  --repair   build missing or damaged seek indexes of compressed layers",
        {},
        {},
        CmdVerify},

@@ -180,7 +180,7 @@ std::string Hex(std::string_view v) {
 
 class Lister {
  public:
-  Lister(const ImageView& view, UnpackCache& cache, const LsOptions& o, FILE* out)
+  Lister(const ImageView& view, LayerReader& cache, const LsOptions& o, FILE* out)
       : view_(view), t_(view.tree()), cache_(cache), o_(o), file_(out) {}
   ~Lister() { Flush(); }
 
@@ -208,7 +208,7 @@ class Lister {
 
   const ImageView& view_;
   const MergedTree& t_;
-  UnpackCache& cache_;
+  LayerReader& cache_;
   const LsOptions& o_;
   FILE* file_;
   std::string out_;
@@ -327,7 +327,7 @@ Status Lister::Dir(uint32_t dir, const std::string& shown) {
 
 }  // namespace
 
-Status ListTree(const ImageView& view, UnpackCache& cache, uint32_t n, const std::string& path,
+Status ListTree(const ImageView& view, LayerReader& cache, uint32_t n, const std::string& path,
                 const LsOptions& o, FILE* out) {
   Lister l(view, cache, o, out);
   if (S_ISDIR(view.tree().node(n).mode)) return l.Dir(n, o.tsv ? "." : path);

@@ -26,7 +26,7 @@
 #include <string_view>
 
 #include "fs/image_view.h"
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 
 namespace imgfs {
 
@@ -43,7 +43,7 @@ struct LsOptions {
 // Lists node `n` of the view's tree, shown as `path`, to `out` (a directory: its
 // children, and with `recursive` everything below). Returns the first error (content
 // hashing for --sha256); what was listed before it has been written.
-Status ListTree(const ImageView& view, UnpackCache& cache, uint32_t n, const std::string& path,
+Status ListTree(const ImageView& view, LayerReader& cache, uint32_t n, const std::string& path,
                 const LsOptions& o, FILE* out);
 
 }  // namespace imgfs

@@ -77,16 +77,14 @@ void ImageView::StatNode(const TreeNode& t, uint32_t n, struct stat* st) {
   st->st_ctim = st->st_mtim;
 }
 
-Result<size_t> ImageView::Read(UnpackCache& cache, uint32_t n, char* buf, size_t size,
+Result<size_t> ImageView::Read(LayerReader& cache, uint32_t n, char* buf, size_t size,
                                uint64_t offset) const {
   if (!tree_.Valid(n)) return Status::InvalidArgument("bad node");
   const TreeNode& t = tree_.node(n);
   if (!S_ISREG(t.mode)) return Status::InvalidArgument("not a regular file");
   if (offset >= t.size) return size_t{0};
   size = static_cast<size_t>(std::min<uint64_t>(size, t.size - offset));
-  IMGFS_ASSIGN_OR_RETURN(auto fd, cache.Get(layers_[t.layer]));
-  IMGFS_RETURN_IF_ERROR(PreadAll(fd->get(), buf, size, static_cast<off_t>(t.data_offset + offset)));
-  return size;
+  return cache.Read(layers_[t.layer], buf, size, t.data_offset + offset);
 }
 
 }  // namespace imgfs

@@ -1,6 +1,6 @@
 // One image as a tree that can be listed and read, with no FUSE involved: the
 // merged tree (index/merged_tree.h) plus the image's layer records, and the read
-// path for regular-file content through the unpack cache. `imgfs ls`/`imgfs cat`
+// path for regular-file content through the layer reader (fs/span_cache.h). `imgfs ls`/`imgfs cat`
 // use it directly; the FUSE adapter will call the same functions.
 //
 // Thread-safety: an ImageView is immutable after Open; reads may run concurrently.
@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 #include "index/merged_tree.h"
 #include "index/store.h"
 
@@ -38,7 +38,7 @@ class ImageView {
   // The same from a node's attributes alone (an image root's, from its root record).
   static void StatNode(const TreeNode& t, uint32_t n, struct stat* st);
   // Reads up to `size` bytes of regular file `n` at `offset`. Returns the count.
-  Result<size_t> Read(UnpackCache& cache, uint32_t n, char* buf, size_t size,
+  Result<size_t> Read(LayerReader& cache, uint32_t n, char* buf, size_t size,
                       uint64_t offset) const;
 
  private:

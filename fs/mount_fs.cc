@@ -91,6 +91,7 @@ std::shared_ptr<const Snapshot> Snapshot::Build(
 
 struct MountFs::FileHandle {
   std::shared_ptr<UniqueFd> fd;  // the layer's uncompressed stream, pinned while open
+  std::shared_ptr<const LayerReader::Stream> stream;  // an indexed layer (no fd)
   uint64_t base = 0;             // content offset in it
   uint64_t size = 0;
   bool is_bytes = false;
@@ -105,8 +106,9 @@ Result<std::unique_ptr<MountFs>> MountFs::Create(const Options& options) {
   std::unique_ptr<MountFs> fs(new MountFs());
   fs->options_ = options;
   IMGFS_ASSIGN_OR_RETURN(fs->store_, Store::Open(options.root));
-  fs->cache_ = std::make_unique<UnpackCache>(*fs->store_);
-  fs->cache_->set_limit(options.cache_size);
+  fs->cache_ = std::make_unique<LayerReader>(*fs->store_, options.cache_size,
+                                             !options.whole_layers);
+  fs->cache_->unpack_cache().set_limit(options.cache_size);
   fs->mounted_at_ = ::time(nullptr);
   fs->slots_.reset(new std::atomic<Instance*>[kMaxInstances]);
   for (uint32_t i = 0; i < kMaxInstances; i++)
@@ -545,7 +547,8 @@ Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino) {
   h.base = n.data_offset;
   h.size = n.size;
   if (n.size > 0) {
-    IMGFS_ASSIGN_OR_RETURN(h.fd, cache_->Get(view->layers()[n.layer]));
+    IMGFS_ASSIGN_OR_RETURN(h.stream, cache_->Open(view->layers()[n.layer]));
+    h.fd = h.stream->fd();
   }
   return h;
 }
@@ -578,6 +581,14 @@ Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, 
     return r;
   }
   if (offset >= h->size) return r;
+  if (h->stream && !h->fd) {
+    // An indexed layer: the decoded span(s), copied out of the span cache.
+    r.bytes.resize(static_cast<size_t>(std::min<uint64_t>(size, h->size - offset)));
+    IMGFS_ASSIGN_OR_RETURN(size_t got, h->stream->Read(r.bytes.data(), r.bytes.size(),
+                                                        h->base + offset));
+    r.bytes.resize(got);
+    return r;
+  }
   r.fd = h->fd;
   r.pos = static_cast<off_t>(h->base + offset);
   r.size = static_cast<size_t>(std::min<uint64_t>(size, h->size - offset));

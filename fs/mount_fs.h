@@ -68,7 +68,7 @@
 #include <vector>
 
 #include "fs/image_view.h"
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 #include "index/store.h"
 
 namespace imgfs {
@@ -101,11 +101,14 @@ class MountFs {
   static constexpr uint32_t kLayersDirNode = 4;
 
   struct Options {
-    std::string root;                          // the store
-    uint64_t cache_size = 0;                   // unpack cache limit in bytes, 0 = unlimited
+    std::string root;         // the store
+    // Span cache budget in bytes (0 = 64 MiB) and, for layers read whole, the unpack
+    // cache limit (0 = unlimited).
+    uint64_t cache_size = 0;
     uint64_t tree_cache = uint64_t{64} << 20;  // bytes of built trees kept (≥ 1 tree)
     double name_timeout = 0.5;
     double content_timeout = 86400.0 * 365;
+    bool whole_layers = false;  // ignore seek indexes: unpack compressed layers whole
   };
   struct Entry {
     uint64_t ino = 0;  // 0: negative entry (cache the miss)
@@ -154,7 +157,8 @@ class MountFs {
   Result<std::string> ListXattr(uint64_t ino);  // NUL-separated names
   Result<struct statvfs> StatFs();
 
-  UnpackCache& unpack_cache() { return *cache_; }
+  UnpackCache& unpack_cache() { return cache_->unpack_cache(); }
+  LayerReader& layer_reader() { return *cache_; }
   size_t InstanceCount() const { return instance_count_.load(std::memory_order_acquire); }
   // Bytes held by loaded image trees, and how many trees are loaded.
   size_t TreeBytes() const;
@@ -197,7 +201,7 @@ class MountFs {
 
   Options options_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<UnpackCache> cache_;
+  std::unique_ptr<LayerReader> cache_;
   int64_t mounted_at_ = 0;
 
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer

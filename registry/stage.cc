@@ -5,6 +5,7 @@
 
 #include "index/layer_indexer.h"
 #include "index/merged_tree.h"
+#include "index/seek_index.h"
 
 namespace imgfs {
 
@@ -60,13 +61,14 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   TeeSource tee(src, writer.get());
   Result<LayerIndex> idx = Status::Unavailable("not indexed");
   Compression detected = Compression::kNone;
+  Result<std::string> seek = std::string();  // the layer's seek index (index/seek_index.h)
   {
     // Three stages, so that inflating (the longest) has a core to itself:
     //   thread 1: read/receive the blob, copy it into ingest/ and hash it
     //   thread 2: inflate
     //   this thread: hash the tar (the diff_id) and parse it
     PipelinedSource blob_stage(&tee, 512 << 10, 4, "blob");
-    DecompressingSource dec(&blob_stage, hint);
+    IndexingSource dec(&blob_stage, hint, SeekSpanFromEnv());
     {
       PipelinedSource inflate_stage(&dec, 512 << 10, 4, "inflate");
       double cpu = ThreadCpuSeconds();
@@ -74,8 +76,10 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
       ReportStageCpu("index", ThreadCpuSeconds() - cpu);
     }  // joins thread 2 before `dec` is looked at
     detected = dec.compression();
+    if (idx.ok()) seek = dec.Finish();
   }
   if (!idx.ok()) return fail(idx.status().WithContext(what));
+  if (!seek.ok()) return fail(seek.status().WithContext(what));
   Digest diff_id = expected ? *expected : idx->diff_id;
   if (!expected && HaveLayer(diff_id)) return diff_id;  // import: a layer already held stays
   Digest blob = blob_is_tar ? idx->diff_id : tee.Finish();
@@ -104,9 +108,12 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   r.entry_count = idx->entries.size();
   s.layer.encoded_entries = EncodeEntries(idx->entries);
   s.entries = std::move(idx->entries);
+  s.seek_index = std::move(*seek);
   if (writer && !store_.blobs().Has(blob)) {
     if (commit_early_) {
       IMGFS_RETURN_IF_ERROR(writer->Commit(blob).status().WithContext("commit " + what));
+      IMGFS_RETURN_IF_ERROR(WriteSeekIndex(store_, diff_id, s.seek_index));
+      s.seek_index.clear();
     } else {
       s.writer = std::move(writer);
     }
@@ -152,6 +159,13 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
   const bool batch_sync = images_.size() >= kBatchSyncImages;
   const bool durable = !batch_sync;
   for (auto& [hex, s] : layers_) {
+    // The sidecar goes first: a layer record never points at a blob whose index is
+    // still to come (a missing one is rebuilt on first read all the same).
+    if (!s.seek_index.empty()) {
+      IMGFS_RETURN_IF_ERROR(WriteSeekIndex(store_, s.layer.record.diff_id, s.seek_index)
+                                .WithContext("write seek index"));
+      s.seek_index.clear();
+    }
     if (!s.writer) continue;
     IMGFS_RETURN_IF_ERROR(s.writer->Commit(s.layer.record.blob, std::nullopt, durable)
                               .status()

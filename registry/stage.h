@@ -73,6 +73,7 @@ class ImageStage {
     std::unique_ptr<BlobStore::Writer> writer;  // null once committed or already stored
     Store::NewLayer layer;
     std::vector<LayerEntry> entries;
+    std::string seek_index;  // sidecar bytes, written at commit (index/seek_index.h)
   };
   Store& store_;
   std::function<void(const std::string&)> progress_;

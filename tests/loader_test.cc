@@ -131,7 +131,7 @@ class LoaderTest : public ::testing::Test {
     EXPECT_TRUE(view.ok()) << view.status().message();
     auto n = (*view)->tree().Resolve(path, true);
     if (!n.ok() || *n == 0) return "<missing>";
-    UnpackCache cache(*store_);
+    LayerReader cache(*store_);
     std::string out((*view)->tree().node(*n).size, '\0');
     auto r = (*view)->Read(cache, *n, out.data(), out.size(), 0);
     EXPECT_TRUE(r.ok()) << r.status().message();

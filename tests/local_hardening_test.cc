@@ -100,7 +100,7 @@ TEST_F(LocalHardeningTest, DeepTreeListsOnASmallStack) {
   ASSERT_TRUE(img.ok()) << img.status().message();
   auto view = ImageView::Open(*store_, img->id);
   ASSERT_TRUE(view.ok()) << view.status().message();
-  UnpackCache cache(*store_);
+  LayerReader cache(*store_);
   for (bool tsv : {false, true}) {
     std::string out_path = dir_ + (tsv ? "/tsv" : "/ls");
     Status st;
@@ -225,12 +225,13 @@ TEST_F(LocalHardeningTest, PruneSkipsUnpackedCopiesInUse) {
   EXPECT_EQ(r->removed, 1u);
   EXPECT_EQ(r->busy, 0u);
   EXPECT_FALSE(PathExists(unpacked));
-  // And a new reader unpacks again.
-  UnpackCache again(*store_);
+  // And a new reader (whole-layer mode) unpacks again.
+  LayerReader again(*store_, 0, /*use_index=*/false);
   char buf[4];
   auto n = (*view)->Read(again, *(*view)->tree().Resolve("/f", true), buf, 4, 0);
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(std::string(buf, 4), "zzzz");
+  EXPECT_EQ(again.unpack_cache().unpack_count(), 1u);
 }
 
 }  // namespace

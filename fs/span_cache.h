@@ -1,0 +1,133 @@
+// The read path for layer content, shared by the mount and `imgfs cat`/`ls --sha256`.
+//
+// A regular file's content is (layer, offset, size) in the layer's uncompressed tar.
+// LayerReader::Open gives a Stream for a layer:
+//   - uncompressed layer: the blob itself (an fd the mount can splice from);
+//   - gzip or multi-frame zstd layer with a seek index (index/seek_index.h): reads find
+//     the span(s) holding [off, off+len), decode only those from the blob, check each
+//     span's digest and keep decoded spans in a SpanCache (bounded, in memory). A layer
+//     stored before seek indexes gets its sidecar built on first open (one pass over
+//     the blob, diff_id checked);
+//   - otherwise (a single-frame zstd layer, or a store whose seek/ cannot be written
+//     and read back): the whole-layer unpack of UnpackCache (fs/unpack_cache.h).
+// Nothing uncompressed is written to disk for indexed layers.
+//
+// A span whose decoded bytes do not match the digest recorded at pull time is a
+// Corruption error for reads that touch that span; other spans keep working.
+//
+// SpanCache: an LRU of decoded spans, split into 16 shards by (layer, span), each with
+// its own lock and 1/16 of the byte budget, so readers of different spans rarely
+// contend. A span that misses may be decoded by two threads at once; both get
+// identical bytes and the second insert is dropped.
+//
+// Thread-safety: all methods may be called from any thread.
+#ifndef IMGFS_FS_SPAN_CACHE_H_
+#define IMGFS_FS_SPAN_CACHE_H_
+
+#include <atomic>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "fs/unpack_cache.h"
+#include "index/seek_index.h"
+
+namespace imgfs {
+
+class SpanCache {
+ public:
+  static constexpr uint64_t kDefaultBytes = 64ull << 20;
+  static constexpr size_t kShards = 16;
+  explicit SpanCache(uint64_t capacity = kDefaultBytes);
+  using Value = std::shared_ptr<const std::string>;
+  Value Get(uint64_t layer, uint64_t span);
+  void Put(uint64_t layer, uint64_t span, Value v);
+  uint64_t bytes() const;  // held now
+  uint64_t evictions() const { return evictions_.load(); }
+  uint64_t hits() const { return hits_.load(); }
+  uint64_t misses() const { return misses_.load(); }
+
+ private:
+  struct Key {
+    uint64_t layer, span;
+    bool operator==(const Key& o) const { return layer == o.layer && span == o.span; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {  // splitmix64's finaliser: spreads neighbours
+      uint64_t z = k.layer * 0x9E3779B97F4A7C15ull + k.span;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      return static_cast<size_t>(z ^ (z >> 31));
+    }
+  };
+  struct Shard {
+    std::mutex mu;                         // guards everything below
+    std::list<std::pair<Key, Value>> lru;  // front = most recent
+    std::unordered_map<Key, std::list<std::pair<Key, Value>>::iterator, KeyHash> map;
+    uint64_t bytes = 0;
+  };
+  Shard& ShardFor(const Key& k) { return shards_[KeyHash()(k) % kShards]; }
+  uint64_t shard_cap_;
+  Shard shards_[kShards];
+  std::atomic<uint64_t> evictions_{0}, hits_{0}, misses_{0};
+};
+
+class LayerReader {
+ public:
+  // cache_bytes: the SpanCache budget (0 = SpanCache::kDefaultBytes). use_index false:
+  // every compressed layer takes the whole-layer path (tests, comparisons).
+  explicit LayerReader(const Store& store, uint64_t cache_bytes = 0, bool use_index = true);
+
+  class Stream {
+   public:
+    // The tar stream as an fd (uncompressed layer or whole-layer unpack), else null.
+    const std::shared_ptr<UniqueFd>& fd() const { return fd_; }
+    // Reads [off, off+n) of the tar (n is cut at its end). Returns the count.
+    Result<size_t> Read(char* buf, size_t n, uint64_t off) const;
+    const SeekIndex* index() const { return index_.get(); }
+
+   private:
+    friend class LayerReader;
+    std::shared_ptr<UniqueFd> fd_;
+    std::shared_ptr<UniqueFd> blob_;
+    std::shared_ptr<const SeekIndex> index_;
+    uint64_t id_ = 0;
+    uint64_t size_ = 0;
+    std::string name_;
+    LayerReader* owner_ = nullptr;
+  };
+
+  Result<std::shared_ptr<const Stream>> Open(const LayerRecord& layer);
+  Result<size_t> Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off);
+  // Opens and keeps the layer's blob fd (no reading): see UnpackCache::Pin.
+  Status Pin(const LayerRecord& layer);
+
+  UnpackCache& unpack_cache() { return unpack_; }
+  SpanCache& span_cache() { return spans_; }
+  uint64_t spans_decoded() const { return decoded_.load(); }
+  uint64_t indexes_built() const { return built_.load(); }
+
+ private:
+  struct Slot {
+    std::mutex mu;  // held while the layer is opened (and its index built)
+    std::shared_ptr<UniqueFd> blob;
+    std::shared_ptr<const Stream> stream;
+  };
+  Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
+  std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
+  const Store& store_;
+  UnpackCache unpack_;
+  SpanCache spans_;
+  bool use_index_;
+  std::mutex mu_;  // guards slots_ and next_id_
+  std::map<std::string, std::shared_ptr<Slot>> slots_;
+  uint64_t next_id_ = 1;
+  std::atomic<uint64_t> decoded_{0}, built_{0};
+};
+
+}  // namespace imgfs
+
+#endif  // IMGFS_FS_SPAN_CACHE_H_

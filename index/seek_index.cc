@@ -1,0 +1,572 @@
+#include "index/seek_index.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "index/file_util.h"
+
+namespace imgfs {
+
+namespace {
+
+constexpr char kMagic[8] = {'I', 'M', 'G', 'F', 'S', 'E', 'E', 'K'};
+constexpr uint32_t kWindow = 32768;
+
+void Put32(std::string* s, uint32_t v) {
+  s->append(reinterpret_cast<const char*>(&v), 4);
+}
+void Put64(std::string* s, uint64_t v) {
+  s->append(reinterpret_cast<const char*>(&v), 8);
+}
+uint32_t Get32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t Get64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// The 32 raw bytes of a digest.
+void DigestBytes(const Digest& d, uint8_t out[32]) {
+  const std::string& h = d.hex();
+  auto nib = [](char c) -> uint8_t {
+    return static_cast<uint8_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+  };
+  for (size_t i = 0; i < 32 && 2 * i + 1 < h.size(); i++)
+    out[i] = static_cast<uint8_t>(nib(h[2 * i]) << 4 | nib(h[2 * i + 1]));
+}
+
+}  // namespace
+
+uint64_t SeekSpanFromEnv() {
+  const char* e = std::getenv("IMGFS_SEEK_SPAN");
+  if (!e || !*e) return kDefaultSeekSpan;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(e, &end, 10);
+  if (end == e || *end) return kDefaultSeekSpan;
+  return v;
+}
+
+struct IndexingSource::Impl {
+  std::vector<uint8_t> inbuf = std::vector<uint8_t>(1 << 20);
+  size_t in_pos = 0, in_len = 0;
+  bool in_eof = false, started = false;
+  uint64_t comp_base = 0;  // blob offset of inbuf[0]
+  uint64_t out_pos = 0;
+  uint64_t last_point = 0;
+  // gzip
+  z_stream zs{};
+  bool z_init = false;
+  bool in_member = false;
+  // zstd
+  ZSTD_DCtx* zd = nullptr;
+  size_t zlast = 0;
+  ZSTD_CCtx* wc = nullptr;  // compresses windows
+  std::vector<SeekPoint> points;
+  std::string windows;
+  std::optional<Sha256> hash;
+  std::unique_ptr<DecompressingSource> plain;  // span 0
+  ~Impl() {
+    if (z_init) inflateEnd(&zs);
+    if (zd) ZSTD_freeDCtx(zd);
+    if (wc) ZSTD_freeCCtx(wc);
+  }
+};
+
+IndexingSource::IndexingSource(ByteSource* in, Compression hint, uint64_t span)
+    : in_(in), c_(hint), span_(span), impl_(std::make_unique<Impl>()) {}
+
+IndexingSource::~IndexingSource() = default;
+
+uint64_t IndexingSource::checkpoints() const {
+  return impl_->points.size();
+}
+
+Status IndexingSource::Fill() {
+  Impl& m = *impl_;
+  if (m.in_pos > 0 && m.in_pos < m.in_len) {
+    std::memmove(m.inbuf.data(), m.inbuf.data() + m.in_pos, m.in_len - m.in_pos);
+  }
+  m.comp_base += m.in_pos;
+  m.in_len -= m.in_pos;
+  m.in_pos = 0;
+  while (!m.in_eof && m.in_len < m.inbuf.size()) {
+    IMGFS_ASSIGN_OR_RETURN(size_t n,
+                           in_->Read(m.inbuf.data() + m.in_len, m.inbuf.size() - m.in_len));
+    if (n == 0) {
+      m.in_eof = true;
+      break;
+    }
+    m.in_len += n;
+    if (m.in_len >= 4) break;
+  }
+  return Status::Ok();
+}
+
+void IndexingSource::Hash(const void* p, size_t n) {
+  if (impl_->hash && n) impl_->hash->Update(p, n);
+}
+
+void IndexingSource::Checkpoint(bool fresh, uint8_t bits) {
+  Impl& m = *impl_;
+  if (!m.points.empty()) DigestBytes(m.hash->Finish(), m.points.back().digest);
+  SeekPoint p;
+  p.out_off = m.out_pos;
+  p.in_off = m.comp_base + m.in_pos;
+  p.bits = bits;
+  p.flags = fresh ? SeekPoint::kFresh : 0;
+  if (!fresh && c_ == Compression::kGzip) {
+    uint8_t dict[kWindow];
+    uInt len = sizeof dict;
+    if (inflateGetDictionary(&m.zs, dict, &len) == Z_OK && len > 0) {
+      if (!m.wc) m.wc = ZSTD_createCCtx();
+      std::string z(ZSTD_compressBound(len), '\0');
+      size_t r = m.wc ? ZSTD_compressCCtx(m.wc, z.data(), z.size(), dict, len, 3) : 0;
+      if (!m.wc || ZSTD_isError(r)) {
+        z.assign(reinterpret_cast<const char*>(dict), len);  // flagged by win_clen == win_len
+        r = len;
+      }
+      p.win_off = m.windows.size();
+      p.win_clen = static_cast<uint32_t>(r);
+      p.win_len = len;
+      m.windows.append(z.data(), r);
+    }
+  }
+  m.points.push_back(p);
+  m.hash.emplace();
+  m.last_point = m.out_pos;
+}
+
+Result<size_t> IndexingSource::Read(void* buf, size_t n) {
+  Impl& m = *impl_;
+  if (!span_) {
+    // No index: the one-pass decoder as before (ISA-L for gzip).
+    if (!m.plain) m.plain = std::make_unique<DecompressingSource>(in_, c_);
+    auto r = m.plain->Read(buf, n);
+    c_ = m.plain->compression();
+    return r;
+  }
+  if (!m.started) {
+    while (m.in_len < 4 && !m.in_eof) IMGFS_RETURN_IF_ERROR(Fill());
+    Compression seen = DetectCompression(
+        std::string_view(reinterpret_cast<const char*>(m.inbuf.data()), m.in_len));
+    if (c_ == Compression::kAuto) c_ = seen;
+    if (m.in_len == 0 && m.in_eof) c_ = Compression::kNone;  // as DecompressingSource
+    if (c_ == Compression::kGzip && seen != Compression::kGzip)
+      return Status::Corruption("not a gzip stream (bad magic)");
+    if (c_ == Compression::kZstd) {
+      if (seen != Compression::kZstd) return Status::Corruption("not a zstd stream (bad magic)");
+      m.zd = ZSTD_createDCtx();
+      if (!m.zd) return Status::Exhausted("zstd: out of memory");
+    }
+    m.started = true;
+  }
+  if (c_ == Compression::kGzip) return ReadGzip(buf, n);
+  if (c_ == Compression::kZstd) return ReadZstd(buf, n);
+  if (m.in_pos == m.in_len) {
+    if (m.in_eof) return size_t{0};
+    return in_->Read(buf, n);
+  }
+  size_t k = std::min(n, m.in_len - m.in_pos);
+  std::memcpy(buf, m.inbuf.data() + m.in_pos, k);
+  m.in_pos += k;
+  return k;
+}
+
+Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
+  Impl& m = *impl_;
+  z_stream& zs = m.zs;
+  for (;;) {
+    if (!m.in_member) {
+      // A member starts here. After the first, trailing zero padding is tolerated (as
+      // DecompressingSource does); anything else must be a valid member.
+      if (!m.points.empty() || m.z_init) {
+        while (m.in_pos < m.in_len && m.inbuf[m.in_pos] == 0) m.in_pos++;
+      }
+      if (m.in_pos == m.in_len) {
+        if (m.in_eof) return size_t{0};
+        IMGFS_RETURN_IF_ERROR(Fill());
+        continue;
+      }
+      int r = m.z_init ? inflateReset2(&zs, 31) : inflateInit2(&zs, 31);
+      if (r != Z_OK) return Status::Exhausted("gzip: cannot start inflate");
+      m.z_init = true;
+      if (span_) Checkpoint(true, 0);
+      m.in_member = true;
+    }
+    if (m.in_pos == m.in_len && !m.in_eof) IMGFS_RETURN_IF_ERROR(Fill());
+    zs.next_in = m.inbuf.data() + m.in_pos;
+    zs.avail_in = static_cast<uInt>(m.in_len - m.in_pos);
+    zs.next_out = static_cast<Bytef*>(buf);
+    zs.avail_out = static_cast<uInt>(std::min<size_t>(n, UINT32_MAX));
+    uInt out_before = zs.avail_out;
+    int ret = inflate(&zs, span_ ? Z_BLOCK : Z_NO_FLUSH);
+    m.in_pos = m.in_len - zs.avail_in;
+    size_t produced = out_before - zs.avail_out;
+    Hash(buf, produced);
+    m.out_pos += produced;
+    if (ret == Z_STREAM_END) {
+      m.in_member = false;
+      if (produced > 0) return produced;
+      continue;
+    }
+    if (ret == Z_DATA_ERROR || ret == Z_NEED_DICT) {
+      std::string msg = zs.msg ? zs.msg : "bad data";
+      if (msg == "incorrect data check") return Status::Corruption("gzip: CRC mismatch");
+      if (msg == "incorrect header check" || msg == "unknown compression method")
+        return Status::Corruption("not a gzip stream (bad magic)");
+      return Status::Corruption("gzip: corrupt deflate stream (" + msg + ")");
+    }
+    if (ret == Z_MEM_ERROR) return Status::Exhausted("gzip: out of memory");
+    // Z_OK or Z_BUF_ERROR. With Z_BLOCK, inflate stops at every block boundary:
+    // bit 128 of data_type = at a boundary, bit 64 = the last block ended.
+    if (span_ && (zs.data_type & 128) && !(zs.data_type & 64) &&
+        m.out_pos - m.last_point >= span_) {
+      Checkpoint(false, static_cast<uint8_t>(zs.data_type & 7));
+    }
+    if (produced > 0) return produced;
+    if (m.in_pos == m.in_len && m.in_eof)
+      return Status::Corruption("gzip: unexpected end of stream (truncated)");
+  }
+}
+
+Result<size_t> IndexingSource::ReadZstd(void* buf, size_t n) {
+  Impl& m = *impl_;
+  for (;;) {
+    if (m.in_pos == m.in_len) {
+      if (m.in_eof) {
+        if (m.zlast != 0) return Status::Corruption("zstd: unexpected end of stream (truncated)");
+        return size_t{0};
+      }
+      IMGFS_RETURN_IF_ERROR(Fill());
+      continue;
+    }
+    // zlast == 0: the previous frame is complete, a frame starts at in_pos.
+    if (span_ && m.zlast == 0 && (m.points.empty() || m.out_pos - m.last_point >= span_))
+      Checkpoint(true, 0);
+    ZSTD_inBuffer in{m.inbuf.data(), m.in_len, m.in_pos};
+    ZSTD_outBuffer out{buf, n, 0};
+    size_t r = ZSTD_decompressStream(m.zd, &out, &in);
+    m.in_pos = in.pos;
+    if (ZSTD_isError(r)) return Status::Corruption(std::string("zstd: ") + ZSTD_getErrorName(r));
+    m.zlast = r;
+    Hash(buf, out.pos);
+    m.out_pos += out.pos;
+    if (out.pos > 0) return out.pos;
+  }
+}
+
+Result<std::string> IndexingSource::Finish() {
+  Impl& m = *impl_;
+  if (!span_ || c_ == Compression::kNone || m.points.empty()) return std::string();
+  if (!m.in_eof || m.in_pos != m.in_len)
+    return Status::InvalidArgument("seek index: stream not read to its end");
+  uint64_t blob_size = m.comp_base + m.in_len;
+  DigestBytes(m.hash->Finish(), m.points.back().digest);
+  m.hash.reset();
+  std::string s;
+  uint64_t count = m.points.size();
+  s.reserve(SeekIndex::kHeaderSize + count * SeekIndex::kRecordSize + m.windows.size());
+  s.append(kMagic, 8);
+  Put32(&s, SeekIndex::kVersion);
+  Put32(&s, static_cast<uint32_t>(c_));
+  Put64(&s, span_);
+  Put64(&s, count);
+  Put64(&s, m.out_pos);
+  Put64(&s, blob_size);
+  Put64(&s, SeekIndex::kHeaderSize + count * SeekIndex::kRecordSize);
+  Put64(&s, m.windows.size());
+  for (const SeekPoint& p : m.points) {
+    Put64(&s, p.out_off);
+    Put64(&s, p.in_off);
+    Put64(&s, p.win_off);
+    Put32(&s, p.win_clen);
+    Put32(&s, p.win_len);
+    s.push_back(static_cast<char>(p.bits));
+    s.push_back(static_cast<char>(p.flags));
+    s.append(6, '\0');
+    s.append(reinterpret_cast<const char*>(p.digest), 32);
+    Put64(&s, 0);
+  }
+  s += m.windows;
+  return s;
+}
+
+// ---- reading ----
+
+SeekIndex::~SeekIndex() {
+  if (map_) ::munmap(map_, size_);
+}
+
+Result<std::shared_ptr<const SeekIndex>> SeekIndex::Open(const std::string& path,
+                                                         const LayerRecord& layer) {
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path);
+  std::shared_ptr<SeekIndex> idx(new SeekIndex());
+  idx->size_ = static_cast<size_t>(st.st_size);
+  if (idx->size_ < kHeaderSize) return Status::Corruption(path + ": short seek index");
+  void* p = ::mmap(nullptr, idx->size_, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return Status::FromErrno("mmap " + path);
+  idx->map_ = p;
+  idx->data_ = static_cast<const uint8_t*>(p);
+  auto r = Parse(std::move(idx), layer);
+  if (!r.ok()) return r.status().WithContext(path);
+  return r;
+}
+
+Result<std::shared_ptr<const SeekIndex>> SeekIndex::FromBytes(std::string bytes,
+                                                              const LayerRecord& layer) {
+  std::shared_ptr<SeekIndex> idx(new SeekIndex());
+  idx->owned_ = std::move(bytes);
+  idx->data_ = reinterpret_cast<const uint8_t*>(idx->owned_.data());
+  idx->size_ = idx->owned_.size();
+  return Parse(std::move(idx), layer);
+}
+
+Result<std::shared_ptr<const SeekIndex>> SeekIndex::Parse(std::shared_ptr<SeekIndex> x,
+                                                          const LayerRecord& layer) {
+  const uint8_t* d = x->data_;
+  if (x->size_ < kHeaderSize || std::memcmp(d, kMagic, 8) != 0)
+    return Status::Corruption("not a seek index");
+  if (Get32(d + 8) != kVersion)
+    return Status::Unsupported("seek index version " + std::to_string(Get32(d + 8)));
+  uint32_t fmt = Get32(d + 12);
+  if (fmt != static_cast<uint32_t>(Compression::kGzip) &&
+      fmt != static_cast<uint32_t>(Compression::kZstd))
+    return Status::Corruption("seek index: bad format");
+  x->format_ = static_cast<Compression>(fmt);
+  x->span_ = Get64(d + 16);
+  x->count_ = Get64(d + 24);
+  x->tar_size_ = Get64(d + 32);
+  x->blob_size_ = Get64(d + 40);
+  x->win_base_ = Get64(d + 48);
+  x->win_size_ = Get64(d + 56);
+  if (x->format_ != layer.compression || x->tar_size_ != layer.size ||
+      x->blob_size_ != layer.blob_size)
+    return Status::Corruption("seek index does not match its layer");
+  if (x->count_ == 0 || x->count_ > (x->size_ - kHeaderSize) / kRecordSize ||
+      x->win_base_ != kHeaderSize + x->count_ * kRecordSize || x->win_size_ > x->size_ ||
+      x->win_base_ > x->size_ - x->win_size_)
+    return Status::Corruption("seek index: bad layout");
+  x->starts_.resize(x->count_);
+  uint64_t prev_out = 0, prev_in = 0;
+  for (uint64_t i = 0; i < x->count_; i++) {
+    SeekPoint p = x->point(i);
+    bool ok = p.out_off >= prev_out && p.out_off <= x->tar_size_ && p.in_off >= prev_in &&
+              p.in_off <= x->blob_size_ && p.bits < 8 && (p.bits == 0 || p.in_off > 0) &&
+              p.win_len <= kWindow && p.win_off <= x->win_size_ &&
+              p.win_clen <= x->win_size_ - p.win_off && (i > 0 || p.out_off == 0) &&
+              ((p.flags & SeekPoint::kFresh) || x->format_ == Compression::kGzip);
+    if (!ok) return Status::Corruption("seek index: bad checkpoint " + std::to_string(i));
+    x->starts_[i] = prev_out = p.out_off;
+    prev_in = p.in_off;
+  }
+  return std::shared_ptr<const SeekIndex>(std::move(x));
+}
+
+SeekPoint SeekIndex::point(size_t i) const {
+  const uint8_t* r = data_ + kHeaderSize + i * kRecordSize;
+  SeekPoint p;
+  p.out_off = Get64(r);
+  p.in_off = Get64(r + 8);
+  p.win_off = Get64(r + 16);
+  p.win_clen = Get32(r + 24);
+  p.win_len = Get32(r + 28);
+  p.bits = r[32];
+  p.flags = r[33];
+  std::memcpy(p.digest, r + 40, 32);
+  return p;
+}
+
+uint64_t SeekIndex::SpanStart(size_t i) const {
+  return starts_[i];
+}
+uint64_t SeekIndex::SpanEnd(size_t i) const {
+  return i + 1 < count_ ? starts_[i + 1] : tar_size_;
+}
+
+size_t SeekIndex::Find(uint64_t off) const {
+  auto it = std::upper_bound(starts_.begin(), starts_.end(), off);
+  return static_cast<size_t>(it - starts_.begin()) - 1;  // starts_[0] == 0
+}
+
+Result<std::string> SeekIndex::Window(const SeekPoint& p) const {
+  std::string w(p.win_len, '\0');
+  const uint8_t* src = data_ + win_base_ + p.win_off;
+  if (p.win_clen == p.win_len) {
+    std::memcpy(w.data(), src, p.win_len);  // stored raw
+    return w;
+  }
+  size_t r = ZSTD_decompress(w.data(), w.size(), src, p.win_clen);
+  if (ZSTD_isError(r) || r != p.win_len) return Status::Corruption("seek index: bad window");
+  return w;
+}
+
+Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i) const {
+  if (i >= count_) return Status::InvalidArgument("no such span");
+  SeekPoint p = point(i);
+  uint64_t len = SpanEnd(i) - SpanStart(i);
+  std::string out(len, '\0');
+  uint64_t in_start = p.in_off - (p.bits ? 1 : 0);
+  uint64_t in_end = i + 1 < count_ ? point(i + 1).in_off : blob_size_;
+  if (format_ == Compression::kGzip) in_end = std::min(blob_size_, in_end + 8);
+  std::string in(in_end - in_start, '\0');
+  IMGFS_RETURN_IF_ERROR(PreadAll(blob_fd, in.data(), in.size(), static_cast<off_t>(in_start)));
+  std::string where = std::string(CompressionName(format_)) + " span " + std::to_string(i) +
+                      " (tar bytes " + std::to_string(p.out_off) + "-" +
+                      std::to_string(p.out_off + len) + ")";
+  if (len == 0) return out;
+  if (format_ == Compression::kGzip) {
+    z_stream zs{};
+    bool fresh = p.flags & SeekPoint::kFresh;
+    if (inflateInit2(&zs, fresh ? 31 : -15) != Z_OK) return Status::Exhausted("inflate init");
+    struct End {
+      z_stream* z;
+      ~End() { inflateEnd(z); }
+    } end{&zs};
+    size_t skip = 0;
+    if (!fresh) {
+      if (p.bits) {
+        int v = static_cast<uint8_t>(in[0]) >> (8 - p.bits);
+        if (inflatePrime(&zs, p.bits, v) != Z_OK) return Status::Corruption("inflatePrime");
+        skip = 1;
+      }
+      if (p.win_len) {
+        IMGFS_ASSIGN_OR_RETURN(std::string w, Window(p));
+        if (inflateSetDictionary(&zs, reinterpret_cast<const Bytef*>(w.data()),
+                                 static_cast<uInt>(w.size())) != Z_OK)
+          return Status::Corruption("inflateSetDictionary");
+      }
+    }
+    zs.next_in = reinterpret_cast<Bytef*>(in.data() + skip);
+    zs.avail_in = static_cast<uInt>(in.size() - skip);
+    zs.next_out = reinterpret_cast<Bytef*>(out.data());
+    zs.avail_out = static_cast<uInt>(out.size());
+    while (zs.avail_out > 0) {
+      int r = inflate(&zs, Z_NO_FLUSH);
+      if (r == Z_STREAM_END && zs.avail_out > 0) {
+        return Status::Corruption(where + ": gzip member ends early");
+      }
+      if (r != Z_OK && r != Z_STREAM_END) {
+        if (r == Z_BUF_ERROR) return Status::Corruption(where + ": compressed data ends early");
+        return Status::Corruption(where + ": corrupt deflate stream" +
+                                  (zs.msg ? std::string(" (") + zs.msg + ")" : ""));
+      }
+    }
+  } else {
+    ZSTD_DCtx* dc = ZSTD_createDCtx();
+    if (!dc) return Status::Exhausted("zstd: out of memory");
+    ZSTD_inBuffer zin{in.data(), in.size(), 0};
+    ZSTD_outBuffer zout{out.data(), out.size(), 0};
+    while (zout.pos < zout.size) {
+      size_t before_in = zin.pos, before_out = zout.pos;
+      size_t r = ZSTD_decompressStream(dc, &zout, &zin);
+      if (ZSTD_isError(r)) {
+        ZSTD_freeDCtx(dc);
+        return Status::Corruption(where + ": zstd: " + ZSTD_getErrorName(r));
+      }
+      if (zin.pos == before_in && zout.pos == before_out) {
+        ZSTD_freeDCtx(dc);
+        return Status::Corruption(where + ": compressed data ends early");
+      }
+    }
+    ZSTD_freeDCtx(dc);
+  }
+  Sha256 h;
+  h.Update(out.data(), out.size());
+  uint8_t got[32];
+  DigestBytes(h.Finish(), got);
+  if (std::memcmp(got, p.digest, 32) != 0)
+    return Status::Corruption(
+        where + ": content does not match the digest recorded when the layer was stored");
+  return out;
+}
+
+// ---- the sidecar files ----
+
+std::string SeekIndexPath(const Store& store, const Digest& diff_id) {
+  return store.root() + "/seek/" + diff_id.hex();
+}
+
+Status WriteSeekIndex(const Store& store, const Digest& diff_id, const std::string& bytes) {
+  IMGFS_RETURN_IF_ERROR(MakeDirs(store.root() + "/seek"));
+  return WriteFileAtomic(SeekIndexPath(store, diff_id), bytes, 0644);
+}
+
+Result<std::string> BuildSeekIndex(const LayerRecord& layer, int blob_fd) {
+  if (layer.compression == Compression::kNone) return std::string();
+  FdSource src(blob_fd);
+  uint64_t span = SeekSpanFromEnv();
+  IndexingSource dec(&src, layer.compression, span ? span : kDefaultSeekSpan);
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  uint64_t total = 0;
+  for (;;) {
+    IMGFS_ASSIGN_OR_RETURN(size_t n, dec.Read(buf.data(), buf.size()));
+    if (n == 0) break;
+    h.Update(buf.data(), n);
+    total += n;
+  }
+  Digest got = h.Finish();
+  if (!(got == layer.diff_id) || total != layer.size) {
+    return Status::Corruption("uncompressed content hashes to " + got.str() + ", expected " +
+                              layer.diff_id.str());
+  }
+  return dec.Finish();
+}
+
+Result<SeekPruneResult> PruneSeekIndexes(const Store& store) {
+  SeekPruneResult r;
+  std::string dir = store.root() + "/seek";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return r;
+    return Status::FromErrno("opendir " + dir);
+  }
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  for (const std::string& name : names) {
+    std::string p = dir + "/" + name;
+    bool remove = false;
+    size_t tmp = name.find(".tmp-");
+    if (tmp != std::string::npos) {
+      // "<hex>.tmp-<pid>-<n>": remove only when its writer is gone.
+      pid_t pid = static_cast<pid_t>(std::atol(name.c_str() + tmp + 5));
+      remove = !(pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM));
+    } else {
+      auto diff_id = Digest::FromHex(name);
+      if (!diff_id.ok()) continue;  // not ours: leave it
+      IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(*diff_id));
+      remove = !layer;
+    }
+    struct stat st;
+    if (remove && ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(p.c_str()) == 0) {
+      r.removed++;
+      r.bytes += static_cast<uint64_t>(st.st_size);
+    }
+  }
+  return r;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,126 @@
+// Seek indexes: random access into a compressed layer without an uncompressed copy.
+//
+// IndexingSource decompresses a layer blob (gzip, zstd or none, like
+// DecompressingSource) and, in the same pass, records checkpoints:
+//   gzip  at the first deflate block boundary after every `span` bytes of output, and at
+//         every member start: uncompressed offset, compressed offset, bit offset and the
+//         32 KiB window (stored zstd-compressed). Decoding uses zlib (inflate with Z_BLOCK
+//         stops at block boundaries); a span is resumed with inflatePrime +
+//         inflateSetDictionary.
+//   zstd  at the first frame boundary after every `span` bytes of output (a zstd:chunked
+//         layer has one frame per file, so spans end near `span`). No window is needed.
+// For every span (checkpoint i to checkpoint i+1, the last to the end of the tar) it
+// records the SHA-256 of the span's uncompressed bytes; DecodeSpan checks it, so a
+// damaged blob fails reads in the damaged span only.
+//
+// The sidecar (ROOT/seek/<diff_id hex>, format in docs/store-format.md) is written
+// ingest → fsync → rename; SeekIndex mmaps it for reading.
+//
+// Thread-safety: IndexingSource belongs to one thread. A SeekIndex is immutable and
+// DecodeSpan may run on any number of threads at once.
+#ifndef IMGFS_INDEX_SEEK_INDEX_H_
+#define IMGFS_INDEX_SEEK_INDEX_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "index/store.h"
+#include "index/stream.h"
+
+namespace imgfs {
+
+constexpr uint64_t kDefaultSeekSpan = 1 << 20;
+// The span for new indexes: $IMGFS_SEEK_SPAN (bytes; 0 = record no index) or 1 MiB.
+uint64_t SeekSpanFromEnv();
+
+class IndexingSource : public ByteSource {
+ public:
+  // span 0: decompress only (DecompressingSource, ISA-L for gzip), record nothing.
+  IndexingSource(ByteSource* in, Compression hint, uint64_t span);
+  ~IndexingSource() override;
+  Result<size_t> Read(void* buf, size_t n) override;
+  Compression compression() const { return c_; }
+  // After Read returned 0: the sidecar's bytes, or "" when no index applies
+  // (uncompressed layer, span 0).
+  Result<std::string> Finish();
+  uint64_t checkpoints() const;
+
+ private:
+  struct Impl;
+  Status Fill();
+  Result<size_t> ReadGzip(void* buf, size_t n);
+  Result<size_t> ReadZstd(void* buf, size_t n);
+  void Checkpoint(bool fresh, uint8_t bits);
+  void Hash(const void* p, size_t n);
+  ByteSource* in_;
+  Compression c_;
+  uint64_t span_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One checkpoint as stored (80 bytes on disk, little-endian).
+struct SeekPoint {
+  uint64_t out_off = 0;  // offset in the tar
+  uint64_t in_off = 0;   // offset in the blob of the first whole byte to feed
+  uint64_t win_off = 0;  // offset of the compressed window in the windows area
+  uint32_t win_clen = 0, win_len = 0;
+  uint8_t bits = 0;   // gzip: bits of byte in_off-1 still to be read (0-7)
+  uint8_t flags = 0;  // kFresh: a member/frame starts here (no window, no bits)
+  uint8_t digest[32] = {};
+  static constexpr uint8_t kFresh = 1;
+};
+
+class SeekIndex {
+ public:
+  static constexpr uint32_t kVersion = 1;
+  static constexpr size_t kHeaderSize = 64, kRecordSize = 80;
+  ~SeekIndex();
+  // Maps `path` and checks it against the layer (sizes, format, bounds).
+  static Result<std::shared_ptr<const SeekIndex>> Open(const std::string& path,
+                                                       const LayerRecord& layer);
+  // Parses sidecar bytes held in memory (tests, fuzzing).
+  static Result<std::shared_ptr<const SeekIndex>> FromBytes(std::string bytes,
+                                                            const LayerRecord& layer);
+  Compression format() const { return format_; }
+  uint64_t span() const { return span_; }
+  size_t count() const { return count_; }
+  SeekPoint point(size_t i) const;
+  uint64_t SpanStart(size_t i) const;
+  uint64_t SpanEnd(size_t i) const;  // exclusive
+  // The span holding tar offset `off` (< tar size).
+  size_t Find(uint64_t off) const;
+  // Decodes span i from the blob and checks its digest.
+  Result<std::string> DecodeSpan(int blob_fd, size_t i) const;
+
+ private:
+  SeekIndex() = default;
+  static Result<std::shared_ptr<const SeekIndex>> Parse(std::shared_ptr<SeekIndex> idx,
+                                                        const LayerRecord& layer);
+  Result<std::string> Window(const SeekPoint& p) const;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  void* map_ = nullptr;  // munmap on destruction when set
+  std::string owned_;    // FromBytes
+  Compression format_ = Compression::kNone;
+  uint64_t span_ = 0, count_ = 0, tar_size_ = 0, blob_size_ = 0, win_base_ = 0, win_size_ = 0;
+  std::vector<uint64_t> starts_;  // out_off of each point, for Find
+};
+
+// ROOT/seek/<diff_id hex>
+std::string SeekIndexPath(const Store& store, const Digest& diff_id);
+// Writes a sidecar: a temp file in ROOT/seek/, fsync, rename, fsync of the directory.
+Status WriteSeekIndex(const Store& store, const Digest& diff_id, const std::string& bytes);
+// Reads the whole blob once (verifying the diff_id) and returns its sidecar's bytes
+// ("" for an uncompressed layer). For layers stored before seek indexes.
+Result<std::string> BuildSeekIndex(const LayerRecord& layer, int blob_fd);
+// Removes sidecars (and stale temp files) whose layer the index no longer has.
+struct SeekPruneResult {
+  uint64_t removed = 0, bytes = 0;
+};
+Result<SeekPruneResult> PruneSeekIndexes(const Store& store);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_INDEX_SEEK_INDEX_H_

@@ -1,0 +1,338 @@
+// Seek indexes (index/seek_index.h) and the span read path (fs/span_cache.h): every
+// span of gzip (one and several members) and multi-frame zstd decodes to the bytes the
+// one-pass decoder produced; a damaged blob fails only the span it hits; the span cache
+// stays within budget and serves parallel readers; a store without sidecars builds one
+// on first read.
+#include "index/seek_index.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <atomic>
+#include <deque>
+#include <thread>
+
+#include "fs/image_view.h"
+#include "fs/span_cache.h"
+#include "registry/image_loader.h"
+#include "tests/tar_builder.h"
+
+namespace imgfs {
+namespace {
+
+using test::TarBuilder;
+
+// Text-like data: compresses, but not to nothing, so deflate makes many blocks.
+std::string Corpus(size_t n, uint32_t seed) {
+  static const char* words[] = {"layer ", "image ", "gzip ", "seek ",  "window ", "span ",
+                                "block ", "tar ",   "blob ", "index ", "\n",      "0x1f "};
+  std::string s;
+  uint32_t x = seed;
+  while (s.size() < n) {
+    x = x * 1664525u + 1013904223u;
+    if ((x >> 28) == 0) {
+      s += std::to_string(x);
+    } else {
+      s += words[(x >> 16) % 12];
+    }
+  }
+  s.resize(n);
+  return s;
+}
+
+std::string GzipMember(std::string_view data) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+std::string ZstdFrames(std::string_view data, size_t frame) {
+  std::string out;
+  for (size_t i = 0; i < data.size(); i += frame) {
+    size_t n = std::min(frame, data.size() - i);
+    std::string f(ZSTD_compressBound(n), '\0');
+    size_t r = ZSTD_compress(f.data(), f.size(), data.data() + i, n, 3);
+    EXPECT_FALSE(ZSTD_isError(r));
+    out.append(f.data(), r);
+  }
+  return out;
+}
+
+struct Indexed {
+  std::string plain;    // what IndexingSource produced
+  std::string sidecar;  // Finish()
+  LayerRecord layer;
+};
+
+Indexed RunIndexer(const std::string& blob, uint64_t span) {
+  Indexed x;
+  StringSource src(blob);
+  IndexingSource dec(&src, Compression::kAuto, span);
+  std::vector<char> buf(70000);  // not a multiple of anything
+  for (;;) {
+    auto n = dec.Read(buf.data(), buf.size());
+    EXPECT_TRUE(n.ok()) << n.status().message();
+    if (!n.ok() || *n == 0) break;
+    x.plain.append(buf.data(), *n);
+  }
+  auto s = dec.Finish();
+  EXPECT_TRUE(s.ok()) << s.status().message();
+  x.sidecar = s.ok() ? *s : "";
+  x.layer.compression = dec.compression();
+  x.layer.size = x.plain.size();
+  x.layer.blob_size = blob.size();
+  return x;
+}
+
+class SeekIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = test::MakeTempDir(); }
+  void TearDown() override { test::RemoveTree(dir_); }
+  int BlobFd(const std::string& blob) {
+    std::string p = dir_ + "/blob" + std::to_string(n_++);
+    test::WriteFile(p, blob);
+    auto fd = OpenFile(p, O_RDONLY);
+    EXPECT_TRUE(fd.ok());
+    fds_.push_back(std::move(*fd));
+    return fds_.back().get();
+  }
+  // Every span decodes to its slice of `want`.
+  void ExpectAllSpans(const SeekIndex& idx, int fd, const std::string& want) {
+    for (size_t i = 0; i < idx.count(); i++) {
+      auto d = idx.DecodeSpan(fd, i);
+      ASSERT_TRUE(d.ok()) << "span " << i << ": " << d.status().message();
+      ASSERT_EQ(*d, want.substr(idx.SpanStart(i), idx.SpanEnd(i) - idx.SpanStart(i)))
+          << "span " << i;
+    }
+  }
+  std::string dir_;
+  int n_ = 0;
+  std::deque<UniqueFd> fds_;
+};
+
+TEST_F(SeekIndexTest, GzipSpansDecodeFromTheirCheckpoints) {
+  std::string data = Corpus(3 << 20, 1);
+  std::string blob = GzipMember(data);
+  Indexed x = RunIndexer(blob, 64 << 10);
+  ASSERT_EQ(x.plain, data);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  // Checkpoints every >= 64 KiB of output at block boundaries: at least a dozen, and
+  // never closer than the span.
+  EXPECT_GE((*idx)->count(), 12u);
+  for (size_t i = 1; i < (*idx)->count(); i++)
+    EXPECT_GE((*idx)->SpanStart(i) - (*idx)->SpanStart(i - 1), 64u << 10);
+  size_t with_bits = 0;
+  for (size_t i = 0; i < (*idx)->count(); i++) with_bits += (*idx)->point(i).bits != 0;
+  EXPECT_GT(with_bits, 0u);  // resuming mid-byte is exercised
+  ExpectAllSpans(**idx, BlobFd(blob), data);
+  EXPECT_EQ((*idx)->Find(0), 0u);
+  EXPECT_EQ((*idx)->Find(data.size() - 1), (*idx)->count() - 1);
+}
+
+TEST_F(SeekIndexTest, MultiMemberGzipHasACheckpointAtEveryMember) {
+  std::string a = Corpus(300000, 2), b = Corpus(10000, 3), c = Corpus(500000, 4);
+  std::string blob = GzipMember(a) + GzipMember(b) + GzipMember(c) + std::string(7, '\0');
+  Indexed x = RunIndexer(blob, 1 << 20);
+  ASSERT_EQ(x.plain, a + b + c);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  ASSERT_EQ((*idx)->count(), 3u);  // 1 MiB span: only the member starts
+  EXPECT_EQ((*idx)->SpanStart(1), a.size());
+  EXPECT_EQ((*idx)->SpanStart(2), a.size() + b.size());
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ((*idx)->point(i).flags, SeekPoint::kFresh);
+  ExpectAllSpans(**idx, BlobFd(blob), a + b + c);
+}
+
+TEST_F(SeekIndexTest, ZstdFramesGiveFrameLevelAccessAndOneFrameGivesOneSpan) {
+  std::string data = Corpus(1 << 20, 5);
+  std::string blob = ZstdFrames(data, 10000);  // 105 frames
+  Indexed x = RunIndexer(blob, 50000);
+  ASSERT_EQ(x.plain, data);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  EXPECT_EQ((*idx)->format(), Compression::kZstd);
+  EXPECT_GE((*idx)->count(), 15u);
+  for (size_t i = 0; i < (*idx)->count(); i++) EXPECT_EQ((*idx)->SpanStart(i) % 10000, 0u);
+  ExpectAllSpans(**idx, BlobFd(blob), data);
+
+  Indexed one = RunIndexer(ZstdFrames(data, data.size()), 50000);
+  auto idx1 = SeekIndex::FromBytes(one.sidecar, one.layer);
+  ASSERT_TRUE(idx1.ok()) << idx1.status().message();
+  EXPECT_EQ((*idx1)->count(), 1u);
+}
+
+TEST_F(SeekIndexTest, ADamagedBlobFailsOnlyTheSpanItHits) {
+  std::string data = Corpus(2 << 20, 6);
+  std::string blob = GzipMember(data);
+  Indexed x = RunIndexer(blob, 128 << 10);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok());
+  size_t k = (*idx)->count() / 2;
+  ASSERT_GE((*idx)->count(), 4u);
+  // Flip a byte in the middle of span k's compressed bytes.
+  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
+  std::string bad = blob;
+  bad[(lo + hi) / 2] ^= 0x55;
+  int fd = BlobFd(bad);
+  for (size_t i = 0; i < (*idx)->count(); i++) {
+    auto d = (*idx)->DecodeSpan(fd, i);
+    if (i == k) {
+      ASSERT_FALSE(d.ok());
+      EXPECT_EQ(d.status().code(), Status::Code::kCorruption) << d.status().message();
+    } else {
+      ASSERT_TRUE(d.ok()) << "span " << i << ": " << d.status().message();
+    }
+  }
+}
+
+TEST_F(SeekIndexTest, ADamagedSidecarIsRejectedNotTrusted) {
+  std::string data = Corpus(1 << 20, 7);
+  Indexed x = RunIndexer(GzipMember(data), 64 << 10);
+  LayerRecord other = x.layer;
+  other.size++;
+  EXPECT_FALSE(SeekIndex::FromBytes(x.sidecar, other).ok());  // not this layer's
+  std::string s = x.sidecar;
+  s[SeekIndex::kHeaderSize + SeekIndex::kRecordSize + 8] = '\xff';  // point 1's in_off
+  s[SeekIndex::kHeaderSize + SeekIndex::kRecordSize + 15] = '\x7f';
+  EXPECT_FALSE(SeekIndex::FromBytes(s, x.layer).ok());
+  EXPECT_FALSE(SeekIndex::FromBytes(x.sidecar.substr(0, 100), x.layer).ok());
+}
+
+TEST(SpanCacheTest, StaysWithinItsBudgetAndKeepsTheRecentlyUsed) {
+  SpanCache c(16 * 1000);  // 16 shards of 1000 bytes
+  for (uint64_t i = 0; i < 200; i++)
+    c.Put(1, i, std::make_shared<const std::string>(400, static_cast<char>(i)));
+  EXPECT_LE(c.bytes(), 16u * 1000);
+  EXPECT_GT(c.evictions(), 100u);
+  EXPECT_TRUE(c.Get(1, 199) != nullptr);  // the newest of its shard stays
+  EXPECT_TRUE(c.Get(1, 0) == nullptr);
+}
+
+// Through the store: import, drop the sidecars, read.
+class SpanReadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test::MakeTempDir();
+    root_ = dir_ + "/store";
+    auto s = Store::Open(root_);
+    ASSERT_TRUE(s.ok());
+    store_ = std::move(*s);
+    ::setenv("IMGFS_SEEK_SPAN", "65536", 1);
+    TarBuilder t;
+    for (int i = 0; i < 40; i++) t.File("f" + std::to_string(i), Corpus(50000, 100 + i));
+    std::string path = dir_ + "/img.tar";
+    test::WriteFile(path, t.Build("gzip"));
+    auto ref = ParseDockerRef("span:1");
+    auto r = ImportRootfs(*store_, path, *ref, LoadOptions{});
+    ::unsetenv("IMGFS_SEEK_SPAN");
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    auto v = ImageView::Open(*store_, r->id);
+    ASSERT_TRUE(v.ok());
+    view_ = *v;
+  }
+  void TearDown() override {
+    view_.reset();
+    store_.reset();
+    test::RemoveTree(dir_);
+  }
+  std::string Cat(LayerReader& r, int i, Status* st = nullptr) {
+    uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
+    std::string out(view_->tree().node(n).size, '\0');
+    auto got = view_->Read(r, n, out.data(), out.size(), 0);
+    if (st) *st = got.status();
+    return got.ok() ? out : "<error>";
+  }
+  std::string dir_, root_;
+  std::unique_ptr<Store> store_;
+  std::shared_ptr<const ImageView> view_;
+};
+
+TEST_F(SpanReadTest, ReadsNeedNoUnpackedCopyAndMissingSidecarsAreBuilt) {
+  const LayerRecord& l = view_->layers()[0];
+  std::string sidecar = SeekIndexPath(*store_, l.diff_id);
+  ASSERT_TRUE(PathExists(sidecar));  // written by the import
+  {
+    LayerReader r(*store_);
+    EXPECT_EQ(Cat(r, 17), Corpus(50000, 117));
+    EXPECT_EQ(r.indexes_built(), 0u);
+    EXPECT_LE(r.spans_decoded(), 2u);  // 50 KB of a 2 MB layer: one or two 64 KiB spans
+    EXPECT_EQ(r.unpack_cache().unpack_count(), 0u);
+    EXPECT_FALSE(PathExists(store_->UnpackedPath(l.diff_id)));
+  }
+  ASSERT_EQ(::unlink(sidecar.c_str()), 0);  // a store from before seek indexes
+  LayerReader r(*store_);
+  EXPECT_EQ(Cat(r, 3), Corpus(50000, 103));
+  EXPECT_EQ(r.indexes_built(), 1u);
+  EXPECT_TRUE(PathExists(sidecar));
+  EXPECT_FALSE(PathExists(store_->UnpackedPath(l.diff_id)));
+}
+
+TEST_F(SpanReadTest, ParallelReadersUnderEvictionGetEveryByteRight) {
+  LayerReader r(*store_, 16 * 70000);  // about one span per shard: constant eviction
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 30; k++) {
+        int i = (t * 7 + k * 13) % 40;
+        if (Cat(r, i) != Corpus(50000, 100 + i)) wrong++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(r.span_cache().evictions(), 0u)
+      << "decoded " << r.spans_decoded() << " hits " << r.span_cache().hits() << " bytes "
+      << r.span_cache().bytes();
+  EXPECT_LE(r.span_cache().bytes(), 16u * 70000 + 16u * (256 << 10));
+}
+
+TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
+  const LayerRecord& l = view_->layers()[0];
+  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  ASSERT_GE((*idx)->count(), 10u);
+  size_t k = 10;
+  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
+  std::string blob_path = store_->blobs().BlobPath(l.blob);
+  ::chmod(blob_path.c_str(), 0644);
+  {
+    auto fd = OpenFile(blob_path, O_RDWR);
+    ASSERT_TRUE(fd.ok());
+    char c;
+    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
+    c ^= 0x20;
+    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
+  }
+  LayerReader r(*store_);
+  int failed = 0;
+  for (int i = 0; i < 40; i++) {
+    uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
+    uint64_t a = view_->tree().node(n).data_offset, b = a + view_->tree().node(n).size;
+    bool in_k = a < (*idx)->SpanEnd(k) && b > (*idx)->SpanStart(k);
+    Status st;
+    std::string got = Cat(r, i, &st);
+    if (in_k) {
+      failed++;
+      EXPECT_EQ(st.code(), Status::Code::kCorruption) << "f" << i;
+    } else {
+      EXPECT_EQ(got, Corpus(50000, 100 + i)) << "f" << i << ": " << st.message();
+    }
+  }
+  EXPECT_GE(failed, 1);
+}
+
+}  // namespace
+}  // namespace imgfs
