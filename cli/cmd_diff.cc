@@ -6,7 +6,7 @@
 #include "cli/cli_common.h"
 #include "fs/image_diff.h"
 #include "fs/image_view.h"
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 #include "index/json_writer.h"
 
 namespace imgfs {
@@ -33,7 +33,7 @@ int CmdDiff(const std::string& root, const Args& a) {
     base = ImageView::OpenLayers(*store, below, /*changeset=*/false);
   }
   if (!base.ok()) return Fail(base.status(), "diff");
-  UnpackCache cache(*store);
+  LayerReader cache(*store);
   auto changes = DiffViews(**base, **view, cache);
   if (!changes.ok()) return Fail(changes.status(), "diff");
   for (const PathChange& c : *changes) {

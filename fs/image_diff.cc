@@ -10,7 +10,7 @@ namespace {
 
 class Differ {
  public:
-  Differ(const ImageView& o, const ImageView& n, UnpackCache& cache)
+  Differ(const ImageView& o, const ImageView& n, LayerReader& cache)
       : o_(o), n_(n), cache_(cache) {}
 
   // Compares directories on and nn (both present); returns whether anything below changed.
@@ -112,14 +112,14 @@ class Differ {
 
   const ImageView& o_;
   const ImageView& n_;
-  UnpackCache& cache_;
+  LayerReader& cache_;
   std::vector<PathChange> out_;
 };
 
 }  // namespace
 
 Result<std::vector<PathChange>> DiffViews(const ImageView& old_view, const ImageView& new_view,
-                                          UnpackCache& cache) {
+                                          LayerReader& cache) {
   Differ d(old_view, new_view, cache);
   IMGFS_RETURN_IF_ERROR(d.Dir(MergedTree::kRoot, MergedTree::kRoot, "").status());
   std::vector<PathChange> out = d.Take();

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "fs/image_view.h"
-#include "fs/unpack_cache.h"
+#include "fs/span_cache.h"
 
 namespace imgfs {
 
@@ -31,7 +31,7 @@ struct PathChange {
 };
 
 Result<std::vector<PathChange>> DiffViews(const ImageView& old_view, const ImageView& new_view,
-                                          UnpackCache& cache);
+                                          LayerReader& cache);
 
 }  // namespace imgfs
 

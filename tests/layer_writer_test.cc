@@ -349,7 +349,7 @@ TEST_F(LayerWriterTest, CommitAndDiffThroughTheStore) {
   ASSERT_EQ((*view)->image().diff_ids.size(), 2u);
   auto parent = ImageView::OpenLayers(**store, {(*view)->image().diff_ids[0]}, false);
   ASSERT_TRUE(parent.ok());
-  UnpackCache cache(**store);
+  LayerReader cache(**store);
   auto changes = DiffViews(**parent, **view, cache);
   ASSERT_TRUE(changes.ok()) << changes.status().ToString();
   std::string got;
