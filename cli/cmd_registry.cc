@@ -104,16 +104,12 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
     o.creds = *c;
   }
   o.cert_dir = a.Get("--cert-dir");
-  if (a.Has("--tls-verify")) {
-    std::string v = a.Get("--tls-verify");
-    if (v == "false" || v == "0") {
-      o.tls_verify = false;
-      std::fprintf(stderr,
-                   "imgfs: WARNING: --tls-verify=false: registry certificates are not checked "
-                   "and plain HTTP is allowed\n");
-    } else if (v != "true" && v != "1" && !v.empty()) {
-      Die("--tls-verify: want true or false", 2);
-    }
+  // A boolean flag (cli/flags.h): --tls-verify and --tls-verify=true keep the check.
+  if (!a.On("--tls-verify")) {
+    o.tls_verify = false;
+    std::fprintf(stderr,
+                 "imgfs: WARNING: --tls-verify=false: registry certificates are not checked "
+                 "and plain HTTP is allowed\n");
   }
   return o;
 }
@@ -314,9 +310,10 @@ std::vector<Command> RegistryCommands() {
        "A transfer slower than $IMGFS_LOW_SPEED_LIMIT bytes/s (1024) for $IMGFS_LOW_SPEED_TIME s\n"
        "(30) fails and is retried; connecting takes at most $IMGFS_CONNECT_TIMEOUT s (30).",
        {"--platform", "--max-concurrent-downloads", "--insecure-registry", "--registry-mirror",
-        "--format", "--authfile", "--creds", "--cert-dir", "--tls-verify"},
+        "--format", "--authfile", "--creds", "--cert-dir"},
        {{"-q", "--quiet"}},
-       CmdPull},
+       CmdPull,
+       {"--quiet", "--tls-verify"}},
       {"login",
        "imgfs login [-u USER] [-p PASSWORD | --password-stdin] [--authfile FILE] [SERVER]",
        "Check credentials against a registry and store them in docker's config.json (mode 0600),\n"
@@ -327,10 +324,10 @@ std::vector<Command> RegistryCommands() {
        "  -p, --password PASSWORD   (insecure: a warning; asked for without echo when left out)\n"
        "  --password-stdin   read the password from stdin\n"
        "  --authfile FILE\n  --insecure-registry HOST\n  --cert-dir DIR\n  --tls-verify=false",
-       {"--username", "--password", "--insecure-registry", "--authfile", "--cert-dir",
-        "--tls-verify"},
+       {"--username", "--password", "--insecure-registry", "--authfile", "--cert-dir"},
        {{"-u", "--username"}, {"-p", "--password"}},
-       CmdLogin},
+       CmdLogin,
+       {"--password-stdin", "--tls-verify"}},
       {"logout",
        "imgfs logout [--authfile FILE] [SERVER]",
        "Remove stored credentials for a registry (from docker's config.json, or --authfile FILE).",

@@ -121,6 +121,13 @@ refuse "pull --registry-mirror" "needs a value"
 refuse "pull --plat linux/amd64 x" "unknown flag --plat"
 refuse "pull --max-concurrent-downloads=abc x" "max-concurrent-downloads"
 refuse "login -u" "--username needs a value"
+refuse "pull --tls-verify=maybe x" "invalid value \"maybe\" for --tls-verify"
+refuse "login --tls-verify=maybe x" "invalid value \"maybe\" for --tls-verify"
+# --tls-verify is a boolean: bare, it is true and takes not the next word as its value.
+"$IMGFS" pull --tls-verify 127.0.0.1:1/tls/bare:v1 >/dev/null 2>"$T/tlsbare.err" || true
+check "pull --tls-verify REF: REF is the image, not the flag's value" \
+  grep -q 'registry 127.0.0.1:1 is not reachable' "$T/tlsbare.err"
+check "  and no warning (the check stays on)" bash -c "! grep -q WARNING '$T/tlsbare.err'"
 refuse "login --password-stdin=x" "invalid value \"x\" for --password-stdin"
 refuse "mount -o" "--options needs a value"
 refuse "mount --cache" "unknown flag --cache"
