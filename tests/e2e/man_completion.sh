@@ -8,9 +8,10 @@ need man python3
 cd "$T"
 SRC=$(cd "$HERE/../.." && pwd)
 "$IMGFS" help --man >imgfs.1
-cmds=$("$IMGFS" --help | awk '/^Commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 }')
-check "--help lists commands" test "$(wc -w <<<"$cmds")" -ge 15
-missing() { local c; for c in $cmds; do grep -q "^\.SS $c\$" imgfs.1 || echo "$c"; done; }
+# A command's name is what stands before the two spaces: "image prune", "system df".
+cmds=$("$IMGFS" --help | awk -F '  +' '/^Commands:/ { on = 1; next } on && /^  [a-z]/ { print $2 }')
+check "--help lists commands" test "$(wc -l <<<"$cmds")" -ge 15
+missing() { local c; while read -r c; do grep -q "^\.SS $c\$" imgfs.1 || echo "$c"; done <<<"$cmds"; }
 check "imgfs.1 has a section for every command" test -z "$(missing)"
 check "man renders it without warnings" bash -c "man --warnings -l imgfs.1 2>&1 >/dev/null | (! grep .)"
 check "  and the options read as ASCII (--chunk-size)" bash -c "MANWIDTH=200 man -l imgfs.1 2>/dev/null | grep -q -- '--chunk-size SIZE'"
