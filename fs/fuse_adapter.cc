@@ -320,6 +320,7 @@ int RunMount(const MountOptions& in) {
   MountFs::Options fo;
   fo.root = o.root;
   fo.cache_size = o.cache_size;
+  fo.whole_layers = o.whole_layers;
   fo.name_timeout = o.name_timeout;
   {
     // Check the store now, in the caller's process, so errors reach the terminal.

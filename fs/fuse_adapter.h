@@ -23,11 +23,13 @@ struct MountOptions {
   bool suid = false;  // honour setuid bits (default nosuid)
   bool dev = false;   // allow device nodes (default nodev)
   bool noexec = false;
-  uint64_t cache_size = 0;  // unpack cache limit, 0 = none
+  uint64_t cache_size = 0;  // span cache budget (0 = 64 MiB) and unpack cache limit (0 = none)
   double name_timeout = 0.5;
   // Use the kernel's no-open/no-opendir modes when it offers them (-o open=kernel is
   // the default; -o open=daemon sends every open to the daemon, for comparison).
   bool kernel_open_free = true;
+  // -o whole_layers: ignore seek indexes, unpack compressed layers whole (comparisons).
+  bool whole_layers = false;
 };
 
 // Returns the process exit code. On errors before the mount exists, prints one line.
