@@ -150,6 +150,8 @@ int CmdMount(const std::string& root, const Args& a) {
       auto n = ParseSize(val);
       if (!n.ok()) Die("mount: tree_cache: " + n.status().message(), 2);
       o.tree_cache = *n;
+    } else if (opt == "whole_layers") {
+      o.whole_layers = true;
     } else if (key == "open") {
       if (val != "kernel" && val != "daemon") Die("mount: open is kernel or daemon", 2);
       o.kernel_open_free = val == "kernel";
@@ -182,8 +184,8 @@ std::vector<Command> FileCommands() {
        "  -R, --recursive    list subdirectories recursively\n"
        "  --format tsv       one line per entry: type mode uid gid size mtime nlink inode dev link "
        "sha256 xattrs path\n"
-       "  --sha256           with tsv: the SHA-256 of each regular file's content (unpacks "
-       "layers)\n"
+       "  --sha256           with tsv: the SHA-256 of each regular file's content (reads "
+       "every file)\n"
        "Names: on a terminal, names that need it are quoted for the shell as GNU ls does\n"
        "('a b', 'a'$'\\n''b'); otherwise (and in tsv) bytes below 0x20, DEL and backslash are\n"
        "C-escaped (\\\\ \\t \\n \\r \\a \\b \\f \\v, else \\NNN octal): a tab or newline in the\n"
@@ -193,7 +195,8 @@ std::vector<Command> FileCommands() {
        CmdLs},
       {"cat",
        "imgfs cat IMAGE PATH...",
-       "Print files of an image (layers are unpacked on demand).",
+       "Print files of an image (compressed layers are read span by span through their seek "
+       "index).",
        {},
        {},
        CmdCat},
@@ -203,9 +206,11 @@ std::vector<Command> FileCommands() {
        "  -f, --foreground   stay in the foreground and log to stderr (default: daemon, log in "
        "ROOT/mount.log)\n"
        "  -o OPTIONS         comma-separated: allow_other, allow_root, suid, dev, noexec, debug,\n"
-       "                     cache_size=SIZE (unpack cache limit, e.g. 2G), name_timeout=SECONDS,\n"
+       "                     cache_size=SIZE (decoded-span cache, default 64M; also the limit of\n"
+       "                     whole-layer unpacks, e.g. 2G), name_timeout=SECONDS,\n"
        "                     tree_cache=SIZE (built image trees kept in memory, default 64M),\n"
-       "                     open=kernel|daemon (kernel: no open round trips, the default)\n"
+       "                     open=kernel|daemon (kernel: no open round trips, the default),\n"
+       "                     whole_layers (unpack compressed layers whole, ignoring seek indexes),\n"
        "                     auto_unmount (unmount when the daemon dies); fstab's generic options\n"
        "                     (defaults, noatime, nofail, _netdev, noauto, user, x-systemd.*, …)\n"
        "                     are accepted and ignored\n"

@@ -23,7 +23,7 @@ struct MountOptions {
   bool suid = false;  // honour setuid bits (default nosuid)
   bool dev = false;   // allow device nodes (default nodev)
   bool noexec = false;
-  uint64_t cache_size = 0;                   // unpack cache limit, 0 = none
+  uint64_t cache_size = 0;  // span cache budget (0 = 64 MiB) and unpack cache limit (0 = none)
   uint64_t tree_cache = uint64_t{64} << 20;  // bytes of built image trees kept
   double name_timeout = 0.5;
   // Use the kernel's no-open/no-opendir modes when it offers them (-o open=kernel is
@@ -31,6 +31,8 @@ struct MountOptions {
   bool kernel_open_free = true;
   // libfuse's auto_unmount: fusermount3 unmounts when the daemon dies (fstab option).
   bool auto_unmount = false;
+  // -o whole_layers: ignore seek indexes, unpack compressed layers whole (comparisons).
+  bool whole_layers = false;
 };
 
 // Returns the process exit code. On errors before the mount exists, prints one line.

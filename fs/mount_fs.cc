@@ -92,7 +92,7 @@ std::shared_ptr<const Snapshot> Snapshot::Build(
 struct MountFs::FileHandle {
   std::shared_ptr<UniqueFd> fd;  // the layer's uncompressed stream, pinned while open
   std::shared_ptr<const LayerReader::Stream> stream;  // an indexed layer (no fd)
-  uint64_t base = 0;             // content offset in it
+  uint64_t base = 0;                                  // content offset in it
   uint64_t size = 0;
   bool is_bytes = false;
   std::string bytes;  // .repositories.json as it was at open
@@ -106,8 +106,8 @@ Result<std::unique_ptr<MountFs>> MountFs::Create(const Options& options) {
   std::unique_ptr<MountFs> fs(new MountFs());
   fs->options_ = options;
   IMGFS_ASSIGN_OR_RETURN(fs->store_, Store::Open(options.root));
-  fs->cache_ = std::make_unique<LayerReader>(*fs->store_, options.cache_size,
-                                             !options.whole_layers);
+  fs->cache_ =
+      std::make_unique<LayerReader>(*fs->store_, options.cache_size, !options.whole_layers);
   fs->cache_->unpack_cache().set_limit(options.cache_size);
   fs->mounted_at_ = ::time(nullptr);
   fs->slots_.reset(new std::atomic<Instance*>[kMaxInstances]);
@@ -584,8 +584,8 @@ Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, 
   if (h->stream && !h->fd) {
     // An indexed layer: the decoded span(s), copied out of the span cache.
     r.bytes.resize(static_cast<size_t>(std::min<uint64_t>(size, h->size - offset)));
-    IMGFS_ASSIGN_OR_RETURN(size_t got, h->stream->Read(r.bytes.data(), r.bytes.size(),
-                                                        h->base + offset));
+    IMGFS_ASSIGN_OR_RETURN(size_t got,
+                           h->stream->Read(r.bytes.data(), r.bytes.size(), h->base + offset));
     r.bytes.resize(got);
     return r;
   }

@@ -101,7 +101,7 @@ class MountFs {
   static constexpr uint32_t kLayersDirNode = 4;
 
   struct Options {
-    std::string root;         // the store
+    std::string root;  // the store
     // Span cache budget in bytes (0 = 64 MiB) and, for layers read whole, the unpack
     // cache limit (0 = unlimited).
     uint64_t cache_size = 0;

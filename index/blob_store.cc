@@ -57,7 +57,8 @@ Result<std::unique_ptr<BlobStore::Writer>> BlobStore::OpenPartial(const Digest& 
 }
 
 BlobStore::Writer::~Writer() {
-  if (!done_ && !keep_) ::unlink(tmp_.c_str());
+  // A resumable file that never received a byte is not worth keeping.
+  if (!done_ && (!keep_ || (have_ == 0 && size_ == 0))) ::unlink(tmp_.c_str());
 }
 
 void BlobStore::Writer::Discard() {

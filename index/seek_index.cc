@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <isa-l/igzip_lib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -419,6 +420,45 @@ Result<std::string> SeekIndex::Window(const SeekPoint& p) const {
   return w;
 }
 
+// Decodes a gzip span with ISA-L (about 3× zlib's speed): the window as its dictionary,
+// the leftover bits of byte in_off-1 preloaded into the bit buffer. False on any
+// failure (the caller then decodes with zlib, which names the error).
+bool SeekIndex::IsalSpan(const SeekPoint& p, const std::string& in, std::string* out) const {
+  auto st = std::make_unique<inflate_state>();
+  isal_inflate_init(st.get());
+  bool fresh = p.flags & SeekPoint::kFresh;
+  st->crc_flag = fresh ? ISAL_GZIP : ISAL_DEFLATE;
+  size_t skip = 0;
+  std::string w;
+  if (!fresh) {
+    if (p.win_len) {
+      auto got = Window(p);
+      if (!got.ok()) return false;
+      w = std::move(*got);
+      if (isal_inflate_set_dict(st.get(), reinterpret_cast<uint8_t*>(w.data()),
+                                static_cast<uint32_t>(w.size())) != COMP_OK)
+        return false;
+    }
+    if (p.bits) {
+      st->read_in = static_cast<uint8_t>(in[0]) >> (8 - p.bits);
+      st->read_in_length = p.bits;
+      skip = 1;
+    }
+  }
+  st->next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(in.data())) + skip;
+  st->avail_in = static_cast<uint32_t>(in.size() - skip);
+  st->next_out = reinterpret_cast<uint8_t*>(out->data());
+  st->avail_out = static_cast<uint32_t>(out->size());
+  while (st->avail_out > 0) {
+    uint32_t before_in = st->avail_in, before_out = st->avail_out;
+    int r = isal_inflate(st.get());
+    if (r < 0) return false;
+    if (st->block_state == ISAL_BLOCK_FINISH && st->avail_out > 0) return false;
+    if (st->avail_in == before_in && st->avail_out == before_out) return false;
+  }
+  return true;
+}
+
 Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i) const {
   if (i >= count_) return Status::InvalidArgument("no such span");
   SeekPoint p = point(i);
@@ -433,7 +473,10 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i) const {
                       " (tar bytes " + std::to_string(p.out_off) + "-" +
                       std::to_string(p.out_off + len) + ")";
   if (len == 0) return out;
-  if (format_ == Compression::kGzip) {
+  if (format_ == Compression::kGzip && IsalSpan(p, in, &out)) {
+    // decoded by ISA-L
+  } else if (format_ == Compression::kGzip) {
+    // zlib: the reference path, and the one that words an error when ISA-L failed.
     z_stream zs{};
     bool fresh = p.flags & SeekPoint::kFresh;
     if (inflateInit2(&zs, fresh ? 31 : -15) != Z_OK) return Status::Exhausted("inflate init");

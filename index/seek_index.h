@@ -99,6 +99,7 @@ class SeekIndex {
   static Result<std::shared_ptr<const SeekIndex>> Parse(std::shared_ptr<SeekIndex> idx,
                                                         const LayerRecord& layer);
   Result<std::string> Window(const SeekPoint& p) const;
+  bool IsalSpan(const SeekPoint& p, const std::string& in, std::string* out) const;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   void* map_ = nullptr;  // munmap on destruction when set

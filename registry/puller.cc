@@ -222,8 +222,8 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   // The config stops at its declared size (capped: configs are a few KB, 16 MiB is
   // far beyond any real one).
   size_t config_cap = static_cast<size_t>(std::min<uint64_t>(m.config.size, 16 << 20));
-  // A config blob already stored (by an interrupted pull: it is written early, below)
-  // is read from disk, checked again, and not fetched.
+  // A config blob already stored (left by an image removed since, not yet pruned) is
+  // read from disk, checked again, and not fetched.
   std::string config;
   if (store.blobs().Has(m.config.digest)) {
     auto held = store.blobs().Read(m.config.digest, config_cap);
@@ -242,19 +242,6 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
-  // The config and manifest blobs are written (and fsynced) while the layers download,
-  // off the critical path; Commit then finds them in place (or writes them again if a
-  // prune removed them meanwhile: until the image is recorded nothing refers to them).
-  struct Joined {
-    std::thread t;
-    void Join() {
-      if (t.joinable()) t.join();
-    }
-    ~Joined() { Join(); }
-  } early_blobs{std::thread([&store, &config, &chosen, &m] {
-    (void)store.blobs().Put(config, m.config.digest);
-    (void)store.blobs().Put(chosen.bytes, chosen.digest);
-  })};
   constexpr int kRounds = 3;
   for (int round = 0; round < kRounds; round++) {
     std::vector<size_t> jobs;
@@ -379,7 +366,6 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       continue;
     }
 
-    early_blobs.Join();
     StagedImage img;
     img.record = std::move(rec);
     img.config = std::move(config);

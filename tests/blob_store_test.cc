@@ -138,6 +138,11 @@ TEST_F(BlobStoreTest, PartialFileResumes) {
     auto w = store_->OpenPartial(d, all.size());
     ASSERT_TRUE(w.ok());
     EXPECT_EQ((*w)->resumed(), 0u);
+  }  // nothing written: nothing kept
+  EXPECT_EQ(IngestFiles(), 0u);
+  {
+    auto w = store_->OpenPartial(d, all.size());
+    ASSERT_TRUE(w.ok());
     ASSERT_TRUE((*w)->Write(all.data(), 7).ok());
   }  // not committed: kept
   EXPECT_EQ(IngestFiles(), 1u);

@@ -409,3 +409,38 @@ TEST_F(MountFsTest, NameListingsBuildNoTreeAndTreesAreEvictedUnderTheBound) {
 
 }  // namespace
 }  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+TEST_F(MountFsTest, ConcurrentReadersAtManyOffsetsThroughTheSpanPath) {
+  Fs(1);  // a 1-byte span cache: a shard keeps only its newest span
+  uint64_t a = Walk("alpha/1/etc/hostname"), b = Walk("beta/1/etc/hostname"),
+           big = Walk("alpha/1/big");
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 40; i++) {
+        uint64_t ino = (t + i) % 3 == 0 ? a : (t + i) % 3 == 1 ? b : big;
+        uint64_t off = ino == big ? (t * 7919 + i * 104729) % 150000 : 0;
+        auto r = Fs().Read(ino, 0, 1 << 16, off);  // no-open mode: fh 0
+        if (!r.ok() || r->fd) {                    // indexed layers come back as bytes, never an fd
+          wrong++;
+          continue;
+        }
+        std::string want = ino == a   ? "alpha\n"
+                           : ino == b ? "beta\n"
+                                      : std::string(std::min<uint64_t>(1 << 16, 200000 - off), 'b');
+        if (r->bytes != want) wrong++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(Fs().unpack_cache().unpack_count(), 0u);
+  EXPECT_GE(Fs().layer_reader().spans_decoded(), 2u);
+}
+
+}  // namespace
+}  // namespace imgfs

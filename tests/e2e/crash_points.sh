@@ -70,7 +70,9 @@ cmd_pull() { CMD=("$IMGFS" pull -q "$BIG"); }
 retry_pull() { "$IMGFS" pull -q "$BIG" >/dev/null; }
 expect_pull() { content_state; tree_of "$BIG"; }
 
-prep_cat() { "$IMGFS" prune >/dev/null; }  # drops the unpacked copy: cat must unpack
+# Drops the seek indexes (and any unpacked copy): cat must build the layer's sidecar
+# (temp file, fsync, rename), the only thing a read writes (index/seek_index.h).
+prep_cat() { "$IMGFS" prune >/dev/null; rm -f "$ROOT"/seek/*; }
 cmd_cat() { CMD=("$IMGFS" cat "$BIG" /data/big.bin /etc/passwd); }
 retry_cat() { "$IMGFS" cat "$BIG" /data/big.bin /etc/passwd >"$T/cat.out"; }
 expect_cat() { sha256sum <"$T/cat.out"; content_state; }

@@ -112,7 +112,7 @@ for k in 1 2 3 4; do
   "$IMGFS" import "l$k.tgz" "c$k:v1" >/dev/null
 done
 LIMIT=$((2560 * 1024))
-mount_store "$T/mc" -o cache_size=2560K
+mount_store "$T/mc" -o cache_size=2560K,whole_layers  # the whole-layer path (no seek indexes)
 unpacked_bytes() { find "$ROOT/unpacked" -name '*.tar' -printf '%s\n' 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 within() {
   local b; b=$(unpacked_bytes)
@@ -130,4 +130,13 @@ done
 check "cache_size=2560K: every read is right, unpacked/ stays within the bound after each" test $right = 1
 check "  (four layers read, at most two copies kept: $(ls "$ROOT/unpacked" | wc -l) left)" \
   bash -c "[[ \$(ls '$ROOT/unpacked' | wc -l) -le 2 ]] && grep -q . <<<\"\$(ls '$ROOT/unpacked')\""
+# The default path (seek indexes): the same reads make no uncompressed copy at all.
+fusermount3 -u "$T/mc"
+wait_unmounted "$T/mc"
+rm -rf "$ROOT/unpacked"
+mount_store "$T/mc" -o cache_size=2560K
+right=1
+for k in 1 2 3 4; do cmp -s "$T/mc/c$k/v1/f$k" "l$k/f$k" || right=0; done
+check "default mount: every read right through the seek indexes" test $right = 1
+check "  and unpacked/ stays empty" bash -c "[[ -z \$(ls -A '$ROOT/unpacked' 2>/dev/null) ]]"
 finish
