@@ -27,6 +27,16 @@ complete_words() {  # complete_words WORD...: what the completion offers for the
 }
 check "completion: commands" test "$(complete_words imgfs pu | sort | tr '\n' ' ')" = "pull push "
 check "completion: a command's flags" bash -c "$(declare -f complete_words); SRC='$SRC' T='$T' complete_words imgfs save --f | grep -qx -- --format"
+# The flags the other commands declare (auth's, io's, commit's) are offered too.
+offers() {  # offers CMD FLAG...: the completion of "imgfs CMD --" has every FLAG
+  local cmd=$1 f got; shift
+  got=$(complete_words imgfs $cmd --)
+  for f; do grep -qx -- "$f" <<<"$got" || { echo "$cmd: $f not offered"; return 1; }; done
+}
+check "completion: pull's registry flags" offers pull --authfile --creds --cert-dir --tls-verify --quiet
+check "completion: login's flags" offers login --password-stdin --tls-verify --username
+check "completion: push, commit and diff flags" bash -c "$(declare -f complete_words offers); SRC='$SRC' T='$T'
+  offers push --chunk-size --no-mount --quiet && offers commit --base --message --change && offers diff --format"
 check "completion: save --format values" test "$(complete_words imgfs save --format oc)" = oci-archive
 check "completion: image names" test "$(complete_words imgfs push comp/)" = comp/one:v1
 finish
