@@ -70,7 +70,9 @@ int CmdPush(const std::string& root, const Args& a) {
 std::vector<Command> PushCommands() {
   return {
       {"push",
-       "imgfs push [-q] [--chunk-size SIZE] [--no-mount] [--insecure-registry HOST] IMAGE "
+       "imgfs push [-q] [--chunk-size SIZE] [--no-mount] [--creds USER[:PASS]] "
+       "[--tls-verify=false] "
+       "[--insecure-registry HOST] IMAGE "
        "[DESTINATION]",
        "Upload an image to a registry (as DESTINATION, default the name IMAGE was given by).\n"
        "The manifest is sent byte for byte as stored, so its digest is the local one.\n"
@@ -78,10 +80,16 @@ std::vector<Command> PushCommands() {
        "  --chunk-size SIZE           upload blobs in PATCH chunks of SIZE (default: one PUT)\n"
        "  --no-mount                  never mount blobs from another repository of the registry\n"
        "  --insecure-registry HOST    allow plain HTTP for HOST (loopback hosts always may)\n"
+       "  --authfile FILE             credentials from FILE only (also $REGISTRY_AUTH_FILE)\n"
+       "  --creds USER[:PASSWORD]     these credentials (the password is asked for when left "
+       "out)\n"
+       "  --cert-dir DIR              CAs (*.crt) and client certificate (NAME.cert, NAME.key)\n"
+       "  --tls-verify=false          check no certificate, allow plain HTTP (a warning)\n"
        "Credentials and certificates as for pull (imgfs login, certs.d).",
-       {"--chunk-size", "--insecure-registry"},
+       {"--chunk-size", "--insecure-registry", "--authfile", "--creds", "--cert-dir"},
        {{"-q", "--quiet"}},
-       CmdPush},
+       CmdPush,
+       {"--quiet", "--no-mount", "--tls-verify"}},
   };
 }
 

@@ -284,4 +284,15 @@ fresh tls-noverify
 "$IMGFS" pull -q --tls-verify=false localhost:$PS/tiny:v1 >/dev/null 2>"$T/noverify.err" && rc=0 || rc=$?
 check "--tls-verify=false: the unknown CA is accepted" test "$rc" = 0
 check "  with a warning" grep -q 'WARNING: --tls-verify=false' "$T/noverify.err"
+# push reads the same registry flags (RegistryOptionsFor): refused against the unknown
+# CA, accepted with --tls-verify=false; a bare --tls-verify keeps the check.
+expect_fail "push to TLS with an unknown CA: refused" "localhost:$PS" \
+  "$IMGFS" push localhost:$PS/tiny:v1 localhost:$PS/pushed:v1
+expect_fail "push --tls-verify (bare: true) is refused the same" "localhost:$PS" \
+  "$IMGFS" push --tls-verify localhost:$PS/tiny:v1 localhost:$PS/pushed:v1
+check "push --tls-verify=false: the unknown CA is accepted" \
+  "$IMGFS" push -q --tls-verify=false localhost:$PS/tiny:v1 localhost:$PS/pushed:v1
+fresh tls-pushed
+check "  and the pushed image pulls back" \
+  "$IMGFS" pull -q --tls-verify=false localhost:$PS/pushed:v1
 finish
