@@ -1,0 +1,48 @@
+// `imgfs build`: a Dockerfile and a context directory become an image.
+//
+// Supported (registry/dockerfile.h parses and substitutes):
+//   FROM IMAGE (an image in the store) or FROM scratch; ARG before FROM (used in FROM);
+//   COPY and ADD of context files and directories (`--chown=UID[:GID]`, numeric; ADD
+//   of a local tar archive extracts it, as docker does; .dockerignore is honoured):
+//   each writes the files into a staging directory, which becomes one gzip layer
+//   through the layer writer (index/layer_writer.h) and the verified load path;
+//   ENV ARG WORKDIR USER LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL change the
+//   config and add a history entry with empty_layer true.
+// Not supported (refused before anything is written, naming the instruction and its
+// line): RUN, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER, a second FROM (multi-stage),
+// ADD of a URL, COPY --from, and any other flag.
+//
+// Every layer is staged in one ImageStage and committed with the final config and name
+// at the end: a failing build stores nothing. No build cache: every step runs, but the
+// layer of an unchanged COPY is byte-identical (sorted walk, source mtimes kept, created
+// parent directories get mtime 0), so a rebuild stores no new layer blob.
+//
+// Thread-safety: call from one thread. Holds the store's GC lock shared while it runs.
+#ifndef IMGFS_REGISTRY_BUILDER_H_
+#define IMGFS_REGISTRY_BUILDER_H_
+
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "index/store.h"
+#include "registry/stage.h"
+
+namespace imgfs {
+
+struct BuildRequest {
+  std::string context;     // the context directory
+  std::string dockerfile;  // path of the Dockerfile ("" = CONTEXT/Dockerfile)
+  std::string name;        // canonical reference for the result
+  std::map<std::string, std::string> build_args;
+  // FROM IMAGE → its ID in the store.
+  std::function<Result<Digest>(const std::string&)> resolve;
+  FILE* out = stdout;  // step output
+};
+
+Result<LoadedImage> BuildImage(Store& store, const BuildRequest& req);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_REGISTRY_BUILDER_H_
