@@ -301,6 +301,7 @@ Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text) {
       break;
     }
     std::string_view rest = TrimView(joined);
+    if (rest.empty()) continue;  // only continuations: nothing (as docker)
     size_t sp = 0;
     while (sp < rest.size() && !IsBlank(rest[sp])) sp++;
     DockerInstruction ins;

@@ -71,6 +71,15 @@ TEST(DockerfileParse, ContinuationsDropCommentAndEmptyLines) {
   EXPECT_EQ(v[3].args, "x=y");
 }
 
+TEST(DockerfileParse, LinesOfOnlyContinuationsAreNothing) {
+  // Found by tests/fuzz/dockerfile_fuzz.cc: a lone "\\" line made an instruction with
+  // no keyword.
+  auto v = Parse("FROM scratch\n\\\n  \\\nENV A=1\n\\");
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[1].cmd, "ENV");
+  EXPECT_EQ(v[1].line, 4);
+}
+
 TEST(DockerfileParse, EscapeDirective) {
   EXPECT_TRUE(ParseDockerfile("# escape=\\\nFROM scratch\n").ok());
   auto r = ParseDockerfile("# escape=`\nFROM scratch\n");

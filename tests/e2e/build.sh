@@ -27,7 +27,8 @@ printf '#!/bin/sh\necho run\n' >ctx/src/run.sh && chmod 0755 ctx/src/run.sh
 ln -s sub/blob ctx/src/link
 printf 'secret\n' >ctx/src/secret/key
 printf 'log\n' >ctx/src/debug.log
-printf 'src/secret\n*.log\nsrc/*.log\n' >ctx/.dockerignore
+printf 'tmp\n' >ctx/src/sub/x.tmp
+printf 'src/secret\n*.log\nsrc/*.log\nsrc/sub/*.tmp\n' >ctx/.dockerignore
 printf 'packed\n' >arch/pkg/f && chmod 0751 arch/pkg/f && chown 3:4 arch/pkg/f
 tar --numeric-owner -C arch -czf ctx/pkg.tar.gz pkg
 cat >ctx/Dockerfile <<'DF'
@@ -52,8 +53,9 @@ ENTRYPOINT ["/bin/sh"]
 CMD ["-c", "echo $APP"]
 DF
 
-"$IMGFS" build -t test/built:1 --build-arg VER=2 ctx >build.out 2>build.err
-check "build succeeds" test $? -eq 0
+rc=0
+"$IMGFS" build -t test/built:1 --build-arg VER=2 ctx >build.out 2>build.err || rc=$?
+check "build succeeds" test $rc -eq 0
 check "step output is docker's" grep -qx 'Step 2/16 : from $BASE' build.out
 check "the last lines name the image" \
   bash -c "tail -2 build.out | head -1 | grep -Eq '^Successfully built [0-9a-f]{12}$' && tail -1 build.out | grep -qx 'Successfully tagged test/built:1'"
@@ -73,7 +75,7 @@ check "COPY --chown: owner 1000:2000, mode kept" \
 check "COPY keeps symlinks" test "$(readlink "$I/app/src/link")" = sub/blob
 check "COPY: the created destination belongs to --chown" test "$(stat -c '%u:%g %a' "$I/app/src")" = "1000:2000 755"
 check ".dockerignore: excluded paths are not copied" \
-  bash -c "[[ ! -e '$I/app/src/secret' && ! -e '$I/app/src/debug.log' ]]"
+  bash -c "[[ ! -e '$I/app/src/secret' && ! -e '$I/app/src/debug.log' && ! -e '$I/app/src/sub/x.tmp' ]]"
 check "ADD extracts a local tar.gz" cmp arch/pkg/f "$I/opt/pkg/f"
 check "ADD: the archive's owners and modes" test "$(stat -c '%u:%g %a' "$I/opt/pkg/f")" = "3:4 751"
 check "the base's files are there" cmp base/etc/hello "$I/etc/hello"
