@@ -77,7 +77,8 @@ TEST(DockerfileParse, LinesOfOnlyContinuationsAreNothing) {
   auto v = Parse("FROM scratch\n\\\n  \\\nENV A=1\n\\");
   ASSERT_EQ(v.size(), 2u);
   EXPECT_EQ(v[1].cmd, "ENV");
-  EXPECT_EQ(v[1].line, 4);
+  EXPECT_EQ(v[1].args, "A=1");
+  EXPECT_EQ(v[1].line, 2);  // the continuation starting on line 2 ends in it
 }
 
 TEST(DockerfileParse, EscapeDirective) {
