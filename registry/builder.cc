@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -466,7 +467,13 @@ Status Builder::EnsureDir(const std::string& staging, const std::string& abs,
 
 Status ApplyMeta(const std::string& path, mode_t mode, uid_t uid, gid_t gid, struct timespec mtime,
                  bool symlink) {
-  if (::lchown(path.c_str(), uid, gid) != 0) return Status::FromErrno("chown " + path);
+  if (::lchown(path.c_str(), uid, gid) != 0) {
+    if (errno == EPERM && ::geteuid() != 0) {
+      return Status::Unsupported("imgfs build needs root: COPY/ADD set file owners (" +
+                                 std::to_string(uid) + ":" + std::to_string(gid) + ")");
+    }
+    return Status::FromErrno("chown " + path);
+  }
   if (!symlink && ::chmod(path.c_str(), mode & 07777) != 0)
     return Status::FromErrno("chmod " + path);
   struct timespec ts[2] = {mtime, mtime};

@@ -43,7 +43,7 @@ COPY --chown=1000:2000 src/ ${APP}/src/
 ADD pkg.tar.gz /opt/
 ENV V=${VER:-none} \
     # a comment inside a continuation
-    W='$APP'
+    W='$APP' N2=$NAME
 USER 1000:2000
 LABEL version="$VER" "other label"=x
 EXPOSE 8080 53/udp
@@ -84,7 +84,7 @@ check "the exact file list" test "$(cd "$I" && find . | sort | tr '\n' ' ')" = \
 
 inspect() { "$IMGFS" inspect "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; c=d['Config']; $2"; }
 check "Env: ENV with ARG, defaults, quotes" \
-  test "$(inspect test/built:1 'print(c["Env"])')" = "['APP=/app', 'NAME=hello world', 'V=2', 'W=\$APP']"
+  test "$(inspect test/built:1 'print(c["Env"])')" = "['APP=/app', 'NAME=hello world', 'V=2', 'W=\$APP', 'N2=hello world']"
 check "WorkingDir, User, StopSignal" \
   test "$(inspect test/built:1 'print(c["WorkingDir"], c["User"], c.get("StopSignal"))')" = "/app 1000:2000 SIGTERM"
 check "Labels" test "$(inspect test/built:1 'print(sorted(c["Labels"].items()))')" = "[('other label', 'x'), ('version', '2')]"
@@ -94,7 +94,7 @@ check "Entrypoint and Cmd (no substitution in exec form)" \
   test "$(inspect test/built:1 'print(c["Entrypoint"], c["Cmd"])')" = "['/bin/sh'] ['-c', 'echo \$APP']"
 hist() { "$IMGFS" history --no-trunc --format "$1" test/built:1 | head -14 | tr '\n' ';'; }
 check "history: one entry per instruction after FROM, newest first" \
-  test "$(hist '{{.CreatedBy}}')" = "CMD [\"-c\", \"echo \$APP\"];ENTRYPOINT [\"/bin/sh\"];STOPSIGNAL SIGTERM;VOLUME [\"/data\"];EXPOSE 8080 53/udp;LABEL version=\"\$VER\" \"other label\"=x;USER 1000:2000;ENV V=\${VER:-none}     W='\$APP';ADD pkg.tar.gz /opt/;COPY --chown=1000:2000 src/ \${APP}/src/;COPY hello.txt .;WORKDIR \$APP;ENV APP=/app NAME=\"hello world\";ARG VER=0;"
+  test "$(hist '{{.CreatedBy}}')" = "CMD [\"-c\", \"echo \$APP\"];ENTRYPOINT [\"/bin/sh\"];STOPSIGNAL SIGTERM;VOLUME [\"/data\"];EXPOSE 8080 53/udp;LABEL version=\"\$VER\" \"other label\"=x;USER 1000:2000;ENV V=\${VER:-none}     W='\$APP' N2=\$NAME;ADD pkg.tar.gz /opt/;COPY --chown=1000:2000 src/ \${APP}/src/;COPY hello.txt .;WORKDIR \$APP;ENV APP=/app NAME=\"hello world\";ARG VER=0;"
 check "history: config steps are empty layers, COPY/ADD are not" \
   bash -c "[[ '$(hist '{{.Size}}')' =~ ^(0B\;){8}([1-9][^\;]*B\;){3}(0B\;){3}\$ ]]"
 check "three layers on the base's one" test "$(inspect test/built:1 'print(len(d["RootFS"]["Layers"]))')" = 4
@@ -107,9 +107,11 @@ check "and gives the same layers" test "$(inspect test/built:2 'print(d["RootFS"
 check "and stores one new blob (the config), no layer" test "$(find "$ROOT/blobs" -type f | wc -l)" = $((before + 1))
 
 # FROM scratch with -f.
-mkdir -p ctx2 && printf 'FROM scratch\nCOPY hello.txt /\nCMD ["/hello.txt"]\n' >df.scratch
+mkdir -p ctx2 && printf 'FROM scratch\nCOPY hello.txt /\nCMD ["/hello.txt"]\nENTRYPOINT ["/bin/cat"]\n' >df.scratch
 cp ctx/hello.txt ctx2/
 check "FROM scratch -f builds" bash -c "'$IMGFS' build -t test/scratch:1 -f df.scratch ctx2 >/dev/null"
+check "a CMD before ENTRYPOINT in the same Dockerfile stays" \
+  test "$(inspect test/scratch:1 'print(c["Entrypoint"], c["Cmd"])')" = "['/bin/cat'] ['/hello.txt']"
 check "FROM scratch: one file" test "$(cd "$M/test/scratch/1" && find . | sort | tr '\n' ' ')" = ". ./hello.txt "
 
 # Refusals: one stderr line naming the instruction and line; nothing stored.
