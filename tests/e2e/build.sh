@@ -131,4 +131,5 @@ printf 'FROM test/base:1\nCOPY ../etc/passwd /\n' >ctx/Dockerfile.escape
 expect_fail "a source outside the context" 'line 2: COPY: \.\./etc/passwd: not found' \
   "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.escape ctx
 check "the store is unchanged after the refusals" test "$(store_state)" = "$state"
+check "imgfs verify finds the built images consistent" bash -c "'$IMGFS' verify >/dev/null"
 finish
