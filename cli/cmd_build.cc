@@ -19,6 +19,7 @@ int CmdBuild(const std::string& root, const Args& a) {
   BuildRequest req;
   req.context = a.pos[0];
   req.dockerfile = a.Get("--file");
+  req.no_cache = a.Has("--no-cache");
   req.name = ref->Normalized().String();
   for (const std::string& kv : a.Multi("--build-arg")) {
     size_t eq = kv.find('=');
@@ -51,12 +52,12 @@ std::vector<Command> BuildCommands() {
        "ENV ARG WORKDIR USER LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL, with docker's\n"
        "$VAR / ${VAR:-default} substitution. RUN, SHELL, HEALTHCHECK, ONBUILD, multi-stage\n"
        "builds and other flags are refused (the line is named; nothing is stored).\n"
-       "There is no build cache yet (every step runs; --no-cache is accepted), but an\n"
-       "unchanged COPY gives the same layer, which is stored once.\n"
+       "An unchanged COPY/ADD (same base, sources, destination, owner) reuses its layer\n"
+       "from the build cache (\"Using cache\"); --no-cache makes it again (same bytes).\n"
        "  -t, --tag NAME[:TAG]    the name of the new image (required)\n"
        "  -f, --file PATH         the Dockerfile (default CONTEXT/Dockerfile)\n"
        "      --build-arg K=V     set a build-time variable (an ARG)\n"
-       "      --no-cache          do not use a build cache (there is none yet)",
+       "      --no-cache          do not use the build cache",
        {"--tag", "--file", "--build-arg"},
        {{"-t", "--tag"}, {"-f", "--file"}},
        CmdBuild,

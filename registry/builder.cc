@@ -125,6 +125,7 @@ class Builder {
   Status From(const DockerInstruction& ins);
   Status Config(const DockerInstruction& ins);
   Status Copy(const DockerInstruction& ins);
+  Status Manifest(const std::string& abs, const std::string& rel, bool follow, Sha256* h);
   Status CopyTree(const std::string& src, const std::string& rel, const std::string& dst,
                   const Owner& owner);
   Status EnsureDir(const std::string& staging, const std::string& abs, const Owner* last_owner,
@@ -147,6 +148,9 @@ class Builder {
   std::vector<std::string> history_;
   std::shared_ptr<const ImageView> base_view_;
   std::set<std::string> made_dirs_;
+  std::string base_id_ = "scratch";
+  // Cache entries to write once the image is committed: path → content.
+  std::vector<std::pair<std::string, std::string>> cache_writes_;
   int64_t now_ = ::time(nullptr);
 };
 
@@ -238,6 +242,7 @@ Status Builder::From(const DockerInstruction& ins) {
     }
   }
   IMGFS_ASSIGN_OR_RETURN(base_view_, ImageView::Open(store_, *id));
+  base_id_ = id->str();
   std::fprintf(req_.out, " ---> %s\n", id->hex().substr(0, 12).c_str());
   return Status::Ok();
 }
@@ -369,6 +374,51 @@ Status Builder::EnsureDir(const std::string& staging, const std::string& abs,
   return Status::Ok();
 }
 
+// Hashes what a copy of `abs` depends on: per path (ignored ones left out, as the copy
+// does) its name, type, mode, mtime, size, link target and content.
+Status Builder::Manifest(const std::string& abs, const std::string& rel, bool follow, Sha256* h) {
+  struct stat st;
+  if ((follow ? ::stat(abs.c_str(), &st) : ::lstat(abs.c_str(), &st)) != 0) {
+    return Status::FromErrno(abs);
+  }
+  std::string line = rel + "\t" + std::to_string(st.st_mode) + "\t" +
+                     std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) +
+                     "\t" + std::to_string(st.st_size) + "\t";
+  if (S_ISLNK(st.st_mode)) {
+    std::string target(4096, '\0');
+    ssize_t n = ::readlink(abs.c_str(), target.data(), target.size());
+    if (n < 0) return Status::FromErrno(abs);
+    line.append(target.data(), n);
+  } else if (S_ISREG(st.st_mode)) {
+    int fd = ::open(abs.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(abs);
+    Sha256 content;
+    char buf[1 << 16];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) content.Update(buf, n);
+    ::close(fd);
+    if (n < 0) return Status::FromErrno(abs);
+    line += content.Finish().hex();
+  }
+  h->Update(line.data(), line.size() + 1);
+  if (!S_ISDIR(st.st_mode)) return Status::Ok();
+  DIR* d = ::opendir(abs.c_str());
+  if (!d) return Status::FromErrno(abs);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    std::string r = rel.empty() ? n : rel + "/" + n;
+    if (ignore_.Excluded(r)) continue;
+    IMGFS_RETURN_IF_ERROR(Manifest(abs + "/" + n, r, false, h));
+  }
+  return Status::Ok();
+}
+
 // Copies `src` (context-relative `rel`) to `dst`, owned by `owner`, keeping modes and
 // mtimes; a directory's contents recursively (ignored paths left out).
 Status Builder::CopyTree(const std::string& src, const std::string& rel, const std::string& dst,
@@ -484,6 +534,40 @@ Status Builder::Copy(const DockerInstruction& ins) {
     }
   }
 
+  // The build cache: the key covers everything the layer's bytes depend on.
+  std::string cache_path;
+  {
+    Sha256 h;
+    auto add = [&](const std::string& v) { h.Update(v.data(), v.size() + 1); };  // with NUL
+    add("imgfs-build-cache v1");
+    add(base_id_);
+    for (const auto& d : made_dirs_) add(d);
+    add(ins.cmd);
+    add(dest + (dest_dir ? "/" : ""));
+    add(std::to_string(owner.uid) + ":" + std::to_string(owner.gid));
+    for (const auto& [abs, rel] : srcs) {
+      add(rel);
+      IMGFS_RETURN_IF_ERROR(Manifest(abs, rel, true, &h));
+    }
+    cache_path = store_.root() + "/build-cache/" + h.Finish().hex();
+  }
+  if (!req_.no_cache) {
+    std::ifstream cached(cache_path);
+    std::string id_line, dir;
+    if (cached && std::getline(cached, id_line)) {
+      auto d = Digest::Parse(id_line);
+      if (d.ok() && stage_.HaveLayer(*d)) {
+        made_dirs_.clear();
+        while (std::getline(cached, dir)) made_dirs_.insert(dir);
+        diff_ids_.push_back(d->str());
+        History(ins, false);
+        std::fprintf(req_.out, " ---> Using cache\n ---> layer %s\n",
+                     d->hex().substr(0, 12).c_str());
+        return Status::Ok();
+      }
+    }
+  }
+
   IMGFS_ASSIGN_OR_RETURN(std::string tmp, MakeTempDir());
   TempDir staging{tmp};
   std::vector<DirMeta> fix;
@@ -559,6 +643,9 @@ Status Builder::Copy(const DockerInstruction& ins) {
   if (!diff_id.ok()) return Fail(ins, diff_id.status().message());
   diff_ids_.push_back(diff_id->str());
   History(ins, false);
+  std::string entry = diff_id->str() + "\n";
+  for (const auto& d : made_dirs_) entry += d + "\n";
+  cache_writes_.emplace_back(cache_path, entry);
   std::fprintf(req_.out, " ---> layer %s\n", diff_id->hex().substr(0, 12).c_str());
   return Status::Ok();
 }
@@ -638,6 +725,16 @@ Result<LoadedImage> Builder::Run() {
   img.names.push_back(req_.name);
   IMGFS_RETURN_IF_ERROR(stage_.AddImage(std::move(img)));
   IMGFS_ASSIGN_OR_RETURN(auto out, stage_.Commit());
+  // Cache entries only now, when their layers are committed; failing to write one
+  // costs a later rebuild its shortcut, nothing else.
+  if (!cache_writes_.empty()) ::mkdir((store_.root() + "/build-cache").c_str(), 0755);
+  for (const auto& [path, entry] : cache_writes_) {
+    std::string tmp = path + ".tmp";
+    std::ofstream f(tmp, std::ios::trunc);
+    f << entry;
+    f.close();
+    if (!f || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+  }
   return out.at(0);
 }
 

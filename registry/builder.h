@@ -13,9 +13,14 @@
 // ADD of a URL, COPY --from, and any other flag.
 //
 // Every layer is staged in one ImageStage and committed with the final config and name
-// at the end: a failing build stores nothing. No build cache: every step runs, but the
-// layer of an unchanged COPY is byte-identical (sorted walk, source mtimes kept, created
-// parent directories get mtime 0), so a rebuild stores no new layer blob.
+// at the end: a failing build stores nothing. The layer of an unchanged COPY is
+// byte-identical (sorted walk, source mtimes kept, created parent directories get
+// mtime 0), so a rebuild stores no new layer blob; the build cache also skips the work:
+// STORE/build-cache/<key> holds the diff_id of a COPY/ADD whose key (base image ID,
+// directories made by earlier steps, instruction, destination, owner, and every
+// source's path, type, mode, mtime, size, link target and content digest) is unchanged,
+// used when that layer is still in the store ("Using cache"). Entries are written only
+// after the image is committed; a stale one is just a miss.
 //
 // Thread-safety: call from one thread. Holds the store's GC lock shared while it runs.
 #ifndef IMGFS_REGISTRY_BUILDER_H_
@@ -38,7 +43,8 @@ struct BuildRequest {
   std::map<std::string, std::string> build_args;
   // FROM IMAGE → its ID in the store.
   std::function<Result<Digest>(const std::string&)> resolve;
-  FILE* out = stdout;  // step output
+  FILE* out = stdout;     // step output
+  bool no_cache = false;  // do not look up (or record) COPY/ADD layers in the cache
 };
 
 Result<LoadedImage> BuildImage(Store& store, const BuildRequest& req);

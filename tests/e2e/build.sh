@@ -106,6 +106,17 @@ check "a rebuild succeeds" bash -c "'$IMGFS' build -t test/built:2 --build-arg V
 check "and gives the same layers" test "$(inspect test/built:2 'print(d["RootFS"]["Layers"])')" = "$layers1"
 check "and stores one new blob (the config), no layer" test "$(find "$ROOT/blobs" -type f | wc -l)" = $((before + 1))
 
+# The build cache: an unchanged COPY/ADD is not made again; a changed source is.
+"$IMGFS" build -t test/built:3 --build-arg VER=2 ctx >cached.out 2>&1 || true
+check "a cached rebuild uses the cache for the three COPY/ADD steps" test "$(grep -c '^ ---> Using cache$' cached.out)" = 3
+check "and gives the same layers" test "$(inspect test/built:3 'print(d["RootFS"]["Layers"])')" = "$layers1"
+printf '#!/bin/sh\necho changed\n' >ctx/src/run.sh
+"$IMGFS" build -t test/built:4 --build-arg VER=2 ctx >changed.out 2>&1 || true
+check "a changed source: only its step is made again" \
+  test "$(grep -A1 '^Step [678]/' changed.out | grep -c 'Using cache')" = 2
+check "and the mount shows the new content" cmp ctx/src/run.sh "$M/test/built/4/app/src/run.sh"
+check "--no-cache never says Using cache" bash -c "! '$IMGFS' build -t test/built:5 --no-cache ctx | grep -q 'Using cache'"
+
 # FROM scratch with -f.
 mkdir -p ctx2 && printf 'FROM scratch\nCOPY hello.txt /\nCMD ["/hello.txt"]\nENTRYPOINT ["/bin/cat"]\n' >df.scratch
 cp ctx/hello.txt ctx2/
