@@ -105,5 +105,6 @@ std::vector<Command> PushCommands();      // cli/cmd_push.cc
 void PrintManPage(FILE* f, const std::vector<Command>& commands);
 std::vector<Command> CommitCommands();    // cli/cmd_commit.cc
 std::vector<Command> DiffCommands();      // cli/cmd_diff.cc
+std::vector<Command> BuildCommands();     // cli/cmd_build.cc
 
 }  // namespace imgfs

@@ -19,7 +19,7 @@ const std::vector<Command>& Commands() {
     std::vector<Command> all;
     for (auto part : {RegistryCommands, ImageCommands, HistoryCommands, FileCommands, StoreCommands,
                       SystemCommands, SaveCommands, PushCommands,
-                      CommitCommands, DiffCommands}) {
+                      CommitCommands, DiffCommands, BuildCommands}) {
       auto v = part();
       all.insert(all.end(), v.begin(), v.end());
     }

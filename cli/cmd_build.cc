@@ -1,0 +1,68 @@
+// imgfs subcommands. Images from a Dockerfile: build (registry/builder.h).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/cli_common.h"
+#include "registry/builder.h"
+#include "registry/reference.h"
+
+namespace imgfs {
+namespace {
+
+int CmdBuild(const std::string& root, const Args& a) {
+  if (a.pos.size() != 1) Die("build: want one CONTEXT directory (see imgfs build --help)", 2);
+  if (!a.Has("--tag")) Die("build: -t NAME[:TAG] is required", 2);
+  auto ref = ParseDockerRef(a.Get("--tag"));
+  if (!ref.ok()) return Fail(ref.status(), "build: -t");
+  if (!ref->digest.empty()) Die("build: -t must be a tag, not a digest");
+  BuildRequest req;
+  req.context = a.pos[0];
+  req.dockerfile = a.Get("--file");
+  req.no_cache = a.Has("--no-cache");
+  req.name = ref->Normalized().String();
+  for (const std::string& kv : a.Multi("--build-arg")) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      // As docker: `--build-arg NAME` takes NAME from the environment, if set.
+      if (eq == 0) Die("build: --build-arg " + kv + ": want NAME=VALUE", 2);
+      if (const char* v = std::getenv(kv.c_str())) req.build_args[kv] = v;
+      continue;
+    }
+    req.build_args[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  auto store = OpenStore(root);
+  req.resolve = [&](const std::string& s) { return ResolveImage(*store, s); };
+  auto out = BuildImage(*store, req);
+  if (!out.ok()) return Fail(out.status(), "build");
+  std::printf("Successfully built %s\n", out->id.hex().substr(0, 12).c_str());
+  std::printf("Successfully tagged %s\n", ref->Normalized().FamiliarString().c_str());
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Command> BuildCommands() {
+  return {
+      {"build",
+       "imgfs build -t NAME[:TAG] [-f DOCKERFILE] [--build-arg K=V]... [--no-cache] CONTEXT",
+       "Build an image from a Dockerfile and a context directory.\n"
+       "Supported: FROM (an image in the store, or scratch; ARG before FROM), COPY and ADD\n"
+       "of context files (--chown=UID[:GID]; ADD extracts a local tar archive; .dockerignore),\n"
+       "ENV ARG WORKDIR USER LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL, with docker's\n"
+       "$VAR / ${VAR:-default} substitution. RUN, SHELL, HEALTHCHECK, ONBUILD, multi-stage\n"
+       "builds and other flags are refused (the line is named; nothing is stored).\n"
+       "An unchanged COPY/ADD (same base, sources, destination, owner) reuses its layer\n"
+       "from the build cache (\"Using cache\"); --no-cache makes it again (same bytes).\n"
+       "  -t, --tag NAME[:TAG]    the name of the new image (required)\n"
+       "  -f, --file PATH         the Dockerfile (default CONTEXT/Dockerfile)\n"
+       "      --build-arg K=V     set a build-time variable (an ARG)\n"
+       "      --no-cache          do not use the build cache",
+       {"--tag", "--file", "--build-arg"},
+       {{"-t", "--tag"}, {"-f", "--file"}},
+       CmdBuild,
+       {"--no-cache"}},
+  };
+}
+
+}  // namespace imgfs

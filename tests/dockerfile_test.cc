@@ -1,0 +1,138 @@
+// The Dockerfile parser and variable substitution of `imgfs build`
+// (registry/dockerfile.h). Expected values are the behaviour docker documents in its
+// Dockerfile reference ("Parser directives", "Environment replacement", "Shell and
+// exec form", comments and line continuations).
+#include "registry/dockerfile.h"
+
+#include <gtest/gtest.h>
+
+namespace imgfs {
+namespace {
+
+std::vector<DockerInstruction> Parse(const std::string& text) {
+  auto r = ParseDockerfile(text);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : std::vector<DockerInstruction>{};
+}
+
+std::string Expand(const std::string& s, const BuildVars& v, bool keep = false) {
+  auto r = ExpandWord(s, v, keep);
+  EXPECT_TRUE(r.ok()) << s << ": " << r.status().ToString();
+  return r.ok() ? *r : "<error>";
+}
+
+TEST(DockerfileParse, InstructionsLinesFlagsAndForms) {
+  auto v = Parse(
+      "# syntax=docker/dockerfile:1\n"
+      "# a comment\n"
+      "\n"
+      "from busybox AS base\n"
+      "COPY --chown=10:20 a b /dst/\n"
+      "CMD [\"echo\", \"hi there\"]\n"
+      "ENTRYPOINT ['sh']\n"
+      "cmd echo $HOME\n");
+  ASSERT_EQ(v.size(), 5u);
+  EXPECT_EQ(v[0].cmd, "FROM");
+  EXPECT_EQ(v[0].line, 4);
+  EXPECT_EQ(v[0].args, "busybox AS base");
+  EXPECT_EQ(v[1].cmd, "COPY");
+  EXPECT_EQ(v[1].line, 5);
+  EXPECT_EQ(v[1].flags, std::vector<std::string>{"--chown=10:20"});
+  EXPECT_EQ(v[1].args, "a b /dst/");
+  EXPECT_FALSE(v[1].json);
+  EXPECT_TRUE(v[2].json);
+  EXPECT_EQ(v[2].json_args, (std::vector<std::string>{"echo", "hi there"}));
+  // Single quotes are not JSON: docker runs this in the shell form.
+  EXPECT_FALSE(v[3].json);
+  EXPECT_EQ(v[3].args, "['sh']");
+  EXPECT_EQ(v[4].cmd, "CMD");
+  EXPECT_FALSE(v[4].json);
+  EXPECT_EQ(v[4].args, "echo $HOME");
+}
+
+TEST(DockerfileParse, ContinuationsDropCommentAndEmptyLines) {
+  // The reference's example: the comment line inside the continuation is removed.
+  auto v = Parse(
+      "FROM scratch\n"
+      "RUN echo hello \\\n"
+      "# comment\n"
+      "world\n"
+      "ENV A=1 \\  \n"
+      "\n"
+      "    B=2\n"
+      "LABEL x=y");
+  ASSERT_EQ(v.size(), 4u);
+  EXPECT_EQ(v[1].cmd, "RUN");
+  EXPECT_EQ(v[1].line, 2);
+  EXPECT_EQ(v[1].args, "echo hello world");
+  EXPECT_EQ(v[2].line, 5);
+  EXPECT_EQ(v[2].args, "A=1     B=2");
+  EXPECT_EQ(v[3].line, 8);
+  EXPECT_EQ(v[3].args, "x=y");
+}
+
+TEST(DockerfileParse, LinesOfOnlyContinuationsAreNothing) {
+  // Found by tests/fuzz/dockerfile_fuzz.cc: a lone "\\" line made an instruction with
+  // no keyword.
+  auto v = Parse("FROM scratch\n\\\n  \\\nENV A=1\n\\");
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[1].cmd, "ENV");
+  EXPECT_EQ(v[1].args, "A=1");
+  EXPECT_EQ(v[1].line, 2);  // the continuation starting on line 2 ends in it
+}
+
+TEST(DockerfileParse, EscapeDirective) {
+  EXPECT_TRUE(ParseDockerfile("# escape=\\\nFROM scratch\n").ok());
+  auto r = ParseDockerfile("# escape=`\nFROM scratch\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("line 1"), std::string::npos) << r.status().message();
+  // After the first instruction it is only a comment.
+  EXPECT_TRUE(ParseDockerfile("FROM scratch\n# escape=`\n").ok());
+}
+
+TEST(DockerfileExpand, ReferenceExamples) {
+  BuildVars v = {{"FOO", "/bar"}, {"abc", "hello"}, {"empty", ""}};
+  // "Environment replacement": WORKDIR ${FOO} → /bar, ADD . $FOO → /bar,
+  // COPY \$FOO /quux → $FOO.
+  EXPECT_EQ(Expand("${FOO}", v), "/bar");
+  EXPECT_EQ(Expand("$FOO", v), "/bar");
+  EXPECT_EQ(Expand("\\$FOO", v), "$FOO");
+  EXPECT_EQ(Expand("${FOO}/x$FOO.y", v), "/bar/x/bar.y");
+  // ${variable:-word}: the value if set, else word; ${variable:+word}: word if set.
+  EXPECT_EQ(Expand("${abc:-world}", v), "hello");
+  EXPECT_EQ(Expand("${nope:-world}", v), "world");
+  EXPECT_EQ(Expand("${empty:-world}", v), "world");
+  EXPECT_EQ(Expand("${empty-world}", v), "");
+  EXPECT_EQ(Expand("${abc:+world}", v), "world");
+  EXPECT_EQ(Expand("${nope:+world}", v), "");
+  EXPECT_EQ(Expand("${empty+world}", v), "world");
+  EXPECT_EQ(Expand("${nope:-$FOO/x}", v), "/bar/x");
+  // Unset is empty; single quotes stop substitution; double quotes do not.
+  EXPECT_EQ(Expand("a${nope}b$nope", v), "ab");
+  EXPECT_EQ(Expand("'$FOO' \"$FOO\"", v), "$FOO /bar");
+  EXPECT_EQ(Expand("$ x ${FOO}$", v), "$ x /bar$");
+  EXPECT_FALSE(ExpandWord("${nope:?must be set}", v, false).ok());
+  EXPECT_EQ(Expand("${abc:?x}", v), "hello");
+  EXPECT_FALSE(ExpandWord("${FOO", v, false).ok());
+  EXPECT_FALSE(ExpandWord("'open", v, false).ok());
+  EXPECT_FALSE(ExpandWord("${FOO/a/b}", v, false).ok());
+}
+
+TEST(DockerfileExpand, KeepQuotesForKeyValueLists) {
+  // ENV abc=bye def=$abc: def takes the value before this instruction (hello).
+  BuildVars v = {{"abc", "hello"}, {"sp", "a b\"c"}};
+  EXPECT_EQ(Expand("abc=bye def=$abc", v, true), "abc=bye def=hello");
+  // A substituted value is one word, quotes in it are data.
+  EXPECT_EQ(Expand("x=$sp", v, true), "x=a\\ b\\\"c");
+  EXPECT_EQ(Expand("x=\"$sp y\" z='$sp'", v, true), "x=\"a\\ b\\\"c y\" z='$sp'");
+}
+
+TEST(DockerfileExpand, Words) {
+  BuildVars v = {{"D", "/dst dir"}};
+  auto w = ExpandWords("\"a b\" c\\ d '$D' $D", v);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(*w, (std::vector<std::string>{"a b", "c d", "$D", "/dst dir"}));
+}
+
+}  // namespace
+}  // namespace imgfs
