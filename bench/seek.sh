@@ -11,10 +11,13 @@
 #      blob, its index built beforehand and imported (a cold process, like ours);
 #   4. store growth after reading every file once (through a FUSE mount, tar of the
 #      whole tree), and the same for multi-frame zstd;
-#   5. zstd:chunked (skopeo) and multi-frame zstd first reads.
+#   5. zstd:chunked (skopeo) and multi-frame zstd first reads;
+#   6. grep -r cold and warm, tar warm, through a FUSE mount vs the native tree
+#      (bench/seek_tree.sh; root).
 # Usage: bash bench/seek.sh [IMGFS]    (BENCH_DIR as make_minbase.sh; W: work dir)
 set -euo pipefail
 IMGFS=$(readlink -f "${1:-build/imgfs}")
+HERE=$(cd "$(dirname "$0")" && pwd)
 B=${BENCH_DIR:-/var/tmp/imgfs-bench}
 W=${W:-${TMPDIR:-/var/tmp}/imgfs-seek-bench}
 FILE=usr/share/doc/bash/copyright
@@ -120,3 +123,6 @@ if command -v skopeo >/dev/null && [[ -d $B/minbase-oci ]]; then
   echo "seek index: $(du -sb "$S/seek" | cut -f1) bytes; unpacked/: $(du -sb "$S/unpacked" 2>/dev/null | cut -f1)"
 fi
 rm -rf "$W"
+
+echo "== 6. grep -r cold/warm, tar warm: mount vs native tree"
+cd / && RUNS=$RUNS bash "$HERE/seek_tree.sh" "$IMGFS"
