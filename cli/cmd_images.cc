@@ -344,12 +344,18 @@ int CmdTag(const std::string& root, const Args& a) {
   return 0;
 }
 
-Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed) {
+// Deletes the blobs an image removal freed, and the unpacked copies of its layers
+// (named by diff_id) that no image has any more.
+Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed,
+                   const std::vector<Digest>& diff_ids) {
   IMGFS_ASSIGN_OR_RETURN(auto live, store.LiveBlobs());
   for (const Digest& d : freed) {
     if (live.count(d)) continue;
     IMGFS_RETURN_IF_ERROR(store.blobs().Delete(d));
-    ::unlink(store.UnpackedPath(d).c_str());
+  }
+  for (const Digest& d : diff_ids) {
+    IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(d));
+    if (!layer) ::unlink(store.UnpackedPath(d).c_str());  // a running mount keeps its fd
   }
   // Seek indexes of layers the index no longer has (index/seek_index.h).
   return PruneSeekIndexes(store).status();
@@ -418,9 +424,12 @@ int CmdRmi(const std::string& root, const Args& a) {
     }
     for (auto& t : n.tags) std::printf("Untagged: %s\n", t.FamiliarString().c_str());
     for (auto& d : n.digests) std::printf("Untagged: %s\n", d.FamiliarString().c_str());
+    auto img = store->GetImage(*id);
+    if (!img.ok()) return Fail(img.status(), "rmi");
+    std::vector<Digest> diff_ids = *img ? (*img)->diff_ids : std::vector<Digest>{};
     auto freed = store->DeleteImage(*id);
     if (!freed.ok()) return Fail(freed.status(), "rmi");
-    Status st = DeleteBlobs(*store, *freed);
+    Status st = DeleteBlobs(*store, *freed, diff_ids);
     if (!st.ok()) return Fail(st, "rmi");
     std::printf("Deleted: %s\n", id->str().c_str());
   }

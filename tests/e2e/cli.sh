@@ -2,7 +2,7 @@
 # The imgfs command as a docker user meets it: import, images, inspect, tag, rmi, ls,
 # cat, prune, verify, --root aliases, --help everywhere.
 source "$(dirname "$0")/lib.sh"
-need busybox python3
+need busybox python3 zstd
 cd "$T"
 
 mkdir -p rootfs/bin rootfs/etc
@@ -55,6 +55,13 @@ check "rmi -f by ID deletes" bash -c "'$IMGFS' rmi -f '${id:7:12}' | grep -q '^D
 check "image gone" bash -c "! '$IMGFS' inspect demo:v1 2>/dev/null"
 check "its config blob is gone" test ! -e "$ROOT/blobs/sha256/${id:7}"
 check "the other image survives" cmp <("$IMGFS" cat plain:v1 /bin/busybox) rootfs/bin/busybox
+
+# A single-frame zstd layer over 4 MiB is still unpacked whole on first read; rmi of its
+# last image removes that copy (named by diff_id, not by blob digest).
+mkdir -p bigfs && head -c 5000000 /dev/urandom >bigfs/big && tar -C bigfs -cf - . | zstd -q -c >big.tar.zst
+"$IMGFS" import big.tar.zst big:1 >/dev/null
+check "cat of a single-frame zstd layer unpacks it whole" bash -c "cmp <('$IMGFS' cat big:1 /big) bigfs/big && [[ \$(ls '$ROOT/unpacked' | wc -l) -eq 1 ]]"
+check "rmi removes the unpacked copy of a layer no image has" bash -c "'$IMGFS' rmi big:1 >/dev/null && [[ -z \$(ls -A '$ROOT/unpacked') ]]"
 
 # prune: orphan blobs, unpacked caches and stale ingest files go; live blobs stay.
 printf 'orphan' >orphan && o=$(sha256sum orphan | cut -d' ' -f1) && cp orphan "$ROOT/blobs/sha256/$o"
