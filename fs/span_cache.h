@@ -8,7 +8,8 @@
 //     span's digest and keep decoded spans in a SpanCache (bounded, in memory). A layer
 //     stored before seek indexes gets its sidecar built on first open (one pass over
 //     the blob, diff_id checked);
-//   - otherwise (a single-frame zstd layer, or a store whose seek/ cannot be written
+//   - otherwise (a single-frame zstd layer whose tar is over 4 spans — a smaller one is
+//     one span, read as above —, or a store whose seek/ cannot be written
 //     and read back): the whole-layer unpack of UnpackCache (fs/unpack_cache.h).
 // Nothing uncompressed is written to disk for indexed layers.
 //
