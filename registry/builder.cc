@@ -22,6 +22,7 @@
 #include "index/layer_writer.h"
 #include "registry/build_files.h"
 #include "registry/committer.h"
+#include "registry/config_fields.h"
 #include "registry/dockerfile.h"
 #include "registry/image_loader.h"
 #include "registry/json.h"
@@ -30,51 +31,6 @@ namespace imgfs {
 namespace {
 
 using namespace build_files;  // NOLINT: the context/staging helpers
-
-using Fields = std::vector<std::pair<std::string, std::string>>;  // key → raw JSON
-
-Result<Fields> ObjectFields(std::string_view json, const std::string& what) {
-  Fields out;
-  if (json.empty() || json == "null") return out;
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) {
-    return Status::InvalidArgument(what + ": not valid JSON");
-  }
-  if (root.is_null()) return out;
-  simdjson::dom::object obj;
-  if (root.get(obj) != simdjson::SUCCESS) return Status::InvalidArgument(what + ": not an object");
-  for (auto f : obj) out.emplace_back(std::string(f.key), simdjson::minify(f.value));
-  return out;
-}
-
-std::string* FindField(Fields& f, std::string_view key) {
-  for (auto& [k, v] : f)
-    if (k == key) return &v;
-  return nullptr;
-}
-
-void SetField(Fields& f, const std::string& key, std::string value) {
-  if (std::string* v = FindField(f, key)) {
-    *v = std::move(value);
-  } else {
-    f.emplace_back(key, std::move(value));
-  }
-}
-
-std::string MapJson(const Fields& f) {
-  JsonWriter w;
-  w.BeginObject();
-  for (const auto& [k, v] : f) w.Key(k).Raw(v);
-  w.EndObject();
-  return w.str();
-}
-
-std::string JsonString(std::string_view s) {
-  JsonWriter w;
-  w.String(s);
-  return w.str();
-}
 
 std::vector<std::string> StringsOf(std::string_view json) {
   std::vector<std::string> out;
