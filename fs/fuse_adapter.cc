@@ -102,6 +102,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
     conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
     c->no_opendir = true;
   }
+  // Without opens the daemon cannot know which files are open: removed layers stay
+  // pinned until the unmount.
+  c->fs->set_opens_tracked(!c->no_open);
   Log(c, "serving (kernel FUSE %u.%u%s%s)", conn->proto_major, conn->proto_minor,
       c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
 }

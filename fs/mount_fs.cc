@@ -146,9 +146,43 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     if (snap_) prev = snap_->built_at;
   }
   auto built = Snapshot::Build(pairs, ids, *gen, prev);
-  std::lock_guard<std::mutex> l(snap_mu_);
-  if (!snap_ || snap_->generation < built->generation) snap_ = built;
-  return snap_;
+  std::shared_ptr<const Snapshot> out;
+  bool moved = false;
+  {
+    std::lock_guard<std::mutex> l(snap_mu_);
+    moved = snap_ && snap_->generation < built->generation;
+    if (!snap_ || snap_->generation < built->generation) snap_ = built;
+    out = snap_;
+  }
+  if (moved && opens_tracked_.load()) ReleaseRemoved();
+  return out;
+}
+
+void MountFs::ReleaseRemoved() {
+  std::vector<std::string> gone = cache_->UnlinkedPins();
+  if (gone.empty()) return;
+  std::set<std::string> gone_set(gone.begin(), gone.end());
+  // Trees that use a deleted blob belong to removed images: evict them, so nothing new
+  // can be opened through them. Views already handed out, and open files (their
+  // FileHandle holds the layer's stream and fd), keep working until they are dropped.
+  std::vector<std::shared_ptr<const ImageView>> dropped;  // freed outside the lock
+  {
+    std::lock_guard<std::mutex> l(views_mu_);
+    for (auto it = views_.begin(); it != views_.end();) {
+      bool uses = false;
+      for (const LayerRecord& layer : it->second.view->layers())
+        uses = uses || gone_set.count(layer.diff_id.hex()) > 0;
+      if (!uses) {
+        ++it;
+        continue;
+      }
+      view_bytes_ -= it->second.bytes;
+      views_lru_.erase(it->second.lru);
+      dropped.push_back(std::move(it->second.view));
+      it = views_.erase(it);
+    }
+  }
+  for (const std::string& hex : gone) cache_->Forget(hex);
 }
 
 Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool layer) {

@@ -157,6 +157,10 @@ class MountFs {
   Result<std::string> ListXattr(uint64_t ino);  // NUL-separated names
   Result<struct statvfs> StatFs();
 
+  // Whether every reader of a file holds an Open'ed handle (no kernel no-open mode). Only
+  // then are the pins of removed layers dropped (ReleaseRemoved).
+  void set_opens_tracked(bool tracked) { opens_tracked_.store(tracked); }
+
   UnpackCache& unpack_cache() { return cache_->unpack_cache(); }
   LayerReader& layer_reader() { return *cache_; }
   size_t InstanceCount() const { return instance_count_.load(std::memory_order_acquire); }
@@ -180,6 +184,9 @@ class MountFs {
 
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
+  // Called when the generation moved: forgets the layers whose pinned blob was deleted
+  // from the store, and evicts the cached trees that use them (their image is gone).
+  void ReleaseRemoved();
   Result<std::shared_ptr<const ImageView>> View(const Digest& image, bool layer = false);
   // The instance's view with node n checked (BadInode when out of range).
   Result<std::shared_ptr<const ImageView>> NodeView(const Instance* in, uint32_t node);
@@ -203,6 +210,7 @@ class MountFs {
   std::unique_ptr<Store> store_;
   std::unique_ptr<LayerReader> cache_;
   int64_t mounted_at_ = 0;
+  std::atomic<bool> opens_tracked_{false};
 
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer
   std::shared_ptr<const Snapshot> snap_;

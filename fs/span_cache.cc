@@ -1,6 +1,7 @@
 #include "fs/span_cache.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -44,6 +45,21 @@ void SpanCache::Put(uint64_t layer, uint64_t span, Value v) {
   }
 }
 
+void SpanCache::EraseLayer(uint64_t layer) {
+  for (Shard& s : shards_) {
+    std::lock_guard<std::mutex> l(s.mu);
+    for (auto it = s.lru.begin(); it != s.lru.end();) {
+      if (it->first.layer != layer) {
+        ++it;
+        continue;
+      }
+      s.bytes -= it->second->size();
+      s.map.erase(it->first);
+      it = s.lru.erase(it);
+    }
+  }
+}
+
 uint64_t SpanCache::bytes() const {
   uint64_t n = 0;
   for (const Shard& s : shards_) {
@@ -76,6 +92,44 @@ Status LayerReader::Pin(const LayerRecord& layer) {
   std::lock_guard<std::mutex> l(slot->mu);
   IMGFS_RETURN_IF_ERROR(BlobFd(*slot, layer).status());
   return unpack_.Pin(layer);  // the whole-layer fallback reads the same pinned blob
+}
+
+std::vector<std::string> LayerReader::UnlinkedPins() {
+  std::vector<std::pair<std::string, std::shared_ptr<Slot>>> slots;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    slots.assign(slots_.begin(), slots_.end());
+  }
+  std::vector<std::string> out;
+  for (auto& [hex, slot] : slots) {
+    std::lock_guard<std::mutex> l(slot->mu);
+    struct stat st;
+    if (slot->blob && slot->blob->get() >= 0 && ::fstat(slot->blob->get(), &st) == 0 &&
+        st.st_nlink == 0) {
+      out.push_back(hex);
+    }
+  }
+  return out;
+}
+
+void LayerReader::Forget(const std::string& diff_id_hex) {
+  std::shared_ptr<Slot> slot;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = slots_.find(diff_id_hex);
+    if (it == slots_.end()) return;
+    slot = std::move(it->second);
+    slots_.erase(it);
+  }
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> l(slot->mu);
+    if (slot->stream) id = slot->stream->id_;
+    slot->stream.reset();
+    slot->blob.reset();
+  }
+  if (id) spans_.EraseLayer(id);
+  unpack_.Forget(diff_id_hex);
 }
 
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const LayerRecord& layer) {

@@ -32,6 +32,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "fs/unpack_cache.h"
 #include "index/seek_index.h"
@@ -46,6 +47,8 @@ class SpanCache {
   using Value = std::shared_ptr<const std::string>;
   Value Get(uint64_t layer, uint64_t span);
   void Put(uint64_t layer, uint64_t span, Value v);
+  // Drops every decoded span of `layer` (a stream id); readers holding one keep it.
+  void EraseLayer(uint64_t layer);
   uint64_t bytes() const;  // held now
   uint64_t evictions() const { return evictions_.load(); }
   uint64_t hits() const { return hits_.load(); }
@@ -105,6 +108,13 @@ class LayerReader {
   Result<size_t> Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off);
   // Opens and keeps the layer's blob fd (no reading): see UnpackCache::Pin.
   Status Pin(const LayerRecord& layer);
+  // diff_id hexes of the pinned layers whose blob has been deleted from the store
+  // (the pinned fd's st_nlink is 0).
+  std::vector<std::string> UnlinkedPins();
+  // Forgets a layer: its pinned blob, its stream, its decoded spans and its unpack
+  // cache slot. Streams and fds already handed out (open files) keep working and
+  // hold the blob until they are dropped; a later Open starts from the store again.
+  void Forget(const std::string& diff_id_hex);
 
   UnpackCache& unpack_cache() { return unpack_; }
   SpanCache& span_cache() { return spans_; }

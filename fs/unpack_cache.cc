@@ -45,6 +45,22 @@ Status UnpackCache::Pin(const LayerRecord& layer) {
   return Status::Ok();
 }
 
+void UnpackCache::Forget(const std::string& diff_id_hex) {
+  std::shared_ptr<Slot> slot;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = slots_.find(diff_id_hex);
+    if (it == slots_.end()) return;
+    slot = std::move(it->second);
+    slots_.erase(it);
+  }
+  // A Get in progress on this slot finishes on it (its bookkeeping then touches an
+  // orphan slot); the next Get starts a new one.
+  std::lock_guard<std::mutex> l(slot->mu);
+  slot->blob.reset();
+  slot->fd.reset();
+}
+
 Result<std::shared_ptr<UniqueFd>> UnpackCache::Get(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::shared_ptr<UniqueFd> out;

@@ -9,11 +9,13 @@
 // unpacked layers that no open file pins are deleted until the total fits. Blobs that
 // are read in place (uncompressed layers) are never evicted: they are the store.
 //
-// Pins: Pin(layer) opens the layer's blob (no reading) and keeps that fd for the life
-// of the cache. A later unpack or in-place read uses the pinned fd, so a file of an
-// image that was looked up before `imgfs rmi` removed its blobs still reads correctly.
-// The price: the space of removed layers that were pinned comes back when the cache
-// (the mount) goes away.
+// Pins: Pin(layer) opens the layer's blob (no reading) and keeps that fd until
+// Forget(layer) or the end of the cache. A later unpack or in-place read uses the
+// pinned fd, so a file of an image that was looked up before `imgfs rmi` removed its
+// blobs still reads correctly. The mount forgets the layers whose pinned blob was
+// deleted when it sees the store's generation move, if it knows which files are open
+// (-o open=daemon): fds that open files hold are shared, so the space comes back when
+// the last of them closes. Otherwise it comes back when the cache (the mount) goes away.
 //
 // Concurrency: first readers of the same layer in one process wait for one unpack
 // (a per-layer mutex); other processes may unpack in parallel and the rename makes
@@ -48,6 +50,9 @@ class UnpackCache {
   Result<std::shared_ptr<UniqueFd>> Get(const LayerRecord& layer);
   // Opens and keeps the layer's blob fd (idempotent, cheap: no data is read).
   Status Pin(const LayerRecord& layer);
+  // Drops the layer's slot (its pinned blob, and its fd unless an open file holds it).
+  // An unpacked copy stays on disk, no longer counted against the limit.
+  void Forget(const std::string& diff_id_hex);
   // Number of layers this process unpacked (for tests and logs).
   uint64_t unpack_count() const;
   // Bytes of unpacked copies this process holds; 0 = no limit.

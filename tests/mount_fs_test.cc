@@ -3,6 +3,7 @@
 #include "fs/mount_fs.h"
 
 #include <fcntl.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -51,7 +52,7 @@ class MountFsTest : public ::testing::Test {
   }
   // whole_layers: the whole-layer unpack path (UnpackCache) instead of seek indexes.
   MountFs& Fs(uint64_t cache_size = 0, bool whole_layers = false,
-             uint64_t tree_cache = uint64_t{64} << 20) {
+              uint64_t tree_cache = uint64_t{64} << 20) {
     if (!fs_) {
       MountFs::Options o;
       o.root = root_;
@@ -283,6 +284,52 @@ TEST_F(MountFsTest, OpenFileKeepsReadingAfterItsImageIsRemoved) {
   EXPECT_EQ(chunk, std::string(100, 'b'));
   Fs().Release(o->fh);
   EXPECT_EQ(Walk("alpha/1"), 0u);
+}
+
+// Descriptors of this process open on `path` (deleted or not).
+int FdsOn(const std::string& path) {
+  int n = 0;
+  for (int fd = 0; fd < 4096; fd++) {
+    char target[4096];
+    std::string link = "/proc/self/fd/" + std::to_string(fd);
+    ssize_t len = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (len > 0 && std::string(target, len).rfind(path, 0) == 0) n++;
+  }
+  return n;
+}
+
+TEST_F(MountFsTest, PinsOfRemovedLayersAreDroppedOnceTheirLastFileCloses) {
+  Fs().set_opens_tracked(true);  // as with -o open=daemon
+  uint64_t f = Walk("alpha/1/big");
+  auto o = Fs().Open(f, O_RDONLY);
+  ASSERT_TRUE(o.ok());
+  std::vector<std::string> paths;
+  auto view = ImageView::Open(*store_, image_a_);
+  ASSERT_TRUE(view.ok());
+  for (const LayerRecord& l : (*view)->layers()) paths.push_back(store_->blobs().BlobPath(l.blob));
+  view = Status::NotFound("released");
+  int held = 0;
+  for (const std::string& p : paths) held += FdsOn(p);
+  EXPECT_GE(held, 1);  // pinned
+  auto freed = store_->DeleteImage(image_a_);
+  ASSERT_TRUE(freed.ok());
+  for (const Digest& d : *freed) ASSERT_TRUE(store_->blobs().Delete(d).ok());
+  EXPECT_EQ(Walk("alpha/1"), 0u);  // the generation moved: removed pins are released
+  {
+    auto r = Fs().Read(f, o->fh, 100, 1000);  // its fd (if any) is dropped at the brace
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    std::string chunk = r->bytes;
+    if (r->fd) {
+      chunk.resize(r->size);
+      ASSERT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
+    }
+    EXPECT_EQ(chunk, std::string(100, 'b'));
+  }
+  Fs().Release(o->fh);
+  held = 0;
+  for (const std::string& p : paths) held += FdsOn(p);
+  EXPECT_EQ(held, 0);  // nothing holds the deleted blobs any more
+  EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");  // other images unaffected
 }
 
 TEST_F(MountFsTest, UnpackCacheEvictsUnpinnedLayersOverTheLimit) {
