@@ -103,8 +103,8 @@ std::vector<Command> SaveCommands();      // cli/cmd_save.cc
 std::vector<Command> PushCommands();      // cli/cmd_push.cc
 // The imgfs(1) manual page in roff from the command tables (cli/man_page.cc).
 void PrintManPage(FILE* f, const std::vector<Command>& commands);
-std::vector<Command> CommitCommands();    // cli/cmd_commit.cc
-std::vector<Command> DiffCommands();      // cli/cmd_diff.cc
-std::vector<Command> BuildCommands();     // cli/cmd_build.cc
+std::vector<Command> CommitCommands();  // cli/cmd_commit.cc
+std::vector<Command> DiffCommands();    // cli/cmd_diff.cc
+std::vector<Command> BuildCommands();   // cli/cmd_build.cc
 
 }  // namespace imgfs

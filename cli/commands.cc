@@ -18,8 +18,8 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = [] {
     std::vector<Command> all;
     for (auto part : {RegistryCommands, ImageCommands, HistoryCommands, FileCommands, StoreCommands,
-                      SystemCommands, SaveCommands, PushCommands,
-                      CommitCommands, DiffCommands, BuildCommands}) {
+                      SystemCommands, SaveCommands, PushCommands, CommitCommands, DiffCommands,
+                      BuildCommands}) {
       auto v = part();
       all.insert(all.end(), v.begin(), v.end());
     }

@@ -133,7 +133,7 @@ class RegistryClient {
     int body_fd = -1;
     uint64_t body_offset = 0;
     uint64_t body_size = 0;
-    std::string post_form;             // not empty: POST this form body (OAuth2 refresh)
+    std::string post_form;  // not empty: POST this form body (OAuth2 refresh)
   };
   Result<HttpResponse> Do(const Request& req);
   // The base URL the registry answers on ("https://host:port"), pinging it the first
@@ -176,9 +176,9 @@ class RegistryClient {
   std::string ca_blob_;      // every *.crt there, concatenated (PEM)
   std::string client_cert_;  // NAME.cert and NAME.key, or ""
   std::string client_key_;
-  std::map<std::string, bool> disk_checked_;   // scopes looked up in the token cache
-  std::mutex pool_mu_;                         // guards idle_
-  std::vector<void*> idle_;                    // CURL* not in use
+  std::map<std::string, bool> disk_checked_;  // scopes looked up in the token cache
+  std::mutex pool_mu_;                        // guards idle_
+  std::vector<void*> idle_;                   // CURL* not in use
 };
 
 bool IsLoopbackHost(const std::string& host);
