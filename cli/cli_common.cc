@@ -51,8 +51,8 @@ std::string HumanSince(int64_t t) {
   return std::to_string(h / 24 / 365) + " years ago";
 }
 
-// "4.26MB", as docker's units.HumanSizeWithPrecision(size, 3) (decimal units).
-std::string HumanSize(double v) {
+// "4.26MB", as docker's units.HumanSizeWithPrecision(size, precision) (decimal units).
+std::string HumanSize(double v, int precision) {
   const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   int i = 0;
   while (v >= 1000 && i < 5) {
@@ -60,19 +60,7 @@ std::string HumanSize(double v) {
     i++;
   }
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g%s", v, units[i]);
-  return buf;
-}
-
-std::string HumanSize4(double v) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
-  int i = 0;
-  while (v >= 1000 && i < 5) {
-    v /= 1000;
-    i++;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g%s", v, units[i]);
+  std::snprintf(buf, sizeof buf, "%.*g%s", precision, v, units[i]);
   return buf;
 }
 

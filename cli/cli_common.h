@@ -62,10 +62,9 @@ std::string DefaultRoot();
 std::unique_ptr<Store> OpenStore(const std::string& root);
 // "3 weeks ago", as docker's units.HumanDuration.
 std::string HumanSince(int64_t t);
-// "4.26MB", as docker's units.HumanSizeWithPrecision(size, 3) (decimal units).
-std::string HumanSize(double v);
-// units.HumanSize (precision 4: "7.797MB"), docker's VirtualSize.
-std::string HumanSize4(double v);
+// "4.26MB", as docker's units.HumanSizeWithPrecision(size, precision) (decimal units);
+// precision 4 is units.HumanSize ("7.797MB", docker's VirtualSize).
+std::string HumanSize(double v, int precision = 3);
 // "64M", "2G", "1048576" → bytes.
 Result<uint64_t> ParseSize(const std::string& s);
 // Resolves what a user typed to an image: a reference first, then an ID (prefix).

@@ -170,7 +170,7 @@ int CmdImages(const std::string& root, const Args& a) {
     v.Set("Size", TemplateValue::Str(HumanSize(static_cast<double>(r.img->size))));
     v.Set("Tag", TemplateValue::Str(r.tag));
     v.Set("UniqueSize", TemplateValue::Str("N/A"));
-    v.Set("VirtualSize", TemplateValue::Str(HumanSize4(static_cast<double>(r.img->size))));
+    v.Set("VirtualSize", TemplateValue::Str(HumanSize(static_cast<double>(r.img->size), 4)));
     values.push_back(std::move(v));
   }
   return PrintFormatted("images", format, values,

@@ -26,7 +26,7 @@ struct DfRow {
 
 // docker's "11.63MB (70%)".
 std::string Reclaimable(uint64_t r, uint64_t size) {
-  std::string s = HumanSize4(static_cast<double>(r));
+  std::string s = HumanSize(static_cast<double>(r), 4);
   if (size > 0) s += " (" + std::to_string(r * 100 / size) + "%)";
   return s;
 }
@@ -113,7 +113,7 @@ int CmdSystemDf(const std::string& root, const Args& a) {
     TemplateValue v = TemplateValue::Object(true);
     v.Set("Active", TemplateValue::Str(std::to_string(r.active)));
     v.Set("Reclaimable", TemplateValue::Str(Reclaimable(r.reclaimable, r.size)));
-    v.Set("Size", TemplateValue::Str(HumanSize4(static_cast<double>(r.size))));
+    v.Set("Size", TemplateValue::Str(HumanSize(static_cast<double>(r.size), 4)));
     v.Set("TotalCount", TemplateValue::Str(std::to_string(r.total)));
     v.Set("Type", TemplateValue::Str(r.type));
     rows.push_back(std::move(v));
