@@ -1,0 +1,255 @@
+// registry_client.h: WWW-Authenticate challenges, Basic and Bearer tokens, and the
+// token cache on disk (<store>/tokens/).
+#include <fcntl.h>
+#include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "index/file_util.h"
+#include "registry/registry_client.h"
+#include "registry/registry_client_internal.h"
+
+namespace imgfs {
+using namespace registry_detail;
+namespace {
+
+// "Bearer realm="…",service="…",scope="…"" → scheme + params.
+void ParseChallenge(const std::string& h, std::string* scheme,
+                    std::map<std::string, std::string>* params) {
+  size_t sp = h.find(' ');
+  *scheme = Lower(h.substr(0, sp));
+  if (sp == std::string::npos) return;
+  size_t i = sp + 1;
+  while (i < h.size()) {
+    while (i < h.size() && (h[i] == ' ' || h[i] == ',')) i++;
+    size_t eq = h.find('=', i);
+    if (eq == std::string::npos) break;
+    std::string key = Lower(Trim(h.substr(i, eq - i)));
+    std::string val;
+    i = eq + 1;
+    if (i < h.size() && h[i] == '"') {
+      i++;
+      while (i < h.size() && h[i] != '"') {
+        if (h[i] == '\\' && i + 1 < h.size()) i++;
+        val.push_back(h[i++]);
+      }
+      i++;
+    } else {
+      size_t end = h.find(',', i);
+      val = h.substr(i, end == std::string::npos ? std::string::npos : end - i);
+      i = end == std::string::npos ? h.size() : end;
+    }
+    (*params)[key] = Trim(val);
+  }
+}
+
+}  // namespace
+
+Result<std::string> RegistryClient::AuthHeader(const std::string& scope) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = tokens_.find(scope);
+  if (it != tokens_.end()) return it->second;
+  LoadCachedToken(scope);
+  it = tokens_.find(scope);
+  if (it != tokens_.end()) return it->second;
+  return basic_;
+}
+
+std::string RegistryClient::TokenFile(const std::string& scope) const {
+  // Named by a hash: a scope holds characters a file name must not.
+  return options_.token_cache_dir + "/" + Sha256Of(ApiHost() + "\n" + scope).hex();
+}
+
+void RegistryClient::LoadCachedToken(const std::string& scope) {
+  if (options_.token_cache_dir.empty() || scope.empty() || disk_checked_[scope]) return;
+  disk_checked_[scope] = true;
+  auto text = ReadFileToString(TokenFile(scope), 64 << 10);
+  if (!text.ok()) return;
+  // "imgfs-token 1 EXPIRY_UNIX\nBearer …\n"; anything else is ignored (and replaced).
+  long long expiry = 0;
+  char header_start[16] = "";
+  if (std::sscanf(text->c_str(), "imgfs-token 1 %lld\n%15s", &expiry, header_start) != 2 ||
+      std::string(header_start) != "Bearer")
+    return;
+  if (expiry <= static_cast<long long>(::time(nullptr))) return;
+  size_t nl = text->find('\n');
+  std::string header = Trim(text->substr(nl + 1));
+  if (header.size() <= 7) return;
+  for (char ch : header)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) return;  // no header injection
+  tokens_[scope] = header;
+}
+
+void RegistryClient::SaveToken(const std::string& scope, const std::string& header,
+                               double expires_in) {
+  if (options_.token_cache_dir.empty() || scope.empty()) return;
+  // Expire early: a token that lapses between the check and the request costs a 401
+  // and a fresh token, not a failure, but the margin spares that round trip.
+  double margin = std::min(30.0, expires_in / 2);
+  long long expiry =
+      static_cast<long long>(::time(nullptr)) + static_cast<long long>(expires_in - margin);
+  if (!MakeDirs(options_.token_cache_dir, 0700).ok()) return;
+  std::string path = TokenFile(scope);
+  std::string tmp = path + "." + std::to_string(::getpid()) + ".tmp";
+  auto fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!fd.ok()) return;
+  std::string text = "imgfs-token 1 " + std::to_string(expiry) + "\n" + header + "\n";
+  // Best effort: a token that cannot be kept is fetched again next time.
+  if (::fchmod(fd->get(), 0600) != 0 || !WriteAll(fd->get(), text.data(), text.size()).ok() ||
+      ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+  }
+}
+
+Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::string& scope) {
+  std::string header = challenge.Header("www-authenticate");
+  std::string scheme;
+  std::map<std::string, std::string> params;
+  ParseChallenge(header, &scheme, &params);
+  Credentials creds;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!creds_loaded_) {
+      if (!options_.creds.empty()) {
+        creds_ = options_.creds;
+      } else {
+        auto c = LookupCredentials(host_, options_.authfile);
+        if (!c.ok()) return c.status();
+        creds_ = *c;
+      }
+      creds_loaded_ = true;
+    }
+    creds = creds_;
+  }
+  std::string basic = creds.username.empty() && creds.secret.empty()
+                          ? ""
+                          : "Basic " + Base64Encode(creds.username + ":" + creds.secret);
+  if (scheme == "basic") {
+    if (basic.empty()) {
+      return Status::Unavailable("registry " + host_ +
+                                 " requires authentication: run imgfs login " + host_);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    basic_ = basic;
+    tokens_[scope] = basic;
+    return Status::Ok();
+  }
+  if (scheme != "bearer" || params["realm"].empty()) {
+    return Status::Unsupported("registry " + host_ + " asks for unsupported authentication \"" +
+                               scheme + "\"");
+  }
+  // The realm is the registry's choice and may name another host (auth.docker.io for
+  // registry-1.docker.io). Like docker, imgfs sends the user's credentials for this
+  // registry there: a registry could as well ask for them with a Basic challenge. But
+  // only over http(s) (no gopher:// or file:// smuggling), and never in clear text to a
+  // realm when the registry itself was reached over HTTPS.
+  std::string url = params["realm"];
+  IMGFS_RETURN_IF_ERROR(CheckFetchUrl(url, "registry " + host_ + ": token realm"));
+  std::string base;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    base = base_url_;
+  }
+  std::string realm_host = UrlHost(url);
+  if (!basic.empty() && Lower(url.substr(0, 7)) == "http://" && base.rfind("https://", 0) == 0 &&
+      !IsLoopbackHost(realm_host) &&
+      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(),
+                realm_host) == options_.insecure_registries.end()) {
+    return Status::InvalidArgument("registry " + host_ + ": token realm \"" + url +
+                                   "\" is plain HTTP: refusing to send credentials in clear text");
+  }
+  std::unique_ptr<CURL, CurlFree> esc(curl_easy_init());
+  if (!esc) return Status::Exhausted("curl: out of memory");
+  std::string sep = url.find('?') == std::string::npos ? "?" : "&";
+  auto escape = [&](const std::string& v) {
+    char* e = curl_easy_escape(esc.get(), v.c_str(), static_cast<int>(v.size()));
+    std::string out = e ? e : "";
+    curl_free(e);
+    return out;
+  };
+  std::string realm = url;
+  auto add = [&](const std::string& k, const std::string& v) {
+    if (v.empty()) return;
+    url += sep + k + "=" + escape(v);
+    sep = "&";
+  };
+  add("service", params["service"]);
+  add("scope", scope.empty() ? params["scope"] : scope);
+  Request tr;
+  tr.path_or_url = url;
+  tr.headers = {"Accept: application/json"};
+  tr.auth = basic;
+  tr.max_body = 1 << 20;  // tokens are a few KB
+  if (!creds.identity_token.empty()) {
+    // An identity token (docker login's OAuth2 refresh token): POST it to the realm,
+    // as docker does; no Basic header then. A realm without OAuth2 (404/405) gets the
+    // usual GET when there is a user and password.
+    if (Lower(realm.substr(0, 7)) == "http://" && base.rfind("https://", 0) == 0 &&
+        !IsLoopbackHost(realm_host)) {
+      return Status::InvalidArgument("registry " + host_ + ": token realm \"" + realm +
+                                     "\" is plain HTTP: refusing to send an identity token");
+    }
+    Request post;
+    post.path_or_url = realm;
+    post.headers = {"Accept: application/json", "Content-Type: application/x-www-form-urlencoded"};
+    post.max_body = 1 << 20;
+    std::string sc = scope.empty() ? params["scope"] : scope;
+    post.post_form =
+        "grant_type=refresh_token&client_id=imgfs&refresh_token=" + escape(creds.identity_token) +
+        "&service=" + escape(params["service"]) + (sc.empty() ? "" : "&scope=" + escape(sc));
+    auto pr = Do(post);
+    if (!pr.ok()) return pr.status().WithContext("token service");
+    if (pr->status == 200 || basic.empty() || (pr->status != 404 && pr->status != 405)) {
+      if (pr->status == 401 || pr->status == 403)
+        return Status::Unavailable("registry " + host_ +
+                                   ": authentication failed (identity token refused)");
+      if (pr->status != 200)
+        return Status::Unavailable("token service: POST " + realm + ": " + RegistryError(*pr));
+      simdjson::dom::parser p;
+      simdjson::dom::object o;
+      std::string_view token;
+      if (p.parse(pr->body).get(o) || (o["access_token"].get(token) && o["token"].get(token)) ||
+          token.empty()) {
+        return Status::Unavailable("token service returned no access token");
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      tokens_[scope] = "Bearer " + std::string(token);
+      return Status::Ok();
+    }
+  }
+  auto r = Do(tr);
+  if (!r.ok()) return r.status().WithContext("token service");
+  if (r->status == 401 || r->status == 403) {
+    return Status::Unavailable(
+        "registry " + host_ + ": authentication failed" +
+        (creds.empty() ? " (no credentials: run imgfs login " + host_ + ")" : ""));
+  }
+  if (r->status != 200)
+    return Status::Unavailable("token service: GET " + url + ": " + RegistryError(*r));
+  simdjson::dom::parser p;
+  simdjson::dom::object o;
+  std::string_view token;
+  if (p.parse(r->body).get(o) || (o["token"].get(token) && o["access_token"].get(token))) {
+    return Status::Unavailable("token service returned no token");
+  }
+  // Registries that omit expires_in mean 60 s (the distribution token spec).
+  double expires_in = 60;
+  double ei = 0;
+  int64_t eii = 0;
+  if (!o["expires_in"].get(ei)) {
+    expires_in = ei;
+  } else if (!o["expires_in"].get(eii)) {
+    expires_in = static_cast<double>(eii);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  tokens_[scope] = "Bearer " + std::string(token);
+  SaveToken(scope, tokens_[scope], expires_in);
+  return Status::Ok();
+}
+
+}  // namespace imgfs
