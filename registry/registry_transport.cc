@@ -361,10 +361,12 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   CURLcode rc = curl_easy_perform(e);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t.response.status);
   if (rc != CURLE_OK) {
+    // Errors name the request as it was sent: "PATCH https://host/v2/…: reason".
+    std::string method = req.method.empty() ? (req.post_form.empty() ? "GET" : "POST") : req.method;
     if (t.aborted) return Status::Unavailable("download stopped");
     if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
       return Status::InvalidArgument(
-          "GET " + url + ": the response is larger than " +
+          method + " " + url + ": the response is larger than " +
           (req.on_body ? "the " + std::to_string(limit) + " bytes its descriptor declares"
                        : "the " + std::to_string(limit) + "-byte limit"));
     }
@@ -376,7 +378,7 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       why = "stalled: " + why + " (limit: " + std::to_string(options_.low_speed_limit) +
             " bytes/s over " + std::to_string(options_.low_speed_seconds) + " s)";
     }
-    Status st = Status::Unavailable("GET " + url + ": " + why);
+    Status st = Status::Unavailable(method + " " + url + ": " + why);
     if (t.delivered) {
       // Partial body delivered: tell the caller where to resume.
       t.response.headers["x-imgfs-delivered"] = std::to_string(t.delivered);
