@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <map>
 
 #include "index/file_util.h"
@@ -47,20 +48,24 @@ Result<std::map<std::string, std::string>> MountSources(const Store& store, cons
   return out;
 }
 
+// A registry's header value as an error shows it: quoted, control bytes as '?', at most
+// 100 bytes.
+std::string Shown(std::string_view v) {
+  std::string out(v.substr(0, 100));
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return "\"" + out + (v.size() > 100 ? "…" : "") + "\"";
+}
+
 class Pusher {
  public:
   Pusher(RegistryClient& c, const Reference& dest, const PushOptions& o)
       : client_(c), dest_(dest), opt_(o), scope_("repository:" + dest.path + ":pull,push") {}
 
-  // An upload Location as Do() takes it: a path on the registry (with its auth), or an
-  // absolute URL elsewhere (no credentials go there).
+  // An upload Location as Do() takes it (ResolveUploadLocation).
   Result<std::string> Resolve(const std::string& loc) {
-    if (loc.empty()) return Status::Unavailable("registry sent no upload Location");
-    if (loc[0] == '/') return loc;
     IMGFS_ASSIGN_OR_RETURN(std::string base, client_.Base());
-    if (loc.rfind(base + "/", 0) == 0) return loc.substr(base.size());
-    IMGFS_RETURN_IF_ERROR(CheckFetchUrl(loc, "upload Location"));
-    return loc;
+    return ResolveUploadLocation(base, loc);
   }
 
   static std::string WithDigest(const std::string& loc, const Digest& d) {
@@ -118,6 +123,20 @@ class Pusher {
         IMGFS_ASSIGN_OR_RETURN(HttpResponse p, Send("PATCH", loc, r));
         if (p.status != 202)
           return HttpError("PATCH upload of " + d.str() + " at byte " + std::to_string(off), p);
+        // The registry says how much it holds; anything but what was sent (an offset
+        // that went backwards, a lost chunk) would store a blob with a hole.
+        std::string range = p.Header("range");
+        if (!range.empty()) {
+          auto held = ParseUploadRange(range);
+          if (!held)
+            return Status::InvalidArgument("PATCH upload of " + d.str() + ": unreadable Range " +
+                                           Shown(range));
+          if (*held != off + n)
+            return Status::InvalidArgument("PATCH upload of " + d.str() + ": the registry holds " +
+                                           std::to_string(*held) + " bytes after " +
+                                           std::to_string(off + n) + " were sent (Range " +
+                                           Shown(range) + ")");
+        }
         IMGFS_ASSIGN_OR_RETURN(loc, Resolve(p.Header("location")));
         off += n;
       }
@@ -166,11 +185,9 @@ class Pusher {
     std::string tag = dest_.tag.empty() ? "latest" : dest_.tag;
     IMGFS_ASSIGN_OR_RETURN(HttpResponse put,
                            Send("PUT", "/v2/" + dest_.path + "/manifests/" + tag, r));
-    if (put.status != 201 && put.status != 200) return HttpError("PUT manifest", put);
-    std::string got = put.Header("docker-content-digest");
-    if (!got.empty() && got != m.digest.str())
-      return Status::Corruption("registry stored the manifest as " + got + ", expected " +
-                                m.digest.str());
+    if (put.status != 201 && put.status != 200)
+      return HttpError("PUT /v2/" + dest_.path + "/manifests/" + tag, put);
+    IMGFS_RETURN_IF_ERROR(CheckManifestDigest(put.Header("docker-content-digest"), m.digest));
     PushResult out;
     out.manifest_digest = m.digest;
     out.manifest_size = m.bytes.size();
@@ -186,6 +203,43 @@ class Pusher {
 };
 
 }  // namespace
+
+Result<std::string> ResolveUploadLocation(const std::string& base, std::string_view loc) {
+  if (loc.empty()) return Status::Unavailable("registry sent no upload Location");
+  if (loc.size() > kMaxUploadLocation)
+    return Status::InvalidArgument("registry sent an upload Location of " +
+                                   std::to_string(loc.size()) + " bytes (more than " +
+                                   std::to_string(kMaxUploadLocation) + ")");
+  std::string l(loc);
+  if (l[0] == '/') {
+    // A path on the registry: checked as the URL it becomes (no control characters).
+    IMGFS_RETURN_IF_ERROR(CheckFetchUrl(base + l, "upload Location"));
+    return l;
+  }
+  if (l.rfind(base + "/", 0) == 0) return l.substr(base.size());
+  IMGFS_RETURN_IF_ERROR(CheckFetchUrl(l, "upload Location"));
+  return l;
+}
+
+std::optional<uint64_t> ParseUploadRange(std::string_view r) {
+  if (r.substr(0, 6) == "bytes=") r.remove_prefix(6);
+  if (r.size() < 3 || r.substr(0, 2) != "0-") return std::nullopt;
+  r.remove_prefix(2);
+  uint64_t end = 0;
+  for (char c : r) {
+    if (c < '0' || c > '9') return std::nullopt;
+    if (end > (UINT64_MAX - 1 - static_cast<uint64_t>(c - '0')) / 10) return std::nullopt;
+    end = end * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (r.size() > 20) return std::nullopt;
+  return end + 1;
+}
+
+Status CheckManifestDigest(std::string_view answered, const Digest& expected) {
+  if (answered.empty() || answered == expected.str()) return Status::Ok();
+  return Status::Corruption("registry stored the manifest as " + Shown(answered) + ", expected " +
+                            expected.str());
+}
 
 Result<PushResult> PushImage(const Store& store, const Digest& id, const Reference& dest,
                              RegistryClient& client, const PushOptions& options) {

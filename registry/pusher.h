@@ -24,7 +24,9 @@
 #define IMGFS_REGISTRY_PUSHER_H_
 
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "index/store.h"
 #include "registry/reference.h"
@@ -48,6 +50,22 @@ struct PushResult {
 // Pushes image `id` as `dest` (a tagged reference; its domain is the client's host).
 Result<PushResult> PushImage(const Store& store, const Digest& id, const Reference& dest,
                              RegistryClient& client, const PushOptions& options);
+
+// What a registry answers during a push, read as untrusted bytes (docs/threat-model.md;
+// exposed for tests and tests/fuzz/push_answers_fuzz.cc).
+//
+// An upload Location as RegistryClient::Do takes it: a path on the registry `base`
+// ("https://host:port"; the registry's credentials go with it), or an absolute http(s)
+// URL on another host (nothing but the blob goes there: no credentials). Empty, longer
+// than kMaxUploadLocation, not http(s), or with control characters: an error.
+inline constexpr size_t kMaxUploadLocation = 8192;
+Result<std::string> ResolveUploadLocation(const std::string& base, std::string_view location);
+// The Range header of an upload answer ("0-N", also "bytes=0-N"): the N+1 bytes the
+// registry holds; nullopt when malformed (or not starting at 0).
+std::optional<uint64_t> ParseUploadRange(std::string_view range);
+// The Docker-Content-Digest answered to the manifest PUT: empty (not sent) or equal to
+// `expected`; otherwise an error quoting it (control bytes replaced, cut at 100 bytes).
+Status CheckManifestDigest(std::string_view answered, const Digest& expected);
 
 }  // namespace imgfs
 

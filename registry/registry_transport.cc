@@ -28,7 +28,13 @@ struct Transfer {
   uint64_t delivered = 0;  // body bytes handed to on_body
   bool aborted = false;    // on_body asked to stop
   bool too_large = false;
+  size_t header_bytes = 0;  // of the current response
+  bool headers_too_large = false;
 };
+
+// The headers of one response, all lines together (curl bounds each line at 100 KiB,
+// not their number).
+constexpr size_t kMaxHeaderBytes = 256 << 10;
 
 // The request body of an upload: a string or a byte range of a file.
 struct Upload {
@@ -56,6 +62,14 @@ size_t ReadUploadCb(char* buf, size_t size, size_t n, void* self) {
   return want;
 }
 
+// A redirected upload (307/308) sends its body again: back to its start.
+int SeekUploadCb(void* self, curl_off_t offset, int origin) {
+  auto* u = static_cast<Upload*>(self);
+  if (origin != SEEK_SET || offset != 0) return CURL_SEEKFUNC_CANTSEEK;
+  u->sent = 0;
+  return CURL_SEEKFUNC_OK;
+}
+
 // Sets the method and body of `req` on a handle (nothing for a plain GET).
 void ApplyMethod(CURL* e, const RegistryClient::Request& req, Upload* up, curl_slist** headers) {
   if (req.method.empty() || req.method == "GET") return;
@@ -69,6 +83,8 @@ void ApplyMethod(CURL* e, const RegistryClient::Request& req, Upload* up, curl_s
   curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
   curl_easy_setopt(e, CURLOPT_READFUNCTION, ReadUploadCb);
   curl_easy_setopt(e, CURLOPT_READDATA, up);
+  curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, SeekUploadCb);
+  curl_easy_setopt(e, CURLOPT_SEEKDATA, up);
   curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(total));
   if (req.method != "PUT") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method.c_str());
   // No "Expect: 100-continue" round trip: registries answer uploads directly.
@@ -77,9 +93,15 @@ void ApplyMethod(CURL* e, const RegistryClient::Request& req, Upload* up, curl_s
 
 size_t HeaderCb(char* buf, size_t size, size_t n, void* self) {
   auto* t = static_cast<Transfer*>(self);
+  t->header_bytes += size * n;
+  if (t->header_bytes > kMaxHeaderBytes) {
+    t->headers_too_large = true;
+    return 0;  // fails the transfer
+  }
   std::string line(buf, size * n);
   if (line.rfind("HTTP/", 0) == 0) {  // a new response (redirects, 100-continue)
     t->response.headers.clear();
+    t->header_bytes = 0;
     size_t sp = line.find(' ');
     t->response.status = sp == std::string::npos ? 0 : std::atol(line.c_str() + sp + 1);
     // A 200 to a Range request restarts the body at 0: drop what was delivered already.
@@ -364,6 +386,10 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
     // Errors name the request as it was sent: "PATCH https://host/v2/…: reason".
     std::string method = req.method.empty() ? (req.post_form.empty() ? "GET" : "POST") : req.method;
     if (t.aborted) return Status::Unavailable("download stopped");
+    if (t.headers_too_large)
+      return Status::InvalidArgument(method + " " + url +
+                                     ": the response headers are larger than " +
+                                     std::to_string(kMaxHeaderBytes) + " bytes");
     if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
       return Status::InvalidArgument(
           method + " " + url + ": the response is larger than " +

@@ -27,6 +27,14 @@
         schema1 | schema1-json (manifest GETs answered with a Docker schema-1 manifest,
         v1+prettyjws or v1+json)
         norange (blob GETs: the Range header is dropped and the whole body answered 200)
+        Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
+        rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
+        Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
+        extra headers on the upload POST's answer) | digest-wrong (the manifest PUT answers
+        a wrong Docker-Content-Digest) | range-back (a PATCH answers Range: 0-9) | put-202
+        (the final upload PUT answers 202 with a Location, forever) | redirect-loop (upload
+        PATCH/PUT answered 307 to itself) | redirect-to URLBASE (upload PUT answered 307 to
+        URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered)
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
   token-server PORT KEY CERT
@@ -214,6 +222,8 @@ def proxy(args):
                 f'auth={auth.split(" ")[0] if auth else "-"}')
             if self.extension(mode, arg, is_blob, is_manifest, key, auth):
                 return
+            if self.push_mode(mode, arg):
+                return
             once = False
             with lock:
                 if is_blob and mode in ('cut', '500', '429') and key not in faulted:
@@ -352,6 +362,75 @@ def proxy(args):
                                {'WWW-Authenticate': r.getheader('WWW-Authenticate', '')})
                     return True
             return False
+
+        def push_mode(self, mode, arg):
+            """The push modes; True when the request was answered here."""
+            push_modes = ('push', 'loc', 'loc-huge', 'headers-huge', 'digest-wrong', 'range-back',
+                          'put-202', 'redirect-loop', 'redirect-to', 'reset-put')
+            if mode not in push_modes or self.command not in ('HEAD', 'GET', 'POST', 'PUT', 'PATCH'):
+                return False
+            upload = '/blobs/uploads/' in self.path
+            post = self.command == 'POST' and upload
+            put = self.command == 'PUT' and upload
+            patch = self.command == 'PATCH' and upload
+            mput = self.command == 'PUT' and '/manifests/' in self.path
+
+            def consume():
+                n = int(self.headers.get('Content-Length', 0) or 0)
+                while n > 0:
+                    d = self.rfile.read(min(n, 1 << 16))
+                    if not d:
+                        break
+                    n -= len(d)
+
+            if (mode == 'put-202' and put) or (mode == 'redirect-loop' and (put or patch)) or \
+                    (mode == 'redirect-to' and put) or (mode == 'reset-put' and put):
+                consume()
+                log(f'inject={mode} {self.command} {self.path}')
+                if mode == 'reset-put':
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return True
+                if mode == 'put-202':
+                    self.reply(202, b'', {'Location': self.path.split('?')[0], 'Range': '0-0'})
+                elif mode == 'redirect-loop':
+                    self.reply(307, b'', {'Location': self.path})
+                else:
+                    self.reply(307, b'', {'Location': arg.rstrip('/') + self.path})
+                return True
+            r, data = self.forward()
+            hdrs = []
+            mine = f'http://{self.headers.get("Host", "")}'
+            for k, v in r.getheaders():
+                if k.lower() in ('content-length', 'transfer-encoding', 'connection'):
+                    continue
+                if k.lower() == 'location':
+                    v = v.replace(f'http://127.0.0.1:{upstream}', mine)
+                hdrs.append((k, v))
+
+            def replace(name, value):
+                hdrs[:] = [(k, v) for k, v in hdrs if k.lower() != name.lower()] + [(name, value)]
+                log(f'inject={mode} {self.command} {self.path}')
+
+            if r.status == 202 and post and mode == 'loc':
+                replace('Location', arg)
+            if r.status == 202 and post and mode == 'loc-huge':
+                replace('Location', '/v2/' + 'a' * int(arg))
+            if r.status == 202 and post and mode == 'headers-huge':
+                hdrs.extend((f'X-Pad-{i}', 'p' * 1000) for i in range(2000))
+                log(f'inject={mode} {self.command} {self.path}')
+            if r.status in (200, 201) and mput and mode == 'digest-wrong':
+                replace('Docker-Content-Digest', 'sha256:' + '0' * 64)
+            if r.status == 202 and patch and mode == 'range-back':
+                replace('Range', '0-9')
+            self.send_response(r.status)
+            for k, v in hdrs:
+                self.send_header(k, v)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            if self.command != 'HEAD':
+                self.wfile.write(data)
+            return True
 
         def reply(self, code, body, extra=None):
             self.send_response(code)
