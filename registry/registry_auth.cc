@@ -50,6 +50,30 @@ void ParseChallenge(const std::string& h, std::string* scheme,
 
 }  // namespace
 
+namespace registry_detail {
+
+std::optional<CachedToken> ParseTokenCacheFile(const std::string& text) {
+  // "imgfs-token 1 EXPIRY_UNIX\nBearer …\n"; anything else is ignored (and replaced).
+  long long expiry = 0;
+  char header_start[16] = "";
+  if (std::sscanf(text.c_str(), "imgfs-token 1 %lld\n%15s", &expiry, header_start) != 2 ||
+      std::string(header_start) != "Bearer")
+    return std::nullopt;
+  size_t nl = text.find('\n');
+  std::string header = Trim(text.substr(nl + 1));
+  if (header.size() <= 7) return std::nullopt;
+  for (char ch : header)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)
+      return std::nullopt;  // no header injection
+  return CachedToken{expiry, header};
+}
+
+std::string FormatTokenCacheFile(long long expiry, const std::string& header) {
+  return "imgfs-token 1 " + std::to_string(expiry) + "\n" + header + "\n";
+}
+
+}  // namespace registry_detail
+
 Result<std::string> RegistryClient::AuthHeader(const std::string& scope) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = tokens_.find(scope);
@@ -70,18 +94,9 @@ void RegistryClient::LoadCachedToken(const std::string& scope) {
   disk_checked_[scope] = true;
   auto text = ReadFileToString(TokenFile(scope), 64 << 10);
   if (!text.ok()) return;
-  // "imgfs-token 1 EXPIRY_UNIX\nBearer …\n"; anything else is ignored (and replaced).
-  long long expiry = 0;
-  char header_start[16] = "";
-  if (std::sscanf(text->c_str(), "imgfs-token 1 %lld\n%15s", &expiry, header_start) != 2 ||
-      std::string(header_start) != "Bearer")
-    return;
-  if (expiry <= static_cast<long long>(::time(nullptr))) return;
-  size_t nl = text->find('\n');
-  std::string header = Trim(text->substr(nl + 1));
-  if (header.size() <= 7) return;
-  for (char ch : header)
-    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) return;  // no header injection
+  auto cached = ParseTokenCacheFile(*text);
+  if (!cached || cached->expiry <= static_cast<long long>(::time(nullptr))) return;
+  std::string header = cached->header;
   tokens_[scope] = header;
 }
 
@@ -98,7 +113,7 @@ void RegistryClient::SaveToken(const std::string& scope, const std::string& head
   std::string tmp = path + "." + std::to_string(::getpid()) + ".tmp";
   auto fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!fd.ok()) return;
-  std::string text = "imgfs-token 1 " + std::to_string(expiry) + "\n" + header + "\n";
+  std::string text = FormatTokenCacheFile(expiry, header);
   // Best effort: a token that cannot be kept is fetched again next time.
   if (::fchmod(fd->get(), 0600) != 0 || !WriteAll(fd->get(), text.data(), text.size()).ok() ||
       ::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <string>
 
 #include "registry/registry_client.h"
@@ -37,6 +38,15 @@ inline std::string Trim(std::string s) {
 // "HTTP 404 (MANIFEST_UNKNOWN: …)": the status and the registry's own error codes and
 // messages, without control bytes, at most 300 characters of them.
 std::string RegistryError(const HttpResponse& r);
+
+// A token cache file (<store>/tokens/<hash>): "imgfs-token 1 EXPIRY_UNIX\nBearer …\n".
+// The file is imgfs's own, but a damaged or foreign one must only be ignored.
+struct CachedToken {
+  long long expiry = 0;  // unix seconds
+  std::string header;    // "Bearer …", no control characters
+};
+std::optional<CachedToken> ParseTokenCacheFile(const std::string& text);
+std::string FormatTokenCacheFile(long long expiry, const std::string& header);
 
 }  // namespace registry_detail
 }  // namespace imgfs
