@@ -216,8 +216,10 @@ Result<std::string> ResolveUploadLocation(const std::string& base, std::string_v
     IMGFS_RETURN_IF_ERROR(CheckFetchUrl(base + l, "upload Location"));
     return l;
   }
-  if (l.rfind(base + "/", 0) == 0) return l.substr(base.size());
+  // Checked before anything else: a URL under the registry's base becomes a path, and
+  // that path must not carry what the URL check refuses (control characters).
   IMGFS_RETURN_IF_ERROR(CheckFetchUrl(l, "upload Location"));
+  if (l.rfind(base + "/", 0) == 0) return l.substr(base.size());
   return l;
 }
 

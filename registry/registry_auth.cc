@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <ctime>
 #include <memory>
+#include <string_view>
 
 #include "index/file_util.h"
 #include "registry/registry_client.h"
@@ -54,14 +54,21 @@ namespace registry_detail {
 
 std::optional<CachedToken> ParseTokenCacheFile(const std::string& text) {
   // "imgfs-token 1 EXPIRY_UNIX\nBearer …\n"; anything else is ignored (and replaced).
+  // Read strictly: sscanf's "%lld\n%15s" once took a file without its newline whole
+  // (magic line and all) as the Authorization header.
+  static constexpr std::string_view kMagic = "imgfs-token 1 ";
+  if (text.compare(0, kMagic.size(), kMagic) != 0) return std::nullopt;
+  size_t nl = text.find('\n', kMagic.size());
+  if (nl == std::string::npos) return std::nullopt;
+  std::string_view num(text.data() + kMagic.size(), nl - kMagic.size());
+  if (num.empty() || num.size() > 18) return std::nullopt;
   long long expiry = 0;
-  char header_start[16] = "";
-  if (std::sscanf(text.c_str(), "imgfs-token 1 %lld\n%15s", &expiry, header_start) != 2 ||
-      std::string(header_start) != "Bearer")
-    return std::nullopt;
-  size_t nl = text.find('\n');
+  for (char c : num) {
+    if (c < '0' || c > '9') return std::nullopt;
+    expiry = expiry * 10 + (c - '0');
+  }
   std::string header = Trim(text.substr(nl + 1));
-  if (header.size() <= 7) return std::nullopt;
+  if (header.rfind("Bearer ", 0) != 0 || header.size() <= 7) return std::nullopt;
   for (char ch : header)
     if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)
       return std::nullopt;  // no header injection
