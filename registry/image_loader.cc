@@ -262,11 +262,6 @@ Result<std::vector<std::string>> NamesFromAnnotations(const Descriptor& d, const
   return names;
 }
 
-bool PlatformMatches(const Platform& want, const Platform& have) {
-  if (want.os != have.os || want.architecture != have.architecture) return false;
-  return want.variant.empty() || have.variant.empty() || want.variant == have.variant;
-}
-
 Status LoadOciLayout(ImageStage& stage, Input& in, const LoadOptions& options) {
   IMGFS_ASSIGN_OR_RETURN(std::string layout, in.ReadSmall("oci-layout"));
   if (layout.find("imageLayoutVersion") == std::string::npos) {
@@ -284,12 +279,11 @@ Status LoadOciLayout(ImageStage& stage, Input& in, const LoadOptions& options) {
       auto sub = ParseIndex(nested);
       if (!sub.ok()) return sub.status().WithContext("index " + d.digest.str());
       Platform host = HostPlatform();
-      const Descriptor* pick = nullptr;
       std::string offered;
-      for (const Descriptor& m : sub->manifests) {
-        offered += (offered.empty() ? "" : ", ") + m.platform.String();
-        if (!pick && (sub->manifests.size() == 1 || PlatformMatches(host, m.platform))) pick = &m;
-      }
+      const Descriptor* pick = PickPlatform(sub->manifests, host, &offered);
+      // An index of one image is that image, whatever its platform (as before).
+      if (!pick && sub->manifests.size() == 1 && sub->manifests[0].platform.os != "unknown")
+        pick = &sub->manifests[0];
       if (!pick) {
         return Status::NotFound("index " + d.digest.str() + " has no image for " + host.String() +
                                 " (it offers " + offered + ")");
@@ -468,6 +462,41 @@ Platform HostPlatform() {
   if (m == "armv7l") p = {"linux", "arm", "v7"};
   if (m == "i686" || m == "i386") p.architecture = "386";
   return p;
+}
+
+namespace {
+
+bool PlatformMatches(const Platform& want, const Platform& have) {
+  if (want.os != have.os || want.architecture != have.architecture) return false;
+  return want.variant.empty() || have.variant.empty() || want.variant == have.variant;
+}
+
+std::string DefaultVariant(const std::string& arch) {
+  if (arch == "arm") return "v7";
+  if (arch == "arm64") return "v8";
+  return "";
+}
+
+}  // namespace
+
+const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Platform& want,
+                               std::string* offered) {
+  const Descriptor* pick = nullptr;
+  Platform exact = want;
+  if (exact.variant.empty()) exact.variant = DefaultVariant(want.architecture);
+  for (const Descriptor& d : entries) {
+    if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
+    *offered += (offered->empty() ? "" : ", ") + d.platform.String();
+    if (!pick && d.platform.os == exact.os && d.platform.architecture == exact.architecture &&
+        d.platform.variant == exact.variant)
+      pick = &d;
+  }
+  for (const Descriptor& d : entries) {
+    if (pick) break;
+    if (d.has_platform && d.platform.os != "unknown" && PlatformMatches(want, d.platform))
+      pick = &d;
+  }
+  return pick;
 }
 
 Result<GcLock> GcLock::Acquire(const Store& store, bool exclusive) {

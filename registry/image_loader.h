@@ -43,6 +43,16 @@ Result<LoadedImage> ImportRootfs(Store& store, const std::string& tarball, const
 
 Platform HostPlatform();
 
+// The entry of an image index (a registry's, or one in an OCI layout) for `want`, by
+// the rules pull and load share: entries without a platform or with os "unknown"
+// (attestation manifests) are never picked; an exact os/architecture/variant match
+// wins, a variant-less request meaning docker's default variant (arm is arm/v7, arm64
+// is arm64/v8); otherwise the first entry of that os/architecture whose variant is
+// unset on either side. nullptr when none; `offered` lists the pickable entries
+// ("linux/amd64, linux/arm64/v8").
+const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Platform& want,
+                               std::string* offered);
+
 // Takes the store's GC lock: shared for writers that add, exclusive for removers.
 class GcLock {
  public:

@@ -71,17 +71,6 @@ UniqueFd LockBlob(const Store& store, const Digest& d) {
   return std::move(*fd);
 }
 
-bool Matches(const Platform& want, const Platform& have) {
-  if (want.os != have.os || want.architecture != have.architecture) return false;
-  return want.variant.empty() || have.variant.empty() || want.variant == have.variant;
-}
-
-std::string DefaultVariant(const std::string& arch) {
-  if (arch == "arm") return "v7";
-  if (arch == "arm64") return "v8";
-  return "";
-}
-
 }  // namespace
 
 Result<Platform> ParsePlatform(const std::string& s) {
@@ -156,23 +145,8 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   if (kind == DocKind::kIndex) {
     IMGFS_ASSIGN_OR_RETURN(ImageIndexDoc idx, ParseIndex(top.bytes));
     Platform want = opt.platform ? *opt.platform : HostPlatform();
-    const Descriptor* pick = nullptr;
     std::string offered;
-    // An exact variant first (a variant-less request means docker's default: arm/v7,
-    // arm64/v8), else the first compatible entry.
-    Platform exact = want;
-    if (exact.variant.empty()) exact.variant = DefaultVariant(want.architecture);
-    for (const Descriptor& d : idx.manifests) {
-      if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
-      offered += (offered.empty() ? "" : ", ") + d.platform.String();
-      if (!pick && d.platform.os == exact.os && d.platform.architecture == exact.architecture &&
-          d.platform.variant == exact.variant)
-        pick = &d;
-    }
-    for (const Descriptor& d : idx.manifests) {
-      if (pick) break;
-      if (d.has_platform && d.platform.os != "unknown" && Matches(want, d.platform)) pick = &d;
-    }
+    const Descriptor* pick = PickPlatform(idx.manifests, want, &offered);
     if (!pick) {
       return Status::NotFound("no image for platform " + want.String() + " in " +
                               ref.FamiliarString() +

@@ -378,3 +378,73 @@ TEST_F(LoaderTest, SecondImageFailureLeavesTheFirstUncommittedToo) {
 
 }  // namespace
 }  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+std::string PlatformJson(const Platform& p) {
+  return ",\"platform\":{\"os\":\"" + p.os + "\",\"architecture\":\"" + p.architecture + "\"" +
+         (p.variant.empty() ? "" : ",\"variant\":\"" + p.variant + "\"") + "}";
+}
+
+// load picks from a nested index by pull's rules (PickPlatform): attestations are
+// skipped, and an exact variant wins over the first entry of the architecture.
+TEST_F(LoaderTest, NestedIndexFollowsPullsPlatformRules) {
+  std::string manifest;
+  Files f = OciLayout(layers_, "", &manifest);
+  std::erase_if(f.files, [](const auto& e) { return e.first == "index.json"; });
+  Platform host = HostPlatform();
+  Platform other_variant = host;
+  other_variant.variant = "v99";
+  Platform exact = host;
+  if (exact.variant.empty())
+    exact.variant = host.architecture == "arm64" ? "v8" : host.architecture == "arm" ? "v7" : "";
+  // The first two entries name blobs the layout does not have: picking either fails.
+  std::string missing = "{\"schemaVersion\":2,\"missing\":1}";
+  std::string nested =
+      "{\"schemaVersion\":2,\"mediaType\":\"" + std::string(media::kOciIndex) +
+      "\",\"manifests\":[" +
+      Desc(media::kOciManifest, missing, PlatformJson({"unknown", "unknown", ""})) + "," +
+      Desc(media::kOciManifest, missing + " ", PlatformJson(other_variant)) + "," +
+      Desc(media::kOciManifest, manifest, PlatformJson(exact)) + "]}";
+  f.Blob(nested);
+  f.Add("index.json", "{\"schemaVersion\":2,\"manifests\":[" +
+                          Desc(media::kOciIndex, nested,
+                               ",\"annotations\":{\"org.opencontainers.image.ref.name\":\"v1\"}") +
+                          "]}");
+  f.WriteTo(dir_ + "/nested");
+  LoadOptions opt;
+  opt.repository = "example/nested";
+  auto r = LoadImages(*store_, dir_ + "/nested", opt);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(Cat(r->at(0).id, "/etc/motd"), "hi\n");
+}
+
+Descriptor Entry(const std::string& os, const std::string& arch, const std::string& variant) {
+  Descriptor d;
+  d.has_platform = true;
+  d.platform = {os, arch, variant};
+  d.digest = Sha256Of(os + arch + variant);
+  return d;
+}
+
+TEST(PickPlatform, PullAndLoadRules) {
+  std::vector<Descriptor> idx = {Entry("unknown", "unknown", ""), Entry("linux", "arm64", "v9"),
+                                 Entry("linux", "arm64", "v8"), Entry("linux", "amd64", "v3"),
+                                 Entry("linux", "amd64", ""), Entry("linux", "arm", "")};
+  idx.push_back(Descriptor{});  // no platform at all
+  std::string offered;
+  EXPECT_EQ(PickPlatform(idx, {"linux", "arm64", ""}, &offered), &idx[2]);  // default v8
+  EXPECT_EQ(offered, "linux/arm64/v9, linux/arm64/v8, linux/amd64/v3, linux/amd64, linux/arm");
+  offered.clear();
+  EXPECT_EQ(PickPlatform(idx, {"linux", "amd64", ""}, &offered), &idx[4]);  // exact: no variant
+  EXPECT_EQ(PickPlatform(idx, {"linux", "amd64", "v3"}, &offered), &idx[3]);
+  EXPECT_EQ(PickPlatform(idx, {"linux", "arm", ""}, &offered), &idx[5]);  // v7 wanted, unset
+  EXPECT_EQ(PickPlatform(idx, {"linux", "arm64", "v7"}, &offered), nullptr);
+  EXPECT_EQ(PickPlatform(idx, {"unknown", "unknown", ""}, &offered), nullptr);  // attestation
+  EXPECT_EQ(PickPlatform(idx, {"windows", "amd64", ""}, &offered), nullptr);
+}
+
+}  // namespace
+}  // namespace imgfs
