@@ -11,15 +11,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <deque>
 #include <map>
-#include <mutex>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "index/file_util.h"
+#include "index/pushed_source.h"
 
 namespace imgfs {
 namespace {
@@ -291,69 +288,6 @@ class TarWriter {
   std::map<std::pair<dev_t, ino_t>, std::string> links_;  // first path of a linked inode
 };
 
-// Runs a producer on its own thread; the consumer reads its output through a bounded
-// queue of chunks.
-class ProducerSource : public ByteSource {
- public:
-  ProducerSource(std::function<Status(const ByteSink&)> produce, Status* writer_error)
-      : writer_error_(writer_error) {
-    thread_ = std::thread([this, produce = std::move(produce)] {
-      Status st = produce([this](std::string_view data) { return Push(data); });
-      std::lock_guard<std::mutex> l(mu_);
-      if (writer_error_ && !stop_) *writer_error_ = st;
-      error_ = st;
-      done_ = true;
-      cv_.notify_all();
-    });
-  }
-  ~ProducerSource() override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-      cv_.notify_all();
-    }
-    thread_.join();
-  }
-  Result<size_t> Read(void* buf, size_t n) override {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return !queue_.empty() || done_; });
-    if (queue_.empty()) {
-      if (!error_.ok()) return error_;
-      return size_t{0};
-    }
-    std::string& front = queue_.front();
-    size_t k = std::min(n, front.size() - pos_);
-    std::memcpy(buf, front.data() + pos_, k);
-    pos_ += k;
-    if (pos_ == front.size()) {
-      queue_.pop_front();
-      pos_ = 0;
-      cv_.notify_all();
-    }
-    return k;
-  }
-
- private:
-  Status Push(std::string_view data) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return queue_.size() < kDepth || stop_; });
-    if (stop_) return Status::Unavailable("reader stopped");
-    queue_.emplace_back(data);
-    cv_.notify_all();
-    return Status::Ok();
-  }
-  static constexpr size_t kDepth = 8;
-  Status* writer_error_;
-  std::mutex mu_;  // guards everything below
-  std::condition_variable cv_;
-  std::deque<std::string> queue_;
-  size_t pos_ = 0;
-  bool done_ = false;
-  bool stop_ = false;
-  Status error_;
-  std::thread thread_;  // last: started after the members it uses
-};
-
 }  // namespace
 
 Status WriteLayerTar(const std::string& dir, const LayerWriteOptions& options,
@@ -418,14 +352,20 @@ Status GzipSink::Finish() {
 std::unique_ptr<ByteSource> GzipLayerSource(const std::string& dir,
                                             const LayerWriteOptions& options,
                                             Status* writer_error) {
-  return std::make_unique<ProducerSource>(
-      [dir, options](const ByteSink& out) {
-        GzipSink gz(out);
+  // The writer and gzip run on the source's thread; 2 MiB of gzip output may wait.
+  return std::make_unique<PushedSource>(
+      [dir, options](const PushedSource::Push& push) {
+        GzipSink gz([&push](std::string_view d) {
+          return push(d) ? Status::Ok() : Status::Unavailable("reader stopped");
+        });
         IMGFS_RETURN_IF_ERROR(
             WriteLayerTar(dir, options, [&gz](std::string_view d) { return gz.Write(d); }));
         return gz.Finish();
       },
-      writer_error);
+      2 << 20,
+      [writer_error](const Status& st) {
+        if (writer_error) *writer_error = st;
+      });
 }
 
 }  // namespace imgfs

@@ -3,11 +3,9 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <thread>
 
+#include "index/pushed_source.h"
 #include "registry/json.h"
 #include "registry/registry_client_internal.h"
 
@@ -96,94 +94,31 @@ Status RegistryClient::Ping(const Credentials& creds) {
 
 namespace {
 
-// A blob body streamed from a download thread through a bounded queue.
-class BlobSource : public ByteSource {
- public:
-  BlobSource(RegistryClient* client, std::vector<RegistryClient::Request> tries, std::string what)
-      : client_(client), tries_(std::move(tries)), what_(std::move(what)) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~BlobSource() override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
+// The download loop of a streaming blob: each source in turn (foreign URLs, then the
+// registry) until one answers 200/206, never another once bytes were delivered.
+Status FetchBlob(RegistryClient* client, const std::vector<RegistryClient::Request>& tries,
+                 const std::string& what, const PushedSource::Push& push) {
+  Status st;
+  for (size_t i = 0; i < tries.size(); i++) {
+    RegistryClient::Request req = tries[i];
+    uint64_t got = 0;
+    req.on_body = [&](const char* p, size_t n) {
+      got += n;
+      return push(std::string_view(p, n));
+    };
+    auto r = client->Do(req);
+    if (r.ok() && (r->status == 200 || r->status == 206)) {
+      st = Status::Ok();
+      break;
     }
-    cv_.notify_all();
-    thread_.join();
+    // Transport errors name their URL; the caller names the layer.
+    st = r.ok() ? Status::Unavailable(what + ": " + RegistryError(*r)) : r.status();
+    if (r.ok() && r->status == 404) st = Status::NotFound(what + ": not found in the registry");
+    if (got > 0) break;  // bytes already delivered: another source cannot continue them
   }
-  Result<size_t> Read(void* buf, size_t n) override {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return !queue_.empty() || done_; });
-    if (queue_.empty()) {
-      if (!error_.ok()) return error_;
-      return size_t{0};
-    }
-    std::string& front = queue_.front();
-    size_t k = std::min(n, front.size() - front_pos_);
-    std::memcpy(buf, front.data() + front_pos_, k);
-    front_pos_ += k;
-    queued_ -= k;
-    if (front_pos_ == front.size()) {
-      queue_.pop_front();
-      front_pos_ = 0;
-    }
-    cv_.notify_all();
-    return k;
-  }
-
- private:
-  static constexpr size_t kMaxQueued = 2 << 20;
-  bool Push(const char* p, size_t n) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return stop_ || queued_ < kMaxQueued; });
-    if (stop_) return false;
-    if (!queue_.empty() && queue_.back().size() < (1 << 20) && queue_.size() > 1) {
-      queue_.back().append(p, n);
-    } else {
-      queue_.emplace_back(p, n);
-    }
-    queued_ += n;
-    cv_.notify_all();
-    return true;
-  }
-  void Run() {
-    Status st;
-    for (size_t i = 0; i < tries_.size(); i++) {
-      RegistryClient::Request req = tries_[i];
-      uint64_t got = 0;
-      req.on_body = [&](const char* p, size_t n) {
-        got += n;
-        return Push(p, n);
-      };
-      auto r = client_->Do(req);
-      if (r.ok() && (r->status == 200 || r->status == 206)) {
-        st = Status::Ok();
-        break;
-      }
-      // Transport errors name their URL; the caller names the layer.
-      st = r.ok() ? Status::Unavailable(what_ + ": " + RegistryError(*r)) : r.status();
-      if (r.ok() && r->status == 404) st = Status::NotFound(what_ + ": not found in the registry");
-      if (got > 0) break;  // bytes already delivered: another source cannot continue them
-    }
-    ReportStageCpu("receive", ThreadCpuSeconds());
-    std::lock_guard<std::mutex> l(mu_);
-    error_ = st;
-    done_ = true;
-    cv_.notify_all();
-  }
-  RegistryClient* client_;
-  std::vector<RegistryClient::Request> tries_;
-  std::string what_;
-  std::mutex mu_;  // guards everything below
-  std::condition_variable cv_;
-  std::deque<std::string> queue_;
-  size_t front_pos_ = 0;
-  size_t queued_ = 0;
-  bool stop_ = false;
-  bool done_ = false;
-  Status error_;
-  std::thread thread_;
-};
+  ReportStageCpu("receive", ThreadCpuSeconds());
+  return st;
+}
 
 }  // namespace
 
@@ -208,8 +143,13 @@ Result<std::unique_ptr<ByteSource>> RegistryClient::OpenBlob(const std::string& 
   r.max_stream = size;
   r.range_start = offset;
   tries.push_back(r);
-  return std::unique_ptr<ByteSource>(
-      new BlobSource(this, std::move(tries), "blob " + digest.str()));
+  // A download thread feeds a bounded queue (2 MiB) the reader takes from.
+  std::string what = "blob " + digest.str();
+  return std::unique_ptr<ByteSource>(new PushedSource(
+      [this, tries = std::move(tries), what](const PushedSource::Push& push) {
+        return FetchBlob(this, tries, what, push);
+      },
+      2 << 20));
 }
 
 }  // namespace imgfs
