@@ -20,6 +20,13 @@ int CmdBuild(const std::string& root, const Args& a) {
   req.context = a.pos[0];
   req.dockerfile = a.Get("--file");
   req.no_cache = a.Has("--no-cache");
+  req.target = a.Get("--target");
+  if (a.Has("--network")) {
+    std::string n = a.Get("--network");
+    if (n != "host" && n != "none" && n != "default")
+      Die("build: --network " + n + ": want host, none or default", 2);
+    req.host_network = n == "host";
+  }
   req.name = ref->Normalized().String();
   for (const std::string& kv : a.Multi("--build-arg")) {
     size_t eq = kv.find('=');
@@ -45,20 +52,33 @@ int CmdBuild(const std::string& root, const Args& a) {
 std::vector<Command> BuildCommands() {
   return {
       {"build",
-       "imgfs build -t NAME[:TAG] [-f DOCKERFILE] [--build-arg K=V]... [--no-cache] CONTEXT",
-       "Build an image from a Dockerfile and a context directory.\n"
+       "imgfs build -t NAME[:TAG] [-f DOCKERFILE] [--build-arg K=V]... [--no-cache]\n"
+       "            [--network host|none] [--target STAGE] CONTEXT",
+       "Build an image from a Dockerfile and a context directory (as root).\n"
        "Supported: FROM (an image in the store, or scratch; ARG before FROM), COPY and ADD\n"
        "of context files (--chown=UID[:GID]; ADD extracts a local tar archive; .dockerignore),\n"
-       "ENV ARG WORKDIR USER LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL, with docker's\n"
-       "$VAR / ${VAR:-default} substitution. RUN, SHELL, HEALTHCHECK, ONBUILD, multi-stage\n"
-       "builds and other flags are refused (the line is named; nothing is stored).\n"
-       "An unchanged COPY/ADD (same base, sources, destination, owner) reuses its layer\n"
-       "from the build cache (\"Using cache\"); --no-cache makes it again (same bytes).\n"
+       "RUN (shell form through /bin/sh -c or SHELL, or exec form), ENV ARG WORKDIR USER\n"
+       "LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL SHELL HEALTHCHECK, with docker's\n"
+       "$VAR / ${VAR:-default} substitution. Multi-stage: FROM IMAGE AS NAME, FROM NAME,\n"
+       "COPY --from=NAME|INDEX|IMAGE; each stage has its own ARGs; earlier stages are\n"
+       "stored untagged, only the last (or --target) stage gets the name. ONBUILD,\n"
+       "MAINTAINER and other flags are refused (the line is named; nothing is stored).\n"
+       "RUN runs in a runc container whose root is an overlayfs over the image so far (in\n"
+       "an imgfs mount of the store; mounted for the build and unmounted after when none is\n"
+       "running); the overlay's upper directory becomes the step's layer (deleted files are\n"
+       "whiteouts). The image before each RUN is stored untagged (an intermediate image).\n"
+       "No network unless --network host. A non-zero exit fails the build: \"The command\n"
+       "'/bin/sh -c false' returned a non-zero code: 1\".\n"
+       "Build cache: an unchanged COPY/ADD (same base, sources, destination, owner) and an\n"
+       "unchanged RUN (same parent image and instruction) reuse their layer (\"Using cache\");\n"
+       "--no-cache makes them again.\n"
        "  -t, --tag NAME[:TAG]    the name of the new image (required)\n"
        "  -f, --file PATH         the Dockerfile (default CONTEXT/Dockerfile)\n"
        "      --build-arg K=V     set a build-time variable (an ARG)\n"
+       "      --network MODE      RUN's network: none (default: loopback only) or host\n"
+       "      --target STAGE      build up to that stage and name it\n"
        "      --no-cache          do not use the build cache",
-       {"--tag", "--file", "--build-arg"},
+       {"--tag", "--file", "--build-arg", "--network", "--target"},
        {{"-t", "--tag"}, {"-f", "--file"}},
        CmdBuild,
        {"--no-cache"}},

@@ -21,6 +21,7 @@
 #include "index/json_writer.h"
 #include "index/layer_writer.h"
 #include "registry/build_files.h"
+#include "registry/build_run.h"
 #include "registry/committer.h"
 #include "registry/config_fields.h"
 #include "registry/dockerfile.h"
@@ -68,7 +69,8 @@ struct DirMeta {
 
 class Builder {
  public:
-  Builder(Store& store, const BuildRequest& req) : store_(store), req_(req), stage_(store) {}
+  Builder(Store& store, const BuildRequest& req)
+      : store_(store), req_(req), stage_(std::make_unique<ImageStage>(store)) {}
   Result<LoadedImage> Run();
 
  private:
@@ -88,11 +90,20 @@ class Builder {
                    std::vector<DirMeta>* fix);
   bool IsDirInImage(const std::string& abs);
   void History(const DockerInstruction& ins, bool empty_layer);
+  Status RunStep(const DockerInstruction& ins);
+  Status CopyFrom(const DockerInstruction& ins, const std::string& from);
+  std::optional<Digest> StageImage(const std::string& name);
+  Status EnsureMount();
+  void NewStage();
+  Status ShellOrHealth(const DockerInstruction& ins);
+  std::string ConfigJson();
+  Result<Digest> Intermediate();
+  void FlushCache();
 
   Store& store_;
   const BuildRequest& req_;
-  ImageStage stage_;
-  std::string context_;  // realpath
+  std::unique_ptr<ImageStage> stage_;  // a new one after each intermediate commit
+  std::string context_;                // realpath
   Ignore ignore_;
   BuildVars meta_args_;  // ARGs before FROM
   BuildVars args_;       // ARGs of the stage
@@ -108,12 +119,27 @@ class Builder {
   // Cache entries to write once the image is committed: path → content.
   std::vector<std::pair<std::string, std::string>> cache_writes_;
   int64_t now_ = ::time(nullptr);
+  // RUN: a temp dir for the store's mount point, and the mount (declared after the
+  // dir, so it is unmounted before the dir is removed).
+  std::unique_ptr<TempDir> run_tmp_;
+  std::unique_ptr<StoreMount> mount_;
+  int runs_ = 0;
+  // Multi-stage: the stages built so far (name, lower-cased; image ID), and COPY
+  // --from's image while it copies ("" otherwise).
+  std::vector<std::pair<std::string, Digest>> stages_;
+  std::string stage_name_;
+  std::string from_id_;
 };
 
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 bool Supported(const std::string& cmd) {
-  static const std::set<std::string> kOk = {"FROM",    "COPY",   "ADD",       "ENV", "ARG",
-                                            "WORKDIR", "USER",   "LABEL",     "CMD", "ENTRYPOINT",
-                                            "EXPOSE",  "VOLUME", "STOPSIGNAL"};
+  static const std::set<std::string> kOk = {
+      "FROM", "COPY", "ADD",    "ENV",    "ARG",        "WORKDIR", "USER",        "LABEL",
+      "CMD",  "RUN",  "EXPOSE", "VOLUME", "STOPSIGNAL", "SHELL",   "HEALTHCHECK", "ENTRYPOINT"};
   return kOk.count(cmd) > 0;
 }
 
@@ -121,19 +147,21 @@ Status Builder::Check(const std::vector<DockerInstruction>& all) {
   bool seen_from = false;
   for (const auto& ins : all) {
     if (!Supported(ins.cmd)) {
-      static const std::set<std::string> kKnown = {"RUN", "SHELL", "HEALTHCHECK", "ONBUILD",
-                                                   "MAINTAINER"};
+      static const std::set<std::string> kKnown = {"ONBUILD", "MAINTAINER"};
       return Fail(ins,
                   kKnown.count(ins.cmd) ? "not supported by imgfs build" : "unknown instruction");
     }
     if (ins.cmd == "FROM") {
-      if (seen_from) return Fail(ins, "a second FROM (multi-stage builds) is not supported");
       seen_from = true;
     } else if (!seen_from && ins.cmd != "ARG") {
       return Fail(ins, "the first instruction must be FROM (or ARG before FROM)");
     }
     for (const auto& f : ins.flags) {
-      bool ok = (ins.cmd == "COPY" || ins.cmd == "ADD") && f.rfind("--chown=", 0) == 0;
+      bool ok = ((ins.cmd == "COPY" || ins.cmd == "ADD") && f.rfind("--chown=", 0) == 0) ||
+                (ins.cmd == "COPY" && f.rfind("--from=", 0) == 0) ||
+                (ins.cmd == "HEALTHCHECK" &&
+                 (f.rfind("--interval=", 0) == 0 || f.rfind("--timeout=", 0) == 0 ||
+                  f.rfind("--start-period=", 0) == 0 || f.rfind("--retries=", 0) == 0));
       if (!ok) return Fail(ins, "flag " + f + " is not supported");
     }
     if (ins.args.empty()) return Fail(ins, "needs an argument");
@@ -176,7 +204,14 @@ Status Builder::From(const DockerInstruction& ins) {
     std::fprintf(req_.out, " ---> scratch\n");
     return Status::Ok();
   }
-  auto id = req_.resolve(words[0]);
+  stage_name_ = words.size() == 3 ? words[2] : "";
+  for (auto& c : stage_name_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  Result<Digest> id = Status::NotFound("");
+  if (auto st = StageImage(words[0])) {
+    id = *st;
+  } else {
+    id = req_.resolve(words[0]);
+  }
   if (!id.ok()) return Fail(ins, id.status().ToString());
   auto bytes = store_.blobs().Read(*id);
   if (!bytes.ok()) return bytes.status().WithContext("base image config");
@@ -431,6 +466,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
   if (words.size() < 2) return Fail(ins, "want at least one source and a destination");
   Owner owner;
   for (const auto& f : ins.flags) {
+    if (f.rfind("--from=", 0) == 0) continue;  // handled by CopyFrom
     std::string v = f.substr(8);
     IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(v, vars, false));
     size_t colon = e.find(':');
@@ -497,6 +533,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
     auto add = [&](const std::string& v) { h.Update(v.data(), v.size() + 1); };  // with NUL
     add("imgfs-build-cache v1");
     add(base_id_);
+    add(from_id_);
     for (const auto& d : made_dirs_) add(d);
     add(ins.cmd);
     add(dest + (dest_dir ? "/" : ""));
@@ -512,7 +549,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
     std::string id_line, dir;
     if (cached && std::getline(cached, id_line)) {
       auto d = Digest::Parse(id_line);
-      if (d.ok() && stage_.HaveLayer(*d)) {
+      if (d.ok() && stage_->HaveLayer(*d)) {
         made_dirs_.clear();
         while (std::getline(cached, dir)) made_dirs_.insert(dir);
         diff_ids_.push_back(d->str());
@@ -593,7 +630,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
   Result<Digest> diff_id = Status::Unavailable("not written");
   {
     auto src = GzipLayerSource(tmp, opts, &writer_error);
-    diff_id = stage_.AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
+    diff_id = stage_->AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
   }
   if (!writer_error.ok()) return Fail(ins, writer_error.message());
   if (!diff_id.ok()) return Fail(ins, diff_id.status().message());
@@ -604,6 +641,181 @@ Status Builder::Copy(const DockerInstruction& ins) {
   cache_writes_.emplace_back(cache_path, entry);
   std::fprintf(req_.out, " ---> layer %s\n", diff_id->hex().substr(0, 12).c_str());
   return Status::Ok();
+}
+
+// RUN: on a cache miss the image so far is committed untagged, a store mount shows it
+// at .id/<hex>/, the command runs in runc on an overlay over it, and the overlay's
+// upper directory becomes the next layer (the `imgfs commit` path: whiteouts, opaque
+// directories). The cache key is docker's: the parent image (its layers and config)
+// and the instruction, plus the build-args the command sees.
+Status Builder::RunStep(const DockerInstruction& ins) {
+  IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
+  std::vector<std::string> args;
+  if (ins.json) {
+    args = ins.json_args;
+  } else {
+    std::string* sh = FindField(cfg, "Shell");
+    args = sh ? StringsOf(*sh) : std::vector<std::string>{};
+    if (args.empty()) args = {"/bin/sh", "-c"};
+    args.push_back(ins.args);
+  }
+  if (args.empty()) return Fail(ins, "needs a command");
+  std::vector<std::string> env = StringsOf(FindField(cfg, "Env") ? *FindField(cfg, "Env") : "");
+  for (const auto& [k, v] : args_) {  // build-args in scope; ENV wins
+    bool in_env = std::any_of(env.begin(), env.end(),
+                              [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
+    if (!in_env) env.push_back(k + "=" + v);
+  }
+  std::string cache_path;
+  {
+    Sha256 h;
+    auto add = [&](const std::string& v) { h.Update(v.data(), v.size() + 1); };
+    add("imgfs-build-run v1");
+    add(base_id_);
+    for (const auto& d : diff_ids_) add(d);
+    add(cfg_);
+    for (const auto& a : args) add(a);
+    add("env");
+    for (const auto& e : env) add(e);
+    add(req_.host_network ? "host" : "none");
+    cache_path = store_.root() + "/build-cache/" + h.Finish().hex();
+  }
+  if (!req_.no_cache) {
+    std::ifstream cached(cache_path);
+    std::string id_line;
+    if (cached && std::getline(cached, id_line)) {
+      auto d = Digest::Parse(id_line);
+      if (d.ok() && stage_->HaveLayer(*d)) {
+        diff_ids_.push_back(d->str());
+        History(ins, false);
+        std::fprintf(req_.out, " ---> Using cache\n ---> layer %s\n",
+                     d->hex().substr(0, 12).c_str());
+        return Status::Ok();
+      }
+    }
+  }
+  IMGFS_ASSIGN_OR_RETURN(Digest parent, Intermediate());
+  if (auto s = EnsureMount(); !s.ok()) return Fail(ins, s.message());
+  std::fprintf(req_.out, " ---> Running in %s\n", parent.hex().substr(0, 12).c_str());
+  std::fflush(req_.out);
+  IMGFS_ASSIGN_OR_RETURN(std::string dir, MakeTempDir());
+  TempDir run_dir{dir};
+  RunSpec spec;
+  spec.lower = mount_->path() + "/.id/" + parent.hex();
+  spec.dir = dir;
+  spec.args = args;
+  spec.env = env;
+  std::string wd = StringOf(FindField(cfg, "WorkingDir"));
+  spec.cwd = wd.empty() ? "/" : wd;
+  spec.user = StringOf(FindField(cfg, "User"));
+  spec.host_network = req_.host_network;
+  spec.id = "imgfs-build-" + std::to_string(::getpid()) + "-" + std::to_string(++runs_);
+  auto rc = RunInContainer(spec);
+  if (!rc.ok()) return Fail(ins, rc.status().message());
+  if (*rc != 0) {
+    std::string joined;
+    for (const auto& a : args) joined += (joined.empty() ? "" : " ") + a;
+    return Status::InvalidArgument("The command '" + joined +
+                                   "' returned a non-zero code: " + std::to_string(*rc));
+  }
+  LayerWriteOptions opts;
+  opts.overlay = true;
+  Status writer_error;
+  Result<Digest> diff_id = Status::Unavailable("not written");
+  {
+    auto src = GzipLayerSource(dir + "/upper", opts, &writer_error);
+    diff_id = stage_->AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
+  }
+  if (!writer_error.ok()) return Fail(ins, writer_error.message());
+  if (!diff_id.ok()) return Fail(ins, diff_id.status().message());
+  diff_ids_.push_back(diff_id->str());
+  History(ins, false);
+  cache_writes_.emplace_back(cache_path, diff_id->str() + "\n");
+  std::fprintf(req_.out, " ---> layer %s\n", diff_id->hex().substr(0, 12).c_str());
+  return Status::Ok();
+}
+
+// SHELL (JSON form only, as docker) and HEALTHCHECK set config fields.
+Status Builder::ShellOrHealth(const DockerInstruction& ins) {
+  IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
+  if (ins.cmd == "SHELL") {
+    if (!ins.json || ins.json_args.empty())
+      return Fail(ins, "SHELL requires the arguments to be in JSON form");
+    JsonWriter w;
+    w.BeginArray();
+    for (const auto& a : ins.json_args) w.String(a);
+    w.EndArray();
+    SetField(cfg, "Shell", w.str());
+  } else {
+    auto hc = HealthcheckJson(ins.args, ins.flags);
+    if (!hc.ok()) return Fail(ins, hc.status().message());
+    SetField(cfg, "Healthcheck", *hc);
+  }
+  cfg_ = MapJson(cfg);
+  History(ins, true);
+  return Status::Ok();
+}
+
+// A stage by name (case-insensitive) or index, as FROM and COPY --from name them.
+std::optional<Digest> Builder::StageImage(const std::string& name) {
+  std::string n = Lower(name);
+  for (const auto& [sn, id] : stages_) {
+    if (!sn.empty() && sn == n) return id;
+  }
+  if (!n.empty() && n.size() < 4 && std::all_of(n.begin(), n.end(), ::isdigit)) {
+    size_t i = std::stoul(n);
+    if (i < stages_.size()) return stages_[i].second;
+  }
+  return std::nullopt;
+}
+
+void Builder::NewStage() {
+  top_.clear();
+  cfg_ = "{}";
+  cmd_set_ = false;
+  diff_ids_.clear();
+  history_.clear();
+  base_view_.reset();
+  made_dirs_.clear();
+  base_id_ = "scratch";
+  args_.clear();
+}
+
+Status Builder::EnsureMount() {
+  if (!run_tmp_) {
+    IMGFS_ASSIGN_OR_RETURN(std::string t, MakeTempDir());
+    run_tmp_ = std::make_unique<TempDir>();
+    run_tmp_->path = t;
+  }
+  if (!mount_) {
+    IMGFS_ASSIGN_OR_RETURN(mount_, StoreMount::Ensure(store_.root(), run_tmp_->path));
+  }
+  return Status::Ok();
+}
+
+// COPY --from=STAGE|INDEX|IMAGE: the sources are paths in that image, read through the
+// store's mount (.id/<hex>/), copied as context files are (owner 0:0 or --chown),
+// without .dockerignore.
+Status Builder::CopyFrom(const DockerInstruction& ins, const std::string& from_raw) {
+  IMGFS_ASSIGN_OR_RETURN(std::string from, ExpandWord(from_raw, Vars(), false));
+  Result<Digest> id = Status::NotFound("");
+  if (auto st = StageImage(from)) {
+    id = *st;
+  } else {
+    id = req_.resolve(from);
+  }
+  if (!id.ok()) return Fail(ins, "--from=" + from + ": " + id.status().ToString());
+  if (auto s = EnsureMount(); !s.ok()) return Fail(ins, s.message());
+  std::string saved_context = context_;
+  Ignore saved_ignore = ignore_;
+  context_ = mount_->path() + "/.id/" + id->hex();
+  ignore_ = Ignore{};
+  from_id_ = id->str();
+  Status s = Copy(ins);
+  context_ = saved_context;
+  ignore_ = saved_ignore;
+  from_id_.clear();
+  return s;
 }
 
 Result<LoadedImage> Builder::Run() {
@@ -626,6 +838,18 @@ Result<LoadedImage> Builder::Run() {
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store_, false));
 
   bool from_seen = false;
+  if (!req_.target.empty()) {
+    bool found = false;
+    for (const auto& ins : all) {
+      if (ins.cmd != "FROM") continue;
+      auto w = ExpandWords(ins.args, meta_args_);
+      if (w.ok() && w->size() == 3 && Lower((*w)[2]) == Lower(req_.target)) found = true;
+    }
+    // (meta ARGs are not known yet; a stage name is not substituted by docker either)
+    if (!found)
+      return Status::InvalidArgument("failed to reach build target " + req_.target +
+                                     " in Dockerfile");
+  }
   for (size_t i = 0; i < all.size(); i++) {
     const auto& ins = all[i];
     std::fprintf(req_.out, "Step %zu/%zu : %s\n", i + 1, all.size(), ins.original.c_str());
@@ -646,10 +870,31 @@ Result<LoadedImage> Builder::Run() {
       continue;
     }
     if (ins.cmd == "FROM") {
+      if (from_seen) {
+        // The stage before is done: stored untagged, so later stages can use it.
+        IMGFS_ASSIGN_OR_RETURN(Digest done, Intermediate());
+        stages_.emplace_back(stage_name_, done);
+        if (!req_.target.empty() && stage_name_ == Lower(req_.target)) {
+          break;  // the target: it gets the name (stored twice, untagged and named)
+        }
+        NewStage();
+      }
       from_seen = true;
       IMGFS_RETURN_IF_ERROR(From(ins));
+    } else if (ins.cmd == "COPY" &&
+               std::any_of(ins.flags.begin(), ins.flags.end(),
+                           [](const std::string& f) { return f.rfind("--from=", 0) == 0; })) {
+      std::string from;
+      for (const auto& f : ins.flags) {
+        if (f.rfind("--from=", 0) == 0) from = f.substr(7);
+      }
+      IMGFS_RETURN_IF_ERROR(CopyFrom(ins, from));
     } else if (ins.cmd == "COPY" || ins.cmd == "ADD") {
       IMGFS_RETURN_IF_ERROR(Copy(ins));
+    } else if (ins.cmd == "RUN") {
+      IMGFS_RETURN_IF_ERROR(RunStep(ins));
+    } else if (ins.cmd == "SHELL" || ins.cmd == "HEALTHCHECK") {
+      IMGFS_RETURN_IF_ERROR(ShellOrHealth(ins));
     } else {
       IMGFS_RETURN_IF_ERROR(Config(ins));
     }
@@ -659,6 +904,19 @@ Result<LoadedImage> Builder::Run() {
       std::fprintf(stderr, "[Warning] One or more build-args [%s] were not consumed\n", k.c_str());
     }
   }
+  std::string config = ConfigJson();
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config)));
+  StagedImage img;
+  img.record = std::move(rec);
+  img.config = std::move(config);
+  img.names.push_back(req_.name);
+  IMGFS_RETURN_IF_ERROR(stage_->AddImage(std::move(img)));
+  IMGFS_ASSIGN_OR_RETURN(auto out, stage_->Commit());
+  FlushCache();
+  return out.at(0);
+}
+
+std::string Builder::ConfigJson() {
   JsonWriter rootfs;
   JsonWriter ids;
   ids.BeginArray();
@@ -673,16 +931,12 @@ Result<LoadedImage> Builder::Run() {
   SetField(top_, "config", cfg_);
   SetField(top_, "rootfs", rootfs.str());
   SetField(top_, "history", hist.str());
-  std::string config = MapJson(top_);
-  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config)));
-  StagedImage img;
-  img.record = std::move(rec);
-  img.config = std::move(config);
-  img.names.push_back(req_.name);
-  IMGFS_RETURN_IF_ERROR(stage_.AddImage(std::move(img)));
-  IMGFS_ASSIGN_OR_RETURN(auto out, stage_.Commit());
-  // Cache entries only now, when their layers are committed; failing to write one
-  // costs a later rebuild its shortcut, nothing else.
+  return MapJson(top_);
+}
+
+// Cache entries only once their layers are committed; failing to write one costs a
+// later rebuild its shortcut, nothing else.
+void Builder::FlushCache() {
   if (!cache_writes_.empty()) ::mkdir((store_.root() + "/build-cache").c_str(), 0755);
   for (const auto& [path, entry] : cache_writes_) {
     std::string tmp = path + ".tmp";
@@ -691,7 +945,23 @@ Result<LoadedImage> Builder::Run() {
     f.close();
     if (!f || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
   }
-  return out.at(0);
+  cache_writes_.clear();
+}
+
+// The image as it stands, committed untagged (docker's intermediate image), so that a
+// mount shows it at .id/<hex>/. The layers staged so far are committed with it.
+Result<Digest> Builder::Intermediate() {
+  std::string config = ConfigJson();
+  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config)));
+  Digest id = rec.id;
+  StagedImage img;
+  img.record = std::move(rec);
+  img.config = std::move(config);
+  IMGFS_RETURN_IF_ERROR(stage_->AddImage(std::move(img)));
+  IMGFS_RETURN_IF_ERROR(stage_->Commit().status());
+  stage_ = std::make_unique<ImageStage>(store_);
+  FlushCache();
+  return id;
 }
 
 }  // namespace

@@ -43,8 +43,10 @@ struct BuildRequest {
   std::map<std::string, std::string> build_args;
   // FROM IMAGE → its ID in the store.
   std::function<Result<Digest>(const std::string&)> resolve;
-  FILE* out = stdout;     // step output
-  bool no_cache = false;  // do not look up (or record) COPY/ADD layers in the cache
+  FILE* out = stdout;         // step output
+  bool no_cache = false;      // do not look up (or record) COPY/ADD layers in the cache
+  bool host_network = false;  // RUN in the host's network namespace (--network host)
+  std::string target;         // --target STAGE: build up to that stage ("" = all)
 };
 
 Result<LoadedImage> BuildImage(Store& store, const BuildRequest& req);
