@@ -197,6 +197,8 @@ Status Builder::From(const DockerInstruction& ins) {
       (words.size() == 3 && strcasecmp(words[1].c_str(), "AS") != 0)) {
     return Fail(ins, "want FROM IMAGE [AS NAME]");
   }
+  stage_name_ = words.size() == 3 ? words[2] : "";
+  for (auto& c : stage_name_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (words[0] == "scratch") {
     Platform host = HostPlatform();
     top_ = {{"architecture", JsonString(host.architecture)}, {"os", JsonString(host.os)}};
@@ -204,8 +206,6 @@ Status Builder::From(const DockerInstruction& ins) {
     std::fprintf(req_.out, " ---> scratch\n");
     return Status::Ok();
   }
-  stage_name_ = words.size() == 3 ? words[2] : "";
-  for (auto& c : stage_name_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   Result<Digest> id = Status::NotFound("");
   if (auto st = StageImage(words[0])) {
     id = *st;
@@ -881,6 +881,15 @@ Result<LoadedImage> Builder::Run() {
       }
       from_seen = true;
       IMGFS_RETURN_IF_ERROR(From(ins));
+      // docker's setDefaultPath: a stage whose config has no PATH gets the default one.
+      IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
+      auto env = StringsOf(FindField(cfg, "Env") ? *FindField(cfg, "Env") : "");
+      if (std::none_of(env.begin(), env.end(),
+                       [](const std::string& e) { return e.rfind("PATH=", 0) == 0; })) {
+        auto out = ApplyChanges(
+            cfg_, {"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"});
+        if (out.ok()) cfg_ = *out;
+      }
     } else if (ins.cmd == "COPY" &&
                std::any_of(ins.flags.begin(), ins.flags.end(),
                            [](const std::string& f) { return f.rfind("--from=", 0) == 0; })) {

@@ -83,8 +83,8 @@ check "the exact file list" test "$(cd "$I" && find . | sort | tr '\n' ' ')" = \
   ". ./app ./app/hello.txt ./app/src ./app/src/link ./app/src/run.sh ./app/src/sub ./app/src/sub/blob ./bin ./etc ./etc/hello ./opt ./opt/pkg ./opt/pkg/f "
 
 inspect() { "$IMGFS" inspect "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; c=d['Config']; $2"; }
-check "Env: ENV with ARG, defaults, quotes" \
-  test "$(inspect test/built:1 'print(c["Env"])')" = "['APP=/app', 'NAME=hello world', 'V=2', 'W=\$APP', 'N2=hello world']"
+check "Env: docker's default PATH (the base has none), ENV with ARG, defaults, quotes" \
+  test "$(inspect test/built:1 'print(c["Env"])')" = "['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'APP=/app', 'NAME=hello world', 'V=2', 'W=\$APP', 'N2=hello world']"
 check "WorkingDir, User, StopSignal" \
   test "$(inspect test/built:1 'print(c["WorkingDir"], c["User"], c.get("StopSignal"))')" = "/app 1000:2000 SIGTERM"
 check "Labels" test "$(inspect test/built:1 'print(sorted(c["Labels"].items()))')" = "[('other label', 'x'), ('version', '2')]"
