@@ -107,6 +107,38 @@ printf 'FROM test/base:1\nRUN cat /proc/net/dev >/netdev\n' >ctx/Dockerfile.net
 check "--network host: the host's interfaces" \
   test "$(awk 'NR>2' "$M/test/net/1/netdev" | wc -l)" -eq "$(awk 'NR>2' /proc/net/dev | wc -l)"
 
+# Multi-stage: stages by name and index, COPY --from, FROM stage, ARG scoping, --target;
+# only the last stage is named.
+cat >ctx/Dockerfile.ms <<'DF'
+ARG WHO=meta
+FROM test/base:1 AS first
+ARG WHO
+ARG ONLY_FIRST=set-in-first
+RUN echo "$WHO $ONLY_FIRST" >/first
+FROM test/base:1 AS Second
+COPY --from=first /first /copied
+COPY --from=0 /first /copied-by-index
+RUN echo "[${WHO:-unset}] [${ONLY_FIRST:-unset}]" >/second-args
+FROM second
+RUN cat /copied >/third
+DF
+names_before=$("$IMGFS" images --format '{{.Repository}}:{{.Tag}}' | grep -vc '<none>' || true)
+rc=0
+"$IMGFS" build -f ctx/Dockerfile.ms --build-arg WHO=cli -t test/ms:1 ctx >ms.out 2>&1 || rc=$?
+check "a multi-stage build succeeds" test $rc -eq 0
+check "a stage's ARG re-declares the meta ARG (build-arg value)" test "$(cat "$M/test/ms/1/copied")" = "cli set-in-first"
+check "COPY --from=0 (by index) copies the same file" cmp "$M/test/ms/1/copied" "$M/test/ms/1/copied-by-index"
+check "ARGs do not leak into the next stage" test "$(cat "$M/test/ms/1/second-args")" = "[unset] [unset]"
+check "FROM a stage (names are case-insensitive) builds on it" test "$(cat "$M/test/ms/1/third")" = "cli set-in-first"
+check "the first stage's file is not in the final image" test ! -e "$M/test/ms/1/first"
+check "only the final stage is named" \
+  test "$("$IMGFS" images --format '{{.Repository}}:{{.Tag}}' | grep -vc '<none>')" -eq $((names_before + 1))
+"$IMGFS" build -f ctx/Dockerfile.ms --target first -t test/ms:first ctx >/dev/null 2>&1 || true
+check "--target first: the first stage, named" test "$(cat "$M/test/ms/first/first")" = "meta set-in-first"
+check "--target first: nothing of later stages" test ! -e "$M/test/ms/first/copied"
+expect_fail "an unknown --target is refused" "failed to reach build target nope in Dockerfile" \
+  "$IMGFS" build -f ctx/Dockerfile.ms --target nope -t test/bad:1 ctx
+
 # Failures: docker's message, the exit code of the command.
 printf 'FROM test/base:1\nRUN false\n' >ctx/Dockerfile.false
 expect_fail "RUN false fails the build with docker's message" \
