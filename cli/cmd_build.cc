@@ -1,9 +1,14 @@
 // imgfs subcommands. Images from a Dockerfile: build (registry/builder.h).
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "cli/cli_common.h"
+#include "registry/build_run.h"
 #include "registry/builder.h"
 #include "registry/reference.h"
 
@@ -39,7 +44,29 @@ int CmdBuild(const std::string& root, const Args& a) {
     req.build_args[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   auto store = OpenStore(root);
-  req.resolve = [&](const std::string& s) { return ResolveImage(*store, s); };
+  // FROM / COPY --from of an image the store lacks: pulled first, as docker does
+  // (`imgfs pull`, so registries.conf, credentials and its output apply).
+  req.resolve = [&](const std::string& s) -> Result<Digest> {
+    auto id = ResolveImage(*store, s);
+    if (id.ok() || !id.status().IsNotFound() || !ParseDockerRef(s).ok()) return id;
+    const char* t = std::getenv("TMPDIR");
+    std::string err =
+        std::string(t && *t ? t : "/var/tmp") + "/imgfs-build-pull." + std::to_string(::getpid());
+    auto rc = Spawn({SelfExe(), "--root", store->root(), "pull", s}, false, err);
+    std::string last;
+    {
+      std::ifstream in(err);
+      std::string line;
+      while (std::getline(in, line)) {
+        if (!line.empty()) last = line;
+      }
+    }
+    ::unlink(err.c_str());
+    if (rc.ok() && *rc == 0) return ResolveImage(*store, s);
+    if (last.rfind("imgfs: pull: ", 0) == 0) last = last.substr(13);
+    return Status::NotFound(id.status().message() + " (pulling it failed: " +
+                            (last.empty() ? "imgfs pull exited non-zero" : last) + ")");
+  };
   auto out = BuildImage(*store, req);
   if (!out.ok()) return Fail(out.status(), "build");
   std::printf("Successfully built %s\n", out->id.hex().substr(0, 12).c_str());

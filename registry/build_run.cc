@@ -27,13 +27,6 @@ extern char** environ;
 namespace imgfs {
 namespace {
 
-std::string SelfExe() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "/proc/self/exe";
-  return std::string(buf, n);
-}
-
 // A mount option value for overlayfs: ',', ':' and '\' escaped with '\'.
 std::string OverlayEscape(const std::string& p) {
   std::string out;
@@ -67,7 +60,14 @@ std::vector<std::vector<std::string>> ColonFile(const std::string& path) {
 
 }  // namespace
 
-Result<int> Spawn(const std::vector<std::string>& argv, bool quiet) {
+std::string SelfExe() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "/proc/self/exe";
+  return std::string(buf, n);
+}
+
+Result<int> Spawn(const std::vector<std::string>& argv, bool quiet, const std::string& err_file) {
   std::vector<char*> av;
   for (const auto& s : argv) av.push_back(const_cast<char*>(s.c_str()));
   av.push_back(nullptr);
@@ -77,6 +77,9 @@ Result<int> Spawn(const std::vector<std::string>& argv, bool quiet) {
   if (quiet) {
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  }
+  if (!err_file.empty()) {
+    posix_spawn_file_actions_addopen(&fa, 2, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   }
   std::fflush(stdout);
   std::fflush(stderr);

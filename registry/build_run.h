@@ -82,8 +82,11 @@ Result<std::string> HealthcheckJson(const std::string& args, const std::vector<s
 Result<int64_t> BuildDuration(const std::string& s);
 
 // Runs argv (no shell), stdin from /dev/null; returns the exit status (128+N on a
-// signal). `quiet`: stdout and stderr to /dev/null.
-Result<int> Spawn(const std::vector<std::string>& argv, bool quiet);
+// signal). `quiet`: stdout and stderr to /dev/null; `err_file`: stderr to that file.
+Result<int> Spawn(const std::vector<std::string>& argv, bool quiet,
+                  const std::string& err_file = "");
+// This executable's path (for `imgfs mount`, `umount`, `pull` in a child).
+std::string SelfExe();
 
 }  // namespace imgfs
 

@@ -799,8 +799,11 @@ Status Builder::EnsureMount() {
 Status Builder::CopyFrom(const DockerInstruction& ins, const std::string& from_raw) {
   IMGFS_ASSIGN_OR_RETURN(std::string from, ExpandWord(from_raw, Vars(), false));
   Result<Digest> id = Status::NotFound("");
+  bool number = !from.empty() && std::all_of(from.begin(), from.end(), ::isdigit);
   if (auto st = StageImage(from)) {
     id = *st;
+  } else if (number) {  // a stage index, never an image ID prefix (docker)
+    return Fail(ins, "invalid from flag value " + from + ": index out of bounds");
   } else {
     id = req_.resolve(from);
   }

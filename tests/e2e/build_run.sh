@@ -136,8 +136,30 @@ check "only the final stage is named" \
 "$IMGFS" build -f ctx/Dockerfile.ms --target first -t test/ms:first ctx >/dev/null 2>&1 || true
 check "--target first: the first stage, named" test "$(cat "$M/test/ms/first/first")" = "meta set-in-first"
 check "--target first: nothing of later stages" test ! -e "$M/test/ms/first/copied"
+printf 'FROM test/base:1\nCOPY --from=7 /x /x\n' >ctx/Dockerfile.idx
+expect_fail "COPY --from=N past the stages is refused (no image ID prefix lookup)" \
+  "line 2: COPY: invalid from flag value 7: index out of bounds" \
+  "$IMGFS" build -f ctx/Dockerfile.idx -t test/bad:1 ctx
 expect_fail "an unknown --target is refused" "failed to reach build target nope in Dockerfile" \
   "$IMGFS" build -f ctx/Dockerfile.ms --target nope -t test/bad:1 ctx
+
+# A FROM image the store lacks is pulled first (a local registry; imgfs push put it there).
+if command -v docker-registry >/dev/null; then
+  P=$(free_port)
+  start_registry reg "$P"
+  "$IMGFS" push -q test/base:1 "127.0.0.1:$P/pulled/base:1" >/dev/null
+  printf 'FROM 127.0.0.1:%s/pulled/base:1\nRUN echo pulled >/p\n' "$P" >ctx/Dockerfile.pull
+  rc=0
+  "$IMGFS" build -f ctx/Dockerfile.pull -t test/pulled:1 ctx >pull.out 2>&1 || rc=$?
+  check "a missing FROM image is pulled, then built on" \
+    bash -c "[[ $rc -eq 0 && \$(cat '$M/test/pulled/1/p') == pulled && -n \$('$IMGFS' images -q 127.0.0.1:$P/pulled/base:1) ]]"
+  printf 'FROM 127.0.0.1:%s/pulled/nope:1\n' "$P" >ctx/Dockerfile.nopull
+  expect_fail "a FROM image no registry has: one line, the pull's reason" \
+    "line 1: FROM: .*no such image: 127.0.0.1:$P/pulled/nope:1 \(pulling it failed: .*\)" \
+    "$IMGFS" build -f ctx/Dockerfile.nopull -t test/bad:1 ctx
+else
+  not_ok "docker-registry is missing (.ci/install-deps installs it)"
+fi
 
 # Failures: docker's message, the exit code of the command.
 printf 'FROM test/base:1\nRUN false\n' >ctx/Dockerfile.false
