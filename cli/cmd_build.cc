@@ -82,8 +82,9 @@ std::vector<Command> BuildCommands() {
        "imgfs build -t NAME[:TAG] [-f DOCKERFILE] [--build-arg K=V]... [--no-cache]\n"
        "            [--network host|none] [--target STAGE] CONTEXT",
        "Build an image from a Dockerfile and a context directory (as root).\n"
-       "Supported: FROM (an image in the store, or scratch; ARG before FROM), COPY and ADD\n"
-       "of context files (--chown=UID[:GID]; ADD extracts a local tar archive; .dockerignore),\n"
+       "Supported: FROM (an image in the store, pulled when missing, or scratch; ARG before\n"
+       "FROM), COPY and ADD of context files (--chown=UID[:GID]; ADD extracts a local tar\n"
+       "archive; .dockerignore),\n"
        "RUN (shell form through /bin/sh -c or SHELL, or exec form), ENV ARG WORKDIR USER\n"
        "LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL SHELL HEALTHCHECK, with docker's\n"
        "$VAR / ${VAR:-default} substitution. Multi-stage: FROM IMAGE AS NAME, FROM NAME,\n"
