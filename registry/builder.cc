@@ -22,6 +22,7 @@
 #include "index/layer_writer.h"
 #include "registry/build_files.h"
 #include "registry/build_run.h"
+#include "registry/builder_internal.h"
 #include "registry/committer.h"
 #include "registry/config_fields.h"
 #include "registry/dockerfile.h"
@@ -29,7 +30,7 @@
 #include "registry/json.h"
 
 namespace imgfs {
-namespace {
+namespace build_detail {
 
 using namespace build_files;  // NOLINT: the context/staging helpers
 
@@ -53,83 +54,6 @@ std::string StringOf(const std::string* json) {
   if (p.parse(json->data(), json->size()).get(s) != simdjson::SUCCESS) return "";
   return std::string(s);
 }
-
-struct Owner {
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
-
-struct DirMeta {
-  std::string path;  // in the staging dir
-  mode_t mode;
-  uid_t uid;
-  gid_t gid;
-  struct timespec mtime;
-};
-
-class Builder {
- public:
-  Builder(Store& store, const BuildRequest& req)
-      : store_(store), req_(req), stage_(std::make_unique<ImageStage>(store)) {}
-  Result<LoadedImage> Run();
-
- private:
-  Status Fail(const DockerInstruction& ins, const std::string& msg) {
-    return Status::InvalidArgument("Dockerfile line " + std::to_string(ins.line) + ": " + ins.cmd +
-                                   ": " + msg);
-  }
-  Status Check(const std::vector<DockerInstruction>& all);
-  BuildVars Vars();
-  Status From(const DockerInstruction& ins);
-  Status Config(const DockerInstruction& ins);
-  Status Copy(const DockerInstruction& ins);
-  Status Manifest(const std::string& abs, const std::string& rel, bool follow, Sha256* h);
-  Status CopyTree(const std::string& src, const std::string& rel, const std::string& dst,
-                  const Owner& owner);
-  Status EnsureDir(const std::string& staging, const std::string& abs, const Owner* last_owner,
-                   std::vector<DirMeta>* fix);
-  bool IsDirInImage(const std::string& abs);
-  void History(const DockerInstruction& ins, bool empty_layer);
-  Status RunStep(const DockerInstruction& ins);
-  Status CopyFrom(const DockerInstruction& ins, const std::string& from);
-  std::optional<Digest> StageImage(const std::string& name);
-  Status EnsureMount();
-  void NewStage();
-  Status ShellOrHealth(const DockerInstruction& ins);
-  std::string ConfigJson();
-  Result<Digest> Intermediate();
-  void FlushCache();
-
-  Store& store_;
-  const BuildRequest& req_;
-  std::unique_ptr<ImageStage> stage_;  // a new one after each intermediate commit
-  std::string context_;                // realpath
-  Ignore ignore_;
-  BuildVars meta_args_;  // ARGs before FROM
-  BuildVars args_;       // ARGs of the stage
-  std::set<std::string> used_build_args_;
-  Fields top_;
-  std::string cfg_ = "{}";
-  bool cmd_set_ = false;
-  std::vector<std::string> diff_ids_;
-  std::vector<std::string> history_;
-  std::shared_ptr<const ImageView> base_view_;
-  std::set<std::string> made_dirs_;
-  std::string base_id_ = "scratch";
-  // Cache entries to write once the image is committed: path → content.
-  std::vector<std::pair<std::string, std::string>> cache_writes_;
-  int64_t now_ = ::time(nullptr);
-  // RUN: a temp dir for the store's mount point, and the mount (declared after the
-  // dir, so it is unmounted before the dir is removed).
-  std::unique_ptr<TempDir> run_tmp_;
-  std::unique_ptr<StoreMount> mount_;
-  int runs_ = 0;
-  // Multi-stage: the stages built so far (name, lower-cased; image ID), and COPY
-  // --from's image while it copies ("" otherwise).
-  std::vector<std::pair<std::string, Digest>> stages_;
-  std::string stage_name_;
-  std::string from_id_;
-};
 
 std::string Lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -643,184 +567,6 @@ Status Builder::Copy(const DockerInstruction& ins) {
   return Status::Ok();
 }
 
-// RUN: on a cache miss the image so far is committed untagged, a store mount shows it
-// at .id/<hex>/, the command runs in runc on an overlay over it, and the overlay's
-// upper directory becomes the next layer (the `imgfs commit` path: whiteouts, opaque
-// directories). The cache key is docker's: the parent image (its layers and config)
-// and the instruction, plus the build-args the command sees.
-Status Builder::RunStep(const DockerInstruction& ins) {
-  IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
-  std::vector<std::string> args;
-  if (ins.json) {
-    args = ins.json_args;
-  } else {
-    std::string* sh = FindField(cfg, "Shell");
-    args = sh ? StringsOf(*sh) : std::vector<std::string>{};
-    if (args.empty()) args = {"/bin/sh", "-c"};
-    args.push_back(ins.args);
-  }
-  if (args.empty()) return Fail(ins, "needs a command");
-  std::vector<std::string> env = StringsOf(FindField(cfg, "Env") ? *FindField(cfg, "Env") : "");
-  for (const auto& [k, v] : args_) {  // build-args in scope; ENV wins
-    bool in_env = std::any_of(env.begin(), env.end(),
-                              [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
-    if (!in_env) env.push_back(k + "=" + v);
-  }
-  std::string cache_path;
-  {
-    Sha256 h;
-    auto add = [&](const std::string& v) { h.Update(v.data(), v.size() + 1); };
-    add("imgfs-build-run v1");
-    add(base_id_);
-    for (const auto& d : diff_ids_) add(d);
-    add(cfg_);
-    for (const auto& a : args) add(a);
-    add("env");
-    for (const auto& e : env) add(e);
-    add(req_.host_network ? "host" : "none");
-    cache_path = store_.root() + "/build-cache/" + h.Finish().hex();
-  }
-  if (!req_.no_cache) {
-    std::ifstream cached(cache_path);
-    std::string id_line;
-    if (cached && std::getline(cached, id_line)) {
-      auto d = Digest::Parse(id_line);
-      if (d.ok() && stage_->HaveLayer(*d)) {
-        diff_ids_.push_back(d->str());
-        History(ins, false);
-        std::fprintf(req_.out, " ---> Using cache\n ---> layer %s\n",
-                     d->hex().substr(0, 12).c_str());
-        return Status::Ok();
-      }
-    }
-  }
-  IMGFS_ASSIGN_OR_RETURN(Digest parent, Intermediate());
-  if (auto s = EnsureMount(); !s.ok()) return Fail(ins, s.message());
-  std::fprintf(req_.out, " ---> Running in %s\n", parent.hex().substr(0, 12).c_str());
-  std::fflush(req_.out);
-  IMGFS_ASSIGN_OR_RETURN(std::string dir, MakeTempDir());
-  TempDir run_dir{dir};
-  RunSpec spec;
-  spec.lower = mount_->path() + "/.id/" + parent.hex();
-  spec.dir = dir;
-  spec.args = args;
-  spec.env = env;
-  std::string wd = StringOf(FindField(cfg, "WorkingDir"));
-  spec.cwd = wd.empty() ? "/" : wd;
-  spec.user = StringOf(FindField(cfg, "User"));
-  spec.host_network = req_.host_network;
-  spec.id = "imgfs-build-" + std::to_string(::getpid()) + "-" + std::to_string(++runs_);
-  auto rc = RunInContainer(spec);
-  if (!rc.ok()) return Fail(ins, rc.status().message());
-  if (*rc != 0) {
-    std::string joined;
-    for (const auto& a : args) joined += (joined.empty() ? "" : " ") + a;
-    return Status::InvalidArgument("The command '" + joined +
-                                   "' returned a non-zero code: " + std::to_string(*rc));
-  }
-  LayerWriteOptions opts;
-  opts.overlay = true;
-  Status writer_error;
-  Result<Digest> diff_id = Status::Unavailable("not written");
-  {
-    auto src = GzipLayerSource(dir + "/upper", opts, &writer_error);
-    diff_id = stage_->AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
-  }
-  if (!writer_error.ok()) return Fail(ins, writer_error.message());
-  if (!diff_id.ok()) return Fail(ins, diff_id.status().message());
-  diff_ids_.push_back(diff_id->str());
-  History(ins, false);
-  cache_writes_.emplace_back(cache_path, diff_id->str() + "\n");
-  std::fprintf(req_.out, " ---> layer %s\n", diff_id->hex().substr(0, 12).c_str());
-  return Status::Ok();
-}
-
-// SHELL (JSON form only, as docker) and HEALTHCHECK set config fields.
-Status Builder::ShellOrHealth(const DockerInstruction& ins) {
-  IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
-  if (ins.cmd == "SHELL") {
-    if (!ins.json || ins.json_args.empty())
-      return Fail(ins, "SHELL requires the arguments to be in JSON form");
-    JsonWriter w;
-    w.BeginArray();
-    for (const auto& a : ins.json_args) w.String(a);
-    w.EndArray();
-    SetField(cfg, "Shell", w.str());
-  } else {
-    auto hc = HealthcheckJson(ins.args, ins.flags);
-    if (!hc.ok()) return Fail(ins, hc.status().message());
-    SetField(cfg, "Healthcheck", *hc);
-  }
-  cfg_ = MapJson(cfg);
-  History(ins, true);
-  return Status::Ok();
-}
-
-// A stage by name (case-insensitive) or index, as FROM and COPY --from name them.
-std::optional<Digest> Builder::StageImage(const std::string& name) {
-  std::string n = Lower(name);
-  for (const auto& [sn, id] : stages_) {
-    if (!sn.empty() && sn == n) return id;
-  }
-  if (!n.empty() && n.size() < 4 && std::all_of(n.begin(), n.end(), ::isdigit)) {
-    size_t i = std::stoul(n);
-    if (i < stages_.size()) return stages_[i].second;
-  }
-  return std::nullopt;
-}
-
-void Builder::NewStage() {
-  top_.clear();
-  cfg_ = "{}";
-  cmd_set_ = false;
-  diff_ids_.clear();
-  history_.clear();
-  base_view_.reset();
-  made_dirs_.clear();
-  base_id_ = "scratch";
-  args_.clear();
-}
-
-Status Builder::EnsureMount() {
-  if (!run_tmp_) {
-    IMGFS_ASSIGN_OR_RETURN(std::string t, MakeTempDir());
-    run_tmp_ = std::make_unique<TempDir>();
-    run_tmp_->path = t;
-  }
-  if (!mount_) {
-    IMGFS_ASSIGN_OR_RETURN(mount_, StoreMount::Ensure(store_.root(), run_tmp_->path));
-  }
-  return Status::Ok();
-}
-
-// COPY --from=STAGE|INDEX|IMAGE: the sources are paths in that image, read through the
-// store's mount (.id/<hex>/), copied as context files are (owner 0:0 or --chown),
-// without .dockerignore.
-Status Builder::CopyFrom(const DockerInstruction& ins, const std::string& from_raw) {
-  IMGFS_ASSIGN_OR_RETURN(std::string from, ExpandWord(from_raw, Vars(), false));
-  Result<Digest> id = Status::NotFound("");
-  bool number = !from.empty() && std::all_of(from.begin(), from.end(), ::isdigit);
-  if (auto st = StageImage(from)) {
-    id = *st;
-  } else if (number) {  // a stage index, never an image ID prefix (docker)
-    return Fail(ins, "invalid from flag value " + from + ": index out of bounds");
-  } else {
-    id = req_.resolve(from);
-  }
-  if (!id.ok()) return Fail(ins, "--from=" + from + ": " + id.status().ToString());
-  if (auto s = EnsureMount(); !s.ok()) return Fail(ins, s.message());
-  std::string saved_context = context_;
-  Ignore saved_ignore = ignore_;
-  context_ = mount_->path() + "/.id/" + id->hex();
-  ignore_ = Ignore{};
-  from_id_ = id->str();
-  Status s = Copy(ins);
-  context_ = saved_context;
-  ignore_ = saved_ignore;
-  from_id_.clear();
-  return s;
-}
-
 Result<LoadedImage> Builder::Run() {
   char* real = ::realpath(req_.context.c_str(), nullptr);
   if (!real) return Status::FromErrno(req_.context);
@@ -928,58 +674,10 @@ Result<LoadedImage> Builder::Run() {
   return out.at(0);
 }
 
-std::string Builder::ConfigJson() {
-  JsonWriter rootfs;
-  JsonWriter ids;
-  ids.BeginArray();
-  for (const auto& d : diff_ids_) ids.String(d);
-  ids.EndArray();
-  rootfs.BeginObject().Key("type").String("layers").Key("diff_ids").Raw(ids.str()).EndObject();
-  JsonWriter hist;
-  hist.BeginArray();
-  for (const auto& h : history_) hist.Raw(h);
-  hist.EndArray();
-  SetField(top_, "created", JsonString(FormatRfc3339(now_)));
-  SetField(top_, "config", cfg_);
-  SetField(top_, "rootfs", rootfs.str());
-  SetField(top_, "history", hist.str());
-  return MapJson(top_);
-}
-
-// Cache entries only once their layers are committed; failing to write one costs a
-// later rebuild its shortcut, nothing else.
-void Builder::FlushCache() {
-  if (!cache_writes_.empty()) ::mkdir((store_.root() + "/build-cache").c_str(), 0755);
-  for (const auto& [path, entry] : cache_writes_) {
-    std::string tmp = path + ".tmp";
-    std::ofstream f(tmp, std::ios::trunc);
-    f << entry;
-    f.close();
-    if (!f || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
-  }
-  cache_writes_.clear();
-}
-
-// The image as it stands, committed untagged (docker's intermediate image), so that a
-// mount shows it at .id/<hex>/. The layers staged so far are committed with it.
-Result<Digest> Builder::Intermediate() {
-  std::string config = ConfigJson();
-  IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config)));
-  Digest id = rec.id;
-  StagedImage img;
-  img.record = std::move(rec);
-  img.config = std::move(config);
-  IMGFS_RETURN_IF_ERROR(stage_->AddImage(std::move(img)));
-  IMGFS_RETURN_IF_ERROR(stage_->Commit().status());
-  stage_ = std::make_unique<ImageStage>(store_);
-  FlushCache();
-  return id;
-}
-
-}  // namespace
+}  // namespace build_detail
 
 Result<LoadedImage> BuildImage(Store& store, const BuildRequest& req) {
-  Builder b(store, req);
+  build_detail::Builder b(store, req);
   return b.Run();
 }
 
