@@ -21,6 +21,8 @@
 #include "index/json_writer.h"
 #include "index/layer_writer.h"
 #include "registry/build_files.h"
+#include "registry/build_run.h"
+#include "registry/builder_internal.h"
 #include "registry/committer.h"
 #include "registry/config_fields.h"
 #include "registry/dockerfile.h"
@@ -28,7 +30,7 @@
 #include "registry/json.h"
 
 namespace imgfs {
-namespace {
+namespace build_detail {
 
 using namespace build_files;  // NOLINT: the context/staging helpers
 
@@ -53,67 +55,15 @@ std::string StringOf(const std::string* json) {
   return std::string(s);
 }
 
-struct Owner {
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
-
-struct DirMeta {
-  std::string path;  // in the staging dir
-  mode_t mode;
-  uid_t uid;
-  gid_t gid;
-  struct timespec mtime;
-};
-
-class Builder {
- public:
-  Builder(Store& store, const BuildRequest& req) : store_(store), req_(req), stage_(store) {}
-  Result<LoadedImage> Run();
-
- private:
-  Status Fail(const DockerInstruction& ins, const std::string& msg) {
-    return Status::InvalidArgument("Dockerfile line " + std::to_string(ins.line) + ": " + ins.cmd +
-                                   ": " + msg);
-  }
-  Status Check(const std::vector<DockerInstruction>& all);
-  BuildVars Vars();
-  Status From(const DockerInstruction& ins);
-  Status Config(const DockerInstruction& ins);
-  Status Copy(const DockerInstruction& ins);
-  Status Manifest(const std::string& abs, const std::string& rel, bool follow, Sha256* h);
-  Status CopyTree(const std::string& src, const std::string& rel, const std::string& dst,
-                  const Owner& owner);
-  Status EnsureDir(const std::string& staging, const std::string& abs, const Owner* last_owner,
-                   std::vector<DirMeta>* fix);
-  bool IsDirInImage(const std::string& abs);
-  void History(const DockerInstruction& ins, bool empty_layer);
-
-  Store& store_;
-  const BuildRequest& req_;
-  ImageStage stage_;
-  std::string context_;  // realpath
-  Ignore ignore_;
-  BuildVars meta_args_;  // ARGs before FROM
-  BuildVars args_;       // ARGs of the stage
-  std::set<std::string> used_build_args_;
-  Fields top_;
-  std::string cfg_ = "{}";
-  bool cmd_set_ = false;
-  std::vector<std::string> diff_ids_;
-  std::vector<std::string> history_;
-  std::shared_ptr<const ImageView> base_view_;
-  std::set<std::string> made_dirs_;
-  std::string base_id_ = "scratch";
-  // Cache entries to write once the image is committed: path → content.
-  std::vector<std::pair<std::string, std::string>> cache_writes_;
-  int64_t now_ = ::time(nullptr);
-};
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
 
 bool Supported(const std::string& cmd) {
-  static const std::set<std::string> kOk = {"FROM",    "COPY",   "ADD",       "ENV", "ARG",
-                                            "WORKDIR", "USER",   "LABEL",     "CMD", "ENTRYPOINT",
-                                            "EXPOSE",  "VOLUME", "STOPSIGNAL"};
+  static const std::set<std::string> kOk = {
+      "FROM", "COPY", "ADD",    "ENV",    "ARG",        "WORKDIR", "USER",        "LABEL",
+      "CMD",  "RUN",  "EXPOSE", "VOLUME", "STOPSIGNAL", "SHELL",   "HEALTHCHECK", "ENTRYPOINT"};
   return kOk.count(cmd) > 0;
 }
 
@@ -121,19 +71,21 @@ Status Builder::Check(const std::vector<DockerInstruction>& all) {
   bool seen_from = false;
   for (const auto& ins : all) {
     if (!Supported(ins.cmd)) {
-      static const std::set<std::string> kKnown = {"RUN", "SHELL", "HEALTHCHECK", "ONBUILD",
-                                                   "MAINTAINER"};
+      static const std::set<std::string> kKnown = {"ONBUILD", "MAINTAINER"};
       return Fail(ins,
                   kKnown.count(ins.cmd) ? "not supported by imgfs build" : "unknown instruction");
     }
     if (ins.cmd == "FROM") {
-      if (seen_from) return Fail(ins, "a second FROM (multi-stage builds) is not supported");
       seen_from = true;
     } else if (!seen_from && ins.cmd != "ARG") {
       return Fail(ins, "the first instruction must be FROM (or ARG before FROM)");
     }
     for (const auto& f : ins.flags) {
-      bool ok = (ins.cmd == "COPY" || ins.cmd == "ADD") && f.rfind("--chown=", 0) == 0;
+      bool ok = ((ins.cmd == "COPY" || ins.cmd == "ADD") && f.rfind("--chown=", 0) == 0) ||
+                (ins.cmd == "COPY" && f.rfind("--from=", 0) == 0) ||
+                (ins.cmd == "HEALTHCHECK" &&
+                 (f.rfind("--interval=", 0) == 0 || f.rfind("--timeout=", 0) == 0 ||
+                  f.rfind("--start-period=", 0) == 0 || f.rfind("--retries=", 0) == 0));
       if (!ok) return Fail(ins, "flag " + f + " is not supported");
     }
     if (ins.args.empty()) return Fail(ins, "needs an argument");
@@ -169,6 +121,8 @@ Status Builder::From(const DockerInstruction& ins) {
       (words.size() == 3 && strcasecmp(words[1].c_str(), "AS") != 0)) {
     return Fail(ins, "want FROM IMAGE [AS NAME]");
   }
+  stage_name_ = words.size() == 3 ? words[2] : "";
+  for (auto& c : stage_name_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (words[0] == "scratch") {
     Platform host = HostPlatform();
     top_ = {{"architecture", JsonString(host.architecture)}, {"os", JsonString(host.os)}};
@@ -176,7 +130,12 @@ Status Builder::From(const DockerInstruction& ins) {
     std::fprintf(req_.out, " ---> scratch\n");
     return Status::Ok();
   }
-  auto id = req_.resolve(words[0]);
+  Result<Digest> id = Status::NotFound("");
+  if (auto st = StageImage(words[0])) {
+    id = *st;
+  } else {
+    id = req_.resolve(words[0]);
+  }
   if (!id.ok()) return Fail(ins, id.status().ToString());
   auto bytes = store_.blobs().Read(*id);
   if (!bytes.ok()) return bytes.status().WithContext("base image config");
@@ -431,6 +390,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
   if (words.size() < 2) return Fail(ins, "want at least one source and a destination");
   Owner owner;
   for (const auto& f : ins.flags) {
+    if (f.rfind("--from=", 0) == 0) continue;  // handled by CopyFrom
     std::string v = f.substr(8);
     IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(v, vars, false));
     size_t colon = e.find(':');
@@ -497,6 +457,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
     auto add = [&](const std::string& v) { h.Update(v.data(), v.size() + 1); };  // with NUL
     add("imgfs-build-cache v1");
     add(base_id_);
+    add(from_id_);
     for (const auto& d : made_dirs_) add(d);
     add(ins.cmd);
     add(dest + (dest_dir ? "/" : ""));
@@ -512,7 +473,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
     std::string id_line, dir;
     if (cached && std::getline(cached, id_line)) {
       auto d = Digest::Parse(id_line);
-      if (d.ok() && stage_.HaveLayer(*d)) {
+      if (d.ok() && stage_->HaveLayer(*d)) {
         made_dirs_.clear();
         while (std::getline(cached, dir)) made_dirs_.insert(dir);
         diff_ids_.push_back(d->str());
@@ -593,7 +554,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
   Result<Digest> diff_id = Status::Unavailable("not written");
   {
     auto src = GzipLayerSource(tmp, opts, &writer_error);
-    diff_id = stage_.AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
+    diff_id = stage_->AddLayer(src.get(), std::nullopt, nullptr, Compression::kGzip);
   }
   if (!writer_error.ok()) return Fail(ins, writer_error.message());
   if (!diff_id.ok()) return Fail(ins, diff_id.status().message());
@@ -626,6 +587,18 @@ Result<LoadedImage> Builder::Run() {
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store_, false));
 
   bool from_seen = false;
+  if (!req_.target.empty()) {
+    bool found = false;
+    for (const auto& ins : all) {
+      if (ins.cmd != "FROM") continue;
+      auto w = ExpandWords(ins.args, meta_args_);
+      if (w.ok() && w->size() == 3 && Lower((*w)[2]) == Lower(req_.target)) found = true;
+    }
+    // (meta ARGs are not known yet; a stage name is not substituted by docker either)
+    if (!found)
+      return Status::InvalidArgument("failed to reach build target " + req_.target +
+                                     " in Dockerfile");
+  }
   for (size_t i = 0; i < all.size(); i++) {
     const auto& ins = all[i];
     std::fprintf(req_.out, "Step %zu/%zu : %s\n", i + 1, all.size(), ins.original.c_str());
@@ -646,10 +619,40 @@ Result<LoadedImage> Builder::Run() {
       continue;
     }
     if (ins.cmd == "FROM") {
+      if (from_seen) {
+        // The stage before is done: stored untagged, so later stages can use it.
+        IMGFS_ASSIGN_OR_RETURN(Digest done, Intermediate());
+        stages_.emplace_back(stage_name_, done);
+        if (!req_.target.empty() && stage_name_ == Lower(req_.target)) {
+          break;  // the target: it gets the name (stored twice, untagged and named)
+        }
+        NewStage();
+      }
       from_seen = true;
       IMGFS_RETURN_IF_ERROR(From(ins));
+      // docker's setDefaultPath: a stage whose config has no PATH gets the default one.
+      IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
+      auto env = StringsOf(FindField(cfg, "Env") ? *FindField(cfg, "Env") : "");
+      if (std::none_of(env.begin(), env.end(),
+                       [](const std::string& e) { return e.rfind("PATH=", 0) == 0; })) {
+        auto out = ApplyChanges(
+            cfg_, {"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"});
+        if (out.ok()) cfg_ = *out;
+      }
+    } else if (ins.cmd == "COPY" &&
+               std::any_of(ins.flags.begin(), ins.flags.end(),
+                           [](const std::string& f) { return f.rfind("--from=", 0) == 0; })) {
+      std::string from;
+      for (const auto& f : ins.flags) {
+        if (f.rfind("--from=", 0) == 0) from = f.substr(7);
+      }
+      IMGFS_RETURN_IF_ERROR(CopyFrom(ins, from));
     } else if (ins.cmd == "COPY" || ins.cmd == "ADD") {
       IMGFS_RETURN_IF_ERROR(Copy(ins));
+    } else if (ins.cmd == "RUN") {
+      IMGFS_RETURN_IF_ERROR(RunStep(ins));
+    } else if (ins.cmd == "SHELL" || ins.cmd == "HEALTHCHECK") {
+      IMGFS_RETURN_IF_ERROR(ShellOrHealth(ins));
     } else {
       IMGFS_RETURN_IF_ERROR(Config(ins));
     }
@@ -659,45 +662,22 @@ Result<LoadedImage> Builder::Run() {
       std::fprintf(stderr, "[Warning] One or more build-args [%s] were not consumed\n", k.c_str());
     }
   }
-  JsonWriter rootfs;
-  JsonWriter ids;
-  ids.BeginArray();
-  for (const auto& d : diff_ids_) ids.String(d);
-  ids.EndArray();
-  rootfs.BeginObject().Key("type").String("layers").Key("diff_ids").Raw(ids.str()).EndObject();
-  JsonWriter hist;
-  hist.BeginArray();
-  for (const auto& h : history_) hist.Raw(h);
-  hist.EndArray();
-  SetField(top_, "created", JsonString(FormatRfc3339(now_)));
-  SetField(top_, "config", cfg_);
-  SetField(top_, "rootfs", rootfs.str());
-  SetField(top_, "history", hist.str());
-  std::string config = MapJson(top_);
+  std::string config = ConfigJson();
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, Sha256Of(config)));
   StagedImage img;
   img.record = std::move(rec);
   img.config = std::move(config);
   img.names.push_back(req_.name);
-  IMGFS_RETURN_IF_ERROR(stage_.AddImage(std::move(img)));
-  IMGFS_ASSIGN_OR_RETURN(auto out, stage_.Commit());
-  // Cache entries only now, when their layers are committed; failing to write one
-  // costs a later rebuild its shortcut, nothing else.
-  if (!cache_writes_.empty()) ::mkdir((store_.root() + "/build-cache").c_str(), 0755);
-  for (const auto& [path, entry] : cache_writes_) {
-    std::string tmp = path + ".tmp";
-    std::ofstream f(tmp, std::ios::trunc);
-    f << entry;
-    f.close();
-    if (!f || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
-  }
+  IMGFS_RETURN_IF_ERROR(stage_->AddImage(std::move(img)));
+  IMGFS_ASSIGN_OR_RETURN(auto out, stage_->Commit());
+  FlushCache();
   return out.at(0);
 }
 
-}  // namespace
+}  // namespace build_detail
 
 Result<LoadedImage> BuildImage(Store& store, const BuildRequest& req) {
-  Builder b(store, req);
+  build_detail::Builder b(store, req);
   return b.Run();
 }
 

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# imgfs build RUN: shell and exec form, SHELL, ENV/ARG in the command's environment,
+# WORKDIR, USER by name (passwd, group, supplementary groups), files written, a base
+# file deleted (a whiteout: gone in the mount, a 0/0 device in the layer view), a
+# base directory replaced (opaque), no network by default (only loopback), the host's
+# with --network host, exit codes failing the build with docker's message, and the
+# build cache: an unchanged rebuild runs no container (a runc wrapper on PATH counts
+# the runs). The base is a busybox-static rootfs made by GNU tar + `imgfs import`.
+source "$(dirname "$0")/lib.sh"
+require_fuse
+need python3 tar busybox runc getfattr
+[[ $(id -u) -eq 0 ]] || { echo "not ok - needs root (runc, kernel overlayfs)"; exit 1; }
+cd "$T"
+
+mkdir -p base/bin base/etc base/tmp base/opt/app/sub base/data bin
+cp "$(command -v busybox)" base/bin/busybox
+for a in sh echo cat rm mkdir touch id env ls false true; do ln -s busybox "base/bin/$a"; done
+printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >base/etc/passwd
+printf 'root:x:0:\napp:x:1000:\nextra:x:2000:app\n' >base/etc/group
+printf 'bye\n' >base/etc/remove-me
+printf 'old\n' >base/opt/app/old
+printf 'sub\n' >base/opt/app/sub/f
+printf 'keep\n' >base/data/keep
+chmod 1777 base/tmp
+tar --numeric-owner -C base -cf base.tar .
+"$IMGFS" import base.tar test/base:1 >/dev/null
+
+# A runc on PATH that logs each `runc run` and then runs the real one.
+REAL_RUNC=$(command -v runc)
+printf '#!/bin/sh\n[ "$1" = run ] && echo run >>%s/runc.log\nexec %s "$@"\n' "$T" "$REAL_RUNC" >bin/runc
+chmod +x bin/runc
+export PATH=$T/bin:$PATH
+runs() { [[ -f $T/runc.log ]] && wc -l <"$T/runc.log" || echo 0; }
+
+mkdir ctx
+cat >ctx/Dockerfile <<'DF'
+FROM test/base:1
+ENV GREETING=hello
+ARG BA=argval
+WORKDIR /work
+RUN echo "$GREETING $BA" >greeting && rm /etc/remove-me && rm -r /opt/app && mkdir /opt/app && echo new >/opt/app/new
+RUN ["/bin/sh", "-c", "echo exec >/exec-form"]
+SHELL ["/bin/env", "SHELLVAR=from-shell", "/bin/sh", "-c"]
+RUN echo "$SHELLVAR" >/shellvar
+USER app
+RUN id -u >/tmp/uid && id -G >/tmp/gids && touch /tmp/by-app
+USER root
+RUN cat /proc/net/dev >/netdev
+DF
+
+rc=0
+"$IMGFS" build -t test/run:1 ctx >build.out 2>build.err || rc=$?
+check "a build with RUN succeeds" test $rc -eq 0
+[[ $rc -eq 0 ]] || cat build.err
+check "five RUNs ran five containers" test "$(runs)" -eq 5
+store_mounts() { awk -v r="$ROOT" '$3 == "fuse.imgfs" && $1 == r' /proc/mounts | wc -l; }
+overlays() { awk -v t="${TMPDIR:-/tmp}" '$3 == "overlay" && index($2, t) == 1' /proc/mounts | wc -l; }
+check "the store's own mount for RUN is gone after the build" test "$(store_mounts)" -eq 0
+check "no overlay is left behind" test "$(overlays)" -eq 0
+
+M=$T/mnt
+check "the store mounts" mount_store "$M"
+I=$M/test/run/1
+check "RUN wrote a file in WORKDIR, seeing ENV and ARG" test "$(cat "$I/work/greeting")" = "hello argval"
+check "RUN deleted a base file: gone in the mount" test ! -e "$I/etc/remove-me"
+check "the base's other files are there" test "$(cat "$I/data/keep")" = keep
+check "a replaced base directory is opaque: the old file is gone, the new one there" \
+  bash -c "[[ ! -e '$I/opt/app/old' && ! -e '$I/opt/app/sub' && \$(cat '$I/opt/app/new') == new ]]"
+check "exec form ran" test "$(cat "$I/exec-form")" = exec
+check "SHELL's command line runs the shell form" test "$(cat "$I/shellvar")" = from-shell
+check "USER app: uid 1000 from /etc/passwd" test "$(cat "$I/tmp/uid")" = 1000
+check "USER app: gid 1000 and supplementary group 2000 from /etc/group" \
+  test "$(tr ' ' '\n' <"$I/tmp/gids" | sort -n | tr '\n' ' ')" = "1000 2000 "
+check "a file made as USER app is owned by 1000:1000" test "$(stat -c %u:%g "$I/tmp/by-app")" = 1000:1000
+check "no network by default: only loopback" \
+  test "$(awk -F: 'NR>2 {gsub(/ /,"",$1); print $1}' "$I/netdev")" = lo
+check "mount points runc made (/proc /dev /sys) are not in the image" \
+  bash -c "[[ ! -e '$I/proc' && ! -e '$I/dev' && ! -e '$I/sys' ]]"
+# The first RUN's layer as the layer view shows it: a whiteout and an opaque dir.
+cfg=$("$IMGFS" inspect --format '{{json .RootFS.Layers}}' test/run:1)
+L1=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])[1].split(":")[1])' "$cfg")
+check "the RUN layer has a whiteout for the deleted file" \
+  test "$(stat -c '%F %t,%T' "$M/.layers/$L1/etc/remove-me")" = "character special file 0,0"
+check "the RUN layer marks the replaced directory opaque" \
+  test "$(getfattr --absolute-names -n trusted.overlay.opaque --only-values "$M/.layers/$L1/opt/app")" = y
+check "config: Shell as SHELL says" \
+  test "$("$IMGFS" inspect --format '{{json .Config.Shell}}' test/run:1)" = '["/bin/env","SHELLVAR=from-shell","/bin/sh","-c"]'
+check "six layers (base + five RUNs)" test "$(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])))' "$cfg")" -eq 6
+
+# The build cache: an unchanged rebuild runs nothing; a new last step runs only itself.
+before=$(runs)
+"$IMGFS" build -t test/run:2 ctx >build2.out 2>&1 || true
+check "an unchanged rebuild runs no container" test "$(runs)" -eq "$before"
+check "... and says Using cache for every RUN" test "$(grep -c 'Using cache' build2.out)" -eq 5
+check "... with the same layers" test "$("$IMGFS" inspect --format '{{json .RootFS.Layers}}' test/run:2)" = "$cfg"
+echo 'RUN echo more >/more' >>ctx/Dockerfile
+"$IMGFS" build -t test/run:3 ctx >build3.out 2>&1 || true
+check "a new last RUN runs only itself" test "$(runs)" -eq $((before + 1))
+check "... and sees the cached layers' files" test "$(cat "$M/test/run/3/work/greeting")" = "hello argval"
+"$IMGFS" build --no-cache -t test/run:4 ctx >build4.out 2>&1 || true
+check "--no-cache runs every RUN again" test "$(runs)" -eq $((before + 7))
+check "a build with a running mount leaves it running" grep -q " $M fuse.imgfs " /proc/mounts
+
+# --network host: the host's interfaces.
+printf 'FROM test/base:1\nRUN cat /proc/net/dev >/netdev\n' >ctx/Dockerfile.net
+"$IMGFS" build --network host -f ctx/Dockerfile.net -t test/net:1 ctx >/dev/null 2>&1 || true
+check "--network host: the host's interfaces" \
+  test "$(awk 'NR>2' "$M/test/net/1/netdev" | wc -l)" -eq "$(awk 'NR>2' /proc/net/dev | wc -l)"
+
+# Multi-stage: stages by name and index, COPY --from, FROM stage, ARG scoping, --target;
+# only the last stage is named.
+cat >ctx/Dockerfile.ms <<'DF'
+ARG WHO=meta
+FROM test/base:1 AS first
+ARG WHO
+ARG ONLY_FIRST=set-in-first
+RUN echo "$WHO $ONLY_FIRST" >/first
+FROM test/base:1 AS Second
+COPY --from=first /first /copied
+COPY --from=0 /first /copied-by-index
+RUN echo "[${WHO:-unset}] [${ONLY_FIRST:-unset}]" >/second-args
+FROM second
+RUN cat /copied >/third
+DF
+names_before=$("$IMGFS" images --format '{{.Repository}}:{{.Tag}}' | grep -vc '<none>' || true)
+rc=0
+"$IMGFS" build -f ctx/Dockerfile.ms --build-arg WHO=cli -t test/ms:1 ctx >ms.out 2>&1 || rc=$?
+check "a multi-stage build succeeds" test $rc -eq 0
+check "a stage's ARG re-declares the meta ARG (build-arg value)" test "$(cat "$M/test/ms/1/copied")" = "cli set-in-first"
+check "COPY --from=0 (by index) copies the same file" cmp "$M/test/ms/1/copied" "$M/test/ms/1/copied-by-index"
+check "ARGs do not leak into the next stage" test "$(cat "$M/test/ms/1/second-args")" = "[unset] [unset]"
+check "FROM a stage (names are case-insensitive) builds on it" test "$(cat "$M/test/ms/1/third")" = "cli set-in-first"
+check "the first stage's file is not in the final image" test ! -e "$M/test/ms/1/first"
+check "only the final stage is named" \
+  test "$("$IMGFS" images --format '{{.Repository}}:{{.Tag}}' | grep -vc '<none>')" -eq $((names_before + 1))
+"$IMGFS" build -f ctx/Dockerfile.ms --target first -t test/ms:first ctx >/dev/null 2>&1 || true
+check "--target first: the first stage, named" test "$(cat "$M/test/ms/first/first")" = "meta set-in-first"
+check "--target first: nothing of later stages" test ! -e "$M/test/ms/first/copied"
+printf 'FROM test/base:1\nCOPY --from=7 /x /x\n' >ctx/Dockerfile.idx
+expect_fail "COPY --from=N past the stages is refused (no image ID prefix lookup)" \
+  "line 2: COPY: invalid from flag value 7: index out of bounds" \
+  "$IMGFS" build -f ctx/Dockerfile.idx -t test/bad:1 ctx
+expect_fail "an unknown --target is refused" "failed to reach build target nope in Dockerfile" \
+  "$IMGFS" build -f ctx/Dockerfile.ms --target nope -t test/bad:1 ctx
+
+# A FROM image the store lacks is pulled first (a local registry; imgfs push put it there).
+if command -v docker-registry >/dev/null; then
+  P=$(free_port)
+  start_registry reg "$P"
+  "$IMGFS" push -q test/base:1 "127.0.0.1:$P/pulled/base:1" >/dev/null
+  printf 'FROM 127.0.0.1:%s/pulled/base:1\nRUN echo pulled >/p\n' "$P" >ctx/Dockerfile.pull
+  rc=0
+  "$IMGFS" build -f ctx/Dockerfile.pull -t test/pulled:1 ctx >pull.out 2>&1 || rc=$?
+  check "a missing FROM image is pulled, then built on" \
+    bash -c "[[ $rc -eq 0 && \$(cat '$M/test/pulled/1/p') == pulled && -n \$('$IMGFS' images -q 127.0.0.1:$P/pulled/base:1) ]]"
+  printf 'FROM 127.0.0.1:%s/pulled/nope:1\n' "$P" >ctx/Dockerfile.nopull
+  expect_fail "a FROM image no registry has: one line, the pull's reason" \
+    "line 1: FROM: .*no such image: 127.0.0.1:$P/pulled/nope:1 \(pulling it failed: .*\)" \
+    "$IMGFS" build -f ctx/Dockerfile.nopull -t test/bad:1 ctx
+else
+  not_ok "docker-registry is missing (.ci/install-deps installs it)"
+fi
+
+# Failures: docker's message, the exit code of the command.
+printf 'FROM test/base:1\nRUN false\n' >ctx/Dockerfile.false
+expect_fail "RUN false fails the build with docker's message" \
+  "^imgfs: build: The command '/bin/sh -c false' returned a non-zero code: 1$" \
+  "$IMGFS" build -f ctx/Dockerfile.false -t test/bad:1 ctx
+printf 'FROM test/base:1\nRUN ["/bin/sh", "-c", "exit 3"]\n' >ctx/Dockerfile.exit3
+expect_fail "an exec-form RUN's exit code is named" \
+  "^imgfs: build: The command '/bin/sh -c exit 3' returned a non-zero code: 3$" \
+  "$IMGFS" build -f ctx/Dockerfile.exit3 -t test/bad:1 ctx
+printf 'FROM test/base:1\nUSER nobody2\nRUN true\n' >ctx/Dockerfile.user
+expect_fail "an unknown USER name is refused" "unable to find user nobody2: no matching entries in passwd file" \
+  "$IMGFS" build -f ctx/Dockerfile.user -t test/bad:1 ctx
+check "a failed build tags nothing" bash -c "! '$IMGFS' inspect test/bad:1 >/dev/null 2>&1"
+check "no overlay is left behind after failures" test "$(overlays)" -eq 0
+check "only the test's own store mount is there" test "$(store_mounts)" -eq 1
+check "imgfs verify is clean" "$IMGFS" verify
+finish
