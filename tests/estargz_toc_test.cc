@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cstdio>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <utility>
@@ -204,6 +206,64 @@ TEST(EstargzToc, ReadsWhatTheWriterWrites) {
   EXPECT_EQ(e[7].link, "etc/passwd");     // hard link: normalised
   EXPECT_EQ(e[8].dev_major, 1u);
   EXPECT_EQ(e[8].dev_minor, 3u);
+}
+
+// Interop: a blob made by tests/estargz_writer.py (the writer the e2e suites push),
+// read back here; every chunk inflated from its offset equals the file's bytes.
+TEST(EstargzToc, ReadsTheTestWritersBlob) {
+  std::string tests = __FILE__;
+  tests = tests.substr(0, tests.rfind('/'));
+  std::string dir = test::MakeTempDir();
+  std::string big = Big();
+  test::WriteFile(dir + "/in.tar", test::TarBuilder()
+                                       .Dir("etc")
+                                       .File("etc/passwd", "root:x:0:0\n")
+                                       .File("big", big)
+                                       .Symlink("l", "big")
+                                       .Hardlink("h", "big")
+                                       .Build());
+  std::string cmd = "/usr/bin/python3 " + tests + "/estargz_writer.py blob " + dir + "/in.tar " +
+                    dir + "/out --chunk-size 65536";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(p), 0) << cmd;
+  size_t at = out.find("\"toc_digest\": \"");
+  ASSERT_NE(at, std::string::npos) << out;
+  auto want = Digest::Parse(out.substr(at + 15, 71));
+  ASSERT_TRUE(want.ok()) << out;
+  std::string blob;
+  {
+    FILE* f = fopen((dir + "/out").c_str(), "rb");
+    ASSERT_NE(f, nullptr);
+    for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) blob.append(buf, n);
+    fclose(f);
+  }
+  test::RemoveTree(dir);
+  auto toc = Read(blob, *want);
+  ASSERT_TRUE(toc.ok()) << toc.status().ToString();
+  std::map<std::string, const TocEntry*> by;
+  for (const auto& e : toc->entries) by[e.path] = &e;
+  ASSERT_TRUE(by.count(".no.prefetch.landmark") && by.count("etc/passwd") && by.count("big") &&
+              by.count("l") && by.count("h"));
+  EXPECT_EQ(by["h"]->type, EntryType::kHardlink);
+  EXPECT_EQ(by["h"]->link, "big");
+  EXPECT_EQ(by["l"]->link, "big");
+  const TocEntry& b = *by["big"];
+  EXPECT_EQ(*b.digest, Sha256Of(big));
+  ASSERT_EQ(b.chunks.size(), 5u);  // 300000 bytes in 64 KiB chunks
+  for (const TocChunk& c : b.chunks) {
+    std::string got =
+        Inflate(std::string_view(blob).substr(c.blob_offset, c.blob_length), c.skip, c.size);
+    EXPECT_EQ(got, big.substr(c.file_offset, c.size)) << "chunk at " << c.file_offset;
+    EXPECT_EQ(Sha256Of(got), c.digest);
+  }
+  // And a flipped byte of the TOC JSON's digest: refused.
+  std::string other = want->str();
+  other[10] = other[10] == '0' ? '1' : '0';
+  EXPECT_FALSE(Read(blob, *Digest::Parse(other)).ok());
 }
 
 TEST(EstargzToc, TocDigestMustMatchTheAnnotation) {
