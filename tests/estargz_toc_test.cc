@@ -311,7 +311,7 @@ TEST(EstargzToc, TocMemberIsChecked) {
   EXPECT_FALSE(with_member(m + TocMember(json)).ok());        // two members
   EXPECT_FALSE(with_member(test::Gzip(Header("other.json", '0', json.size()) + json)).ok());
   std::string h = Header(kTocName, '0', json.size());
-  h[0] ^= 1;  // checksum no longer matches
+  h[153] = h[153] == '0' ? '1' : '0';  // the checksum field no longer matches
   EXPECT_FALSE(with_member(test::Gzip(h + json)).ok());
   // A size past the member's end.
   EXPECT_FALSE(with_member(test::Gzip(Header(kTocName, '0', json.size() + 4096) + json)).ok());
