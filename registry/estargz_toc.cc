@@ -200,7 +200,7 @@ Result<uint64_t> ParseFooter(std::string_view f, uint64_t blob_size) {
   return off;
 }
 
-Result<std::string> ExtractTocJson(std::string_view member, const TocLimits& limits) {
+Result<TocFile> ExtractToc(std::string_view member, const TocLimits& limits) {
   if (member.size() > limits.max_toc_member) {
     return Status::InvalidArgument("eStargz TOC member: " + std::to_string(member.size()) +
                                    " bytes, more than the limit " +
@@ -228,7 +228,27 @@ Result<std::string> ExtractTocJson(std::string_view member, const TocLimits& lim
   if (!ParseOctal(h.substr(124, 12), &size) || size > tar.size() - 512) {
     return Bad("stargz.index.json's size is bad or past the end of the TOC member");
   }
-  return tar.substr(512, size);
+  uint64_t mode = 0, uid = 0, gid = 0, mtime = 0;
+  if (!ParseOctal(h.substr(100, 8), &mode) || !ParseOctal(h.substr(108, 8), &uid) ||
+      !ParseOctal(h.substr(116, 8), &gid) || !ParseOctal(h.substr(136, 12), &mtime) ||
+      uid > UINT32_MAX || gid > UINT32_MAX || mtime > (1ull << 40)) {
+    return Bad("stargz.index.json's tar header has a bad mode, uid, gid or mtime");
+  }
+  TocFile f;
+  f.json = tar.substr(512, size);
+  f.entry.path = kTocName;
+  f.entry.type = EntryType::kFile;
+  f.entry.mode = static_cast<uint32_t>(mode & 07777);
+  f.entry.uid = uid;
+  f.entry.gid = gid;
+  f.entry.mtime_sec = static_cast<int64_t>(mtime);
+  f.entry.size = size;
+  return f;
+}
+
+Result<std::string> ExtractTocJson(std::string_view member, const TocLimits& limits) {
+  IMGFS_ASSIGN_OR_RETURN(TocFile f, ExtractToc(member, limits));
+  return std::move(f.json);
 }
 
 Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const TocLimits& limits) {
@@ -426,7 +446,8 @@ Result<LayerToc> ReadEstargzToc(const Digest& blob, uint64_t blob_size, const Bl
   }
   IMGFS_ASSIGN_OR_RETURN(std::string member, read(toc_offset, member_size));
   if (member.size() != member_size) return Status::Corruption("eStargz: short read of the TOC");
-  IMGFS_ASSIGN_OR_RETURN(std::string json, ExtractTocJson(member, limits));
+  IMGFS_ASSIGN_OR_RETURN(TocFile file, ExtractToc(member, limits));
+  const std::string& json = file.json;
   Digest got = Sha256Of(json);
   if (!(got == expected)) {
     return Status::Corruption("eStargz TOC: digest " + got.str() + " is not the annotated " +
@@ -436,6 +457,19 @@ Result<LayerToc> ReadEstargzToc(const Digest& blob, uint64_t blob_size, const Bl
   toc.blob = blob;
   toc.blob_size = blob_size;
   toc.toc_digest = got;
+  // The tar's last entry is the TOC file itself, which the TOC does not list: it is
+  // one chunk, the TOC member after its tar header, whose digest is the TOC digest.
+  if (toc.entries.size() >= limits.max_entries) return Bad("too many entries");
+  TocChunk c;
+  c.codec = ChunkCodec::kGzip;
+  c.blob_offset = toc_offset;
+  c.blob_length = member_size;
+  c.skip = 512;
+  c.size = file.entry.size;
+  c.digest = got;
+  file.entry.digest = got;
+  if (c.size > 0) file.entry.chunks.push_back(std::move(c));
+  toc.entries.push_back(std::move(file.entry));
   return toc;
 }
 

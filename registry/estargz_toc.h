@@ -54,6 +54,14 @@ struct TocLimits {
 // bytes. The footer must be a valid, empty gzip member (every gzip reader inflates it).
 Result<uint64_t> ParseFooter(std::string_view footer, uint64_t blob_size);
 
+// The TOC member's content: the JSON and the tar entry that holds it (stargz.index.json:
+// its attributes from the tar header, digest and chunks left empty).
+struct TocFile {
+  std::string json;
+  TocEntry entry;
+};
+Result<TocFile> ExtractToc(std::string_view toc_member, const TocLimits& limits = {});
+
 // The TOC JSON inside the TOC member (one gzip member holding a tar whose first entry
 // is stargz.index.json), inflated under the limits.
 Result<std::string> ExtractTocJson(std::string_view toc_member, const TocLimits& limits = {});
@@ -73,7 +81,10 @@ using BlobReader = std::function<Result<std::string>(uint64_t offset, uint64_t l
 
 // Footer, TOC member, digest check against `expected` (the toc.digest annotation),
 // parse: the whole path from a blob (its descriptor's digest and size) to a trusted
-// LayerToc. Two reads.
+// LayerToc. Two reads. The TOC does not list the tar entry that holds it; the LayerToc
+// ends with it (path "stargz.index.json", attributes from its tar header, one kGzip
+// chunk: the TOC member, skip 512, digest = toc_digest), so that a tree built from the
+// LayerToc equals the untarred layer, as a non-lazy pull shows it.
 Result<LayerToc> ReadEstargzToc(const Digest& blob, uint64_t blob_size, const BlobReader& read,
                                 const Digest& expected, const TocLimits& limits = {});
 

@@ -166,7 +166,7 @@ TEST(EstargzToc, ReadsWhatTheWriterWrites) {
   EXPECT_EQ(toc->blob, Sha256Of(blob));
   EXPECT_EQ(toc->blob_size, blob.size());
   EXPECT_EQ(toc->toc_digest, Sha256Of(json));
-  ASSERT_EQ(toc->entries.size(), 9u);
+  ASSERT_EQ(toc->entries.size(), 10u);  // the 9 listed, then stargz.index.json
   const auto& e = toc->entries;
   EXPECT_EQ(e[0].path, ".no.prefetch.landmark");
   EXPECT_EQ(e[1].path, "");  // the root
@@ -206,6 +206,19 @@ TEST(EstargzToc, ReadsWhatTheWriterWrites) {
   EXPECT_EQ(e[7].link, "etc/passwd");     // hard link: normalised
   EXPECT_EQ(e[8].dev_major, 1u);
   EXPECT_EQ(e[8].dev_minor, 3u);
+  // The TOC file itself, as the tar has it: one chunk, the TOC member after its header.
+  const TocEntry& tf = e[9];
+  EXPECT_EQ(tf.path, "stargz.index.json");
+  EXPECT_EQ(tf.type, EntryType::kFile);
+  EXPECT_EQ(tf.mode, 0644u);
+  EXPECT_EQ(tf.size, json.size());
+  ASSERT_EQ(tf.chunks.size(), 1u);
+  EXPECT_EQ(tf.chunks[0].blob_offset, toc_offset);
+  EXPECT_EQ(tf.chunks[0].blob_offset + tf.chunks[0].blob_length, blob.size() - kFooterSize);
+  EXPECT_EQ(Inflate(std::string_view(blob).substr(toc_offset, tf.chunks[0].blob_length),
+                    tf.chunks[0].skip, tf.chunks[0].size),
+            json);
+  EXPECT_EQ(tf.chunks[0].digest, Sha256Of(json));
 }
 
 // Interop: a blob made by tests/estargz_writer.py (the writer the e2e suites push),
@@ -260,6 +273,8 @@ TEST(EstargzToc, ReadsTheTestWritersBlob) {
     EXPECT_EQ(got, big.substr(c.file_offset, c.size)) << "chunk at " << c.file_offset;
     EXPECT_EQ(Sha256Of(got), c.digest);
   }
+  EXPECT_EQ(toc->entries.back().path, "stargz.index.json");
+  EXPECT_EQ(toc->entries.back().chunks.at(0).digest, *want);
   // And a flipped byte of the TOC JSON's digest: refused.
   std::string other = want->str();
   other[10] = other[10] == '0' ? '1' : '0';

@@ -18,7 +18,8 @@ using namespace imgfs::estargz;
 
 namespace {
 
-void CheckToc(const LayerToc& toc, uint64_t toc_offset) {
+// `end`: where data may end (the TOC offset for a bare TOC, the footer for a blob).
+void CheckToc(const LayerToc& toc, uint64_t end) {
   uint64_t prev = 0, prev_inner = 0;
   bool any = false;
   for (const TocEntry& te : toc.entries) {
@@ -32,8 +33,8 @@ void CheckToc(const LayerToc& toc, uint64_t toc_offset) {
     for (const TocChunk& c : te.chunks) {
       FUZZ_CHECK(c.file_offset == covered && c.size > 0);
       covered += c.size;
-      FUZZ_CHECK(c.blob_offset < toc_offset && c.blob_length > 0);
-      FUZZ_CHECK(c.blob_length <= toc_offset - c.blob_offset);
+      FUZZ_CHECK(c.blob_offset < end && c.blob_length > 0);
+      FUZZ_CHECK(c.blob_length <= end - c.blob_offset);
       FUZZ_CHECK(!any || c.blob_offset > prev || (c.blob_offset == prev && c.skip > prev_inner));
       any = true;
       prev = c.blob_offset;
@@ -62,15 +63,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     };
     auto off = ParseFooter(in.substr(size - kFooterSize), size);
     Digest want = Sha256Of("");
-    uint64_t toc_offset = 0;
     if (off.ok()) {
-      toc_offset = *off;
       FUZZ_CHECK(*off < size - kFooterSize);
       auto j = ExtractTocJson(in.substr(*off, size - kFooterSize - *off), lim);
       if (j.ok()) want = Sha256Of(*j);
     }
     auto t = ReadEstargzToc(Sha256Of(in), size, read, want, lim);
-    if (t.ok()) CheckToc(*t, toc_offset);
+    if (t.ok()) CheckToc(*t, size - kFooterSize);
   }
   return 0;
 }
