@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "index/gzip_chunk.h"
 #include "tests/tar_builder.h"
 
 namespace imgfs::estargz {
@@ -279,6 +280,38 @@ TEST(EstargzToc, ReadsTheTestWritersBlob) {
   std::string other = want->str();
   other[10] = other[10] == '0' ? '1' : '0';
   EXPECT_FALSE(Read(blob, *Digest::Parse(other)).ok());
+}
+
+// index/gzip_chunk.h: what a lazy read does with a kGzip chunk of this TOC.
+TEST(EstargzToc, GzipChunksDecodeOnlyWhenTheirDigestMatches) {
+  Layer l = Good();
+  std::string json = Json(l.entries);
+  std::string blob = Blob(l.payload, json);
+  auto toc = Read(blob, Sha256Of(json));
+  ASSERT_TRUE(toc.ok()) << toc.status().ToString();
+  size_t n = 0;
+  for (const TocEntry& e : toc->entries) {
+    for (const TocChunk& c : e.chunks) {
+      std::string_view comp = std::string_view(blob).substr(c.blob_offset, c.blob_length);
+      auto got = DecodeGzipChunk(comp, c.skip, c.size, c.digest);
+      ASSERT_TRUE(got.ok()) << e.path << ": " << got.status().ToString();
+      EXPECT_EQ(got->size(), c.size);
+      EXPECT_EQ(Sha256Of(*got), c.digest);
+      n++;
+      // (Stopping inside a member is fine: the digest vouches for the bytes.)
+      EXPECT_FALSE(DecodeGzipChunk(comp, c.skip, c.size, Sha256Of("other")).ok()) << e.path;
+      EXPECT_FALSE(DecodeGzipChunk(comp.substr(0, 10), c.skip, c.size, c.digest).ok()) << e.path;
+      EXPECT_FALSE(DecodeGzipChunk(comp, c.skip + 1, c.size, c.digest).ok()) << e.path;
+    }
+  }
+  EXPECT_EQ(n, 6u);  // landmark, passwd, big x3, stargz.index.json
+  // Content that spans two members; garbage that is not gzip.
+  std::string two = test::Gzip("hdr-abc") + test::Gzip("def-tail");
+  auto both = DecodeGzipChunk(two, 4, 6, Sha256Of("abcdef"));
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  EXPECT_EQ(*both, "abcdef");
+  EXPECT_FALSE(DecodeGzipChunk("not gzip at all", 0, 3, Sha256Of("not")).ok());
+  EXPECT_FALSE(DecodeGzipChunk(two, kMaxGzipChunk, 1, Sha256Of("")).ok());
 }
 
 TEST(EstargzToc, TocDigestMustMatchTheAnnotation) {
