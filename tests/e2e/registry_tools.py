@@ -27,6 +27,7 @@
         schema1 | schema1-json (manifest GETs answered with a Docker schema-1 manifest,
         v1+prettyjws or v1+json)
         norange (blob GETs: the Range header is dropped and the whole body answered 200)
+        Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
   token-server PORT KEY CERT
@@ -261,6 +262,8 @@ def proxy(args):
                 log(f'done {self.path}')  # the whole body was sent
                 return
             self.wfile.write(data)
+            if is_blob:
+                log(f'sent {len(data)} status={r.status} {self.path}')  # bytes counted (lazy.sh)
 
         def forward(self, drop=()):
             body_len = int(self.headers.get('Content-Length', 0) or 0)
@@ -317,6 +320,7 @@ def proxy(args):
                 self.send_header('Content-Length', str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                log(f'sent {len(data)} status={r.status} {self.path}')
                 return True
             if mode == 'range200' and is_blob:
                 r, data = self.forward(drop=('range',))
