@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <thread>
@@ -147,7 +148,10 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
     if (!gaps.ok()) return gaps.status().WithContext(what);
     // Requests: gaps closer than kJoin are fetched as one range (the file contents
     // between them come along and are kept: small files become local).
-    constexpr uint64_t kJoin = 64 << 10;
+    // IMGFS_LAZY_JOIN (bytes) overrides it, for measurements (bench/lazy.sh).
+    uint64_t kJoin = 64 << 10;
+    if (const char* j = std::getenv("IMGFS_LAZY_JOIN"); j && *j)
+      kJoin = std::strtoull(j, nullptr, 10);
     std::vector<BlobRange> reqs;
     for (const BlobRange& g : *gaps) {
       if (g.length == 0) continue;
