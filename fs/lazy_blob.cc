@@ -186,7 +186,16 @@ Result<size_t> LazyBlob::Read(char* buf, size_t n, uint64_t off, SpanCache& cach
     if (pos >= c.tar_offset + c.size) continue;
     SpanCache::Value v = cache.Get(cache_id, i);
     if (!v) {
-      IMGFS_ASSIGN_OR_RETURN(v, Decode(i));
+      auto d = Decode(i);
+      if (!d.ok() && d.status().code() == Status::Code::kCorruption &&
+          c.codec != ChunkCodec::kZeros) {
+        // The bytes on disk may be from an earlier bad response (fetched with another
+        // chunk and never checked): they are out of the map now; fetch them once more.
+        IMGFS_RETURN_IF_ERROR(Ensure(c.blob_offset, c.blob_offset + c.blob_length));
+        d = Decode(i);
+      }
+      if (!d.ok()) return d.status();
+      v = *d;
       cache.Put(cache_id, i, v);
     }
     uint64_t in = pos - c.tar_offset;

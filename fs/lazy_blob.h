@@ -3,8 +3,9 @@
 // blob are fetched first (missing ranges widened to >= 256 KiB, merged, up to 4 Range
 // requests at once), written to `data`, synced, then named in the range map. Each
 // chunk is decoded and checked against its TOC digest before a byte of it is served;
-// a chunk that fails is dropped from the range map (nothing kept) and the read fails
-// with Corruption. Decoded chunks are kept in the reader's SpanCache.
+// a chunk that fails is dropped from the range map (nothing kept) and fetched once
+// more (its bytes may have come with an earlier bad response); failing again, the read
+// fails with Corruption. Decoded chunks are kept in the reader's SpanCache.
 //
 // Thread-safety: Read may be called from any thread; fetches are serialised per layer.
 #ifndef IMGFS_FS_LAZY_BLOB_H_

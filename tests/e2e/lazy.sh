@@ -7,7 +7,9 @@
 # serves right bytes; a flipped byte in a fetched range fails the read (EIO) and nothing
 # of it is kept; offline, a read fails with EIO within a bounded wait and one mount.log
 # line naming the registry; a plain pull completes the image (verify clean, lazy/ gone);
-# a gzip layer under --lazy is pulled in full with one stderr line.
+# a gzip layer under --lazy is pulled in full with one stderr line; a TOC whose checksum
+# is right but which describes other content fails that file's reads and, at completion,
+# marks the image broken (images, verify, reads).
 source "$(dirname "$0")/lib.sh"
 need umoci python3 busybox docker-registry skopeo
 require_fuse
@@ -142,4 +144,61 @@ err=$("$IMGFS" pull -q --lazy "127.0.0.1:$F/test/gz:v3" 2>&1 >/dev/null)
 check "--lazy of a gzip image pulls it in full, one stderr line saying so" \
   bash -c "[[ \$(printf '%s\n' \"\$1\" | grep -c 'pulled in full') -eq 1 ]]" _ "$err"
 check "  and it is a complete image" bash -c "! '$IMGFS' images | grep -q partial && '$IMGFS' verify"
+# --- a TOC that describes content the tar does not have (its own checksum right): the
+# file's reads fail; completion marks the image broken and says why
+cat >tamper.py <<'PY'
+import hashlib, json, os, struct, subprocess, sys
+lay, tag, victim = sys.argv[1], sys.argv[2], sys.argv[3]
+def blob(d): return os.path.join(lay, 'blobs/sha256', d.split(':')[1])
+def put(b):
+    d = 'sha256:' + hashlib.sha256(b).hexdigest()
+    open(blob(d), 'wb').write(b)
+    return d
+idx = json.load(open(os.path.join(lay, 'index.json')))
+md = idx['manifests'][0]
+man = json.load(open(blob(md['digest'])))
+for l in man['layers']:
+    a = l['annotations']
+    pre = 'io.containers.zstd-chunked.' if 'io.containers.zstd-chunked.manifest-position' in a else 'io.github.containers.zstd-chunked.'
+    off, ln, usz, typ = map(int, a[pre + 'manifest-position'].split(':'))
+    b = open(blob(l['digest']), 'rb').read()
+    toc = json.loads(subprocess.run(['zstd', '-dc'], input=b[off:off + ln], capture_output=True, check=True).stdout)
+    hit = [e for e in toc['entries'] if e.get('name') == victim and e['type'] == 'reg']
+    if not hit: continue
+    fake = 'sha256:' + hashlib.sha256(b'not the content').hexdigest()
+    for e in hit:
+        e['digest'] = fake
+        if 'chunkDigest' in e: e['chunkDigest'] = fake
+    raw = json.dumps(toc).encode()
+    new = subprocess.run(['zstd', '-c', '-q'], input=raw, capture_output=True, check=True).stdout
+    nb = b[:off - 8] + struct.pack('<II', 0x184D2A50, len(new)) + new + b[off + ln:]
+    l['digest'] = put(nb); l['size'] = len(nb)
+    a[pre + 'manifest-position'] = f'{off}:{len(new)}:{len(raw)}:{typ}'
+    a[pre + 'manifest-checksum'] = 'sha256:' + hashlib.sha256(new).hexdigest()
+    break
+else:
+    sys.exit('victim not found')
+mb = json.dumps(man).encode()
+md['digest'] = put(mb); md['size'] = len(mb)
+json.dump(idx, open(os.path.join(lay, 'index.json'), 'w'))
+PY
+cp -a z zt
+python3 tamper.py zt v3 etc/passwd
+skopeo copy -q --dest-tls-verify=false oci:zt:v3 "docker://127.0.0.1:$P/test/tampered:v3"
+export IMGFS_ROOT=$T/store-tampered
+TREF=127.0.0.1:$F/test/tampered:v3
+check "a TOC with a wrong file digest (its checksum right): pull --lazy succeeds" \
+  "$IMGFS" pull -q --lazy "$TREF"
+expect_fail "  reading that file fails: its content does not match the TOC" \
+  "does not match the digest in the table of contents" "$IMGFS" cat "$TREF" /etc/passwd
+expect_fail "  a plain pull completes the layer and finds the mismatch" \
+  "is broken: .*table of contents does not match the tar" "$IMGFS" pull -q "$TREF"
+check "  imgfs images marks it broken and says why" \
+  bash -c "'$IMGFS' images 2>&1 | grep -q '(broken)' && '$IMGFS' images 2>&1 >/dev/null | grep -q 'table of contents does not match the tar'"
+check "  imgfs verify exits 1 naming the mismatch" \
+  bash -c "! '$IMGFS' verify 2>'$T/verify.err' >/dev/null && grep -q 'completion found a mismatch' '$T/verify.err'"
+check "  reads of the layer fail (another file of it too)" \
+  bash -c "'$IMGFS' cat '$TREF' '/data/with space' 2>&1 >/dev/null | grep -q 'completion found a mismatch'"
+check "  files of the other layers still read" \
+  bash -c "'$IMGFS' cat '$TREF' /etc/motd | cmp - ref-v3/rootfs/etc/motd"
 finish
