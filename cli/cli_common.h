@@ -76,6 +76,9 @@ struct Names {
 Result<std::map<std::string, Names>> NamesByImage(const Store& store);
 // Registry options from flags, ROOT/config.json and the IMGFS_* environment.
 RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a);
+// Lets reads of lazily pulled layers (mount, cat) fetch from their registry
+// (cli/cmd_registry.cc; index/lazy_layer.h's RangeFetcherFactory).
+void InstallLazyFetcher(const std::string& root);
 
 // --format for a docker-style listing (go_template.h's DockerFormat): "table [T]", "json"
 // or a template; a syntax error exits 2 naming the position.

@@ -39,6 +39,7 @@ namespace {
 int CmdLs(const std::string& root, const Args& a) {
   if (a.pos.empty() || a.pos.size() > 2) Die("ls: want IMAGE [PATH]", 2);
   auto store = OpenStore(root);
+  InstallLazyFetcher(root);  // --sha256 reads contents
   auto id = ResolveImage(*store, a.pos[0]);
   if (!id.ok()) return Fail(id.status(), "ls");
   auto view = ImageView::Open(*store, *id);
@@ -66,6 +67,7 @@ int CmdLs(const std::string& root, const Args& a) {
 int CmdCat(const std::string& root, const Args& a) {
   if (a.pos.size() < 2) Die("cat: want IMAGE PATH...", 2);
   auto store = OpenStore(root);
+  InstallLazyFetcher(root);  // a lazily pulled layer fetches what it lacks
   auto id = ResolveImage(*store, a.pos[0]);
   if (!id.ok()) return Fail(id.status(), "cat");
   auto view = ImageView::Open(*store, *id);
@@ -108,6 +110,7 @@ bool IsFstabOnlyOption(const std::string& o) {
 
 int CmdMount(const std::string& root, const Args& a) {
   if (a.pos.size() != 1) Die("mount: want MOUNTPOINT (see imgfs mount --help)", 2);
+  InstallLazyFetcher(root);  // lazily pulled layers fetch what reads need
   MountOptions o;
   o.root = root;
   o.mountpoint = a.pos[0];

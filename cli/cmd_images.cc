@@ -27,6 +27,7 @@
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
 #include "fs/unpack_cache.h"
+#include "index/lazy_layer.h"
 #include "index/seek_index.h"
 #include "index/store.h"
 #include "registry/credentials.h"
@@ -155,6 +156,45 @@ int CmdImages(const std::string& root, const Args& a) {
     }
     return 0;
   }
+  // A lazily pulled image (registry/lazy_pull.h): its SIZE says how much of its
+  // compressed layers is local; one completed with a mismatch says it is broken, and
+  // why on stderr.
+  std::map<std::string, std::string> size_notes;
+  for (const Row& r : rows) {
+    if (size_notes.count(r.img->id.hex())) continue;
+    uint64_t local = 0, total = 0;
+    bool partial = false;
+    std::string broken;
+    for (const Digest& d : r.img->diff_ids) {
+      auto layer = store->GetLayer(d);
+      if (!layer.ok() || !*layer) continue;
+      const LayerRecord& l = **layer;
+      total += l.blob_size;
+      LazyDir dir = LazyDir::For(store->root(), l.blob);
+      if (!dir.Exists()) {
+        local += l.blob_size;
+        continue;
+      }
+      if (std::string why = dir.BrokenReason(); !why.empty() && broken.empty()) broken = why;
+      if (store->blobs().Has(l.blob)) {
+        local += l.blob_size;
+      } else {
+        partial = true;
+        auto ranges = dir.LoadRanges(l.blob_size);
+        if (ranges.ok()) local += ranges->Total();
+      }
+    }
+    std::string note;
+    if (!broken.empty()) {
+      note = " (broken)";
+      std::fprintf(stderr, "imgfs: images: %s is broken: %s\n", r.img->id.Short().c_str(),
+                   broken.c_str());
+    } else if (partial) {
+      note = " (partial: " + HumanSize(static_cast<double>(local)) + " of " +
+             HumanSize(static_cast<double>(total)) + " local)";
+    }
+    size_notes[r.img->id.hex()] = note;
+  }
   // docker's image context (cli/command/formatter/image.go): these fields, keys sorted.
   std::vector<TemplateValue> values;
   for (const Row& r : rows) {
@@ -167,7 +207,8 @@ int CmdImages(const std::string& root, const Args& a) {
     v.Set("ID", TemplateValue::Str(id_of(*r.img)));
     v.Set("Repository", TemplateValue::Str(r.repo));
     v.Set("SharedSize", TemplateValue::Str("N/A"));
-    v.Set("Size", TemplateValue::Str(HumanSize(static_cast<double>(r.img->size))));
+    v.Set("Size", TemplateValue::Str(HumanSize(static_cast<double>(r.img->size)) +
+                                     size_notes[r.img->id.hex()]));
     v.Set("Tag", TemplateValue::Str(r.tag));
     v.Set("UniqueSize", TemplateValue::Str("N/A"));
     v.Set("VirtualSize", TemplateValue::Str(HumanSize(static_cast<double>(r.img->size), 4)));

@@ -31,6 +31,7 @@
 #include "registry/daemon_config.h"
 #include "registry/image_loader.h"
 #include "registry/json.h"
+#include "registry/lazy_fetch.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
 #include "registry/registries_conf.h"
@@ -114,6 +115,26 @@ RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a) {
   return o;
 }
 
+void InstallLazyFetcher(const std::string& root) {
+  SetRangeFetcherFactory([root](const LazySource& src, const Digest& blob,
+                                uint64_t size) -> Result<std::unique_ptr<RangeFetcher>> {
+    // As pull: ROOT/config.json, certs.d, the usual credentials, tokens in ROOT/tokens.
+    // A bounded wait: a read in the mount must fail (EIO) soon when offline.
+    RegistryOptions o = RegistryOptionsFor(root, Args());
+    if (src.insecure) {
+      o.insecure_registries.push_back(src.host);
+      o.tls_verify = false;
+    }
+    o.token_cache_dir = root + "/tokens";
+    o.max_attempts = 3;
+    o.max_retry_seconds = 5;
+    o.connect_timeout = 5;
+    o.low_speed_seconds = 15;
+    auto client = std::make_shared<RegistryClient>(src.host, o);
+    return std::unique_ptr<RangeFetcher>(new RegistryRangeFetcher(client, src.repo, blob, size));
+  });
+}
+
 namespace {
 
 // docker-style pull progress: on a terminal one line per layer, redrawn in place; in
@@ -178,6 +199,10 @@ int CmdPull(const std::string& root, const Args& a) {
   bool quiet = a.Has("--quiet");
   std::string format = a.Get("--format", "text");
   if (format != "text" && format != "json") Die("pull: --format is text or json", 2);
+  opt.lazy = a.Has("--lazy");
+  opt.on_warning = [](const std::string& w) {
+    std::fprintf(stderr, "imgfs: pull: %s\n", w.c_str());
+  };
   Reference norm = ref->Normalized();
   PullDisplay display(::isatty(STDOUT_FILENO));
   if (!quiet && format == "text") {
@@ -287,7 +312,8 @@ int CmdLogout(const std::string&, const Args& a) {
 std::vector<Command> RegistryCommands() {
   return {
       {"pull",
-       "imgfs pull [--platform OS/ARCH[/VARIANT]] [-q] [--format text|json] NAME[:TAG|@DIGEST]",
+       "imgfs pull [--lazy] [--platform OS/ARCH[/VARIANT]] [-q] [--format text|json] "
+       "NAME[:TAG|@DIGEST]",
        "Pull an image from a registry, verify it and index it (nothing is unpacked).\n"
        "  --platform P                  pick P from a multi-platform image (default: this host)\n"
        "  --max-concurrent-downloads N  layers downloaded at once (default 3)\n"
@@ -302,6 +328,12 @@ std::vector<Command> RegistryCommands() {
        "out)\n"
        "  --cert-dir DIR                CAs (*.crt) and client certificate (NAME.cert, NAME.key)\n"
        "  --tls-verify=false            check no certificate, allow plain HTTP (a warning)\n"
+       "  --lazy                        record the image from the layers' tables of contents\n"
+       "                                and return: zstd:chunked layers are fetched (range by\n"
+       "                                range, each chunk verified) as they are read; other\n"
+       "                                layers are pulled in full (one line on stderr says so).\n"
+       "                                `imgfs images` marks the image partial. A later pull\n"
+       "                                without --lazy completes it and checks the layers.\n"
        "Credentials: --creds, --authfile or $REGISTRY_AUTH_FILE, else the first of\n"
        "${XDG_RUNTIME_DIR}/containers/auth.json, ~/.config/containers/auth.json and docker's\n"
        "config.json ($DOCKER_CONFIG, ~/.docker) with an entry for the registry.\n"
@@ -313,7 +345,7 @@ std::vector<Command> RegistryCommands() {
         "--format", "--authfile", "--creds", "--cert-dir"},
        {{"-q", "--quiet"}},
        CmdPull,
-       {"--quiet", "--tls-verify"}},
+       {"--quiet", "--tls-verify", "--lazy"}},
       {"login",
        "imgfs login [-u USER] [-p PASSWORD | --password-stdin] [--authfile FILE] [SERVER]",
        "Check credentials against a registry and store them in docker's config.json (mode 0600),\n"

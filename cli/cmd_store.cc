@@ -26,6 +26,7 @@
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
 #include "fs/unpack_cache.h"
+#include "index/lazy_layer.h"
 #include "index/seek_index.h"
 #include "index/store.h"
 #include "registry/credentials.h"
@@ -87,6 +88,21 @@ int CmdPrune(const std::string& root, const Args& a) {
   if (!unpacked.ok()) return Fail(unpacked.status(), "prune");
   ncache = unpacked->removed;
   freed += unpacked->bytes;
+  // Lazy layers (index/lazy_layer.h) no layer names any more, and temp directories of
+  // lazy pulls that died.
+  if (DIR* d = ::opendir((root + "/lazy").c_str())) {
+    std::vector<std::string> gone;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      auto dg = Digest::FromHex(name);
+      if (!dg.ok() || !live->count(*dg)) gone.push_back(name);
+    }
+    ::closedir(d);
+    for (const std::string& name : gone) {
+      if (LazyDir{root + "/lazy/" + name}.Remove().ok()) ncache++;
+    }
+  }
   // Seek indexes whose layer is gone (index/seek_index.h).
   auto seek = PruneSeekIndexes(*store);
   if (!seek.ok()) return Fail(seek.status(), "prune");
@@ -185,6 +201,26 @@ int CmdVerify(const std::string& root, const Args& a) {
       if (!seen_layers.insert(d.hex()).second) continue;
       nlayers++;
       const LayerRecord& lr = **l;
+      // A lazily pulled layer (index/lazy_layer.h): partial is not a problem (said on
+      // stdout), one whose completion found a mismatch is.
+      LazyDir lazy = LazyDir::For(store->root(), lr.blob);
+      if (lazy.Exists()) {
+        std::string why = lazy.BrokenReason();
+        if (!why.empty()) {
+          problems.push_back("layer " + d.str() + ": " + why);
+        } else if (!present.count(lr.blob)) {
+          auto ranges = lazy.LoadRanges(lr.blob_size);
+          if (!ranges.ok()) {
+            problems.push_back("layer " + d.str() +
+                               ": lazy range map: " + ranges.status().message());
+          } else {
+            std::printf("layer %s: partial (lazy pull): %s of %s local\n", d.str().c_str(),
+                        HumanSize(static_cast<double>(ranges->Total())).c_str(),
+                        HumanSize(static_cast<double>(lr.blob_size)).c_str());
+          }
+          continue;
+        }
+      }
       if (!present.count(lr.blob))
         problems.push_back("layer " + d.str() + ": blob " + lr.blob.str() + " is missing");
       else if (auto sz = store->blobs().Size(lr.blob); sz.ok() && *sz != lr.blob_size) {

@@ -19,6 +19,8 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "fs/mount_fs.h"
@@ -207,9 +209,24 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   auto r = Fs(req).Read(ino, fi->fh, size, static_cast<uint64_t>(off));
   if (!r.ok()) {
     // read(2) of an open file has no "not found": whatever failed underneath (a layer
-    // file gone, a short unpack, a store error) is EIO to the reader and a log line.
-    Log(Ctx(req), "read inode %llu: %s", static_cast<unsigned long long>(ino),
-        r.status().message().c_str());
+    // file gone, a short unpack, a store error) is EIO to the reader and a log line —
+    // one line for the same failure repeated within 10 s (the kernel's readahead of a
+    // file whose lazy layer is offline fails several reads at once).
+    static std::mutex last_mu;
+    static std::string last_msg;
+    static time_t last_when = 0;
+    bool repeat;
+    {
+      std::lock_guard<std::mutex> l(last_mu);
+      time_t now = ::time(nullptr);
+      repeat = r.status().message() == last_msg && now - last_when < 10;
+      last_msg = r.status().message();
+      last_when = now;
+    }
+    if (!repeat) {
+      Log(Ctx(req), "read inode %llu: %s", static_cast<unsigned long long>(ino),
+          r.status().message().c_str());
+    }
     fuse_reply_err(req, EIO);
     return;
   }

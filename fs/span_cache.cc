@@ -88,6 +88,9 @@ Result<std::shared_ptr<UniqueFd>> LayerReader::BlobFd(Slot& slot, const LayerRec
 }
 
 Status LayerReader::Pin(const LayerRecord& layer) {
+  // A lazy layer has no blob to pin (its partial blob is not collected by prune).
+  if (!store_.blobs().Has(layer.blob) && LazyDir::For(store_.root(), layer.blob).Exists())
+    return Status::Ok();
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
   IMGFS_RETURN_IF_ERROR(BlobFd(*slot, layer).status());
@@ -144,6 +147,17 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
     std::lock_guard<std::mutex> g(mu_);
     s->id_ = next_id_++;
   }
+  if (LazyDir lazy = LazyDir::For(store_.root(), layer.blob); lazy.Exists()) {
+    // Completion found the layer's TOC and tar disagree: nothing of it is served.
+    std::string why = lazy.BrokenReason();
+    if (!why.empty()) return Status::Corruption(s->name_ + ": " + why);
+  }
+  if (!slot->blob && !store_.blobs().Has(layer.blob) &&
+      LazyDir::For(store_.root(), layer.blob).Exists()) {
+    IMGFS_ASSIGN_OR_RETURN(s->lazy_, LazyBlob::Open(store_.root(), layer));
+    slot->stream = s;
+    return std::shared_ptr<const Stream>(s);
+  }
   if (layer.compression != Compression::kNone && use_index_) {
     IMGFS_ASSIGN_OR_RETURN(s->blob_, BlobFd(*slot, layer));
     std::string path = SeekIndexPath(store_, layer.diff_id);
@@ -184,6 +198,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
 Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) const {
   if (off >= size_) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
+  if (lazy_) return lazy_->Read(buf, n, off, owner_->spans_, id_);
   if (fd_) {
     IMGFS_RETURN_IF_ERROR(PreadAll(fd_->get(), buf, n, static_cast<off_t>(off)));
     return n;

@@ -8,6 +8,8 @@
 //     span's digest and keep decoded spans in a SpanCache (bounded, in memory). A layer
 //     stored before seek indexes gets its sidecar built on first open (one pass over
 //     the blob, diff_id checked);
+//   - a lazily pulled layer (its blob not in blobs/ but in lazy/, index/lazy_layer.h):
+//     LazyBlob fetches, verifies and keeps the chunks a read needs;
 //   - otherwise (a single-frame zstd layer whose tar is over 4 spans — a smaller one is
 //     one span, read as above —, or a store whose seek/ cannot be written
 //     and read back): the whole-layer unpack of UnpackCache (fs/unpack_cache.h).
@@ -34,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/lazy_blob.h"
 #include "fs/unpack_cache.h"
 #include "index/seek_index.h"
 
@@ -92,12 +95,15 @@ class LayerReader {
     // Reads [off, off+n) of the tar (n is cut at its end). Returns the count.
     Result<size_t> Read(char* buf, size_t n, uint64_t off) const;
     const SeekIndex* index() const { return index_.get(); }
+    // A lazily pulled layer (fs/lazy_blob.h), else null.
+    LazyBlob* lazy() const { return lazy_.get(); }
 
    private:
     friend class LayerReader;
     std::shared_ptr<UniqueFd> fd_;
     std::shared_ptr<UniqueFd> blob_;
     std::shared_ptr<const SeekIndex> index_;
+    std::shared_ptr<LazyBlob> lazy_;
     uint64_t id_ = 0;
     uint64_t size_ = 0;
     std::string name_;

@@ -5,12 +5,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
 
 #include "index/file_util.h"
 #include "registry/image_loader.h"
+#include "registry/lazy_pull.h"
 #include "registry/stage.h"
 
 namespace imgfs {
@@ -105,6 +107,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   if (sources.empty()) sources.push_back(PullSource{ref.domain, ref.path, false, false});
   std::unique_ptr<RegistryClient> client_holder;
   std::string src_path;
+  bool src_insecure = false;
   ManifestResponse top;
   std::string skipped;  // "host: why; " of each source that failed
   for (size_t i = 0; i < sources.size(); i++) {
@@ -129,6 +132,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       top = std::move(*got);
       client_holder = std::move(c);
       src_path = sources[i].path;
+      src_insecure = sources[i].insecure;
       break;
     }
     if (i + 1 == sources.size()) {
@@ -179,7 +183,18 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     lock.emplace(std::move(l));
   }
   IMGFS_ASSIGN_OR_RETURN(auto existing, store.GetImage(result.image_id));
-  if (existing) {
+  // Layers a lazy pull left partial: a plain pull completes them (and then checks them
+  // against what the lazy pull recorded, below).
+  std::map<std::string, std::string> lazy_entries;  // diff_id hex → encoded entry table
+  if (existing && !opt.lazy) {
+    for (const Digest& d : existing->diff_ids) {
+      IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(d));
+      if (!layer || !IsLazyLayer(store, *layer)) continue;
+      IMGFS_ASSIGN_OR_RETURN(auto entries, store.GetEntries(d));
+      lazy_entries[d.hex()] = EncodeEntries(entries);
+    }
+  }
+  if (existing && lazy_entries.empty()) {
     result.up_to_date = true;
     for (const std::string& n : names) {
       IMGFS_ASSIGN_OR_RETURN(auto have, store.GetRef(n));
@@ -216,6 +231,13 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  bool warned = false;
+  auto warn = [&](const std::string& msg) {
+    std::lock_guard<std::mutex> l(event_mu);
+    if (warned || !opt.on_warning) return;
+    warned = true;  // once per pull
+    opt.on_warning(msg);
+  };
   constexpr int kRounds = 3;
   for (int round = 0; round < kRounds; round++) {
     std::vector<size_t> jobs;
@@ -245,7 +267,21 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
         std::string id = d.digest.Short();
         Status st;
         auto comp = LayerCompression(d.media_type);
-        if (!comp.ok()) {
+        bool done_lazily = false;
+        if (comp.ok() && opt.lazy) {
+          auto info = PrepareLazyLayer(store, client, src_path, src_insecure, d);
+          if (info.ok()) {
+            st = stage.AddLazyLayer(rec.diff_ids[i], d, std::move(info->entries), info->tar_size);
+            done_lazily = true;
+          } else if (info.status().code() == Status::Code::kUnsupported) {
+            warn(info.status().message() + ": pulled in full");
+          } else {
+            st = info.status();
+            done_lazily = true;
+          }
+        }
+        if (done_lazily) {
+        } else if (!comp.ok()) {
           st = comp.status();
         } else {
           std::unique_ptr<FdSource> local;
@@ -353,6 +389,14 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     for (const std::string& nm : names) {
       if (nm.find('@') == std::string::npos) continue;
       IMGFS_RETURN_IF_ERROR(store.SetRef(nm, RefRecord{result.image_id.hex(), result.repo_digest}));
+    }
+    // Layers that were lazy are complete now: check them against their lazy record.
+    for (const auto& [hex, encoded] : lazy_entries) {
+      IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::FromHex(hex));
+      IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(d));
+      if (!layer) continue;
+      Status st = CheckCompletedLayer(store, *layer, encoded, stage.StagedEntries(d));
+      if (!st.ok()) return st.WithContext(ref.FamiliarString() + " is broken");
     }
     return result;
   }

@@ -45,6 +45,10 @@ struct PullOptions {
   // that serves the manifest serves the image; one that fails (404, unreachable, a
   // wrong digest) passes to the next. Empty: the reference's own registry.
   std::vector<PullSource> sources;
+  // --lazy (registry/lazy_pull.h): zstd:chunked layers are recorded from their table of
+  // contents; other layers are pulled in full, with one on_warning call saying so.
+  bool lazy = false;
+  std::function<void(const std::string&)> on_warning;
 };
 
 struct PullResult {

@@ -134,6 +134,9 @@ class RegistryClient {
     uint64_t body_offset = 0;
     uint64_t body_size = 0;
     std::string post_form;  // not empty: POST this form body (OAuth2 refresh)
+    // Not 0: the Range asked for ends here (exclusive): "bytes=range_start-(range_end-1)"
+    // (lazy reads, registry/lazy_fetch.h). A 200 answer still streams the whole rest.
+    uint64_t range_end = 0;
   };
   Result<HttpResponse> Do(const Request& req);
   // The base URL the registry answers on ("https://host:port"), pinging it the first

@@ -355,8 +355,9 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, WriteCb);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
   std::string range;
-  if (req.range_start) {
-    range = std::to_string(req.range_start) + "-";
+  if (req.range_start || req.range_end) {
+    range = std::to_string(req.range_start) + "-" +
+            (req.range_end > req.range_start ? std::to_string(req.range_end - 1) : "");
     curl_easy_setopt(e, CURLOPT_RANGE, range.c_str());
   }
   if (!req.post_form.empty()) {

@@ -27,7 +27,8 @@ bool ImageStage::HaveLayer(const Digest& diff_id) {
 void ImageStage::ForgetMissingBlobs() {
   std::lock_guard<std::mutex> l(mu_);
   for (auto it = layers_.begin(); it != layers_.end();) {
-    if (!it->second.writer && !store_.blobs().Has(it->second.layer.record.blob)) {
+    if (!it->second.writer && !it->second.lazy &&
+        !store_.blobs().Has(it->second.layer.record.blob)) {
       it = layers_.erase(it);
     } else {
       ++it;
@@ -121,6 +122,31 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   std::lock_guard<std::mutex> l(mu_);
   layers_.try_emplace(diff_id.hex(), std::move(s));
   return diff_id;
+}
+
+std::string ImageStage::StagedEntries(const Digest& diff_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = layers_.find(diff_id.hex());
+  return it == layers_.end() ? "" : it->second.layer.encoded_entries;
+}
+
+Status ImageStage::AddLazyLayer(const Digest& diff_id, const Descriptor& desc,
+                                std::vector<LayerEntry> entries, uint64_t tar_size) {
+  StagedLayer s;
+  LayerRecord& r = s.layer.record;
+  r.diff_id = diff_id;
+  r.blob = desc.digest;
+  r.compression = Compression::kZstd;
+  r.media_type = desc.media_type;
+  r.blob_size = desc.size;
+  r.size = tar_size;
+  r.entry_count = entries.size();
+  s.layer.encoded_entries = EncodeEntries(entries);
+  s.entries = std::move(entries);
+  s.lazy = true;
+  std::lock_guard<std::mutex> l(mu_);
+  layers_.try_emplace(diff_id.hex(), std::move(s));
+  return Status::Ok();
 }
 
 Status ImageStage::AddImage(StagedImage img) {

@@ -63,7 +63,14 @@ class ImageStage {
   Result<Digest> AddLayer(ByteSource* src, const std::optional<Digest>& expected,
                           const Descriptor* desc, Compression hint,
                           std::unique_ptr<BlobStore::Writer> resume = nullptr);
+  // A lazily pulled layer (registry/lazy_pull.h): its record and entry table, with no
+  // blob (its partial state is in lazy/ already). The diff_id is the config's, checked
+  // only when the layer is completed.
+  Status AddLazyLayer(const Digest& diff_id, const Descriptor& desc,
+                      std::vector<LayerEntry> entries, uint64_t tar_size);
   Status AddImage(StagedImage image);
+  // The encoded entry table of a layer this stage indexed or recorded ("" when none).
+  std::string StagedEntries(const Digest& diff_id);
   // From this many images on, Commit syncs the blobs once (syncfs) instead of per blob.
   static constexpr size_t kBatchSyncImages = 8;
   Result<std::vector<LoadedImage>> Commit();
@@ -74,6 +81,7 @@ class ImageStage {
     Store::NewLayer layer;
     std::vector<LayerEntry> entries;
     std::string seek_index;  // sidecar bytes, written at commit (index/seek_index.h)
+    bool lazy = false;       // no blob: lazy/<blob hex>/ holds what is local
   };
   Store& store_;
   std::function<void(const std::string&)> progress_;

@@ -35,6 +35,7 @@
         (the final upload PUT answers 202 with a Location, forever) | redirect-loop (upload
         PATCH/PUT answered 307 to itself) | redirect-to URLBASE (upload PUT answered 307 to
         URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered)
+        Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
   token-server PORT KEY CERT
@@ -271,6 +272,8 @@ def proxy(args):
                 log(f'done {self.path}')  # the whole body was sent
                 return
             self.wfile.write(data)
+            if is_blob:
+                log(f'sent {len(data)} status={r.status} {self.path}')  # bytes counted (lazy.sh)
 
         def forward(self, drop=()):
             body_len = int(self.headers.get('Content-Length', 0) or 0)
@@ -327,6 +330,7 @@ def proxy(args):
                 self.send_header('Content-Length', str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                log(f'sent {len(data)} status={r.status} {self.path}')
                 return True
             if mode == 'range200' and is_blob:
                 r, data = self.forward(drop=('range',))

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Lazy pulls (issue 9), first numbers: bytes and wall time of `pull --lazy`, of `find`
+# and of a one-file read through the mount, against a full pull, for Debian minbase as
+# zstd:chunked (the layout bench/pull.sh makes in $BENCH_DIR/minbase-zstd-oci), on
+# loopback through registry_tools.py's proxy (which counts the blob bytes it sends).
+# No throttling front yet: the issue's 100 Mbit/s + 40 ms figures are not measured here.
+#   bash bench/lazy.sh build/imgfs
+set -euo pipefail
+IMGFS=$(readlink -f "${1:?usage: lazy.sh IMGFS}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+B=${BENCH_DIR:-/var/tmp/imgfs-bench}
+[[ -d $B/minbase-zstd-oci ]] || { echo "no $B/minbase-zstd-oci: run bench/pull.sh once"; exit 1; }
+W=$(mktemp -d "${TMPDIR:-/tmp}/imgfs-lazy-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  fusermount3 -u "$W/mp" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P=$(free_port)
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s/reg}}\nhttp: {addr: 127.0.0.1:%s}\n' "$W" "$P" >"$W/reg.yml"
+docker-registry serve "$W/reg.yml" >"$W/reg.log" 2>&1 &
+PIDS+=($!)
+until curl -s -o /dev/null "http://127.0.0.1:$P/v2/"; do sleep 0.1; done
+skopeo copy -q --dest-tls-verify=false "oci:$B/minbase-zstd-oci:latest" "docker://127.0.0.1:$P/bench/minbase-zstd:latest"
+F=$(free_port)
+echo none >"$W/mode"
+python3 "$HERE/../tests/e2e/registry_tools.py" proxy "$F" "$P" "$W/mode" "$W/proxy.log" &
+PIDS+=($!)
+until curl -s -o /dev/null "http://127.0.0.1:$F/v2/"; do sleep 0.1; done
+REF=127.0.0.1:$F/bench/minbase-zstd:latest
+sent() { awk '$1=="sent" {s+=$2} END {print s+0}' "$W/proxy.log"; }
+reqs() { grep -c '^GET .*/blobs/' "$W/proxy.log" || true; }
+now() { date +%s.%N; }
+export IMGFS_ROOT=$W/lazy
+: >"$W/proxy.log"; t0=$(now)
+"$IMGFS" pull -q --lazy "$REF" >/dev/null
+t1=$(now)
+echo "pull --lazy: $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes in $(reqs) requests"
+"$IMGFS" images
+mkdir -p "$W/mp"
+"$IMGFS" mount "$W/mp"
+until grep -q " $W/mp fuse.imgfs " /proc/mounts; do sleep 0.05; done
+IMG=$W/mp/127.0.0.1:$F/bench/minbase-zstd/latest
+: >"$W/proxy.log"; t0=$(now)
+n=$(find "$IMG" | wc -l)
+t1=$(now)
+echo "find: $n entries, $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes in $(reqs) requests"
+for f in usr/share/doc/bash/copyright usr/bin/bash; do
+  : >"$W/proxy.log"; t0=$(now)
+  sz=$(cat "$IMG/$f" | wc -c)
+  t1=$(now)
+  echo "cat $f ($sz bytes): $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes in $(reqs) requests"
+done
+fusermount3 -u "$W/mp"
+: >"$W/proxy.log"; t0=$(now)
+"$IMGFS" pull -q "$REF" >/dev/null
+t1=$(now)
+echo "completing pull: $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes"
+"$IMGFS" verify | tail -1
+export IMGFS_ROOT=$W/full
+: >"$W/proxy.log"; t0=$(now)
+"$IMGFS" pull -q "$REF" >/dev/null
+t1=$(now)
+echo "plain pull (fresh store): $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes; load: $(cut -d' ' -f1-3 /proc/loadavg)"

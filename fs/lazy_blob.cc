@@ -1,0 +1,210 @@
+#include "fs/lazy_blob.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "fs/span_cache.h"
+
+namespace imgfs {
+
+Result<std::shared_ptr<LazyBlob>> LazyBlob::Open(const std::string& root,
+                                                 const LayerRecord& layer) {
+  std::shared_ptr<LazyBlob> b(new LazyBlob());
+  b->dir_ = LazyDir::For(root, layer.blob);
+  b->blob_ = layer.blob;
+  b->name_ = "layer " + layer.diff_id.str();
+  std::string why = b->dir_.BrokenReason();
+  if (!why.empty()) return Status::Corruption(b->name_ + ": " + why);
+  IMGFS_ASSIGN_OR_RETURN(std::string cm, ReadFileToString(b->dir_.chunks(), 1ull << 30));
+  IMGFS_ASSIGN_OR_RETURN(b->map_, DecodeChunkMap(cm));
+  if (b->map_.blob_size != layer.blob_size || b->map_.tar_size != layer.size)
+    return Status::Corruption(b->name_ + ": lazy chunk map does not match the layer record");
+  IMGFS_ASSIGN_OR_RETURN(std::string src, ReadFileToString(b->dir_.source(), 64 << 10));
+  IMGFS_ASSIGN_OR_RETURN(b->source_, DecodeLazySource(src));
+  IMGFS_ASSIGN_OR_RETURN(b->ranges_, b->dir_.LoadRanges(layer.blob_size));
+  // Read-write when the store allows it (a read-only store still serves local bytes).
+  auto fd = OpenFile(b->dir_.data(), O_RDWR);
+  if (!fd.ok()) fd = OpenFile(b->dir_.data(), O_RDONLY);
+  if (!fd.ok()) return fd.status().WithContext(b->name_);
+  b->data_ = std::move(*fd);
+  return b;
+}
+
+uint64_t LazyBlob::local_bytes() {
+  std::lock_guard<std::mutex> l(mu_);
+  return ranges_.Total();
+}
+
+Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
+  std::lock_guard<std::mutex> fl(fetch_mu_);
+  std::vector<std::pair<uint64_t, uint64_t>> want;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto [s, e] : ranges_.Missing(start, end)) {
+      // At least kMinFetch per request: widen forwards (then backwards at the blob's end).
+      if (e - s < kMinFetch) {
+        e = std::min(map_.blob_size, s + kMinFetch);
+        if (e - s < kMinFetch) s = e > kMinFetch ? e - kMinFetch : 0;
+      }
+      if (!want.empty() && s <= want.back().second) {
+        want.back().second = std::max(want.back().second, e);
+      } else {
+        want.emplace_back(s, e);
+      }
+    }
+    // Widening may cover local bytes again: fetch only what is still missing, merged.
+    std::vector<std::pair<uint64_t, uint64_t>> rest;
+    for (auto [s, e] : want)
+      for (auto m : ranges_.Missing(s, e)) rest.push_back(m);
+    want.swap(rest);
+  }
+  if (want.empty()) return Status::Ok();
+  if (!fetcher_) {
+    auto f = MakeRangeFetcher(source_, blob_, map_.blob_size);
+    if (!f.ok())
+      return f.status().WithContext(name_ + ": fetching from " + source_.host + "/" + source_.repo);
+    fetcher_ = std::move(*f);
+  }
+  // Each request's bytes go to `data` as they come; a range is named in the map only
+  // after all of it is on disk and synced.
+  std::vector<Status> results(want.size());
+  std::vector<RangeMap> got(want.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (;;) {
+      size_t i = next.fetch_add(1);
+      if (i >= want.size()) return;
+      auto [s, e] = want[i];
+      uint64_t first = UINT64_MAX, last = 0;
+      results[i] = fetcher_->Fetch(s, e - s, [&](uint64_t pos, const char* p, size_t n) {
+        if (::pwrite(data_.get(), p, n, static_cast<off_t>(pos)) != static_cast<ssize_t>(n))
+          return Status::FromErrno("write " + dir_.data());
+        fetched_ += n;
+        if (first == UINT64_MAX) first = pos;
+        last = pos + n;
+        return Status::Ok();
+      });
+      if (first != UINT64_MAX) got[i].Add(first, last);
+    }
+  };
+  std::vector<std::thread> threads;
+  int nt = std::min<int>(kParallel, static_cast<int>(want.size()));
+  for (int t = 1; t < nt; t++) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  Status first_error;
+  for (size_t i = 0; i < want.size(); i++) {
+    if (!results[i].ok() && first_error.ok()) first_error = results[i];
+  }
+  if (::fdatasync(data_.get()) != 0) return Status::FromErrno("fdatasync " + dir_.data());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < want.size(); i++) {
+      // A failed request's bytes are kept up to what arrived (they are checked on decode).
+      for (auto& [s, e] : got[i].ranges()) ranges_.Add(s, e);
+    }
+    Status st = WriteFileAtomic(dir_.ranges(), ranges_.Encode(), 0600);
+    if (!st.ok() && first_error.ok()) first_error = st;
+  }
+  if (!first_error.ok()) {
+    return first_error.WithContext(name_ + ": fetching blob " + blob_.str() + " from " +
+                                   fetcher_->Where());
+  }
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {
+  const LazyChunk& c = map_.chunks[i];
+  std::string what = name_ + ": chunk at tar offset " + std::to_string(c.tar_offset);
+  auto out = std::make_shared<std::string>();
+  if (c.codec == ChunkCodec::kZeros) {
+    out->assign(c.size, '\0');
+  } else {
+    std::string comp(c.blob_length, '\0');
+    IMGFS_RETURN_IF_ERROR(
+        PreadAll(data_.get(), comp.data(), comp.size(), static_cast<off_t>(c.blob_offset)));
+    if (c.codec != ChunkCodec::kZstd) return Status::Unsupported(what + ": gzip chunks");
+    out->resize(c.size);
+    std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> d(ZSTD_createDCtx(), ZSTD_freeDCtx);
+    ZSTD_inBuffer in{comp.data(), comp.size(), 0};
+    ZSTD_outBuffer ob{out->data(), out->size(), 0};
+    size_t r = 1;
+    while (in.pos < in.size) {
+      size_t before_in = in.pos, before_out = ob.pos;
+      r = ZSTD_decompressStream(d.get(), &ob, &in);
+      if (ZSTD_isError(r)) break;
+      if (in.pos == before_in && ob.pos == before_out) break;  // output full
+    }
+    bool bad = ZSTD_isError(r) || ob.pos != c.size || in.pos != in.size;
+    if (!bad && Sha256Of(*out) == c.digest) return std::shared_ptr<const std::string>(out);
+    // Nothing kept: the bytes go from the range map, so the next read fetches them.
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ranges_.Remove(c.blob_offset, c.blob_offset + c.blob_length);
+      (void)WriteFileAtomic(dir_.ranges(), ranges_.Encode(), 0600);
+    }
+    return Status::Corruption(what + " (blob bytes " + std::to_string(c.blob_offset) + "-" +
+                              std::to_string(c.blob_offset + c.blob_length) +
+                              "): content does not match the digest in the table of contents");
+  }
+  if (Sha256Of(*out) != c.digest) return Status::Corruption(what + ": zero chunk digest mismatch");
+  return std::shared_ptr<const std::string>(out);
+}
+
+Result<size_t> LazyBlob::Read(char* buf, size_t n, uint64_t off, SpanCache& cache,
+                              uint64_t cache_id) {
+  if (off >= map_.tar_size) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, map_.tar_size - off));
+  // The chunks [first, last) holding the read.
+  auto it = std::upper_bound(map_.chunks.begin(), map_.chunks.end(), off,
+                             [](uint64_t o, const LazyChunk& c) { return o < c.tar_offset; });
+  if (it == map_.chunks.begin())
+    return Status::InvalidArgument(name_ + ": read outside file content");
+  size_t first = static_cast<size_t>(it - map_.chunks.begin()) - 1;
+  size_t last = first;
+  while (last < map_.chunks.size() && map_.chunks[last].tar_offset < off + n) last++;
+  // Fetch what the chunks not in the cache need, in one go.
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (size_t i = first; i < last; i++) {
+    const LazyChunk& c = map_.chunks[i];
+    if (c.codec == ChunkCodec::kZeros || cache.Get(cache_id, i)) continue;
+    lo = std::min(lo, c.blob_offset);
+    hi = std::max(hi, c.blob_offset + c.blob_length);
+  }
+  if (lo < hi) IMGFS_RETURN_IF_ERROR(Ensure(lo, hi));
+  size_t done = 0;
+  for (size_t i = first; i < last && done < n; i++) {
+    const LazyChunk& c = map_.chunks[i];
+    uint64_t pos = off + done;
+    if (pos < c.tar_offset) return Status::InvalidArgument(name_ + ": read outside file content");
+    if (pos >= c.tar_offset + c.size) continue;
+    SpanCache::Value v = cache.Get(cache_id, i);
+    if (!v) {
+      auto d = Decode(i);
+      if (!d.ok() && d.status().code() == Status::Code::kCorruption &&
+          c.codec != ChunkCodec::kZeros) {
+        // The bytes on disk may be from an earlier bad response (fetched with another
+        // chunk and never checked): they are out of the map now; fetch them once more.
+        IMGFS_RETURN_IF_ERROR(Ensure(c.blob_offset, c.blob_offset + c.blob_length));
+        d = Decode(i);
+      }
+      if (!d.ok()) return d.status();
+      v = *d;
+      cache.Put(cache_id, i, v);
+    }
+    uint64_t in = pos - c.tar_offset;
+    size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, c.size - in));
+    std::memcpy(buf + done, v->data() + in, k);
+    done += k;
+  }
+  if (done < n && done == 0) return Status::InvalidArgument(name_ + ": read outside file content");
+  return done;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,57 @@
+// Reads of a lazily pulled layer (index/lazy_layer.h): a read of tar bytes [off, off+n)
+// finds the chunks holding them; chunks whose compressed bytes are not in the partial
+// blob are fetched first (missing ranges widened to >= 256 KiB, merged, up to 4 Range
+// requests at once), written to `data`, synced, then named in the range map. Each
+// chunk is decoded and checked against its TOC digest before a byte of it is served;
+// a chunk that fails is dropped from the range map (nothing kept) and fetched once
+// more (its bytes may have come with an earlier bad response); failing again, the read
+// fails with Corruption. Decoded chunks are kept in the reader's SpanCache.
+//
+// Thread-safety: Read may be called from any thread; fetches are serialised per layer.
+#ifndef IMGFS_FS_LAZY_BLOB_H_
+#define IMGFS_FS_LAZY_BLOB_H_
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "index/file_util.h"
+#include "index/lazy_layer.h"
+#include "index/store.h"
+
+namespace imgfs {
+
+class SpanCache;
+
+class LazyBlob {
+ public:
+  static constexpr uint64_t kMinFetch = 256 << 10;
+  static constexpr int kParallel = 4;
+  static Result<std::shared_ptr<LazyBlob>> Open(const std::string& root, const LayerRecord& layer);
+  // Reads [off, off+n) of the layer's tar stream; only file contents can be read.
+  Result<size_t> Read(char* buf, size_t n, uint64_t off, SpanCache& cache, uint64_t cache_id);
+  uint64_t local_bytes();
+  uint64_t fetched_bytes() const { return fetched_.load(); }
+
+ private:
+  LazyBlob() = default;
+  // Makes [start, end) of the blob local.
+  Status Ensure(uint64_t start, uint64_t end);
+  Result<std::shared_ptr<const std::string>> Decode(size_t i);
+  LazyDir dir_;
+  std::string name_;  // "layer sha256:…"
+  Digest blob_;
+  ChunkMap map_;
+  LazySource source_;
+  UniqueFd data_;
+  std::mutex fetch_mu_;  // held while fetching; guards fetcher_
+  std::unique_ptr<RangeFetcher> fetcher_;
+  std::mutex mu_;  // guards ranges_
+  RangeMap ranges_;
+  std::atomic<uint64_t> fetched_{0};
+};
+
+}  // namespace imgfs
+
+#endif  // IMGFS_FS_LAZY_BLOB_H_

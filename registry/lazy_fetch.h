@@ -1,0 +1,42 @@
+// RangeFetcher (index/lazy_layer.h) over the registry API: GET /v2/REPO/blobs/DIGEST
+// with "Range: bytes=A-B", through RegistryClient (credentials, TLS, certs.d, retries
+// with backoff, redirects as for pull). A 206 must start where asked; a registry that
+// ignores Range and answers 200 streams the blob: what arrives from the asked offset
+// on is handed to the sink, to the blob's end (so it becomes local once).
+//
+// Thread-safety: Fetch may be called from several threads at once.
+#ifndef IMGFS_REGISTRY_LAZY_FETCH_H_
+#define IMGFS_REGISTRY_LAZY_FETCH_H_
+
+#include <memory>
+#include <string>
+
+#include "index/lazy_layer.h"
+#include "registry/registry_client.h"
+
+namespace imgfs {
+
+class RegistryRangeFetcher : public RangeFetcher {
+ public:
+  RegistryRangeFetcher(std::shared_ptr<RegistryClient> client, std::string repo, Digest blob,
+                       uint64_t blob_size)
+      : client_(std::move(client)), repo_(std::move(repo)), blob_(blob), size_(blob_size) {}
+  Status Fetch(uint64_t offset, uint64_t length, const Sink& sink) override;
+  std::string Where() const override { return client_->host() + "/" + repo_; }
+
+ private:
+  std::shared_ptr<RegistryClient> client_;
+  std::string repo_;
+  Digest blob_;
+  uint64_t size_;
+};
+
+// Reads [offset, offset+length) of a blob into memory (the TOC and tar-split of a lazy
+// pull).
+Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& repo,
+                                   const Digest& blob, uint64_t blob_size, uint64_t offset,
+                                   uint64_t length);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_REGISTRY_LAZY_FETCH_H_

@@ -1,0 +1,260 @@
+#include "registry/lazy_pull.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "index/file_util.h"
+#include "index/layer_indexer.h"
+#include "index/lazy_layer.h"
+#include "registry/lazy_fetch.h"
+#include "registry/zstd_chunked.h"
+
+namespace imgfs {
+
+bool IsLazyLayer(const Store& store, const LayerRecord& layer) {
+  return !store.blobs().Has(layer.blob) && LazyDir::For(store.root(), layer.blob).Exists();
+}
+
+namespace {
+
+// What Go's encoding/json makes of a name that is not UTF-8 (every byte of an invalid
+// sequence becomes U+FFFD): the TOC can hold no other form.
+std::string AsJsonString(std::string_view s) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; k++) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 2) ok = c >= 0xC2;
+    if (ok && n == 3) {
+      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
+    }
+    if (ok && n == 4) {
+      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      i++;
+    }
+  }
+  return out;
+}
+
+// The entry table made from the tar headers against the verified TOC: the same
+// entries with the same attributes (the headers themselves carry no digest).
+Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
+  std::map<std::string, const TocEntry*> by_path;
+  for (const TocEntry& e : toc.entries) by_path[e.path] = &e;
+  size_t matched = 0;
+  for (const LayerEntry& e : entries) {
+    auto it = by_path.find(AsJsonString(e.path));
+    std::string why;
+    if (it == by_path.end()) {
+      if (e.path.empty()) continue;  // the root, when the TOC leaves it out
+      why = "not in the table of contents";
+    } else {
+      const TocEntry& t = *it->second;
+      auto xa = e.xattrs, xb = t.xattrs;
+      for (Xattr& x : xa) x.name = AsJsonString(x.name);
+      auto by_name = [](const Xattr& a, const Xattr& b) { return a.name < b.name; };
+      std::sort(xa.begin(), xa.end(), by_name);
+      std::sort(xb.begin(), xb.end(), by_name);
+      if (t.type != e.type)
+        why = "type";
+      else if (t.mode != (e.mode & 07777))
+        why = "mode";
+      else if (t.uid != e.uid || t.gid != e.gid)
+        why = "owner";
+      else if (e.type == EntryType::kFile && t.size != e.size)
+        why = "size";
+      else if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) &&
+               t.link != AsJsonString(e.link))
+        why = "link target";
+      else if (t.mtime_sec != 0 && t.mtime_sec != e.mtime_sec)
+        why = "mtime";
+      else if (xa != xb)
+        why = "xattrs";
+      if (!why.empty()) why += " differs from the table of contents";
+      matched++;
+    }
+    if (!why.empty()) return Status::Corruption("tar entry \"" + e.path + "\": " + why);
+  }
+  std::set<std::string> tar_paths;
+  for (const LayerEntry& e : entries) tar_paths.insert(AsJsonString(e.path));
+  for (const auto& [path, t] : by_path) {
+    if (!path.empty() && !tar_paths.count(path))
+      return Status::Corruption("table of contents entry \"" + path + "\" is not in the tar");
+  }
+  (void)matched;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
+                                       const std::string& repo, bool insecure,
+                                       const Descriptor& desc) {
+  std::string what = "layer " + desc.digest.str();
+  if (!IsZstdChunked(desc.annotations))
+    return Status::Unsupported(what + ": not zstd:chunked (no table of contents)");
+  IMGFS_ASSIGN_OR_RETURN(ZstdChunkedLayout lay,
+                         ParseZstdChunkedLayout(desc.annotations, desc.size));
+  IMGFS_ASSIGN_OR_RETURN(std::string toc_c, FetchBlobRange(client, repo, desc.digest, desc.size,
+                                                           lay.toc_offset, lay.toc_length));
+  Digest got = Sha256Of(toc_c);
+  if (!(got == lay.toc_digest)) {
+    return Status::Corruption(what + ": table of contents hashes to " + got.str() +
+                              ", the manifest says " + lay.toc_digest.str());
+  }
+  IMGFS_ASSIGN_OR_RETURN(std::string toc_json, DecompressZstd(toc_c, lay.toc_size));
+  auto parsed = ParseZstdChunkedToc(toc_json, desc.digest, desc.size, lay.toc_digest);
+  if (!parsed.ok()) return parsed.status().WithContext(what);
+  std::optional<Digest> ts_digest = lay.tarsplit_digest;
+  if (!ts_digest) ts_digest = parsed->tarsplit_digest;  // the TOC is verified: trusted
+  LayerToc& toc = parsed->toc;
+  std::vector<std::pair<uint64_t, std::string>> local;  // blob bytes fetched, kept
+  std::vector<TarSplitSegment> segments;
+  if (lay.has_tarsplit && ts_digest) {
+    IMGFS_ASSIGN_OR_RETURN(std::string ts_c,
+                           FetchBlobRange(client, repo, desc.digest, desc.size, lay.tarsplit_offset,
+                                          lay.tarsplit_length));
+    got = Sha256Of(ts_c);
+    if (!(got == *ts_digest)) {
+      return Status::Corruption(what + ": tar-split hashes to " + got.str() + ", expected " +
+                                ts_digest->str());
+    }
+    IMGFS_ASSIGN_OR_RETURN(std::string ts_json, DecompressZstd(ts_c, lay.tarsplit_size));
+    auto segs = ParseTarSplit(ts_json);
+    if (!segs.ok()) return segs.status().WithContext(what);
+    segments = std::move(*segs);
+    local.emplace_back(lay.tarsplit_offset, std::move(ts_c));
+  } else {
+    // No tar-split: the tar headers are the blob bytes between file contents.
+    auto gaps = HeaderGaps(toc, lay.toc_offset);
+    if (!gaps.ok()) return gaps.status().WithContext(what);
+    // Requests: gaps closer than kJoin are fetched as one range (the file contents
+    // between them come along and are kept: small files become local).
+    // IMGFS_LAZY_JOIN (bytes) overrides it, for measurements (bench/lazy.sh).
+    uint64_t kJoin = 64 << 10;
+    if (const char* j = std::getenv("IMGFS_LAZY_JOIN"); j && *j)
+      kJoin = std::strtoull(j, nullptr, 10);
+    std::vector<BlobRange> reqs;
+    for (const BlobRange& g : *gaps) {
+      if (g.length == 0) continue;
+      if (!reqs.empty() && g.offset <= reqs.back().offset + reqs.back().length + kJoin) {
+        reqs.back().length = g.offset + g.length - reqs.back().offset;
+      } else {
+        reqs.push_back(g);
+      }
+    }
+    std::vector<Result<std::string>> bodies(reqs.size(), Status::Unavailable("not fetched"));
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < reqs.size();) {
+        bodies[i] =
+            FetchBlobRange(client, repo, desc.digest, desc.size, reqs[i].offset, reqs[i].length);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4 && t < static_cast<int>(reqs.size()); t++) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+    for (auto& b : bodies)
+      if (!b.ok()) return b.status().WithContext(what);
+    std::vector<std::string> decoded;
+    size_t r = 0;
+    for (const BlobRange& g : *gaps) {
+      if (g.length == 0) {
+        decoded.emplace_back();
+        continue;
+      }
+      while (r < reqs.size() && reqs[r].offset + reqs[r].length < g.offset + g.length) r++;
+      if (r == reqs.size() || g.offset < reqs[r].offset)
+        return Status::Corruption("header range lookup");
+      std::string_view bytes(*bodies[r]);
+      auto d = DecompressZstd(bytes.substr(g.offset - reqs[r].offset, g.length), kMaxTarSplitBytes);
+      if (!d.ok())
+        return d.status().WithContext(what + ": tar headers at blob offset " +
+                                      std::to_string(g.offset));
+      decoded.push_back(std::move(*d));
+    }
+    for (size_t i = 0; i < reqs.size(); i++)
+      local.emplace_back(reqs[i].offset, std::move(*bodies[i]));
+    auto segs = SegmentsFromGaps(toc, std::move(decoded));
+    if (!segs.ok()) return segs.status().WithContext(what);
+    segments = std::move(*segs);
+  }
+  auto headers = ApplyTarSplit(toc, std::move(segments));
+  if (!headers.ok()) return headers.status().WithContext(what);
+  // The ordinary indexer over the headers (contents zeroed): the entry table a full
+  // pull makes, names and attributes from the same tar headers.
+  auto idx = IndexTarStream(headers->get());
+  if (!idx.ok()) return idx.status().WithContext(what + " (tar-split headers)");
+  if (idx->uncompressed_size != toc.tar_size)
+    return Status::Corruption(what + ": tar-split size mismatch");
+  // Cross-check: every file with content is a TOC file at the same tar offset.
+  std::set<std::pair<uint64_t, uint64_t>> toc_files, tar_files;
+  for (const TocEntry& e : toc.entries)
+    if (e.type == EntryType::kFile && e.size > 0) toc_files.emplace(e.tar_offset, e.size);
+  for (const LayerEntry& e : idx->entries)
+    if (e.type == EntryType::kFile && e.size > 0) tar_files.emplace(e.data_offset, e.size);
+  if (toc_files != tar_files) {
+    return Status::Corruption(what + ": the table of contents and the tar-split disagree (" +
+                              std::to_string(toc_files.size()) + " vs " +
+                              std::to_string(tar_files.size()) + " files with content)");
+  }
+  auto map = ChunkMapFromToc(toc);
+  if (!map.ok()) return map.status().WithContext(what);
+  IMGFS_RETURN_IF_ERROR(MatchToc(toc, idx->entries).WithContext(what));
+  LazySource src{client.host(), repo, insecure};
+  local.emplace_back(lay.toc_offset, std::move(toc_c));
+  IMGFS_RETURN_IF_ERROR(
+      LazyDir::Create(store.root(), desc.digest, src, *map, local).WithContext(what));
+  LazyLayerInfo info;
+  info.entries = std::move(idx->entries);
+  info.tar_size = toc.tar_size;
+  return info;
+}
+
+Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
+                           const std::string& tar_entries) {
+  LazyDir dir = LazyDir::For(store.root(), layer.blob);
+  std::string what = "layer " + layer.diff_id.str();
+  Status st;
+  if (tar_entries != lazy_entries) {
+    st = Status::Corruption("its entry table from the tar differs from the lazy pull's");
+  }
+  if (st.ok()) {
+    auto cm = ReadFileToString(dir.chunks(), 1ull << 30);
+    auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
+    auto fd = OpenFile(store.blobs().BlobPath(layer.blob), O_RDONLY);
+    if (!map.ok()) {
+      st = map.status();
+    } else if (!fd.ok()) {
+      st = fd.status();
+    } else {
+      st = VerifyChunksAgainstBlob(fd->get(), *map);
+    }
+  }
+  if (!st.ok()) {
+    std::string why = "completion found a mismatch: " + st.message();
+    (void)dir.MarkBroken(why);
+    return Status::Corruption(what + ": " + why);
+  }
+  return dir.Remove();
+}
+
+}  // namespace imgfs

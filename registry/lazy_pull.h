@@ -1,0 +1,49 @@
+// `imgfs pull --lazy` (issue 9): a zstd:chunked layer is recorded from its table of
+// contents and tar-split alone (registry/zstd_chunked.h): both fetched with Range
+// requests and checked against the digests in the manifest's annotations; the entry
+// table is what the ordinary tar indexer makes of the tar-split's headers (so it is
+// byte for byte the one a full pull records), cross-checked against the TOC; the
+// chunk map, the source and the TOC/tar-split bytes (already local) go to
+// lazy/<blob hex>/ (index/lazy_layer.h). Reads fetch the rest (fs/lazy_blob.h).
+//
+// A plain pull of the image completes it: the whole blob is fetched and verified as
+// any layer (digest, size, diff_id), then CheckCompletedLayer compares: the entry table
+// the tar gives must equal the lazy one, and every TOC chunk must hash to its digest at
+// its tar offset. A mismatch marks the layer broken (lazy/<hex>/broken: its reads fail,
+// `imgfs images` and `verify` say why); else lazy/<hex>/ is removed.
+#ifndef IMGFS_REGISTRY_LAZY_PULL_H_
+#define IMGFS_REGISTRY_LAZY_PULL_H_
+
+#include <string>
+#include <vector>
+
+#include "index/layer_entry.h"
+#include "index/store.h"
+#include "registry/json.h"
+#include "registry/registry_client.h"
+
+namespace imgfs {
+
+struct LazyLayerInfo {
+  std::vector<LayerEntry> entries;
+  uint64_t tar_size = 0;
+};
+
+// Unsupported: the layer cannot be pulled lazily (not zstd:chunked, or its tar-split
+// has no digest to check it against): the caller pulls it in full.
+Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
+                                       const std::string& repo, bool insecure,
+                                       const Descriptor& desc);
+
+// After a plain pull stored the blob of a layer that was lazy (see above).
+// `lazy_entries`: the entry table recorded by the lazy pull; `tar_entries`: the one the
+// full pull indexed from the tar (both encoded, layer_entry.h).
+Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
+                           const std::string& tar_entries);
+
+// True when the layer's blob is not stored but lazy/ has it (partially).
+bool IsLazyLayer(const Store& store, const LayerRecord& layer);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_REGISTRY_LAZY_PULL_H_

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Lazy pulls of zstd:chunked images (issue 9) against Debian's docker-registry, through
+# the faulty front of registry_tools.py, which logs every blob request and the bytes it
+# sent: `pull --lazy` fetches only the tables of contents and tar headers; `find` and
+# `stat` in the mount fetch nothing; a one-file read fetches a few hundred KiB; every
+# file reads right (against `umoci unpack`); a registry that ignores Range (200) still
+# serves right bytes; a flipped byte in a fetched range fails the read (EIO) and nothing
+# of it is kept; offline, a read fails with EIO within a bounded wait and one mount.log
+# line naming the registry; a plain pull completes the image (verify clean, lazy/ gone);
+# a gzip layer under --lazy is pulled in full with one stderr line; a TOC whose checksum
+# is right but which describes other content fails that file's reads and, at completion,
+# marks the image broken (images, verify, reads); kill -9 of the daemon mid-fetch and a
+# remount read right.
+source "$(dirname "$0")/lib.sh"
+need umoci python3 busybox docker-registry skopeo
+require_fuse
+cd "$T"
+TOOLS="python3 $HERE/registry_tools.py"
+build_test_images >/dev/null
+# zstd:chunked made by skopeo (Debian 12's writes the io.containers.zstd-chunked.*
+# annotations and no tar-split: tar headers come from the blob between file contents).
+skopeo copy -q --dest-compress --dest-compress-format zstd:chunked oci:oci:v3 oci:z:v3
+P=$(free_port)
+start_registry reg "$P"
+skopeo copy -q --dest-tls-verify=false oci:z:v3 "docker://127.0.0.1:$P/test/lazy:v3"
+$TOOLS push-layout http://127.0.0.1:$P test/gz v3 oci v3 >/dev/null
+F=$(free_port)
+echo none >mode
+$TOOLS proxy "$F" "$P" "$T/mode" "$T/proxy.log" &
+CLEANUP_PIDS="$CLEANUP_PIDS $!"
+wait_port "$F"
+REF=127.0.0.1:$F/test/lazy:v3
+blob_total=$(python3 -c "
+import json
+i=json.load(open('z/index.json'))['manifests'][0]['digest'].split(':')[1]
+print(sum(l['size'] for l in json.load(open('z/blobs/sha256/'+i))['layers']))")
+sent() { awk '$1=="sent" {s+=$2} END {print s+0}' "$T/proxy.log"; }
+blob_gets() { grep -c '^GET .*/blobs/' "$T/proxy.log" || true; }
+same_tree() {  # same_tree REF: every file's metadata and content against umoci's unpack
+  "$IMGFS" ls -R --format tsv --sha256 "$1" / >"$T/raw" && python3 "$HERE/tree.py" imgfs "$T/raw" >"$T/got" &&
+    python3 "$HERE/tree.py" native ref-v3/rootfs | diff - "$T/got" >"$T/tree.diff"
+}
+
+# --- pull --lazy
+: >proxy.log
+check "pull --lazy of a zstd:chunked image succeeds" "$IMGFS" pull -q --lazy "$REF"
+pull_bytes=$(sent)
+echo "# pull --lazy: $pull_bytes blob bytes of $blob_total"
+check "  it fetched part of the blobs (TOC, headers): 0 < $pull_bytes < half of $blob_total" \
+  test "$pull_bytes" -gt 0 -a "$pull_bytes" -lt $((blob_total / 2))
+layers=$(python3 -c "
+import json
+i=json.load(open('z/index.json'))['manifests'][0]['digest'].split(':')[1]
+print('|'.join(l['digest'] for l in json.load(open('z/blobs/sha256/'+i))['layers']))")
+check "  every layer blob GET was a Range request (only the config came whole)" \
+  bash -c "grep -E '^GET .*/blobs/($layers)' proxy.log | grep -q range=bytes && ! grep -E '^GET .*/blobs/($layers)' proxy.log | grep -q 'range=-'"
+check "  the layer blobs are not in blobs/ (lazy/ holds them)" \
+  bash -c "[[ \$(ls '$ROOT/lazy' | wc -l) -eq 3 ]]"
+check "  imgfs images marks it partial with what is local" \
+  bash -c "'$IMGFS' images | grep -q 'partial: .* of .* local'"
+
+# --- the mount: metadata needs no network
+MP=$T/mp
+mount_store "$MP"
+IMG=$MP/127.0.0.1:$F/test/lazy/v3
+: >proxy.log
+check "find of the whole tree through the mount" bash -c "find '$IMG' -printf '%p %s %m %U %G\n' | wc -l | grep -qv '^0$'"
+check "stat of a file" stat "$IMG/data/random.bin"
+check "  no blob was fetched for find/stat" test "$(blob_gets)" -eq 0
+: >proxy.log
+# (small files came with the tar headers: the pull fetched the blob ranges between file
+# contents, grouped; a large file's content is not local)
+check "a one-file read gives the right bytes" \
+  bash -c "head -c 4096 '$IMG/data/random.bin' | cmp - <(head -c 4096 ref-v3/rootfs/data/random.bin)"
+one=$(sent)
+echo "# one small file: $one bytes in $(blob_gets) request(s)"
+check "  it fetched a small range: 256 KiB <= $one <= 1 MiB (blobs total $blob_total)" \
+  test "$one" -ge $((256 << 10)) -a "$one" -le $((1 << 20))
+check "  a small file that came with the headers reads with no request" \
+  bash -c ": >'$T/proxy.log'; cmp '$IMG/etc/passwd' ref-v3/rootfs/etc/passwd && ! grep -q '^GET .*/blobs/' '$T/proxy.log'"
+: >proxy.log
+check "a second read of it fetches nothing" \
+  bash -c "head -c 4096 '$IMG/data/random.bin' | cmp - <(head -c 4096 ref-v3/rootfs/data/random.bin)"
+check "  (no blob request)" test "$(blob_gets)" -eq 0
+
+# --- a flipped byte in the fetched bytes: EIO, nothing kept
+echo flip >mode
+: >proxy.log
+check "a read of bytes flipped on the way fails (EIO)" bash -c "! cat '$IMG/data/random.bin' >/dev/null 2>&1"
+check "  (the fault was injected)" grep -q "^inject=flip" proxy.log
+check "  mount.log says the chunk does not match the table of contents" \
+  grep -q "does not match the digest in the table of contents" "$ROOT/mount.log"
+echo none >mode
+check "  with the registry honest again, the file reads right (the bad bytes were not kept)" \
+  cmp "$IMG/data/random.bin" ref-v3/rootfs/data/random.bin
+
+# --- kill -9 of the daemon mid-fetch, then remount: the ranges it recorded are on disk
+# and used, every byte right
+local_bytes() { cat "$ROOT"/lazy/*/ranges | awk 'NF == 2 {s += $2 - $1} END {print s + 0}'; }
+r0=$(local_bytes)
+echo trickle >mode
+: >proxy.log
+( cat "$IMG/bin/busybox" >/dev/null 2>&1 || true ) &
+reader=$!
+deadline=$((SECONDS + 20))
+until grep -q '^GET .*/blobs/.*range=bytes' proxy.log || ((SECONDS > deadline)); do sleep 0.1; done
+sleep 2  # a few 256 KiB ranges complete (32 KiB per 50 ms each)
+check "  (a fetch was under way)" grep -q '^GET .*/blobs/.*range=bytes' proxy.log
+daemon=$(sed -n 's/.* imgfs\[\([0-9]*\)\]: mounted .*/\1/p' "$ROOT/mount.log" | tail -1)
+check "kill -9 of the mount daemon while it fetches" kill -9 "$daemon"
+wait "$reader" || true
+r1=$(local_bytes)
+echo "# local blob bytes: $r0 before the read, $r1 after the kill"
+check "  the ranges it completed before the kill are on disk ($r1 > $r0)" test "$r1" -gt "$r0"
+echo none >mode
+check "  imgfs mount again over the dead mount" bash -c "'$IMGFS' mount '$MP' 2>/dev/null; sleep 0.5; grep -q ' $MP fuse.imgfs ' /proc/mounts"
+: >proxy.log
+check "  the file reads right after the remount" cmp "$IMG/bin/busybox" ref-v3/rootfs/bin/busybox
+check "  imgfs verify: partial layers are no problem" "$IMGFS" verify
+
+# --- every file, via imgfs ls --sha256 (the same read path), against umoci's unpack
+check "every file's metadata and content equal umoci unpack's" same_tree "$REF"
+"$IMGFS" umount "$MP"
+
+# --- a registry that ignores Range and answers 200 with the whole blob
+export IMGFS_ROOT=$T/store-norange
+echo none >mode
+"$IMGFS" pull -q --lazy "$REF" >/dev/null
+echo norange >mode
+: >proxy.log
+check "a registry that ignores Range (200): cat still gives the right bytes" \
+  bash -c "'$IMGFS' cat '$REF' /data/random.bin | cmp - ref-v3/rootfs/data/random.bin"
+check "  (the fault was injected)" grep -q "^inject=norange" proxy.log
+echo none >mode
+
+# --- offline: EIO after a bounded wait, one mount.log line naming the registry
+export IMGFS_ROOT=$T/store-offline
+F2=$(free_port)
+$TOOLS proxy "$F2" "$P" "$T/mode" "$T/proxy2.log" &
+P2=$!
+CLEANUP_PIDS="$CLEANUP_PIDS $P2"
+wait_port "$F2"
+"$IMGFS" pull -q --lazy "127.0.0.1:$F2/test/lazy:v3" >/dev/null
+kill "$P2"
+ROOT=$IMGFS_ROOT mount_store "$T/mp2"
+start=$SECONDS
+check "offline: a read of bytes not local fails with EIO" \
+  bash -c "cat '$T/mp2/127.0.0.1:$F2/test/lazy/v3/data/random.bin' 2>&1 >/dev/null | grep -q 'Input/output error'"
+waited=$((SECONDS - start))
+echo "# offline read failed after ${waited}s"
+check "  within a bounded wait (${waited}s <= 30s)" test "$waited" -le 30
+check "  one mount.log line naming the registry" \
+  test "$(grep -c "127.0.0.1:$F2/test/lazy" "$IMGFS_ROOT/mount.log")" -eq 1
+check "  ls and stat still work offline" ls -l "$T/mp2/127.0.0.1:$F2/test/lazy/v3/data"
+"$IMGFS" umount "$T/mp2"
+
+# --- a plain pull completes the lazy image
+export IMGFS_ROOT=$ROOT
+: >proxy.log
+check "a plain pull completes the lazily pulled image" "$IMGFS" pull -q "$REF"
+check "  lazy/ is empty afterwards" bash -c "[[ \$(ls '$ROOT/lazy' | wc -l) -eq 0 ]]"
+check "  imgfs images no longer says partial" bash -c "! '$IMGFS' images | grep -q partial"
+check "  imgfs verify calls the store clean" "$IMGFS" verify
+check "  the tree equals umoci unpack's" same_tree "$REF"
+
+# --- a gzip image under --lazy: pulled in full, said once
+export IMGFS_ROOT=$T/store-gz
+err=$("$IMGFS" pull -q --lazy "127.0.0.1:$F/test/gz:v3" 2>&1 >/dev/null)
+check "--lazy of a gzip image pulls it in full, one stderr line saying so" \
+  bash -c "[[ \$(printf '%s\n' \"\$1\" | grep -c 'pulled in full') -eq 1 ]]" _ "$err"
+check "  and it is a complete image" bash -c "! '$IMGFS' images | grep -q partial && '$IMGFS' verify"
+# --- a TOC that describes content the tar does not have (its own checksum right): the
+# file's reads fail; completion marks the image broken and says why
+cat >tamper.py <<'PY'
+import hashlib, json, os, struct, subprocess, sys
+lay, tag, victim = sys.argv[1], sys.argv[2], sys.argv[3]
+def blob(d): return os.path.join(lay, 'blobs/sha256', d.split(':')[1])
+def put(b):
+    d = 'sha256:' + hashlib.sha256(b).hexdigest()
+    open(blob(d), 'wb').write(b)
+    return d
+idx = json.load(open(os.path.join(lay, 'index.json')))
+md = idx['manifests'][0]
+man = json.load(open(blob(md['digest'])))
+for l in man['layers']:
+    a = l['annotations']
+    pre = 'io.containers.zstd-chunked.' if 'io.containers.zstd-chunked.manifest-position' in a else 'io.github.containers.zstd-chunked.'
+    off, ln, usz, typ = map(int, a[pre + 'manifest-position'].split(':'))
+    b = open(blob(l['digest']), 'rb').read()
+    toc = json.loads(subprocess.run(['zstd', '-dc'], input=b[off:off + ln], capture_output=True, check=True).stdout)
+    hit = [e for e in toc['entries'] if e.get('name') == victim and e['type'] == 'reg']
+    if not hit: continue
+    fake = 'sha256:' + hashlib.sha256(b'not the content').hexdigest()
+    for e in hit:
+        e['digest'] = fake
+        if 'chunkDigest' in e: e['chunkDigest'] = fake
+    raw = json.dumps(toc).encode()
+    new = subprocess.run(['zstd', '-c', '-q'], input=raw, capture_output=True, check=True).stdout
+    nb = b[:off - 8] + struct.pack('<II', 0x184D2A50, len(new)) + new + b[off + ln:]
+    l['digest'] = put(nb); l['size'] = len(nb)
+    a[pre + 'manifest-position'] = f'{off}:{len(new)}:{len(raw)}:{typ}'
+    a[pre + 'manifest-checksum'] = 'sha256:' + hashlib.sha256(new).hexdigest()
+    break
+else:
+    sys.exit('victim not found')
+mb = json.dumps(man).encode()
+md['digest'] = put(mb); md['size'] = len(mb)
+json.dump(idx, open(os.path.join(lay, 'index.json'), 'w'))
+PY
+cp -a z zt
+python3 tamper.py zt v3 etc/passwd
+skopeo copy -q --dest-tls-verify=false oci:zt:v3 "docker://127.0.0.1:$P/test/tampered:v3"
+export IMGFS_ROOT=$T/store-tampered
+TREF=127.0.0.1:$F/test/tampered:v3
+check "a TOC with a wrong file digest (its checksum right): pull --lazy succeeds" \
+  "$IMGFS" pull -q --lazy "$TREF"
+expect_fail "  reading that file fails: its content does not match the TOC" \
+  "does not match the digest in the table of contents" "$IMGFS" cat "$TREF" /etc/passwd
+expect_fail "  a plain pull completes the layer and finds the mismatch" \
+  "is broken: .*table of contents does not match the tar" "$IMGFS" pull -q "$TREF"
+check "  imgfs images marks it broken and says why" \
+  bash -c "'$IMGFS' images 2>&1 | grep -q '(broken)' && '$IMGFS' images 2>&1 >/dev/null | grep -q 'table of contents does not match the tar'"
+check "  imgfs verify exits 1 naming the mismatch" \
+  bash -c "! '$IMGFS' verify 2>'$T/verify.err' >/dev/null && grep -q 'completion found a mismatch' '$T/verify.err'"
+check "  reads of the layer fail (another file of it too)" \
+  bash -c "'$IMGFS' cat '$TREF' '/data/with space' 2>&1 >/dev/null | grep -q 'completion found a mismatch'"
+check "  files of the other layers still read" \
+  bash -c "'$IMGFS' cat '$TREF' /etc/motd | cmp - ref-v3/rootfs/etc/motd"
+finish

@@ -1,0 +1,440 @@
+// Lazy layers (issue 9): the range map (index/lazy_layer.h), the chunk map codec, the
+// zstd:chunked TOC parser (registry/zstd_chunked.h), the completion check against the
+// tar, and LazyBlob's read path (fs/lazy_blob.h) with a fetcher that counts bytes and
+// can lie.
+#include "index/lazy_layer.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "fs/lazy_blob.h"
+#include "fs/span_cache.h"
+#include "index/file_util.h"
+#include "registry/zstd_chunked.h"
+
+namespace imgfs {
+namespace {
+
+TEST(RangeMapTest, AddMergesTouchingAndOverlappingRanges) {
+  RangeMap m;
+  m.Add(10, 20);
+  m.Add(30, 40);
+  EXPECT_EQ(m.size(), 2u);
+  m.Add(20, 30);  // touches both: one range
+  EXPECT_EQ(m.size(), 1u);
+  EXPECT_TRUE(m.Covers(10, 40));
+  EXPECT_FALSE(m.Covers(9, 40));
+  EXPECT_FALSE(m.Covers(10, 41));
+  m.Add(5, 12);
+  m.Add(35, 50);
+  EXPECT_EQ(m.Total(), 45u);
+  EXPECT_TRUE(m.Covers(5, 50));
+}
+
+TEST(RangeMapTest, MissingAndRemove) {
+  RangeMap m;
+  m.Add(100, 200);
+  m.Add(300, 400);
+  auto miss = m.Missing(50, 450);
+  ASSERT_EQ(miss.size(), 3u);
+  EXPECT_EQ(miss[0], std::make_pair(uint64_t{50}, uint64_t{100}));
+  EXPECT_EQ(miss[1], std::make_pair(uint64_t{200}, uint64_t{300}));
+  EXPECT_EQ(miss[2], std::make_pair(uint64_t{400}, uint64_t{450}));
+  EXPECT_TRUE(m.Missing(120, 180).empty());
+  m.Remove(150, 350);  // cuts both
+  EXPECT_TRUE(m.Covers(100, 150));
+  EXPECT_FALSE(m.Covers(149, 151));
+  EXPECT_TRUE(m.Covers(350, 400));
+  EXPECT_EQ(m.Total(), 100u);
+}
+
+TEST(RangeMapTest, EncodeDecodeAndRefusals) {
+  RangeMap m;
+  m.Add(0, 7);
+  m.Add(100, 1000);
+  auto back = RangeMap::Decode(m.Encode(), 1000);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_TRUE(*back == m);
+  EXPECT_FALSE(RangeMap::Decode(m.Encode(), 999).ok());  // past the blob
+  EXPECT_FALSE(RangeMap::Decode("imgfs-ranges 1\n5 3\n", 100).ok());
+  EXPECT_FALSE(RangeMap::Decode("imgfs-ranges 1\n0 5\n4 9\n", 100).ok());  // overlap
+  EXPECT_FALSE(RangeMap::Decode("imgfs-ranges 1\n0 5", 100).ok());         // torn
+  EXPECT_FALSE(RangeMap::Decode("nope\n", 100).ok());
+  EXPECT_TRUE(RangeMap::Decode("imgfs-ranges 1\n", 100).ok());
+}
+
+std::string Zstd(const std::string& s) {
+  std::string out(ZSTD_compressBound(s.size()), '\0');
+  size_t n = ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3);
+  out.resize(n);
+  return out;
+}
+
+// Bytes that do not compress (so chunks are about as large in the blob as in the tar).
+std::string Text(size_t n, char seed) {
+  std::string s(n, '\0');
+  uint32_t x = static_cast<uint32_t>(seed) * 2654435761u + 1;
+  for (size_t i = 0; i < n; i++) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+TEST(ChunkMapTest, RoundTripAndBounds) {
+  ChunkMap m;
+  m.blob_size = 1000;
+  m.tar_size = 5000;
+  m.chunks.push_back({512, 100, 10, 50, Sha256Of("a"), ChunkCodec::kZstd, 0});
+  m.chunks.push_back({612, 40, 0, 0, Sha256Of("b"), ChunkCodec::kZeros, 0});
+  auto back = DecodeChunkMap(EncodeChunkMap(m));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  ASSERT_EQ(back->chunks.size(), 2u);
+  EXPECT_EQ(back->chunks[0].blob_length, 50u);
+  EXPECT_EQ(back->chunks[1].codec, ChunkCodec::kZeros);
+  ChunkMap bad = m;
+  bad.chunks[0].blob_length = 991;  // past the blob
+  EXPECT_FALSE(DecodeChunkMap(EncodeChunkMap(bad)).ok());
+  bad = m;
+  bad.chunks[1].tar_offset = 600;  // overlaps the first
+  EXPECT_FALSE(DecodeChunkMap(EncodeChunkMap(bad)).ok());
+  std::string enc = EncodeChunkMap(m);
+  EXPECT_FALSE(DecodeChunkMap(enc.substr(0, enc.size() - 1)).ok());
+}
+
+// A zstd:chunked-like TOC for two files: "a" in 2 chunks, "b" in 1.
+std::string TocJson(uint64_t a0, uint64_t a1, uint64_t aend, uint64_t b0, uint64_t bend,
+                    const std::string& da0, const std::string& da1, const std::string& db) {
+  return R"({"version":1,"entries":[{"type":"dir","name":"./","mode":493},)"
+         R"({"type":"reg","name":"d/a","mode":420,"size":300,"digest":"sha256:)" +
+         std::string(64, 'f') + R"(","offset":)" + std::to_string(a0) + R"(,"endOffset":)" +
+         std::to_string(aend) + R"(,"chunkSize":200,"chunkDigest":")" + da0 +
+         R"("},{"type":"chunk","name":"d/a","offset":)" + std::to_string(a1) +
+         R"(,"chunkSize":100,"chunkOffset":200,"chunkDigest":")" + da1 +
+         R"("},{"type":"reg","name":"d/b","mode":384,"uid":7,"size":50,"digest":")" + db +
+         R"(","offset":)" + std::to_string(b0) + R"(,"endOffset":)" + std::to_string(bend) +
+         R"(,"xattrs":{"user.k":"aGk="}},{"type":"symlink","name":"d/l","linkName":"a"}]})";
+}
+
+TEST(ZstdChunkedTocTest, ParsesChunksOfOldAndNewWriters) {
+  Digest blob = Sha256Of("blob");
+  std::string da0 = Sha256Of("0").str(), da1 = Sha256Of("1").str(), db = Sha256Of("2").str();
+  auto p = ParseZstdChunkedToc(TocJson(100, 180, 260, 300, 330, da0, da1, db), blob, 1000,
+                               Sha256Of("toc"));
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  const LayerToc& t = p->toc;
+  ASSERT_EQ(t.entries.size(), 4u);
+  EXPECT_EQ(t.entries[0].path, "");
+  const TocEntry& a = t.entries[1];
+  EXPECT_EQ(a.path, "d/a");
+  ASSERT_EQ(a.chunks.size(), 2u);
+  EXPECT_EQ(a.chunks[0].blob_offset, 100u);
+  EXPECT_EQ(a.chunks[0].blob_length, 80u);  // to the next chunk, not the file's end
+  EXPECT_EQ(a.chunks[0].size, 200u);
+  EXPECT_EQ(a.chunks[0].digest.str(), da0);
+  EXPECT_EQ(a.chunks[1].file_offset, 200u);
+  EXPECT_EQ(a.chunks[1].blob_offset, 180u);
+  EXPECT_EQ(a.chunks[1].blob_length, 80u);  // to the file's endOffset
+  EXPECT_EQ(a.chunks[1].size, 100u);
+  const TocEntry& b = t.entries[2];
+  ASSERT_EQ(b.chunks.size(), 1u);
+  EXPECT_EQ(b.chunks[0].digest.str(), db);  // one chunk: the file digest
+  EXPECT_EQ(b.mode, 0600u);
+  EXPECT_EQ(b.uid, 7u);
+  ASSERT_EQ(b.xattrs.size(), 1u);
+  EXPECT_EQ(b.xattrs[0].value, "hi");
+  EXPECT_EQ(t.entries[3].type, EntryType::kSymlink);
+  EXPECT_EQ(t.entries[3].link, "a");
+}
+
+TEST(ZstdChunkedTocTest, RefusesWhatItCannotTrust) {
+  Digest blob = Sha256Of("blob"), toc = Sha256Of("toc");
+  std::string d = Sha256Of("0").str();
+  // A range past the blob.
+  EXPECT_FALSE(
+      ParseZstdChunkedToc(TocJson(100, 180, 260, 300, 2000, d, d, d), blob, 1000, toc).ok());
+  // A name that leaves the root.
+  EXPECT_FALSE(ParseZstdChunkedToc(
+                   R"({"version":1,"entries":[{"type":"symlink","name":"../x","linkName":"y"}]})",
+                   blob, 1000, toc)
+                   .ok());
+  EXPECT_FALSE(ParseZstdChunkedToc(R"({"version":2,"entries":[]})", blob, 1000, toc).ok());
+  EXPECT_FALSE(ParseZstdChunkedToc(R"({"version":1,"entries":[{"type":"sock","name":"s"}]})", blob,
+                                   1000, toc)
+                   .ok());
+  // A file with content but no digest.
+  EXPECT_FALSE(
+      ParseZstdChunkedToc(
+          R"({"version":1,"entries":[{"type":"reg","name":"f","size":5,"offset":1,"endOffset":9}]})",
+          blob, 1000, toc)
+          .ok());
+  EXPECT_FALSE(ParseZstdChunkedToc(R"({"version":1,"entries":[{"type":"chunk","name":"f"}]})", blob,
+                                   1000, toc)
+                   .ok());
+  EXPECT_FALSE(ParseZstdChunkedToc("not json", blob, 1000, toc).ok());
+}
+
+TEST(ZstdChunkedTocTest, LayoutFromOldAndNewAnnotations) {
+  std::map<std::string, std::string> old_names = {
+      {"io.containers.zstd-chunked.manifest-position", "900:50:200:1"},
+      {"io.containers.zstd-chunked.manifest-checksum", Sha256Of("x").str()}};
+  ASSERT_TRUE(IsZstdChunked(old_names));
+  auto l = ParseZstdChunkedLayout(old_names, 1000);
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  EXPECT_EQ(l->toc_offset, 900u);
+  EXPECT_FALSE(l->has_tarsplit);
+  EXPECT_FALSE(ParseZstdChunkedLayout(old_names, 940).ok());  // past the blob
+  std::map<std::string, std::string> bad = old_names;
+  bad["io.containers.zstd-chunked.manifest-position"] = "900:50:200";
+  EXPECT_FALSE(ParseZstdChunkedLayout(bad, 1000).ok());
+  bad["io.containers.zstd-chunked.manifest-position"] = "900:50:200:2";
+  EXPECT_FALSE(ParseZstdChunkedLayout(bad, 1000).ok());
+  EXPECT_FALSE(IsZstdChunked({}));
+}
+
+TEST(ZstdChunkedTocTest, TarSplitGivesTarOffsetsAndMustAgreeWithTheToc) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  auto p = ParseZstdChunkedToc(TocJson(100, 180, 260, 300, 330, d, d, d), blob, 1000, blob);
+  ASSERT_TRUE(p.ok());
+  std::string jsonl = R"({"type":2,"payload":")" + std::string(684, 'A') +
+                      R"(","position":0})"
+                      "\n"  // 513 bytes
+                      R"({"type":1,"name":"d/a","size":300,"position":1})"
+                      "\n"
+                      R"({"type":2,"payload":"AAAA","position":2})"
+                      "\n"
+                      R"({"type":1,"name":"./d/b","size":50,"position":3})"
+                      "\n";
+  auto segs = ParseTarSplit(jsonl);
+  ASSERT_TRUE(segs.ok()) << segs.status().message();
+  LayerToc toc = p->toc;
+  auto src = ApplyTarSplit(toc, *segs);
+  ASSERT_TRUE(src.ok()) << src.status().message();
+  EXPECT_EQ(toc.entries[1].tar_offset, 513u);
+  EXPECT_EQ(toc.entries[2].tar_offset, 513u + 300 + 3);
+  EXPECT_EQ(toc.tar_size, 513u + 300 + 3 + 50);
+  // A size that disagrees with the TOC.
+  auto segs2 = *segs;
+  segs2[3].size = 51;
+  LayerToc toc2 = p->toc;
+  EXPECT_FALSE(ApplyTarSplit(toc2, segs2).ok());
+  // Header gaps (no tar-split): blob order must be tar order.
+  auto gaps = HeaderGaps(p->toc, 500);
+  ASSERT_TRUE(gaps.ok());
+  ASSERT_EQ(gaps->size(), 3u);
+  EXPECT_EQ((*gaps)[0].length, 100u);
+  EXPECT_EQ((*gaps)[1].offset, 260u);
+  EXPECT_EQ((*gaps)[2].offset, 330u);
+  EXPECT_EQ((*gaps)[2].length, 500u - 8 - 330);
+  EXPECT_FALSE(HeaderGaps(p->toc, 335).ok());  // contents run into the TOC
+}
+
+// A blob of zstd frames: a header frame, then each chunk its own frame; the chunk map
+// places the chunks in the tar. Returns the blob.
+struct Fixture {
+  std::string tar;   // the uncompressed stream
+  std::string blob;  // frames
+  ChunkMap map;
+};
+Fixture MakeFixture() {
+  Fixture f;
+  std::string header(512, 'h');
+  f.tar = header;
+  f.blob = Zstd(header);
+  for (int i = 0; i < 6; i++) {
+    std::string content = Text(100000 + i * 1000, static_cast<char>('a' + i));
+    LazyChunk c;
+    c.tar_offset = f.tar.size();
+    c.size = content.size();
+    c.blob_offset = f.blob.size();
+    std::string z = Zstd(content);
+    c.blob_length = z.size();
+    c.digest = Sha256Of(content);
+    f.map.chunks.push_back(c);
+    f.tar += content;
+    f.blob += z;
+  }
+  f.map.blob_size = f.blob.size();
+  f.map.tar_size = f.tar.size();
+  return f;
+}
+
+TEST(VerifyChunksTest, TheTocMustMatchTheTar) {
+  Fixture f = MakeFixture();
+  std::string dir = ::testing::TempDir() + "/verify-" + std::to_string(::getpid());
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  std::string path = dir + "/blob";
+  ASSERT_TRUE(WriteFileAtomic(path, f.blob).ok());
+  auto fd = OpenFile(path, O_RDONLY);
+  ASSERT_TRUE(fd.ok());
+  EXPECT_TRUE(VerifyChunksAgainstBlob(fd->get(), f.map).ok());
+  ChunkMap wrong = f.map;
+  wrong.chunks[3].digest = Sha256Of("something else");
+  Status st = VerifyChunksAgainstBlob(fd->get(), wrong);
+  EXPECT_EQ(st.code(), Status::Code::kCorruption) << st.message();
+  wrong = f.map;
+  wrong.chunks[2].tar_offset += 1;  // the right digest at the wrong place
+  EXPECT_FALSE(VerifyChunksAgainstBlob(fd->get(), wrong).ok());
+  std::filesystem::remove_all(dir);
+}
+
+// Serves ranges of a blob from memory; counts; can flip a byte or ignore Range.
+class FakeFetcher : public RangeFetcher {
+ public:
+  FakeFetcher(const std::string* blob, std::atomic<uint64_t>* bytes, std::atomic<int>* requests,
+              std::atomic<bool>* flip, bool whole)
+      : blob_(blob), bytes_(bytes), requests_(requests), flip_(flip), whole_(whole) {}
+  Status Fetch(uint64_t off, uint64_t len, const Sink& sink) override {
+    (*requests_)++;
+    uint64_t start = whole_ ? 0 : off, end = whole_ ? blob_->size() : off + len;
+    std::string part = blob_->substr(start, end - start);
+    if (flip_->load()) part[part.size() / 2] ^= 0x40;
+    *bytes_ += part.size();
+    return sink(start, part.data(), part.size());
+  }
+  std::string Where() const override { return "fake/repo"; }
+
+ private:
+  const std::string* blob_;
+  std::atomic<uint64_t>* bytes_;
+  std::atomic<int>* requests_;
+  std::atomic<bool>* flip_;
+  bool whole_;
+};
+
+class LazyBlobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/lazyblob-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(root_);
+    ASSERT_TRUE(MakeDirs(root_).ok());
+    f_ = MakeFixture();
+    blob_digest_ = Sha256Of(f_.blob);
+    layer_.diff_id = Sha256Of(f_.tar);
+    layer_.blob = blob_digest_;
+    layer_.blob_size = f_.blob.size();
+    layer_.size = f_.tar.size();
+    layer_.compression = Compression::kZstd;
+    ASSERT_TRUE(LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, {}).ok());
+    SetRangeFetcherFactory([this](const LazySource&, const Digest&,
+                                  uint64_t) -> Result<std::unique_ptr<RangeFetcher>> {
+      return std::unique_ptr<RangeFetcher>(
+          new FakeFetcher(&f_.blob, &bytes_, &requests_, &flip_, whole_));
+    });
+  }
+  void TearDown() override {
+    SetRangeFetcherFactory(nullptr);
+    std::filesystem::remove_all(root_);
+  }
+  std::string root_;
+  Fixture f_;
+  Digest blob_digest_;
+  LayerRecord layer_;
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<int> requests_{0};
+  std::atomic<bool> flip_{false};
+  bool whole_ = false;
+};
+
+TEST_F(LazyBlobTest, ReadsFetchOnlyWhatTheyNeedAndKeepIt) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  SpanCache cache(1 << 20);
+  const LazyChunk& c = f_.map.chunks[4];
+  std::string buf(1000, '\0');
+  auto n = (*b)->Read(buf.data(), buf.size(), c.tar_offset + 50, cache, 1);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 1000u);
+  EXPECT_EQ(buf, f_.tar.substr(c.tar_offset + 50, 1000));
+  // One request of at least 256 KiB, not the whole blob.
+  ASSERT_GT(f_.blob.size(), 2 * LazyBlob::kMinFetch);
+  EXPECT_EQ(requests_.load(), 1);
+  EXPECT_GE(bytes_.load(), LazyBlob::kMinFetch);
+  EXPECT_LE(bytes_.load(), std::max<uint64_t>(LazyBlob::kMinFetch, c.blob_length));
+  // A read across two chunks, then everything: right bytes, the map on disk grows.
+  uint64_t start = f_.map.chunks[1].tar_offset - 10;
+  std::string all(f_.tar.size() - start, '\0');
+  size_t got = 0;
+  while (got < all.size()) {
+    auto k = (*b)->Read(all.data() + got, all.size() - got, start + got, cache, 1);
+    ASSERT_TRUE(k.ok() || got == 0) << k.status().message();
+    if (!k.ok()) {  // the 10 header bytes are no file's content
+      start += 10;
+      all.resize(all.size() - 10);
+      continue;
+    }
+    got += *k;
+  }
+  EXPECT_EQ(all, f_.tar.substr(start));
+  auto ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
+  ASSERT_TRUE(ranges.ok());
+  EXPECT_GE(ranges->Total(), f_.blob.size() - f_.map.chunks[0].blob_offset);
+  // A new reader (a restarted mount) needs no network for what is local.
+  uint64_t before = bytes_.load();
+  auto b2 = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b2.ok());
+  SpanCache cache2(1 << 20);
+  auto k = (*b2)->Read(buf.data(), buf.size(), c.tar_offset, cache2, 2);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(bytes_.load(), before);
+}
+
+TEST_F(LazyBlobTest, AFlippedByteFailsTheChunkAndIsNotKept) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  flip_ = true;
+  // The fetch covers every chunk (the blob is small): the flipped byte is in one.
+  std::vector<int> failed;
+  std::string buf(10, '\0');
+  for (size_t i = 0; i < f_.map.chunks.size(); i++) {
+    auto n = (*b)->Read(buf.data(), buf.size(), f_.map.chunks[i].tar_offset, cache, 1);
+    if (!n.ok()) {
+      EXPECT_EQ(n.status().code(), Status::Code::kCorruption);
+      failed.push_back(static_cast<int>(i));
+    }
+  }
+  ASSERT_FALSE(failed.empty());
+  flip_ = false;
+  const LazyChunk& bad = f_.map.chunks[failed[0]];
+  auto ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
+  ASSERT_TRUE(ranges.ok());
+  EXPECT_FALSE(ranges->Covers(bad.blob_offset, bad.blob_offset + bad.blob_length));
+  auto n = (*b)->Read(buf.data(), buf.size(), bad.tar_offset, cache, 1);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(buf, f_.tar.substr(bad.tar_offset, 10));
+}
+
+TEST_F(LazyBlobTest, ARegistryThatIgnoresRangeStillServesRightBytes) {
+  whole_ = true;
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(100, '\0');
+  const LazyChunk& c = f_.map.chunks[5];
+  auto n = (*b)->Read(buf.data(), buf.size(), c.tar_offset + 7, cache, 1);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(buf, f_.tar.substr(c.tar_offset + 7, 100));
+  EXPECT_EQ((*b)->local_bytes(), f_.blob.size());  // what came is kept
+}
+
+TEST_F(LazyBlobTest, NoFetcherMeansUnavailable) {
+  SetRangeFetcherFactory(nullptr);
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(10, '\0');
+  auto n = (*b)->Read(buf.data(), buf.size(), f_.map.chunks[0].tar_offset, cache, 1);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().code(), Status::Code::kUnavailable);
+}
+
+}  // namespace
+}  // namespace imgfs
