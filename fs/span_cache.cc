@@ -26,6 +26,14 @@ SpanCache::Value SpanCache::Get(uint64_t layer, uint64_t span) {
   return it->second->second;
 }
 
+SpanCache::Value SpanCache::Peek(uint64_t layer, uint64_t span) {
+  Key k{layer, span};
+  Shard& s = ShardFor(k);
+  std::lock_guard<std::mutex> l(s.mu);
+  auto it = s.map.find(k);
+  return it == s.map.end() ? nullptr : it->second->second;
+}
+
 void SpanCache::Put(uint64_t layer, uint64_t span, Value v) {
   Key k{layer, span};
   Shard& s = ShardFor(k);
@@ -192,14 +200,7 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
   while (done < n) {
     uint64_t pos = off + done;
     size_t i = index_->Find(pos);
-    SpanCache::Value v = owner_->spans_.Get(id_, i);
-    if (!v) {
-      auto d = index_->DecodeSpan(blob_->get(), i);
-      if (!d.ok()) return d.status().WithContext(name_);
-      owner_->decoded_++;
-      v = std::make_shared<const std::string>(std::move(*d));
-      owner_->spans_.Put(id_, i, v);
-    }
+    IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v, owner_->Fetch(*this, i));
     uint64_t in_span = pos - index_->SpanStart(i);
     if (in_span >= v->size()) return Status::Corruption(name_ + ": span shorter than its index");
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
@@ -207,6 +208,58 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
     done += k;
   }
   return n;
+}
+
+Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i) {
+  if (SpanCache::Value v = spans_.Get(s.id_, i)) return v;
+  std::pair<uint64_t, uint64_t> key{s.id_, i};
+  std::shared_ptr<Pending> p;
+  bool mine = false;
+  {
+    std::lock_guard<std::mutex> l(fly_mu_);
+    auto it = fly_.find(key);
+    if (it != fly_.end()) {
+      p = it->second;
+    } else {
+      // The decoder Puts before it leaves fly_: a decode that ended since the Get
+      // above is in the cache now (unless already evicted: then decode again).
+      if (SpanCache::Value v = spans_.Peek(s.id_, i)) return v;
+      p = std::make_shared<Pending>();
+      fly_.emplace(key, p);
+      mine = true;
+    }
+  }
+  if (!mine) {
+    waits_++;
+    std::unique_lock<std::mutex> l(p->mu);
+    p->cv.wait(l, [&] { return p->done; });
+    if (!p->status.ok()) return p->status;
+    return p->value;
+  }
+  Status st;
+  SpanCache::Value v;
+  if (decode_hook_) decode_hook_(i);
+  auto d = s.index_->DecodeSpan(s.blob_->get(), i);
+  if (d.ok()) {
+    decoded_++;
+    v = std::make_shared<const std::string>(std::move(*d));
+    spans_.Put(s.id_, i, v);
+  } else {
+    st = d.status().WithContext(s.name_);
+  }
+  {
+    std::lock_guard<std::mutex> l(fly_mu_);
+    fly_.erase(key);
+  }
+  {
+    std::lock_guard<std::mutex> l(p->mu);
+    p->done = true;
+    p->status = st;
+    p->value = v;
+  }
+  p->cv.notify_all();
+  if (!st.ok()) return st;
+  return v;
 }
 
 Result<size_t> LayerReader::Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off) {

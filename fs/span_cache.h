@@ -18,14 +18,20 @@
 //
 // SpanCache: an LRU of decoded spans, split into 16 shards by (layer, span), each with
 // its own lock and 1/16 of the byte budget, so readers of different spans rarely
-// contend. A span that misses may be decoded by two threads at once; both get
-// identical bytes and the second insert is dropped.
+// contend.
+//
+// One decode per span: threads that miss the same span while it is being decoded (the
+// kernel sends a file's reads in parallel; parallel readers meet in a span) wait for the
+// one decode and get its bytes or its error, instead of each inflating and hashing the
+// span again.
 //
 // Thread-safety: all methods may be called from any thread.
 #ifndef IMGFS_FS_SPAN_CACHE_H_
 #define IMGFS_FS_SPAN_CACHE_H_
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -46,6 +52,8 @@ class SpanCache {
   explicit SpanCache(uint64_t capacity = kDefaultBytes);
   using Value = std::shared_ptr<const std::string>;
   Value Get(uint64_t layer, uint64_t span);
+  // Get without touching the LRU order or the hit/miss counters.
+  Value Peek(uint64_t layer, uint64_t span);
   void Put(uint64_t layer, uint64_t span, Value v);
   // Drops every decoded span of `layer` (a stream id); readers holding one keep it.
   void EraseLayer(uint64_t layer);
@@ -120,6 +128,11 @@ class LayerReader {
   SpanCache& span_cache() { return spans_; }
   uint64_t spans_decoded() const { return decoded_.load(); }
   uint64_t indexes_built() const { return built_.load(); }
+  // Reads that found their span being decoded by another thread and waited for it.
+  uint64_t decode_waits() const { return waits_.load(); }
+  // Tests: called (with the span number) by the thread that decodes, before it decodes.
+  // Set it before any read.
+  void set_decode_hook(std::function<void(size_t)> f) { decode_hook_ = std::move(f); }
 
  private:
   struct Slot {
@@ -127,6 +140,16 @@ class LayerReader {
     std::shared_ptr<UniqueFd> blob;
     std::shared_ptr<const Stream> stream;
   };
+  // A decode under way: the waiters' rendezvous.
+  struct Pending {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // guarded by mu
+    Status status;      // guarded by mu
+    SpanCache::Value value;
+  };
+  // Span i of stream s: from the cache, from a decode under way, or decoded here.
+  Result<SpanCache::Value> Fetch(const Stream& s, size_t i);
   Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
   std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
   const Store& store_;
@@ -136,7 +159,11 @@ class LayerReader {
   std::mutex mu_;  // guards slots_ and next_id_
   std::map<std::string, std::shared_ptr<Slot>> slots_;
   uint64_t next_id_ = 1;
-  std::atomic<uint64_t> decoded_{0}, built_{0};
+  // Decodes under way, by (stream id, span). Lock order: fly_mu_, then a cache shard.
+  std::mutex fly_mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Pending>> fly_;
+  std::atomic<uint64_t> decoded_{0}, built_{0}, waits_{0};
+  std::function<void(size_t)> decode_hook_;
 };
 
 }  // namespace imgfs
