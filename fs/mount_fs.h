@@ -181,6 +181,7 @@ class MountFs {
   // A regular file (or .repositories.json) with its layer's stream, for Open and for
   // reads without an open (no-open mode) alike.
   Result<FileHandle> FileAt(uint64_t ino);
+  void PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count);
 
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
