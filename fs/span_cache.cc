@@ -207,6 +207,19 @@ void LayerReader::Forget(const std::string& diff_id_hex) {
     slot->stream.reset();
     slot->blob.reset();
   }
+  if (id) {
+    std::lock_guard<std::mutex> l(pf_mu_);  // queued read-ahead of a forgotten layer: dropped
+    for (auto it = pf_queue_.begin(); it != pf_queue_.end();) {
+      if (it->first->id_ != id) {
+        ++it;
+        continue;
+      }
+      pf_queued_.erase({id, it->second});
+      pf_bytes_ -=
+          it->first->index_->SpanEnd(it->second) - it->first->index_->SpanStart(it->second);
+      it = pf_queue_.erase(it);
+    }
+  }
   if (id) spans_.EraseLayer(id);
   unpack_.Forget(diff_id_hex);
 }
