@@ -516,5 +516,24 @@ TEST_F(SpanReadTest, ReadAheadUnderEvictionWithParallelReadersGetsEveryByteRight
   EXPECT_LE(r.span_cache().bytes(), 8u * 65536 + 16u * (256 << 10));
 }
 
+TEST_F(SpanReadTest, ForgettingALayerDropsItsQueuedReadAhead) {
+  const LayerRecord& l = view_->layers()[0];
+  LayerReader r(*store_);
+  std::atomic<bool> release{false};
+  std::atomic<int> calls{0};
+  r.set_decode_hook([&](size_t) {
+    calls++;
+    WaitFor([&] { return release.load(); });
+  });
+  auto s = r.Open(l);
+  ASSERT_TRUE(s.ok());
+  r.Prefetch(*s, 0, l.size);
+  ASSERT_TRUE(WaitFor([&] { return calls.load() == 1; }));  // the helper holds span 0
+  EXPECT_GE(r.prefetch_queued(), 5u);
+  r.Forget(l.diff_id.hex());
+  EXPECT_EQ(r.prefetch_queued(), 0u);
+  release = true;
+}
+
 }  // namespace
 }  // namespace imgfs
