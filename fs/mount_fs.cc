@@ -555,7 +555,14 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     if (!emit(dot("..", parent, S_IFDIR), 2)) return Status::Ok();
   }
   const TreeDirent* d = t.ChildrenBegin(node);
-  if (offset == 0) PrefetchFiles(*view, d, t.ChildCount(node));
+  if (offset == 0) {
+    bool first;
+    {
+      std::lock_guard<std::mutex> l(listed_mu_);
+      first = listed_.size() < (1u << 20) && listed_.insert(ino).second;
+    }
+    if (first) PrefetchFiles(*view, d, t.ChildCount(node));
+  }
   for (uint64_t i = offset > 2 ? offset - 2 : 0; i < t.ChildCount(node); i++) {
     DirEntry e;
     e.name = std::string(t.Name(d[i]));

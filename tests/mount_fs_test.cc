@@ -507,6 +507,15 @@ TEST_F(MountFsTest, ListingADirectoryReadsItsFilesSpansAhead) {
   List(etc);                                           // cached: nothing more queued
   EXPECT_EQ(Fs().layer_reader().prefetch_queued(), 0u);
   EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);
+  // Listed once already: the kernel has its files' pages (keep_cache), so a later
+  // listing queues nothing even when the spans are gone from the span cache.
+  auto img = store_->GetImage(image_a_);
+  ASSERT_TRUE(img.ok() && *img);
+  Fs().layer_reader().Forget((*img)->diff_ids[0].hex());
+  List(etc);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(Fs().layer_reader().spans_prefetched(), 1u);
+  EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);
 }
 
 }  // namespace
