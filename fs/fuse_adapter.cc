@@ -454,6 +454,17 @@ int RunMount(const MountOptions& in) {
     rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
     Log(&ctx, "unmounting %s", o.mountpoint.c_str());
+    if (ctx.fs) {
+      LayerReader& r = ctx.fs->layer_reader();
+      Log(&ctx,
+          "spans: %llu decoded (%llu by read-ahead), %llu waited for a decode, %llu cache hits, "
+          "%llu evicted",
+          static_cast<unsigned long long>(r.spans_decoded()),
+          static_cast<unsigned long long>(r.spans_prefetched()),
+          static_cast<unsigned long long>(r.decode_waits()),
+          static_cast<unsigned long long>(r.span_cache().hits()),
+          static_cast<unsigned long long>(r.span_cache().evictions()));
+    }
   }
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <set>
@@ -109,6 +110,9 @@ Result<std::unique_ptr<MountFs>> MountFs::Create(const Options& options) {
   fs->cache_ =
       std::make_unique<LayerReader>(*fs->store_, options.cache_size, !options.whole_layers);
   fs->cache_->unpack_cache().set_limit(options.cache_size);
+  // Read-ahead of a listed directory's files (LayerReader::Prefetch); off for comparisons.
+  if (const char* e = std::getenv("IMGFS_READAHEAD"); e && std::string(e) == "0")
+    fs->cache_->set_prefetch(false);
   fs->mounted_at_ = ::time(nullptr);
   fs->slots_.reset(new std::atomic<Instance*>[kMaxInstances]);
   for (uint32_t i = 0; i < kMaxInstances; i++)
@@ -551,6 +555,14 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     if (!emit(dot("..", parent, S_IFDIR), 2)) return Status::Ok();
   }
   const TreeDirent* d = t.ChildrenBegin(node);
+  if (offset == 0) {
+    bool first;
+    {
+      std::lock_guard<std::mutex> l(listed_mu_);
+      first = listed_.size() < (1u << 20) && listed_.insert(ino).second;
+    }
+    if (first) PrefetchFiles(*view, d, t.ChildCount(node));
+  }
   for (uint64_t i = offset > 2 ? offset - 2 : 0; i < t.ChildCount(node); i++) {
     DirEntry e;
     e.name = std::string(t.Name(d[i]));
@@ -564,6 +576,31 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     if (!emit(e, i + 3)) break;
   }
   return Status::Ok();
+}
+
+// A directory is being listed: its files are likely read next (grep -r, find, tar).
+// Queue their spans for read-ahead, in tar order (LayerReader::Prefetch).
+void MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count) {
+  const MergedTree& t = view.tree();
+  std::vector<const TreeNode*> files;
+  for (uint32_t i = 0; i < count; i++) {
+    const TreeNode& n = t.node(d[i].node);
+    if (S_ISREG(n.mode) && n.size > 0 && n.layer < view.layers().size()) files.push_back(&n);
+  }
+  if (files.empty()) return;
+  std::sort(files.begin(), files.end(), [](const TreeNode* a, const TreeNode* b) {
+    return a->layer != b->layer ? a->layer < b->layer : a->data_offset < b->data_offset;
+  });
+  std::shared_ptr<const LayerReader::Stream> s;
+  uint32_t layer = UINT32_MAX;
+  for (const TreeNode* n : files) {
+    if (n->layer != layer) {
+      layer = n->layer;
+      auto got = cache_->Open(view.layers()[layer]);
+      s = got.ok() ? *got : nullptr;  // an error surfaces when the file is read
+    }
+    if (s) cache_->Prefetch(s, n->data_offset, n->size);
+  }
 }
 
 Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino) {

@@ -63,6 +63,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -181,6 +182,7 @@ class MountFs {
   // A regular file (or .repositories.json) with its layer's stream, for Open and for
   // reads without an open (no-open mode) alike.
   Result<FileHandle> FileAt(uint64_t ino);
+  void PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count);
 
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
@@ -212,6 +214,10 @@ class MountFs {
   int64_t mounted_at_ = 0;
   std::atomic<bool> opens_tracked_{false};
 
+  // Directories whose files were queued for read-ahead once: a later listing finds
+  // their content in the kernel's page cache (keep_cache), so it queues nothing.
+  std::mutex listed_mu_;  // guards listed_
+  std::set<uint64_t> listed_;
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer
   std::shared_ptr<const Snapshot> snap_;
 

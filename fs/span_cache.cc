@@ -26,6 +26,14 @@ SpanCache::Value SpanCache::Get(uint64_t layer, uint64_t span) {
   return it->second->second;
 }
 
+SpanCache::Value SpanCache::Peek(uint64_t layer, uint64_t span) {
+  Key k{layer, span};
+  Shard& s = ShardFor(k);
+  std::lock_guard<std::mutex> l(s.mu);
+  auto it = s.map.find(k);
+  return it == s.map.end() ? nullptr : it->second->second;
+}
+
 void SpanCache::Put(uint64_t layer, uint64_t span, Value v) {
   Key k{layer, span};
   Shard& s = ShardFor(k);
@@ -70,7 +78,78 @@ uint64_t SpanCache::bytes() const {
 }
 
 LayerReader::LayerReader(const Store& store, uint64_t cache_bytes, bool use_index)
-    : store_(store), unpack_(store), spans_(cache_bytes), use_index_(use_index) {}
+    : store_(store),
+      unpack_(store),
+      spans_(cache_bytes),
+      use_index_(use_index),
+      cache_bytes_(cache_bytes ? cache_bytes : SpanCache::kDefaultBytes) {}
+
+LayerReader::~LayerReader() {
+  {
+    std::lock_guard<std::mutex> l(pf_mu_);
+    pf_stop_ = true;
+  }
+  pf_cv_.notify_all();
+  if (pf_thread_.joinable()) pf_thread_.join();
+}
+
+void LayerReader::Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len) {
+  if (!s || !s->index_ || !prefetch_on_.load() || len == 0 || off >= s->size_) return;
+  const SeekIndex& x = *s->index_;
+  uint64_t span = std::max<uint64_t>(x.span(), 1);
+  if (cache_bytes_ < 8 * span) return;  // read-ahead would push out what is being read
+  uint64_t end = std::min(s->size_, off + len);
+  std::unique_lock<std::mutex> l(pf_mu_);
+  if (pf_stop_) return;
+  bool added = false;
+  for (size_t i = x.Find(off); i < x.count() && x.SpanStart(i) < end; i++) {
+    uint64_t bytes = x.SpanEnd(i) - x.SpanStart(i);
+    if (pf_bytes_ + bytes > cache_bytes_ / 4) break;  // full: drop the rest
+    if (pf_queued_.count({s->id_, i}) || spans_.Peek(s->id_, i)) continue;
+    pf_queue_.emplace_back(s, i);
+    pf_queued_.insert({s->id_, i});
+    pf_bytes_ += bytes;
+    added = true;
+  }
+  if (!added) return;
+  if (!pf_thread_.joinable()) {
+    try {
+      pf_thread_ = std::thread([this] { PrefetchLoop(); });
+    } catch (...) {  // no thread: no read-ahead
+      prefetch_on_.store(false);
+      pf_queue_.clear();
+      pf_queued_.clear();
+      pf_bytes_ = 0;
+      return;
+    }
+  }
+  l.unlock();
+  pf_cv_.notify_one();
+}
+
+size_t LayerReader::prefetch_queued() {
+  std::lock_guard<std::mutex> l(pf_mu_);
+  return pf_queue_.size();
+}
+
+void LayerReader::PrefetchLoop() {
+  std::unique_lock<std::mutex> l(pf_mu_);
+  for (;;) {
+    pf_cv_.wait(l, [&] { return pf_stop_ || !pf_queue_.empty(); });
+    if (pf_stop_) return;
+    auto [s, i] = std::move(pf_queue_.front());
+    pf_queue_.pop_front();
+    pf_queued_.erase({s->id_, i});
+    pf_bytes_ -= s->index_->SpanEnd(i) - s->index_->SpanStart(i);
+    l.unlock();
+    // Errors (a damaged span) are not kept: a reader of that span decodes it and gets them.
+    bool mine = false;
+    (void)Fetch(*s, i, &mine);
+    if (mine) prefetched_++;
+    s.reset();
+    l.lock();
+  }
+}
 
 std::shared_ptr<LayerReader::Slot> LayerReader::SlotFor(const LayerRecord& layer) {
   std::lock_guard<std::mutex> l(mu_);
@@ -130,6 +209,19 @@ void LayerReader::Forget(const std::string& diff_id_hex) {
     if (slot->stream) id = slot->stream->id_;
     slot->stream.reset();
     slot->blob.reset();
+  }
+  if (id) {
+    std::lock_guard<std::mutex> l(pf_mu_);  // queued read-ahead of a forgotten layer: dropped
+    for (auto it = pf_queue_.begin(); it != pf_queue_.end();) {
+      if (it->first->id_ != id) {
+        ++it;
+        continue;
+      }
+      pf_queued_.erase({id, it->second});
+      pf_bytes_ -=
+          it->first->index_->SpanEnd(it->second) - it->first->index_->SpanStart(it->second);
+      it = pf_queue_.erase(it);
+    }
   }
   if (id) spans_.EraseLayer(id);
   unpack_.Forget(diff_id_hex);
@@ -207,14 +299,7 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
   while (done < n) {
     uint64_t pos = off + done;
     size_t i = index_->Find(pos);
-    SpanCache::Value v = owner_->spans_.Get(id_, i);
-    if (!v) {
-      auto d = index_->DecodeSpan(blob_->get(), i);
-      if (!d.ok()) return d.status().WithContext(name_);
-      owner_->decoded_++;
-      v = std::make_shared<const std::string>(std::move(*d));
-      owner_->spans_.Put(id_, i, v);
-    }
+    IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v, owner_->Fetch(*this, i));
     uint64_t in_span = pos - index_->SpanStart(i);
     if (in_span >= v->size()) return Status::Corruption(name_ + ": span shorter than its index");
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
@@ -222,6 +307,59 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
     done += k;
   }
   return n;
+}
+
+Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* decoded) {
+  if (SpanCache::Value v = spans_.Get(s.id_, i)) return v;
+  std::pair<uint64_t, uint64_t> key{s.id_, i};
+  std::shared_ptr<Pending> p;
+  bool mine = false;
+  {
+    std::lock_guard<std::mutex> l(fly_mu_);
+    auto it = fly_.find(key);
+    if (it != fly_.end()) {
+      p = it->second;
+    } else {
+      // The decoder Puts before it leaves fly_: a decode that ended since the Get
+      // above is in the cache now (unless already evicted: then decode again).
+      if (SpanCache::Value v = spans_.Peek(s.id_, i)) return v;
+      p = std::make_shared<Pending>();
+      fly_.emplace(key, p);
+      mine = true;
+    }
+  }
+  if (!mine) {
+    waits_++;
+    std::unique_lock<std::mutex> l(p->mu);
+    p->cv.wait(l, [&] { return p->done; });
+    if (!p->status.ok()) return p->status;
+    return p->value;
+  }
+  Status st;
+  SpanCache::Value v;
+  if (decode_hook_) decode_hook_(i);
+  auto d = s.index_->DecodeSpan(s.blob_->get(), i);
+  if (d.ok()) {
+    decoded_++;
+    if (decoded) *decoded = true;
+    v = std::make_shared<const std::string>(std::move(*d));
+    spans_.Put(s.id_, i, v);
+  } else {
+    st = d.status().WithContext(s.name_);
+  }
+  {
+    std::lock_guard<std::mutex> l(fly_mu_);
+    fly_.erase(key);
+  }
+  {
+    std::lock_guard<std::mutex> l(p->mu);
+    p->done = true;
+    p->status = st;
+    p->value = v;
+  }
+  p->cv.notify_all();
+  if (!st.ok()) return st;
+  return v;
 }
 
 Result<size_t> LayerReader::Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off) {

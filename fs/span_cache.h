@@ -20,19 +20,38 @@
 //
 // SpanCache: an LRU of decoded spans, split into 16 shards by (layer, span), each with
 // its own lock and 1/16 of the byte budget, so readers of different spans rarely
-// contend. A span that misses may be decoded by two threads at once; both get
-// identical bytes and the second insert is dropped.
+// contend.
+//
+// One decode per span: threads that miss the same span while it is being decoded (the
+// kernel sends a file's reads in parallel; parallel readers meet in a span) wait for the
+// one decode and get its bytes or its error, instead of each inflating and hashing the
+// span again.
+//
+// Read-ahead by listing (Prefetch): the mount queues the spans of the regular files of a
+// directory when the kernel lists it, because `grep -r`, `find -exec`, `tar` and `cp -r`
+// read a directory's files right after listing it. Spans are in tar order, the listing
+// in name order, so "the next span" guesses badly (branch readahead measured no gain);
+// the listing names the spans that will be read. One helper thread decodes them, in
+// tar order, through the same single-decode path (a reader that arrives meanwhile waits
+// for that decode), with the digest check as always. Bounded: at most a quarter of the
+// cache budget is queued, nothing when the budget is under 8 spans, and a full queue
+// drops new requests.
 //
 // Thread-safety: all methods may be called from any thread.
 #ifndef IMGFS_FS_SPAN_CACHE_H_
 #define IMGFS_FS_SPAN_CACHE_H_
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -49,6 +68,8 @@ class SpanCache {
   explicit SpanCache(uint64_t capacity = kDefaultBytes);
   using Value = std::shared_ptr<const std::string>;
   Value Get(uint64_t layer, uint64_t span);
+  // Get without touching the LRU order or the hit/miss counters.
+  Value Peek(uint64_t layer, uint64_t span);
   void Put(uint64_t layer, uint64_t span, Value v);
   // Drops every decoded span of `layer` (a stream id); readers holding one keep it.
   void EraseLayer(uint64_t layer);
@@ -87,6 +108,9 @@ class LayerReader {
   // cache_bytes: the SpanCache budget (0 = SpanCache::kDefaultBytes). use_index false:
   // every compressed layer takes the whole-layer path (tests, comparisons).
   explicit LayerReader(const Store& store, uint64_t cache_bytes = 0, bool use_index = true);
+  ~LayerReader();
+  LayerReader(const LayerReader&) = delete;
+  LayerReader& operator=(const LayerReader&) = delete;
 
   class Stream {
    public:
@@ -112,6 +136,15 @@ class LayerReader {
 
   Result<std::shared_ptr<const Stream>> Open(const LayerRecord& layer);
   Result<size_t> Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off);
+  // Queues a background decode of the spans holding [off, off+len) of an indexed
+  // stream; spans cached, queued or being decoded are skipped. No-op for fd streams,
+  // when off (set_prefetch(false)), or when the queue is full (see the top comment).
+  void Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len);
+  void set_prefetch(bool on) { prefetch_on_.store(on); }
+  // Spans decoded by the helper thread (also counted in spans_decoded()).
+  uint64_t spans_prefetched() const { return prefetched_.load(); }
+  // Spans waiting in the read-ahead queue now.
+  size_t prefetch_queued();
   // Opens and keeps the layer's blob fd (no reading): see UnpackCache::Pin.
   Status Pin(const LayerRecord& layer);
   // diff_id hexes of the pinned layers whose blob has been deleted from the store
@@ -126,6 +159,11 @@ class LayerReader {
   SpanCache& span_cache() { return spans_; }
   uint64_t spans_decoded() const { return decoded_.load(); }
   uint64_t indexes_built() const { return built_.load(); }
+  // Reads that found their span being decoded by another thread and waited for it.
+  uint64_t decode_waits() const { return waits_.load(); }
+  // Tests: called (with the span number) by the thread that decodes, before it decodes.
+  // Set it before any read.
+  void set_decode_hook(std::function<void(size_t)> f) { decode_hook_ = std::move(f); }
 
  private:
   struct Slot {
@@ -133,6 +171,17 @@ class LayerReader {
     std::shared_ptr<UniqueFd> blob;
     std::shared_ptr<const Stream> stream;
   };
+  // A decode under way: the waiters' rendezvous.
+  struct Pending {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // guarded by mu
+    Status status;      // guarded by mu
+    SpanCache::Value value;
+  };
+  // Span i of stream s: from the cache, from a decode under way, or decoded here.
+  // *decoded (if given) tells whether this call decoded it.
+  Result<SpanCache::Value> Fetch(const Stream& s, size_t i, bool* decoded = nullptr);
   Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
   std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
   const Store& store_;
@@ -142,7 +191,24 @@ class LayerReader {
   std::mutex mu_;  // guards slots_ and next_id_
   std::map<std::string, std::shared_ptr<Slot>> slots_;
   uint64_t next_id_ = 1;
-  std::atomic<uint64_t> decoded_{0}, built_{0};
+  // Decodes under way, by (stream id, span). Lock order: fly_mu_, then a cache shard.
+  std::mutex fly_mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Pending>> fly_;
+  std::atomic<uint64_t> decoded_{0}, built_{0}, waits_{0};
+  std::function<void(size_t)> decode_hook_;
+  // Read-ahead: the queue and its helper thread (started on the first Prefetch, so
+  // after a daemon's fork; joined by the destructor).
+  void PrefetchLoop();
+  std::mutex pf_mu_;  // guards everything below
+  std::condition_variable pf_cv_;
+  std::deque<std::pair<std::shared_ptr<const Stream>, size_t>> pf_queue_;
+  std::set<std::pair<uint64_t, uint64_t>> pf_queued_;  // (stream id, span) in pf_queue_
+  uint64_t pf_bytes_ = 0;                              // span bytes in pf_queue_
+  bool pf_stop_ = false;
+  std::thread pf_thread_;
+  std::atomic<bool> prefetch_on_{true};
+  std::atomic<uint64_t> prefetched_{0};
+  uint64_t cache_bytes_;
 };
 
 }  // namespace imgfs

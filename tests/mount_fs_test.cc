@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
 #include <thread>
@@ -487,6 +488,34 @@ TEST_F(MountFsTest, ConcurrentReadersAtManyOffsetsThroughTheSpanPath) {
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(Fs().unpack_cache().unpack_count(), 0u);
   EXPECT_GE(Fs().layer_reader().spans_decoded(), 2u);
+}
+
+// Listing a directory queues its files' spans for read-ahead: reading them afterwards
+// decodes nothing (grep -r, find and tar read a directory's files right after listing it).
+TEST_F(MountFsTest, ListingADirectoryReadsItsFilesSpansAhead) {
+  Fs();
+  uint64_t etc = Walk("alpha/1/etc");
+  ASSERT_NE(etc, 0u);
+  EXPECT_EQ(Fs().layer_reader().spans_decoded(), 0u);
+  List(etc);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (Fs().layer_reader().spans_prefetched() == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(Fs().layer_reader().spans_prefetched(), 1u);  // the layer is one 1 MiB span
+  EXPECT_EQ(ReadAll(Walk("alpha/1/etc/hostname")), "alpha\n");
+  EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);  // the read found it decoded
+  List(etc);                                           // cached: nothing more queued
+  EXPECT_EQ(Fs().layer_reader().prefetch_queued(), 0u);
+  EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);
+  // Listed once already: the kernel has its files' pages (keep_cache), so a later
+  // listing queues nothing even when the spans are gone from the span cache.
+  auto img = store_->GetImage(image_a_);
+  ASSERT_TRUE(img.ok() && *img);
+  Fs().layer_reader().Forget((*img)->diff_ids[0].hex());
+  List(etc);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(Fs().layer_reader().spans_prefetched(), 1u);
+  EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);
 }
 
 }  // namespace

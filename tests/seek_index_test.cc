@@ -12,7 +12,9 @@
 #include <zstd.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
+#include <latch>
 #include <thread>
 
 #include "fs/image_view.h"
@@ -332,6 +334,205 @@ TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
     }
   }
   EXPECT_GE(failed, 1);
+}
+
+// Readers that meet in a span being decoded wait for that one decode. The hook holds
+// the decoding thread until the other readers are waiting on it (or 60 s pass: without
+// the single decode each reader decodes for itself and nobody ever waits).
+void HoldDecodeUntilWaiting(LayerReader& r, uint64_t waiting, std::atomic<int>* calls) {
+  r.set_decode_hook([&r, waiting, calls](size_t) {
+    (*calls)++;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (r.decode_waits() < waiting && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+}
+
+TEST_F(SpanReadTest, ReadersOfASpanBeingDecodedWaitForThatOneDecode) {
+  LayerReader r(*store_);
+  std::atomic<int> calls{0};
+  constexpr int kThreads = 8;
+  HoldDecodeUntilWaiting(r, kThreads - 1, &calls);
+  std::atomic<int> wrong{0};
+  std::latch go(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&] {
+      go.arrive_and_wait();
+      if (Cat(r, 21) != Corpus(50000, 121)) wrong++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  // f21 (50,000 bytes) lies in one or two 64 KiB spans: each decoded once, not 8 times.
+  EXPECT_LE(r.spans_decoded(), 2u);
+  EXPECT_EQ(calls.load(), static_cast<int>(r.spans_decoded()));
+  EXPECT_GE(r.decode_waits(), static_cast<uint64_t>(kThreads - 1));
+}
+
+TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
+  const LayerRecord& l = view_->layers()[0];
+  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  // A file that lies inside one span, and a flipped byte in that span's compressed bytes.
+  int file = -1;
+  size_t k = 0;
+  for (int i = 0; i < 40 && file < 0; i++) {
+    uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
+    uint64_t a = view_->tree().node(n).data_offset, b = a + view_->tree().node(n).size;
+    size_t s = (*idx)->Find(a);
+    if ((*idx)->Find(b - 1) == s && s + 1 < (*idx)->count()) file = i, k = s;
+  }
+  ASSERT_GE(file, 0);
+  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
+  std::string blob_path = store_->blobs().BlobPath(l.blob);
+  ::chmod(blob_path.c_str(), 0644);
+  {
+    auto fd = OpenFile(blob_path, O_RDWR);
+    ASSERT_TRUE(fd.ok());
+    char c;
+    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
+    c ^= 0x20;
+    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
+  }
+  LayerReader r(*store_);
+  std::atomic<int> calls{0};
+  constexpr int kThreads = 6;
+  HoldDecodeUntilWaiting(r, kThreads - 1, &calls);
+  std::atomic<int> corrupt{0};
+  std::latch go(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&] {
+      go.arrive_and_wait();
+      Status st;
+      Cat(r, file, &st);
+      if (st.code() == Status::Code::kCorruption &&
+          st.message().find("span " + std::to_string(k)) != std::string::npos)
+        corrupt++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(corrupt.load(), kThreads);
+  EXPECT_EQ(calls.load(), 1);  // one decode found the damage; the others got its error
+  EXPECT_EQ(r.spans_decoded(), 0u);
+  // A failed decode is not remembered: the next read decodes (and fails) again.
+  Status st;
+  Cat(r, file, &st);
+  EXPECT_EQ(st.code(), Status::Code::kCorruption);
+  EXPECT_EQ(calls.load(), 2);
+}
+
+// Waits (up to 60 s) for pred; false on timeout.
+template <typename F>
+bool WaitFor(F pred) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+TEST_F(SpanReadTest, PrefetchDecodesAheadAndLaterReadsDecodeNothing) {
+  LayerReader r(*store_);
+  const LayerRecord& l = view_->layers()[0];
+  auto s = r.Open(l);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_NE((*s)->index(), nullptr);
+  auto node = [&](int i) {
+    return view_->tree().node(*view_->tree().Resolve("/f" + std::to_string(i), true));
+  };
+  uint64_t a = node(5).data_offset, b = node(9).data_offset + node(9).size;
+  const SeekIndex& x = *(*s)->index();
+  uint64_t want = x.Find(b - 1) - x.Find(a) + 1;
+  r.Prefetch(*s, a, b - a);
+  ASSERT_TRUE(WaitFor([&] { return r.spans_prefetched() >= want; }))
+      << "prefetched " << r.spans_prefetched() << " of " << want;
+  EXPECT_EQ(r.spans_prefetched(), want);
+  uint64_t decoded = r.spans_decoded();
+  EXPECT_EQ(decoded, want);
+  for (int i = 5; i <= 9; i++) EXPECT_EQ(Cat(r, i), Corpus(50000, 100 + i)) << "f" << i;
+  EXPECT_EQ(r.spans_decoded(), decoded);  // every span came from the cache
+  r.Prefetch(*s, a, b - a);               // all cached: nothing queued
+  EXPECT_EQ(r.prefetch_queued(), 0u);
+  r.set_prefetch(false);
+  r.Prefetch(*s, 0, l.size);
+  EXPECT_EQ(r.prefetch_queued(), 0u);
+}
+
+TEST_F(SpanReadTest, PrefetchQueuesAtMostAQuarterOfTheCacheAndNothingWhenItIsSmall) {
+  const LayerRecord& l = view_->layers()[0];
+  {
+    LayerReader r(*store_, 7 * 65536);  // under 8 spans: no read-ahead
+    auto s = r.Open(l);
+    ASSERT_TRUE(s.ok());
+    r.Prefetch(*s, 0, l.size);
+    EXPECT_EQ(r.prefetch_queued(), 0u);
+    EXPECT_EQ(r.spans_decoded(), 0u);
+  }
+  LayerReader r(*store_, 64 * 65536);  // a quarter: 16 spans of 64 KiB
+  std::atomic<bool> release{false};
+  std::atomic<int> calls{0};
+  r.set_decode_hook([&](size_t) {
+    calls++;
+    WaitFor([&] { return release.load(); });
+  });
+  auto s = r.Open(l);
+  ASSERT_TRUE(s.ok());
+  r.Prefetch(*s, 0, l.size);                                // the 2 MB layer: 31+ spans
+  ASSERT_TRUE(WaitFor([&] { return calls.load() == 1; }));  // the helper holds one span
+  // Spans 0..q were queued (0 is with the helper): they fit in a quarter, one more would not.
+  size_t q = r.prefetch_queued();
+  const SeekIndex& x = *(*s)->index();
+  ASSERT_LT(q + 1, x.count());
+  EXPECT_LE(x.SpanEnd(q), 64u * 65536 / 4) << q;
+  EXPECT_GT(x.SpanEnd(q + 1), 64u * 65536 / 4) << q;
+  release = true;
+  ASSERT_TRUE(WaitFor([&] { return r.prefetch_queued() == 0 && r.spans_prefetched() == q + 1; }));
+  EXPECT_EQ(Cat(r, 0), Corpus(50000, 100));
+}
+
+TEST_F(SpanReadTest, ReadAheadUnderEvictionWithParallelReadersGetsEveryByteRight) {
+  LayerReader r(*store_, 8 * 65536);  // read-ahead on, about half a span per shard
+  auto s = r.Open(view_->layers()[0]);
+  ASSERT_TRUE(s.ok());
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; t++) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 25; k++) {
+        int i = (t * 11 + k * 7) % 40;
+        uint32_t n = *view_->tree().Resolve("/f" + std::to_string((i + 1) % 40), true);
+        r.Prefetch(*s, view_->tree().node(n).data_offset, 3 * 50000);
+        if (Cat(r, i) != Corpus(50000, 100 + i)) wrong++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(r.span_cache().evictions(), 0u);
+  EXPECT_GT(r.spans_prefetched(), 0u);
+  EXPECT_LE(r.span_cache().bytes(), 8u * 65536 + 16u * (256 << 10));
+}
+
+TEST_F(SpanReadTest, ForgettingALayerDropsItsQueuedReadAhead) {
+  const LayerRecord& l = view_->layers()[0];
+  LayerReader r(*store_);
+  std::atomic<bool> release{false};
+  std::atomic<int> calls{0};
+  r.set_decode_hook([&](size_t) {
+    calls++;
+    WaitFor([&] { return release.load(); });
+  });
+  auto s = r.Open(l);
+  ASSERT_TRUE(s.ok());
+  r.Prefetch(*s, 0, l.size);
+  ASSERT_TRUE(WaitFor([&] { return calls.load() == 1; }));  // the helper holds span 0
+  EXPECT_GE(r.prefetch_queued(), 5u);
+  r.Forget(l.diff_id.hex());
+  EXPECT_EQ(r.prefetch_queued(), 0u);
+  release = true;
 }
 
 }  // namespace
