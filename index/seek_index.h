@@ -4,9 +4,10 @@
 // DecompressingSource) and, in the same pass, records checkpoints:
 //   gzip  at the first deflate block boundary after every `span` bytes of output, and at
 //         every member start: uncompressed offset, compressed offset, bit offset and the
-//         32 KiB window (stored zstd-compressed). Decoding uses zlib (inflate with Z_BLOCK
-//         stops at block boundaries); a span is resumed with inflatePrime +
-//         inflateSetDictionary.
+//         32 KiB window (stored zstd-compressed). Decoding uses ISA-L, made to stop at
+//         the end of a block once a checkpoint is due (ReadGzip explains how); a span is
+//         resumed with ISA-L (isal_inflate_set_dict, leftover bits in read_in), zlib's
+//         inflatePrime + inflateSetDictionary as the fallback.
 //   zstd  at the first frame boundary after every `span` bytes of output (a zstd:chunked
 //         layer has one frame per file, so spans end near `span`). No window is needed.
 // For every span (checkpoint i to checkpoint i+1, the last to the end of the tar) it
@@ -52,7 +53,7 @@ class IndexingSource : public ByteSource {
   Status Fill();
   Result<size_t> ReadGzip(void* buf, size_t n);
   Result<size_t> ReadZstd(void* buf, size_t n);
-  void Checkpoint(bool fresh, uint8_t bits);
+  void Checkpoint(bool fresh, uint64_t in_off, uint8_t bits);
   void Hash(const void* p, size_t n);
   ByteSource* in_;
   Compression c_;
