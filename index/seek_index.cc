@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
 
 #include "index/file_util.h"
@@ -87,6 +88,11 @@ struct IndexingSource::Impl {
   std::vector<SeekPoint> points;
   std::string windows;
   std::optional<Sha256> hash;
+  // With HashSpansElsewhere: guards `points` (appended here, read and given digests by
+  // a SpanHasher on another thread); `hashed` counts the digests it gave.
+  bool elsewhere = false;
+  std::mutex pts_mu;
+  size_t hashed = 0;
   std::unique_ptr<DecompressingSource> plain;  // span 0
   ~Impl() {
     if (zd) ZSTD_freeDCtx(zd);
@@ -112,6 +118,64 @@ IndexingSource::~IndexingSource() = default;
 
 uint64_t IndexingSource::checkpoints() const {
   return impl_->points.size();
+}
+
+void IndexingSource::HashSpansElsewhere() {
+  impl_->elsewhere = true;
+}
+
+uint64_t IndexingSource::PointOut(size_t i) {
+  std::lock_guard<std::mutex> l(impl_->pts_mu);
+  return i < impl_->points.size() ? impl_->points[i].out_off : UINT64_MAX;
+}
+
+void IndexingSource::SetSpanDigest(size_t i, const Digest& d) {
+  std::lock_guard<std::mutex> l(impl_->pts_mu);
+  if (i < impl_->points.size()) {
+    DigestBytes(d, impl_->points[i].digest);
+    impl_->hashed++;
+  }
+}
+
+Result<size_t> SpanHasher::Read(void* buf, size_t n) {
+  IMGFS_ASSIGN_OR_RETURN(size_t k, in_->Read(buf, n));
+  Take(static_cast<const char*>(buf), k);
+  return k;
+}
+
+Result<std::string_view> SpanHasher::ReadView(char* scratch, size_t n) {
+  IMGFS_ASSIGN_OR_RETURN(std::string_view v, in_->ReadView(scratch, n));
+  Take(v.data(), v.size());
+  return v;
+}
+
+void SpanHasher::Take(const char* p, size_t n) {
+  // A checkpoint at tar offset X is recorded before any byte past X is produced, so
+  // the one ending a byte read here is known by the time that byte arrives.
+  for (;;) {
+    uint64_t next = idx_->PointOut(cur_ + 1);
+    if (next > pos_ + n) break;  // UINT64_MAX: none yet
+    size_t k = static_cast<size_t>(next - pos_);
+    if (k) h_->Update(p, k);
+    p += k;
+    n -= k;
+    pos_ = next;
+    idx_->SetSpanDigest(cur_++, h_->Finish());
+    h_.emplace();
+  }
+  if (n) h_->Update(p, n);
+  pos_ += n;
+}
+
+Status SpanHasher::Finish() {
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    IMGFS_ASSIGN_OR_RETURN(std::string_view v, ReadView(buf.data(), buf.size()));
+    if (v.empty()) break;
+  }
+  Take(nullptr, 0);
+  if (idx_->PointOut(cur_) != UINT64_MAX) idx_->SetSpanDigest(cur_, h_->Finish());
+  return Status::Ok();
 }
 
 Status IndexingSource::Fill() {
@@ -144,7 +208,7 @@ void IndexingSource::Hash(const void* p, size_t n) {
 
 void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
   Impl& m = *impl_;
-  if (!m.points.empty()) DigestBytes(m.hash->Finish(), m.points.back().digest);
+  if (!m.points.empty() && !m.elsewhere) DigestBytes(m.hash->Finish(), m.points.back().digest);
   SeekPoint p;
   p.out_off = m.out_pos;
   p.in_off = in_off;
@@ -165,8 +229,13 @@ void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
     p.win_len = static_cast<uint32_t>(len);
     m.windows.append(z.data(), r);
   }
-  m.points.push_back(p);
-  m.hash.emplace();
+  if (m.elsewhere) {
+    std::lock_guard<std::mutex> l(m.pts_mu);
+    m.points.push_back(p);
+  } else {
+    m.points.push_back(p);
+    m.hash.emplace();
+  }
   m.last_point = m.out_pos;
 }
 
@@ -368,8 +437,13 @@ Result<std::string> IndexingSource::Finish() {
   if (!m.in_eof || m.in_pos != m.in_len)
     return Status::InvalidArgument("seek index: stream not read to its end");
   uint64_t blob_size = m.comp_base + m.in_len;
-  DigestBytes(m.hash->Finish(), m.points.back().digest);
-  m.hash.reset();
+  if (m.elsewhere) {
+    if (m.hashed != m.points.size())
+      return Status::InvalidArgument("seek index: the spans were not all hashed");
+  } else {
+    DigestBytes(m.hash->Finish(), m.points.back().digest);
+    m.hash.reset();
+  }
   std::string s;
   uint64_t count = m.points.size();
   s.reserve(SeekIndex::kHeaderSize + count * SeekIndex::kRecordSize + m.windows.size());

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,13 @@ class IndexingSource : public ByteSource {
   // (uncompressed layer, span 0).
   Result<std::string> Finish();
   uint64_t checkpoints() const;
+  // The span digests are computed by a SpanHasher reading this source's output (on
+  // another thread, to balance the pipeline) instead of here. Before the first Read.
+  void HashSpansElsewhere();
+  // For SpanHasher (thread-safe): the tar offset of checkpoint i (UINT64_MAX when not
+  // recorded yet), and span i's digest.
+  uint64_t PointOut(size_t i);
+  void SetSpanDigest(size_t i, const Digest& d);
 
  private:
   struct Impl;
@@ -59,6 +67,25 @@ class IndexingSource : public ByteSource {
   Compression c_;
   uint64_t span_;
   std::unique_ptr<Impl> impl_;
+};
+
+// Passes the output of an IndexingSource (HashSpansElsewhere) through, hashing its
+// spans; Finish reads what is left and records the last span's digest, and must run
+// before the IndexingSource's Finish.
+class SpanHasher : public ByteSource {
+ public:
+  SpanHasher(ByteSource* in, IndexingSource* idx) : in_(in), idx_(idx) { h_.emplace(); }
+  Result<size_t> Read(void* buf, size_t n) override;
+  Result<std::string_view> ReadView(char* scratch, size_t n) override;
+  Status Finish();
+
+ private:
+  void Take(const char* p, size_t n);
+  ByteSource* in_;
+  IndexingSource* idx_;
+  std::optional<Sha256> h_;
+  uint64_t pos_ = 0;
+  size_t cur_ = 0;
 };
 
 // One checkpoint as stored (80 bytes on disk, little-endian).

@@ -17,6 +17,7 @@
 #include <isa-l/igzip_lib.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include <cstdio>
 #include <random>
@@ -402,6 +403,70 @@ TEST(SeekPassErrors, DamagedStreamsGiveTheSameErrors) {
     Status st = ReadAll(bits, span);
     EXPECT_EQ(st.code(), Status::Code::kCorruption);
     EXPECT_TRUE(st.message().rfind("gzip: ", 0) == 0) << st.message();
+  }
+}
+
+// The span digests hashed on the reader's thread (SpanHasher, as registry/stage.cc
+// does) make the same sidecar as hashed in the inflate pass, through a pipeline
+// thread and with reads of any size: gzip (one member, several, empty ones) and zstd.
+TEST(SpanHasherTest, SameSidecarAsHashingInThePass) {
+  Rng r(99);
+  std::string text;
+  while (text.size() < (3 << 20)) text += std::to_string(r() % 1000000) + " usr/lib/x\n";
+  std::string a = text.substr(0, 1 << 20), b = text.substr(1 << 20);
+  std::string empty = Zlib("", 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
+  std::vector<std::string> blobs = {
+      Zlib(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
+      Zlib(a, 1, Z_DEFAULT_STRATEGY, 8, 0, 0) + empty + Zlib(b, 9, Z_DEFAULT_STRATEGY, 8, 0, 0) +
+          empty,
+  };
+  std::string zst(ZSTD_compressBound(a.size()), '\0');
+  zst.resize(ZSTD_compress(zst.data(), zst.size(), a.data(), a.size(), 3));
+  blobs.push_back(zst + zst + zst);
+  for (size_t bi = 0; bi < blobs.size(); bi++) {
+    for (uint64_t span : {uint64_t{1} << 20, uint64_t{70000}, uint64_t{1}}) {
+      SCOPED_TRACE("blob " + std::to_string(bi) + " span " + std::to_string(span));
+      std::string plain1, plain2;
+      std::string side1, side2;
+      {
+        StringSource src(blobs[bi]);
+        IndexingSource dec(&src, Compression::kAuto, span);
+        std::vector<char> buf(100000);
+        for (;;) {
+          auto n = dec.Read(buf.data(), buf.size());
+          ASSERT_TRUE(n.ok()) << n.status().message();
+          if (*n == 0) break;
+          plain1.append(buf.data(), *n);
+        }
+        auto f = dec.Finish();
+        ASSERT_TRUE(f.ok()) << f.status().message();
+        side1 = *f;
+      }
+      {
+        StringSource src(blobs[bi]);
+        IndexingSource dec(&src, Compression::kAuto, span);
+        dec.HashSpansElsewhere();
+        {
+          PipelinedSource pipe(&dec, 1 + r() % 300000, 4);
+          SpanHasher spans(&pipe, &dec);
+          std::vector<char> buf(200000);
+          // Some reads, then Finish reads the rest (as after IndexTarStream).
+          for (int k = 0; k < 20; k++) {
+            auto v = spans.ReadView(buf.data(), 1 + r() % buf.size());
+            ASSERT_TRUE(v.ok()) << v.status().message();
+            if (v->empty()) break;
+            plain2.append(v->data(), v->size());
+          }
+          ASSERT_TRUE(spans.Finish().ok());
+        }
+        auto f = dec.Finish();
+        ASSERT_TRUE(f.ok()) << f.status().message();
+        side2 = *f;
+      }
+      EXPECT_TRUE(plain2 == plain1.substr(0, plain2.size()));
+      EXPECT_GE(side1.size(), 64u + 80u);
+      EXPECT_TRUE(side1 == side2);
+    }
   }
 }
 
