@@ -151,7 +151,11 @@ Result<std::string_view> SpanHasher::ReadView(char* scratch, size_t n) {
 
 void SpanHasher::Take(const char* p, size_t n) {
   // A checkpoint at tar offset X is recorded before any byte past X is produced, so
-  // the one ending a byte read here is known by the time that byte arrives.
+  // the one ending a byte read here is known by the time that byte arrives. The first
+  // (tar offset 0) comes before any byte: without it there is no index to hash for (an
+  // uncompressed layer, IMGFS_SEEK_SPAN=0).
+  if (n && pos_ == 0 && idx_->PointOut(0) == UINT64_MAX) off_ = true;
+  if (off_) return;
   for (;;) {
     uint64_t next = idx_->PointOut(cur_ + 1);
     if (next > pos_ + n) break;  // UINT64_MAX: none yet

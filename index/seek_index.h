@@ -86,6 +86,7 @@ class SpanHasher : public ByteSource {
   std::optional<Sha256> h_;
   uint64_t pos_ = 0;
   size_t cur_ = 0;
+  bool off_ = false;  // the source records no index: nothing to hash
 };
 
 // One checkpoint as stored (80 bytes on disk, little-endian).
