@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <isa-l/crc.h>
 #include <isa-l/igzip_lib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
 
 #include "index/file_util.h"
@@ -71,10 +73,14 @@ struct IndexingSource::Impl {
   uint64_t comp_base = 0;  // blob offset of inbuf[0]
   uint64_t out_pos = 0;
   uint64_t last_point = 0;
-  // gzip
-  z_stream zs{};
-  bool z_init = false;
+  // gzip, decoded by ISA-L (see ReadGzip)
+  std::unique_ptr<inflate_state> gz;
   bool in_member = false;
+  bool stopping = false;                // bfinal set by us: ISA-L stops at the end of this block
+  uint64_t last_boundary = UINT64_MAX;  // bit offset in the blob of the last one seen
+  // The last <= 32 KiB of the member's output (the window of the next checkpoint).
+  std::vector<uint8_t> tail = std::vector<uint8_t>(kWindow);
+  size_t tail_len = 0;
   // zstd
   ZSTD_DCtx* zd = nullptr;
   size_t zlast = 0;
@@ -82,11 +88,26 @@ struct IndexingSource::Impl {
   std::vector<SeekPoint> points;
   std::string windows;
   std::optional<Sha256> hash;
+  // With HashSpansElsewhere: guards `points` (appended here, read and given digests by
+  // a SpanHasher on another thread); `hashed` counts the digests it gave.
+  bool elsewhere = false;
+  std::mutex pts_mu;
+  size_t hashed = 0;
   std::unique_ptr<DecompressingSource> plain;  // span 0
   ~Impl() {
-    if (z_init) inflateEnd(&zs);
     if (zd) ZSTD_freeDCtx(zd);
     if (wc) ZSTD_freeCCtx(wc);
+  }
+  void Tail(const uint8_t* p, size_t n) {
+    if (n >= kWindow) {
+      std::memcpy(tail.data(), p + n - kWindow, kWindow);
+      tail_len = kWindow;
+      return;
+    }
+    size_t keep = std::min(tail_len, kWindow - n);
+    std::memmove(tail.data(), tail.data() + tail_len - keep, keep);
+    std::memcpy(tail.data() + keep, p, n);
+    tail_len = keep + n;
   }
 };
 
@@ -99,14 +120,79 @@ uint64_t IndexingSource::checkpoints() const {
   return impl_->points.size();
 }
 
+void IndexingSource::HashSpansElsewhere() {
+  impl_->elsewhere = true;
+}
+
+uint64_t IndexingSource::PointOut(size_t i) {
+  std::lock_guard<std::mutex> l(impl_->pts_mu);
+  return i < impl_->points.size() ? impl_->points[i].out_off : UINT64_MAX;
+}
+
+void IndexingSource::SetSpanDigest(size_t i, const Digest& d) {
+  std::lock_guard<std::mutex> l(impl_->pts_mu);
+  if (i < impl_->points.size()) {
+    DigestBytes(d, impl_->points[i].digest);
+    impl_->hashed++;
+  }
+}
+
+Result<size_t> SpanHasher::Read(void* buf, size_t n) {
+  IMGFS_ASSIGN_OR_RETURN(size_t k, in_->Read(buf, n));
+  Take(static_cast<const char*>(buf), k);
+  return k;
+}
+
+Result<std::string_view> SpanHasher::ReadView(char* scratch, size_t n) {
+  IMGFS_ASSIGN_OR_RETURN(std::string_view v, in_->ReadView(scratch, n));
+  Take(v.data(), v.size());
+  return v;
+}
+
+void SpanHasher::Take(const char* p, size_t n) {
+  // A checkpoint at tar offset X is recorded before any byte past X is produced, so
+  // the one ending a byte read here is known by the time that byte arrives. The first
+  // (tar offset 0) comes before any byte: without it there is no index to hash for (an
+  // uncompressed layer, IMGFS_SEEK_SPAN=0).
+  if (n && pos_ == 0 && idx_->PointOut(0) == UINT64_MAX) off_ = true;
+  if (off_) return;
+  for (;;) {
+    uint64_t next = idx_->PointOut(cur_ + 1);
+    if (next > pos_ + n) break;  // UINT64_MAX: none yet
+    size_t k = static_cast<size_t>(next - pos_);
+    if (k) h_->Update(p, k);
+    p += k;
+    n -= k;
+    pos_ = next;
+    idx_->SetSpanDigest(cur_++, h_->Finish());
+    h_.emplace();
+  }
+  if (n) h_->Update(p, n);
+  pos_ += n;
+}
+
+Status SpanHasher::Finish() {
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    IMGFS_ASSIGN_OR_RETURN(std::string_view v, ReadView(buf.data(), buf.size()));
+    if (v.empty()) break;
+  }
+  Take(nullptr, 0);
+  if (idx_->PointOut(cur_) != UINT64_MAX) idx_->SetSpanDigest(cur_, h_->Finish());
+  return Status::Ok();
+}
+
 Status IndexingSource::Fill() {
   Impl& m = *impl_;
-  if (m.in_pos > 0 && m.in_pos < m.in_len) {
-    std::memmove(m.inbuf.data(), m.inbuf.data() + m.in_pos, m.in_len - m.in_pos);
+  // The last 16 bytes read stay: a gzip block boundary found by ISA-L may lie up to 8
+  // bytes before what it was fed (ReadGzip feeds them again).
+  size_t from = m.in_pos - std::min<size_t>(m.in_pos, 16);
+  if (from > 0 && from < m.in_len) {
+    std::memmove(m.inbuf.data(), m.inbuf.data() + from, m.in_len - from);
   }
-  m.comp_base += m.in_pos;
-  m.in_len -= m.in_pos;
-  m.in_pos = 0;
+  m.comp_base += from;
+  m.in_len -= from;
+  m.in_pos -= from;
   while (!m.in_eof && m.in_len < m.inbuf.size()) {
     IMGFS_ASSIGN_OR_RETURN(size_t n,
                            in_->Read(m.inbuf.data() + m.in_len, m.inbuf.size() - m.in_len));
@@ -115,7 +201,7 @@ Status IndexingSource::Fill() {
       break;
     }
     m.in_len += n;
-    if (m.in_len >= 4) break;
+    if (m.in_len - m.in_pos >= 4) break;
   }
   return Status::Ok();
 }
@@ -124,33 +210,36 @@ void IndexingSource::Hash(const void* p, size_t n) {
   if (impl_->hash && n) impl_->hash->Update(p, n);
 }
 
-void IndexingSource::Checkpoint(bool fresh, uint8_t bits) {
+void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
   Impl& m = *impl_;
-  if (!m.points.empty()) DigestBytes(m.hash->Finish(), m.points.back().digest);
+  if (!m.points.empty() && !m.elsewhere) DigestBytes(m.hash->Finish(), m.points.back().digest);
   SeekPoint p;
   p.out_off = m.out_pos;
-  p.in_off = m.comp_base + m.in_pos;
+  p.in_off = in_off;
   p.bits = bits;
   p.flags = fresh ? SeekPoint::kFresh : 0;
-  if (!fresh && c_ == Compression::kGzip) {
-    uint8_t dict[kWindow];
-    uInt len = sizeof dict;
-    if (inflateGetDictionary(&m.zs, dict, &len) == Z_OK && len > 0) {
-      if (!m.wc) m.wc = ZSTD_createCCtx();
-      std::string z(ZSTD_compressBound(len), '\0');
-      size_t r = m.wc ? ZSTD_compressCCtx(m.wc, z.data(), z.size(), dict, len, 3) : 0;
-      if (!m.wc || ZSTD_isError(r)) {
-        z.assign(reinterpret_cast<const char*>(dict), len);  // flagged by win_clen == win_len
-        r = len;
-      }
-      p.win_off = m.windows.size();
-      p.win_clen = static_cast<uint32_t>(r);
-      p.win_len = len;
-      m.windows.append(z.data(), r);
+  if (!fresh && c_ == Compression::kGzip && m.tail_len > 0) {
+    const uint8_t* dict = m.tail.data();
+    size_t len = m.tail_len;
+    if (!m.wc) m.wc = ZSTD_createCCtx();
+    std::string z(ZSTD_compressBound(len), '\0');
+    size_t r = m.wc ? ZSTD_compressCCtx(m.wc, z.data(), z.size(), dict, len, 3) : 0;
+    if (!m.wc || ZSTD_isError(r)) {
+      z.assign(reinterpret_cast<const char*>(dict), len);  // flagged by win_clen == win_len
+      r = len;
     }
+    p.win_off = m.windows.size();
+    p.win_clen = static_cast<uint32_t>(r);
+    p.win_len = static_cast<uint32_t>(len);
+    m.windows.append(z.data(), r);
   }
-  m.points.push_back(p);
-  m.hash.emplace();
+  if (m.elsewhere) {
+    std::lock_guard<std::mutex> l(m.pts_mu);
+    m.points.push_back(p);
+  } else {
+    m.points.push_back(p);
+    m.hash.emplace();
+  }
   m.last_point = m.out_pos;
 }
 
@@ -171,6 +260,10 @@ Result<size_t> IndexingSource::Read(void* buf, size_t n) {
     if (m.in_len == 0 && m.in_eof) c_ = Compression::kNone;  // as DecompressingSource
     if (c_ == Compression::kGzip && seen != Compression::kGzip)
       return Status::Corruption("not a gzip stream (bad magic)");
+    if (c_ == Compression::kGzip) {
+      m.gz = std::make_unique<inflate_state>();
+      isal_inflate_init(m.gz.get());
+    }
     if (c_ == Compression::kZstd) {
       if (seen != Compression::kZstd) return Status::Corruption("not a zstd stream (bad magic)");
       m.zd = ZSTD_createDCtx();
@@ -190,14 +283,42 @@ Result<size_t> IndexingSource::Read(void* buf, size_t n) {
   return k;
 }
 
+// gzip with ISA-L, recording checkpoints at deflate block boundaries.
+//
+// isal_inflate has no "stop at the end of this block" mode (zlib's Z_BLOCK), but it
+// does stop after a block whose bfinal flag is set. Near a checkpoint, while a block is
+// being decoded (its header read, its real bfinal 0), bfinal is set to 1: ISA-L ends
+// the "stream" after this block (ISAL_BLOCK_INPUT_DONE, then ISAL_BLOCK_FINISH once
+// the output is flushed). That is a block boundary: the bits not yet consumed are in
+// read_in, so the boundary is bit 8 * (bytes fed) - read_in_length of the blob.
+// Decoding goes on from the same state: block_state back to ISAL_BLOCK_NEW_HDR,
+// bfinal 0, and the history, which ISA-L drops at a stream's end, set again from our
+// copy of the last 32 KiB of output (the checkpoint's window). While bfinal is ours,
+// ISA-L cannot pass a block header, so it never overwrites a real bfinal. ISA-L would
+// check the gzip trailer at the fake end, so during those calls crc_flag is
+// ISAL_DEFLATE and the CRC is updated here (crc32_gzip_refl, as ISA-L does); the real
+// end of the member is checked by ISA-L as before.
+//
+// A boundary is also seen when the input runs out inside the next block's header
+// (ISAL_BLOCK_HDR: the header bytes read so far are in tmp_in_buffer, read_in is back
+// at the boundary). After a stop, the bytes ISA-L had read ahead into read_in are given
+// back and the next header is read in 16-byte input slices, so that a following short
+// block is not passed unseen; until the checkpoint is near, the output is capped so
+// that ISA-L (whose internal buffer decodes up to ~32 KiB beyond what it hands out)
+// never gets past the span unarmed. So the checkpoint is the first boundary after
+// `span` bytes of output, as with zlib's Z_BLOCK (tests/seek_pass_test.cc checks it
+// against zlib), except where blocks of a few bytes (flushes) hide it: then it is a
+// later boundary.
 Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
+  constexpr uint64_t kNear = 64 << 10;  // look for boundaries from this far before
+  constexpr size_t kSlice = 16;         // input per call while a header is being read
   Impl& m = *impl_;
-  z_stream& zs = m.zs;
+  inflate_state& s = *m.gz;
   for (;;) {
     if (!m.in_member) {
       // A member starts here. After the first, trailing zero padding is tolerated (as
       // DecompressingSource does); anything else must be a valid member.
-      if (!m.points.empty() || m.z_init) {
+      if (!m.points.empty()) {
         while (m.in_pos < m.in_len && m.inbuf[m.in_pos] == 0) m.in_pos++;
       }
       if (m.in_pos == m.in_len) {
@@ -205,43 +326,84 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
         IMGFS_RETURN_IF_ERROR(Fill());
         continue;
       }
-      int r = m.z_init ? inflateReset2(&zs, 31) : inflateInit2(&zs, 31);
-      if (r != Z_OK) return Status::Exhausted("gzip: cannot start inflate");
-      m.z_init = true;
-      if (span_) Checkpoint(true, 0);
+      isal_inflate_reset(&s);
+      s.crc_flag = ISAL_GZIP;
+      m.tail_len = 0;
+      m.stopping = false;
+      m.last_boundary = UINT64_MAX;
+      Checkpoint(true, m.comp_base + m.in_pos, 0);
       m.in_member = true;
     }
     if (m.in_pos == m.in_len && !m.in_eof) IMGFS_RETURN_IF_ERROR(Fill());
-    zs.next_in = m.inbuf.data() + m.in_pos;
-    zs.avail_in = static_cast<uInt>(m.in_len - m.in_pos);
-    zs.next_out = static_cast<Bytef*>(buf);
-    zs.avail_out = static_cast<uInt>(std::min<size_t>(n, UINT32_MAX));
-    uInt out_before = zs.avail_out;
-    int ret = inflate(&zs, span_ ? Z_BLOCK : Z_NO_FLUSH);
-    m.in_pos = m.in_len - zs.avail_in;
-    size_t produced = out_before - zs.avail_out;
+    uint64_t since = m.out_pos - m.last_point;
+    size_t in_n = m.in_len - m.in_pos;
+    size_t out_n = std::min<size_t>(n, UINT32_MAX);
+    if (since + kNear < span_) {
+      out_n = std::min<uint64_t>(out_n, span_ - kNear - since);
+    } else if (!m.stopping) {
+      if (s.bfinal == 0 &&
+          (s.block_state == ISAL_BLOCK_CODED || s.block_state == ISAL_BLOCK_TYPE0)) {
+        s.bfinal = 1;
+        m.stopping = true;
+      } else if (s.block_state == ISAL_BLOCK_NEW_HDR || s.block_state == ISAL_BLOCK_HDR) {
+        in_n = std::min(in_n, kSlice);
+      }
+    }
+    s.crc_flag = m.stopping ? ISAL_DEFLATE : ISAL_GZIP;
+    s.next_in = m.inbuf.data() + m.in_pos;
+    s.avail_in = static_cast<uint32_t>(in_n);
+    s.next_out = static_cast<uint8_t*>(buf);
+    s.avail_out = static_cast<uint32_t>(out_n);
+    int ret = isal_inflate(&s);
+    m.in_pos += in_n - s.avail_in;
+    size_t produced = out_n - s.avail_out;
+    if (m.stopping) {
+      s.crc = crc32_gzip_refl(s.crc, static_cast<uint8_t*>(buf), produced);
+      s.crc_flag = ISAL_GZIP;
+    }
+    if (ret < 0) {
+      if (ret == ISAL_INCORRECT_CHECKSUM) return Status::Corruption("gzip: CRC mismatch");
+      if (ret == ISAL_INVALID_WRAPPER || ret == ISAL_UNSUPPORTED_METHOD)
+        return Status::Corruption("not a gzip stream (bad magic)");
+      return Status::Corruption("gzip: corrupt deflate stream (code " + std::to_string(ret) + ")");
+    }
     Hash(buf, produced);
     m.out_pos += produced;
-    if (ret == Z_STREAM_END) {
+    m.Tail(static_cast<uint8_t*>(buf), produced);
+    uint64_t fed = m.comp_base + m.in_pos;  // blob bytes given to ISA-L so far
+    bool boundary = false;
+    if (s.block_state == ISAL_BLOCK_FINISH && m.stopping) {
+      // The block we stopped ended.
+      m.stopping = false;
+      s.block_state = ISAL_BLOCK_NEW_HDR;
+      s.bfinal = 0;
+      if (m.tail_len > 0 &&
+          isal_inflate_set_dict(&s, m.tail.data(), static_cast<uint32_t>(m.tail_len)) != COMP_OK)
+        return Status::Corruption("gzip: cannot resume after a block boundary");
+      m.last_boundary = 8 * fed - static_cast<uint64_t>(s.read_in_length);
+      boundary = true;
+      // ISA-L reads ahead up to 8 bytes into read_in; give back all but the bits of the
+      // boundary's own byte, so the next header is read from the input, in slices.
+      uint64_t in_off = (m.last_boundary + 7) / 8;
+      int keep = static_cast<int>(8 * in_off - m.last_boundary);
+      s.read_in &= (uint64_t{1} << keep) - 1;
+      s.read_in_length = keep;
+      m.in_pos = static_cast<size_t>(in_off - m.comp_base);
+    } else if (s.block_state == ISAL_BLOCK_FINISH) {
       m.in_member = false;
-      if (produced > 0) return produced;
-      continue;
+    } else if (s.block_state == ISAL_BLOCK_HDR && s.tmp_out_valid == s.tmp_out_processed) {
+      // Inside the next header, every byte before it handed out.
+      uint64_t bit = 8 * (fed - static_cast<uint64_t>(s.tmp_in_size)) -
+                     static_cast<uint64_t>(s.read_in_length);
+      boundary = bit != m.last_boundary;
+      m.last_boundary = bit;
     }
-    if (ret == Z_DATA_ERROR || ret == Z_NEED_DICT) {
-      std::string msg = zs.msg ? zs.msg : "bad data";
-      if (msg == "incorrect data check") return Status::Corruption("gzip: CRC mismatch");
-      if (msg == "incorrect header check" || msg == "unknown compression method")
-        return Status::Corruption("not a gzip stream (bad magic)");
-      return Status::Corruption("gzip: corrupt deflate stream (" + msg + ")");
-    }
-    if (ret == Z_MEM_ERROR) return Status::Exhausted("gzip: out of memory");
-    // Z_OK or Z_BUF_ERROR. With Z_BLOCK, inflate stops at every block boundary:
-    // bit 128 of data_type = at a boundary, bit 64 = the last block ended.
-    if (span_ && (zs.data_type & 128) && !(zs.data_type & 64) &&
-        m.out_pos - m.last_point >= span_) {
-      Checkpoint(false, static_cast<uint8_t>(zs.data_type & 7));
+    if (boundary && m.out_pos - m.last_point >= span_) {
+      uint64_t in_off = (m.last_boundary + 7) / 8;
+      Checkpoint(false, in_off, static_cast<uint8_t>(8 * in_off - m.last_boundary));
     }
     if (produced > 0) return produced;
+    if (!m.in_member || boundary) continue;
     if (m.in_pos == m.in_len && m.in_eof)
       return Status::Corruption("gzip: unexpected end of stream (truncated)");
   }
@@ -260,7 +422,7 @@ Result<size_t> IndexingSource::ReadZstd(void* buf, size_t n) {
     }
     // zlast == 0: the previous frame is complete, a frame starts at in_pos.
     if (span_ && m.zlast == 0 && (m.points.empty() || m.out_pos - m.last_point >= span_))
-      Checkpoint(true, 0);
+      Checkpoint(true, m.comp_base + m.in_pos, 0);
     ZSTD_inBuffer in{m.inbuf.data(), m.in_len, m.in_pos};
     ZSTD_outBuffer out{buf, n, 0};
     size_t r = ZSTD_decompressStream(m.zd, &out, &in);
@@ -279,8 +441,13 @@ Result<std::string> IndexingSource::Finish() {
   if (!m.in_eof || m.in_pos != m.in_len)
     return Status::InvalidArgument("seek index: stream not read to its end");
   uint64_t blob_size = m.comp_base + m.in_len;
-  DigestBytes(m.hash->Finish(), m.points.back().digest);
-  m.hash.reset();
+  if (m.elsewhere) {
+    if (m.hashed != m.points.size())
+      return Status::InvalidArgument("seek index: the spans were not all hashed");
+  } else {
+    DigestBytes(m.hash->Finish(), m.points.back().digest);
+    m.hash.reset();
+  }
   std::string s;
   uint64_t count = m.points.size();
   s.reserve(SeekIndex::kHeaderSize + count * SeekIndex::kRecordSize + m.windows.size());

@@ -4,9 +4,10 @@
 // DecompressingSource) and, in the same pass, records checkpoints:
 //   gzip  at the first deflate block boundary after every `span` bytes of output, and at
 //         every member start: uncompressed offset, compressed offset, bit offset and the
-//         32 KiB window (stored zstd-compressed). Decoding uses zlib (inflate with Z_BLOCK
-//         stops at block boundaries); a span is resumed with inflatePrime +
-//         inflateSetDictionary.
+//         32 KiB window (stored zstd-compressed). Decoding uses ISA-L, made to stop at
+//         the end of a block once a checkpoint is due (ReadGzip explains how); a span is
+//         resumed with ISA-L (isal_inflate_set_dict, leftover bits in read_in), zlib's
+//         inflatePrime + inflateSetDictionary as the fallback.
 //   zstd  at the first frame boundary after every `span` bytes of output (a zstd:chunked
 //         layer has one frame per file, so spans end near `span`). No window is needed.
 // For every span (checkpoint i to checkpoint i+1, the last to the end of the tar) it
@@ -23,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,18 +48,45 @@ class IndexingSource : public ByteSource {
   // (uncompressed layer, span 0).
   Result<std::string> Finish();
   uint64_t checkpoints() const;
+  // The span digests are computed by a SpanHasher reading this source's output (on
+  // another thread, to balance the pipeline) instead of here. Before the first Read.
+  void HashSpansElsewhere();
+  // For SpanHasher (thread-safe): the tar offset of checkpoint i (UINT64_MAX when not
+  // recorded yet), and span i's digest.
+  uint64_t PointOut(size_t i);
+  void SetSpanDigest(size_t i, const Digest& d);
 
  private:
   struct Impl;
   Status Fill();
   Result<size_t> ReadGzip(void* buf, size_t n);
   Result<size_t> ReadZstd(void* buf, size_t n);
-  void Checkpoint(bool fresh, uint8_t bits);
+  void Checkpoint(bool fresh, uint64_t in_off, uint8_t bits);
   void Hash(const void* p, size_t n);
   ByteSource* in_;
   Compression c_;
   uint64_t span_;
   std::unique_ptr<Impl> impl_;
+};
+
+// Passes the output of an IndexingSource (HashSpansElsewhere) through, hashing its
+// spans; Finish reads what is left and records the last span's digest, and must run
+// before the IndexingSource's Finish.
+class SpanHasher : public ByteSource {
+ public:
+  SpanHasher(ByteSource* in, IndexingSource* idx) : in_(in), idx_(idx) { h_.emplace(); }
+  Result<size_t> Read(void* buf, size_t n) override;
+  Result<std::string_view> ReadView(char* scratch, size_t n) override;
+  Status Finish();
+
+ private:
+  void Take(const char* p, size_t n);
+  ByteSource* in_;
+  IndexingSource* idx_;
+  std::optional<Sha256> h_;
+  uint64_t pos_ = 0;
+  size_t cur_ = 0;
+  bool off_ = false;  // the source records no index: nothing to hash
 };
 
 // One checkpoint as stored (80 bytes on disk, little-endian).

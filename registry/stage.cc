@@ -66,14 +66,22 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   {
     // Three stages, so that inflating (the longest) has a core to itself:
     //   thread 1: read/receive the blob, copy it into ingest/ and hash it
-    //   thread 2: inflate
-    //   this thread: hash the tar (the diff_id) and parse it
+    //   thread 2: inflate (and find the seek index's checkpoints)
+    //   this thread: hash the seek index's spans, hash the tar (the diff_id) and
+    //   parse it (the span hashes here balance the two threads: inflate is the
+    //   longer stage)
     PipelinedSource blob_stage(&tee, 512 << 10, 4, "blob");
     IndexingSource dec(&blob_stage, hint, SeekSpanFromEnv());
+    dec.HashSpansElsewhere();
     {
       PipelinedSource inflate_stage(&dec, 512 << 10, 4, "inflate");
+      SpanHasher spans(&inflate_stage, &dec);
       double cpu = ThreadCpuSeconds();
-      idx = IndexTarStream(&inflate_stage);
+      idx = IndexTarStream(&spans);
+      if (idx.ok()) {
+        Status st = spans.Finish();
+        if (!st.ok()) idx = st;
+      }
       ReportStageCpu("index", ThreadCpuSeconds() - cpu);
     }  // joins thread 2 before `dec` is looked at
     detected = dec.compression();

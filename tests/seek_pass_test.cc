@@ -1,0 +1,527 @@
+// The pull/load pass's gzip checkpoints (IndexingSource, index/seek_index.cc), which
+// ISA-L finds by being stopped at block ends, checked against zlib on many streams:
+// seeded random data (text, random bytes, long runs, a mix) compressed by zlib (levels
+// 0-9, every strategy, small memLevels, flushes that make empty and tiny blocks), by
+// ISA-L (levels 0-3), by gzip -1..-9 and pigz, alone and as multi-member streams with
+// zero padding, read through IndexingSource with random read sizes and spans.
+// For each: the output is the input; the checkpoints are exactly those zlib's
+// inflate(Z_BLOCK) gives (the first block boundary after every `span` bytes of output,
+// and every member start: same tar offset, blob offset and bit offset) or, for streams
+// with flushes (blocks of a few bytes), real block boundaries at least `span` apart;
+// and every span
+// decodes to its bytes twice, with SeekIndex::DecodeSpan (ISA-L) and with an
+// independent zlib decoder here (inflatePrime + inflateSetDictionary from the record).
+// Damaged streams give the same errors as before (CRC mismatch, truncated, bad magic).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <isa-l/igzip_lib.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <cstdio>
+#include <random>
+#include <set>
+
+#include "index/file_util.h"
+#include "index/seek_index.h"
+#include "tests/tar_builder.h"
+
+namespace imgfs {
+namespace {
+
+using Rng = std::mt19937_64;
+
+std::string Data(Rng& r, size_t n) {
+  static const char* words[] = {"layer ", "image ", "gzip ", "seek ", "window ",  "span ",
+                                "block ", "tar ",   "blob ", "\n",    "usr/lib/", "0x1f "};
+  std::string s;
+  int kind = static_cast<int>(r() % 4);
+  while (s.size() < n) {
+    int k = kind == 3 ? static_cast<int>(r() % 3) : kind;
+    size_t piece = kind == 3 ? 1 + r() % 20000 : n;
+    for (size_t i = 0; i < piece && s.size() < n; i++) {
+      if (k == 0) {
+        s += words[r() % 12];
+      } else if (k == 1) {
+        s.push_back(static_cast<char>(r()));
+      } else {
+        s.append(1 + r() % 3000, static_cast<char>('a' + r() % 3));
+      }
+    }
+  }
+  s.resize(n);
+  return s;
+}
+
+// zlib, gzip wrapper; flush > 0: a flush of kind (1 sync, 2 full, 3 partial, 4 block)
+// every `every` input bytes.
+std::string Zlib(const std::string& d, int level, int strategy, int mem, int flush, size_t every) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, 31, mem, strategy), Z_OK);
+  std::string out;
+  std::vector<char> buf(1 << 16);
+  size_t pos = 0;
+  for (;;) {
+    size_t chunk = flush ? every : d.size();
+    size_t take = std::min(chunk, d.size() - pos);
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(d.data() + pos));
+    zs.avail_in = static_cast<uInt>(take);
+    pos += take;
+    bool last = pos == d.size();
+    int mode = last         ? Z_FINISH
+               : flush == 1 ? Z_SYNC_FLUSH
+               : flush == 2 ? Z_FULL_FLUSH
+               : flush == 3 ? Z_PARTIAL_FLUSH
+                            : Z_BLOCK;
+    int ret;
+    do {
+      zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+      zs.avail_out = static_cast<uInt>(buf.size());
+      ret = deflate(&zs, mode);
+      out.append(buf.data(), buf.size() - zs.avail_out);
+    } while (zs.avail_out == 0 || (last && ret != Z_STREAM_END));
+    if (last) break;
+  }
+  deflateEnd(&zs);
+  return out;
+}
+
+std::string Isal(const std::string& d, int level) {
+  isal_zstream zs;
+  isal_deflate_init(&zs);
+  static const uint32_t sizes[] = {ISAL_DEF_LVL0_DEFAULT, ISAL_DEF_LVL1_DEFAULT,
+                                   ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+  std::vector<uint8_t> lvl(sizes[level]);
+  zs.level = static_cast<uint32_t>(level);
+  zs.level_buf = lvl.data();
+  zs.level_buf_size = static_cast<uint32_t>(lvl.size());
+  zs.gzip_flag = IGZIP_GZIP;
+  zs.end_of_stream = 1;
+  zs.flush = NO_FLUSH;
+  std::string out;
+  std::vector<uint8_t> buf(1 << 16);
+  zs.next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(d.data()));
+  zs.avail_in = static_cast<uint32_t>(d.size());
+  do {
+    zs.next_out = buf.data();
+    zs.avail_out = static_cast<uint32_t>(buf.size());
+    EXPECT_EQ(isal_deflate(&zs), COMP_OK);
+    out.append(reinterpret_cast<char*>(buf.data()), buf.size() - zs.avail_out);
+  } while (zs.internal_state.state != ZSTATE_END);
+  EXPECT_EQ(zs.avail_in, 0u);
+  return out;
+}
+
+// `tool` (gzip -6, pigz -p 2 -9 ...) over the data, through a temp file.
+std::string Tool(const std::string& dir, const std::string& d, const std::string& tool) {
+  std::string in = dir + "/in", out = dir + "/out.gz";
+  test::WriteFile(in, d);
+  std::string cmd = tool + " -c <" + in + " >" + out;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto fd = OpenFile(out, O_RDONLY);
+  EXPECT_TRUE(fd.ok());
+  std::string s;
+  char b[65536];
+  ssize_t k;
+  while (fd.ok() && (k = ::read(fd->get(), b, sizeof b)) > 0) s.append(b, static_cast<size_t>(k));
+  return s;
+}
+
+// The checkpoints zlib's inflate(Z_BLOCK) gives: every member start, and the first
+// block boundary (not the end of the last block) after >= span bytes of output.
+// `all` gets every block boundary (tar offset, blob bit offset).
+std::vector<SeekPoint> Reference(const std::string& blob, uint64_t span,
+                                 std::set<std::pair<uint64_t, uint64_t>>* all) {
+  std::vector<SeekPoint> pts;
+  z_stream zs{};
+  EXPECT_EQ(inflateInit2(&zs, 31), Z_OK);
+  std::vector<char> out(1 << 16);
+  size_t pos = 0;
+  uint64_t total = 0, last = 0;
+  bool member = false;
+  while (true) {
+    if (!member) {
+      while (pos < blob.size() && blob[pos] == 0 && !pts.empty()) pos++;
+      if (pos == blob.size()) break;
+      EXPECT_EQ(inflateReset2(&zs, 31), Z_OK);
+      SeekPoint p;
+      p.out_off = total;
+      p.in_off = pos;
+      p.flags = SeekPoint::kFresh;
+      pts.push_back(p);
+      last = total;
+      member = true;
+    }
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(blob.data() + pos));
+    zs.avail_in = static_cast<uInt>(blob.size() - pos);
+    zs.next_out = reinterpret_cast<Bytef*>(out.data());
+    zs.avail_out = static_cast<uInt>(out.size());
+    int ret = inflate(&zs, Z_BLOCK);
+    pos = blob.size() - zs.avail_in;
+    total += out.size() - zs.avail_out;
+    if (ret == Z_STREAM_END) {
+      member = false;
+      continue;
+    }
+    if (ret != Z_OK) {
+      ADD_FAILURE() << "reference inflate: " << ret;
+      break;
+    }
+    if ((zs.data_type & 128) && !(zs.data_type & 64))
+      all->emplace(total, 8 * pos - static_cast<uint64_t>(zs.data_type & 7));
+    if ((zs.data_type & 128) && !(zs.data_type & 64) && total - last >= span) {
+      SeekPoint p;
+      p.out_off = total;
+      p.in_off = pos;
+      p.bits = static_cast<uint8_t>(zs.data_type & 7);
+      pts.push_back(p);
+      last = total;
+    }
+  }
+  inflateEnd(&zs);
+  return pts;
+}
+
+// Span i decoded by zlib from its record's positions alone, with the true window
+// (the 32 KiB of `plain` before the span, within its member).
+bool ZlibSpan(const SeekIndex& idx, const std::string& blob, const std::string& plain,
+              uint64_t member_start, size_t i, std::string* out) {
+  SeekPoint p = idx.point(i);
+  out->assign(idx.SpanEnd(i) - idx.SpanStart(i), '\0');
+  bool fresh = p.flags & SeekPoint::kFresh;
+  z_stream zs{};
+  if (inflateInit2(&zs, fresh ? 31 : -15) != Z_OK) return false;
+  size_t start = p.in_off;
+  if (!fresh) {
+    if (p.bits &&
+        inflatePrime(&zs, p.bits, static_cast<uint8_t>(blob[p.in_off - 1]) >> (8 - p.bits)) != Z_OK)
+      return false;
+    uint64_t w = std::min<uint64_t>(32768, p.out_off - member_start);
+    if (w && inflateSetDictionary(&zs, reinterpret_cast<const Bytef*>(plain.data() + p.out_off - w),
+                                  static_cast<uInt>(w)) != Z_OK)
+      return false;
+  }
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(blob.data() + start));
+  zs.avail_in = static_cast<uInt>(blob.size() - start);
+  zs.next_out = reinterpret_cast<Bytef*>(out->data());
+  zs.avail_out = static_cast<uInt>(out->size());
+  bool ok = true;
+  while (ok && zs.avail_out > 0) {
+    int r = inflate(&zs, Z_NO_FLUSH);
+    ok = r == Z_OK || (r == Z_STREAM_END && zs.avail_out == 0);
+  }
+  inflateEnd(&zs);
+  return ok;
+}
+
+struct Case {
+  std::string name;
+  std::string blob;
+  std::string plain;
+  bool exact = true;  // no flushes: the checkpoints must be exactly zlib's
+};
+
+class SeekPassTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = test::MakeTempDir(); }
+  void TearDown() override { test::RemoveTree(dir_); }
+
+  // One stream through IndexingSource and every check in the file comment.
+  void Check(const Case& c, uint64_t span, Rng& r) {
+    SCOPED_TRACE(c.name + " span " + std::to_string(span));
+    StringSource src(c.blob);
+    IndexingSource dec(&src, Compression::kGzip, span);
+    std::string plain;
+    std::vector<char> buf(300000);
+    for (;;) {
+      size_t want = 1 + r() % (r() % 2 ? 300000 : 5000);
+      auto n = dec.Read(buf.data(), want);
+      ASSERT_TRUE(n.ok()) << n.status().message();
+      if (*n == 0) break;
+      plain.append(buf.data(), *n);
+    }
+    ASSERT_EQ(plain.size(), c.plain.size());
+    ASSERT_TRUE(plain == c.plain);
+    auto side = dec.Finish();
+    ASSERT_TRUE(side.ok()) << side.status().message();
+    LayerRecord layer;
+    layer.compression = Compression::kGzip;
+    layer.size = plain.size();
+    layer.blob_size = c.blob.size();
+    auto idx = SeekIndex::FromBytes(*side, layer);
+    ASSERT_TRUE(idx.ok()) << idx.status().message();
+    std::set<std::pair<uint64_t, uint64_t>> all;
+    std::vector<SeekPoint> want = Reference(c.blob, span, &all);
+    if (!c.exact) {
+      // Blocks of a few bytes (flushes) may hide the first boundary after the span from
+      // ISA-L: then the checkpoint is a later boundary, but always a real one, and never
+      // closer than the span to the one before.
+      uint64_t last = 0;
+      for (size_t i = 0; i < (*idx)->count(); i++) {
+        SeekPoint got = (*idx)->point(i);
+        if (got.flags & SeekPoint::kFresh) {
+          last = got.out_off;
+          continue;
+        }
+        ASSERT_TRUE(all.count({got.out_off, 8 * got.in_off - got.bits})) << "checkpoint " << i;
+        ASSERT_GE(got.out_off - last, span) << "checkpoint " << i;
+        last = got.out_off;
+      }
+      want.clear();
+      for (size_t i = 0; i < (*idx)->count(); i++) want.push_back((*idx)->point(i));
+    }
+    ASSERT_EQ((*idx)->count(), want.size());
+    for (size_t i = 0; i < want.size(); i++) {
+      SeekPoint got = (*idx)->point(i);
+      ASSERT_EQ(got.out_off, want[i].out_off) << "checkpoint " << i;
+      ASSERT_EQ(got.in_off, want[i].in_off) << "checkpoint " << i;
+      ASSERT_EQ(got.bits, want[i].bits) << "checkpoint " << i;
+      ASSERT_EQ(got.flags, want[i].flags) << "checkpoint " << i;
+    }
+    std::string path = dir_ + "/blob";
+    test::WriteFile(path, c.blob);
+    auto fd = OpenFile(path, O_RDONLY);
+    ASSERT_TRUE(fd.ok());
+    uint64_t member = 0;
+    for (size_t i = 0; i < (*idx)->count(); i++) {
+      SeekPoint p = (*idx)->point(i);
+      if (p.flags & SeekPoint::kFresh) member = p.out_off;
+      std::string slice =
+          plain.substr((*idx)->SpanStart(i), (*idx)->SpanEnd(i) - (*idx)->SpanStart(i));
+      auto d = (*idx)->DecodeSpan(fd->get(), i);
+      ASSERT_TRUE(d.ok()) << "span " << i << ": " << d.status().message();
+      ASSERT_TRUE(*d == slice) << "span " << i;
+      std::string z;
+      ASSERT_TRUE(ZlibSpan(**idx, c.blob, plain, member, i, &z)) << "zlib, span " << i;
+      ASSERT_TRUE(z == slice) << "zlib, span " << i;
+    }
+    checked_++;
+  }
+
+  std::string dir_;
+  int checked_ = 0;
+};
+
+TEST_F(SeekPassTest, CheckpointsAreZlibsBlockBoundariesForEveryCompressor) {
+  Rng r(20261129);
+  static const int strategies[] = {Z_DEFAULT_STRATEGY, Z_FILTERED, Z_HUFFMAN_ONLY, Z_RLE, Z_FIXED};
+  std::vector<Case> cases;
+  for (int i = 0; i < 30; i++) {
+    size_t n = r() % 3 == 0 ? r() % 5000 : 1 + r() % (2 << 20);
+    std::string d = Data(r, n);
+    int level = static_cast<int>(r() % 10), strategy = strategies[r() % 5];
+    int mem = 1 + static_cast<int>(r() % 9), flush = r() % 3 ? 0 : 1 + static_cast<int>(r() % 4);
+    size_t every = 1 + r() % (r() % 2 ? 100 : 100000);
+    cases.push_back({"zlib level " + std::to_string(level) + " strategy " +
+                         std::to_string(strategy) + " memLevel " + std::to_string(mem) + " flush " +
+                         std::to_string(flush) + " every " + std::to_string(every),
+                     Zlib(d, level, strategy, mem, flush, every), d, flush == 0});
+  }
+  for (int level = 0; level <= 3; level++) {
+    std::string d = Data(r, 1 + r() % (2 << 20));
+    cases.push_back({"isa-l level " + std::to_string(level), Isal(d, level), d});
+  }
+  std::vector<std::string> tools;
+  for (int l = 1; l <= 9; l++) tools.push_back("gzip -" + std::to_string(l));
+  // pigz (Debian package, .ci/install-deps): independent blocks of 128 KiB, with
+  // empty stored blocks between them.
+  ASSERT_EQ(std::system("command -v pigz >/dev/null"), 0) << "pigz is not installed";
+  tools.push_back("pigz -p 2 -6");
+  tools.push_back("pigz -p 2 -9 -b 32");
+  tools.push_back("pigz -p 2 -1 -i");
+  for (const std::string& t : tools) {
+    std::string d = Data(r, 1 + r() % (2 << 20));
+    cases.push_back({t, Tool(dir_, d, t), d});
+  }
+  // Multi-member: members of any of the above, and zero padding at the end.
+  size_t singles = cases.size();
+  for (int i = 0; i < 12; i++) {
+    Case m{"members:", "", "", true};
+    for (int k = 0, parts = 2 + static_cast<int>(r() % 3); k < parts; k++) {
+      const Case& c = cases[r() % singles];
+      m.name += " [" + c.name + "]";
+      m.blob += c.blob;
+      m.plain += c.plain;
+      m.exact = m.exact && c.exact;
+    }
+    if (r() % 2) m.blob.append(1 + r() % 600, '\0');
+    cases.push_back(std::move(m));
+  }
+  static const uint64_t spans[] = {20000, 32768, 65536, 100000, 300000, 1 << 20, 150000};
+  int expected = 0;
+  for (const Case& c : cases) {
+    uint64_t span = spans[r() % 7];
+    expected += span > 1 && c.plain.size() < (256 << 10) ? 2 : 1;
+    Check(c, span, r);
+    if (HasFatalFailure()) return;
+    if (span > 1 && c.plain.size() < (256 << 10)) {
+      Check(c, 1, r);  // a checkpoint at every block boundary
+      if (HasFatalFailure()) return;
+    }
+  }
+  EXPECT_EQ(checked_, expected);  // every case went through every check
+}
+
+Status ReadAll(const std::string& blob, uint64_t span) {
+  StringSource src(blob);
+  IndexingSource dec(&src, Compression::kGzip, span);
+  std::vector<char> buf(100000);
+  for (;;) {
+    auto n = dec.Read(buf.data(), buf.size());
+    if (!n.ok()) return n.status();
+    if (*n == 0) return dec.Finish().status();
+  }
+}
+
+// The errors of the zlib pass, with checkpoints being taken (small spans: the CRC is
+// kept by us across the stops) and without (span larger than the stream).
+TEST(SeekPassErrors, DamagedStreamsGiveTheSameErrors) {
+  Rng r(7);
+  std::string d;  // text: many blocks, so many stops at span 4096
+  while (d.size() < (1 << 20)) d += std::to_string(r() % 100000) + (r() % 7 ? " layer " : "\n");
+  d += std::string(300000, 'x');
+  std::string good = Zlib(d, 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
+  for (uint64_t span : {uint64_t{4096}, uint64_t{1} << 30}) {
+    SCOPED_TRACE("span " + std::to_string(span));
+    EXPECT_TRUE(ReadAll(good, span).ok()) << ReadAll(good, span).message();
+    EXPECT_TRUE(ReadAll(good + good, span).ok());
+    std::string crc = good;
+    crc[crc.size() - 6] ^= 1;  // a bit of the CRC-32
+    EXPECT_EQ(ReadAll(crc, span).message(), "gzip: CRC mismatch");
+    std::string size = good;
+    size[size.size() - 3] ^= 1;  // a bit of ISIZE
+    EXPECT_FALSE(ReadAll(size, span).ok());
+    EXPECT_EQ(ReadAll(good.substr(0, good.size() / 2), span).message(),
+              "gzip: unexpected end of stream (truncated)");
+    EXPECT_EQ(ReadAll(good.substr(0, good.size() - 3), span).message(),
+              "gzip: unexpected end of stream (truncated)");
+    EXPECT_EQ(ReadAll(good + "PK\x03\x04 not gzip", span).message(),
+              "not a gzip stream (bad magic)");
+    std::string bits = good;
+    for (size_t i = 1000; i < bits.size() - 8; i += 997) bits[i] ^= 0x5a;
+    Status st = ReadAll(bits, span);
+    EXPECT_EQ(st.code(), Status::Code::kCorruption);
+    EXPECT_TRUE(st.message().rfind("gzip: ", 0) == 0) << st.message();
+  }
+}
+
+// Damaged streams of every kind end (no hang, no crash) and the checkpointing pass
+// agrees with the plain ISA-L decoder (DecompressingSource) on whether the stream is
+// good, and on its bytes when it is.
+TEST(SeekPassErrors, RandomDamageAgreesWithThePlainDecoder) {
+  Rng r(4242);
+  std::string text;
+  while (text.size() < (300 << 10)) text += std::to_string(r() % 100000) + (r() % 5 ? " a " : "\n");
+  std::vector<std::string> good = {Zlib(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
+                                   Zlib(text, 1, Z_FIXED, 2, 1, 3000) + Isal(text, 1)};
+  int bad = 0;
+  for (int i = 0; i < 250; i++) {
+    std::string blob = good[r() % good.size()];
+    switch (r() % 4) {
+      case 0:
+        for (int k = 0, n = 1 + static_cast<int>(r() % 4); k < n; k++)
+          blob[r() % blob.size()] ^= static_cast<char>(1 + r() % 255);
+        break;
+      case 1:
+        blob.resize(r() % blob.size());
+        break;
+      case 2:
+        blob.insert(r() % blob.size(), std::string(1 + r() % 40, static_cast<char>(r())));
+        break;
+      default:
+        blob.erase(r() % blob.size(), 1 + r() % 40);
+    }
+    if (blob.size() < 4) continue;
+    blob[0] = '\x1f';
+    blob[1] = '\x8b';
+    auto run = [&](bool index, std::string* out) -> Status {
+      StringSource src(blob);
+      IndexingSource dec(&src, Compression::kGzip, index ? 4096 : 0);
+      std::vector<char> buf(1 + r() % 70000);
+      for (;;) {
+        auto n = dec.Read(buf.data(), buf.size());
+        if (!n.ok()) return n.status();
+        if (*n == 0) return dec.Finish().status();
+        out->append(buf.data(), *n);
+      }
+    };
+    std::string a, b2;
+    Status sa = run(true, &a), sb = run(false, &b2);
+    ASSERT_EQ(sa.ok(), sb.ok()) << i << ": " << sa.message() << " / " << sb.message();
+    if (sa.ok()) {
+      ASSERT_TRUE(a == b2) << i;
+    } else {
+      EXPECT_EQ(sa.code(), Status::Code::kCorruption) << sa.message();
+      bad++;
+    }
+  }
+  EXPECT_GT(bad, 180) << bad;  // nearly every damage is caught
+}
+
+// The span digests hashed on the reader's thread (SpanHasher, as registry/stage.cc
+// does) make the same sidecar as hashed in the inflate pass, through a pipeline
+// thread and with reads of any size: gzip (one member, several, empty ones) and zstd.
+TEST(SpanHasherTest, SameSidecarAsHashingInThePass) {
+  Rng r(99);
+  std::string text;
+  while (text.size() < (3 << 20)) text += std::to_string(r() % 1000000) + " usr/lib/x\n";
+  std::string a = text.substr(0, 1 << 20), b = text.substr(1 << 20);
+  std::string empty = Zlib("", 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
+  std::vector<std::string> blobs = {
+      Zlib(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
+      Zlib(a, 1, Z_DEFAULT_STRATEGY, 8, 0, 0) + empty + Zlib(b, 9, Z_DEFAULT_STRATEGY, 8, 0, 0) +
+          empty,
+  };
+  std::string zst(ZSTD_compressBound(a.size()), '\0');
+  zst.resize(ZSTD_compress(zst.data(), zst.size(), a.data(), a.size(), 3));
+  blobs.push_back(zst + zst + zst);
+  for (size_t bi = 0; bi < blobs.size(); bi++) {
+    for (uint64_t span : {uint64_t{1} << 20, uint64_t{70000}, uint64_t{1}}) {
+      SCOPED_TRACE("blob " + std::to_string(bi) + " span " + std::to_string(span));
+      std::string plain1, plain2;
+      std::string side1, side2;
+      {
+        StringSource src(blobs[bi]);
+        IndexingSource dec(&src, Compression::kAuto, span);
+        std::vector<char> buf(100000);
+        for (;;) {
+          auto n = dec.Read(buf.data(), buf.size());
+          ASSERT_TRUE(n.ok()) << n.status().message();
+          if (*n == 0) break;
+          plain1.append(buf.data(), *n);
+        }
+        auto f = dec.Finish();
+        ASSERT_TRUE(f.ok()) << f.status().message();
+        side1 = *f;
+      }
+      {
+        StringSource src(blobs[bi]);
+        IndexingSource dec(&src, Compression::kAuto, span);
+        dec.HashSpansElsewhere();
+        {
+          PipelinedSource pipe(&dec, 1 + r() % 300000, 4);
+          SpanHasher spans(&pipe, &dec);
+          std::vector<char> buf(200000);
+          // Some reads, then Finish reads the rest (as after IndexTarStream).
+          for (int k = 0; k < 20; k++) {
+            auto v = spans.ReadView(buf.data(), 1 + r() % buf.size());
+            ASSERT_TRUE(v.ok()) << v.status().message();
+            if (v->empty()) break;
+            plain2.append(v->data(), v->size());
+          }
+          ASSERT_TRUE(spans.Finish().ok());
+        }
+        auto f = dec.Finish();
+        ASSERT_TRUE(f.ok()) << f.status().message();
+        side2 = *f;
+      }
+      EXPECT_TRUE(plain2 == plain1.substr(0, plain2.size()));
+      EXPECT_GE(side1.size(), 64u + 80u);
+      EXPECT_TRUE(side1 == side2);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace imgfs
