@@ -93,7 +93,7 @@ int CmdImport(const std::string& root, const Args& a) {
 
 int CmdImages(const std::string& root, const Args& a) {
   auto store = OpenStore(root);
-  auto images = store->ListImages();
+  auto images = store->ListImages(/*layers=*/false);  // a row needs no diff_ids
   if (!images.ok()) return Fail(images.status(), "images");
   auto names = NamesByImage(*store);
   if (!names.ok()) return Fail(names.status(), "images");

@@ -104,8 +104,8 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
     conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
     c->no_opendir = true;
   }
-  // Without opens the daemon cannot know which files are open: removed layers stay
-  // pinned until the unmount.
+  // Without opens the daemon cannot know which files are open: a removed layer stays
+  // pinned until the kernel has forgotten every inode of the instances that use it.
   c->fs->set_opens_tracked(!c->no_open);
   Log(c, "serving (kernel FUSE %u.%u%s%s)", conn->proto_major, conn->proto_minor,
       c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
@@ -115,15 +115,22 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto r = Fs(req).Lookup(parent, name);
   if (!r.ok()) return ReplyError(req, r.status(), "lookup", parent);
   fuse_entry_param e = ToEntry(*r);
-  fuse_reply_entry(req, &e);
+  // Counted before the reply (a FORGET may follow it at once), taken back when the
+  // kernel did not get it.
+  MountFs& fs = Fs(req);
+  if (e.ino) fs.KernelRef(e.ino);
+  if (fuse_reply_entry(req, &e) != 0 && e.ino) fs.KernelForget(e.ino, 1);
 }
 
-void OpForget(fuse_req_t req, fuse_ino_t, uint64_t) {
-  // Inode numbers are computed, not allocated: there is nothing to release.
+// Inode numbers are computed, not allocated; the counts tell the mount when the
+// kernel holds nothing of a removed image any more (MountFs::KernelForget).
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Fs(req).KernelForget(ino, nlookup);
   fuse_reply_none(req);
 }
 
-void OpForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) {
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; i++) Fs(req).KernelForget(forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -158,6 +165,7 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
              bool plus) {
   std::vector<char> buf(size);
   size_t used = 0;
+  std::vector<uint64_t> counted;  // readdirplus entries the kernel takes a lookup on
   Status st =
       Fs(req).ReadDir(ino, fi->fh, static_cast<uint64_t>(off), plus,
                       [&](const MountFs::DirEntry& d, uint64_t next) {
@@ -173,11 +181,17 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
                         }
                         if (n > size - used) return false;
                         used += n;
+                        if (plus && d.name != "." && d.name != ".." && d.entry.ino) {
+                          Fs(req).KernelRef(d.entry.ino);
+                          counted.push_back(d.entry.ino);
+                        }
                         return true;
                       });
   // Once an entry is in the buffer an error can no longer be reported: send what we have.
   if (!st.ok() && used == 0) return ReplyError(req, st, "readdir", ino);
-  fuse_reply_buf(req, buf.data(), used);
+  if (fuse_reply_buf(req, buf.data(), used) != 0) {
+    for (uint64_t i : counted) Fs(req).KernelForget(i, 1);
+  }
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {

@@ -135,7 +135,7 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     if (snap_ && (!gen.ok() || snap_->generation == *gen)) return snap_;
   }
   auto refs = store_->ListRefs();
-  auto images = store_->ListImages();
+  auto images = store_->ListImages(/*layers=*/false);
   if (!refs.ok() || !images.ok()) {
     std::lock_guard<std::mutex> l(snap_mu_);
     return snap_;  // keep serving the last good names
@@ -158,13 +158,72 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     if (!snap_ || snap_->generation < built->generation) snap_ = built;
     out = snap_;
   }
-  if (moved && opens_tracked_.load()) ReleaseRemoved();
+  if (moved) ReleaseRemoved();
   return out;
 }
 
 void MountFs::ReleaseRemoved() {
   std::vector<std::string> gone = cache_->UnlinkedPins();
-  if (gone.empty()) return;
+  std::lock_guard<std::mutex> rl(release_mu_);
+  // Set before the counts are read: a KernelForget that brings an instance to 0 after
+  // its count was read here sees it and checks again (CheckPending).
+  has_pending_.store(true);
+  std::map<std::string, std::vector<uint32_t>> pending = std::move(pending_);
+  for (const std::string& hex : gone) pending[hex];
+  if (!opens_tracked_.load()) {
+    // Without opens the kernel may read any inode it still holds: every instance whose
+    // view pinned a removed layer watches it.
+    std::map<std::string, std::vector<std::string>> layers_of;
+    {
+      std::lock_guard<std::mutex> l(views_mu_);
+      for (const auto& [key, layers] : view_layers_) {
+        for (const std::string& hex : layers) {
+          if (pending.count(hex)) {
+            layers_of.emplace(key, layers);
+            break;
+          }
+        }
+      }
+    }
+    for (auto& [hex, watchers] : pending) watchers.clear();
+    uint32_t n = instance_count_.load(std::memory_order_acquire);
+    for (uint32_t i = 1; i < n && !layers_of.empty(); i++) {
+      const Instance* in = slots_[i].load(std::memory_order_acquire);
+      auto it = layers_of.find(ViewKey(in->image, in->layer));
+      if (it == layers_of.end()) continue;
+      for (const std::string& hex : it->second) {
+        auto p = pending.find(hex);
+        if (p != pending.end()) p->second.push_back(i);
+      }
+    }
+  }
+  pending_ = std::move(pending);
+  CheckPendingLocked();
+}
+
+void MountFs::CheckPending() {
+  std::lock_guard<std::mutex> rl(release_mu_);
+  CheckPendingLocked();
+}
+
+void MountFs::CheckPendingLocked() {
+  std::vector<std::string> release;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    bool held = false;
+    for (uint32_t i : it->second)
+      held = held || slots_[i].load(std::memory_order_acquire)->kernel_refs.load() > 0;
+    if (held) {
+      ++it;
+      continue;
+    }
+    release.push_back(it->first);
+    it = pending_.erase(it);
+  }
+  has_pending_.store(!pending_.empty());
+  if (!release.empty()) DropLayers(release);
+}
+
+void MountFs::DropLayers(const std::vector<std::string>& gone) {
   std::set<std::string> gone_set(gone.begin(), gone.end());
   // Trees that use a deleted blob belong to removed images: evict them, so nothing new
   // can be opened through them. Views already handed out, and open files (their
@@ -172,6 +231,11 @@ void MountFs::ReleaseRemoved() {
   std::vector<std::shared_ptr<const ImageView>> dropped;  // freed outside the lock
   {
     std::lock_guard<std::mutex> l(views_mu_);
+    for (auto it = view_layers_.begin(); it != view_layers_.end();) {
+      bool uses = false;
+      for (const std::string& hex : it->second) uses = uses || gone_set.count(hex) > 0;
+      it = uses ? view_layers_.erase(it) : std::next(it);
+    }
     for (auto it = views_.begin(); it != views_.end();) {
       bool uses = false;
       for (const LayerRecord& layer : it->second.view->layers())
@@ -189,8 +253,25 @@ void MountFs::ReleaseRemoved() {
   for (const std::string& hex : gone) cache_->Forget(hex);
 }
 
+void MountFs::KernelRef(uint64_t ino) {
+  const Instance* in = GetInstance(InstOf(ino));
+  if (in) in->kernel_refs.fetch_add(1);
+}
+
+void MountFs::KernelForget(uint64_t ino, uint64_t n) {
+  const Instance* in = GetInstance(InstOf(ino));
+  if (!in) return;
+  int64_t left = in->kernel_refs.fetch_sub(static_cast<int64_t>(n)) - static_cast<int64_t>(n);
+  if (left <= 0 && has_pending_.load()) CheckPending();
+}
+
+int64_t MountFs::KernelRefs(uint64_t ino) const {
+  const Instance* in = GetInstance(InstOf(ino));
+  return in ? in->kernel_refs.load() : 0;
+}
+
 Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool layer) {
-  std::string key = (layer ? "layer:" : "") + image.hex();
+  std::string key = ViewKey(image, layer);
   {
     std::lock_guard<std::mutex> l(views_mu_);
     auto it = views_.find(key);
@@ -210,8 +291,13 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
   // Pin the layers' blobs (no reading) before any file of the image can be opened:
   // its files keep reading even if an `imgfs rmi` in another process removes the
   // blobs later.
-  for (const LayerRecord& l : view->layers()) (void)cache_->Pin(l);
+  std::vector<std::string> pinned;
+  for (const LayerRecord& l : view->layers()) {
+    (void)cache_->Pin(l);
+    pinned.push_back(l.diff_id.hex());
+  }
   std::unique_lock<std::mutex> l(views_mu_);
+  view_layers_.try_emplace(key, std::move(pinned));
   auto [it, inserted] = views_.try_emplace(key);
   if (!inserted) return it->second.view;
   views_lru_.push_front(key);

@@ -158,9 +158,19 @@ class MountFs {
   Result<std::string> ListXattr(uint64_t ino);  // NUL-separated names
   Result<struct statvfs> StatFs();
 
-  // Whether every reader of a file holds an Open'ed handle (no kernel no-open mode). Only
-  // then are the pins of removed layers dropped (ReleaseRemoved).
+  // Whether every reader of a file holds an Open'ed handle (no kernel no-open mode). Then
+  // the pins of removed layers are dropped at once (ReleaseRemoved): open files keep
+  // their own. Otherwise (open=kernel) a removed layer's pin is dropped once the kernel
+  // holds no inode of any instance that uses it (KernelRef/KernelForget).
   void set_opens_tracked(bool tracked) { opens_tracked_.store(tracked); }
+  // The kernel's references to inodes (its nlookup counts), summed per instance: the
+  // adapter calls KernelRef for every inode it hands the kernel (a lookup reply, a
+  // readdirplus entry other than . and ..) before replying, and KernelForget for
+  // FORGET (and for a reply that failed). Namespace inodes (instance 0) are not counted.
+  void KernelRef(uint64_t ino);
+  void KernelForget(uint64_t ino, uint64_t n);
+  // The kernel's references to the inodes of ino's instance (tests).
+  int64_t KernelRefs(uint64_t ino) const;
 
   UnpackCache& unpack_cache() { return cache_->unpack_cache(); }
   LayerReader& layer_reader() { return *cache_; }
@@ -176,7 +186,11 @@ class MountFs {
     TreeRoot root;  // the image root's attributes: no tree needed to stat or list it
     uint64_t parent_ino = kRootIno;
     bool layer = false;  // a `.layers/<hex>` view: `image` is the layer's diff_id
+    mutable std::atomic<int64_t> kernel_refs{0};  // see KernelRef
   };
+  static std::string ViewKey(const Digest& image, bool layer) {
+    return (layer ? "layer:" : "") + image.hex();
+  }
   struct FileHandle;
   struct DirHandle;
   // A regular file (or .repositories.json) with its layer's stream, for Open and for
@@ -186,9 +200,16 @@ class MountFs {
 
   MountFs() = default;
   std::shared_ptr<const Snapshot> CurrentSnapshot();
-  // Called when the generation moved: forgets the layers whose pinned blob was deleted
-  // from the store, and evicts the cached trees that use them (their image is gone).
+  // Called when the generation moved: finds the layers whose pinned blob was deleted
+  // from the store and releases them (DropLayers) unless, without tracked opens, an
+  // instance that uses one is still held by the kernel; those wait in pending_ until
+  // the last such instance is forgotten (CheckPending).
   void ReleaseRemoved();
+  void CheckPending();
+  void CheckPendingLocked();  // under release_mu_
+  // Forgets the layers and evicts the cached trees that use them (their image is gone).
+  // Called under release_mu_.
+  void DropLayers(const std::vector<std::string>& hexes);
   Result<std::shared_ptr<const ImageView>> View(const Digest& image, bool layer = false);
   // The instance's view with node n checked (BadInode when out of range).
   Result<std::shared_ptr<const ImageView>> NodeView(const Instance* in, uint32_t node);
@@ -227,11 +248,20 @@ class MountFs {
     size_t bytes = 0;
     std::list<std::string>::iterator lru;
   };
-  std::mutex views_mu_;  // guards views_, views_lru_, view_bytes_
+  std::mutex views_mu_;  // guards views_, views_lru_, view_bytes_, view_layers_
   std::map<std::string, CachedView> views_;
   std::list<std::string> views_lru_;
   size_t view_bytes_ = 0;
   size_t evictions_ = 0;  // since the last malloc_trim
+  // The layers each built view pinned, by view key (ViewKey): which instances use a
+  // removed layer, after its image's records are gone.
+  std::map<std::string, std::vector<std::string>> view_layers_;
+
+  // Removed layers still pinned (open=kernel): diff_id hex → the instances that use it.
+  // Lock order: release_mu_ before views_mu_.
+  std::mutex release_mu_;
+  std::map<std::string, std::vector<uint32_t>> pending_;
+  std::atomic<bool> has_pending_{false};
   static constexpr size_t kTrimEvery = 16;
 
   // Instances: slots_[0] unused; append under instances_mu_, read without locks.

@@ -172,8 +172,8 @@ Status LayerReader::Pin(const LayerRecord& layer) {
     return Status::Ok();
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
-  IMGFS_RETURN_IF_ERROR(BlobFd(*slot, layer).status());
-  return unpack_.Pin(layer);  // the whole-layer fallback reads the same pinned blob
+  IMGFS_ASSIGN_OR_RETURN(auto fd, BlobFd(*slot, layer));
+  return unpack_.Pin(layer, fd);  // the whole-layer fallback reads the same pinned blob
 }
 
 std::vector<std::string> LayerReader::UnlinkedPins() {

@@ -36,10 +36,14 @@ std::shared_ptr<UnpackCache::Slot> UnpackCache::SlotFor(const LayerRecord& layer
   return s;
 }
 
-Status UnpackCache::Pin(const LayerRecord& layer) {
+Status UnpackCache::Pin(const LayerRecord& layer, std::shared_ptr<UniqueFd> pinned) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
   if (slot->blob) return Status::Ok();
+  if (pinned) {
+    slot->blob = std::move(pinned);
+    return Status::Ok();
+  }
   IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(store_.blobs().BlobPath(layer.blob), O_RDONLY));
   slot->blob = std::make_shared<UniqueFd>(std::move(fd));
   return Status::Ok();

@@ -4,6 +4,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -28,6 +29,14 @@ constexpr uint32_t kTreeVersion = 1;
 
 // The mutable tree used while merging. Nodes live in an arena; a hard link is a
 // second map entry pointing to the same MNode. Removing a subtree unlinks it.
+//
+// Copy on write (issue 12): a clone shares every node of the state it was cloned from
+// (Builder::CopyFrom is O(1)); a builder changes only the nodes it owns (owner ==
+// its epoch) and copies a shared directory, with the path to it from the root, before
+// changing it (Builder::Own). Non-directories are never changed once made, so hard
+// links (one node under several names) stay shared; directories have one parent, so
+// the path copy reaches every name of a directory. A state shared by clones is never
+// changed again: CopyFrom gives the source a new epoch too.
 struct MNode {
   EntryType type = EntryType::kDir;
   uint32_t perm = 0755;
@@ -41,11 +50,21 @@ struct MNode {
   std::string link;
   std::vector<Xattr> xattrs;
   std::map<std::string, MNode*, std::less<>> children;
+  uint64_t owner = 0;  // the epoch of the builder that may change it in place
+  // Set by Builder::Seal on a state that will be shared (never changed again): the
+  // subtree's Finish checks (FinishRoot does not walk it again).
+  bool sealed = false;
+  bool sealed_wide_id = false;  // an owner id larger than 32 bits in the subtree
+  uint64_t sealed_strings = 0;  // bytes of names, link targets, xattrs below
 };
+
+namespace {
+std::atomic<uint64_t> g_epoch{1};
+}  // namespace
 
 class Builder {
  public:
-  Builder() { root_ = New(); }
+  Builder() : arena_(std::make_shared<Arena>()) { root_ = New(); }
 
   Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
     layer_ = layer;
@@ -78,55 +97,73 @@ class Builder {
   MNode* root() { return root_; }
   const MNode* root() const { return root_; }
 
-  // A deep copy of the nodes reachable from the root (hard links stay shared).
+  // A copy of `o`'s state that shares its nodes (copy on write, see MNode). `o` is
+  // given a new epoch: from now on it copies what it would change too.
   void CopyFrom(const Builder& o) {
-    arena_.clear();
-    std::unordered_map<const MNode*, MNode*> map;
-    map.reserve(o.arena_.size());
-    std::vector<const MNode*> order{o.root_};
-    auto copy_of = [&](const MNode* n) {
-      auto [it, inserted] = map.try_emplace(n, nullptr);
-      if (inserted) {
-        arena_.push_back(std::make_unique<MNode>());
-        MNode* c = arena_.back().get();
-        c->type = n->type;
-        c->perm = n->perm;
-        c->uid = n->uid;
-        c->gid = n->gid;
-        c->size = n->size;
-        c->mtime_sec = n->mtime_sec;
-        c->mtime_nsec = n->mtime_nsec;
-        c->dev_major = n->dev_major;
-        c->dev_minor = n->dev_minor;
-        c->layer = n->layer;
-        c->born = n->born;
-        c->data_offset = n->data_offset;
-        c->link = n->link;
-        c->xattrs = n->xattrs;
-        it->second = c;
-        order.push_back(n);
-      }
-      return it->second;
-    };
-    order.clear();
-    root_ = copy_of(o.root_);
-    for (size_t i = 0; i < order.size(); i++) {  // breadth-first, no recursion on depth
-      const MNode* n = order[i];
-      MNode* c = map[n];
-      for (const auto& [name, child] : n->children) {
-        c->children.emplace_hint(c->children.end(), name, copy_of(child));
-      }
-    }
+    bases_ = o.bases_;
+    bases_.push_back(o.arena_);
+    arena_ = std::make_shared<Arena>();
+    root_ = o.root_;
     layer_ = o.layer_;
+    epoch_.store(g_epoch.fetch_add(1));
+    o.epoch_.store(g_epoch.fetch_add(1));
+  }
+
+  // Records, on every directory, its subtree's checks, and freezes the state (a new
+  // epoch): FinishRoot of a clone then walks only what the clone changed.
+  void Seal() {
+    epoch_.store(g_epoch.fetch_add(1));
+    // Post-order without recursion: children before their parent.
+    std::vector<std::pair<MNode*, bool>> work{{root_, false}};
+    while (!work.empty()) {
+      auto [d, done] = work.back();
+      work.pop_back();
+      if (d->sealed) continue;
+      if (!done) {
+        work.push_back({d, true});
+        for (const auto& [name, child] : d->children)
+          if (child->type == EntryType::kDir && !child->sealed) work.push_back({child, false});
+        continue;
+      }
+      uint64_t strings = 0;
+      bool wide = false;
+      for (const auto& [name, child] : d->children) {
+        strings += name.size() + child->link.size();
+        for (const Xattr& x : child->xattrs) strings += x.name.size() + x.value.size();
+        wide = wide || child->uid > UINT32_MAX || child->gid > UINT32_MAX;
+        if (child->type == EntryType::kDir) {
+          strings += child->sealed_strings;
+          wide = wide || child->sealed_wide_id;
+        }
+      }
+      d->sealed_strings = strings;
+      d->sealed_wide_id = wide;
+      d->sealed = true;
+    }
   }
 
  private:
   MNode* New() {
-    arena_.push_back(std::make_unique<MNode>());
-    arena_.back()->born = layer_;
-    arena_.back()->layer = layer_;
-    return arena_.back().get();
+    arena_->push_back(std::make_unique<MNode>());
+    MNode* n = arena_->back().get();
+    n->born = layer_;
+    n->layer = layer_;
+    n->owner = epoch_.load();
+    return n;
   }
+
+  // `n` itself when this builder owns it, else a copy it owns (children still shared).
+  // The caller puts the copy where `n` was (its parent is owned already).
+  MNode* Own(MNode* n) {
+    uint64_t mine = epoch_.load();
+    if (n->owner == mine) return n;
+    arena_->push_back(std::make_unique<MNode>(*n));
+    MNode* c = arena_->back().get();
+    c->owner = mine;
+    c->sealed = false;
+    return c;
+  }
+  MNode* OwnRoot() { return root_ = Own(root_); }
 
   // aufs metadata directories (".wh..wh.plnk", ".wh..wh.orph") and their content.
   static bool InMetaDir(std::string_view dir) {
@@ -154,7 +191,9 @@ class Builder {
   // With `nondir_ok`, a non-directory of this layer in the way gives nullptr, not an
   // error (a whiteout below it has nothing to hide: the non-directory hides it all).
   Result<MNode*> ResolveDir(std::string_view path, bool create, bool nondir_ok = false) {
-    std::vector<MNode*> stack{root_};
+    // With create, every directory on the path is owned (copied when shared): the
+    // caller changes the last one.
+    std::vector<MNode*> stack{create ? OwnRoot() : root_};
     std::deque<std::string> pending;
     SplitInto(path, &pending, false);
     int links = 0;
@@ -178,6 +217,7 @@ class Builder {
       }
       if (child && child->type == EntryType::kDir) {
         if (create && track_) descended_.emplace(cur, c);
+        if (create) child = it->second = Own(child);
         stack.push_back(child);
         continue;
       }
@@ -214,6 +254,7 @@ class Builder {
     // as if the whiteout came first). A directory the layer only passed through is
     // left as what the layer holds of it: an implicit directory.
     if (it->second->type == EntryType::kDir) {
+      it->second = Own(it->second);
       if (!written_.count(key)) MakeImplicit(it->second);
       HideLower(it->second);
     }
@@ -245,9 +286,10 @@ class Builder {
         std::pair<MNode*, std::string> key{d, it->first};
         bool dir_child = it->second->type == EntryType::kDir;
         if (written_.count(key)) {
-          if (dir_child) work.push_back(it->second);
+          if (dir_child) work.push_back(it->second = Own(it->second));
           ++it;
         } else if (descended_.count(key) && dir_child) {
+          it->second = Own(it->second);
           MakeImplicit(it->second);
           work.push_back(it->second);
           ++it;
@@ -277,7 +319,7 @@ class Builder {
                   std::string_view base) {
     if (e.path.empty()) {  // the image root
       if (e.type != EntryType::kDir) return Status::InvalidArgument("the root must be a directory");
-      SetAttrs(root_, layer, e);
+      SetAttrs(OwnRoot(), layer, e);
       return Status::Ok();
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
@@ -285,7 +327,7 @@ class Builder {
     if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (it != parent->children.end() && it->second->type == EntryType::kDir) {
-        SetAttrs(it->second, layer, e);  // keeps the children
+        SetAttrs(it->second = Own(it->second), layer, e);  // keeps the children
         return Status::Ok();
       }
       MNode* d = New();
@@ -332,7 +374,10 @@ class Builder {
     return Status::Ok();
   }
 
-  std::vector<std::unique_ptr<MNode>> arena_;
+  using Arena = std::vector<std::unique_ptr<MNode>>;
+  std::shared_ptr<Arena> arena_;               // the nodes this builder made
+  std::vector<std::shared_ptr<Arena>> bases_;  // those of the states it shares nodes with
+  mutable std::atomic<uint64_t> epoch_{g_epoch.fetch_add(1)};
   MNode* root_;
   uint32_t layer_ = 0;  // the layer being applied
   bool track_ = false;  // record into written_/descended_ (a whiteout follows)
@@ -421,8 +466,13 @@ Result<TreeRoot> TreeBuilder::FinishRoot() const {
       strings += name.size();
       IMGFS_RETURN_IF_ERROR(check(*child));
       if (child->type == EntryType::kDir) {
-        dirs.push_back(child);
         if (d == root) root_subdirs++;
+        if (child->sealed) {  // a shared subtree, checked when it was sealed
+          if (child->sealed_wide_id) return Status::Unsupported("owner id larger than 32 bits");
+          strings += child->sealed_strings;
+        } else {
+          dirs.push_back(child);
+        }
       }
     }
     if (strings > UINT32_MAX / 2) return Status::Unsupported("image tree too large");
@@ -438,6 +488,10 @@ Result<TreeRoot> TreeBuilder::FinishRoot() const {
   r.node.parent = MergedTree::kRoot;
   for (const Xattr& x : root->xattrs) r.xattrs.emplace_back(x.name, x.value);
   return r;
+}
+
+void TreeBuilder::Seal() {
+  impl_->b.Seal();
 }
 
 uint32_t TreeBuilder::layer_count() const {
@@ -684,8 +738,11 @@ Result<std::unique_ptr<TreeBuilder>> LowerTreeCache::Apply(
   std::unique_ptr<TreeBuilder> b = start ? start->Clone() : std::make_unique<TreeBuilder>();
   for (size_t i = have; i < n; i++) {
     if (i + 1 == n && n >= 2 && have < n - 1) {
-      // Record the state after the lower layers (all but the top) for the next image.
-      auto lower = std::shared_ptr<const TreeBuilder>(b->Clone());
+      // Record the state after the lower layers (all but the top) for the next image:
+      // sealed (never changed again) and shared; this image goes on on a clone of it.
+      b->Seal();
+      auto lower = std::shared_ptr<const TreeBuilder>(std::move(b));
+      b = lower->Clone();
       std::lock_guard<std::mutex> l(mu_);
       states_.emplace_front(keys[n - 1], std::move(lower));
       while (states_.size() > capacity_) states_.pop_back();

@@ -161,8 +161,12 @@ class TreeBuilder {
   TreeBuilder();
   ~TreeBuilder();
   TreeBuilder(TreeBuilder&&) noexcept;
-  // A deep copy of the merge state (the nodes reachable from the root).
+  // A copy of the merge state, O(1): it shares the nodes (copy on write). Both go on
+  // independently.
   std::unique_ptr<TreeBuilder> Clone() const;
+  // Freezes the state before it is shared by clones: records each directory's checks
+  // so that FinishRoot of a clone walks only what the clone changed.
+  void Seal();
   // Applies the next layer (its index is the number of layers added before).
   Status AddLayer(const std::vector<LayerEntry>& entries);
   uint32_t layer_count() const;

@@ -231,7 +231,7 @@ std::string EncodeImage(const ImageRecord& r) {
   return e.Take();
 }
 
-Result<ImageRecord> DecodeImage(std::string_view data) {
+Result<ImageRecord> DecodeImage(std::string_view data, bool layers) {
   Decoder d(data);
   ImageRecord r;
   if (d.Varint() != kRecordFormat) return Status::Corruption("index: image record: unknown format");
@@ -248,6 +248,10 @@ Result<ImageRecord> DecodeImage(std::string_view data) {
   if (!id.ok() || n > data.size()) return Status::Corruption("index: bad image record");
   r.id = *id;
   for (uint64_t i = 0; i < n && d.ok(); i++) {
+    if (!layers) {
+      if (d.Bytes().size() != 64) return Status::Corruption("index: bad image record layer");
+      continue;
+    }
     auto l = Digest::FromHex(d.Bytes());
     if (!l.ok()) return Status::Corruption("index: bad image record layer");
     r.diff_ids.push_back(*l);
@@ -343,10 +347,11 @@ Result<std::optional<ImageRecord>> Store::GetImage(const Digest& id) const {
   return std::optional<ImageRecord>(std::move(r));
 }
 
-Result<std::vector<ImageRecord>> Store::ListImages() const {
+Result<std::vector<ImageRecord>> Store::ListImages(bool layers) const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   std::vector<ImageRecord> out;
-  IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, DecodeImage, [&](std::string_view, ImageRecord r) {
+  auto decode = [layers](std::string_view v) { return DecodeImage(v, layers); };
+  IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, decode, [&](std::string_view, ImageRecord r) {
     out.push_back(std::move(r));
     return true;
   }));
@@ -559,8 +564,9 @@ Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
   // What the remaining images still use.
   std::set<std::string> used_layers;
   std::set<std::string> used_manifests;
-  IMGFS_RETURN_IF_ERROR(
-      t.ScanRecords(images_, DecodeImage, [&](std::string_view, const ImageRecord& r) {
+  IMGFS_RETURN_IF_ERROR(t.ScanRecords(
+      images_, [](std::string_view v) { return DecodeImage(v); },
+      [&](std::string_view, const ImageRecord& r) {
         for (const Digest& d : r.diff_ids) used_layers.insert(d.hex());
         used_manifests.insert(r.manifest_digest);
         return true;
@@ -635,8 +641,9 @@ Result<uint64_t> Store::Compact() {
 Result<std::set<Digest>> Store::LiveBlobs() const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
   std::set<Digest> live;
-  IMGFS_RETURN_IF_ERROR(
-      t.ScanRecords(images_, DecodeImage, [&](std::string_view, const ImageRecord& r) {
+  IMGFS_RETURN_IF_ERROR(t.ScanRecords(
+      images_, [](std::string_view v) { return DecodeImage(v); },
+      [&](std::string_view, const ImageRecord& r) {
         live.insert(r.id);
         auto m = Digest::Parse(r.manifest_digest);
         if (m.ok()) live.insert(*m);

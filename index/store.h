@@ -110,7 +110,9 @@ class Store {
   Result<std::optional<RefRecord>> GetRef(const std::string& ref) const;
   Result<std::vector<std::pair<std::string, RefRecord>>> ListRefs() const;
   Result<std::optional<ImageRecord>> GetImage(const Digest& id) const;
-  Result<std::vector<ImageRecord>> ListImages() const;
+  // With layers = false, diff_ids are left empty (not decoded): a listing of many
+  // images (`imgfs images`) needs the rest only.
+  Result<std::vector<ImageRecord>> ListImages(bool layers = true) const;
   Result<std::optional<LayerRecord>> GetLayer(const Digest& diff_id) const;
   Result<std::vector<LayerEntry>> GetEntries(const Digest& diff_id) const;
   // The image's merged tree: built from its layers' entry tables (a root record) or
@@ -181,7 +183,7 @@ class Store {
 std::string EncodeRef(const RefRecord& r);
 Result<RefRecord> DecodeRef(std::string_view data);
 std::string EncodeImage(const ImageRecord& r);
-Result<ImageRecord> DecodeImage(std::string_view data);
+Result<ImageRecord> DecodeImage(std::string_view data, bool layers = true);
 std::string EncodeLayer(const LayerRecord& r);
 Result<LayerRecord> DecodeLayer(std::string_view data);
 

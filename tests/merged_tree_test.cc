@@ -563,3 +563,41 @@ TEST(MergedTree, ResolveFollowsSymlinksAndDotDot) {
 
 }  // namespace
 }  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+// A shared (sealed) base state keeps its subtrees' checks: an owner id past 32 bits
+// deep in the base fails the root record of every image on it, as the full build does.
+TEST(MergedTree, SealedBaseStateKeepsItsSubtreeChecks) {
+  std::vector<std::vector<LayerEntry>> tables;
+  test::TarBuilder base, top;
+  base.Dir("d").Dir("d/sub").File("d/sub/f", "x");
+  top.File("x", "y");
+  for (const test::TarBuilder* b : {&base, &top}) {
+    std::string tar = b->Build();
+    StringSource src(tar);
+    auto idx = IndexTarStream(&src);
+    ASSERT_TRUE(idx.ok());
+    tables.push_back(std::move(idx->entries));
+  }
+  for (LayerEntry& e : tables[0])
+    if (e.path == "d/sub/f") e.uid = uint64_t{1} << 32;
+  auto direct = MergedTree::Build({&tables[0], &tables[1]});
+  ASSERT_FALSE(direct.ok());
+  LowerTreeCache cache;
+  std::vector<std::string> ids = {"base", "top"};
+  auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; };
+  for (int round = 0; round < 2; round++) {  // cold, then on the sealed base state
+    auto root = cache.BuildRoot(ids, table);
+    ASSERT_FALSE(root.ok()) << "round " << round;
+    EXPECT_NE(root.status().message().find("32 bits"), std::string::npos);
+  }
+  // The same shape without it builds (another cache).
+  for (LayerEntry& e : tables[0]) e.uid = 0;
+  LowerTreeCache fine;
+  for (int round = 0; round < 2; round++) EXPECT_TRUE(fine.BuildRoot(ids, table).ok());
+}
+
+}  // namespace
+}  // namespace imgfs

@@ -187,6 +187,17 @@ TEST_F(StoreTest, ImageRecordCodecRejectsGarbage) {
   EXPECT_TRUE(DecodeImage(enc).ok());
   EXPECT_FALSE(DecodeImage(enc.substr(0, enc.size() - 2)).ok());
   EXPECT_FALSE(DecodeImage("").ok());
+  // Without layers (listings): the rest of the record, diff_ids left empty; a bad
+  // layer field is still refused.
+  r.size = 1234;
+  r.created_unix = 99;
+  auto lite = DecodeImage(EncodeImage(r), /*layers=*/false);
+  ASSERT_TRUE(lite.ok());
+  EXPECT_TRUE(lite->diff_ids.empty());
+  EXPECT_EQ(lite->id, r.id);
+  EXPECT_EQ(lite->size, 1234u);
+  EXPECT_EQ(lite->created_unix, 99);
+  EXPECT_FALSE(DecodeImage(enc.substr(0, enc.size() - 2), false).ok());
 }
 
 // Sets meta/schema of the (closed) store at dir to `value`; returns it as it was.

@@ -3,7 +3,8 @@
 # removed layer's blob once no open file needs it and the store's generation has moved;
 # a file kept open across the `imgfs rmi` reads to its end (through the descriptor it
 # had: reopening /dev/fd/N would be a new open of a removed image). Without opens (the default
-# open=kernel) the blobs stay pinned until the unmount.
+# open=kernel) a blob stays pinned while the kernel holds an inode of its image (checked
+# below with a file open; the release once it forgets them: tests/e2e/unpin_kernel.sh).
 source "$(dirname "$0")/lib.sh"
 require_fuse
 need python3
