@@ -431,8 +431,8 @@ Descriptor Entry(const std::string& os, const std::string& arch, const std::stri
 
 TEST(PickPlatform, PullAndLoadRules) {
   std::vector<Descriptor> idx = {Entry("unknown", "unknown", ""), Entry("linux", "arm64", "v9"),
-                                 Entry("linux", "arm64", "v8"), Entry("linux", "amd64", "v3"),
-                                 Entry("linux", "amd64", ""), Entry("linux", "arm", "")};
+                                 Entry("linux", "arm64", "v8"),   Entry("linux", "amd64", "v3"),
+                                 Entry("linux", "amd64", ""),     Entry("linux", "arm", "")};
   idx.push_back(Descriptor{});  // no platform at all
   std::string offered;
   EXPECT_EQ(PickPlatform(idx, {"linux", "arm64", ""}, &offered), &idx[2]);  // default v8
