@@ -93,7 +93,19 @@ int CmdImport(const std::string& root, const Args& a) {
 
 int CmdImages(const std::string& root, const Args& a) {
   auto store = OpenStore(root);
-  auto images = store->ListImages(/*layers=*/false);  // a row needs no diff_ids
+  // A row needs no diff_ids, unless the store holds lazily pulled layers: then each
+  // image's layers are looked at for the partial/broken note below.
+  bool any_lazy = false;
+  if (DIR* d = ::opendir((store->root() + "/lazy").c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') {
+        any_lazy = true;
+        break;
+      }
+    }
+    ::closedir(d);
+  }
+  auto images = store->ListImages(/*layers=*/any_lazy);
   if (!images.ok()) return Fail(images.status(), "images");
   auto names = NamesByImage(*store);
   if (!names.ok()) return Fail(names.status(), "images");
