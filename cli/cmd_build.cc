@@ -83,8 +83,9 @@ std::vector<Command> BuildCommands() {
        "            [--network host|none] [--target STAGE] CONTEXT",
        "Build an image from a Dockerfile and a context directory (as root).\n"
        "Supported: FROM (an image in the store, pulled when missing, or scratch; ARG before\n"
-       "FROM), COPY and ADD of context files (--chown=UID[:GID]; ADD extracts a local tar\n"
-       "archive; .dockerignore),\n"
+       "FROM), COPY and ADD of context files (--chown=USER[:GROUP], numbers or names looked\n"
+       "up in the image's /etc/passwd and /etc/group; ADD extracts a local tar archive;\n"
+       ".dockerignore),\n"
        "RUN (shell form through /bin/sh -c or SHELL, or exec form), ENV ARG WORKDIR USER\n"
        "LABEL CMD ENTRYPOINT EXPOSE VOLUME STOPSIGNAL SHELL HEALTHCHECK, with docker's\n"
        "$VAR / ${VAR:-default} substitution. Multi-stage: FROM IMAGE AS NAME, FROM NAME,\n"

@@ -41,10 +41,10 @@ bool IsNumber(const std::string& s) {
   return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), ::isdigit);
 }
 
-// The lines of an /etc/passwd or /etc/group file, split at ':'.
-std::vector<std::vector<std::string>> ColonFile(const std::string& path) {
+// The lines of an /etc/passwd or /etc/group file's text, split at ':'.
+std::vector<std::vector<std::string>> ColonLines(const std::string& text) {
   std::vector<std::vector<std::string>> out;
-  std::ifstream in(path);
+  std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
@@ -139,12 +139,24 @@ StoreMount::~StoreMount() {
 }
 
 Result<RunUser> ResolveRunUser(const std::string& rootfs, const std::string& user) {
+  if (user.empty()) return RunUser{};
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  return ResolveUserIn(slurp(rootfs + "/etc/passwd"), slurp(rootfs + "/etc/group"), user);
+}
+
+Result<RunUser> ResolveUserIn(const std::string& passwd_text, const std::string& group_text,
+                              const std::string& user) {
   RunUser u;
   if (user.empty()) return u;
   size_t colon = user.find(':');
   std::string name = user.substr(0, colon);
   std::string group = colon == std::string::npos ? "" : user.substr(colon + 1);
-  auto passwd = ColonFile(rootfs + "/etc/passwd");
+  auto passwd = ColonLines(passwd_text);
   const std::vector<std::string>* entry = nullptr;
   for (const auto& f : passwd) {
     if (f.size() < 7) continue;
@@ -165,7 +177,7 @@ Result<RunUser> ResolveRunUser(const std::string& rootfs, const std::string& use
     if (IsNumber((*entry)[3])) u.gid = static_cast<gid_t>(std::stoul((*entry)[3]));
     if (!(*entry)[5].empty()) u.home = (*entry)[5];
   }
-  auto groups = ColonFile(rootfs + "/etc/group");
+  auto groups = ColonLines(group_text);
   if (!group.empty()) {
     if (IsNumber(group)) {
       u.gid = static_cast<gid_t>(std::stoul(group));

@@ -68,6 +68,10 @@ struct RunUser {
   std::string home = "/";
 };
 Result<RunUser> ResolveRunUser(const std::string& rootfs, const std::string& user);
+// The same from the two files' text (missing files: ""). COPY/ADD --chown uses it with
+// the files read from the image's layers.
+Result<RunUser> ResolveUserIn(const std::string& passwd_text, const std::string& group_text,
+                              const std::string& user);
 
 // Runs the command; returns its exit code (128+N when killed by signal N). The upper
 // directory, SPEC.dir + "/upper", holds the changes afterwards. Every mount it made is

@@ -393,13 +393,9 @@ Status Builder::Copy(const DockerInstruction& ins) {
     if (f.rfind("--from=", 0) == 0) continue;  // handled by CopyFrom
     std::string v = f.substr(8);
     IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(v, vars, false));
-    size_t colon = e.find(':');
-    std::string u = e.substr(0, colon), g = colon == std::string::npos ? u : e.substr(colon + 1);
-    auto num = [](const std::string& s) {
-      return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), ::isdigit);
-    };
-    if (!num(u) || !num(g)) return Fail(ins, f + ": only a numeric UID[:GID] is supported");
-    owner = {static_cast<uid_t>(std::stoul(u)), static_cast<gid_t>(std::stoul(g))};
+    auto o = ChownOwner(e);
+    if (!o.ok()) return Fail(ins, "--chown=" + e + ": " + o.status().message());
+    owner = *o;
   }
   std::string dest_raw = words.back();
   words.pop_back();

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include "fs/image_view.h"
+#include "fs/span_cache.h"
 #include "index/json_writer.h"
 #include "index/layer_writer.h"
 #include "registry/builder_internal.h"
@@ -108,6 +110,62 @@ Status Builder::RunStep(const DockerInstruction& ins) {
   cache_writes_.emplace_back(cache_path, diff_id->str() + "\n");
   std::fprintf(req_.out, " ---> layer %s\n", diff_id->hex().substr(0, 12).c_str());
   return Status::Ok();
+}
+
+// COPY/ADD --chown=USER[:GROUP]. Numbers are used as they are (a lone UID is the GID
+// too); a name is looked up in the image so far's /etc/passwd and /etc/group (a user
+// alone: its UID and primary GID), as BuildKit and buildah do. An all-numeric value
+// reads no file.
+Result<Owner> Builder::ChownOwner(const std::string& spec) {
+  auto num = [](const std::string& s) {
+    return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), ::isdigit);
+  };
+  size_t colon = spec.find(':');
+  std::string u = spec.substr(0, colon);
+  std::string g = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  if (u.empty() || (colon != std::string::npos && g.empty()) || g.find(':') != std::string::npos) {
+    return Status::InvalidArgument("invalid chown string format");
+  }
+  if (num(u) && (g.empty() || num(g))) {
+    return Owner{static_cast<uid_t>(std::stoul(u)),
+                 static_cast<gid_t>(std::stoul(g.empty() ? u : g))};
+  }
+  IMGFS_ASSIGN_OR_RETURN(std::string passwd, FileSoFar("/etc/passwd"));
+  IMGFS_ASSIGN_OR_RETURN(std::string group, FileSoFar("/etc/group"));
+  IMGFS_ASSIGN_OR_RETURN(RunUser ru, ResolveUserIn(passwd, group, spec));
+  return Owner{ru.uid, ru.gid};
+}
+
+// A file of the image as it stands (its layers so far), read from the store's layers
+// through an ImageView: no mount. Layers this build staged but has not stored yet are
+// committed first, as an intermediate image (what RUN does). A missing path, or one
+// that is not a regular file, reads as "".
+Result<std::string> Builder::FileSoFar(const std::string& path) {
+  std::vector<Digest> ids;
+  bool stored = true;
+  for (const auto& d : diff_ids_) {
+    IMGFS_ASSIGN_OR_RETURN(Digest id, Digest::Parse(d));
+    IMGFS_ASSIGN_OR_RETURN(auto rec, store_.GetLayer(id));
+    stored = stored && rec.has_value();
+    ids.push_back(id);
+  }
+  if (!stored) IMGFS_RETURN_IF_ERROR(Intermediate().status());
+  IMGFS_ASSIGN_OR_RETURN(auto view, ImageView::OpenLayers(store_, ids, false));
+  auto n = view->tree().Resolve(path, true);
+  if (!n.ok() || *n == 0 || !S_ISREG(view->tree().node(*n).mode)) return std::string();
+  constexpr uint64_t kMax = 64u << 20;  // an /etc/passwd this big is not one
+  if (view->tree().node(*n).size > kMax) return Status::InvalidArgument(path + ": too large");
+  LayerReader reader(store_);
+  std::string out(view->tree().node(*n).size, '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    IMGFS_ASSIGN_OR_RETURN(size_t got,
+                           view->Read(reader, *n, out.data() + done, out.size() - done, done));
+    if (got == 0) break;
+    done += got;
+  }
+  out.resize(done);
+  return out;
 }
 
 // SHELL (JSON form only, as docker) and HEALTHCHECK set config fields.

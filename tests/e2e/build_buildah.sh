@@ -3,7 +3,8 @@
 # chroot --format docker`, its own vfs storage in $T): the same Dockerfiles (COPY, ADD,
 # ENV, ARG, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK, SHELL, CMD,
 # ENTRYPOINT; RUN creating, changing and deleting files and replacing a directory;
-# multi-stage with COPY --from and --target) on the same base: a busybox-static rootfs
+# multi-stage with COPY --from and --target; COPY/ADD --chown by user and group name,
+# also of a user a RUN added) on the same base: a busybox-static rootfs
 # as an OCI layout (umoci), read by buildah as oci:DIR:base and by `imgfs load DIR`.
 # Compared: the image trees (buildah's image pushed to an OCI layout and unpacked by
 # umoci; imgfs's through its mount), listed by tree.py, and the config fields.
@@ -31,7 +32,7 @@ mkdir -p rootfs/bin rootfs/etc rootfs/tmp rootfs/opt/old rootfs/data
 cp "$(command -v busybox)" rootfs/bin/busybox
 for a in sh echo cat rm mkdir touch id env ls true false mv chmod ln; do ln -s busybox "rootfs/bin/$a"; done
 printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >rootfs/etc/passwd
-printf 'root:x:0:\napp:x:1000:\n' >rootfs/etc/group
+printf 'root:x:0:\napp:x:1000:\nextra:x:2000:app\n' >rootfs/etc/group
 printf 'motd\n' >rootfs/etc/motd
 printf 'old\n' >rootfs/opt/old/f
 printf 'keep\n' >rootfs/data/keep
@@ -76,6 +77,11 @@ RUN echo "v$V" >/app/v && rm /etc/motd && rm -r /opt/old && mkdir /opt/old && ec
 USER app
 RUN touch /tmp/by-app
 USER 0
+COPY --chown=app hello.txt /app/by-name
+COPY --chown=app:extra hello.txt /app/by-names
+ADD --chown=1000:extra hello.txt /app/by-uid-group
+RUN echo 'svc:x:3000:3001::/:/bin/sh' >>/etc/passwd
+COPY --chown=svc dir/ /app/by-svc/
 COPY --from=builder /out/artifact /artifact
 LABEL a=b "c d"=e
 EXPOSE 80 53/udp
@@ -103,7 +109,7 @@ check "both build --target builder" test $rc -eq 0
 M=$T/mnt
 check "the store mounts" mount_store "$M"
 # RUN-written paths: their mtimes are the time each tool ran the step.
-RUN_PATHS='app/v opt/old/n data/keep tmp/by-app out/artifact artifact'
+RUN_PATHS='app/v opt/old/n data/keep tmp/by-app out/artifact artifact etc/passwd'
 compare() {  # compare BUILDAH_IMAGE IMGFS_DIR NAME
   "${BH[@]}" push "$1" "oci:$LC/bh-oci:$3" >/dev/null 2>&1 || return 1
   umoci unpack --image "$LC/bh-oci:$3" "$T/bh-$3" >/dev/null || return 1

@@ -5,7 +5,8 @@
 # base directory replaced (opaque), no network by default (only loopback), the host's
 # with --network host, exit codes failing the build with docker's message, and the
 # build cache: an unchanged rebuild runs no container (a runc wrapper on PATH counts
-# the runs). The base is a busybox-static rootfs made by GNU tar + `imgfs import`.
+# the runs). COPY/ADD --chown by user and group name. The base is a busybox-static
+# rootfs made by GNU tar + `imgfs import`.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 need python3 tar busybox runc getfattr
@@ -160,6 +161,45 @@ if command -v docker-registry >/dev/null; then
 else
   not_ok "docker-registry is missing (.ci/install-deps installs it)"
 fi
+
+# COPY/ADD --chown by name: looked up in the image so far's /etc/passwd and /etc/group
+# (the base's; one a RUN of this build changed; one a COPY of this build replaced).
+printf 'owned\n' >ctx/owned
+printf 'root:x:0:0:root:/root:/bin/sh\nlate:x:4000:4001::/:/bin/sh\n' >ctx/passwd.late
+cat >ctx/Dockerfile.chown <<'DF'
+FROM test/base:1
+COPY --chown=app owned /by-user
+COPY --chown=app:extra owned /by-user-group
+COPY --chown=1000:extra owned /by-uid-group
+ADD --chown=root:1234 owned /add-user-gid
+RUN echo 'svc:x:3000:3001::/:/bin/sh' >>/etc/passwd && echo 'svcgrp:x:3002:' >>/etc/group
+COPY --chown=svc:svcgrp owned /after-run
+COPY passwd.late /etc/passwd
+COPY --chown=late owned /after-copy
+DF
+rc=0
+"$IMGFS" build -f ctx/Dockerfile.chown -t test/chown:1 ctx >chown.out 2>chown.err || rc=$?
+check "a build with --chown by name succeeds" test $rc -eq 0
+[[ $rc -eq 0 ]] || cat chown.err
+C=$M/test/chown/1
+check "COPY --chown=app: the user's uid and primary gid" test "$(stat -c %u:%g "$C/by-user")" = 1000:1000
+check "COPY --chown=app:extra: user and group by name" test "$(stat -c %u:%g "$C/by-user-group")" = 1000:2000
+check "COPY --chown=1000:extra: uid as given, group by name" test "$(stat -c %u:%g "$C/by-uid-group")" = 1000:2000
+check "ADD --chown=root:1234: user by name, gid as given" test "$(stat -c %u:%g "$C/add-user-gid")" = 0:1234
+check "--chown sees a user and group a RUN of this build added" test "$(stat -c %u:%g "$C/after-run")" = 3000:3002
+check "--chown sees the /etc/passwd a COPY of this build put there" test "$(stat -c %u:%g "$C/after-copy")" = 4000:4001
+printf 'FROM test/base:1\nCOPY --chown=ghost owned /x\n' >ctx/Dockerfile.ghost
+expect_fail "COPY --chown of a missing user: one line naming it and the line" \
+  "^imgfs: build: Dockerfile line 2: COPY: --chown=ghost: unable to find user ghost: no matching entries in passwd file$" \
+  "$IMGFS" build -f ctx/Dockerfile.ghost -t test/bad:1 ctx
+printf 'FROM test/base:1\nENV G=nogroup\nADD --chown=app:$G owned /x\n' >ctx/Dockerfile.nogroup
+expect_fail "ADD --chown of a missing group (after substitution) is refused" \
+  "^imgfs: build: Dockerfile line 3: ADD: --chown=app:nogroup: unable to find group nogroup: no matching entries in group file$" \
+  "$IMGFS" build -f ctx/Dockerfile.nogroup -t test/bad:1 ctx
+printf 'FROM scratch\nCOPY --chown=app owned /x\n' >ctx/Dockerfile.scratch
+expect_fail "--chown by name on an image without /etc/passwd is refused" \
+  "line 2: COPY: --chown=app: unable to find user app" \
+  "$IMGFS" build -f ctx/Dockerfile.scratch -t test/bad:1 ctx
 
 # Failures: docker's message, the exit code of the command.
 printf 'FROM test/base:1\nRUN false\n' >ctx/Dockerfile.false
