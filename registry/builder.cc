@@ -22,6 +22,7 @@
 #include "index/layer_writer.h"
 #include "registry/build_files.h"
 #include "registry/build_run.h"
+#include "registry/build_stale.h"
 #include "registry/builder_internal.h"
 #include "registry/committer.h"
 #include "registry/config_fields.h"
@@ -581,6 +582,7 @@ Result<LoadedImage> Builder::Run() {
   IMGFS_RETURN_IF_ERROR(Check(all));
   ignore_ = Ignore::Load(context_);
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store_, false));
+  CleanStaleBuilds(stderr);  // what killed builds left behind (registry/build_stale.h)
 
   bool from_seen = false;
   if (!req_.target.empty()) {

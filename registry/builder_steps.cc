@@ -11,6 +11,7 @@
 #include "fs/span_cache.h"
 #include "index/json_writer.h"
 #include "index/layer_writer.h"
+#include "registry/build_stale.h"
 #include "registry/builder_internal.h"
 #include "registry/committer.h"
 #include "registry/image_loader.h"
@@ -77,6 +78,7 @@ Status Builder::RunStep(const DockerInstruction& ins) {
   std::fflush(req_.out);
   IMGFS_ASSIGN_OR_RETURN(std::string dir, MakeTempDir());
   TempDir run_dir{dir};
+  IMGFS_RETURN_IF_ERROR(MarkBuildDir(dir));
   RunSpec spec;
   spec.lower = mount_->path() + "/.id/" + parent.hex();
   spec.dir = dir;
@@ -219,6 +221,7 @@ Status Builder::EnsureMount() {
     IMGFS_ASSIGN_OR_RETURN(std::string t, MakeTempDir());
     run_tmp_ = std::make_unique<TempDir>();
     run_tmp_->path = t;
+    IMGFS_RETURN_IF_ERROR(MarkBuildDir(t));
   }
   if (!mount_) {
     IMGFS_ASSIGN_OR_RETURN(mount_, StoreMount::Ensure(store_.root(), run_tmp_->path));

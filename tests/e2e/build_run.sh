@@ -59,6 +59,23 @@ overlays() { awk -v t="${TMPDIR:-/tmp}" '$3 == "overlay" && index($2, t) == 1' /
 check "the store's own mount for RUN is gone after the build" test "$(store_mounts)" -eq 0
 check "no overlay is left behind" test "$(overlays)" -eq 0
 
+# A SIGKILLed build leaves its overlay, its own store mount and its runc container;
+# the next build finds them (the owner pid is dead), cleans them up and says so.
+printf 'FROM test/base:1\nRUN sleep 120\n' >ctx/Dockerfile.kill
+"$IMGFS" build -f ctx/Dockerfile.kill -t test/killed:1 ctx >kill.out 2>&1 &
+kpid=$!
+for _ in $(seq 300); do grep -q 'Running in' kill.out && [[ $(overlays) -ge 1 ]] && break; sleep 0.1; done
+kill -9 "$kpid"; wait "$kpid" 2>/dev/null || true
+check "a SIGKILLed build leaves its overlay and its own store mount" \
+  bash -c "[[ $(overlays) -eq 1 && $(store_mounts) -eq 1 ]]"
+printf 'FROM test/base:1\nLABEL x=y\n' >ctx/Dockerfile.after
+"$IMGFS" build -f ctx/Dockerfile.after -t test/after:1 ctx >after.out 2>after.err || true
+check "the next build cleans up after the killed one: two dirs (RUN, own mount), one line each" \
+  test "$(grep -c "^imgfs: build: cleaned up after a killed build (pid $kpid): .* (1 unmounted)$" after.err)" -eq 2
+check "... no overlay, no store mount, no runc container of it is left" \
+  bash -c "[[ $(overlays) -eq 0 && $(store_mounts) -eq 0 && -z \$(runc list -q | grep '^imgfs-build-$kpid-') ]]"
+check "... and no directory of it" bash -c "! grep -rlsx '$kpid .*' '${TMPDIR:-/tmp}'/imgfs-build-*/owner"
+
 M=$T/mnt
 check "the store mounts" mount_store "$M"
 I=$M/test/run/1
