@@ -75,6 +75,16 @@ check "the next build cleans up after the killed one: two dirs (RUN, own mount),
 check "... no overlay, no store mount, no runc container of it is left" \
   bash -c "[[ $(overlays) -eq 0 && $(store_mounts) -eq 0 && -z \$(runc list -q | grep '^imgfs-build-$kpid-') ]]"
 check "... and no directory of it" bash -c "! grep -rlsx '$kpid .*' '${TMPDIR:-/tmp}'/imgfs-build-*/owner"
+# A running build's state is not stale: a build started meanwhile leaves it alone.
+printf 'FROM test/base:1\nRUN sleep 2 && echo done >/slow\n' >ctx/Dockerfile.slow
+"$IMGFS" build -f ctx/Dockerfile.slow -t test/slow:1 ctx >slow.out 2>&1 &
+spid=$!
+for _ in $(seq 300); do grep -q 'Running in' slow.out && [[ $(overlays) -ge 1 ]] && break; sleep 0.1; done
+"$IMGFS" build -f ctx/Dockerfile.after -t test/after:2 ctx >after2.out 2>after2.err || true
+src=0
+wait "$spid" || src=$?
+check "a build running meanwhile is left alone (nothing cleaned, it succeeds)" \
+  bash -c "[[ $src -eq 0 && ! -s after2.err ]]"
 
 M=$T/mnt
 check "the store mounts" mount_store "$M"
