@@ -20,8 +20,11 @@ require_fuse
 need python3 buildah umoci busybox runc tar
 [[ $(id -u) -eq 0 ]] || { echo "not ok - needs root (runc, buildah, overlayfs)"; exit 1; }
 cd "$T"
-# buildah takes an oci: path with capitals for an image name: a lower-case work dir.
-LC=${TMPDIR:-/tmp}/imgfs-bh-$$-$RANDOM
+# buildah takes an oci: path with capitals for an image name: a lower-case work dir
+# (TMPDIR itself may have capitals: mktemp's, as in mutation_check).
+LC_PARENT=${TMPDIR:-/tmp}
+[[ $LC_PARENT == *[A-Z]* ]] && LC_PARENT=/tmp
+LC=$LC_PARENT/imgfs-bh-$$-$RANDOM
 mkdir "$LC"
 on_exit "rm -rf '$LC'"
 BH=(buildah --root "$T/bh/root" --runroot "$T/bh/run" --storage-driver vfs)
