@@ -3,7 +3,8 @@
 # and of a one-file read through the mount, against a full pull, for Debian minbase as
 # zstd:chunked (the layout bench/pull.sh makes in $BENCH_DIR/minbase-zstd-oci), on
 # loopback through registry_tools.py's proxy (which counts the blob bytes it sends).
-# No throttling front yet: the 100 Mbit/s + 40 ms figures are not measured here.
+# LAZY_WAN (below) adds the throttling front. IMGFS_LAZY_JOIN / IMGFS_LAZY_MULTIRANGE=0
+# (registry/lazy_pull.cc) are passed to imgfs for before/after comparisons.
 #   bash bench/lazy.sh build/imgfs
 set -euo pipefail
 IMGFS=$(readlink -f "${1:?usage: lazy.sh IMGFS}")
@@ -30,6 +31,16 @@ echo none >"$W/mode"
 python3 "$HERE/../tests/e2e/registry_tools.py" proxy "$F" "$P" "$W/mode" "$W/proxy.log" &
 PIDS+=($!)
 until curl -s -o /dev/null "http://127.0.0.1:$F/v2/"; do sleep 0.1; done
+# LAZY_WAN="MBIT MS" puts bench/wan_front.py (shared MBIT Mbit/s, MS ms per request) in
+# front of the proxy, e.g. LAZY_WAN="100 40" (the link).
+if [[ -n ${LAZY_WAN:-} ]]; then
+  Wp=$(free_port)
+  # shellcheck disable=SC2086
+  python3 "$HERE/wan_front.py" "$Wp" "$F" $LAZY_WAN &
+  PIDS+=($!)
+  until curl -s -o /dev/null "http://127.0.0.1:$Wp/v2/"; do sleep 0.1; done
+  F=$Wp
+fi
 REF=127.0.0.1:$F/bench/minbase-zstd:latest
 sent() { awk '$1=="sent" {s+=$2} END {print s+0}' "$W/proxy.log"; }
 reqs() { grep -c '^GET .*/blobs/' "$W/proxy.log" || true; }

@@ -13,6 +13,7 @@
 
 #include "index/lazy_layer.h"
 #include "registry/registry_client.h"
+#include "registry/zstd_chunked.h"
 
 namespace imgfs {
 
@@ -36,6 +37,19 @@ class RegistryRangeFetcher : public RangeFetcher {
 Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& repo,
                                    const Digest& blob, uint64_t blob_size, uint64_t offset,
                                    uint64_t length);
+
+// Several ranges of a blob (sorted, disjoint, none empty): one multi-range request
+// ("Range: bytes=a-b,c-d,…", registry/multipart_ranges.h) per batch of them; each
+// range's bytes, in order. Fallbacks, each keeping only the asked bytes: a 200 (the
+// whole blob; the download stops after the last range), a single 206 (a server that
+// does not do multi-range or coalesced everything into one part). A range still not
+// complete after that (a single 206 that covers part of them, a malformed multipart
+// body, any other status or a transport error) is fetched alone with FetchBlobRange.
+// `requests`, when not null, counts the HTTP requests made (for tests and benchmarks).
+Result<std::vector<std::string>> FetchBlobRanges(RegistryClient& client, const std::string& repo,
+                                                 const Digest& blob, uint64_t blob_size,
+                                                 const std::vector<BlobRange>& ranges,
+                                                 size_t* requests = nullptr);
 
 }  // namespace imgfs
 

@@ -26,7 +26,9 @@
         and every later request bearing it get 401 with the upstream's fresh challenge) |
         schema1 | schema1-json (manifest GETs answered with a Docker schema-1 manifest,
         v1+prettyjws or v1+json)
-        norange (blob GETs: the Range header is dropped and the whole body answered 200)
+        norange (blob GETs: the Range header is dropped and the whole body answered 200) |
+        singlerange (blob GETs: a multi-range Range header is cut to its last range, so
+        the answer is a single 206 that does not start at the first range asked)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
         Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
@@ -326,6 +328,21 @@ def proxy(args):
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
+                        self.send_header(k, v)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                log(f'sent {len(data)} status={r.status} {self.path}')
+                return True
+            if mode == 'singlerange' and is_blob and ',' in self.headers.get('Range', ''):
+                last = 'bytes=' + self.headers['Range'].split(',')[-1]
+                log(f'inject=singlerange {self.path}')
+                del self.headers['Range']
+                self.headers['Range'] = last
+                r, data = self.forward()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection'):
                         self.send_header(k, v)
                 self.send_header('Content-Length', str(len(data)))
                 self.end_headers()

@@ -1,0 +1,143 @@
+// FetchBlobRanges (registry/lazy_fetch.h) against a loopback HTTP server that answers a
+// multi-range request as told (a good multipart body, a lying one, 200 with the whole
+// blob) and single ranges honestly: the bytes returned are the blob's every time, and
+// the number of requests shows which path was taken.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "registry/lazy_fetch.h"
+
+namespace imgfs {
+namespace {
+
+class FakeServer {
+ public:
+  // `multi`: the whole HTTP answer to a request whose Range has a comma.
+  explicit FakeServer(std::function<std::string(const std::string&)> multi)
+      : multi_(std::move(multi)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    EXPECT_EQ(::listen(fd_, 16), 0);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) break;
+        std::string req;
+        char buf[4096];
+        while (req.find("\r\n\r\n") == std::string::npos) {
+          ssize_t n = ::recv(c, buf, sizeof buf, 0);
+          if (n <= 0) break;
+          req.append(buf, static_cast<size_t>(n));
+        }
+        std::string out = Answer(req);
+        for (size_t off = 0; off < out.size();) {
+          ssize_t n = ::send(c, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+          if (n <= 0) break;
+          off += static_cast<size_t>(n);
+        }
+        ::close(c);
+      }
+    });
+  }
+  ~FakeServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+  int blob_gets() const { return gets_; }
+  static std::string Blob() {
+    std::string b;
+    for (int i = 0; i < 100000; i++) b += static_cast<char>(i * 131 % 251);
+    return b;
+  }
+  static std::string Reply(const std::string& status, const std::string& headers,
+                           const std::string& body) {
+    return "HTTP/1.1 " + status +
+           "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+           headers + "\r\n" + body;
+  }
+
+ private:
+  std::string Answer(const std::string& req) {
+    if (req.rfind("GET /v2/ ", 0) == 0) return Reply("200 OK", "", "{}");
+    gets_++;
+    size_t r = req.find("Range: bytes=");
+    if (r == std::string::npos) return Reply("200 OK", "", Blob());
+    std::string spec = req.substr(r + 13, req.find("\r\n", r) - r - 13);
+    if (spec.find(',') != std::string::npos) return multi_(spec);
+    uint64_t a = std::stoull(spec), b = std::stoull(spec.substr(spec.find('-') + 1));
+    return Reply("206 Partial Content",
+                 "Content-Range: bytes " + spec + "/" + std::to_string(Blob().size()) + "\r\n",
+                 Blob().substr(a, b - a + 1));
+  }
+  std::function<std::string(const std::string&)> multi_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<int> gets_{0};
+  std::thread thread_;
+};
+
+const std::vector<BlobRange> kRanges = {{10, 100}, {5000, 20}, {70000, 3000}};
+
+std::string Part(uint64_t a, uint64_t len) {
+  return "--XB\r\nContent-Range: bytes " + std::to_string(a) + "-" + std::to_string(a + len - 1) +
+         "/100000\r\n\r\n" + FakeServer::Blob().substr(a, len) + "\r\n";
+}
+
+void FetchAndCheck(FakeServer& s, size_t want_requests) {
+  RegistryOptions o;
+  o.max_attempts = 1;
+  o.certs_dir = "/nonexistent";
+  o.insecure_registries = {"127.0.0.1:" + std::to_string(s.port())};
+  RegistryClient client("127.0.0.1:" + std::to_string(s.port()), o);
+  size_t requests = 0;
+  auto got = FetchBlobRanges(client, "t/x", Sha256Of("x"), 100000, kRanges, &requests);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  ASSERT_EQ(got->size(), kRanges.size());
+  for (size_t i = 0; i < kRanges.size(); i++)
+    EXPECT_EQ((*got)[i], FakeServer::Blob().substr(kRanges[i].offset, kRanges[i].length)) << i;
+  EXPECT_EQ(requests, want_requests);
+  EXPECT_EQ(static_cast<size_t>(s.blob_gets()), want_requests);
+}
+
+TEST(MultiRangeFetch, GoodMultipartIsOneRequest) {
+  FakeServer s([](const std::string&) {
+    return FakeServer::Reply("206 Partial Content",
+                             "Content-Type: multipart/byteranges; boundary=XB\r\n",
+                             Part(5000, 20) + Part(10, 100) + Part(70000, 3000) + "--XB--\r\n");
+  });
+  FetchAndCheck(s, 1);
+}
+
+TEST(MultiRangeFetch, LyingMultipartFallsBackToSingleRanges) {
+  FakeServer s([](const std::string&) {  // a part nobody asked for
+    return FakeServer::Reply("206 Partial Content",
+                             "Content-Type: multipart/byteranges; boundary=XB\r\n",
+                             Part(10, 100) + Part(200, 10) + "--XB--\r\n");
+  });
+  FetchAndCheck(s, 1 + kRanges.size());
+}
+
+TEST(MultiRangeFetch, WholeBlobAnswerIsOneRequest) {
+  FakeServer s(
+      [](const std::string&) { return FakeServer::Reply("200 OK", "", FakeServer::Blob()); });
+  FetchAndCheck(s, 1);
+}
+
+}  // namespace
+}  // namespace imgfs
