@@ -230,6 +230,10 @@ void LayerReader::Forget(const std::string& diff_id_hex) {
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
+  // A lazy layer completed since (its blob is stored now): its offsets may have changed
+  // (eStargz, index/lazy_virtual.h), so the lazy stream is not used for the new record.
+  if (slot->stream && slot->stream->lazy_ && store_.blobs().Has(layer.blob))
+    slot->stream.reset();
   if (slot->stream) return slot->stream;
   auto s = std::make_shared<Stream>();
   s->owner_ = this;
