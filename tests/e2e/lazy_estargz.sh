@@ -99,15 +99,44 @@ echo none >mode
 check "  with the registry honest again, the file reads right (nothing bad kept)" \
   cmp "$IMG/bin/busybox" ref-esgz/rootfs/bin/busybox
 check "every file's metadata and content equal umoci unpack's (names in JSON form)" same_tree "$REF" json
-"$IMGFS" umount "$MP"
 
-# --- a plain pull completes it
+# --- a plain pull completes it (the mount stays up across it)
 : >proxy.log
 check "a plain pull completes the lazily pulled image" "$IMGFS" pull -q "$REF"
+check "  the running mount reads a file of a layer it read lazily before, right" \
+  cmp "$IMG/etc/passwd" ref-esgz/rootfs/etc/passwd
+check "  and another" cmp "$IMG/data/random.hard" ref-esgz/rootfs/data/random.hard
+"$IMGFS" umount "$MP"
 check "  lazy/ is empty afterwards" bash -c "[[ \$(ls '$ROOT/lazy' | wc -l) -eq 0 ]]"
 check "  imgfs images no longer says partial" bash -c "! '$IMGFS' images | grep -q partial"
 check "  imgfs verify calls the store clean" "$IMGFS" verify
 check "  the tree (from the tar's entry table now) equals umoci unpack's" same_tree "$REF"
+
+# --- a manifest whose toc.digest annotation is not the TOC's
+python3 - oci v3-esgz <<'PY'
+import hashlib, json, os, sys
+lay, tag = sys.argv[1], sys.argv[2]
+bp = lambda d: os.path.join(lay, 'blobs', *d.split(':'))
+idx = json.load(open(os.path.join(lay, 'index.json')))
+d = [m for m in idx['manifests'] if m['annotations']['org.opencontainers.image.ref.name'] == tag][0]
+man = json.load(open(bp(d['digest'])))
+man['layers'][0]['annotations']['containerd.io/snapshot/stargz/toc.digest'] = 'sha256:' + '0' * 64
+b = json.dumps(man).encode()
+dg = 'sha256:' + hashlib.sha256(b).hexdigest()
+open(bp(dg), 'wb').write(b)
+idx['manifests'].append({'mediaType': d['mediaType'], 'digest': dg, 'size': len(b),
+                         'annotations': {'org.opencontainers.image.ref.name': 'v3-badtoc'}})
+json.dump(idx, open(os.path.join(lay, 'index.json'), 'w'))
+PY
+$TOOLS push-layout http://127.0.0.1:$P test/badtoc v3 oci v3-badtoc >/dev/null
+export IMGFS_ROOT=$T/store-badtoc
+expect_fail "a toc.digest annotation that is not the TOC's: pull --lazy fails naming it" \
+  "sha256:0000000000000000000000000000000000000000000000000000000000000000" \
+  "$IMGFS" pull -q --lazy "127.0.0.1:$F/test/badtoc:v3"
+check "  and records no image" bash -c "[[ -z \$('$IMGFS' images -q 2>/dev/null) ]]"
+# (the other layers' lazy/ dirs, prepared in parallel, are named by no layer: prune's)
+check "  imgfs prune removes what the failed pull left in lazy/" \
+  bash -c "'$IMGFS' prune >/dev/null && [[ \$(ls '$IMGFS_ROOT/lazy' 2>/dev/null | wc -l) -eq 0 ]]"
 
 # --- a TOC that lies about one file (its digest annotation right)
 export IMGFS_ROOT=$T/store-lie
