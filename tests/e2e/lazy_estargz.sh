@@ -112,6 +112,18 @@ check "  imgfs images no longer says partial" bash -c "! '$IMGFS' images | grep 
 check "  imgfs verify calls the store clean" "$IMGFS" verify
 check "  the tree (from the tar's entry table now) equals umoci unpack's" same_tree "$REF"
 
+# --- a mount across completion, reading bytes that were not local before it
+export IMGFS_ROOT=$T/store-mc
+"$IMGFS" pull -q --lazy "$REF" >/dev/null
+ROOT=$IMGFS_ROOT mount_store "$T/mp3"
+IMG3=$T/mp3/127.0.0.1:$F/test/esgz/v3
+check "a mount that read part of a lazy file" \
+  bash -c "head -c 4096 '$IMG3/data/random.bin' | cmp - <(head -c 4096 ref-esgz/rootfs/data/random.bin)"
+"$IMGFS" pull -q "$REF" >/dev/null
+check "  reads the whole file right after a plain pull completed the layer" \
+  cmp "$IMG3/data/random.bin" ref-esgz/rootfs/data/random.bin
+"$IMGFS" umount "$T/mp3"
+
 # --- a manifest whose toc.digest annotation is not the TOC's
 python3 - oci v3-esgz <<'PY'
 import hashlib, json, os, sys
