@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fs/span_cache.h"
+#include "index/gzip_chunk.h"
 
 namespace imgfs {
 
@@ -129,20 +130,33 @@ Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {
     std::string comp(c.blob_length, '\0');
     IMGFS_RETURN_IF_ERROR(
         PreadAll(data_.get(), comp.data(), comp.size(), static_cast<off_t>(c.blob_offset)));
-    if (c.codec != ChunkCodec::kZstd) return Status::Unsupported(what + ": gzip chunks");
-    out->resize(c.size);
-    std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> d(ZSTD_createDCtx(), ZSTD_freeDCtx);
-    ZSTD_inBuffer in{comp.data(), comp.size(), 0};
-    ZSTD_outBuffer ob{out->data(), out->size(), 0};
-    size_t r = 1;
-    while (in.pos < in.size) {
-      size_t before_in = in.pos, before_out = ob.pos;
-      r = ZSTD_decompressStream(d.get(), &ob, &in);
-      if (ZSTD_isError(r)) break;
-      if (in.pos == before_in && ob.pos == before_out) break;  // output full
+    bool bad = true;
+    if (c.codec == ChunkCodec::kGzip) {
+      // eStargz: gzip members; `skip` bytes of tar header first; checked against the
+      // chunk digest inside (index/gzip_chunk.h).
+      auto g = DecodeGzipChunk(comp, c.skip, c.size, c.digest);
+      if (g.ok()) {
+        *out = std::move(*g);
+        return std::shared_ptr<const std::string>(out);
+      }
+      if (g.status().code() != Status::Code::kCorruption) return g.status().WithContext(what);
+    } else if (c.codec == ChunkCodec::kZstd) {
+      out->resize(c.size);
+      std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> d(ZSTD_createDCtx(), ZSTD_freeDCtx);
+      ZSTD_inBuffer in{comp.data(), comp.size(), 0};
+      ZSTD_outBuffer ob{out->data(), out->size(), 0};
+      size_t r = 1;
+      while (in.pos < in.size) {
+        size_t before_in = in.pos, before_out = ob.pos;
+        r = ZSTD_decompressStream(d.get(), &ob, &in);
+        if (ZSTD_isError(r)) break;
+        if (in.pos == before_in && ob.pos == before_out) break;  // output full
+      }
+      bad = ZSTD_isError(r) || ob.pos != c.size || in.pos != in.size;
+      if (!bad && Sha256Of(*out) == c.digest) return std::shared_ptr<const std::string>(out);
+    } else {
+      return Status::Unsupported(what + ": unknown chunk codec");
     }
-    bool bad = ZSTD_isError(r) || ob.pos != c.size || in.pos != in.size;
-    if (!bad && Sha256Of(*out) == c.digest) return std::shared_ptr<const std::string>(out);
     // Nothing kept: the bytes go from the range map, so the next read fetches them.
     {
       std::lock_guard<std::mutex> l(mu_);

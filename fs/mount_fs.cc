@@ -158,8 +158,30 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     if (!snap_ || snap_->generation < built->generation) snap_ = built;
     out = snap_;
   }
-  if (moved) ReleaseRemoved();
+  if (moved) {
+    ReleaseRemoved();
+    DropCompletedLazy();
+  }
   return out;
+}
+
+void MountFs::DropCompletedLazy() {
+  std::vector<std::string> done;
+  {
+    std::lock_guard<std::mutex> l(views_mu_);
+    for (auto it = lazy_layers_.begin(); it != lazy_layers_.end();) {
+      if (store_->blobs().Has(it->second)) {
+        done.push_back(it->first);
+        it = lazy_layers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (done.empty()) return;
+  store_->ForgetLowerTrees();
+  std::lock_guard<std::mutex> rl(release_mu_);
+  DropLayers(done);
 }
 
 void MountFs::ReleaseRemoved() {
@@ -296,7 +318,11 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
     (void)cache_->Pin(l);
     pinned.push_back(l.diff_id.hex());
   }
+  std::vector<std::pair<std::string, Digest>> lazy;
+  for (const LayerRecord& lr : view->layers())
+    if (!store_->blobs().Has(lr.blob)) lazy.emplace_back(lr.diff_id.hex(), lr.blob);
   std::unique_lock<std::mutex> l(views_mu_);
+  for (auto& [hex, blob] : lazy) lazy_layers_.emplace(hex, blob);
   view_layers_.try_emplace(key, std::move(pinned));
   auto [it, inserted] = views_.try_emplace(key);
   if (!inserted) return it->second.view;

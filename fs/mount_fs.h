@@ -210,6 +210,11 @@ class MountFs {
   // Forgets the layers and evicts the cached trees that use them (their image is gone).
   // Called under release_mu_.
   void DropLayers(const std::vector<std::string>& hexes);
+  // Layers that had no blob when a view was built (lazily pulled, issue 9) and have one
+  // now: a plain pull completed them, and an eStargz layer's entry table changed
+  // (index/lazy_virtual.h): their trees and streams are dropped (DropLayers).
+  void DropCompletedLazy();
+  std::map<std::string, Digest> lazy_layers_;  // diff_id hex → blob; guarded by views_mu_
   Result<std::shared_ptr<const ImageView>> View(const Digest& image, bool layer = false);
   // The instance's view with node n checked (BadInode when out of range).
   Result<std::shared_ptr<const ImageView>> NodeView(const Instance* in, uint32_t node);

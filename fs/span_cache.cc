@@ -230,6 +230,11 @@ void LayerReader::Forget(const std::string& diff_id_hex) {
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
+  // A lazy eStargz layer completed since: the new record (the tar's size and offsets,
+  // index/lazy_virtual.h) is read from the blob; a tree still built from the old record
+  // keeps the lazy stream it pairs with (its offsets).
+  if (slot->stream && slot->stream->lazy_ && slot->stream->size_ != layer.size)
+    slot->stream.reset();
   if (slot->stream) return slot->stream;
   auto s = std::make_shared<Stream>();
   s->owner_ = this;

@@ -14,6 +14,7 @@
 
 #include "index/codec.h"
 #include "index/file_util.h"
+#include "index/stream.h"
 
 namespace imgfs {
 
@@ -334,10 +335,8 @@ Status LazyDir::Remove() const {
 }
 
 Status VerifyChunksAgainstBlob(int blob_fd, const ChunkMap& map) {
-  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> d(ZSTD_createDCtx(), ZSTD_freeDCtx);
-  if (!d) return Status::Exhausted("zstd: out of memory");
-  std::vector<char> in_buf(1 << 20), out_buf(1 << 20);
-  uint64_t blob_pos = 0, tar_pos = 0;
+  std::vector<char> out_buf(1 << 20);
+  uint64_t tar_pos = 0;
   size_t ci = 0;
   std::unique_ptr<Sha256> h;
   auto feed = [&](const char* p, size_t n) -> Status {
@@ -373,19 +372,14 @@ Status VerifyChunksAgainstBlob(int blob_fd, const ChunkMap& map) {
     }
     return Status::Ok();
   };
+  // zstd (zstd:chunked) or gzip (eStargz), by its magic bytes.
+  FdSource raw(blob_fd);
+  DecompressingSource tar(&raw, Compression::kAuto);
   for (;;) {
-    ssize_t got = ::pread(blob_fd, in_buf.data(), in_buf.size(), static_cast<off_t>(blob_pos));
-    if (got < 0) return Status::FromErrno("read blob");
+    IMGFS_ASSIGN_OR_RETURN(size_t got, tar.Read(out_buf.data(), out_buf.size()));
     if (got == 0) break;
-    blob_pos += static_cast<uint64_t>(got);
-    ZSTD_inBuffer in{in_buf.data(), static_cast<size_t>(got), 0};
-    while (in.pos < in.size) {
-      ZSTD_outBuffer ob{out_buf.data(), out_buf.size(), 0};
-      size_t r = ZSTD_decompressStream(d.get(), &ob, &in);
-      if (ZSTD_isError(r)) return Status::Corruption(std::string("zstd: ") + ZSTD_getErrorName(r));
-      IMGFS_RETURN_IF_ERROR(feed(out_buf.data(), ob.pos));
-      tar_pos += ob.pos;
-    }
+    IMGFS_RETURN_IF_ERROR(feed(out_buf.data(), got));
+    tar_pos += got;
   }
   if (ci != map.chunks.size())
     return Status::Corruption("the table of contents names content past the tar's end");

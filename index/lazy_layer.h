@@ -117,7 +117,7 @@ struct LazyDir {
 };
 
 // Checks every chunk of `map` against the layer's uncompressed tar, read by inflating
-// the complete zstd blob open on `blob_fd` from its start: the bytes at each chunk's tar
+// the complete blob (zstd or gzip) open on `blob_fd` from its start: the bytes at each chunk's tar
 // offset must hash to its digest. A mismatch (the TOC described content the tar does
 // not have) is a Corruption naming the chunk.
 Status VerifyChunksAgainstBlob(int blob_fd, const ChunkMap& map);

@@ -193,6 +193,11 @@ class LowerTreeCache {
   Result<MergedTree> Build(const std::vector<std::string>& layer_ids, const TableFn& table);
   // The same, giving the root record only (TreeBuilder::FinishRoot).
   Result<TreeRoot> BuildRoot(const std::vector<std::string>& layer_ids, const TableFn& table);
+  // Forgets every state (a layer's entry table changed: a completed lazy eStargz layer).
+  void Clear() {
+    std::lock_guard<std::mutex> l(mu_);
+    states_.clear();
+  }
 
  private:
   Result<std::unique_ptr<TreeBuilder>> Apply(const std::vector<std::string>& layer_ids,

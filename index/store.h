@@ -147,6 +147,9 @@ class Store {
   // Replaces whole stored trees (schema 1 rows) that the current merge rules rebuild
   // byte for byte with root records. Returns how many were replaced.
   Result<size_t> ShrinkTrees();
+  // Drops the cached lower-layer tree states (a completed lazy eStargz layer's entry
+  // table was replaced by the tar's: index/lazy_virtual.h).
+  void ForgetLowerTrees() const { lower_trees_.Clear(); }
   // Rewrites the index without its free pages (LMDB never shrinks its file by itself)
   // and reopens it. Refused (Unavailable) while another process has the store open (a
   // mount, a load): LMDB's lock file says so. Returns the bytes the index file shrank.

@@ -13,6 +13,8 @@
 #include "index/file_util.h"
 #include "index/layer_indexer.h"
 #include "index/lazy_layer.h"
+#include "index/lazy_virtual.h"
+#include "registry/estargz_toc.h"
 #include "registry/lazy_fetch.h"
 #include "registry/multipart_ranges.h"
 #include "registry/zstd_chunked.h"
@@ -24,36 +26,6 @@ bool IsLazyLayer(const Store& store, const LayerRecord& layer) {
 }
 
 namespace {
-
-// What Go's encoding/json makes of a name that is not UTF-8 (every byte of an invalid
-// sequence becomes U+FFFD): the TOC can hold no other form.
-std::string AsJsonString(std::string_view s) {
-  std::string out;
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; k++) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-    if (ok && n == 2) ok = c >= 0xC2;
-    if (ok && n == 3) {
-      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
-    }
-    if (ok && n == 4) {
-      unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-    }
-    if (ok) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      i++;
-    }
-  }
-  return out;
-}
 
 // The entry table made from the tar headers against the verified TOC: the same
 // entries with the same attributes (the headers themselves carry no digest).
@@ -106,12 +78,50 @@ Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
 
 }  // namespace
 
+namespace {
+
+// eStargz: the footer and the TOC member (two Range requests), the TOC checked against
+// the toc.digest annotation before it is parsed (estargz_toc.h); the entry table and
+// chunk map at synthetic content offsets (index/lazy_virtual.h). The fetched footer and
+// TOC bytes are kept (the TOC file then reads with no request).
+Result<LazyLayerInfo> PrepareEstargzLayer(Store& store, RegistryClient& client,
+                                          const std::string& repo, bool insecure,
+                                          const Descriptor& desc, const std::string& toc_digest) {
+  std::string what = "layer " + desc.digest.str();
+  auto want = Digest::Parse(toc_digest);
+  if (!want.ok())
+    return want.status().WithContext(what + ": annotation " + estargz::kTocDigestAnnotation);
+  std::vector<std::pair<uint64_t, std::string>> local;
+  auto reader = [&](uint64_t off, uint64_t len) -> Result<std::string> {
+    IMGFS_ASSIGN_OR_RETURN(std::string b,
+                           FetchBlobRange(client, repo, desc.digest, desc.size, off, len));
+    local.emplace_back(off, b);
+    return b;
+  };
+  auto toc = estargz::ReadEstargzToc(desc.digest, desc.size, reader, *want);
+  if (!toc.ok()) return toc.status().WithContext(what);
+  auto v = VirtualLayerFromToc(*toc);
+  if (!v.ok()) return v.status().WithContext(what);
+  LazySource src{client.host(), repo, insecure};
+  IMGFS_RETURN_IF_ERROR(
+      LazyDir::Create(store.root(), desc.digest, src, v->map, local).WithContext(what));
+  LazyLayerInfo info;
+  info.entries = std::move(v->entries);
+  info.tar_size = v->size;
+  return info;
+}
+
+}  // namespace
+
 Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
                                        const std::string& repo, bool insecure,
                                        const Descriptor& desc) {
   std::string what = "layer " + desc.digest.str();
+  if (auto it = desc.annotations.find(estargz::kTocDigestAnnotation);
+      it != desc.annotations.end() && !IsZstdChunked(desc.annotations))
+    return PrepareEstargzLayer(store, client, repo, insecure, desc, it->second);
   if (!IsZstdChunked(desc.annotations))
-    return Status::Unsupported(what + ": not zstd:chunked (no table of contents)");
+    return Status::Unsupported(what + ": neither zstd:chunked nor eStargz (no table of contents)");
   IMGFS_ASSIGN_OR_RETURN(ZstdChunkedLayout lay,
                          ParseZstdChunkedLayout(desc.annotations, desc.size));
   IMGFS_ASSIGN_OR_RETURN(std::string toc_c, FetchBlobRange(client, repo, desc.digest, desc.size,
@@ -246,12 +256,28 @@ Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::st
   LazyDir dir = LazyDir::For(store.root(), layer.blob);
   std::string what = "layer " + layer.diff_id.str();
   Status st;
-  if (tar_entries != lazy_entries) {
+  auto cm = ReadFileToString(dir.chunks(), 1ull << 30);
+  auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
+  bool virtual_offsets =
+      map.ok() && std::any_of(map->chunks.begin(), map->chunks.end(),
+                              [](const LazyChunk& c) { return c.codec == ChunkCodec::kGzip; });
+  if (virtual_offsets) {
+    // eStargz: the lazy table has synthetic offsets (index/lazy_virtual.h); the tar's
+    // must equal it but for them, and the chunks move to the tar's offsets.
+    auto lazy = DecodeEntries(lazy_entries);
+    auto tar = DecodeEntries(tar_entries);
+    if (!lazy.ok()) {
+      st = lazy.status();
+    } else if (!tar.ok()) {
+      st = tar.status();
+    } else {
+      map = RelocateChunkMap(*map, *lazy, *tar, layer.size);
+      if (!map.ok()) st = map.status();
+    }
+  } else if (tar_entries != lazy_entries) {
     st = Status::Corruption("its entry table from the tar differs from the lazy pull's");
   }
   if (st.ok()) {
-    auto cm = ReadFileToString(dir.chunks(), 1ull << 30);
-    auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
     auto fd = OpenFile(store.blobs().BlobPath(layer.blob), O_RDONLY);
     if (!map.ok()) {
       st = map.status();

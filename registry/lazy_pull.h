@@ -29,8 +29,11 @@ struct LazyLayerInfo {
   uint64_t tar_size = 0;
 };
 
-// Unsupported: the layer cannot be pulled lazily (not zstd:chunked, or its tar-split
-// has no digest to check it against): the caller pulls it in full.
+// eStargz layers (toc.digest annotation): the footer and TOC, checked against the
+// annotation; the entry table at synthetic offsets (index/lazy_virtual.h), replaced by
+// the tar's at completion (compared modulo offsets).
+// Unsupported: the layer cannot be pulled lazily (neither zstd:chunked nor eStargz, or
+// its tar-split has no digest to check it against): the caller pulls it in full.
 Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
                                        const std::string& repo, bool insecure,
                                        const Descriptor& desc);

@@ -144,7 +144,8 @@ Status ImageStage::AddLazyLayer(const Digest& diff_id, const Descriptor& desc,
   LayerRecord& r = s.layer.record;
   r.diff_id = diff_id;
   r.blob = desc.digest;
-  r.compression = Compression::kZstd;
+  auto comp = LayerCompression(desc.media_type);  // zstd:chunked or eStargz (gzip)
+  r.compression = comp.ok() ? *comp : Compression::kZstd;
   r.media_type = desc.media_type;
   r.blob_size = desc.size;
   r.size = tar_size;

@@ -88,7 +88,7 @@ class Writer:
 
     def add(self, raw_header, info, data):
         """raw_header: the entry's header blocks (extension headers included)."""
-        ent = {'name': info.name, 'mode': info.mode, 'uid': info.uid, 'gid': info.gid,
+        ent = {'name': gostr(info.name), 'mode': info.mode, 'uid': info.uid, 'gid': info.gid,
                'modtime': datetime.datetime.fromtimestamp(int(info.mtime), datetime.timezone.utc)
                .strftime('%Y-%m-%dT%H:%M:%SZ')}
         if info.uname and info.uname != self.last_uname:
@@ -100,9 +100,9 @@ class Writer:
         if xattrs:
             ent['xattrs'] = xattrs
         if info.islnk():
-            ent['type'], ent['linkName'] = 'hardlink', info.linkname
+            ent['type'], ent['linkName'] = 'hardlink', gostr(info.linkname)
         elif info.issym():
-            ent['type'], ent['linkName'] = 'symlink', info.linkname
+            ent['type'], ent['linkName'] = 'symlink', gostr(info.linkname)
         elif info.isdir():
             ent['type'] = 'dir'
         elif info.ischr() or info.isblk():
@@ -124,7 +124,7 @@ class Writer:
             n = min(self.chunk_size, len(data) - written)
             cur = ent
             if written:
-                cur = {'name': info.name, 'type': 'chunk'}
+                cur = {'name': gostr(info.name), 'type': 'chunk'}
                 self.entries.append(cur)
             if n == self.chunk_size:
                 cur['chunkSize'] = n
@@ -141,6 +141,14 @@ class Writer:
     def finish(self):
         self.close_member()
         toc_offset = self.out.tell()
+        # For tests of what a reader does with a TOC that lies (its own digest right):
+        # ESTARGZ_WRITER_LIE=PATH gives that file's entries a digest of other content.
+        lie = os.environ.get('ESTARGZ_WRITER_LIE', '')
+        for e in self.entries:
+            if lie and e['name'].lstrip('./') == lie and 'chunkDigest' in e:
+                e['chunkDigest'] = sha256(b'not the content')
+                if 'digest' in e:
+                    e['digest'] = e['chunkDigest']
         toc = json.dumps({'version': 1, 'entries': self.entries}, indent='\t').encode()
         member = tar_header('stargz.index.json', len(toc)) + toc + pad(len(toc)) + b'\0' * 1024
         self.out.write(gzip.compress(member, compresslevel=6, mtime=0))
@@ -152,6 +160,12 @@ class Writer:
                       'diff_id': 'sha256:' + self.plain.hexdigest(),
                       'uncompressed_size': self.plain_size, 'toc_digest': sha256(toc),
                       'toc_offset': toc_offset}
+
+
+def gostr(s):
+    """A tar name as Go's encoding/json writes it: bytes that are not UTF-8 become
+    U+FFFD (tarfile hands them over as surrogate escapes)."""
+    return s.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
 
 
 def read_tar(data):
