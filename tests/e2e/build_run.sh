@@ -12,6 +12,10 @@ require_fuse
 need python3 tar busybox runc getfattr
 [[ $(id -u) -eq 0 ]] || { echo "not ok - needs root (runc, kernel overlayfs)"; exit 1; }
 cd "$T"
+# The builds keep their state (imgfs-build-*, overlays) under this suite's own TMPDIR,
+# so overlays() counts only this suite's: other suites mount overlays at the same time.
+export TMPDIR=$T/tmp
+mkdir -p "$TMPDIR"
 
 mkdir -p base/bin base/etc base/tmp base/opt/app/sub base/data bin
 cp "$(command -v busybox)" base/bin/busybox
