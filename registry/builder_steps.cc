@@ -39,10 +39,12 @@ Status Builder::RunStep(const DockerInstruction& ins) {
   }
   if (args.empty()) return Fail(ins, "needs a command");
   std::vector<std::string> env = StringsOf(FindField(cfg, "Env") ? *FindField(cfg, "Env") : "");
-  for (const auto& [k, v] : args_) {  // build-args in scope; ENV wins
+  for (const auto& arg : args_) {  // build-args in scope; ENV wins
+    // (not a structured binding: clang 14 cannot capture one in the lambda)
+    const std::string prefix = arg.first + "=";
     bool in_env = std::any_of(env.begin(), env.end(),
-                              [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
-    if (!in_env) env.push_back(k + "=" + v);
+                              [&](const std::string& e) { return e.rfind(prefix, 0) == 0; });
+    if (!in_env) env.push_back(prefix + arg.second);
   }
   std::string cache_path;
   {
