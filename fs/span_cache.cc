@@ -274,11 +274,9 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
       }
     }
     if (idx.ok()) {
-      const SeekIndex& x = **idx;
-      // One zstd frame for a large layer: every span miss would inflate it all.
-      bool whole = x.format() == Compression::kZstd && x.count() == 1 &&
-                   layer.size > 4 * std::max<uint64_t>(x.span(), kDefaultSeekSpan);
-      if (!whole) {
+      // A span far longer than asked for (one zstd frame for a large layer, one huge
+      // deflate block): every miss in it would inflate it all; the whole-layer path.
+      if ((*idx)->WorthUsing()) {
         s->index_ = *idx;
         slot->stream = s;
         return std::shared_ptr<const Stream>(s);

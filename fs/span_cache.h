@@ -10,9 +10,10 @@
 //     the blob, diff_id checked);
 //   - a lazily pulled layer (its blob not in blobs/ but in lazy/, index/lazy_layer.h):
 //     LazyBlob fetches, verifies and keeps the chunks a read needs;
-//   - otherwise (a single-frame zstd layer whose tar is over 4 spans — a smaller one is
-//     one span, read as above —, or a store whose seek/ cannot be written
-//     and read back): the whole-layer unpack of UnpackCache (fs/unpack_cache.h).
+//   - otherwise (an index whose longest span is over 4 × max(S, 1 MiB), e.g. a
+//     single-frame zstd layer over 4 MiB, SeekIndex::WorthUsing; or a store whose seek/
+//     cannot be written and read back): the whole-layer unpack of UnpackCache
+//     (fs/unpack_cache.h).
 // Nothing uncompressed is written to disk for indexed layers.
 //
 // A span whose decoded bytes do not match the digest recorded at pull time is a

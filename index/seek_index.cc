@@ -63,7 +63,7 @@ uint64_t SeekSpanFromEnv() {
   char* end = nullptr;
   unsigned long long v = std::strtoull(e, &end, 10);
   if (end == e || *end) return kDefaultSeekSpan;
-  return v;
+  return v == 0 ? 0 : std::max<uint64_t>(v, kMinSeekSpan);
 }
 
 struct IndexingSource::Impl {
@@ -543,9 +543,11 @@ Result<std::shared_ptr<const SeekIndex>> SeekIndex::Parse(std::shared_ptr<SeekIn
               p.win_clen <= x->win_size_ - p.win_off && (i > 0 || p.out_off == 0) &&
               ((p.flags & SeekPoint::kFresh) || x->format_ == Compression::kGzip);
     if (!ok) return Status::Corruption("seek index: bad checkpoint " + std::to_string(i));
+    if (i > 0) x->max_span_ = std::max(x->max_span_, p.out_off - prev_out);
     x->starts_[i] = prev_out = p.out_off;
     prev_in = p.in_off;
   }
+  x->max_span_ = std::max(x->max_span_, x->tar_size_ - prev_out);
   return std::shared_ptr<const SeekIndex>(std::move(x));
 }
 
@@ -568,6 +570,11 @@ uint64_t SeekIndex::SpanStart(size_t i) const {
 }
 uint64_t SeekIndex::SpanEnd(size_t i) const {
   return i + 1 < count_ ? starts_[i + 1] : tar_size_;
+}
+
+bool SeekIndex::WorthUsing() const {
+  uint64_t limit = 4 * std::max<uint64_t>(std::min<uint64_t>(span_, 1 << 30), kDefaultSeekSpan);
+  return max_span_ <= limit;
 }
 
 size_t SeekIndex::Find(uint64_t off) const {

@@ -34,7 +34,11 @@
 namespace imgfs {
 
 constexpr uint64_t kDefaultSeekSpan = 1 << 20;
-// The span for new indexes: $IMGFS_SEEK_SPAN (bytes; 0 = record no index) or 1 MiB.
+// The smallest span $IMGFS_SEEK_SPAN may ask for: every checkpoint keeps a window of up
+// to 32 KiB, so smaller spans would make the index larger than what it indexes.
+constexpr uint64_t kMinSeekSpan = 64 << 10;
+// The span for new indexes: $IMGFS_SEEK_SPAN (bytes, raised to kMinSeekSpan; 0 = record
+// no index) or 1 MiB.
 uint64_t SeekSpanFromEnv();
 
 class IndexingSource : public ByteSource {
@@ -120,6 +124,12 @@ class SeekIndex {
   uint64_t SpanEnd(size_t i) const;  // exclusive
   // The span holding tar offset `off` (< tar size).
   size_t Find(uint64_t off) const;
+  // The longest span (a deflate block or zstd frame may be far longer than `span`).
+  uint64_t max_span() const { return max_span_; }
+  // Whether reads should use the index: not when a span is longer than 4 × max(span,
+  // 1 MiB) — one read would inflate that much (one huge deflate block, or one zstd
+  // frame for a whole large layer); the whole-layer path is then cheaper.
+  bool WorthUsing() const;
   // Decodes span i from the blob and checks its digest.
   Result<std::string> DecodeSpan(int blob_fd, size_t i) const;
 
@@ -135,6 +145,7 @@ class SeekIndex {
   std::string owned_;    // FromBytes
   Compression format_ = Compression::kNone;
   uint64_t span_ = 0, count_ = 0, tar_size_ = 0, blob_size_ = 0, win_base_ = 0, win_size_ = 0;
+  uint64_t max_span_ = 0;
   std::vector<uint64_t> starts_;  // out_off of each point, for Find
 };
 

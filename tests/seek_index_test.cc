@@ -157,6 +157,52 @@ TEST_F(SeekIndexTest, MultiMemberGzipHasACheckpointAtEveryMember) {
   ExpectAllSpans(**idx, BlobFd(blob), a + b + c);
 }
 
+// One deflate block far longer than the span (zlib's memLevel 9 on a run: 32K symbols
+// of 258 bytes, ~8 MiB a block): reads would inflate it all, so the index is not used.
+TEST_F(SeekIndexTest, ASpanFarLongerThanAskedIsNotWorthUsing) {
+  z_stream zs{};
+  ASSERT_EQ(deflateInit2(&zs, 9, Z_DEFLATED, 31, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string data(24 << 20, 'a'), blob(deflateBound(&zs, data.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(data.data());
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(blob.data());
+  zs.avail_out = static_cast<uInt>(blob.size());
+  ASSERT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  blob.resize(zs.total_out);
+  deflateEnd(&zs);
+  Indexed x = RunIndexer(blob, 1 << 20);
+  ASSERT_EQ(x.plain, data);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  EXPECT_GT((*idx)->max_span(), 4u << 20);
+  EXPECT_FALSE((*idx)->WorthUsing());
+  // Ordinary text: spans near the asked size.
+  std::string text = Corpus(3 << 20, 17);
+  Indexed y = RunIndexer(GzipMember(text), 1 << 20);
+  auto idy = SeekIndex::FromBytes(y.sidecar, y.layer);
+  ASSERT_TRUE(idy.ok()) << idy.status().message();
+  EXPECT_LT((*idy)->max_span(), 2u << 20);
+  EXPECT_TRUE((*idy)->WorthUsing());
+}
+
+// $IMGFS_SEEK_SPAN below 64 KiB would make indexes larger than what they index (a
+// window of up to 32 KiB per checkpoint): raised to 64 KiB; 0 still means no index.
+TEST(SeekSpanFromEnv, SmallSpansAreRaisedZeroMeansNone) {
+  struct Restore {
+    ~Restore() { ::unsetenv("IMGFS_SEEK_SPAN"); }
+  } restore;
+  ::setenv("IMGFS_SEEK_SPAN", "1", 1);
+  EXPECT_EQ(SeekSpanFromEnv(), kMinSeekSpan);
+  ::setenv("IMGFS_SEEK_SPAN", "65535", 1);
+  EXPECT_EQ(SeekSpanFromEnv(), kMinSeekSpan);
+  ::setenv("IMGFS_SEEK_SPAN", "200000", 1);
+  EXPECT_EQ(SeekSpanFromEnv(), 200000u);
+  ::setenv("IMGFS_SEEK_SPAN", "0", 1);
+  EXPECT_EQ(SeekSpanFromEnv(), 0u);
+  ::setenv("IMGFS_SEEK_SPAN", "1k", 1);
+  EXPECT_EQ(SeekSpanFromEnv(), kDefaultSeekSpan);
+}
+
 TEST_F(SeekIndexTest, ZstdFramesGiveFrameLevelAccessAndOneFrameGivesOneSpan) {
   std::string data = Corpus(1 << 20, 5);
   std::string blob = ZstdFrames(data, 10000);  // 105 frames
