@@ -331,7 +331,10 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
       m.tail_len = 0;
       m.stopping = false;
       m.last_boundary = UINT64_MAX;
-      Checkpoint(true, m.comp_base + m.in_pos, 0);
+      // A member start is a checkpoint like a block boundary: the first, then one
+      // `span` on (a span may hold many members; DecodeSpan crosses their ends).
+      if (m.points.empty() || m.out_pos - m.last_point >= span_)
+        Checkpoint(true, m.comp_base + m.in_pos, 0);
       m.in_member = true;
     }
     if (m.in_pos == m.in_len && !m.in_eof) IMGFS_RETURN_IF_ERROR(Fill());
@@ -594,17 +597,27 @@ Result<std::string> SeekIndex::Window(const SeekPoint& p) const {
   return w;
 }
 
+// Where the next gzip member starts after a member ended at byte `end` of `in` (the
+// byte after its deflate data; `raw`: the 8-byte trailer is still ahead, else the
+// decoder read it), zero padding skipped as the pass skips it. in.size() if none.
+static size_t NextMember(const std::string& in, size_t end, bool raw) {
+  size_t next = end + (raw ? 8 : 0);
+  while (next < in.size() && in[next] == 0) next++;
+  return std::min(next, in.size());
+}
+
 // Decodes a gzip span with ISA-L (about 3× zlib's speed): the window as its dictionary,
-// the leftover bits of byte in_off-1 preloaded into the bit buffer. False on any
+// the leftover bits of byte in_off-1 preloaded into the bit buffer; a member that ends
+// inside the span is followed by the next (header and trailer checked). False on any
 // failure (the caller then decodes with zlib, which names the error).
 bool SeekIndex::IsalSpan(const SeekPoint& p, const std::string& in, std::string* out) const {
   auto st = std::make_unique<inflate_state>();
   isal_inflate_init(st.get());
-  bool fresh = p.flags & SeekPoint::kFresh;
-  st->crc_flag = fresh ? ISAL_GZIP : ISAL_DEFLATE;
+  bool raw = !(p.flags & SeekPoint::kFresh);  // mid-member: raw deflate, no trailer check
+  st->crc_flag = raw ? ISAL_DEFLATE : ISAL_GZIP;
   size_t skip = 0;
   std::string w;
-  if (!fresh) {
+  if (raw) {
     if (p.win_len) {
       auto got = Window(p);
       if (!got.ok()) return false;
@@ -619,7 +632,8 @@ bool SeekIndex::IsalSpan(const SeekPoint& p, const std::string& in, std::string*
       skip = 1;
     }
   }
-  st->next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(in.data())) + skip;
+  uint8_t* base = reinterpret_cast<uint8_t*>(const_cast<char*>(in.data()));
+  st->next_in = base + skip;
   st->avail_in = static_cast<uint32_t>(in.size() - skip);
   st->next_out = reinterpret_cast<uint8_t*>(out->data());
   st->avail_out = static_cast<uint32_t>(out->size());
@@ -627,13 +641,82 @@ bool SeekIndex::IsalSpan(const SeekPoint& p, const std::string& in, std::string*
     uint32_t before_in = st->avail_in, before_out = st->avail_out;
     int r = isal_inflate(st.get());
     if (r < 0) return false;
-    if (st->block_state == ISAL_BLOCK_FINISH && st->avail_out > 0) return false;
+    if (st->block_state == ISAL_BLOCK_FINISH) {
+      if (st->avail_out == 0) break;
+      // The member ended inside the span, at bit 8 × (bytes fed) − read_in_length
+      // (ISA-L may hold bytes past it in its bit buffer); in gzip mode that is past
+      // the trailer, which ISA-L has read and checked.
+      size_t fed = in.size() - st->avail_in;
+      size_t end = (8 * fed - st->read_in_length + 7) / 8;
+      size_t next = NextMember(in, end, raw);
+      if (next == in.size()) return false;
+      uint8_t* o = st->next_out;
+      uint32_t room = st->avail_out;
+      isal_inflate_reset(st.get());
+      raw = false;
+      st->crc_flag = ISAL_GZIP;
+      st->next_in = base + next;
+      st->avail_in = static_cast<uint32_t>(in.size() - next);
+      st->next_out = o;
+      st->avail_out = room;
+      continue;
+    }
     if (st->avail_in == before_in && st->avail_out == before_out) return false;
   }
   return true;
 }
 
-Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i) const {
+// The same with zlib: the reference decoder, and the one that words an error.
+Status SeekIndex::ZlibSpan(const SeekPoint& p, std::string& in, std::string* out,
+                           const std::string& where) const {
+  z_stream zs{};
+  bool raw = !(p.flags & SeekPoint::kFresh);
+  if (inflateInit2(&zs, raw ? -15 : 31) != Z_OK) return Status::Exhausted("inflate init");
+  struct End {
+    z_stream* z;
+    ~End() { inflateEnd(z); }
+  } end{&zs};
+  size_t skip = 0;
+  if (raw) {
+    if (p.bits) {
+      int v = static_cast<uint8_t>(in[0]) >> (8 - p.bits);
+      if (inflatePrime(&zs, p.bits, v) != Z_OK) return Status::Corruption("inflatePrime");
+      skip = 1;
+    }
+    if (p.win_len) {
+      IMGFS_ASSIGN_OR_RETURN(std::string w, Window(p));
+      if (inflateSetDictionary(&zs, reinterpret_cast<const Bytef*>(w.data()),
+                               static_cast<uInt>(w.size())) != Z_OK)
+        return Status::Corruption("inflateSetDictionary");
+    }
+  }
+  zs.next_in = reinterpret_cast<Bytef*>(in.data() + skip);
+  zs.avail_in = static_cast<uInt>(in.size() - skip);
+  zs.next_out = reinterpret_cast<Bytef*>(out->data());
+  zs.avail_out = static_cast<uInt>(out->size());
+  while (zs.avail_out > 0) {
+    int r = inflate(&zs, Z_NO_FLUSH);
+    if (r == Z_STREAM_END && zs.avail_out > 0) {
+      // The member ended inside the span (zlib stops at the last byte of the deflate
+      // data; in gzip mode it has read the trailer too): on with the next member.
+      size_t next = NextMember(in, in.size() - zs.avail_in, raw);
+      if (next == in.size()) return Status::Corruption(where + ": gzip member ends early");
+      if (inflateReset2(&zs, 31) != Z_OK) return Status::Corruption("inflateReset2");
+      raw = false;
+      zs.next_in = reinterpret_cast<Bytef*>(in.data() + next);
+      zs.avail_in = static_cast<uInt>(in.size() - next);
+      continue;
+    }
+    if (r != Z_OK && r != Z_STREAM_END) {
+      if (r == Z_BUF_ERROR) return Status::Corruption(where + ": compressed data ends early");
+      return Status::Corruption(where + ": corrupt deflate stream" +
+                                (zs.msg ? std::string(" (") + zs.msg + ")" : ""));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, bool zlib_only) const {
   if (i >= count_) return Status::InvalidArgument("no such span");
   SeekPoint p = point(i);
   uint64_t len = SpanEnd(i) - SpanStart(i);
@@ -647,46 +730,10 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i) const {
                       " (tar bytes " + std::to_string(p.out_off) + "-" +
                       std::to_string(p.out_off + len) + ")";
   if (len == 0) return out;
-  if (format_ == Compression::kGzip && IsalSpan(p, in, &out)) {
+  if (format_ == Compression::kGzip && !zlib_only && IsalSpan(p, in, &out)) {
     // decoded by ISA-L
   } else if (format_ == Compression::kGzip) {
-    // zlib: the reference path, and the one that words an error when ISA-L failed.
-    z_stream zs{};
-    bool fresh = p.flags & SeekPoint::kFresh;
-    if (inflateInit2(&zs, fresh ? 31 : -15) != Z_OK) return Status::Exhausted("inflate init");
-    struct End {
-      z_stream* z;
-      ~End() { inflateEnd(z); }
-    } end{&zs};
-    size_t skip = 0;
-    if (!fresh) {
-      if (p.bits) {
-        int v = static_cast<uint8_t>(in[0]) >> (8 - p.bits);
-        if (inflatePrime(&zs, p.bits, v) != Z_OK) return Status::Corruption("inflatePrime");
-        skip = 1;
-      }
-      if (p.win_len) {
-        IMGFS_ASSIGN_OR_RETURN(std::string w, Window(p));
-        if (inflateSetDictionary(&zs, reinterpret_cast<const Bytef*>(w.data()),
-                                 static_cast<uInt>(w.size())) != Z_OK)
-          return Status::Corruption("inflateSetDictionary");
-      }
-    }
-    zs.next_in = reinterpret_cast<Bytef*>(in.data() + skip);
-    zs.avail_in = static_cast<uInt>(in.size() - skip);
-    zs.next_out = reinterpret_cast<Bytef*>(out.data());
-    zs.avail_out = static_cast<uInt>(out.size());
-    while (zs.avail_out > 0) {
-      int r = inflate(&zs, Z_NO_FLUSH);
-      if (r == Z_STREAM_END && zs.avail_out > 0) {
-        return Status::Corruption(where + ": gzip member ends early");
-      }
-      if (r != Z_OK && r != Z_STREAM_END) {
-        if (r == Z_BUF_ERROR) return Status::Corruption(where + ": compressed data ends early");
-        return Status::Corruption(where + ": corrupt deflate stream" +
-                                  (zs.msg ? std::string(" (") + zs.msg + ")" : ""));
-      }
-    }
+    IMGFS_RETURN_IF_ERROR(ZlibSpan(p, in, &out, where));
   } else {
     ZSTD_DCtx* dc = ZSTD_createDCtx();
     if (!dc) return Status::Exhausted("zstd: out of memory");

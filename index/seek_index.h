@@ -2,12 +2,15 @@
 //
 // IndexingSource decompresses a layer blob (gzip, zstd or none, like
 // DecompressingSource) and, in the same pass, records checkpoints:
-//   gzip  at the first deflate block boundary after every `span` bytes of output, and at
-//         every member start: uncompressed offset, compressed offset, bit offset and the
-//         32 KiB window (stored zstd-compressed). Decoding uses ISA-L, made to stop at
-//         the end of a block once a checkpoint is due (ReadGzip explains how); a span is
-//         resumed with ISA-L (isal_inflate_set_dict, leftover bits in read_in), zlib's
-//         inflatePrime + inflateSetDictionary as the fallback.
+//   gzip  at the first deflate block boundary or member start after every `span` bytes
+//         of output (and at the first member): uncompressed offset, compressed offset,
+//         bit offset and the 32 KiB window (stored zstd-compressed; a member start needs
+//         none). A span may run across member ends (DecodeSpan goes on with the next
+//         member), so a blob of many tiny members gets no more checkpoints than one
+//         member would: their number is bounded by the output, not by the blob. Decoding uses
+//         ISA-L, made to stop at the end of a block once a checkpoint is due (ReadGzip explains
+//         how); a span is resumed with ISA-L (isal_inflate_set_dict, leftover bits in read_in),
+//         zlib's inflatePrime + inflateSetDictionary as the fallback.
 //   zstd  at the first frame boundary after every `span` bytes of output (a zstd:chunked
 //         layer has one frame per file, so spans end near `span`). No window is needed.
 // For every span (checkpoint i to checkpoint i+1, the last to the end of the tar) it
@@ -130,8 +133,9 @@ class SeekIndex {
   // 1 MiB) — one read would inflate that much (one huge deflate block, or one zstd
   // frame for a whole large layer); the whole-layer path is then cheaper.
   bool WorthUsing() const;
-  // Decodes span i from the blob and checks its digest.
-  Result<std::string> DecodeSpan(int blob_fd, size_t i) const;
+  // Decodes span i from the blob and checks its digest. `zlib_only` skips the ISA-L
+  // decoder (tests: both decoders must give the span).
+  Result<std::string> DecodeSpan(int blob_fd, size_t i, bool zlib_only = false) const;
 
  private:
   SeekIndex() = default;
@@ -139,6 +143,8 @@ class SeekIndex {
                                                         const LayerRecord& layer);
   Result<std::string> Window(const SeekPoint& p) const;
   bool IsalSpan(const SeekPoint& p, const std::string& in, std::string* out) const;
+  Status ZlibSpan(const SeekPoint& p, std::string& in, std::string* out,
+                  const std::string& where) const;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   void* map_ = nullptr;  // munmap on destruction when set

@@ -143,18 +143,60 @@ TEST_F(SeekIndexTest, GzipSpansDecodeFromTheirCheckpoints) {
   EXPECT_EQ((*idx)->Find(data.size() - 1), (*idx)->count() - 1);
 }
 
-TEST_F(SeekIndexTest, MultiMemberGzipHasACheckpointAtEveryMember) {
-  std::string a = Corpus(300000, 2), b = Corpus(10000, 3), c = Corpus(500000, 4);
+// A member start at least a span after the previous checkpoint is a checkpoint (fresh:
+// no window). Members of one deflate block each, so the member starts are the only
+// boundaries.
+TEST_F(SeekIndexTest, MultiMemberGzipHasACheckpointAtMemberStartsASpanApart) {
+  std::string a = Corpus(20000, 2), b = Corpus(10000, 3), c = Corpus(30000, 4);
   std::string blob = GzipMember(a) + GzipMember(b) + GzipMember(c) + std::string(7, '\0');
-  Indexed x = RunIndexer(blob, 1 << 20);
+  Indexed x = RunIndexer(blob, 8192);
   ASSERT_EQ(x.plain, a + b + c);
   auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
   ASSERT_TRUE(idx.ok()) << idx.status().message();
-  ASSERT_EQ((*idx)->count(), 3u);  // 1 MiB span: only the member starts
+  ASSERT_EQ((*idx)->count(), 3u);  // the member starts
   EXPECT_EQ((*idx)->SpanStart(1), a.size());
   EXPECT_EQ((*idx)->SpanStart(2), a.size() + b.size());
   for (size_t i = 0; i < 3; i++) EXPECT_EQ((*idx)->point(i).flags, SeekPoint::kFresh);
   ExpectAllSpans(**idx, BlobFd(blob), a + b + c);
+}
+
+// A blob of thousands of tiny members (and zero padding between some) gets checkpoints
+// by output, not one per member: the index stays small however the blob is cut, and a
+// span crossing member ends decodes with both decoders.
+TEST_F(SeekIndexTest, TinyMembersGetCheckpointsBySpanAndSpansCrossMemberEnds) {
+  std::string plain, blob;
+  uint32_t x = 99;
+  for (int i = 0; i < 20000; i++) {
+    x = x * 1664525u + 1013904223u;
+    // Now and then a member of several blocks, so mid-member checkpoints have spans that
+    // run into the tiny members after them.
+    std::string part = Corpus(i % 5000 == 7 ? 400000 : 1 + (x >> 8) % 64, x);
+    plain += part;
+    blob += GzipMember(part);
+    if ((x >> 4) % 7 == 0) blob.append(1 + (x >> 12) % 20, '\0');
+  }
+  Indexed ix = RunIndexer(blob, 65536);
+  ASSERT_EQ(ix.plain, plain);
+  auto idx = SeekIndex::FromBytes(ix.sidecar, ix.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  EXPECT_LE((*idx)->count(), plain.size() / 65536 + 2);
+  EXPECT_LT(ix.sidecar.size(), blob.size() / 4);
+  size_t crossing = 0, mid = 0;
+  int fd = BlobFd(blob);
+  for (size_t i = 0; i < (*idx)->count(); i++) {
+    std::string want =
+        plain.substr((*idx)->SpanStart(i), (*idx)->SpanEnd(i) - (*idx)->SpanStart(i));
+    auto d = (*idx)->DecodeSpan(fd, i);
+    ASSERT_TRUE(d.ok()) << "span " << i << ": " << d.status().message();
+    ASSERT_TRUE(*d == want) << "span " << i;
+    auto z = (*idx)->DecodeSpan(fd, i, /*zlib_only=*/true);
+    ASSERT_TRUE(z.ok()) << "span " << i << " (zlib): " << z.status().message();
+    ASSERT_TRUE(*z == want) << "span " << i << " (zlib)";
+    crossing += want.size() > 64;  // more than one tiny member
+    mid += !((*idx)->point(i).flags & SeekPoint::kFresh);
+  }
+  EXPECT_GE(crossing, 10u);
+  EXPECT_GE(mid, 2u);  // spans from inside a member ran on across member ends
 }
 
 // One deflate block far longer than the span (zlib's memLevel 9 on a run: 32K symbols
