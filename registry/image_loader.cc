@@ -484,9 +484,20 @@ const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Pla
   const Descriptor* pick = nullptr;
   Platform exact = want;
   if (exact.variant.empty()) exact.variant = DefaultVariant(want.architecture);
+  // The list goes into an error line: the index's own strings, so no control bytes,
+  // and at most kShown of them (an index may hold tens of thousands).
+  constexpr size_t kShown = 20;
+  size_t listed = 0, more = 0;
   for (const Descriptor& d : entries) {
     if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
-    *offered += (offered->empty() ? "" : ", ") + d.platform.String();
+    if (listed++ < kShown) {
+      std::string p = d.platform.String().substr(0, 100);
+      for (char& c : p)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+      *offered += (offered->empty() ? "" : ", ") + p;
+    } else {
+      more++;
+    }
     if (!pick && d.platform.os == exact.os && d.platform.architecture == exact.architecture &&
         d.platform.variant == exact.variant)
       pick = &d;
@@ -496,6 +507,7 @@ const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Pla
     if (d.has_platform && d.platform.os != "unknown" && PlatformMatches(want, d.platform))
       pick = &d;
   }
+  if (more) *offered += " and " + std::to_string(more) + " more";
   return pick;
 }
 
