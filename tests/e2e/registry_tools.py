@@ -239,25 +239,14 @@ def proxy(args):
             if once and mode == '429':
                 return self.reply(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
                                   {'Retry-After': '1'})
-            body_len = int(self.headers.get('Content-Length', 0) or 0)
-            body = self.rfile.read(body_len) if body_len else None
-            c = http.client.HTTPConnection('127.0.0.1', upstream, timeout=60)
-            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}
-            c.request(self.command, self.path, body=body, headers=hdrs)
-            r = c.getresponse()
-            data = r.read()
+            r, data = self.forward()
             if mode == 'flip' and is_blob and r.status in (200, 206) and data:
                 data = bytearray(data); data[len(data) // 2] ^= 0x40; data = bytes(data)
                 log(f'inject=flip {self.path}')
             if mode == 'flip-manifest' and is_manifest and r.status == 200 and data:
                 data = data.replace(b'"schemaVersion":2', b'"schemaVersion": 2', 1) if b'"schemaVersion":2' in data \
                     else data + b' '
-            self.send_response(r.status)
-            for k, v in r.getheaders():
-                if k.lower() not in ('content-length', 'transfer-encoding', 'connection'):
-                    self.send_header(k, v)
-            self.send_header('Content-Length', str(len(data)))
-            self.end_headers()
+            self.relay(r.status, r.getheaders(), data, body=False)
             if self.command == 'HEAD':
                 return
             if once and mode == 'cut':
@@ -276,6 +265,18 @@ def proxy(args):
             self.wfile.write(data)
             if is_blob:
                 log(f'sent {len(data)} status={r.status} {self.path}')  # bytes counted (lazy.sh)
+
+        def relay(self, status, headers, data, drop=(), body=True):
+            """Answers `status` with `headers` (but their length, framing and `drop`), a
+            Content-Length of `data` and, when `body`, `data`."""
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ('content-length', 'transfer-encoding', 'connection') + tuple(drop):
+                    self.send_header(k, v)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
 
         def forward(self, drop=()):
             body_len = int(self.headers.get('Content-Length', 0) or 0)
@@ -325,13 +326,7 @@ def proxy(args):
                 r, data = self.forward(drop=('range',))
                 if self.headers.get('Range'):
                     log(f'inject=norange {self.path}')
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
-                        self.send_header(k, v)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 log(f'sent {len(data)} status={r.status} {self.path}')
                 return True
             if mode == 'singlerange' and is_blob and ',' in self.headers.get('Range', ''):
@@ -340,22 +335,14 @@ def proxy(args):
                 del self.headers['Range']
                 self.headers['Range'] = last
                 r, data = self.forward()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection'):
-                        self.send_header(k, v)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.relay(r.status, r.getheaders(), data)
                 log(f'sent {len(data)} status={r.status} {self.path}')
                 return True
             if mode == 'range200' and is_blob:
                 r, data = self.forward(drop=('range',))
                 if once and r.status == 200:  # the first GET: half the body, then close
                     log(f'inject=cut {self.path}')
-                    self.send_response(200)
-                    self.send_header('Content-Length', str(len(data)))
-                    self.end_headers()
+                    self.relay(200, [], data, body=False)
                     self.wfile.write(data[:len(data) // 2])
                     self.wfile.flush()
                     self.close_connection = True
@@ -363,13 +350,7 @@ def proxy(args):
                     return True
                 if self.headers.get('Range'):
                     log(f'inject=range200 {self.path}')
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
-                        self.send_header(k, v)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 return True
             if mode == 'expire' and auth:
                 with lock:
@@ -423,8 +404,6 @@ def proxy(args):
             hdrs = []
             mine = f'http://{self.headers.get("Host", "")}'
             for k, v in r.getheaders():
-                if k.lower() in ('content-length', 'transfer-encoding', 'connection'):
-                    continue
                 if k.lower() == 'location':
                     v = v.replace(f'http://127.0.0.1:{upstream}', mine)
                 hdrs.append((k, v))
@@ -444,13 +423,7 @@ def proxy(args):
                 replace('Docker-Content-Digest', 'sha256:' + '0' * 64)
             if r.status == 202 and patch and mode == 'range-back':
                 replace('Range', '0-9')
-            self.send_response(r.status)
-            for k, v in hdrs:
-                self.send_header(k, v)
-            self.send_header('Content-Length', str(len(data)))
-            self.end_headers()
-            if self.command != 'HEAD':
-                self.wfile.write(data)
+            self.relay(r.status, hdrs, data, body=self.command != 'HEAD')
             return True
 
         def reply(self, code, body, extra=None):
