@@ -15,9 +15,11 @@ namespace {
 // An unexpected answer: 5xx and 429 are worth another attempt (Unavailable); 401 and
 // 403 are a refusal; anything else is the registry saying no.
 Status HttpError(const std::string& what, const HttpResponse& r) {
+  // The registry's words, but not its control bytes (terminal escapes).
   std::string body = r.body.substr(0, 300);
   for (char& c : body) {
     if (c == '\n' || c == '\r') c = ' ';
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   }
   std::string msg = what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body);
   if (r.status == 401 || r.status == 403)

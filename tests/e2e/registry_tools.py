@@ -36,7 +36,8 @@
         a wrong Docker-Content-Digest) | range-back (a PATCH answers Range: 0-9) | put-202
         (the final upload PUT answers 202 with a Location, forever) | redirect-loop (upload
         PATCH/PUT answered 307 to itself) | redirect-to URLBASE (upload PUT answered 307 to
-        URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered)
+        URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered) |
+        err-escape (the upload POST answers 400 with terminal escapes in its body)
         Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
@@ -368,7 +369,7 @@ def proxy(args):
         def push_mode(self, mode, arg):
             """The push modes; True when the request was answered here."""
             push_modes = ('push', 'loc', 'loc-huge', 'headers-huge', 'digest-wrong', 'range-back',
-                          'put-202', 'redirect-loop', 'redirect-to', 'reset-put')
+                          'put-202', 'redirect-loop', 'redirect-to', 'reset-put', 'err-escape')
             if mode not in push_modes or self.command not in ('HEAD', 'GET', 'POST', 'PUT', 'PATCH'):
                 return False
             upload = '/blobs/uploads/' in self.path
@@ -386,9 +387,13 @@ def proxy(args):
                     n -= len(d)
 
             if (mode == 'put-202' and put) or (mode == 'redirect-loop' and (put or patch)) or \
-                    (mode == 'redirect-to' and put) or (mode == 'reset-put' and put):
+                    (mode == 'redirect-to' and put) or (mode == 'reset-put' and put) or \
+                    (mode == 'err-escape' and post):
                 consume()
                 log(f'inject={mode} {self.command} {self.path}')
+                if mode == 'err-escape':
+                    self.reply(400, b'denied\x1b]0;pwned\x07\x1b[2J\x1b[31m red\r\nline two')
+                    return True
                 if mode == 'reset-put':
                     self.close_connection = True
                     self.connection.shutdown(2)
