@@ -18,6 +18,7 @@
 #include "index/merged_tree.h"
 #include "registry/archive_check.h"
 #include "registry/json.h"
+#include "registry/printable.h"
 #include "registry/stage.h"
 
 namespace imgfs {
@@ -491,10 +492,7 @@ const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Pla
   for (const Descriptor& d : entries) {
     if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
     if (listed++ < kShown) {
-      std::string p = d.platform.String().substr(0, 100);
-      for (char& c : p)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-      *offered += (offered->empty() ? "" : ", ") + p;
+      *offered += (offered->empty() ? "" : ", ") + Printable(d.platform.String(), 100);
     } else {
       more++;
     }

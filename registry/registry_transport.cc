@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "index/file_util.h"
+#include "registry/printable.h"
 #include "registry/registry_client.h"
 #include "registry/registry_client_internal.h"
 
@@ -222,10 +223,7 @@ std::string UrlHost(const std::string& url) {
 
 Status CheckFetchUrl(const std::string& url, const std::string& what) {
   auto bad = [&](const std::string& why) {
-    std::string shown = url.size() > 200 ? url.substr(0, 200) + "…" : url;
-    for (char& c : shown)
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    return Status::InvalidArgument(what + " \"" + shown + "\": " + why);
+    return Status::InvalidArgument(what + " \"" + Printable(url, 200) + "\": " + why);
   };
   std::string lower = Lower(url.substr(0, 8));
   if (lower.rfind("http://", 0) != 0 && lower.rfind("https://", 0) != 0)
@@ -411,9 +409,7 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
                                      ": the response headers are larger than " +
                                      std::to_string(kMaxHeaderBytes) + " bytes");
     if (t.wrong_range) {
-      std::string shown = t.response.Header("content-range").substr(0, 100);
-      for (char& c : shown)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+      std::string shown = Printable(t.response.Header("content-range"), 100);
       return Status::Corruption(method + " " + url + ": asked for bytes from " +
                                 std::to_string(req.range_start) +
                                 ", answered 206 with Content-Range \"" + shown + "\"");
