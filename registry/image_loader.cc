@@ -18,6 +18,7 @@
 #include "index/merged_tree.h"
 #include "registry/archive_check.h"
 #include "registry/json.h"
+#include "registry/printable.h"
 #include "registry/stage.h"
 
 namespace imgfs {
@@ -484,9 +485,17 @@ const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Pla
   const Descriptor* pick = nullptr;
   Platform exact = want;
   if (exact.variant.empty()) exact.variant = DefaultVariant(want.architecture);
+  // The list goes into an error line: the index's own strings, so no control bytes,
+  // and at most kShown of them (an index may hold tens of thousands).
+  constexpr size_t kShown = 20;
+  size_t listed = 0, more = 0;
   for (const Descriptor& d : entries) {
     if (!d.has_platform || d.platform.os == "unknown") continue;  // attestations
-    *offered += (offered->empty() ? "" : ", ") + d.platform.String();
+    if (listed++ < kShown) {
+      *offered += (offered->empty() ? "" : ", ") + Printable(d.platform.String(), 100);
+    } else {
+      more++;
+    }
     if (!pick && d.platform.os == exact.os && d.platform.architecture == exact.architecture &&
         d.platform.variant == exact.variant)
       pick = &d;
@@ -496,6 +505,7 @@ const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Pla
     if (d.has_platform && d.platform.os != "unknown" && PlatformMatches(want, d.platform))
       pick = &d;
   }
+  if (more) *offered += " and " + std::to_string(more) + " more";
   return pick;
 }
 

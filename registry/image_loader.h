@@ -49,7 +49,8 @@ Platform HostPlatform();
 // wins, a variant-less request meaning docker's default variant (arm is arm/v7, arm64
 // is arm64/v8); otherwise the first entry of that os/architecture whose variant is
 // unset on either side. nullptr when none; `offered` lists the pickable entries
-// ("linux/amd64, linux/arm64/v8").
+// ("linux/amd64, linux/arm64/v8"; the first 20, then "and N more"; control bytes
+// shown as '?').
 const Descriptor* PickPlatform(const std::vector<Descriptor>& entries, const Platform& want,
                                std::string* offered);
 

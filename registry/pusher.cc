@@ -8,6 +8,7 @@
 
 #include "index/file_util.h"
 #include "registry/image_export.h"
+#include "registry/printable.h"
 
 namespace imgfs {
 namespace {
@@ -15,10 +16,11 @@ namespace {
 // An unexpected answer: 5xx and 429 are worth another attempt (Unavailable); 401 and
 // 403 are a refusal; anything else is the registry saying no.
 Status HttpError(const std::string& what, const HttpResponse& r) {
+  // The registry's words, but not its control bytes (terminal escapes).
   std::string body = r.body.substr(0, 300);
-  for (char& c : body) {
+  for (char& c : body)
     if (c == '\n' || c == '\r') c = ' ';
-  }
+  body = Printable(body, 300);
   std::string msg = what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body);
   if (r.status == 401 || r.status == 403)
     return Status::InvalidArgument(msg +
@@ -51,10 +53,7 @@ Result<std::map<std::string, std::string>> MountSources(const Store& store, cons
 // A registry's header value as an error shows it: quoted, control bytes as '?', at most
 // 100 bytes.
 std::string Shown(std::string_view v) {
-  std::string out(v.substr(0, 100));
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return "\"" + out + (v.size() > 100 ? "…" : "") + "\"";
+  return "\"" + Printable(v, 100) + "\"";
 }
 
 class Pusher {

@@ -48,6 +48,37 @@ void ParseChallenge(const std::string& h, std::string* scheme,
   }
 }
 
+// A token service's JSON answer: the token ("token" or "access_token", `first` looked
+// up first) and its lifetime in seconds. Everything in it is the service's word: the
+// token goes into an Authorization header and a cache file, so it must be a short line,
+// and expires_in (any JSON number, even 2^63 or negative) is clamped.
+constexpr size_t kMaxToken = 32 << 10;
+constexpr double kMaxTokenLifetime = 365 * 24 * 3600.0;
+struct TokenAnswer {
+  std::string token;
+  double expires_in = 60;  // the distribution token spec's default
+};
+Result<TokenAnswer> ParseTokenAnswer(const std::string& body, const char* first,
+                                     const char* second) {
+  simdjson::dom::parser p;
+  simdjson::dom::object o;
+  std::string_view token;
+  if (p.parse(body).get(o) || (o[first].get(token) && o[second].get(token)) || token.empty())
+    return Status::Unavailable("token service returned no token");
+  if (token.size() > kMaxToken)
+    return Status::InvalidArgument("token service returned a token of " +
+                                   std::to_string(token.size()) + " bytes (more than " +
+                                   std::to_string(kMaxToken) + ")");
+  for (char c : token)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      return Status::InvalidArgument("token service returned a token with control characters");
+  TokenAnswer out;
+  out.token = std::string(token);
+  double ei = 0;
+  if (!o["expires_in"].get(ei)) out.expires_in = std::clamp(ei, 0.0, kMaxTokenLifetime);
+  return out;
+}
+
 }  // namespace
 
 namespace registry_detail {
@@ -232,15 +263,10 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
                                    ": authentication failed (identity token refused)");
       if (pr->status != 200)
         return Status::Unavailable("token service: POST " + realm + ": " + RegistryError(*pr));
-      simdjson::dom::parser p;
-      simdjson::dom::object o;
-      std::string_view token;
-      if (p.parse(pr->body).get(o) || (o["access_token"].get(token) && o["token"].get(token)) ||
-          token.empty()) {
-        return Status::Unavailable("token service returned no access token");
-      }
+      auto answer = ParseTokenAnswer(pr->body, "access_token", "token");
+      if (!answer.ok()) return answer.status().WithContext("POST " + realm);
       std::lock_guard<std::mutex> l(mu_);
-      tokens_[scope] = "Bearer " + std::string(token);
+      tokens_[scope] = "Bearer " + answer->token;
       return Status::Ok();
     }
   }
@@ -253,24 +279,11 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   }
   if (r->status != 200)
     return Status::Unavailable("token service: GET " + url + ": " + RegistryError(*r));
-  simdjson::dom::parser p;
-  simdjson::dom::object o;
-  std::string_view token;
-  if (p.parse(r->body).get(o) || (o["token"].get(token) && o["access_token"].get(token))) {
-    return Status::Unavailable("token service returned no token");
-  }
-  // Registries that omit expires_in mean 60 s (the distribution token spec).
-  double expires_in = 60;
-  double ei = 0;
-  int64_t eii = 0;
-  if (!o["expires_in"].get(ei)) {
-    expires_in = ei;
-  } else if (!o["expires_in"].get(eii)) {
-    expires_in = static_cast<double>(eii);
-  }
+  auto answer = ParseTokenAnswer(r->body, "token", "access_token");
+  if (!answer.ok()) return answer.status().WithContext("GET " + url);
   std::lock_guard<std::mutex> l(mu_);
-  tokens_[scope] = "Bearer " + std::string(token);
-  SaveToken(scope, tokens_[scope], expires_in);
+  tokens_[scope] = "Bearer " + answer->token;
+  SaveToken(scope, tokens_[scope], answer->expires_in);
   return Status::Ok();
 }
 

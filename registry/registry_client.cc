@@ -7,6 +7,7 @@
 
 #include "index/pushed_source.h"
 #include "registry/json.h"
+#include "registry/printable.h"
 #include "registry/registry_client_internal.h"
 
 namespace imgfs {
@@ -28,9 +29,7 @@ std::string RegistryError(const HttpResponse& r) {
     }
   }
   // The registry's words, but not its control bytes (terminal escapes) nor pages of them.
-  if (out.size() > 300) out = out.substr(0, 300) + "…";
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  out = Printable(out, 300);
   return "HTTP " + std::to_string(r.status) + (out.empty() ? "" : " (" + out + ")");
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "index/file_util.h"
+#include "registry/printable.h"
 #include "registry/registry_client.h"
 #include "registry/registry_client_internal.h"
 
@@ -30,7 +31,18 @@ struct Transfer {
   bool too_large = false;
   size_t header_bytes = 0;  // of the current response
   bool headers_too_large = false;
+  bool wrong_range = false;  // a 206 that starts elsewhere than asked
 };
+
+// The first byte of a Content-Range ("bytes FIRST-LAST/TOTAL"), or UINT64_MAX.
+uint64_t ContentRangeStart(const std::string& v) {
+  if (Lower(v.substr(0, 6)) != "bytes ") return UINT64_MAX;
+  uint64_t first = 0;
+  size_t i = 6, digits = 0;
+  for (; i < v.size() && v[i] >= '0' && v[i] <= '9' && digits < 19; i++, digits++)
+    first = first * 10 + static_cast<uint64_t>(v[i] - '0');
+  return digits && i < v.size() && v[i] == '-' ? first : UINT64_MAX;
+}
 
 // The headers of one response, all lines together (curl bounds each line at 100 KiB,
 // not their number).
@@ -111,10 +123,18 @@ size_t HeaderCb(char* buf, size_t size, size_t n, void* self) {
   size_t colon = line.find(':');
   if (colon != std::string::npos) {
     t->response.headers[Lower(line.substr(0, colon))] = Trim(line.substr(colon + 1));
-  } else if (Trim(line).empty() && t->req && t->req->on_headers &&
-             (t->response.status == 200 || t->response.status == 206)) {
-    t->req->on_headers(t->response);
+    return size * n;
   }
+  if (!Trim(line).empty() || !t->req) return size * n;
+  long st = t->response.status;
+  // A range this request asked for (range_start/range_end, resumes included): a 206
+  // must start where it was asked to, or its bytes would land at the wrong offset.
+  if (st == 206 && (t->req->range_start || t->req->range_end) &&
+      ContentRangeStart(t->response.Header("content-range")) != t->req->range_start) {
+    t->wrong_range = true;
+    return 0;  // fails the transfer
+  }
+  if (t->req->on_headers && (st == 200 || st == 206)) t->req->on_headers(t->response);
   return size * n;
 }
 
@@ -203,10 +223,7 @@ std::string UrlHost(const std::string& url) {
 
 Status CheckFetchUrl(const std::string& url, const std::string& what) {
   auto bad = [&](const std::string& why) {
-    std::string shown = url.size() > 200 ? url.substr(0, 200) + "…" : url;
-    for (char& c : shown)
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    return Status::InvalidArgument(what + " \"" + shown + "\": " + why);
+    return Status::InvalidArgument(what + " \"" + Printable(url, 200) + "\": " + why);
   };
   std::string lower = Lower(url.substr(0, 8));
   if (lower.rfind("http://", 0) != 0 && lower.rfind("https://", 0) != 0)
@@ -391,6 +408,12 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       return Status::InvalidArgument(method + " " + url +
                                      ": the response headers are larger than " +
                                      std::to_string(kMaxHeaderBytes) + " bytes");
+    if (t.wrong_range) {
+      std::string shown = Printable(t.response.Header("content-range"), 100);
+      return Status::Corruption(method + " " + url + ": asked for bytes from " +
+                                std::to_string(req.range_start) +
+                                ", answered 206 with Content-Range \"" + shown + "\"");
+    }
     if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
       return Status::InvalidArgument(
           method + " " + url + ": the response is larger than " +

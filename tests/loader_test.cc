@@ -446,5 +446,20 @@ TEST(PickPlatform, PullAndLoadRules) {
   EXPECT_EQ(PickPlatform(idx, {"windows", "amd64", ""}, &offered), nullptr);
 }
 
+// `offered` goes into an error line: an index of 30,000 entries whose strings hold
+// terminal escapes gives a short one without control bytes, and the pick still works.
+TEST(PickPlatform, HostileIndexGivesAShortPrintableOfferList) {
+  std::vector<Descriptor> idx;
+  for (int i = 0; i < 30000; i++)
+    idx.push_back(Entry("linux\x1b]0;x\x07", "arch" + std::to_string(i), "v\r\n1"));
+  idx.push_back(Entry("linux", "riscv64", ""));
+  std::string offered;
+  EXPECT_EQ(PickPlatform(idx, {"linux", "riscv64", ""}, &offered), &idx.back());
+  EXPECT_LT(offered.size(), 1000u) << offered.substr(0, 200);
+  for (char c : offered) EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f);
+  EXPECT_EQ(offered.substr(0, 26), "linux?]0;x?/arch0/v??1, li");
+  EXPECT_NE(offered.find(" and 29981 more"), std::string::npos) << offered;
+}
+
 }  // namespace
 }  // namespace imgfs

@@ -2,63 +2,26 @@
 // multi-range request as told (a good multipart body, a lying one, 200 with the whole
 // blob) and single ranges honestly: the bytes returned are the blob's every time, and
 // the number of requests shows which path was taken.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <functional>
 #include <string>
-#include <thread>
 
 #include "registry/lazy_fetch.h"
+#include "tests/fake_http_server.h"
 
 namespace imgfs {
 namespace {
 
+// Single ranges answered honestly, a whole-blob GET with 200, a multi-range request
+// with whatever `multi` says.
 class FakeServer {
  public:
   // `multi`: the whole HTTP answer to a request whose Range has a comma.
   explicit FakeServer(std::function<std::string(const std::string&)> multi)
-      : multi_(std::move(multi)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    EXPECT_EQ(::listen(fd_, 16), 0);
-    thread_ = std::thread([this] {
-      for (;;) {
-        int c = ::accept(fd_, nullptr, nullptr);
-        if (c < 0) break;
-        std::string req;
-        char buf[4096];
-        while (req.find("\r\n\r\n") == std::string::npos) {
-          ssize_t n = ::recv(c, buf, sizeof buf, 0);
-          if (n <= 0) break;
-          req.append(buf, static_cast<size_t>(n));
-        }
-        std::string out = Answer(req);
-        for (size_t off = 0; off < out.size();) {
-          ssize_t n = ::send(c, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-          if (n <= 0) break;
-          off += static_cast<size_t>(n);
-        }
-        ::close(c);
-      }
-    });
-  }
-  ~FakeServer() {
-    ::shutdown(fd_, SHUT_RDWR);
-    thread_.join();
-    ::close(fd_);
-  }
-  int port() const { return port_; }
+      : multi_(std::move(multi)), http_([this](const std::string& req) { return Answer(req); }) {}
+  int port() const { return http_.port(); }
   int blob_gets() const { return gets_; }
   static std::string Blob() {
     std::string b;
@@ -67,9 +30,7 @@ class FakeServer {
   }
   static std::string Reply(const std::string& status, const std::string& headers,
                            const std::string& body) {
-    return "HTTP/1.1 " + status +
-           "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
-           headers + "\r\n" + body;
+    return FakeHttpServer::Reply(status, headers, body);
   }
 
  private:
@@ -86,10 +47,8 @@ class FakeServer {
                  Blob().substr(a, b - a + 1));
   }
   std::function<std::string(const std::string&)> multi_;
-  int fd_ = -1;
-  int port_ = 0;
   std::atomic<int> gets_{0};
-  std::thread thread_;
+  FakeHttpServer http_;  // last: its thread calls Answer
 };
 
 const std::vector<BlobRange> kRanges = {{10, 100}, {5000, 20}, {70000, 3000}};

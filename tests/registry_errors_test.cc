@@ -1,62 +1,19 @@
 // Registry client errors name the request that failed: its real method and URL
 // (they all used to say GET), against a loopback server that closes every connection
 // without answering.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <string>
-#include <thread>
 
 #include "registry/registry_client.h"
+#include "tests/fake_http_server.h"
 
 namespace imgfs {
 namespace {
 
-// Accepts connections on a loopback port and closes each one after reading what the
-// client sent first (no reply at all: curl's "Empty reply from server").
-class SilentServer {
- public:
-  SilentServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    EXPECT_EQ(::listen(fd_, 16), 0);
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        int c = ::accept(fd_, nullptr, nullptr);
-        if (c < 0) break;
-        char buf[4096];
-        (void)::recv(c, buf, sizeof buf, 0);
-        ::close(c);
-      }
-    });
-  }
-  ~SilentServer() {
-    stop_ = true;
-    ::shutdown(fd_, SHUT_RDWR);
-    thread_.join();
-    ::close(fd_);
-  }
-  int port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 TEST(RegistryErrors, NameTheRealMethodAndUrl) {
-  SilentServer server;
+  // Every connection closed unanswered (curl's "Empty reply from server").
+  FakeHttpServer server([](const std::string&) { return std::string(); });
   RegistryOptions o;
   o.max_attempts = 2;  // one retry where the method allows it
   o.initial_backoff = 0.01;

@@ -11,6 +11,11 @@
                                  token service below
           token-oversize         a valid realm, whose token service answers 64 MiB
           token-500              the token service answers 500 once, then a token
+          token-expiry-huge      the token's expires_in is 2^63
+          token-ctl              the token carries "\r\nX-Injected: 1" (a request that
+                                 arrives with that header is logged "header-injected PATH")
+          token-huge             a token of 100,000 bytes
+          token-challenge-huge N the challenge carries N extra parameters
           redirect-blob URL      every layer GET is redirected (302) to URL
           foreign URL            manifests name URL as the layer's foreign location
           blob-oversize          a layer blob, then garbage (no Content-Length), 1 MiB
@@ -173,12 +178,24 @@ def serve(args):
                 if mode == 'token-500' and state['token500'] == 0:
                     state['token500'] += 1
                     return 500, self.send(500, b'{"errors":[{"code":"UNAVAILABLE"}]}')
-                return 200, self.send(200, json.dumps({'token': 'good-token'}).encode())
+                answer = {'token': 'good-token'}
+                if mode == 'token-expiry-huge':
+                    answer['expires_in'] = 1 << 63
+                if mode == 'token-ctl':
+                    answer['token'] = 'good-token\r\nX-Injected: 1'
+                if mode == 'token-huge':
+                    answer['token'] = 'g' * 100000
+                return 200, self.send(200, json.dumps(answer).encode())
+            if self.headers.get('X-Injected'):
+                log(f'header-injected {path}')
             if mode == 'realm' or mode.startswith('token-'):
                 realm = arg if mode == 'realm' else f'http://{host}/token'
+                extra = ''
+                if mode == 'token-challenge-huge':
+                    extra = ''.join(f',p{i}="v{i}"' for i in range(int(arg)))
                 if self.headers.get('Authorization') != 'Bearer good-token':
                     return 401, self.send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', headers={
-                        'WWW-Authenticate': f'Bearer realm="{realm}",service="hostile"'})
+                        'WWW-Authenticate': f'Bearer realm="{realm}",service="hostile"{extra}'})
             if mode == 'basic':
                 want = 'Basic ' + base64.b64encode(arg.encode()).decode()
                 if self.headers.get('Authorization') != want:

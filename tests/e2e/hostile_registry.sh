@@ -103,6 +103,26 @@ fresh token-oversize token-oversize
 expect_fail "a 64 MiB token response stops at 1 MiB" "token service: GET http://$REG/token.*larger than the 1048576-byte limit" \
   "$IMGFS" pull "$REG/img:1"
 
+# Token answers and the token cache (<store>/tokens/SHA256(host \n scope)).
+token_gets() { grep -c '^GET /token' server.log; }
+fresh token-expiry token-expiry-huge
+check "a token with expires_in 2^63: the pull works" "$IMGFS" pull -q "$REG/img:1"
+check "  its cache file is readable, expiring within a year" bash -c \
+  "e=\$(head -qn1 '$IMGFS_ROOT'/tokens/* | head -1 | sed -n 's/^imgfs-token 1 \\([0-9]*\\)\$/\\1/p'); [[ -n \$e ]] && ((e > \$(date +%s) && e <= \$(date +%s) + 366 * 86400))"
+: >server.log
+check "  a second pull takes the token from the cache" "$IMGFS" pull -q "$REG/img:1"
+check "  (no token request: $(token_gets))" test "$(token_gets)" -eq 0
+fresh token-ctl token-ctl
+expect_fail "a token with control characters is refused" \
+  "GET http://$REG/token.*: token service returned a token with control characters" "$IMGFS" pull "$REG/img:1"
+check "  no request carried the injected header" bash -c "! grep -q header-injected server.log"
+fresh token-huge token-huge
+expect_fail "a 100,000-byte token is refused" "token service returned a token of 100000 bytes \(more than 32768\)" \
+  "$IMGFS" pull "$REG/img:1"
+fresh challenge-5k "token-challenge-huge 5000"
+check "a challenge with 5,000 extra parameters (64 KB): the pull works, in under 10 s" \
+  timeout 10 "$IMGFS" pull -q "$REG/img:1"
+
 # 7.6: a transient 500 on the first request.
 fresh ping500 ping-500
 check "a 500 on the first /v2/ ping is retried: the pull works" "$IMGFS" pull -q "$REG/img:1"

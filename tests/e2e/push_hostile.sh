@@ -111,6 +111,12 @@ expect_fail "a connection closed under the upload PUT: the error names PUT and t
   "PUT http://$REG/v2/t/app/blobs/uploads/[^ ]*digest=sha256:[0-9a-f]{64}: Empty reply from server" \
   within 30 "$IMGFS" push "local/img:$n" "$REG/t/app:$n"
 
+fresh_image "err-escape"
+"$IMGFS" push "local/img:$n" "$REG/t/app:$n" >/dev/null 2>"$T/err-escape" && echo "push succeeded" >>"$T/err-escape"
+check "an error body with terminal escapes: the one line names the POST and the body's words" \
+  grep -Eq "POST /v2/t/app/blobs/uploads/: HTTP 400: denied\?\]0;pwned\?\?\[2J\?\[31m red  line two" "$T/err-escape"
+check "  and holds no escape or other control byte" bash -c "! LC_ALL=C grep -q \$'[\\x01-\\x08\\x0b-\\x1f\\x7f]' '$T/err-escape'"
+
 fresh_image push
 check "after all that, a push through the front works" \
   bash -c "'$IMGFS' push -q local/img:$n $REG/t/app:$n >/dev/null"

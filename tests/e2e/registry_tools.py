@@ -36,7 +36,8 @@
         a wrong Docker-Content-Digest) | range-back (a PATCH answers Range: 0-9) | put-202
         (the final upload PUT answers 202 with a Location, forever) | redirect-loop (upload
         PATCH/PUT answered 307 to itself) | redirect-to URLBASE (upload PUT answered 307 to
-        URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered)
+        URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered) |
+        err-escape (the upload POST answers 400 with terminal escapes in its body)
         Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
@@ -239,25 +240,14 @@ def proxy(args):
             if once and mode == '429':
                 return self.reply(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
                                   {'Retry-After': '1'})
-            body_len = int(self.headers.get('Content-Length', 0) or 0)
-            body = self.rfile.read(body_len) if body_len else None
-            c = http.client.HTTPConnection('127.0.0.1', upstream, timeout=60)
-            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}
-            c.request(self.command, self.path, body=body, headers=hdrs)
-            r = c.getresponse()
-            data = r.read()
+            r, data = self.forward()
             if mode == 'flip' and is_blob and r.status in (200, 206) and data:
                 data = bytearray(data); data[len(data) // 2] ^= 0x40; data = bytes(data)
                 log(f'inject=flip {self.path}')
             if mode == 'flip-manifest' and is_manifest and r.status == 200 and data:
                 data = data.replace(b'"schemaVersion":2', b'"schemaVersion": 2', 1) if b'"schemaVersion":2' in data \
                     else data + b' '
-            self.send_response(r.status)
-            for k, v in r.getheaders():
-                if k.lower() not in ('content-length', 'transfer-encoding', 'connection'):
-                    self.send_header(k, v)
-            self.send_header('Content-Length', str(len(data)))
-            self.end_headers()
+            self.relay(r.status, r.getheaders(), data, body=False)
             if self.command == 'HEAD':
                 return
             if once and mode == 'cut':
@@ -276,6 +266,18 @@ def proxy(args):
             self.wfile.write(data)
             if is_blob:
                 log(f'sent {len(data)} status={r.status} {self.path}')  # bytes counted (lazy.sh)
+
+        def relay(self, status, headers, data, drop=(), body=True):
+            """Answers `status` with `headers` (but their length, framing and `drop`), a
+            Content-Length of `data` and, when `body`, `data`."""
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ('content-length', 'transfer-encoding', 'connection') + tuple(drop):
+                    self.send_header(k, v)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
 
         def forward(self, drop=()):
             body_len = int(self.headers.get('Content-Length', 0) or 0)
@@ -325,13 +327,7 @@ def proxy(args):
                 r, data = self.forward(drop=('range',))
                 if self.headers.get('Range'):
                     log(f'inject=norange {self.path}')
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
-                        self.send_header(k, v)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 log(f'sent {len(data)} status={r.status} {self.path}')
                 return True
             if mode == 'singlerange' and is_blob and ',' in self.headers.get('Range', ''):
@@ -340,22 +336,14 @@ def proxy(args):
                 del self.headers['Range']
                 self.headers['Range'] = last
                 r, data = self.forward()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection'):
-                        self.send_header(k, v)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.relay(r.status, r.getheaders(), data)
                 log(f'sent {len(data)} status={r.status} {self.path}')
                 return True
             if mode == 'range200' and is_blob:
                 r, data = self.forward(drop=('range',))
                 if once and r.status == 200:  # the first GET: half the body, then close
                     log(f'inject=cut {self.path}')
-                    self.send_response(200)
-                    self.send_header('Content-Length', str(len(data)))
-                    self.end_headers()
+                    self.relay(200, [], data, body=False)
                     self.wfile.write(data[:len(data) // 2])
                     self.wfile.flush()
                     self.close_connection = True
@@ -363,13 +351,7 @@ def proxy(args):
                     return True
                 if self.headers.get('Range'):
                     log(f'inject=range200 {self.path}')
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ('content-length', 'transfer-encoding', 'connection', 'content-range'):
-                        self.send_header(k, v)
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 return True
             if mode == 'expire' and auth:
                 with lock:
@@ -387,7 +369,7 @@ def proxy(args):
         def push_mode(self, mode, arg):
             """The push modes; True when the request was answered here."""
             push_modes = ('push', 'loc', 'loc-huge', 'headers-huge', 'digest-wrong', 'range-back',
-                          'put-202', 'redirect-loop', 'redirect-to', 'reset-put')
+                          'put-202', 'redirect-loop', 'redirect-to', 'reset-put', 'err-escape')
             if mode not in push_modes or self.command not in ('HEAD', 'GET', 'POST', 'PUT', 'PATCH'):
                 return False
             upload = '/blobs/uploads/' in self.path
@@ -405,9 +387,13 @@ def proxy(args):
                     n -= len(d)
 
             if (mode == 'put-202' and put) or (mode == 'redirect-loop' and (put or patch)) or \
-                    (mode == 'redirect-to' and put) or (mode == 'reset-put' and put):
+                    (mode == 'redirect-to' and put) or (mode == 'reset-put' and put) or \
+                    (mode == 'err-escape' and post):
                 consume()
                 log(f'inject={mode} {self.command} {self.path}')
+                if mode == 'err-escape':
+                    self.reply(400, b'denied\x1b]0;pwned\x07\x1b[2J\x1b[31m red\r\nline two')
+                    return True
                 if mode == 'reset-put':
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -423,8 +409,6 @@ def proxy(args):
             hdrs = []
             mine = f'http://{self.headers.get("Host", "")}'
             for k, v in r.getheaders():
-                if k.lower() in ('content-length', 'transfer-encoding', 'connection'):
-                    continue
                 if k.lower() == 'location':
                     v = v.replace(f'http://127.0.0.1:{upstream}', mine)
                 hdrs.append((k, v))
@@ -444,13 +428,7 @@ def proxy(args):
                 replace('Docker-Content-Digest', 'sha256:' + '0' * 64)
             if r.status == 202 and patch and mode == 'range-back':
                 replace('Range', '0-9')
-            self.send_response(r.status)
-            for k, v in hdrs:
-                self.send_header(k, v)
-            self.send_header('Content-Length', str(len(data)))
-            self.end_headers()
-            if self.command != 'HEAD':
-                self.wfile.write(data)
+            self.relay(r.status, hdrs, data, body=self.command != 'HEAD')
             return True
 
         def reply(self, code, body, extra=None):
