@@ -1,7 +1,6 @@
 #include "registry/lazy_fetch.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "registry/multipart_ranges.h"
 
@@ -18,18 +17,22 @@ Status RegistryRangeFetcher::Fetch(uint64_t offset, uint64_t length, const Sink&
   req.max_stream = size_;
   bool whole = false;  // a 200: the blob from `offset` on (the client drops the bytes before)
   Status bad;
+  uint64_t pos = offset;  // the next byte wanted
   req.on_headers = [&](const HttpResponse& r) {
     whole = r.status == 200;
     if (r.status == 206) {
-      // "bytes START-END/TOTAL": a server that starts elsewhere is not trusted.
+      // "bytes START-END/TOTAL" of this blob, starting at the next byte wanted: `offset`,
+      // or where the previous attempt stopped when RegistryClient::Do resumed after a
+      // transient error. A server that starts elsewhere or names another size is not
+      // trusted.
       std::string cr = r.Header("content-range");
-      size_t sp = cr.find(' ');
-      uint64_t start =
-          sp == std::string::npos ? UINT64_MAX : std::strtoull(cr.c_str() + sp + 1, nullptr, 10);
-      if (start != offset) bad = Status::Corruption("registry answered range \"" + cr + "\"");
+      uint64_t start = 0, end = 0;
+      if (!ParseContentRange(cr, size_, &start, &end) || start != pos)
+        bad = Status::Corruption("registry answered range \"" + cr + "\" to a request for bytes " +
+                                 std::to_string(pos) + "-" + std::to_string(offset + length - 1) +
+                                 " of " + std::to_string(size_));
     }
   };
-  uint64_t pos = offset;
   req.on_body = [&](const char* p, size_t n) {
     if (!bad.ok()) return false;
     uint64_t limit = whole ? size_ : offset + length;
@@ -74,7 +77,6 @@ Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& re
   if (st.ok()) st = Status::Unavailable("short read");
   return st.WithContext("blob " + blob.str() + " bytes " + std::to_string(offset) + "+" +
                         std::to_string(length));
-  return out;
 }
 
 namespace {
