@@ -107,6 +107,43 @@ TEST(ChunkMapTest, RoundTripAndBounds) {
   EXPECT_FALSE(DecodeChunkMap(enc.substr(0, enc.size() - 1)).ok());
 }
 
+// A chunk a read would have to hold whole in memory is bounded: a TOC naming a bigger
+// one is not pulled lazily (Unsupported: the pull takes the layer in full), and a
+// chunk map on disk naming one is refused (a read would otherwise allocate the size
+// the map says: a zeros chunk of 1 TiB, a one-chunk file of 2^50 bytes).
+TEST(ChunkMapTest, ChunksOverTheDecodeLimitAreRefused) {
+  ChunkMap m;
+  m.blob_size = 1ull << 40;
+  m.tar_size = 1ull << 50;
+  m.chunks.push_back({512, kMaxLazyChunk, 10, 50, Sha256Of("a"), ChunkCodec::kZstd, 0});
+  ASSERT_TRUE(DecodeChunkMap(EncodeChunkMap(m)).ok());  // at the limit
+  for (int what = 0; what < 4; what++) {
+    ChunkMap bad = m;
+    LazyChunk& c = bad.chunks[0];
+    if (what == 0) c.size = kMaxLazyChunk + 1;
+    if (what == 1) c.codec = ChunkCodec::kZeros, c.blob_length = 0, c.size = 1ull << 40;
+    if (what == 2) c.blob_length = 2 * kMaxLazyChunk + 1;
+    if (what == 3) c.codec = ChunkCodec::kGzip, c.skip = 512;  // skip + size over
+    auto d = DecodeChunkMap(EncodeChunkMap(bad));
+    EXPECT_EQ(d.status().code(), Status::Code::kCorruption) << what;
+  }
+  LayerToc toc;
+  toc.blob_size = 1ull << 40;
+  toc.tar_size = 1ull << 50;
+  TocEntry e;
+  e.path = "big";
+  e.size = 1ull << 40;
+  e.tar_offset = 512;
+  e.chunks.push_back({0, e.size, 0, 1000, Sha256Of("x"), ChunkCodec::kZstd, 0});
+  toc.entries.push_back(e);
+  auto cm = ChunkMapFromToc(toc);
+  EXPECT_EQ(cm.status().code(), Status::Code::kUnsupported) << cm.status().message();
+  EXPECT_NE(cm.status().message().find("\"big\""), std::string::npos) << cm.status().message();
+  toc.entries[0].size = kMaxLazyChunk;
+  toc.entries[0].chunks[0].size = kMaxLazyChunk;
+  EXPECT_TRUE(ChunkMapFromToc(toc).ok());
+}
+
 // A zstd:chunked-like TOC for two files: "a" in 2 chunks, "b" in 1.
 std::string TocJson(uint64_t a0, uint64_t a1, uint64_t aend, uint64_t b0, uint64_t bend,
                     const std::string& da0, const std::string& da1, const std::string& db) {
