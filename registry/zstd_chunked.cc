@@ -179,7 +179,8 @@ Result<std::string> DecompressZstd(std::string_view compressed, uint64_t max_siz
 }
 
 Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& blob,
-                                          uint64_t blob_size, const Digest& toc_digest) {
+                                          uint64_t blob_size, const Digest& toc_digest,
+                                          size_t max_entries) {
   ParsedZstdToc out;
   LayerToc& toc = out.toc;
   toc.format = TocFormat::kZstdChunked;
@@ -271,7 +272,12 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     raw.clear();
     return Status::Ok();
   };
+  size_t count = 0;
   for (element el : entries) {
+    if (++count > max_entries) {
+      return Status::InvalidArgument("zstd:chunked TOC: more than " + std::to_string(max_entries) +
+                                     " entries");
+    }
     object o;
     if (el.get(o) != simdjson::SUCCESS)
       return Status::InvalidArgument("zstd:chunked TOC: an entry is not an object");
@@ -343,8 +349,6 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
       }
     }
     toc.entries.push_back(std::move(e));
-    if (toc.entries.size() > (1u << 24))
-      return Status::InvalidArgument("zstd:chunked TOC: too many entries");
   }
   IMGFS_RETURN_IF_ERROR(finish_file());
   return out;

@@ -77,8 +77,12 @@ struct ParsedZstdToc {
   LayerToc toc;
   std::optional<Digest> tarsplit_digest;
 };
+// At most `max_entries` entries, chunk entries included (as eStargz's TocLimits): each
+// costs a few hundred bytes parsed, whatever its JSON's size.
+inline constexpr size_t kMaxZstdTocEntries = 4u << 20;
 Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& blob,
-                                          uint64_t blob_size, const Digest& toc_digest);
+                                          uint64_t blob_size, const Digest& toc_digest,
+                                          size_t max_entries = kMaxZstdTocEntries);
 
 // One tar-split segment: raw tar bytes (headers, padding) or a file's content size.
 struct TarSplitSegment {

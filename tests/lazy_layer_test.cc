@@ -216,6 +216,20 @@ TEST(ZstdChunkedTocTest, RefusesWhatItCannotTrust) {
   EXPECT_FALSE(ParseZstdChunkedToc("not json", blob, 1000, toc).ok());
 }
 
+// The entry count is bounded, chunk entries included (they used to be uncounted: a
+// TOC of a few files with millions of chunk entries was parsed whole).
+TEST(ZstdChunkedTocTest, EntryCountIsBoundedChunksIncluded) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  // 5 entries: a dir, "d/a" and its chunk, "d/b", a symlink.
+  std::string json = TocJson(100, 180, 260, 300, 330, d, d, d);
+  EXPECT_TRUE(ParseZstdChunkedToc(json, blob, 1000, blob, 5).ok());
+  auto p = ParseZstdChunkedToc(json, blob, 1000, blob, 4);
+  EXPECT_EQ(p.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(p.status().message().find("more than 4 entries"), std::string::npos)
+      << p.status().message();
+}
+
 TEST(ZstdChunkedTocTest, LayoutFromOldAndNewAnnotations) {
   std::map<std::string, std::string> old_names = {
       {"io.containers.zstd-chunked.manifest-position", "900:50:200:1"},
