@@ -504,7 +504,11 @@ Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
       next++;
     }
     uint64_t len = s.is_file ? s.size : s.raw.size();
-    if (len > (1ull << 52) - off) return Status::InvalidArgument("tar-split: stream too large");
+    if (len > kMaxLazyTarBytes - off) {
+      return Status::Unsupported("zstd:chunked: the tar stream is over " +
+                                 std::to_string(kMaxLazyTarBytes >> 30) +
+                                 " GiB, more than a lazy pull indexes");
+    }
     off += len;
   }
   for (; next < toc.entries.size(); next++) {

@@ -53,6 +53,11 @@ inline constexpr char kZstdChunkedTarSplitChecksum[] =
 // Limits on what a lazy pull accepts (decompressed sizes).
 inline constexpr uint64_t kMaxTocBytes = 256ull << 20;
 inline constexpr uint64_t kMaxTarSplitBytes = 512ull << 20;
+// The largest tar stream a lazy pull indexes: the entry table comes from running the tar
+// indexer over the headers with every file's content as zeros, which costs time in
+// proportion to the whole stream (the sizes are the TOC's, i.e. the image author's). A
+// larger layer is pulled in full (ApplyTarSplit says Unsupported).
+inline constexpr uint64_t kMaxLazyTarBytes = 64ull << 30;
 
 struct ZstdChunkedLayout {
   uint64_t toc_offset = 0, toc_length = 0, toc_size = 0;  // size: uncompressed
@@ -109,6 +114,7 @@ Result<std::vector<TarSplitSegment>> SegmentsFromGaps(const LayerToc& toc,
 
 // Gives each TOC regular file with content its tar offset (matched in order against the
 // tar-split's files with content: names and sizes must agree) and sets toc.tar_size.
+// Unsupported when the stream is over kMaxLazyTarBytes.
 // Returns a source of the tar stream with all file contents zeroed (for indexing).
 Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
                                                   std::vector<TarSplitSegment> segments);

@@ -230,6 +230,33 @@ TEST(ZstdChunkedTocTest, EntryCountIsBoundedChunksIncluded) {
       << p.status().message();
 }
 
+// The entry table of a lazy pull comes from indexing the headers with every content
+// byte as a zero: a TOC claiming a file of 2^45 bytes would cost hours of hashing
+// zeros. Past kMaxLazyTarBytes the layer is pulled in full (Unsupported).
+TEST(ZstdChunkedTocTest, AnAbsurdTarStreamIsNotIndexedLazily) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  for (uint64_t size : {kMaxLazyTarBytes - 1024, uint64_t{1} << 45}) {
+    std::string n = std::to_string(size);
+    auto p = ParseZstdChunkedToc(R"({"version":1,"entries":[{"type":"reg","name":"f","size":)" + n +
+                                     R"(,"digest":")" + d + R"(","offset":1,"endOffset":9}]})",
+                                 blob, 1000, blob);
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    auto segs = ParseTarSplit(R"({"type":2,"payload":"AAAA"})"
+                              "\n"
+                              R"({"type":1,"name":"f","size":)" +
+                              n + "}\n");
+    ASSERT_TRUE(segs.ok()) << segs.status().message();
+    LayerToc toc = p->toc;
+    auto src = ApplyTarSplit(toc, *segs);
+    if (size < kMaxLazyTarBytes) {
+      EXPECT_TRUE(src.ok()) << src.status().message();
+    } else {
+      EXPECT_EQ(src.status().code(), Status::Code::kUnsupported) << src.status().message();
+    }
+  }
+}
+
 TEST(ZstdChunkedTocTest, LayoutFromOldAndNewAnnotations) {
   std::map<std::string, std::string> old_names = {
       {"io.containers.zstd-chunked.manifest-position", "900:50:200:1"},
