@@ -449,6 +449,36 @@ Result<std::vector<TarSplitSegment>> SegmentsFromGaps(const LayerToc& toc,
   return out;
 }
 
+Result<std::vector<std::string>> DecodeHeaderGaps(const std::vector<BlobRange>& gaps,
+                                                  const std::vector<BlobRange>& ranges,
+                                                  const std::vector<std::string>& bodies,
+                                                  uint64_t budget) {
+  const uint64_t limit = budget;
+  std::vector<std::string> out;
+  size_t r = 0;
+  for (const BlobRange& g : gaps) {
+    if (g.length == 0) {
+      out.emplace_back();
+      continue;
+    }
+    while (r < ranges.size() && ranges[r].offset + ranges[r].length < g.offset + g.length) r++;
+    if (r == ranges.size() || g.offset < ranges[r].offset || r >= bodies.size() ||
+        bodies[r].size() != ranges[r].length)
+      return Status::Corruption("header range lookup");
+    std::string_view bytes(bodies[r]);
+    auto d = DecompressZstd(bytes.substr(g.offset - ranges[r].offset, g.length), budget);
+    if (!d.ok() && d.status().code() == Status::Code::kInvalidArgument) {
+      return Status::InvalidArgument("its tar headers decompress to more than " +
+                                     std::to_string(limit) + " bytes");
+    }
+    if (!d.ok())
+      return d.status().WithContext("tar headers at blob offset " + std::to_string(g.offset));
+    budget -= d->size();
+    out.push_back(std::move(*d));
+  }
+  return out;
+}
+
 namespace {
 
 // The tar stream with file contents zeroed, made on the fly.

@@ -111,6 +111,14 @@ struct BlobRange {
 Result<std::vector<BlobRange>> HeaderGaps(const LayerToc& toc, uint64_t toc_offset);
 Result<std::vector<TarSplitSegment>> SegmentsFromGaps(const LayerToc& toc,
                                                       std::vector<std::string> decoded_gaps);
+// Decompresses each of `gaps` (HeaderGaps) out of the fetched `ranges` (sorted, each
+// holding whole gaps; `bodies` their bytes): one string per gap, empty for an empty
+// gap. All of them together at most `budget` bytes (a zstd bomb in the headers is
+// InvalidArgument, not memory).
+Result<std::vector<std::string>> DecodeHeaderGaps(const std::vector<BlobRange>& gaps,
+                                                  const std::vector<BlobRange>& ranges,
+                                                  const std::vector<std::string>& bodies,
+                                                  uint64_t budget = kMaxTarSplitBytes);
 
 // Gives each TOC regular file with content its tar offset (matched in order against the
 // tar-split's files with content: names and sizes must agree) and sets toc.tar_size.

@@ -230,6 +230,33 @@ TEST(ZstdChunkedTocTest, EntryCountIsBoundedChunksIncluded) {
       << p.status().message();
 }
 
+// Without a tar-split the tar headers are zstd frames in the blob that no digest
+// covers: decoded together they stay within one budget (frames that each stay under
+// it used to be decoded whole, every one: a bomb per gap).
+TEST(ZstdChunkedTocTest, HeaderGapsDecodeWithinOneBudget) {
+  std::string x(3000, 'x'), y(3000, 'y');
+  std::string h1 = Zstd(x), h2 = Zstd(y);
+  std::string body = h1 + "CONTENT" + h2;
+  std::vector<BlobRange> gaps = {{0, h1.size()}, {h1.size() + 7, h2.size()}, {body.size(), 0}};
+  std::vector<BlobRange> ranges = {{0, body.size()}};
+  auto d = DecodeHeaderGaps(gaps, ranges, {body}, 6000);
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  ASSERT_EQ(d->size(), 3u);
+  EXPECT_EQ((*d)[0], x);
+  EXPECT_EQ((*d)[1], y);
+  EXPECT_TRUE((*d)[2].empty());
+  // Each frame is under 5000 bytes, the two together are not.
+  auto over = DecodeHeaderGaps(gaps, ranges, {body}, 5000);
+  EXPECT_EQ(over.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(over.status().message().find("more than 5000 bytes"), std::string::npos)
+      << over.status().message();
+  // The gaps fetched one range each.
+  auto apart = DecodeHeaderGaps(gaps, {gaps[0], gaps[1]}, {h1, h2}, 6000);
+  ASSERT_TRUE(apart.ok()) << apart.status().message();
+  EXPECT_EQ((*apart)[1], y);
+  EXPECT_FALSE(DecodeHeaderGaps(gaps, {gaps[0]}, {h1}, 6000).ok());  // a gap not fetched
+}
+
 // The entry table of a lazy pull comes from indexing the headers with every content
 // byte as a zero: a TOC claiming a file of 2^45 bytes would cost hours of hashing
 // zeros. Past kMaxLazyTarBytes the layer is pulled in full (Unsupported).
