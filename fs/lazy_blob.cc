@@ -22,13 +22,23 @@ Result<std::shared_ptr<LazyBlob>> LazyBlob::Open(const std::string& root,
   b->name_ = "layer " + layer.diff_id.str();
   std::string why = b->dir_.BrokenReason();
   if (!why.empty()) return Status::Corruption(b->name_ + ": " + why);
-  IMGFS_ASSIGN_OR_RETURN(std::string cm, ReadFileToString(b->dir_.chunks(), 1ull << 30));
-  IMGFS_ASSIGN_OR_RETURN(b->map_, DecodeChunkMap(cm));
+  // Errors name the layer and the file (a damaged store file, not the network).
+  auto in = [&](const std::string& path) { return b->name_ + ": " + path; };
+  auto cm = ReadFileToString(b->dir_.chunks(), 1ull << 30);
+  if (!cm.ok()) return cm.status().WithContext(b->name_);
+  auto map = DecodeChunkMap(*cm);
+  if (!map.ok()) return map.status().WithContext(in(b->dir_.chunks()));
+  b->map_ = std::move(*map);
   if (b->map_.blob_size != layer.blob_size || b->map_.tar_size != layer.size)
     return Status::Corruption(b->name_ + ": lazy chunk map does not match the layer record");
-  IMGFS_ASSIGN_OR_RETURN(std::string src, ReadFileToString(b->dir_.source(), 64 << 10));
-  IMGFS_ASSIGN_OR_RETURN(b->source_, DecodeLazySource(src));
-  IMGFS_ASSIGN_OR_RETURN(b->ranges_, b->dir_.LoadRanges(layer.blob_size));
+  auto src = ReadFileToString(b->dir_.source(), 64 << 10);
+  if (!src.ok()) return src.status().WithContext(b->name_);
+  auto source = DecodeLazySource(*src);
+  if (!source.ok()) return source.status().WithContext(in(b->dir_.source()));
+  b->source_ = std::move(*source);
+  auto ranges = b->dir_.LoadRanges(layer.blob_size);
+  if (!ranges.ok()) return ranges.status().WithContext(in(b->dir_.ranges()));
+  b->ranges_ = std::move(*ranges);
   // Read-write when the store allows it (a read-only store still serves local bytes).
   auto fd = OpenFile(b->dir_.data(), O_RDWR);
   if (!fd.ok()) fd = OpenFile(b->dir_.data(), O_RDONLY);

@@ -530,6 +530,25 @@ TEST_F(LazyBlobTest, ARegistryThatIgnoresRangeStillServesRightBytes) {
   EXPECT_EQ((*b)->local_bytes(), f_.blob.size());  // what came is kept
 }
 
+// A damaged store file (the range map or the chunk map) fails the layer's reads with
+// an error naming the layer and the file, not a bare "range map: bad line 2".
+TEST_F(LazyBlobTest, ADamagedMapFileIsNamed) {
+  LazyDir dir = LazyDir::For(root_, blob_digest_);
+  std::string chunks = *ReadFileToString(dir.chunks());
+  for (const std::string& file : {dir.ranges(), dir.chunks()}) {
+    ASSERT_TRUE(WriteFileAtomic(file, "imgfs-ranges 1\n5 3\n", 0600).ok());
+    auto b = LazyBlob::Open(root_, layer_);
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), Status::Code::kCorruption);
+    EXPECT_NE(b.status().message().find(file), std::string::npos) << b.status().message();
+    EXPECT_NE(b.status().message().find(layer_.diff_id.str()), std::string::npos)
+        << b.status().message();
+    ASSERT_TRUE(WriteFileAtomic(dir.ranges(), "imgfs-ranges 1\n", 0600).ok());
+    ASSERT_TRUE(WriteFileAtomic(dir.chunks(), chunks, 0600).ok());
+  }
+  EXPECT_TRUE(LazyBlob::Open(root_, layer_).ok());
+}
+
 TEST_F(LazyBlobTest, NoFetcherMeansUnavailable) {
   SetRangeFetcherFactory(nullptr);
   auto b = LazyBlob::Open(root_, layer_);
