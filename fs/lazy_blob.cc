@@ -52,7 +52,25 @@ uint64_t LazyBlob::local_bytes() {
   return ranges_.Total();
 }
 
+Status LazyBlob::SaveRanges() {
+  // The file is replaced (temp, fsync, rename) outside mu_, which reads of local bytes
+  // take; encoded and written under save_mu_, so the last file written is the newest map.
+  std::lock_guard<std::mutex> sl(save_mu_);
+  std::string encoded;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    encoded = ranges_.Encode();
+  }
+  return WriteFileAtomic(dir_.ranges(), encoded, 0600);
+}
+
 Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
+  {
+    // Local already: no wait behind another read's fetch (fetch_mu_ is held across
+    // network round trips).
+    std::lock_guard<std::mutex> l(mu_);
+    if (ranges_.Covers(start, end)) return Status::Ok();
+  }
   std::lock_guard<std::mutex> fl(fetch_mu_);
   std::vector<std::pair<uint64_t, uint64_t>> want;
   {
@@ -120,9 +138,9 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
       // A failed request's bytes are kept up to what arrived (they are checked on decode).
       for (auto& [s, e] : got[i].ranges()) ranges_.Add(s, e);
     }
-    Status st = WriteFileAtomic(dir_.ranges(), ranges_.Encode(), 0600);
-    if (!st.ok() && first_error.ok()) first_error = st;
   }
+  Status st = SaveRanges();
+  if (!st.ok() && first_error.ok()) first_error = st;
   if (!first_error.ok()) {
     return first_error.WithContext(name_ + ": fetching blob " + blob_.str() + " from " +
                                    fetcher_->Where());
@@ -171,8 +189,8 @@ Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {
     {
       std::lock_guard<std::mutex> l(mu_);
       ranges_.Remove(c.blob_offset, c.blob_offset + c.blob_length);
-      (void)WriteFileAtomic(dir_.ranges(), ranges_.Encode(), 0600);
     }
+    (void)SaveRanges();
     return Status::Corruption(what + " (blob bytes " + std::to_string(c.blob_offset) + "-" +
                               std::to_string(c.blob_offset + c.blob_length) +
                               "): content does not match the digest in the table of contents");

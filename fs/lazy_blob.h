@@ -39,6 +39,8 @@ class LazyBlob {
   // Makes [start, end) of the blob local.
   Status Ensure(uint64_t start, uint64_t end);
   Result<std::shared_ptr<const std::string>> Decode(size_t i);
+  // Writes ranges_ to the range map file.
+  Status SaveRanges();
   LazyDir dir_;
   std::string name_;  // "layer sha256:…"
   Digest blob_;
@@ -47,7 +49,8 @@ class LazyBlob {
   UniqueFd data_;
   std::mutex fetch_mu_;  // held while fetching; guards fetcher_
   std::unique_ptr<RangeFetcher> fetcher_;
-  std::mutex mu_;  // guards ranges_
+  std::mutex save_mu_;  // held while writing the range map file; taken before mu_
+  std::mutex mu_;       // guards ranges_
   RangeMap ranges_;
   std::atomic<uint64_t> fetched_{0};
 };

@@ -9,8 +9,12 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
+#include <latch>
+#include <thread>
 
 #include "fs/lazy_blob.h"
 #include "fs/span_cache.h"
@@ -393,10 +397,11 @@ TEST(VerifyChunksTest, TheTocMustMatchTheTar) {
 class FakeFetcher : public RangeFetcher {
  public:
   FakeFetcher(const std::string* blob, std::atomic<uint64_t>* bytes, std::atomic<int>* requests,
-              std::atomic<bool>* flip, bool whole)
-      : blob_(blob), bytes_(bytes), requests_(requests), flip_(flip), whole_(whole) {}
+              std::atomic<bool>* flip, bool whole, std::atomic<bool>* hold = nullptr)
+      : blob_(blob), bytes_(bytes), requests_(requests), flip_(flip), whole_(whole), hold_(hold) {}
   Status Fetch(uint64_t off, uint64_t len, const Sink& sink) override {
     (*requests_)++;
+    while (hold_ && hold_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     uint64_t start = whole_ ? 0 : off, end = whole_ ? blob_->size() : off + len;
     std::string part = blob_->substr(start, end - start);
     if (flip_->load()) part[part.size() / 2] ^= 0x40;
@@ -411,6 +416,7 @@ class FakeFetcher : public RangeFetcher {
   std::atomic<int>* requests_;
   std::atomic<bool>* flip_;
   bool whole_;
+  std::atomic<bool>* hold_;  // while true, a fetch does not answer (a slow registry)
 };
 
 class LazyBlobTest : public ::testing::Test {
@@ -431,7 +437,7 @@ class LazyBlobTest : public ::testing::Test {
     SetRangeFetcherFactory([this](const LazySource&, const Digest&,
                                   uint64_t) -> Result<std::unique_ptr<RangeFetcher>> {
       return std::unique_ptr<RangeFetcher>(
-          new FakeFetcher(&f_.blob, &bytes_, &requests_, &flip_, whole_));
+          new FakeFetcher(&f_.blob, &bytes_, &requests_, &flip_, whole_, &hold_));
     });
   }
   void TearDown() override {
@@ -445,6 +451,7 @@ class LazyBlobTest : public ::testing::Test {
   std::atomic<uint64_t> bytes_{0};
   std::atomic<int> requests_{0};
   std::atomic<bool> flip_{false};
+  std::atomic<bool> hold_{false};
   bool whole_ = false;
 };
 
@@ -528,6 +535,37 @@ TEST_F(LazyBlobTest, ARegistryThatIgnoresRangeStillServesRightBytes) {
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(buf, f_.tar.substr(c.tar_offset + 7, 100));
   EXPECT_EQ((*b)->local_bytes(), f_.blob.size());  // what came is kept
+}
+
+// A read whose bytes are local does not wait for another read's fetch (a slow
+// registry): only reads that need the network queue behind it.
+TEST_F(LazyBlobTest, LocalBytesDoNotWaitForAFetchUnderWay) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(100, '\0');
+  // Chunk 0's read makes >= 256 KiB local: chunk 1 too (not decoded, not in the cache).
+  const LazyChunk& c1 = f_.map.chunks[1];
+  ASSERT_LE(c1.blob_offset + c1.blob_length, f_.map.chunks[0].blob_offset + LazyBlob::kMinFetch);
+  ASSERT_TRUE((*b)->Read(buf.data(), buf.size(), f_.map.chunks[0].tar_offset, cache, 1).ok());
+  int before = requests_.load();
+  hold_ = true;
+  auto slow = std::async(std::launch::async, [&] {
+    std::string out(100, '\0');
+    return (*b)->Read(out.data(), out.size(), f_.map.chunks[5].tar_offset, cache, 1);
+  });
+  while (requests_.load() == before) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto local = std::async(std::launch::async, [&] {
+    return (*b)->Read(buf.data(), buf.size(), c1.tar_offset, cache, 1);
+  });
+  bool done = local.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  hold_ = false;
+  EXPECT_TRUE(done) << "a read of local bytes waited for the fetch of another";
+  auto n = local.get();
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(buf, f_.tar.substr(c1.tar_offset, 100));
+  ASSERT_TRUE(slow.get().ok());
+  EXPECT_EQ(requests_.load(), before + 1);
 }
 
 // A damaged store file (the range map or the chunk map) fails the layer's reads with
