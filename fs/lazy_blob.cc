@@ -200,7 +200,7 @@ Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {
 }
 
 Result<size_t> LazyBlob::Read(char* buf, size_t n, uint64_t off, SpanCache& cache,
-                              uint64_t cache_id) {
+                              uint64_t cache_id, const Once& once) {
   if (off >= map_.tar_size) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, map_.tar_size - off));
   // The chunks [first, last) holding the read.
@@ -228,17 +228,21 @@ Result<size_t> LazyBlob::Read(char* buf, size_t n, uint64_t off, SpanCache& cach
     if (pos >= c.tar_offset + c.size) continue;
     SpanCache::Value v = cache.Get(cache_id, i);
     if (!v) {
-      auto d = Decode(i);
-      if (!d.ok() && d.status().code() == Status::Code::kCorruption &&
-          c.codec != ChunkCodec::kZeros) {
-        // The bytes on disk may be from an earlier bad response (fetched with another
-        // chunk and never checked): they are out of the map now; fetch them once more.
-        IMGFS_RETURN_IF_ERROR(Ensure(c.blob_offset, c.blob_offset + c.blob_length));
-        d = Decode(i);
-      }
+      Decoder decode = [&]() -> Result<SpanCache::Value> {
+        auto d = Decode(i);
+        if (!d.ok() && d.status().code() == Status::Code::kCorruption &&
+            c.codec != ChunkCodec::kZeros) {
+          // The bytes on disk may be from an earlier bad response (fetched with another
+          // chunk and never checked): they are out of the map now; fetch them once more.
+          IMGFS_RETURN_IF_ERROR(Ensure(c.blob_offset, c.blob_offset + c.blob_length));
+          d = Decode(i);
+        }
+        return d;
+      };
+      auto d = once ? once(i, decode) : decode();
       if (!d.ok()) return d.status();
       v = *d;
-      cache.Put(cache_id, i, v);
+      if (!once) cache.Put(cache_id, i, v);
     }
     uint64_t in = pos - c.tar_offset;
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, c.size - in));

@@ -19,6 +19,7 @@
 #include "fs/lazy_blob.h"
 #include "fs/span_cache.h"
 #include "index/file_util.h"
+#include "index/store.h"
 #include "registry/zstd_chunked.h"
 
 namespace imgfs {
@@ -566,6 +567,40 @@ TEST_F(LazyBlobTest, LocalBytesDoNotWaitForAFetchUnderWay) {
   EXPECT_EQ(buf, f_.tar.substr(c1.tar_offset, 100));
   ASSERT_TRUE(slow.get().ok());
   EXPECT_EQ(requests_.load(), before + 1);
+}
+
+// Through the mount's reader (LayerReader): readers that miss the same chunk at the
+// same time share one decode, as for indexed spans (each used to inflate and hash the
+// whole chunk for itself). The hook holds the decoding thread until the others wait
+// (or 60 s pass: without the single decode nobody ever waits).
+TEST_F(LazyBlobTest, ReadersOfAChunkBeingDecodedWaitForThatOneDecode) {
+  auto store = Store::Open(root_);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  LayerReader r(**store);
+  constexpr int kThreads = 6;
+  std::atomic<int> calls{0};
+  r.set_decode_hook([&](size_t) {
+    calls++;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (r.decode_waits() < kThreads - 1 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  const LazyChunk& c = f_.map.chunks[3];
+  std::atomic<int> wrong{0};
+  std::latch go(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&] {
+      go.arrive_and_wait();
+      std::string out(100, '\0');
+      auto n = r.Read(layer_, out.data(), out.size(), c.tar_offset + 10);
+      if (!n.ok() || out != f_.tar.substr(c.tar_offset + 10, 100)) wrong++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_GE(r.decode_waits(), static_cast<uint64_t>(kThreads - 1));
 }
 
 // A damaged store file (the range map or the chunk map) fails the layer's reads with
