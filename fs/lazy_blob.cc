@@ -22,13 +22,23 @@ Result<std::shared_ptr<LazyBlob>> LazyBlob::Open(const std::string& root,
   b->name_ = "layer " + layer.diff_id.str();
   std::string why = b->dir_.BrokenReason();
   if (!why.empty()) return Status::Corruption(b->name_ + ": " + why);
-  IMGFS_ASSIGN_OR_RETURN(std::string cm, ReadFileToString(b->dir_.chunks(), 1ull << 30));
-  IMGFS_ASSIGN_OR_RETURN(b->map_, DecodeChunkMap(cm));
+  // Errors name the layer and the file (a damaged store file, not the network).
+  auto in = [&](const std::string& path) { return b->name_ + ": " + path; };
+  auto cm = ReadFileToString(b->dir_.chunks(), 1ull << 30);
+  if (!cm.ok()) return cm.status().WithContext(b->name_);
+  auto map = DecodeChunkMap(*cm);
+  if (!map.ok()) return map.status().WithContext(in(b->dir_.chunks()));
+  b->map_ = std::move(*map);
   if (b->map_.blob_size != layer.blob_size || b->map_.tar_size != layer.size)
     return Status::Corruption(b->name_ + ": lazy chunk map does not match the layer record");
-  IMGFS_ASSIGN_OR_RETURN(std::string src, ReadFileToString(b->dir_.source(), 64 << 10));
-  IMGFS_ASSIGN_OR_RETURN(b->source_, DecodeLazySource(src));
-  IMGFS_ASSIGN_OR_RETURN(b->ranges_, b->dir_.LoadRanges(layer.blob_size));
+  auto src = ReadFileToString(b->dir_.source(), 64 << 10);
+  if (!src.ok()) return src.status().WithContext(b->name_);
+  auto source = DecodeLazySource(*src);
+  if (!source.ok()) return source.status().WithContext(in(b->dir_.source()));
+  b->source_ = std::move(*source);
+  auto ranges = b->dir_.LoadRanges(layer.blob_size);
+  if (!ranges.ok()) return ranges.status().WithContext(in(b->dir_.ranges()));
+  b->ranges_ = std::move(*ranges);
   // Read-write when the store allows it (a read-only store still serves local bytes).
   auto fd = OpenFile(b->dir_.data(), O_RDWR);
   if (!fd.ok()) fd = OpenFile(b->dir_.data(), O_RDONLY);
@@ -42,7 +52,25 @@ uint64_t LazyBlob::local_bytes() {
   return ranges_.Total();
 }
 
+Status LazyBlob::SaveRanges() {
+  // The file is replaced (temp, fsync, rename) outside mu_, which reads of local bytes
+  // take; encoded and written under save_mu_, so the last file written is the newest map.
+  std::lock_guard<std::mutex> sl(save_mu_);
+  std::string encoded;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    encoded = ranges_.Encode();
+  }
+  return WriteFileAtomic(dir_.ranges(), encoded, 0600);
+}
+
 Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
+  {
+    // Local already: no wait behind another read's fetch (fetch_mu_ is held across
+    // network round trips).
+    std::lock_guard<std::mutex> l(mu_);
+    if (ranges_.Covers(start, end)) return Status::Ok();
+  }
   std::lock_guard<std::mutex> fl(fetch_mu_);
   std::vector<std::pair<uint64_t, uint64_t>> want;
   {
@@ -110,9 +138,9 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
       // A failed request's bytes are kept up to what arrived (they are checked on decode).
       for (auto& [s, e] : got[i].ranges()) ranges_.Add(s, e);
     }
-    Status st = WriteFileAtomic(dir_.ranges(), ranges_.Encode(), 0600);
-    if (!st.ok() && first_error.ok()) first_error = st;
   }
+  Status st = SaveRanges();
+  if (!st.ok() && first_error.ok()) first_error = st;
   if (!first_error.ok()) {
     return first_error.WithContext(name_ + ": fetching blob " + blob_.str() + " from " +
                                    fetcher_->Where());
@@ -161,8 +189,8 @@ Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {
     {
       std::lock_guard<std::mutex> l(mu_);
       ranges_.Remove(c.blob_offset, c.blob_offset + c.blob_length);
-      (void)WriteFileAtomic(dir_.ranges(), ranges_.Encode(), 0600);
     }
+    (void)SaveRanges();
     return Status::Corruption(what + " (blob bytes " + std::to_string(c.blob_offset) + "-" +
                               std::to_string(c.blob_offset + c.blob_length) +
                               "): content does not match the digest in the table of contents");
@@ -172,7 +200,7 @@ Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {
 }
 
 Result<size_t> LazyBlob::Read(char* buf, size_t n, uint64_t off, SpanCache& cache,
-                              uint64_t cache_id) {
+                              uint64_t cache_id, const Once& once) {
   if (off >= map_.tar_size) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, map_.tar_size - off));
   // The chunks [first, last) holding the read.
@@ -200,17 +228,21 @@ Result<size_t> LazyBlob::Read(char* buf, size_t n, uint64_t off, SpanCache& cach
     if (pos >= c.tar_offset + c.size) continue;
     SpanCache::Value v = cache.Get(cache_id, i);
     if (!v) {
-      auto d = Decode(i);
-      if (!d.ok() && d.status().code() == Status::Code::kCorruption &&
-          c.codec != ChunkCodec::kZeros) {
-        // The bytes on disk may be from an earlier bad response (fetched with another
-        // chunk and never checked): they are out of the map now; fetch them once more.
-        IMGFS_RETURN_IF_ERROR(Ensure(c.blob_offset, c.blob_offset + c.blob_length));
-        d = Decode(i);
-      }
+      Decoder decode = [&]() -> Result<SpanCache::Value> {
+        auto d = Decode(i);
+        if (!d.ok() && d.status().code() == Status::Code::kCorruption &&
+            c.codec != ChunkCodec::kZeros) {
+          // The bytes on disk may be from an earlier bad response (fetched with another
+          // chunk and never checked): they are out of the map now; fetch them once more.
+          IMGFS_RETURN_IF_ERROR(Ensure(c.blob_offset, c.blob_offset + c.blob_length));
+          d = Decode(i);
+        }
+        return d;
+      };
+      auto d = once ? once(i, decode) : decode();
       if (!d.ok()) return d.status();
       v = *d;
-      cache.Put(cache_id, i, v);
+      if (!once) cache.Put(cache_id, i, v);
     }
     uint64_t in = pos - c.tar_offset;
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, c.size - in));

@@ -12,6 +12,7 @@
 #define IMGFS_FS_LAZY_BLOB_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,7 +31,15 @@ class LazyBlob {
   static constexpr int kParallel = 4;
   static Result<std::shared_ptr<LazyBlob>> Open(const std::string& root, const LayerRecord& layer);
   // Reads [off, off+n) of the layer's tar stream; only file contents can be read.
-  Result<size_t> Read(char* buf, size_t n, uint64_t off, SpanCache& cache, uint64_t cache_id);
+  // A chunk not in `cache` is decoded (and checked) by a Decoder; `once`, when given,
+  // runs it so that readers missing the same chunk at the same time share one decode,
+  // and puts the chunk in the cache (LayerReader's single decode, fs/span_cache.h);
+  // without it every reader decodes for itself.
+  using Decoder = std::function<Result<std::shared_ptr<const std::string>>()>;
+  using Once = std::function<Result<std::shared_ptr<const std::string>>(size_t chunk,
+                                                                        const Decoder& decode)>;
+  Result<size_t> Read(char* buf, size_t n, uint64_t off, SpanCache& cache, uint64_t cache_id,
+                      const Once& once = nullptr);
   uint64_t local_bytes();
   uint64_t fetched_bytes() const { return fetched_.load(); }
 
@@ -39,6 +48,8 @@ class LazyBlob {
   // Makes [start, end) of the blob local.
   Status Ensure(uint64_t start, uint64_t end);
   Result<std::shared_ptr<const std::string>> Decode(size_t i);
+  // Writes ranges_ to the range map file.
+  Status SaveRanges();
   LazyDir dir_;
   std::string name_;  // "layer sha256:…"
   Digest blob_;
@@ -47,7 +58,8 @@ class LazyBlob {
   UniqueFd data_;
   std::mutex fetch_mu_;  // held while fetching; guards fetcher_
   std::unique_ptr<RangeFetcher> fetcher_;
-  std::mutex mu_;  // guards ranges_
+  std::mutex save_mu_;  // held while writing the range map file; taken before mu_
+  std::mutex mu_;       // guards ranges_
   RangeMap ranges_;
   std::atomic<uint64_t> fetched_{0};
 };

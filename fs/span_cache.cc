@@ -293,7 +293,12 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
 Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) const {
   if (off >= size_) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
-  if (lazy_) return lazy_->Read(buf, n, off, owner_->spans_, id_);
+  if (lazy_) {
+    return lazy_->Read(buf, n, off, owner_->spans_, id_,
+                       [this](size_t i, const LazyBlob::Decoder& d) {
+                         return owner_->Fetch(*this, i, nullptr, &d);
+                       });
+  }
   if (fd_) {
     IMGFS_RETURN_IF_ERROR(PreadAll(fd_->get(), buf, n, static_cast<off_t>(off)));
     return n;
@@ -312,7 +317,9 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
   return n;
 }
 
-Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* decoded) {
+Result<SpanCache::Value> LayerReader::Fetch(
+    const Stream& s, size_t i, bool* decoded,
+    const std::function<Result<SpanCache::Value>()>* decode) {
   if (SpanCache::Value v = spans_.Get(s.id_, i)) return v;
   std::pair<uint64_t, uint64_t> key{s.id_, i};
   std::shared_ptr<Pending> p;
@@ -341,14 +348,19 @@ Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* dec
   Status st;
   SpanCache::Value v;
   if (decode_hook_) decode_hook_(i);
-  auto d = s.index_->DecodeSpan(s.blob_->get(), i);
+  auto index_span = [&]() -> Result<SpanCache::Value> {
+    auto r = s.index_->DecodeSpan(s.blob_->get(), i);
+    if (!r.ok()) return r.status().WithContext(s.name_);
+    return SpanCache::Value(std::make_shared<const std::string>(std::move(*r)));
+  };
+  Result<SpanCache::Value> d = decode ? (*decode)() : index_span();
   if (d.ok()) {
     decoded_++;
     if (decoded) *decoded = true;
-    v = std::make_shared<const std::string>(std::move(*d));
+    v = *d;
     spans_.Put(s.id_, i, v);
   } else {
-    st = d.status().WithContext(s.name_);
+    st = d.status();
   }
   {
     std::lock_guard<std::mutex> l(fly_mu_);

@@ -181,8 +181,10 @@ class LayerReader {
     SpanCache::Value value;
   };
   // Span i of stream s: from the cache, from a decode under way, or decoded here.
-  // *decoded (if given) tells whether this call decoded it.
-  Result<SpanCache::Value> Fetch(const Stream& s, size_t i, bool* decoded = nullptr);
+  // *decoded (if given) tells whether this call decoded it. `decode` (if given) decodes
+  // instead of the seek index: a lazy layer's chunk i (fs/lazy_blob.h).
+  Result<SpanCache::Value> Fetch(const Stream& s, size_t i, bool* decoded = nullptr,
+                                 const std::function<Result<SpanCache::Value>()>* decode = nullptr);
   Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
   std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
   const Store& store_;

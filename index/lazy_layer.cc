@@ -141,6 +141,12 @@ Result<RangeMap> RangeMap::Decode(std::string_view text, uint64_t limit) {
   return m;
 }
 
+namespace {
+bool ChunkTooLarge(uint64_t size, uint64_t skip, uint64_t blob_length) {
+  return skip > kMaxLazyChunk || size > kMaxLazyChunk - skip || blob_length > 2 * kMaxLazyChunk;
+}
+}  // namespace
+
 Result<ChunkMap> ChunkMapFromToc(const LayerToc& toc) {
   ChunkMap m;
   m.blob_size = toc.blob_size;
@@ -153,6 +159,13 @@ Result<ChunkMap> ChunkMapFromToc(const LayerToc& toc) {
     for (const TocChunk& c : e.chunks) {
       if (c.file_offset != covered || c.size == 0)
         return Status::InvalidArgument("TOC file \"" + e.path + "\": chunks not contiguous");
+      if (ChunkTooLarge(c.size, c.skip, c.blob_length)) {
+        return Status::Unsupported("TOC file \"" + e.path + "\": a chunk of " +
+                                   std::to_string(c.size) + " bytes (" +
+                                   std::to_string(c.blob_length) +
+                                   " compressed) is more than a lazy read decodes at once (" +
+                                   std::to_string(kMaxLazyChunk >> 20) + " MiB)");
+      }
       LazyChunk l;
       l.tar_offset = e.tar_offset + c.file_offset;
       l.size = c.size;
@@ -231,7 +244,8 @@ Result<ChunkMap> DecodeChunkMap(std::string_view data) {
     if (c.size == 0 || c.tar_offset < prev_end || c.size > m.tar_size ||
         c.tar_offset > m.tar_size - c.size || c.blob_offset > m.blob_size ||
         c.blob_length > m.blob_size - c.blob_offset ||
-        (c.codec != ChunkCodec::kZeros && c.blob_length == 0))
+        (c.codec != ChunkCodec::kZeros && c.blob_length == 0) ||
+        ChunkTooLarge(c.size, c.skip, c.blob_length))
       return Status::Corruption("chunk map: chunk " + std::to_string(i) + " out of bounds");
     prev_end = c.tar_offset + c.size;
     m.chunks.push_back(c);

@@ -76,10 +76,20 @@ struct ChunkMap {
   std::vector<LazyChunk> chunks;  // sorted by tar_offset, not overlapping
 };
 
+// The most one lazy read decodes at once: a chunk's content plus the bytes its codec
+// skips (`skip`), and at most twice that of compressed bytes. Every read of a chunk
+// that is not in the span cache holds its compressed and decoded bytes in memory, so
+// the TOC, which is the image author's, may not name more. (eStargz writers make 4 MiB
+// chunks; zstd:chunked chunks are smaller, but a file whose TOC gives no chunk digests
+// is one chunk.)
+inline constexpr uint64_t kMaxLazyChunk = 256ull << 20;
+
 // The chunk map of a TOC whose files all have tar offsets (files without content are
-// left out). Fails when a file's tar offset is unknown or chunks overlap.
+// left out). Fails when a file's tar offset is unknown or chunks overlap; Unsupported
+// (the pull takes the layer in full) when a chunk is over kMaxLazyChunk.
 Result<ChunkMap> ChunkMapFromToc(const LayerToc& toc);
 std::string EncodeChunkMap(const ChunkMap& m);
+// Refuses (Corruption) chunks out of the blob or tar, overlapping, or over kMaxLazyChunk.
 Result<ChunkMap> DecodeChunkMap(std::string_view data);
 
 struct LazySource {

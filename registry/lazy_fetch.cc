@@ -1,9 +1,9 @@
 #include "registry/lazy_fetch.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "registry/multipart_ranges.h"
+#include "registry/printable.h"
 
 namespace imgfs {
 
@@ -18,10 +18,23 @@ Status RegistryRangeFetcher::Fetch(uint64_t offset, uint64_t length, const Sink&
   req.max_stream = size_;
   bool whole = false;  // a 200: the blob from `offset` on (the client drops the bytes before)
   Status bad;
-  // A 206 that starts elsewhere than asked (the first request's `offset`, a resume's
-  // later byte) is refused by the client itself (RegistryClient::Request::range_start).
-  req.on_headers = [&](const HttpResponse& r) { whole = r.status == 200; };
-  uint64_t pos = offset;
+  uint64_t pos = offset;  // the next byte wanted
+  req.on_headers = [&](const HttpResponse& r) {
+    whole = r.status == 200;
+    if (r.status == 206) {
+      // "bytes START-END/TOTAL" of this blob, starting at the next byte wanted: `offset`,
+      // or where the previous attempt stopped when RegistryClient::Do resumed after a
+      // transient error. A server that starts elsewhere or names another size is not
+      // trusted.
+      std::string cr = r.Header("content-range");
+      uint64_t start = 0, end = 0;
+      if (!ParseContentRange(cr, size_, &start, &end) || start != pos)
+        bad = Status::Corruption("registry answered range \"" + Printable(cr, 100) +
+                                 "\" to a request for bytes " + std::to_string(pos) + "-" +
+                                 std::to_string(offset + length - 1) + " of " +
+                                 std::to_string(size_));
+    }
+  };
   req.on_body = [&](const char* p, size_t n) {
     if (!bad.ok()) return false;
     uint64_t limit = whole ? size_ : offset + length;
@@ -66,7 +79,6 @@ Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& re
   if (st.ok()) st = Status::Unavailable("short read");
   return st.WithContext("blob " + blob.str() + " bytes " + std::to_string(offset) + "+" +
                         std::to_string(length));
-  return out;
 }
 
 namespace {

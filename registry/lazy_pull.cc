@@ -163,18 +163,35 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
     // to 4 in parallel; a registry without multi-range gets them one by one.
     // IMGFS_LAZY_JOIN (bytes) overrides the join and IMGFS_LAZY_MULTIRANGE=0 sends one
     // range a request, for measurements (bench/lazy.sh).
+    // Bounded: the header ranges themselves at most kMaxTarSplitBytes (as a tar-split),
+    // and the file contents joined in at most kMaxJoined more (a layer of many small
+    // files would otherwise bring the whole blob into memory); past that, no joining.
     uint64_t kJoin = 4 << 10;
     if (const char* j = std::getenv("IMGFS_LAZY_JOIN"); j && *j)
       kJoin = std::strtoull(j, nullptr, 10);
-    std::vector<BlobRange> reqs;
-    for (const BlobRange& g : *gaps) {
-      if (g.length == 0) continue;
-      if (!reqs.empty() && g.offset <= reqs.back().offset + reqs.back().length + kJoin) {
-        reqs.back().length = g.offset + g.length - reqs.back().offset;
-      } else {
-        reqs.push_back(g);
-      }
+    constexpr uint64_t kMaxJoined = 256ull << 20;
+    uint64_t gap_bytes = 0;
+    for (const BlobRange& g : *gaps) gap_bytes += g.length;
+    if (gap_bytes > kMaxTarSplitBytes) {
+      return Status::Unsupported(what + ": its tar headers take " + std::to_string(gap_bytes) +
+                                 " bytes of the blob, more than a lazy pull fetches");
     }
+    auto join = [&](uint64_t within) {
+      std::vector<BlobRange> out;
+      for (const BlobRange& g : *gaps) {
+        if (g.length == 0) continue;
+        if (!out.empty() && g.offset - (out.back().offset + out.back().length) <= within) {
+          out.back().length = g.offset + g.length - out.back().offset;
+        } else {
+          out.push_back(g);
+        }
+      }
+      return out;
+    };
+    std::vector<BlobRange> reqs = join(kJoin);
+    uint64_t req_bytes = 0;
+    for (const BlobRange& r : reqs) req_bytes += r.length;
+    if (req_bytes - gap_bytes > kMaxJoined) reqs = join(0);
     std::vector<std::vector<BlobRange>> batches = BatchRanges(reqs);
     if (const char* m = std::getenv("IMGFS_LAZY_MULTIRANGE"); m && std::string_view(m) == "0") {
       batches.clear();  // one range a request, as before multi-range (measurements)
@@ -191,31 +208,16 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
     for (int t = 0; t < 4 && t < static_cast<int>(batches.size()); t++)
       threads.emplace_back(worker);
     for (auto& t : threads) t.join();
-    std::vector<Result<std::string>> bodies;
+    std::vector<std::string> bodies;
     for (auto& f : fetched) {
       if (!f.ok()) return f.status().WithContext(what);
       for (std::string& b : *f) bodies.emplace_back(std::move(b));
     }
-    std::vector<std::string> decoded;
-    size_t r = 0;
-    for (const BlobRange& g : *gaps) {
-      if (g.length == 0) {
-        decoded.emplace_back();
-        continue;
-      }
-      while (r < reqs.size() && reqs[r].offset + reqs[r].length < g.offset + g.length) r++;
-      if (r == reqs.size() || g.offset < reqs[r].offset)
-        return Status::Corruption("header range lookup");
-      std::string_view bytes(*bodies[r]);
-      auto d = DecompressZstd(bytes.substr(g.offset - reqs[r].offset, g.length), kMaxTarSplitBytes);
-      if (!d.ok())
-        return d.status().WithContext(what + ": tar headers at blob offset " +
-                                      std::to_string(g.offset));
-      decoded.push_back(std::move(*d));
-    }
+    auto decoded = DecodeHeaderGaps(*gaps, reqs, bodies);
+    if (!decoded.ok()) return decoded.status().WithContext(what);
     for (size_t i = 0; i < reqs.size(); i++)
-      local.emplace_back(reqs[i].offset, std::move(*bodies[i]));
-    auto segs = SegmentsFromGaps(toc, std::move(decoded));
+      local.emplace_back(reqs[i].offset, std::move(bodies[i]));
+    auto segs = SegmentsFromGaps(toc, std::move(*decoded));
     if (!segs.ok()) return segs.status().WithContext(what);
     segments = std::move(*segs);
   }

@@ -179,7 +179,8 @@ Result<std::string> DecompressZstd(std::string_view compressed, uint64_t max_siz
 }
 
 Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& blob,
-                                          uint64_t blob_size, const Digest& toc_digest) {
+                                          uint64_t blob_size, const Digest& toc_digest,
+                                          size_t max_entries) {
   ParsedZstdToc out;
   LayerToc& toc = out.toc;
   toc.format = TocFormat::kZstdChunked;
@@ -271,7 +272,12 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     raw.clear();
     return Status::Ok();
   };
+  size_t count = 0;
   for (element el : entries) {
+    if (++count > max_entries) {
+      return Status::InvalidArgument("zstd:chunked TOC: more than " + std::to_string(max_entries) +
+                                     " entries");
+    }
     object o;
     if (el.get(o) != simdjson::SUCCESS)
       return Status::InvalidArgument("zstd:chunked TOC: an entry is not an object");
@@ -343,8 +349,6 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
       }
     }
     toc.entries.push_back(std::move(e));
-    if (toc.entries.size() > (1u << 24))
-      return Status::InvalidArgument("zstd:chunked TOC: too many entries");
   }
   IMGFS_RETURN_IF_ERROR(finish_file());
   return out;
@@ -445,6 +449,36 @@ Result<std::vector<TarSplitSegment>> SegmentsFromGaps(const LayerToc& toc,
   return out;
 }
 
+Result<std::vector<std::string>> DecodeHeaderGaps(const std::vector<BlobRange>& gaps,
+                                                  const std::vector<BlobRange>& ranges,
+                                                  const std::vector<std::string>& bodies,
+                                                  uint64_t budget) {
+  const uint64_t limit = budget;
+  std::vector<std::string> out;
+  size_t r = 0;
+  for (const BlobRange& g : gaps) {
+    if (g.length == 0) {
+      out.emplace_back();
+      continue;
+    }
+    while (r < ranges.size() && ranges[r].offset + ranges[r].length < g.offset + g.length) r++;
+    if (r == ranges.size() || g.offset < ranges[r].offset || r >= bodies.size() ||
+        bodies[r].size() != ranges[r].length)
+      return Status::Corruption("header range lookup");
+    std::string_view bytes(bodies[r]);
+    auto d = DecompressZstd(bytes.substr(g.offset - ranges[r].offset, g.length), budget);
+    if (!d.ok() && d.status().code() == Status::Code::kInvalidArgument) {
+      return Status::InvalidArgument("its tar headers decompress to more than " +
+                                     std::to_string(limit) + " bytes");
+    }
+    if (!d.ok())
+      return d.status().WithContext("tar headers at blob offset " + std::to_string(g.offset));
+    budget -= d->size();
+    out.push_back(std::move(*d));
+  }
+  return out;
+}
+
 namespace {
 
 // The tar stream with file contents zeroed, made on the fly.
@@ -500,7 +534,11 @@ Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
       next++;
     }
     uint64_t len = s.is_file ? s.size : s.raw.size();
-    if (len > (1ull << 52) - off) return Status::InvalidArgument("tar-split: stream too large");
+    if (len > kMaxLazyTarBytes - off) {
+      return Status::Unsupported("zstd:chunked: the tar stream is over " +
+                                 std::to_string(kMaxLazyTarBytes >> 30) +
+                                 " GiB, more than a lazy pull indexes");
+    }
     off += len;
   }
   for (; next < toc.entries.size(); next++) {

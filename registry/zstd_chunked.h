@@ -53,6 +53,11 @@ inline constexpr char kZstdChunkedTarSplitChecksum[] =
 // Limits on what a lazy pull accepts (decompressed sizes).
 inline constexpr uint64_t kMaxTocBytes = 256ull << 20;
 inline constexpr uint64_t kMaxTarSplitBytes = 512ull << 20;
+// The largest tar stream a lazy pull indexes: the entry table comes from running the tar
+// indexer over the headers with every file's content as zeros, which costs time in
+// proportion to the whole stream (the sizes are the TOC's, i.e. the image author's). A
+// larger layer is pulled in full (ApplyTarSplit says Unsupported).
+inline constexpr uint64_t kMaxLazyTarBytes = 64ull << 30;
 
 struct ZstdChunkedLayout {
   uint64_t toc_offset = 0, toc_length = 0, toc_size = 0;  // size: uncompressed
@@ -77,8 +82,12 @@ struct ParsedZstdToc {
   LayerToc toc;
   std::optional<Digest> tarsplit_digest;
 };
+// At most `max_entries` entries, chunk entries included (as eStargz's TocLimits): each
+// costs a few hundred bytes parsed, whatever its JSON's size.
+inline constexpr size_t kMaxZstdTocEntries = 4u << 20;
 Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& blob,
-                                          uint64_t blob_size, const Digest& toc_digest);
+                                          uint64_t blob_size, const Digest& toc_digest,
+                                          size_t max_entries = kMaxZstdTocEntries);
 
 // One tar-split segment: raw tar bytes (headers, padding) or a file's content size.
 struct TarSplitSegment {
@@ -102,9 +111,18 @@ struct BlobRange {
 Result<std::vector<BlobRange>> HeaderGaps(const LayerToc& toc, uint64_t toc_offset);
 Result<std::vector<TarSplitSegment>> SegmentsFromGaps(const LayerToc& toc,
                                                       std::vector<std::string> decoded_gaps);
+// Decompresses each of `gaps` (HeaderGaps) out of the fetched `ranges` (sorted, each
+// holding whole gaps; `bodies` their bytes): one string per gap, empty for an empty
+// gap. All of them together at most `budget` bytes (a zstd bomb in the headers is
+// InvalidArgument, not memory).
+Result<std::vector<std::string>> DecodeHeaderGaps(const std::vector<BlobRange>& gaps,
+                                                  const std::vector<BlobRange>& ranges,
+                                                  const std::vector<std::string>& bodies,
+                                                  uint64_t budget = kMaxTarSplitBytes);
 
 // Gives each TOC regular file with content its tar offset (matched in order against the
 // tar-split's files with content: names and sizes must agree) and sets toc.tar_size.
+// Unsupported when the stream is over kMaxLazyTarBytes.
 // Returns a source of the tar stream with all file contents zeroed (for indexing).
 Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
                                                   std::vector<TarSplitSegment> segments);

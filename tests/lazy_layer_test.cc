@@ -9,12 +9,17 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
+#include <latch>
+#include <thread>
 
 #include "fs/lazy_blob.h"
 #include "fs/span_cache.h"
 #include "index/file_util.h"
+#include "index/store.h"
 #include "registry/zstd_chunked.h"
 
 namespace imgfs {
@@ -107,6 +112,43 @@ TEST(ChunkMapTest, RoundTripAndBounds) {
   EXPECT_FALSE(DecodeChunkMap(enc.substr(0, enc.size() - 1)).ok());
 }
 
+// A chunk a read would have to hold whole in memory is bounded: a TOC naming a bigger
+// one is not pulled lazily (Unsupported: the pull takes the layer in full), and a
+// chunk map on disk naming one is refused (a read would otherwise allocate the size
+// the map says: a zeros chunk of 1 TiB, a one-chunk file of 2^50 bytes).
+TEST(ChunkMapTest, ChunksOverTheDecodeLimitAreRefused) {
+  ChunkMap m;
+  m.blob_size = 1ull << 40;
+  m.tar_size = 1ull << 50;
+  m.chunks.push_back({512, kMaxLazyChunk, 10, 50, Sha256Of("a"), ChunkCodec::kZstd, 0});
+  ASSERT_TRUE(DecodeChunkMap(EncodeChunkMap(m)).ok());  // at the limit
+  for (int what = 0; what < 4; what++) {
+    ChunkMap bad = m;
+    LazyChunk& c = bad.chunks[0];
+    if (what == 0) c.size = kMaxLazyChunk + 1;
+    if (what == 1) c.codec = ChunkCodec::kZeros, c.blob_length = 0, c.size = 1ull << 40;
+    if (what == 2) c.blob_length = 2 * kMaxLazyChunk + 1;
+    if (what == 3) c.codec = ChunkCodec::kGzip, c.skip = 512;  // skip + size over
+    auto d = DecodeChunkMap(EncodeChunkMap(bad));
+    EXPECT_EQ(d.status().code(), Status::Code::kCorruption) << what;
+  }
+  LayerToc toc;
+  toc.blob_size = 1ull << 40;
+  toc.tar_size = 1ull << 50;
+  TocEntry e;
+  e.path = "big";
+  e.size = 1ull << 40;
+  e.tar_offset = 512;
+  e.chunks.push_back({0, e.size, 0, 1000, Sha256Of("x"), ChunkCodec::kZstd, 0});
+  toc.entries.push_back(e);
+  auto cm = ChunkMapFromToc(toc);
+  EXPECT_EQ(cm.status().code(), Status::Code::kUnsupported) << cm.status().message();
+  EXPECT_NE(cm.status().message().find("\"big\""), std::string::npos) << cm.status().message();
+  toc.entries[0].size = kMaxLazyChunk;
+  toc.entries[0].chunks[0].size = kMaxLazyChunk;
+  EXPECT_TRUE(ChunkMapFromToc(toc).ok());
+}
+
 // A zstd:chunked-like TOC for two files: "a" in 2 chunks, "b" in 1.
 std::string TocJson(uint64_t a0, uint64_t a1, uint64_t aend, uint64_t b0, uint64_t bend,
                     const std::string& da0, const std::string& da1, const std::string& db) {
@@ -177,6 +219,74 @@ TEST(ZstdChunkedTocTest, RefusesWhatItCannotTrust) {
                                    1000, toc)
                    .ok());
   EXPECT_FALSE(ParseZstdChunkedToc("not json", blob, 1000, toc).ok());
+}
+
+// The entry count is bounded, chunk entries included (they used to be uncounted: a
+// TOC of a few files with millions of chunk entries was parsed whole).
+TEST(ZstdChunkedTocTest, EntryCountIsBoundedChunksIncluded) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  // 5 entries: a dir, "d/a" and its chunk, "d/b", a symlink.
+  std::string json = TocJson(100, 180, 260, 300, 330, d, d, d);
+  EXPECT_TRUE(ParseZstdChunkedToc(json, blob, 1000, blob, 5).ok());
+  auto p = ParseZstdChunkedToc(json, blob, 1000, blob, 4);
+  EXPECT_EQ(p.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(p.status().message().find("more than 4 entries"), std::string::npos)
+      << p.status().message();
+}
+
+// Without a tar-split the tar headers are zstd frames in the blob that no digest
+// covers: decoded together they stay within one budget (frames that each stay under
+// it used to be decoded whole, every one: a bomb per gap).
+TEST(ZstdChunkedTocTest, HeaderGapsDecodeWithinOneBudget) {
+  std::string x(3000, 'x'), y(3000, 'y');
+  std::string h1 = Zstd(x), h2 = Zstd(y);
+  std::string body = h1 + "CONTENT" + h2;
+  std::vector<BlobRange> gaps = {{0, h1.size()}, {h1.size() + 7, h2.size()}, {body.size(), 0}};
+  std::vector<BlobRange> ranges = {{0, body.size()}};
+  auto d = DecodeHeaderGaps(gaps, ranges, {body}, 6000);
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  ASSERT_EQ(d->size(), 3u);
+  EXPECT_EQ((*d)[0], x);
+  EXPECT_EQ((*d)[1], y);
+  EXPECT_TRUE((*d)[2].empty());
+  // Each frame is under 5000 bytes, the two together are not.
+  auto over = DecodeHeaderGaps(gaps, ranges, {body}, 5000);
+  EXPECT_EQ(over.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(over.status().message().find("more than 5000 bytes"), std::string::npos)
+      << over.status().message();
+  // The gaps fetched one range each.
+  auto apart = DecodeHeaderGaps(gaps, {gaps[0], gaps[1]}, {h1, h2}, 6000);
+  ASSERT_TRUE(apart.ok()) << apart.status().message();
+  EXPECT_EQ((*apart)[1], y);
+  EXPECT_FALSE(DecodeHeaderGaps(gaps, {gaps[0]}, {h1}, 6000).ok());  // a gap not fetched
+}
+
+// The entry table of a lazy pull comes from indexing the headers with every content
+// byte as a zero: a TOC claiming a file of 2^45 bytes would cost hours of hashing
+// zeros. Past kMaxLazyTarBytes the layer is pulled in full (Unsupported).
+TEST(ZstdChunkedTocTest, AnAbsurdTarStreamIsNotIndexedLazily) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  for (uint64_t size : {kMaxLazyTarBytes - 1024, uint64_t{1} << 45}) {
+    std::string n = std::to_string(size);
+    auto p = ParseZstdChunkedToc(R"({"version":1,"entries":[{"type":"reg","name":"f","size":)" + n +
+                                     R"(,"digest":")" + d + R"(","offset":1,"endOffset":9}]})",
+                                 blob, 1000, blob);
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    auto segs = ParseTarSplit(R"({"type":2,"payload":"AAAA"})"
+                              "\n"
+                              R"({"type":1,"name":"f","size":)" +
+                              n + "}\n");
+    ASSERT_TRUE(segs.ok()) << segs.status().message();
+    LayerToc toc = p->toc;
+    auto src = ApplyTarSplit(toc, *segs);
+    if (size < kMaxLazyTarBytes) {
+      EXPECT_TRUE(src.ok()) << src.status().message();
+    } else {
+      EXPECT_EQ(src.status().code(), Status::Code::kUnsupported) << src.status().message();
+    }
+  }
 }
 
 TEST(ZstdChunkedTocTest, LayoutFromOldAndNewAnnotations) {
@@ -288,10 +398,11 @@ TEST(VerifyChunksTest, TheTocMustMatchTheTar) {
 class FakeFetcher : public RangeFetcher {
  public:
   FakeFetcher(const std::string* blob, std::atomic<uint64_t>* bytes, std::atomic<int>* requests,
-              std::atomic<bool>* flip, bool whole)
-      : blob_(blob), bytes_(bytes), requests_(requests), flip_(flip), whole_(whole) {}
+              std::atomic<bool>* flip, bool whole, std::atomic<bool>* hold = nullptr)
+      : blob_(blob), bytes_(bytes), requests_(requests), flip_(flip), whole_(whole), hold_(hold) {}
   Status Fetch(uint64_t off, uint64_t len, const Sink& sink) override {
     (*requests_)++;
+    while (hold_ && hold_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     uint64_t start = whole_ ? 0 : off, end = whole_ ? blob_->size() : off + len;
     std::string part = blob_->substr(start, end - start);
     if (flip_->load()) part[part.size() / 2] ^= 0x40;
@@ -306,6 +417,7 @@ class FakeFetcher : public RangeFetcher {
   std::atomic<int>* requests_;
   std::atomic<bool>* flip_;
   bool whole_;
+  std::atomic<bool>* hold_;  // while true, a fetch does not answer (a slow registry)
 };
 
 class LazyBlobTest : public ::testing::Test {
@@ -326,7 +438,7 @@ class LazyBlobTest : public ::testing::Test {
     SetRangeFetcherFactory([this](const LazySource&, const Digest&,
                                   uint64_t) -> Result<std::unique_ptr<RangeFetcher>> {
       return std::unique_ptr<RangeFetcher>(
-          new FakeFetcher(&f_.blob, &bytes_, &requests_, &flip_, whole_));
+          new FakeFetcher(&f_.blob, &bytes_, &requests_, &flip_, whole_, &hold_));
     });
   }
   void TearDown() override {
@@ -340,6 +452,7 @@ class LazyBlobTest : public ::testing::Test {
   std::atomic<uint64_t> bytes_{0};
   std::atomic<int> requests_{0};
   std::atomic<bool> flip_{false};
+  std::atomic<bool> hold_{false};
   bool whole_ = false;
 };
 
@@ -423,6 +536,90 @@ TEST_F(LazyBlobTest, ARegistryThatIgnoresRangeStillServesRightBytes) {
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(buf, f_.tar.substr(c.tar_offset + 7, 100));
   EXPECT_EQ((*b)->local_bytes(), f_.blob.size());  // what came is kept
+}
+
+// A read whose bytes are local does not wait for another read's fetch (a slow
+// registry): only reads that need the network queue behind it.
+TEST_F(LazyBlobTest, LocalBytesDoNotWaitForAFetchUnderWay) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(100, '\0');
+  // Chunk 0's read makes >= 256 KiB local: chunk 1 too (not decoded, not in the cache).
+  const LazyChunk& c1 = f_.map.chunks[1];
+  ASSERT_LE(c1.blob_offset + c1.blob_length, f_.map.chunks[0].blob_offset + LazyBlob::kMinFetch);
+  ASSERT_TRUE((*b)->Read(buf.data(), buf.size(), f_.map.chunks[0].tar_offset, cache, 1).ok());
+  int before = requests_.load();
+  hold_ = true;
+  auto slow = std::async(std::launch::async, [&] {
+    std::string out(100, '\0');
+    return (*b)->Read(out.data(), out.size(), f_.map.chunks[5].tar_offset, cache, 1);
+  });
+  while (requests_.load() == before) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto local = std::async(std::launch::async, [&] {
+    return (*b)->Read(buf.data(), buf.size(), c1.tar_offset, cache, 1);
+  });
+  bool done = local.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  hold_ = false;
+  EXPECT_TRUE(done) << "a read of local bytes waited for the fetch of another";
+  auto n = local.get();
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(buf, f_.tar.substr(c1.tar_offset, 100));
+  ASSERT_TRUE(slow.get().ok());
+  EXPECT_EQ(requests_.load(), before + 1);
+}
+
+// Through the mount's reader (LayerReader): readers that miss the same chunk at the
+// same time share one decode, as for indexed spans (each used to inflate and hash the
+// whole chunk for itself). The hook holds the decoding thread until the others wait
+// (or 60 s pass: without the single decode nobody ever waits).
+TEST_F(LazyBlobTest, ReadersOfAChunkBeingDecodedWaitForThatOneDecode) {
+  auto store = Store::Open(root_);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  LayerReader r(**store);
+  constexpr int kThreads = 6;
+  std::atomic<int> calls{0};
+  r.set_decode_hook([&](size_t) {
+    calls++;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (r.decode_waits() < kThreads - 1 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  const LazyChunk& c = f_.map.chunks[3];
+  std::atomic<int> wrong{0};
+  std::latch go(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&] {
+      go.arrive_and_wait();
+      std::string out(100, '\0');
+      auto n = r.Read(layer_, out.data(), out.size(), c.tar_offset + 10);
+      if (!n.ok() || out != f_.tar.substr(c.tar_offset + 10, 100)) wrong++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_GE(r.decode_waits(), static_cast<uint64_t>(kThreads - 1));
+}
+
+// A damaged store file (the range map or the chunk map) fails the layer's reads with
+// an error naming the layer and the file, not a bare "range map: bad line 2".
+TEST_F(LazyBlobTest, ADamagedMapFileIsNamed) {
+  LazyDir dir = LazyDir::For(root_, blob_digest_);
+  std::string chunks = *ReadFileToString(dir.chunks());
+  for (const std::string& file : {dir.ranges(), dir.chunks()}) {
+    ASSERT_TRUE(WriteFileAtomic(file, "imgfs-ranges 1\n5 3\n", 0600).ok());
+    auto b = LazyBlob::Open(root_, layer_);
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), Status::Code::kCorruption);
+    EXPECT_NE(b.status().message().find(file), std::string::npos) << b.status().message();
+    EXPECT_NE(b.status().message().find(layer_.diff_id.str()), std::string::npos)
+        << b.status().message();
+    ASSERT_TRUE(WriteFileAtomic(dir.ranges(), "imgfs-ranges 1\n", 0600).ok());
+    ASSERT_TRUE(WriteFileAtomic(dir.chunks(), chunks, 0600).ok());
+  }
+  EXPECT_TRUE(LazyBlob::Open(root_, layer_).ok());
 }
 
 TEST_F(LazyBlobTest, NoFetcherMeansUnavailable) {

@@ -19,8 +19,13 @@ namespace {
 class FakeServer {
  public:
   // `multi`: the whole HTTP answer to a request whose Range has a comma.
-  explicit FakeServer(std::function<std::string(const std::string&)> multi)
-      : multi_(std::move(multi)), http_([this](const std::string& req) { return Answer(req); }) {}
+  // `single` (optional): the whole HTTP answer to a one-range request for bytes [a, b]
+  // (inclusive), the n-th such request (from 0); unset, it is answered honestly.
+  using Single = std::function<std::string(uint64_t a, uint64_t b, int n)>;
+  explicit FakeServer(std::function<std::string(const std::string&)> multi, Single single = {})
+      : multi_(std::move(multi)),
+        single_(std::move(single)),
+        http_([this](const std::string& req) { return Answer(req); }) {}
   int port() const { return http_.port(); }
   int blob_gets() const { return gets_; }
   static std::string Blob() {
@@ -42,11 +47,14 @@ class FakeServer {
     std::string spec = req.substr(r + 13, req.find("\r\n", r) - r - 13);
     if (spec.find(',') != std::string::npos) return multi_(spec);
     uint64_t a = std::stoull(spec), b = std::stoull(spec.substr(spec.find('-') + 1));
+    if (single_) return single_(a, b, singles_++);
     return Reply("206 Partial Content",
                  "Content-Range: bytes " + spec + "/" + std::to_string(Blob().size()) + "\r\n",
                  Blob().substr(a, b - a + 1));
   }
   std::function<std::string(const std::string&)> multi_;
+  Single single_;
+  int singles_ = 0;
   std::atomic<int> gets_{0};
   FakeHttpServer http_;  // last: its thread calls Answer
 };
@@ -96,6 +104,71 @@ TEST(MultiRangeFetch, WholeBlobAnswerIsOneRequest) {
   FakeServer s(
       [](const std::string&) { return FakeServer::Reply("200 OK", "", FakeServer::Blob()); });
   FetchAndCheck(s, 1);
+}
+
+RegistryOptions LoopbackOptions(const FakeServer& s, int attempts) {
+  RegistryOptions o;
+  o.max_attempts = attempts;
+  o.initial_backoff = 0.01;
+  o.certs_dir = "/nonexistent";
+  o.insecure_registries = {"127.0.0.1:" + std::to_string(s.port())};
+  return o;
+}
+
+// The mount's reads (RegistryRangeFetcher): a body cut short is resumed by the client's
+// retry, which asks from where the last attempt stopped; the 206 for that starts there
+// and is accepted (it used to be taken for a lie because it did not start at the
+// first offset asked).
+TEST(RangeFetcher, ResumesABodyCutShort) {
+  const std::string blob = FakeServer::Blob();
+  FakeServer s([](const std::string&) { return std::string(); },
+               [&](uint64_t a, uint64_t b, int n) {
+                 std::string body = blob.substr(a, b - a + 1);
+                 std::string head =
+                     "HTTP/1.1 206 Partial Content\r\nConnection: close\r\n"
+                     "Content-Length: " +
+                     std::to_string(body.size()) + "\r\nContent-Range: bytes " + std::to_string(a) +
+                     "-" + std::to_string(b) + "/" + std::to_string(blob.size()) + "\r\n\r\n";
+                 // The first answer stops after 1000 bytes of its body (connection closed).
+                 return n == 0 ? head + body.substr(0, 1000) : head + body;
+               });
+  RegistryClient client("127.0.0.1:" + std::to_string(s.port()), LoopbackOptions(s, 3));
+  RegistryRangeFetcher f(std::shared_ptr<RegistryClient>(&client, [](RegistryClient*) {}), "t/x",
+                         Sha256Of("x"), blob.size());
+  std::string got;
+  uint64_t next = 10;
+  Status st = f.Fetch(10, 50000, [&](uint64_t pos, const char* p, size_t n) {
+    EXPECT_EQ(pos, next);
+    next = pos + n;
+    got.append(p, n);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(got, blob.substr(10, 50000));
+  EXPECT_EQ(s.blob_gets(), 2);  // the cut answer and the resumed one
+}
+
+// A 206 that names another blob size, or starts elsewhere, is refused.
+TEST(RangeFetcher, RefusesAContentRangeThatLies) {
+  const std::string blob = FakeServer::Blob();
+  for (const char* lie : {"bytes 10-59/99999", "bytes 11-60/100000", "bytes 10-59/*", "bytes x"}) {
+    FakeServer s([](const std::string&) { return std::string(); },
+                 [&](uint64_t a, uint64_t b, int) {
+                   return FakeServer::Reply("206 Partial Content",
+                                            std::string("Content-Range: ") + lie + "\r\n",
+                                            blob.substr(a, b - a + 1));
+                 });
+    RegistryClient client("127.0.0.1:" + std::to_string(s.port()), LoopbackOptions(s, 1));
+    RegistryRangeFetcher f(std::shared_ptr<RegistryClient>(&client, [](RegistryClient*) {}), "t/x",
+                           Sha256Of("x"), blob.size());
+    size_t delivered = 0;
+    Status st = f.Fetch(10, 50, [&](uint64_t, const char*, size_t n) {
+      delivered += n;
+      return Status::Ok();
+    });
+    EXPECT_EQ(st.code(), Status::Code::kCorruption) << lie << ": " << st.message();
+    EXPECT_EQ(delivered, 0u) << lie;
+  }
 }
 
 }  // namespace
