@@ -248,8 +248,10 @@ Result<ImageRecord> DecodeImage(std::string_view data, bool layers) {
   if (!id.ok() || n > data.size()) return Status::Corruption("index: bad image record");
   r.id = *id;
   for (uint64_t i = 0; i < n && d.ok(); i++) {
-    if (!layers) {
-      if (d.Bytes().size() != 64) return Status::Corruption("index: bad image record layer");
+    if (!layers) {  // checked as FromHex does (the same records decode), not kept
+      std::string_view hex = d.Bytes();
+      if (hex.size() != 64 || !IsLowerHex(hex))
+        return Status::Corruption("index: bad image record layer");
       continue;
     }
     auto l = Digest::FromHex(d.Bytes());
