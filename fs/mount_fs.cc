@@ -187,6 +187,9 @@ void MountFs::DropCompletedLazy() {
 void MountFs::ReleaseRemoved() {
   std::vector<std::string> gone = cache_->UnlinkedPins();
   std::lock_guard<std::mutex> rl(release_mu_);
+  // Nothing removed and nothing waiting (the common generation move: a load, a tag):
+  // no walk over every view's layers under views_mu_.
+  if (gone.empty() && pending_.empty()) return;
   // Set before the counts are read: a KernelForget that brings an instance to 0 after
   // its count was read here sees it and checks again (CheckPending).
   has_pending_.store(true);
