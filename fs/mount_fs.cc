@@ -316,14 +316,16 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
   // Pin the layers' blobs (no reading) before any file of the image can be opened:
   // its files keep reading even if an `imgfs rmi` in another process removes the
   // blobs later.
+  // Each distinct layer once: a manifest may list one layer thousands of times.
   std::vector<std::string> pinned;
-  for (const LayerRecord& l : view->layers()) {
-    (void)cache_->Pin(l);
-    pinned.push_back(l.diff_id.hex());
-  }
   std::vector<std::pair<std::string, Digest>> lazy;
-  for (const LayerRecord& lr : view->layers())
+  std::set<std::string_view> seen;
+  for (const LayerRecord& lr : view->layers()) {
+    if (!seen.insert(lr.diff_id.hex()).second) continue;
+    (void)cache_->Pin(lr);
+    pinned.push_back(lr.diff_id.hex());
     if (!store_->blobs().Has(lr.blob)) lazy.emplace_back(lr.diff_id.hex(), lr.blob);
+  }
   std::unique_lock<std::mutex> l(views_mu_);
   for (auto& [hex, blob] : lazy) lazy_layers_.emplace(hex, blob);
   view_layers_.try_emplace(key, std::move(pinned));
