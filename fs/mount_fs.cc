@@ -285,9 +285,18 @@ void MountFs::KernelRef(uint64_t ino) {
 
 void MountFs::KernelForget(uint64_t ino, uint64_t n) {
   const Instance* in = GetInstance(InstOf(ino));
-  if (!in) return;
-  int64_t left = in->kernel_refs.fetch_sub(static_cast<int64_t>(n)) - static_cast<int64_t>(n);
-  if (left <= 0 && has_pending_.load()) CheckPending();
+  if (!in || n == 0) return;
+  // Never below 0: a FORGET for more than was counted (a kernel or libfuse that counts
+  // differently, an nlookup past INT64_MAX) must not leave a debt that hides the
+  // references handed out later (their layer would be released while the kernel holds
+  // them: EIO).
+  int64_t had = in->kernel_refs.load();  // >= 0 always
+  int64_t left;
+  do {
+    left = n >= static_cast<uint64_t>(had) ? 0 : had - static_cast<int64_t>(n);
+  } while (!in->kernel_refs.compare_exchange_weak(had, left));
+  // Only the step to 0 can release something (a pending layer's watchers are rechecked).
+  if (had > 0 && left == 0 && has_pending_.load()) CheckPending();
 }
 
 int64_t MountFs::KernelRefs(uint64_t ino) const {

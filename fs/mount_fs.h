@@ -166,7 +166,9 @@ class MountFs {
   // The kernel's references to inodes (its nlookup counts), summed per instance: the
   // adapter calls KernelRef for every inode it hands the kernel (a lookup reply, a
   // readdirplus entry other than . and ..) before replying, and KernelForget for
-  // FORGET (and for a reply that failed). Namespace inodes (instance 0) are not counted.
+  // FORGET (and for a reply that failed). Namespace inodes (instance 0) are not counted;
+  // a count never goes below 0 (a FORGET for more, or for an unknown inode, is ignored
+  // beyond that).
   void KernelRef(uint64_t ino);
   void KernelForget(uint64_t ino, uint64_t n);
   // The kernel's references to the inodes of ino's instance (tests).
