@@ -685,7 +685,10 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     bool first;
     {
       std::lock_guard<std::mutex> l(listed_mu_);
-      first = listed_.size() < (1u << 20) && listed_.insert(ino).second;
+      // Bounded (~3 MiB): when full it starts over, so a directory listed again after
+      // kListedMax others may queue its files once more (spans cached are skipped).
+      if (listed_.size() >= kListedMax) listed_.clear();
+      first = listed_.insert(ino).second;
     }
     if (first) PrefetchFiles(*view, d, t.ChildCount(node));
   }

@@ -246,6 +246,7 @@ class MountFs {
   // their content in the kernel's page cache (keep_cache), so it queues nothing.
   std::mutex listed_mu_;  // guards listed_
   std::set<uint64_t> listed_;
+  static constexpr size_t kListedMax = size_t{1} << 16;
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer
   std::shared_ptr<const Snapshot> snap_;
 

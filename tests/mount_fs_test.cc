@@ -290,6 +290,17 @@ TEST_F(MountFsTest, OpenFileKeepsReadingAfterItsImageIsRemoved) {
   EXPECT_EQ(Walk("alpha/1"), 0u);
 }
 
+// Waits (up to 60 s: a loaded machine) for pred; false on timeout.
+template <typename F>
+bool WaitFor(F pred) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
 // Descriptors of this process open on `path` (deleted or not).
 int FdsOn(const std::string& path) {
   int n = 0;
@@ -641,6 +652,43 @@ TEST_F(MountFsTest, ListingADirectoryReadsItsFilesSpansAhead) {
   std::this_thread::sleep_for(std::chrono::seconds(2));
   EXPECT_EQ(Fs().layer_reader().spans_prefetched(), 1u);
   EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);
+}
+
+// The once-per-directory record is bounded: after 2^16 other directories were listed it
+// starts over, and a directory listed again queues its files once more (read-ahead does
+// not stop for good; the record does not grow to millions of directories).
+TEST_F(MountFsTest, ReadAheadRecordOfListedDirectoriesIsBounded) {
+  constexpr int kDirs = 1 << 16;
+  TarBuilder b;
+  b.File("etc/f", "many\n");
+  for (int i = 0; i < kDirs; i++) b.Dir("d/" + std::to_string(i));
+  Digest many = Import(b, "many:1", "gzip");
+  uint64_t etc = Walk("many/1/etc"), d = Walk("many/1/d");
+  ASSERT_NE(etc, 0u);
+  ASSERT_NE(d, 0u);
+  auto prefetched = [&](uint64_t n) {
+    return WaitFor([&] { return Fs().layer_reader().spans_prefetched() >= n; });
+  };
+  List(etc);
+  ASSERT_TRUE(prefetched(1));
+  auto img = store_->GetImage(many);
+  ASSERT_TRUE(img.ok() && *img);
+  std::string layer = (*img)->diff_ids[0].hex();
+  Fs().layer_reader().Forget(layer);  // its spans are gone from the span cache
+  List(etc);                          // listed once: nothing queued (the kernel has the pages)
+  EXPECT_EQ(Fs().layer_reader().prefetch_queued(), 0u);
+  std::vector<std::string> names = List(d);
+  ASSERT_EQ(names.size(), static_cast<size_t>(kDirs) + 2);
+  for (const std::string& n : names) {
+    if (n == "." || n == "..") continue;
+    auto e = Fs().Lookup(d, n);
+    ASSERT_TRUE(e.ok());
+    List(e->ino);
+  }
+  Fs().layer_reader().Forget(layer);
+  uint64_t before = Fs().layer_reader().spans_prefetched();
+  List(etc);  // 2^16 + 1 directories listed since: the record started over
+  EXPECT_TRUE(prefetched(before + 1)) << Fs().layer_reader().spans_prefetched();
 }
 
 }  // namespace
