@@ -728,7 +728,7 @@ void MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t
       auto got = cache_->Open(view.layers()[layer]);
       s = got.ok() ? *got : nullptr;  // an error surfaces when the file is read
     }
-    if (s) cache_->Prefetch(s, n->data_offset, n->size);
+    if (s && !cache_->Prefetch(s, n->data_offset, n->size)) break;  // full or off: no more
   }
 }
 
