@@ -187,6 +187,9 @@ void MountFs::DropCompletedLazy() {
 void MountFs::ReleaseRemoved() {
   std::vector<std::string> gone = cache_->UnlinkedPins();
   std::lock_guard<std::mutex> rl(release_mu_);
+  // Nothing removed and nothing waiting (the common generation move: a load, a tag):
+  // no walk over every view's layers under views_mu_.
+  if (gone.empty() && pending_.empty()) return;
   // Set before the counts are read: a KernelForget that brings an instance to 0 after
   // its count was read here sees it and checks again (CheckPending).
   has_pending_.store(true);
@@ -282,9 +285,18 @@ void MountFs::KernelRef(uint64_t ino) {
 
 void MountFs::KernelForget(uint64_t ino, uint64_t n) {
   const Instance* in = GetInstance(InstOf(ino));
-  if (!in) return;
-  int64_t left = in->kernel_refs.fetch_sub(static_cast<int64_t>(n)) - static_cast<int64_t>(n);
-  if (left <= 0 && has_pending_.load()) CheckPending();
+  if (!in || n == 0) return;
+  // Never below 0: a FORGET for more than was counted (a kernel or libfuse that counts
+  // differently, an nlookup past INT64_MAX) must not leave a debt that hides the
+  // references handed out later (their layer would be released while the kernel holds
+  // them: EIO).
+  int64_t had = in->kernel_refs.load();  // >= 0 always
+  int64_t left;
+  do {
+    left = n >= static_cast<uint64_t>(had) ? 0 : had - static_cast<int64_t>(n);
+  } while (!in->kernel_refs.compare_exchange_weak(had, left));
+  // Only the step to 0 can release something (a pending layer's watchers are rechecked).
+  if (had > 0 && left == 0 && has_pending_.load()) CheckPending();
 }
 
 int64_t MountFs::KernelRefs(uint64_t ino) const {
@@ -313,14 +325,16 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
   // Pin the layers' blobs (no reading) before any file of the image can be opened:
   // its files keep reading even if an `imgfs rmi` in another process removes the
   // blobs later.
+  // Each distinct layer once: a manifest may list one layer thousands of times.
   std::vector<std::string> pinned;
-  for (const LayerRecord& l : view->layers()) {
-    (void)cache_->Pin(l);
-    pinned.push_back(l.diff_id.hex());
-  }
   std::vector<std::pair<std::string, Digest>> lazy;
-  for (const LayerRecord& lr : view->layers())
+  std::set<std::string_view> seen;
+  for (const LayerRecord& lr : view->layers()) {
+    if (!seen.insert(lr.diff_id.hex()).second) continue;
+    (void)cache_->Pin(lr);
+    pinned.push_back(lr.diff_id.hex());
     if (!store_->blobs().Has(lr.blob)) lazy.emplace_back(lr.diff_id.hex(), lr.blob);
+  }
   std::unique_lock<std::mutex> l(views_mu_);
   for (auto& [hex, blob] : lazy) lazy_layers_.emplace(hex, blob);
   view_layers_.try_emplace(key, std::move(pinned));
@@ -671,7 +685,10 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     bool first;
     {
       std::lock_guard<std::mutex> l(listed_mu_);
-      first = listed_.size() < (1u << 20) && listed_.insert(ino).second;
+      // Bounded (~3 MiB): when full it starts over, so a directory listed again after
+      // kListedMax others may queue its files once more (spans cached are skipped).
+      if (listed_.size() >= kListedMax) listed_.clear();
+      first = listed_.insert(ino).second;
     }
     if (first) PrefetchFiles(*view, d, t.ChildCount(node));
   }
@@ -711,7 +728,7 @@ void MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t
       auto got = cache_->Open(view.layers()[layer]);
       s = got.ok() ? *got : nullptr;  // an error surfaces when the file is read
     }
-    if (s) cache_->Prefetch(s, n->data_offset, n->size);
+    if (s && !cache_->Prefetch(s, n->data_offset, n->size)) break;  // full or off: no more
   }
 }
 

@@ -166,7 +166,9 @@ class MountFs {
   // The kernel's references to inodes (its nlookup counts), summed per instance: the
   // adapter calls KernelRef for every inode it hands the kernel (a lookup reply, a
   // readdirplus entry other than . and ..) before replying, and KernelForget for
-  // FORGET (and for a reply that failed). Namespace inodes (instance 0) are not counted.
+  // FORGET (and for a reply that failed). Namespace inodes (instance 0) are not counted;
+  // a count never goes below 0 (a FORGET for more, or for an unknown inode, is ignored
+  // beyond that).
   void KernelRef(uint64_t ino);
   void KernelForget(uint64_t ino, uint64_t n);
   // The kernel's references to the inodes of ino's instance (tests).
@@ -244,6 +246,7 @@ class MountFs {
   // their content in the kernel's page cache (keep_cache), so it queues nothing.
   std::mutex listed_mu_;  // guards listed_
   std::set<uint64_t> listed_;
+  static constexpr size_t kListedMax = size_t{1} << 16;
   std::mutex snap_mu_;  // guards snap_; held only to swap or copy the pointer
   std::shared_ptr<const Snapshot> snap_;
 

@@ -93,25 +93,29 @@ LayerReader::~LayerReader() {
   if (pf_thread_.joinable()) pf_thread_.join();
 }
 
-void LayerReader::Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len) {
-  if (!s || !s->index_ || !prefetch_on_.load() || len == 0 || off >= s->size_) return;
+bool LayerReader::Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len) {
+  if (!prefetch_on_.load()) return false;
+  if (!s || !s->index_ || len == 0 || off >= s->size_) return true;
   const SeekIndex& x = *s->index_;
   uint64_t span = std::max<uint64_t>(x.span(), 1);
-  if (cache_bytes_ < 8 * span) return;  // read-ahead would push out what is being read
+  if (cache_bytes_ < 8 * span) return true;  // read-ahead would push out what is being read
   uint64_t end = std::min(s->size_, off + len);
   std::unique_lock<std::mutex> l(pf_mu_);
-  if (pf_stop_) return;
-  bool added = false;
+  if (pf_stop_) return false;
+  bool added = false, full = false;
   for (size_t i = x.Find(off); i < x.count() && x.SpanStart(i) < end; i++) {
     uint64_t bytes = x.SpanEnd(i) - x.SpanStart(i);
-    if (pf_bytes_ + bytes > cache_bytes_ / 4) break;  // full: drop the rest
+    if (pf_bytes_ + bytes > cache_bytes_ / 4) {  // full: drop the rest
+      full = true;
+      break;
+    }
     if (pf_queued_.count({s->id_, i}) || spans_.Peek(s->id_, i)) continue;
     pf_queue_.emplace_back(s, i);
     pf_queued_.insert({s->id_, i});
     pf_bytes_ += bytes;
     added = true;
   }
-  if (!added) return;
+  if (!added) return !full;
   if (!pf_thread_.joinable()) {
     try {
       pf_thread_ = std::thread([this] { PrefetchLoop(); });
@@ -120,11 +124,12 @@ void LayerReader::Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off,
       pf_queue_.clear();
       pf_queued_.clear();
       pf_bytes_ = 0;
-      return;
+      return false;
     }
   }
   l.unlock();
   pf_cv_.notify_one();
+  return !full;
 }
 
 size_t LayerReader::prefetch_queued() {

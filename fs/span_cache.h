@@ -140,7 +140,9 @@ class LayerReader {
   // Queues a background decode of the spans holding [off, off+len) of an indexed
   // stream; spans cached, queued or being decoded are skipped. No-op for fd streams,
   // when off (set_prefetch(false)), or when the queue is full (see the top comment).
-  void Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len);
+  // Returns false when the queue is full or read-ahead is off: a caller with more
+  // ranges to queue (a listing of many files) stops.
+  bool Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len);
   void set_prefetch(bool on) { prefetch_on_.store(on); }
   // Spans decoded by the helper thread (also counted in spans_decoded()).
   uint64_t spans_prefetched() const { return prefetched_.load(); }

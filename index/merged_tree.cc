@@ -717,22 +717,36 @@ Result<TreeRoot> LowerTreeCache::BuildRoot(const std::vector<std::string>& layer
 Result<std::unique_ptr<TreeBuilder>> LowerTreeCache::Apply(
     const std::vector<std::string>& layer_ids, const TableFn& table) {
   size_t n = layer_ids.size();
-  // Keys of the lower stacks: "id1/id2/…" for the first k layers.
-  std::vector<std::string> keys(n + 1);
-  for (size_t k = 1; k <= n; k++) keys[k] = keys[k - 1] + layer_ids[k - 1] + "/";
+  // The key of the lower stack of k layers, "id1/id2/…/idk/", is the first ends[k]
+  // bytes of `all` (one string: a copy per prefix would be quadratic in the layer count,
+  // gigabytes for an image of some thousands of layers).
+  std::string all;
+  std::vector<size_t> ends{0};
+  for (const std::string& id : layer_ids) {
+    all += id;
+    all += '/';
+    ends.push_back(all.size());
+  }
   std::shared_ptr<const TreeBuilder> start;
   size_t have = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
-    for (size_t k = n > 0 ? n - 1 : 0; k >= 1 && !start; k--) {
-      for (auto it = states_.begin(); it != states_.end(); ++it) {
-        if (it->first == keys[k]) {
-          start = it->second;
-          have = k;
-          states_.splice(states_.begin(), states_, it);
-          break;
-        }
+    // The cached state of the longest lower stack (at most n - 1 layers) of this image.
+    auto best = states_.end();
+    auto first = ends.begin() + 1, last = ends.begin() + std::max<size_t>(n, 1);  // 1..n-1
+    for (auto it = states_.begin(); it != states_.end(); ++it) {
+      const std::string& key = it->first;
+      auto k = std::lower_bound(first, last, key.size());
+      if (k == last || *k != key.size() || all.compare(0, key.size(), key) != 0) continue;
+      size_t layers = static_cast<size_t>(k - ends.begin());
+      if (layers > have) {
+        have = layers;
+        best = it;
       }
+    }
+    if (best != states_.end()) {
+      start = best->second;
+      states_.splice(states_.begin(), states_, best);
     }
   }
   std::unique_ptr<TreeBuilder> b = start ? start->Clone() : std::make_unique<TreeBuilder>();
@@ -744,7 +758,7 @@ Result<std::unique_ptr<TreeBuilder>> LowerTreeCache::Apply(
       auto lower = std::shared_ptr<const TreeBuilder>(std::move(b));
       b = lower->Clone();
       std::lock_guard<std::mutex> l(mu_);
-      states_.emplace_front(keys[n - 1], std::move(lower));
+      states_.emplace_front(all.substr(0, ends[n - 1]), std::move(lower));
       while (states_.size() > capacity_) states_.pop_back();
     }
     IMGFS_ASSIGN_OR_RETURN(const std::vector<LayerEntry>* t, table(i));

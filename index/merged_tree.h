@@ -187,7 +187,8 @@ class LowerTreeCache {
  public:
   explicit LowerTreeCache(size_t capacity = 8) : capacity_(capacity) {}
   // The tree of layers layer_ids[0..n) (bottom first); table(i) gives layer i's entry
-  // table and is called only for the layers not covered by a cached state. Records
+  // table and is called only for the layers not covered by a cached state, in order;
+  // the table is used only until the next call (one buffer may serve them all). Records
   // the state after all layers but the top one.
   using TableFn = std::function<Result<const std::vector<LayerEntry>*>(size_t)>;
   Result<MergedTree> Build(const std::vector<std::string>& layer_ids, const TableFn& table);

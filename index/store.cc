@@ -248,8 +248,10 @@ Result<ImageRecord> DecodeImage(std::string_view data, bool layers) {
   if (!id.ok() || n > data.size()) return Status::Corruption("index: bad image record");
   r.id = *id;
   for (uint64_t i = 0; i < n && d.ok(); i++) {
-    if (!layers) {
-      if (d.Bytes().size() != 64) return Status::Corruption("index: bad image record layer");
+    if (!layers) {  // checked as FromHex does (the same records decode), not kept
+      std::string_view hex = d.Bytes();
+      if (hex.size() != 64 || !IsLowerHex(hex))
+        return Status::Corruption("index: bad image record layer");
       continue;
     }
     auto l = Digest::FromHex(d.Bytes());
@@ -402,15 +404,17 @@ Result<MergedTree> BuildTreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, const Di
   IMGFS_ASSIGN_OR_RETURN(ImageRecord img, DecodeImage(*v));
   std::vector<std::string> ids;
   for (const Digest& d : img.diff_ids) ids.push_back(d.hex());
-  std::vector<std::vector<LayerEntry>> tables(ids.size());
+  // One decoded table at a time (TableFn): an image that lists a layer thousands of
+  // times does not hold thousands of copies of its entries.
+  std::vector<LayerEntry> table_buf;
   auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
     MDB_val k = Val(ids[i]), ev;
     int rc = mdb_get(t.get(), entries, &k, &ev);
     if (rc == MDB_NOTFOUND)
       return Status::NotFound("index: no entry table for layer " + img.diff_ids[i].str());
     if (rc) return LmdbError("get entries", rc);
-    IMGFS_ASSIGN_OR_RETURN(tables[i], DecodeEntries(View(ev)));
-    return &tables[i];
+    IMGFS_ASSIGN_OR_RETURN(table_buf, DecodeEntries(View(ev)));
+    return &table_buf;
   };
   auto tree = lower->Build(ids, table);
   if (!tree.ok()) return tree.status().WithContext("image " + image_id.str());

@@ -160,7 +160,7 @@ Status ImageStage::AddLazyLayer(const Digest& diff_id, const Descriptor& desc,
 
 Status ImageStage::AddImage(StagedImage img) {
   std::vector<std::string> ids;
-  std::vector<std::vector<LayerEntry>> loaded(img.record.diff_ids.size());
+  std::vector<LayerEntry> loaded;  // one stored layer's table at a time (TableFn)
   img.record.size = 0;
   for (const Digest& d : img.record.diff_ids) {
     ids.push_back(d.hex());
@@ -178,8 +178,8 @@ Status ImageStage::AddImage(StagedImage img) {
   auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
     auto it = layers_.find(ids[i]);
     if (it != layers_.end()) return &it->second.entries;
-    IMGFS_ASSIGN_OR_RETURN(loaded[i], store_.GetEntries(img.record.diff_ids[i]));
-    return &loaded[i];
+    IMGFS_ASSIGN_OR_RETURN(loaded, store_.GetEntries(img.record.diff_ids[i]));
+    return &loaded;
   };
   auto root = lower_trees_.BuildRoot(ids, table);
   if (!root.ok()) return root.status().WithContext("image " + img.record.id.str());

@@ -93,6 +93,15 @@ class MountFsTest : public ::testing::Test {
     Fs().ReleaseDir(o->fh);
     return names;
   }
+  // The bytes of a read's reply: inline, or read from the fd it names.
+  static std::string Bytes(const MountFs::ReadData& r) {
+    std::string chunk = r.bytes;
+    if (r.fd) {
+      chunk.resize(r.size);
+      EXPECT_TRUE(PreadAll(r.fd->get(), chunk.data(), r.size, r.pos).ok());
+    }
+    return chunk;
+  }
   std::string ReadAll(uint64_t ino) {
     auto o = Fs().Open(ino, O_RDONLY);
     EXPECT_TRUE(o.ok()) << o.status().message();
@@ -100,11 +109,8 @@ class MountFsTest : public ::testing::Test {
     for (;;) {
       auto r = Fs().Read(ino, o->fh, 65536, out.size());
       EXPECT_TRUE(r.ok());
-      std::string chunk = r->bytes;
-      if (r->fd) {
-        chunk.resize(r->size);
-        EXPECT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
-      }
+      if (!r.ok()) break;
+      std::string chunk = Bytes(*r);
       if (chunk.empty()) break;
       out += chunk;
     }
@@ -279,14 +285,20 @@ TEST_F(MountFsTest, OpenFileKeepsReadingAfterItsImageIsRemoved) {
   ::unlink(store_->UnpackedPath((**store_->GetImage(image_b_)).diff_ids[0]).c_str());
   auto r = Fs().Read(f, o->fh, 100, 1000);
   ASSERT_TRUE(r.ok()) << r.status().message();
-  std::string chunk = r->bytes;
-  if (r->fd) {
-    chunk.resize(r->size);
-    ASSERT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
-  }
-  EXPECT_EQ(chunk, std::string(100, 'b'));
+  EXPECT_EQ(Bytes(*r), std::string(100, 'b'));
   Fs().Release(o->fh);
   EXPECT_EQ(Walk("alpha/1"), 0u);
+}
+
+// Waits (up to 60 s: a loaded machine) for pred; false on timeout.
+template <typename F>
+bool WaitFor(F pred) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
 }
 
 // Descriptors of this process open on `path` (deleted or not).
@@ -321,12 +333,7 @@ TEST_F(MountFsTest, PinsOfRemovedLayersAreDroppedOnceTheirLastFileCloses) {
   {
     auto r = Fs().Read(f, o->fh, 100, 1000);  // its fd (if any) is dropped at the brace
     ASSERT_TRUE(r.ok()) << r.status().message();
-    std::string chunk = r->bytes;
-    if (r->fd) {
-      chunk.resize(r->size);
-      ASSERT_TRUE(PreadAll(r->fd->get(), chunk.data(), r->size, r->pos).ok());
-    }
-    EXPECT_EQ(chunk, std::string(100, 'b'));
+    EXPECT_EQ(Bytes(*r), std::string(100, 'b'));
   }
   Fs().Release(o->fh);
   held = 0;
@@ -365,12 +372,7 @@ TEST_F(MountFsTest, WithoutOpensPinsOfRemovedLayersWaitUntilTheKernelForgetsTheI
   EXPECT_GE(held(), 1);                       // the kernel still holds alpha's inodes
   auto again = Fs().Read(big, 0, 100, 1000);  // and may read them
   ASSERT_TRUE(again.ok()) << again.status().message();
-  std::string chunk = again->bytes;
-  if (again->fd) {
-    chunk.resize(again->size);
-    ASSERT_TRUE(PreadAll(again->fd->get(), chunk.data(), again->size, again->pos).ok());
-  }
-  EXPECT_EQ(chunk, std::string(100, 'b'));
+  EXPECT_EQ(Bytes(*again), std::string(100, 'b'));
   again = Status::NotFound("dropped");
   Fs().KernelForget(big, 2);
   EXPECT_GE(held(), 1);  // the root is still held
@@ -420,6 +422,49 @@ TEST_F(MountFsTest, KernelCountsRaceWithTheReleaseOfRemovedLayers) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(bad.load(), 0);  // held: its layer stayed readable
   EXPECT_GE(held(), 1);
+  Fs().KernelForget(big, 1);
+  EXPECT_EQ(held(), 0);
+}
+
+TEST_F(MountFsTest, ForgetsBeyondTheKernelCountStopAtZero) {
+  // A FORGET for more than was counted (or for an unknown inode) leaves no debt: a
+  // reference handed out afterwards still holds a removed layer.
+  uint64_t root = Walk("alpha/1"), big = Walk("alpha/1/big");
+  ASSERT_NE(big, 0u);
+  Fs().KernelRef(big);
+  Fs().KernelForget(big, 5);  // nlookup larger than counted
+  EXPECT_EQ(Fs().KernelRefs(root), 0);
+  Fs().KernelForget(big, UINT64_MAX);  // as a signed count this is -1: would add one
+  EXPECT_EQ(Fs().KernelRefs(root), 0);
+  Fs().KernelForget((uint64_t{1} << 40) | 7, 3);  // an instance that does not exist
+  Fs().KernelForget(MountFs::kRootIno, 3);        // the namespace is not counted
+  Fs().KernelForget(big, 0);
+  EXPECT_EQ(Fs().KernelRefs(root), 0);
+  EXPECT_EQ(Fs().KernelRefs(MountFs::kRootIno), 0);
+  Fs().KernelRef(big);  // the kernel looks it up again and holds it
+  EXPECT_EQ(Fs().KernelRefs(root), 1);
+  ASSERT_TRUE(Fs().Read(big, 0, 10, 0).ok());  // builds the view, pins
+  std::vector<std::string> paths;
+  {
+    auto view = ImageView::Open(*store_, image_a_);
+    ASSERT_TRUE(view.ok());
+    for (const LayerRecord& l : (*view)->layers())
+      paths.push_back(store_->blobs().BlobPath(l.blob));
+  }
+  auto held = [&] {
+    int n = 0;
+    for (const std::string& p : paths) n += FdsOn(p);
+    return n;
+  };
+  auto freed = store_->DeleteImage(image_a_);
+  ASSERT_TRUE(freed.ok());
+  for (const Digest& d : *freed) ASSERT_TRUE(store_->blobs().Delete(d).ok());
+  EXPECT_EQ(Walk("alpha/1"), 0u);  // the generation moved
+  EXPECT_GE(held(), 1);            // still held by the kernel's one reference
+  auto r = Fs().Read(big, 0, 100, 1000);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(Bytes(*r), std::string(100, 'b'));
+  r = Status::NotFound("dropped");
   Fs().KernelForget(big, 1);
   EXPECT_EQ(held(), 0);
 }
@@ -607,6 +652,43 @@ TEST_F(MountFsTest, ListingADirectoryReadsItsFilesSpansAhead) {
   std::this_thread::sleep_for(std::chrono::seconds(2));
   EXPECT_EQ(Fs().layer_reader().spans_prefetched(), 1u);
   EXPECT_EQ(Fs().layer_reader().spans_decoded(), 1u);
+}
+
+// The once-per-directory record is bounded: after 2^16 other directories were listed it
+// starts over, and a directory listed again queues its files once more (read-ahead does
+// not stop for good; the record does not grow to millions of directories).
+TEST_F(MountFsTest, ReadAheadRecordOfListedDirectoriesIsBounded) {
+  constexpr int kDirs = 1 << 16;
+  TarBuilder b;
+  b.File("etc/f", "many\n");
+  for (int i = 0; i < kDirs; i++) b.Dir("d/" + std::to_string(i));
+  Digest many = Import(b, "many:1", "gzip");
+  uint64_t etc = Walk("many/1/etc"), d = Walk("many/1/d");
+  ASSERT_NE(etc, 0u);
+  ASSERT_NE(d, 0u);
+  auto prefetched = [&](uint64_t n) {
+    return WaitFor([&] { return Fs().layer_reader().spans_prefetched() >= n; });
+  };
+  List(etc);
+  ASSERT_TRUE(prefetched(1));
+  auto img = store_->GetImage(many);
+  ASSERT_TRUE(img.ok() && *img);
+  std::string layer = (*img)->diff_ids[0].hex();
+  Fs().layer_reader().Forget(layer);  // its spans are gone from the span cache
+  List(etc);                          // listed once: nothing queued (the kernel has the pages)
+  EXPECT_EQ(Fs().layer_reader().prefetch_queued(), 0u);
+  std::vector<std::string> names = List(d);
+  ASSERT_EQ(names.size(), static_cast<size_t>(kDirs) + 2);
+  for (const std::string& n : names) {
+    if (n == "." || n == "..") continue;
+    auto e = Fs().Lookup(d, n);
+    ASSERT_TRUE(e.ok());
+    List(e->ino);
+  }
+  Fs().layer_reader().Forget(layer);
+  uint64_t before = Fs().layer_reader().spans_prefetched();
+  List(etc);  // 2^16 + 1 directories listed since: the record started over
+  EXPECT_TRUE(prefetched(before + 1)) << Fs().layer_reader().spans_prefetched();
 }
 
 }  // namespace

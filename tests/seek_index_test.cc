@@ -544,8 +544,9 @@ TEST_F(SpanReadTest, PrefetchDecodesAheadAndLaterReadsDecodeNothing) {
   EXPECT_EQ(r.spans_decoded(), decoded);  // every span came from the cache
   r.Prefetch(*s, a, b - a);               // all cached: nothing queued
   EXPECT_EQ(r.prefetch_queued(), 0u);
+  EXPECT_TRUE(r.Prefetch(*s, a, 1));  // not full: a caller goes on
   r.set_prefetch(false);
-  r.Prefetch(*s, 0, l.size);
+  EXPECT_FALSE(r.Prefetch(*s, 0, l.size));
   EXPECT_EQ(r.prefetch_queued(), 0u);
 }
 
@@ -555,7 +556,7 @@ TEST_F(SpanReadTest, PrefetchQueuesAtMostAQuarterOfTheCacheAndNothingWhenItIsSma
     LayerReader r(*store_, 7 * 65536);  // under 8 spans: no read-ahead
     auto s = r.Open(l);
     ASSERT_TRUE(s.ok());
-    r.Prefetch(*s, 0, l.size);
+    EXPECT_TRUE(r.Prefetch(*s, 0, l.size));  // nothing to queue, but not full
     EXPECT_EQ(r.prefetch_queued(), 0u);
     EXPECT_EQ(r.spans_decoded(), 0u);
   }
@@ -568,7 +569,7 @@ TEST_F(SpanReadTest, PrefetchQueuesAtMostAQuarterOfTheCacheAndNothingWhenItIsSma
   });
   auto s = r.Open(l);
   ASSERT_TRUE(s.ok());
-  r.Prefetch(*s, 0, l.size);                                // the 2 MB layer: 31+ spans
+  EXPECT_FALSE(r.Prefetch(*s, 0, l.size));  // the 2 MB layer, 31+ spans: the queue is full
   ASSERT_TRUE(WaitFor([&] { return calls.load() == 1; }));  // the helper holds one span
   // Spans 0..q were queued (0 is with the helper): they fit in a quarter, one more would not.
   size_t q = r.prefetch_queued();

@@ -198,6 +198,13 @@ TEST_F(StoreTest, ImageRecordCodecRejectsGarbage) {
   EXPECT_EQ(lite->size, 1234u);
   EXPECT_EQ(lite->created_unix, 99);
   EXPECT_FALSE(DecodeImage(enc.substr(0, enc.size() - 2), false).ok());
+  // A layer field of 64 bytes that are not lower-case hex: refused both ways alike.
+  std::string bad = enc;
+  size_t at = bad.find(r.diff_ids[0].hex());
+  ASSERT_NE(at, std::string::npos);
+  bad[at] = 'G';
+  EXPECT_FALSE(DecodeImage(bad).ok());
+  EXPECT_FALSE(DecodeImage(bad, false).ok());
 }
 
 // Sets meta/schema of the (closed) store at dir to `value`; returns it as it was.

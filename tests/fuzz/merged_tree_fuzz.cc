@@ -3,7 +3,8 @@
 // up to four layers of entries over a small name alphabet (whiteouts, opaque markers,
 // "..", symlinks up and across, hard links) for Build. Properties: no crash; a tree
 // that decodes is safe to walk from the root (every accessor in bounds, each directory
-// reached once) and to Resolve in; a built tree encodes to bytes that decode.
+// reached once) and to Resolve in; a built tree encodes to bytes that decode; the
+// lower-tree cache builds the same trees as Build.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/stat.h>
 
@@ -67,7 +68,37 @@ std::string RandomPath(FuzzedDataProvider& p) {
   return s;
 }
 
-void BuildAndCheck(FuzzedDataProvider& p) {
+// LowerTreeCache gives the trees Build gives: a stack, the same again (on the cached
+// lower state), each shorter prefix, and stacks whose layer j is another one (a cached
+// state of another chain of ids must not be taken).
+void CheckLowerTreeCache(const std::vector<const std::vector<LayerEntry>*>& layers) {
+  LowerTreeCache cache;
+  auto same = [&](const std::vector<std::string>& ids,
+                  const std::vector<const std::vector<LayerEntry>*>& tables) {
+    auto direct = MergedTree::Build(tables);
+    auto cached = cache.Build(
+        ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return tables[i]; });
+    FUZZ_CHECK(direct.ok() == cached.ok());
+    if (direct.ok() && cached.ok()) FUZZ_CHECK(direct->Encode() == cached->Encode());
+  };
+  size_t n = layers.size();
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < n; i++) ids.push_back("L" + std::to_string(i));
+  same(ids, layers);
+  same(ids, layers);
+  for (size_t k = n - 1; k >= 1; k--) {
+    same({ids.begin(), ids.begin() + k}, {layers.begin(), layers.begin() + k});
+  }
+  for (size_t j = 0; j < n; j++) {
+    std::vector<std::string> other_ids = ids;
+    std::vector<const std::vector<LayerEntry>*> other = layers;
+    other_ids[j] = "M" + std::to_string(j);  // as long as "L<j>"
+    other[j] = layers[(j + 1) % n];
+    same(other_ids, other);
+  }
+}
+
+void BuildAndCheck(FuzzedDataProvider& p, bool with_cache) {
   std::vector<std::vector<LayerEntry>> layers(p.ConsumeIntegralInRange(1, 4));
   for (auto& layer : layers) {
     int n = p.ConsumeIntegralInRange(0, 24);
@@ -95,6 +126,7 @@ void BuildAndCheck(FuzzedDataProvider& p) {
   std::vector<const std::vector<LayerEntry>*> ptrs;
   for (auto& l : layers) ptrs.push_back(&l);
   auto tree = MergedTree::Build(ptrs);
+  if (with_cache) CheckLowerTreeCache(ptrs);  // ~10 builds: half the inputs only
   if (!tree.ok()) return;
   auto decoded = MergedTree::Decode(tree->Encode());
   FUZZ_CHECK(decoded.ok());
@@ -108,7 +140,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   if (data[0] % 2 == 1) {
     FuzzedDataProvider p(data + 1, size - 1);
-    BuildAndCheck(p);
+    BuildAndCheck(p, (data[0] & 2) != 0);
     return 0;
   }
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
