@@ -235,7 +235,7 @@ Status Builder::EnsureMount() {
 // store's mount (.id/<hex>/), copied as context files are (owner 0:0 or --chown),
 // without .dockerignore.
 Status Builder::CopyFrom(const DockerInstruction& ins, const std::string& from_raw) {
-  IMGFS_ASSIGN_OR_RETURN(std::string from, ExpandWord(from_raw, Vars(), false));
+  IMGFS_ASSIGN_OR_RETURN(std::string from, Step(ins, ExpandWord(from_raw, Vars(), false)));
   Result<Digest> id = Status::NotFound("");
   bool number = !from.empty() && std::all_of(from.begin(), from.end(), ::isdigit);
   if (auto st = StageImage(from)) {

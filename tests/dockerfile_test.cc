@@ -134,5 +134,32 @@ TEST(DockerfileExpand, Words) {
   EXPECT_EQ(*w, (std::vector<std::string>{"a b", "c d", "$D", "/dst dir"}));
 }
 
+// Hostile input: nesting and growth end in an error, never a stack overflow or a
+// word of gigabytes.
+TEST(DockerfileExpand, NestingAndGrowthAreBounded) {
+  BuildVars v = {{"A", std::string(1 << 19, 'a')}};  // 512 KiB
+  std::string nested;
+  for (int i = 0; i < kMaxSubstitutionDepth; i++) nested += "${X:-";
+  nested += "x" + std::string(kMaxSubstitutionDepth, '}');
+  EXPECT_EQ(Expand(nested, v), "x");  // 64 deep is fine
+  auto deep = ExpandWord("${X:-" + nested + "}", v, false);
+  ASSERT_FALSE(deep.ok());
+  EXPECT_EQ(deep.status().message(), "substitutions nested more than 64 deep");
+  auto r = ExpandWord("$A$A", v, false);  // 1 MiB from 4 bytes: just fits
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->size(), size_t{1} << 20);
+  for (bool keep : {false, true}) {
+    for (std::string w : {"$A$A$A", "\"$A$A$A\"", "${X:-$A$A$A}"}) {
+      auto big = ExpandWord(w, v, keep);
+      ASSERT_FALSE(big.ok()) << w;
+      EXPECT_EQ(big.status().message(), "substitution makes a word more than 1 MiB longer");
+    }
+  }
+  auto words = ExpandWords("$A $A $A", v);  // each word fits, the three do not
+  ASSERT_FALSE(words.ok());
+  EXPECT_EQ(words.status().message(), "substitution makes the words more than 1 MiB longer");
+  EXPECT_TRUE(ExpandWords("$A $A", v).ok());
+}
+
 }  // namespace
 }  // namespace imgfs
