@@ -15,12 +15,11 @@
 #include <fstream>
 #include <sstream>
 
-#include <simdjson.h>
-
 #include <cctype>
 
 #include "fs/mountinfo.h"
 #include "index/json_writer.h"
+#include "registry/dockerfile.h"
 
 extern char** environ;
 
@@ -338,22 +337,8 @@ Result<std::string> HealthcheckJson(const std::string& args,
     return Status::InvalidArgument("Unknown type \"" + type + "\" in HEALTHCHECK (try CMD)");
   }
   if (rest.empty()) return Status::InvalidArgument("Missing command after HEALTHCHECK CMD");
-  simdjson::dom::parser p;
-  simdjson::dom::array arr;
   std::vector<std::string> exec;
-  bool is_json = false;
-  if (rest[0] == '[' && p.parse(rest).get(arr) == simdjson::SUCCESS) {
-    is_json = true;
-    for (auto el : arr) {
-      std::string_view v;
-      if (el.get(v) != simdjson::SUCCESS) {
-        is_json = false;
-        break;
-      }
-      exec.emplace_back(v);
-    }
-  }
-  if (is_json) {
+  if (ParseExecForm(rest, &exec)) {
     w.String("CMD");
     for (const auto& e : exec) w.String(e);
   } else {

@@ -266,6 +266,21 @@ Result<std::vector<std::string>> ExpandWords(std::string_view s, const BuildVars
   return out;
 }
 
+bool ParseExecForm(std::string_view text, std::vector<std::string>* words) {
+  if (text.empty() || text.front() != '[') return false;
+  simdjson::dom::parser parser;
+  simdjson::dom::array arr;
+  if (parser.parse(text.data(), text.size()).get(arr) != simdjson::SUCCESS) return false;
+  std::vector<std::string> v;
+  for (auto el : arr) {
+    std::string_view s;
+    if (el.get(s) != simdjson::SUCCESS) return false;
+    v.emplace_back(s);
+  }
+  *words = std::move(v);
+  return true;
+}
+
 Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text) {
   std::vector<std::string_view> lines;
   for (size_t at = 0; at <= text.size();) {
@@ -336,26 +351,7 @@ Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text) {
       rest = TrimView(rest.substr(e));
     }
     ins.args = std::string(rest);
-    if (JsonForm(ins.cmd) && !rest.empty() && rest.front() == '[') {
-      simdjson::dom::parser parser;
-      simdjson::dom::array arr;
-      std::vector<std::string> v;
-      bool ok = parser.parse(rest.data(), rest.size()).get(arr) == simdjson::SUCCESS;
-      if (ok) {
-        for (auto el : arr) {
-          std::string_view s;
-          if (el.get(s) != simdjson::SUCCESS) {
-            ok = false;
-            break;
-          }
-          v.emplace_back(s);
-        }
-      }
-      if (ok) {
-        ins.json = true;
-        ins.json_args = std::move(v);
-      }
-    }
+    if (JsonForm(ins.cmd)) ins.json = ParseExecForm(rest, &ins.json_args);
     out.push_back(std::move(ins));
   }
   return out;

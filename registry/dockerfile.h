@@ -43,6 +43,9 @@ struct DockerInstruction {
 
 Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text);
 
+// The exec (JSON) form: true and the words when `text` is a JSON array of strings only.
+bool ParseExecForm(std::string_view text, std::vector<std::string>* words);
+
 using BuildVars = std::map<std::string, std::string>;
 
 // Bounds against a hostile Dockerfile: its size (the builder reads no more), how deep

@@ -161,5 +161,18 @@ TEST(DockerfileExpand, NestingAndGrowthAreBounded) {
   EXPECT_TRUE(ExpandWords("$A $A", v).ok());
 }
 
+TEST(DockerfileParse, ExecForm) {
+  std::vector<std::string> w = {"kept"};
+  EXPECT_TRUE(ParseExecForm(R"(["/bin/sh", "-c", "a b"])", &w));
+  EXPECT_EQ(w, (std::vector<std::string>{"/bin/sh", "-c", "a b"}));
+  w = {"kept"};
+  for (const char* bad : {"", "echo [x]", "[\"a\", 1]", "[\"a\"", "{\"a\": 1}", "[\"a\"] x"}) {
+    EXPECT_FALSE(ParseExecForm(bad, &w)) << bad;
+    EXPECT_EQ(w, std::vector<std::string>{"kept"}) << bad;
+  }
+  EXPECT_TRUE(ParseExecForm("[]", &w));
+  EXPECT_TRUE(w.empty());
+}
+
 }  // namespace
 }  // namespace imgfs
