@@ -20,6 +20,7 @@
 #include "fs/mountinfo.h"
 #include "index/json_writer.h"
 #include "registry/dockerfile.h"
+#include "registry/json.h"
 
 extern char** environ;
 
@@ -291,34 +292,6 @@ std::string RuncConfig(const RunSpec& spec, const RunUser& u, const std::string&
 
 }  // namespace
 
-Result<int64_t> BuildDuration(const std::string& s) {
-  if (s.empty()) return Status::InvalidArgument("empty duration");
-  static const std::pair<const char*, int64_t> kUnits[] = {
-      {"ns", 1},           {"us", 1000},         {"ms", 1000000},
-      {"s", 1000000000LL}, {"m", 60000000000LL}, {"h", 3600000000000LL}};
-  int64_t total = 0;
-  size_t i = 0;
-  if (s == "0") return 0;
-  while (i < s.size()) {
-    size_t j = i;
-    while (j < s.size() && (std::isdigit(static_cast<unsigned char>(s[j])) || s[j] == '.')) j++;
-    if (j == i) return Status::InvalidArgument("time: invalid duration \"" + s + "\"");
-    double v = std::strtod(s.substr(i, j - i).c_str(), nullptr);
-    size_t k = j;
-    while (k < s.size() && std::isalpha(static_cast<unsigned char>(s[k]))) k++;
-    std::string unit = s.substr(j, k - j);
-    int64_t mul = 0;
-    for (const auto& [u, m] : kUnits) {
-      if (unit == u) mul = m;
-    }
-    if (mul == 0)
-      return Status::InvalidArgument("time: missing or unknown unit in duration \"" + s + "\"");
-    total += static_cast<int64_t>(v * static_cast<double>(mul));
-    i = k;
-  }
-  return total;
-}
-
 Result<std::string> HealthcheckJson(const std::string& args,
                                     const std::vector<std::string>& flags) {
   size_t sp = args.find_first_of(" \t");
@@ -353,7 +326,7 @@ Result<std::string> HealthcheckJson(const std::string& args,
     for (int i = 0; i < 3; i++) {
       std::string pre = kNames[i];
       if (f.rfind(pre, 0) == 0) {
-        IMGFS_ASSIGN_OR_RETURN(vals[i], BuildDuration(f.substr(pre.size())));
+        IMGFS_ASSIGN_OR_RETURN(vals[i], ParseGoDurationNs(f.substr(pre.size())));
         if (vals[i] != 0 && vals[i] < 1000000) {
           return Status::InvalidArgument(f.substr(2, pre.size() - 3) + " \"" +
                                          f.substr(pre.size()) + "\" cannot be less than 1ms");

@@ -82,8 +82,6 @@ Result<int> RunInContainer(const RunSpec& spec);
 // or ["CMD", args...], then Interval, Timeout, StartPeriod (nanoseconds) and Retries
 // when their flag is given. `args`: what follows HEALTHCHECK and its flags.
 Result<std::string> HealthcheckJson(const std::string& args, const std::vector<std::string>& flags);
-// A Go duration ("30s", "1m30s", "500ms") in nanoseconds.
-Result<int64_t> BuildDuration(const std::string& s);
 
 // Runs argv (no shell), stdin from /dev/null; returns the exit status (128+N on a
 // signal). `quiet`: stdout and stderr to /dev/null; `err_file`: stderr to that file.

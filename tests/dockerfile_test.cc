@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "registry/json.h"
+
 namespace imgfs {
 namespace {
 
@@ -172,6 +174,46 @@ TEST(DockerfileParse, ExecForm) {
   }
   EXPECT_TRUE(ParseExecForm("[]", &w));
   EXPECT_TRUE(w.empty());
+}
+
+// Go's time.ParseDuration, as HEALTHCHECK flags and --filter until= use it.
+TEST(GoDuration, GoSyntaxAndRange) {
+  const std::pair<const char*, int64_t> good[] = {
+      {"0", 0},
+      {"-0", 0},
+      {"1h30m", 5400000000000},
+      {"500ms", 500000000},
+      {"-2h", -7200000000000},
+      {"+5s", 5000000000},
+      {"1.5h", 5400000000000},
+      {".5s", 500000000},
+      {"1us", 1000},
+      {"1\xC2\xB5s", 1000},  // µs, as Go writes it
+      {"3ns", 3},
+      {"2562047h", 2562047 * 3600000000000},  // near Go's largest (about 292 years)
+  };
+  for (const auto& [s, ns] : good) {
+    auto r = ParseGoDurationNs(s);
+    ASSERT_TRUE(r.ok()) << s << ": " << r.status().ToString();
+    EXPECT_EQ(*r, ns) << s;
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"", "time: invalid duration \"\""},
+      {"-", "time: invalid duration \"-\""},
+      {".", "time: invalid duration \".\""},
+      {"1.2.3s", "time: invalid duration \"1.2.3s\""},
+      {"h", "time: invalid duration \"h\""},
+      {"1", "time: missing unit in duration \"1\""},
+      {"1s2", "time: missing unit in duration \"1s2\""},
+      {"1x", "time: unknown unit \"x\" in duration \"1x\""},
+      {"9999999999h", "time: invalid duration \"9999999999h\""},  // past int64 ns
+      {"2562048h", "time: invalid duration \"2562048h\""},
+  };
+  for (const auto& [s, msg] : bad) {
+    auto r = ParseGoDurationNs(s);
+    ASSERT_FALSE(r.ok()) << s;
+    EXPECT_EQ(r.status().message(), msg);
+  }
 }
 
 }  // namespace
