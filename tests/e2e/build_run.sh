@@ -72,10 +72,17 @@ for _ in $(seq 300); do grep -q 'Running in' kill.out && [[ $(overlays) -ge 1 ]]
 kill -9 "$kpid"; wait "$kpid" 2>/dev/null || true
 check "a SIGKILLed build leaves its overlay and its own store mount" \
   bash -c "[[ $(overlays) -eq 1 && $(store_mounts) -eq 1 ]]"
+# Another user's imgfs-build-* in the same TMPDIR (anyone may write /var/tmp), its owner
+# file naming a dead pid: not ours to judge, so not removed.
+mkdir -m 700 "$TMPDIR/imgfs-build-foreign"
+echo "999999999 1" >"$TMPDIR/imgfs-build-foreign/owner"
+chown -R nobody "$TMPDIR/imgfs-build-foreign"
 printf 'FROM test/base:1\nLABEL x=y\n' >ctx/Dockerfile.after
 "$IMGFS" build -f ctx/Dockerfile.after -t test/after:1 ctx >after.out 2>after.err || true
 check "the next build cleans up after the killed one: two dirs (RUN, own mount), one line each" \
   test "$(grep -c "^imgfs: build: cleaned up after a killed build (pid $kpid): .* (1 unmounted)$" after.err)" -eq 2
+check "another user's imgfs-build-* dir is left alone, and not named" \
+  bash -c "[[ -f '$TMPDIR/imgfs-build-foreign/owner' ]] && ! grep -q foreign after.err"
 check "... no overlay, no store mount, no runc container of it is left" \
   bash -c "[[ $(overlays) -eq 0 && $(store_mounts) -eq 0 && -z \$(runc list -q | grep '^imgfs-build-$kpid-') ]]"
 check "... and no directory of it" bash -c "! grep -rlsx '$kpid .*' '${TMPDIR:-/tmp}'/imgfs-build-*/owner"
