@@ -85,7 +85,7 @@ class Builder {
   Status Config(const DockerInstruction& ins);
   Status Copy(const DockerInstruction& ins);
   Result<Owner> ChownOwner(const std::string& spec);
-  Result<std::string> FileSoFar(const std::string& path);
+  Result<std::vector<std::string>> FilesSoFar(const std::vector<std::string>& paths);
   Status Manifest(const std::string& abs, const std::string& rel, bool follow, Sha256* h);
   Status CopyTree(const std::string& src, const std::string& rel, const std::string& dst,
                   const Owner& owner);
