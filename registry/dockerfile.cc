@@ -353,6 +353,10 @@ Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text) {
     ins.args = std::string(rest);
     if (JsonForm(ins.cmd)) ins.json = ParseExecForm(rest, &ins.json_args);
     out.push_back(std::move(ins));
+    if (out.size() > kMaxInstructions) {
+      return Status::InvalidArgument("Dockerfile has more than " +
+                                     std::to_string(kMaxInstructions) + " instructions");
+    }
   }
   return out;
 }

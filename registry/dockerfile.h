@@ -61,6 +61,10 @@ inline constexpr int kMaxSubstitutionDepth = 64;
 inline constexpr size_t kMaxExpandedWord = 1u << 20;
 inline constexpr size_t kMaxExpandedInstruction = 4u << 20;
 inline constexpr size_t kMaxBuildState = 16u << 20;
+// Each instruction costs time in the size of the config so far (parsed, changed,
+// copied): with a config near kMaxBuildState that is ~0.1 s of CPU, so a 16 MiB
+// Dockerfile of short lines would run for days. Real Dockerfiles have hundreds.
+inline constexpr size_t kMaxInstructions = 10000;
 
 // With keep_quotes, quotes and backslashes are kept and each substituted value is
 // escaped (\ before \ " ' and blanks), so that a later word split (ENV/LABEL KEY=VALUE

@@ -163,6 +163,17 @@ TEST(DockerfileExpand, NestingAndGrowthAreBounded) {
   EXPECT_TRUE(ExpandWords("$A $A", v).ok());
 }
 
+TEST(DockerfileParse, InstructionCountIsBounded) {
+  std::string text = "FROM scratch\n";
+  for (size_t i = 1; i < kMaxInstructions; i++) text += "LABEL a=b\n";
+  auto ok = ParseDockerfile(text);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->size(), kMaxInstructions);
+  auto r = ParseDockerfile(text + "# a comment is no instruction\n\nLABEL c=d\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "Dockerfile has more than 10000 instructions");
+}
+
 TEST(DockerfileParse, ExecForm) {
   std::vector<std::string> w = {"kept"};
   EXPECT_TRUE(ParseExecForm(R"(["/bin/sh", "-c", "a b"])", &w));

@@ -180,6 +180,10 @@ expect_fail "five 1 MiB words of an exec-form COPY are refused" \
 expect_fail "twenty 1 MiB variables (a config past 16 MiB) are refused" \
   'line [0-9]+: ENV: the config and ARG values pass 16 MiB$' \
   bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.manyvars ctx
+{ echo 'FROM test/base:1'; for n in $(seq 10000); do echo "LABEL l$n=y"; done; } >ctx/Dockerfile.long
+expect_fail "a Dockerfile of 10001 instructions is refused before any step" \
+  '^imgfs: build: Dockerfile has more than 10000 instructions$' \
+  "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.long ctx
 printf 'FROM test/base:1\nHEALTHCHECK --interval=9999999999h CMD true\n' >ctx/Dockerfile.hc
 expect_fail "a HEALTHCHECK duration past Go's range is refused, not wrapped" \
   'line 2: HEALTHCHECK: time: invalid duration "9999999999h"$' \
