@@ -49,9 +49,13 @@ int CmdBuild(const std::string& root, const Args& a) {
   req.resolve = [&](const std::string& s) -> Result<Digest> {
     auto id = ResolveImage(*store, s);
     if (id.ok() || !id.status().IsNotFound() || !ParseDockerRef(s).ok()) return id;
+    // pull's stderr goes to a file of ours (mkstemp: not a name another user could
+    // have put a link at in a shared $TMPDIR).
     const char* t = std::getenv("TMPDIR");
-    std::string err =
-        std::string(t && *t ? t : "/var/tmp") + "/imgfs-build-pull." + std::to_string(::getpid());
+    std::string err = std::string(t && *t ? t : "/var/tmp") + "/imgfs-pull-err.XXXXXX";
+    int fd = ::mkstemp(err.data());
+    if (fd < 0) return Status::FromErrno("mkstemp " + err);
+    ::close(fd);
     auto rc = Spawn({SelfExe(), "--root", store->root(), "pull", s}, false, err);
     std::string last;
     {

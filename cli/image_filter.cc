@@ -16,39 +16,8 @@
 namespace imgfs {
 
 Result<int64_t> ParseGoDuration(const std::string& s) {
-  if (s.empty()) return Status::InvalidArgument("empty duration");
-  size_t i = 0;
-  double sign = 1;
-  if (s[0] == '-' || s[0] == '+') {
-    sign = s[0] == '-' ? -1 : 1;
-    i++;
-  }
-  if (s.substr(i) == "0") return 0;
-  double total = 0;
-  bool any = false;
-  while (i < s.size()) {
-    size_t start = i;
-    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
-    if (i == start) return Status::InvalidArgument("bad duration \"" + s + "\"");
-    double v = std::strtod(s.substr(start, i - start).c_str(), nullptr);
-    size_t u = i;
-    while (i < s.size() && std::isalpha(static_cast<unsigned char>(s[i]))) i++;
-    std::string unit = s.substr(u, i - u);
-    double mult = unit == "h"                    ? 3600
-                  : unit == "m"                  ? 60
-                  : unit == "s"                  ? 1
-                  : unit == "ms"                 ? 1e-3
-                  : unit == "us" || unit == "µs" ? 1e-6
-                  : unit == "ns"                 ? 1e-9
-                                                 : -1;
-    if (mult < 0)
-      return Status::InvalidArgument("bad duration \"" + s + "\" (units: h m s ms us ns)");
-    total += v * mult;
-    any = true;
-  }
-  if (!any || !std::isfinite(total) || total > 1e15)
-    return Status::InvalidArgument("bad duration \"" + s + "\"");
-  return static_cast<int64_t>(sign * total);
+  IMGFS_ASSIGN_OR_RETURN(int64_t ns, ParseGoDurationNs(s));
+  return ns / 1000000000;
 }
 
 Result<int64_t> ParseUntil(const std::string& s, int64_t now) {

@@ -13,14 +13,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
+#include <string_view>
 
-#include <simdjson.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 
 #include <cctype>
 
 #include "fs/mountinfo.h"
+#include "index/file_util.h"
 #include "index/json_writer.h"
+#include "registry/dockerfile.h"
+#include "registry/json.h"
 
 extern char** environ;
 
@@ -41,21 +45,35 @@ bool IsNumber(const std::string& s) {
   return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), ::isdigit);
 }
 
-// The lines of an /etc/passwd or /etc/group file's text, split at ':'.
-std::vector<std::vector<std::string>> ColonLines(const std::string& text) {
-  std::vector<std::vector<std::string>> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    std::string x;
-    while (std::getline(ss, x, ':')) f.push_back(x);
-    if (!line.empty() && line.back() == ':') f.emplace_back();
-    out.push_back(f);
+// Opens `rel` below the directory `root_fd`, every symlink and ".." resolved inside it
+// (openat2 RESOLVE_IN_ROOT): an image's link "/etc/passwd -> /dev/zero" or
+// "/w -> ../../../tmp" names the image's file, never the host's.
+// (-1 and errno on failure.)
+UniqueFd OpenInRoot(int root_fd, const std::string& rel, uint64_t flags) {
+  struct open_how how {};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return UniqueFd(static_cast<int>(::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how)));
+}
+
+// A regular file of the root `root_fd` ("" when missing or not a regular file; never
+// opened when it is a device or FIFO), at most kMaxUserFileSize bytes.
+Result<std::string> ReadFileInRoot(int root_fd, const std::string& rel) {
+  UniqueFd path = OpenInRoot(root_fd, rel, O_PATH);
+  if (!path.valid()) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return std::string();
+    return Status::FromErrno("openat2 " + rel);
   }
-  return out;
+  struct stat st;
+  if (::fstat(path.get(), &st) != 0 || !S_ISREG(st.st_mode)) return std::string();
+  if (static_cast<uint64_t>(st.st_size) > kMaxUserFileSize) {
+    return Status::InvalidArgument(rel + ": larger than " + std::to_string(kMaxUserFileSize >> 20) +
+                                   " MiB");
+  }
+  // Reopened for reading through the O_PATH descriptor (not the name again).
+  auto r = ReadFileToString("/proc/self/fd/" + std::to_string(path.get()), kMaxUserFileSize);
+  if (!r.ok()) return Status::InvalidArgument(rel + ": " + r.status().message());
+  return r;
 }
 
 }  // namespace
@@ -138,80 +156,6 @@ StoreMount::~StoreMount() {
   ::rmdir(path_.c_str());
 }
 
-Result<RunUser> ResolveRunUser(const std::string& rootfs, const std::string& user) {
-  if (user.empty()) return RunUser{};
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  return ResolveUserIn(slurp(rootfs + "/etc/passwd"), slurp(rootfs + "/etc/group"), user);
-}
-
-Result<RunUser> ResolveUserIn(const std::string& passwd_text, const std::string& group_text,
-                              const std::string& user) {
-  RunUser u;
-  if (user.empty()) return u;
-  size_t colon = user.find(':');
-  std::string name = user.substr(0, colon);
-  std::string group = colon == std::string::npos ? "" : user.substr(colon + 1);
-  auto passwd = ColonLines(passwd_text);
-  const std::vector<std::string>* entry = nullptr;
-  for (const auto& f : passwd) {
-    if (f.size() < 7) continue;
-    if ((IsNumber(name) && f[2] == name) || (!IsNumber(name) && f[0] == name)) {
-      entry = &f;
-      break;
-    }
-  }
-  if (IsNumber(name)) {
-    u.uid = static_cast<uid_t>(std::stoul(name));
-  } else if (entry && IsNumber((*entry)[2])) {
-    u.uid = static_cast<uid_t>(std::stoul((*entry)[2]));
-  } else {
-    return Status::InvalidArgument("unable to find user " + name +
-                                   ": no matching entries in passwd file");
-  }
-  if (entry) {
-    if (IsNumber((*entry)[3])) u.gid = static_cast<gid_t>(std::stoul((*entry)[3]));
-    if (!(*entry)[5].empty()) u.home = (*entry)[5];
-  }
-  auto groups = ColonLines(group_text);
-  if (!group.empty()) {
-    if (IsNumber(group)) {
-      u.gid = static_cast<gid_t>(std::stoul(group));
-    } else {
-      bool found = false;
-      for (const auto& f : groups) {
-        if (f.size() >= 3 && f[0] == group && IsNumber(f[2])) {
-          u.gid = static_cast<gid_t>(std::stoul(f[2]));
-          found = true;
-          break;
-        }
-      }
-      if (!found) {
-        return Status::InvalidArgument("unable to find group " + group +
-                                       ": no matching entries in group file");
-      }
-    }
-  } else if (entry) {
-    // Supplementary groups: those listing the user by name (docker, runc's user package).
-    for (const auto& f : groups) {
-      if (f.size() < 4 || !IsNumber(f[2])) continue;
-      std::stringstream ss(f[3]);
-      std::string member;
-      while (std::getline(ss, member, ',')) {
-        if (member == (*entry)[0]) {
-          gid_t g = static_cast<gid_t>(std::stoul(f[2]));
-          if (g != u.gid) u.groups.push_back(g);
-        }
-      }
-    }
-  }
-  return u;
-}
-
 namespace {
 
 std::string RuncConfig(const RunSpec& spec, const RunUser& u, const std::string& rootfs) {
@@ -292,34 +236,6 @@ std::string RuncConfig(const RunSpec& spec, const RunUser& u, const std::string&
 
 }  // namespace
 
-Result<int64_t> BuildDuration(const std::string& s) {
-  if (s.empty()) return Status::InvalidArgument("empty duration");
-  static const std::pair<const char*, int64_t> kUnits[] = {
-      {"ns", 1},           {"us", 1000},         {"ms", 1000000},
-      {"s", 1000000000LL}, {"m", 60000000000LL}, {"h", 3600000000000LL}};
-  int64_t total = 0;
-  size_t i = 0;
-  if (s == "0") return 0;
-  while (i < s.size()) {
-    size_t j = i;
-    while (j < s.size() && (std::isdigit(static_cast<unsigned char>(s[j])) || s[j] == '.')) j++;
-    if (j == i) return Status::InvalidArgument("time: invalid duration \"" + s + "\"");
-    double v = std::strtod(s.substr(i, j - i).c_str(), nullptr);
-    size_t k = j;
-    while (k < s.size() && std::isalpha(static_cast<unsigned char>(s[k]))) k++;
-    std::string unit = s.substr(j, k - j);
-    int64_t mul = 0;
-    for (const auto& [u, m] : kUnits) {
-      if (unit == u) mul = m;
-    }
-    if (mul == 0)
-      return Status::InvalidArgument("time: missing or unknown unit in duration \"" + s + "\"");
-    total += static_cast<int64_t>(v * static_cast<double>(mul));
-    i = k;
-  }
-  return total;
-}
-
 Result<std::string> HealthcheckJson(const std::string& args,
                                     const std::vector<std::string>& flags) {
   size_t sp = args.find_first_of(" \t");
@@ -338,22 +254,8 @@ Result<std::string> HealthcheckJson(const std::string& args,
     return Status::InvalidArgument("Unknown type \"" + type + "\" in HEALTHCHECK (try CMD)");
   }
   if (rest.empty()) return Status::InvalidArgument("Missing command after HEALTHCHECK CMD");
-  simdjson::dom::parser p;
-  simdjson::dom::array arr;
   std::vector<std::string> exec;
-  bool is_json = false;
-  if (rest[0] == '[' && p.parse(rest).get(arr) == simdjson::SUCCESS) {
-    is_json = true;
-    for (auto el : arr) {
-      std::string_view v;
-      if (el.get(v) != simdjson::SUCCESS) {
-        is_json = false;
-        break;
-      }
-      exec.emplace_back(v);
-    }
-  }
-  if (is_json) {
+  if (ParseExecForm(rest, &exec)) {
     w.String("CMD");
     for (const auto& e : exec) w.String(e);
   } else {
@@ -368,7 +270,7 @@ Result<std::string> HealthcheckJson(const std::string& args,
     for (int i = 0; i < 3; i++) {
       std::string pre = kNames[i];
       if (f.rfind(pre, 0) == 0) {
-        IMGFS_ASSIGN_OR_RETURN(vals[i], BuildDuration(f.substr(pre.size())));
+        IMGFS_ASSIGN_OR_RETURN(vals[i], ParseGoDurationNs(f.substr(pre.size())));
         if (vals[i] != 0 && vals[i] < 1000000) {
           return Status::InvalidArgument(f.substr(2, pre.size() - 3) + " \"" +
                                          f.substr(pre.size()) + "\" cannot be less than 1ms");
@@ -419,7 +321,16 @@ Result<int> RunInContainer(const RunSpec& spec) {
     ~Unmount() { Now(); }
   } unmount{merged};
 
-  IMGFS_ASSIGN_OR_RETURN(RunUser u, ResolveRunUser(merged, spec.user));
+  // /etc/passwd, /etc/group and the working directory are the image's: every path
+  // below is resolved inside `merged` (a link in the image never reaches the host).
+  UniqueFd root(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root.valid()) return Status::FromErrno(merged);
+  RunUser u;
+  if (!spec.user.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(std::string passwd, ReadFileInRoot(root.get(), "etc/passwd"));
+    IMGFS_ASSIGN_OR_RETURN(std::string group, ReadFileInRoot(root.get(), "etc/group"));
+    IMGFS_ASSIGN_OR_RETURN(u, ResolveUserIn(passwd, group, spec.user));
+  }
   std::vector<std::string> env = spec.env;
   bool have_path = false, have_home = false;
   for (const auto& e : env) {
@@ -433,14 +344,14 @@ Result<int> RunInContainer(const RunSpec& spec) {
   s.env = env;
   {
     // The working directory exists before the command starts (docker creates it too).
-    std::string cur = merged;
-    std::stringstream ss(spec.cwd);
-    std::string part;
-    while (std::getline(ss, part, '/')) {
-      if (part.empty()) continue;
-      cur += "/" + part;
-      struct stat st;
-      if (::stat(cur.c_str(), &st) != 0 && ::mkdir(cur.c_str(), 0755) != 0) {
+    std::string cur;
+    for (std::string_view part : SplitPath(spec.cwd)) {
+      std::string parent = cur.empty() ? "." : cur;
+      cur += (cur.empty() ? "" : "/") + std::string(part);
+      if (OpenInRoot(root.get(), cur, O_PATH | O_DIRECTORY).valid()) continue;
+      UniqueFd at = OpenInRoot(root.get(), parent, O_PATH | O_DIRECTORY);
+      if (!at.valid() || ::mkdirat(at.get(), std::string(part).c_str(), 0755) != 0 ||
+          !OpenInRoot(root.get(), cur, O_PATH | O_DIRECTORY).valid()) {
         return Status::FromErrno("WORKDIR " + spec.cwd);
       }
     }

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "index/status.h"
+#include "registry/build_user.h"
 
 namespace imgfs {
 
@@ -53,25 +54,10 @@ struct RunSpec {
   std::vector<std::string> args;  // the process
   std::vector<std::string> env;   // KEY=VALUE
   std::string cwd = "/";
-  std::string user;  // USER as the Dockerfile says it ("" = root)
+  std::string user;  // USER as the Dockerfile says it ("" = root), looked up in the image
   bool host_network = false;
   std::string id;  // runc container id
 };
-
-// The numeric user of a USER value, names looked up in the root's /etc/passwd and
-// /etc/group (as docker: a name that is not there is an error; supplementary groups
-// are the groups listing the user).
-struct RunUser {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::vector<gid_t> groups;
-  std::string home = "/";
-};
-Result<RunUser> ResolveRunUser(const std::string& rootfs, const std::string& user);
-// The same from the two files' text (missing files: ""). COPY/ADD --chown uses it with
-// the files read from the image's layers.
-Result<RunUser> ResolveUserIn(const std::string& passwd_text, const std::string& group_text,
-                              const std::string& user);
 
 // Runs the command; returns its exit code (128+N when killed by signal N). The upper
 // directory, SPEC.dir + "/upper", holds the changes afterwards. Every mount it made is
@@ -82,8 +68,6 @@ Result<int> RunInContainer(const RunSpec& spec);
 // or ["CMD", args...], then Interval, Timeout, StartPeriod (nanoseconds) and Retries
 // when their flag is given. `args`: what follows HEALTHCHECK and its flags.
 Result<std::string> HealthcheckJson(const std::string& args, const std::vector<std::string>& flags);
-// A Go duration ("30s", "1m30s", "500ms") in nanoseconds.
-Result<int64_t> BuildDuration(const std::string& s);
 
 // Runs argv (no shell), stdin from /dev/null; returns the exit status (128+N on a
 // signal). `quiet`: stdout and stderr to /dev/null; `err_file`: stderr to that file.

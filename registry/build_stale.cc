@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,6 +62,15 @@ int CleanStaleBuilds(std::FILE* log) {
   // The dead builds' directories.
   std::vector<std::pair<std::string, std::string>> dead;  // dir, pid
   for (const auto& dir : dirs) {
+    // Only what this user made (mkdtemp: a real directory, ours, 0700). $TMPDIR may be
+    // /var/tmp, where anyone can put an imgfs-build-* with an owner file naming a pid
+    // (a live build's, to have its container killed) or links for remove_all.
+    struct stat st, ost;
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+        (st.st_mode & 077) != 0 || ::lstat((dir + "/owner").c_str(), &ost) != 0 ||
+        !S_ISREG(ost.st_mode) || ost.st_uid != ::geteuid()) {
+      continue;
+    }
     std::ifstream in(dir + "/owner");
     std::string pid, start;
     if (!(in >> pid >> start) || pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit)) {

@@ -5,7 +5,9 @@
 // own store mount and a runc container (imgfs-build-PID-N). CleanStaleBuilds finds the
 // directories whose owner is provably dead (no such pid, or a pid with another start
 // time), removes the runc containers, unmounts what is mounted under them and removes
-// them, naming each on `log`. A directory without an owner file is left alone.
+// them, naming each on `log`. A directory without an owner file, or one this user did
+// not make (not a 0700 directory owned by it, with an owner file of its own), is left
+// alone.
 //
 // Thread-safety: plain functions; use from one thread.
 #ifndef IMGFS_REGISTRY_BUILD_STALE_H_

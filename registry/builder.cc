@@ -15,9 +15,9 @@
 #include <fstream>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "fs/image_view.h"
+#include "index/file_util.h"
 #include "index/json_writer.h"
 #include "index/layer_writer.h"
 #include "registry/build_files.h"
@@ -107,6 +107,16 @@ BuildVars Builder::Vars() {
   return v;
 }
 
+Status Builder::CheckStateSize(const DockerInstruction& ins) {
+  size_t n = cfg_.size();
+  for (const BuildVars* vars : {&meta_args_, &args_}) {
+    for (const auto& [k, v] : *vars) n += k.size() + v.size();
+  }
+  if (n <= kMaxBuildState) return Status::Ok();
+  return Fail(ins,
+              "the config and ARG values pass " + std::to_string(kMaxBuildState >> 20) + " MiB");
+}
+
 void Builder::History(const DockerInstruction& ins, bool empty_layer) {
   JsonWriter w;
   w.BeginObject().Key("created").String(FormatRfc3339(now_)).Key("created_by").String(ins.original);
@@ -117,7 +127,7 @@ void Builder::History(const DockerInstruction& ins, bool empty_layer) {
 }
 
 Status Builder::From(const DockerInstruction& ins) {
-  IMGFS_ASSIGN_OR_RETURN(auto words, ExpandWords(ins.args, meta_args_));
+  IMGFS_ASSIGN_OR_RETURN(auto words, Step(ins, ExpandWords(ins.args, meta_args_)));
   if (words.empty() || (words.size() != 1 && words.size() != 3) ||
       (words.size() == 3 && strcasecmp(words[1].c_str(), "AS") != 0)) {
     return Fail(ins, "want FROM IMAGE [AS NAME]");
@@ -167,7 +177,7 @@ Status Builder::Config(const DockerInstruction& ins) {
   BuildVars vars = Vars();
   std::string change;
   if (ins.cmd == "ARG") {
-    IMGFS_ASSIGN_OR_RETURN(auto words, ExpandWords(ins.args, vars));
+    IMGFS_ASSIGN_OR_RETURN(auto words, Step(ins, ExpandWords(ins.args, vars)));
     for (const auto& w : words) {
       size_t eq = w.find('=');
       std::string name = w.substr(0, eq);
@@ -189,7 +199,7 @@ Status Builder::Config(const DockerInstruction& ins) {
     change = ins.cmd + " " + ins.args;  // no substitution, as docker
   } else if (ins.cmd == "ENV" || ins.cmd == "LABEL" || ins.cmd == "EXPOSE" ||
              (ins.cmd == "VOLUME" && !ins.json)) {
-    IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(ins.args, vars, true));
+    IMGFS_ASSIGN_OR_RETURN(std::string e, Step(ins, ExpandWord(ins.args, vars, true)));
     change = ins.cmd + " " + e;
     if (ins.cmd == "ENV") {
       // The old form `ENV KEY VALUE…`: VALUE is the rest of the line.
@@ -198,7 +208,8 @@ Status Builder::Config(const DockerInstruction& ins) {
       if (first.find('=') == std::string::npos) {
         if (sp == std::string::npos) return Fail(ins, first + " has no value");
         size_t b = ins.args.find_first_not_of(" \t", sp);
-        IMGFS_ASSIGN_OR_RETURN(std::string v, ExpandWord(ins.args.substr(b), vars, false));
+        IMGFS_ASSIGN_OR_RETURN(std::string v,
+                               Step(ins, ExpandWord(ins.args.substr(b), vars, false)));
         std::string esc;
         for (char c : v) {
           if (c == '\\' || c == '"' || c == '\'' || c == ' ' || c == '\t' || c == '\n')
@@ -212,13 +223,13 @@ Status Builder::Config(const DockerInstruction& ins) {
     JsonWriter w;
     w.BeginArray();
     for (const auto& s : ins.json_args) {
-      IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(s, vars, false));
+      IMGFS_ASSIGN_OR_RETURN(std::string e, Step(ins, ExpandWord(s, vars, false)));
       w.String(e);
     }
     w.EndArray();
     change = "VOLUME " + w.str();
   } else {  // USER WORKDIR STOPSIGNAL
-    IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(ins.args, vars, false));
+    IMGFS_ASSIGN_OR_RETURN(std::string e, Step(ins, ExpandWord(ins.args, vars, false)));
     if (ins.cmd == "STOPSIGNAL") {
       IMGFS_ASSIGN_OR_RETURN(Fields cfg, ObjectFields(cfg_, "config"));
       SetField(cfg, "StopSignal", JsonString(e));
@@ -380,7 +391,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
   std::vector<std::string> words;
   if (ins.json) {
     for (const auto& s : ins.json_args) {
-      IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(s, vars, false));
+      IMGFS_ASSIGN_OR_RETURN(std::string e, Step(ins, ExpandWord(s, vars, false)));
       words.push_back(e);
     }
   } else {
@@ -393,7 +404,7 @@ Status Builder::Copy(const DockerInstruction& ins) {
   for (const auto& f : ins.flags) {
     if (f.rfind("--from=", 0) == 0) continue;  // handled by CopyFrom
     std::string v = f.substr(8);
-    IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(v, vars, false));
+    IMGFS_ASSIGN_OR_RETURN(std::string e, Step(ins, ExpandWord(v, vars, false)));
     auto o = ChownOwner(e);
     if (!o.ok()) return Fail(ins, "--chown=" + e + ": " + o.status().message());
     owner = *o;
@@ -574,11 +585,9 @@ Result<LoadedImage> Builder::Run() {
     return Status::InvalidArgument(req_.context + ": not a directory");
   }
   std::string df = req_.dockerfile.empty() ? context_ + "/Dockerfile" : req_.dockerfile;
-  std::ifstream in(df, std::ios::binary);
-  if (!in) return Status::FromErrno(df);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  IMGFS_ASSIGN_OR_RETURN(auto all, ParseDockerfile(ss.str()));
+  // Bounded: a Dockerfile of /dev/zero or gigabytes is refused ("file too large").
+  IMGFS_ASSIGN_OR_RETURN(std::string text, ReadFileToString(df, kMaxDockerfileSize));
+  IMGFS_ASSIGN_OR_RETURN(auto all, ParseDockerfile(text));
   IMGFS_RETURN_IF_ERROR(Check(all));
   ignore_ = Ignore::Load(context_);
   IMGFS_ASSIGN_OR_RETURN(GcLock lock, GcLock::Acquire(store_, false));
@@ -599,10 +608,12 @@ Result<LoadedImage> Builder::Run() {
   }
   for (size_t i = 0; i < all.size(); i++) {
     const auto& ins = all[i];
+    if (i > 0) IMGFS_RETURN_IF_ERROR(CheckStateSize(all[i - 1]));
+    expanded_ = 0;
     std::fprintf(req_.out, "Step %zu/%zu : %s\n", i + 1, all.size(), ins.original.c_str());
     std::fflush(req_.out);
     if (!from_seen && ins.cmd == "ARG") {
-      IMGFS_ASSIGN_OR_RETURN(auto words, ExpandWords(ins.args, meta_args_));
+      IMGFS_ASSIGN_OR_RETURN(auto words, Step(ins, ExpandWords(ins.args, meta_args_)));
       for (const auto& w : words) {
         size_t eq = w.find('=');
         std::string name = w.substr(0, eq);
@@ -655,6 +666,7 @@ Result<LoadedImage> Builder::Run() {
       IMGFS_RETURN_IF_ERROR(Config(ins));
     }
   }
+  if (!all.empty()) IMGFS_RETURN_IF_ERROR(CheckStateSize(all.back()));
   for (const auto& [k, v] : req_.build_args) {
     if (!used_build_args_.count(k)) {
       std::fprintf(stderr, "[Warning] One or more build-args [%s] were not consumed\n", k.c_str());

@@ -13,6 +13,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -58,13 +59,33 @@ class Builder {
     return Status::InvalidArgument("Dockerfile line " + std::to_string(ins.line) + ": " + ins.cmd +
                                    ": " + msg);
   }
+  // A substitution's result `r`, or its error as Fail(ins, ...) (naming the line). Also
+  // counts what the instruction's substitutions made (expanded_, reset per
+  // instruction): at most twice its text (ENV's old form expands its value twice) plus
+  // kMaxExpandedInstruction.
+  template <typename T>
+  Result<T> Step(const DockerInstruction& ins, Result<T> r) {
+    if (!r.ok()) return Fail(ins, r.status().message());
+    if constexpr (std::is_same_v<T, std::string>) {
+      expanded_ += r->size();
+    } else {
+      for (const auto& w : *r) expanded_ += w.size();
+    }
+    if (expanded_ > 2 * ins.original.size() + kMaxExpandedInstruction) {
+      return Fail(ins, "substitution makes the instruction more than " +
+                           std::to_string(kMaxExpandedInstruction >> 20) + " MiB longer");
+    }
+    return r;
+  }
+  // The config and the ARG values so far within kMaxBuildState (`ins`: the last line).
+  Status CheckStateSize(const DockerInstruction& ins);
   Status Check(const std::vector<DockerInstruction>& all);
   BuildVars Vars();
   Status From(const DockerInstruction& ins);
   Status Config(const DockerInstruction& ins);
   Status Copy(const DockerInstruction& ins);
   Result<Owner> ChownOwner(const std::string& spec);
-  Result<std::string> FileSoFar(const std::string& path);
+  Result<std::vector<std::string>> FilesSoFar(const std::vector<std::string>& paths);
   Status Manifest(const std::string& abs, const std::string& rel, bool follow, Sha256* h);
   Status CopyTree(const std::string& src, const std::string& rel, const std::string& dst,
                   const Owner& owner);
@@ -92,6 +113,7 @@ class Builder {
   std::set<std::string> used_build_args_;
   Fields top_;
   std::string cfg_ = "{}";
+  size_t expanded_ = 0;  // bytes the current instruction's substitutions made (Step)
   bool cmd_set_ = false;
   std::vector<std::string> diff_ids_;
   std::vector<std::string> history_;

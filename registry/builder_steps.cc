@@ -134,17 +134,16 @@ Result<Owner> Builder::ChownOwner(const std::string& spec) {
     return Owner{static_cast<uid_t>(std::stoul(u)),
                  static_cast<gid_t>(std::stoul(g.empty() ? u : g))};
   }
-  IMGFS_ASSIGN_OR_RETURN(std::string passwd, FileSoFar("/etc/passwd"));
-  IMGFS_ASSIGN_OR_RETURN(std::string group, FileSoFar("/etc/group"));
-  IMGFS_ASSIGN_OR_RETURN(RunUser ru, ResolveUserIn(passwd, group, spec));
+  IMGFS_ASSIGN_OR_RETURN(auto files, FilesSoFar({"/etc/passwd", "/etc/group"}));
+  IMGFS_ASSIGN_OR_RETURN(RunUser ru, ResolveUserIn(files[0], files[1], spec));
   return Owner{ru.uid, ru.gid};
 }
 
-// A file of the image as it stands (its layers so far), read from the store's layers
-// through an ImageView: no mount. Layers this build staged but has not stored yet are
+// Files of the image as it stands (its layers so far), read from the store's layers
+// through one ImageView: no mount. Layers this build staged but has not stored yet are
 // committed first, as an intermediate image (what RUN does). A missing path, or one
 // that is not a regular file, reads as "".
-Result<std::string> Builder::FileSoFar(const std::string& path) {
+Result<std::vector<std::string>> Builder::FilesSoFar(const std::vector<std::string>& paths) {
   std::vector<Digest> ids;
   bool stored = true;
   for (const auto& d : diff_ids_) {
@@ -155,20 +154,26 @@ Result<std::string> Builder::FileSoFar(const std::string& path) {
   }
   if (!stored) IMGFS_RETURN_IF_ERROR(Intermediate().status());
   IMGFS_ASSIGN_OR_RETURN(auto view, ImageView::OpenLayers(store_, ids, false));
-  auto n = view->tree().Resolve(path, true);
-  if (!n.ok() || *n == 0 || !S_ISREG(view->tree().node(*n).mode)) return std::string();
-  constexpr uint64_t kMax = 64u << 20;  // an /etc/passwd this big is not one
-  if (view->tree().node(*n).size > kMax) return Status::InvalidArgument(path + ": too large");
   LayerReader reader(store_);
-  std::string out(view->tree().node(*n).size, '\0');
-  size_t done = 0;
-  while (done < out.size()) {
-    IMGFS_ASSIGN_OR_RETURN(size_t got,
-                           view->Read(reader, *n, out.data() + done, out.size() - done, done));
-    if (got == 0) break;
-    done += got;
+  std::vector<std::string> out;
+  for (const auto& path : paths) {
+    std::string& text = out.emplace_back();
+    auto n = view->tree().Resolve(path, true);
+    if (!n.ok() || *n == 0 || !S_ISREG(view->tree().node(*n).mode)) continue;
+    if (view->tree().node(*n).size > kMaxUserFileSize) {
+      return Status::InvalidArgument(path + ": larger than " +
+                                     std::to_string(kMaxUserFileSize >> 20) + " MiB");
+    }
+    text.resize(view->tree().node(*n).size);
+    size_t done = 0;
+    while (done < text.size()) {
+      IMGFS_ASSIGN_OR_RETURN(size_t got,
+                             view->Read(reader, *n, text.data() + done, text.size() - done, done));
+      if (got == 0) break;
+      done += got;
+    }
+    text.resize(done);
   }
-  out.resize(done);
   return out;
 }
 
@@ -235,7 +240,7 @@ Status Builder::EnsureMount() {
 // store's mount (.id/<hex>/), copied as context files are (owner 0:0 or --chown),
 // without .dockerignore.
 Status Builder::CopyFrom(const DockerInstruction& ins, const std::string& from_raw) {
-  IMGFS_ASSIGN_OR_RETURN(std::string from, ExpandWord(from_raw, Vars(), false));
+  IMGFS_ASSIGN_OR_RETURN(std::string from, Step(ins, ExpandWord(from_raw, Vars(), false)));
   Result<Digest> id = Status::NotFound("");
   bool number = !from.empty() && std::all_of(from.begin(), from.end(), ::isdigit);
   if (auto st = StageImage(from)) {

@@ -55,10 +55,15 @@ std::string Escape(std::string_view v) {
   return out;
 }
 
+Status TooLarge(const std::string& what) {
+  return Status::InvalidArgument("substitution makes " + what + " more than " +
+                                 std::to_string(kMaxExpandedWord >> 20) + " MiB longer");
+}
+
 class Expander {
  public:
   Expander(std::string_view s, const BuildVars& vars, bool keep)
-      : s_(s), vars_(vars), keep_(keep) {}
+      : s_(s), vars_(vars), keep_(keep), limit_(s.size() + kMaxExpandedWord) {}
 
   // Processes up to the end, or (in_brace) up to an unmatched '}', which is consumed.
   Result<std::string> Run(bool in_brace) {
@@ -69,6 +74,7 @@ class Expander {
         i_++;
         return out;
       }
+      if (out.size() > limit_) return TooLarge("a word");
       if (c == '\\') {
         if (i_ + 1 >= s_.size()) {
           out.push_back('\\');
@@ -97,6 +103,7 @@ class Expander {
       }
     }
     if (in_brace) return Status::InvalidArgument("missing '}' in: " + std::string(s_));
+    if (out.size() > limit_) return TooLarge("a word");
     return out;
   }
 
@@ -105,6 +112,7 @@ class Expander {
     if (keep_) out->push_back('"');
     i_++;
     while (i_ < s_.size() && s_[i_] != '"') {
+      if (out->size() > limit_) return TooLarge("a word");
       char c = s_[i_];
       if (c == '\\' && i_ + 1 < s_.size()) {
         char n = s_[i_ + 1];
@@ -173,9 +181,14 @@ class Expander {
         return Status::InvalidArgument(std::string("unsupported modifier (") + mod +
                                        ") in substitution: " + std::string(s_));
       }
-      // The word is itself expanded (without quotes: it is a value).
+      // The word is itself expanded (without quotes: it is a value), one level deeper.
+      if (depth_ >= kMaxSubstitutionDepth) {
+        return Status::InvalidArgument("substitutions nested more than " +
+                                       std::to_string(kMaxSubstitutionDepth) + " deep");
+      }
       Expander inner(s_, vars_, false);
       inner.i_ = i_;
+      inner.depth_ = depth_ + 1;
       IMGFS_ASSIGN_OR_RETURN(std::string word, inner.Run(true));
       i_ = inner.i_;
       bool set = val != nullptr && (!colon || !val->empty());
@@ -207,6 +220,8 @@ class Expander {
   const BuildVars& vars_;
   bool keep_;
   size_t i_ = 0;
+  size_t limit_;   // the longest result: the input plus kMaxExpandedWord
+  int depth_ = 0;  // ${NAME:-word} nesting
 };
 
 }  // namespace
@@ -241,11 +256,29 @@ Result<std::vector<std::string>> ExpandWords(std::string_view s, const BuildVars
   }
   if (in_word) raw.push_back(std::move(cur));
   std::vector<std::string> out;
+  size_t total = 0;  // each word is bounded; so is their sum ("$A $A $A ...")
   for (const auto& w : raw) {
     IMGFS_ASSIGN_OR_RETURN(std::string e, ExpandWord(w, vars, false));
+    total += e.size();
+    if (total > s.size() + kMaxExpandedWord) return TooLarge("the words");
     out.push_back(std::move(e));
   }
   return out;
+}
+
+bool ParseExecForm(std::string_view text, std::vector<std::string>* words) {
+  if (text.empty() || text.front() != '[') return false;
+  simdjson::dom::parser parser;
+  simdjson::dom::array arr;
+  if (parser.parse(text.data(), text.size()).get(arr) != simdjson::SUCCESS) return false;
+  std::vector<std::string> v;
+  for (auto el : arr) {
+    std::string_view s;
+    if (el.get(s) != simdjson::SUCCESS) return false;
+    v.emplace_back(s);
+  }
+  *words = std::move(v);
+  return true;
 }
 
 Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text) {
@@ -318,27 +351,12 @@ Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text) {
       rest = TrimView(rest.substr(e));
     }
     ins.args = std::string(rest);
-    if (JsonForm(ins.cmd) && !rest.empty() && rest.front() == '[') {
-      simdjson::dom::parser parser;
-      simdjson::dom::array arr;
-      std::vector<std::string> v;
-      bool ok = parser.parse(rest.data(), rest.size()).get(arr) == simdjson::SUCCESS;
-      if (ok) {
-        for (auto el : arr) {
-          std::string_view s;
-          if (el.get(s) != simdjson::SUCCESS) {
-            ok = false;
-            break;
-          }
-          v.emplace_back(s);
-        }
-      }
-      if (ok) {
-        ins.json = true;
-        ins.json_args = std::move(v);
-      }
-    }
+    if (JsonForm(ins.cmd)) ins.json = ParseExecForm(rest, &ins.json_args);
     out.push_back(std::move(ins));
+    if (out.size() > kMaxInstructions) {
+      return Status::InvalidArgument("Dockerfile has more than " +
+                                     std::to_string(kMaxInstructions) + " instructions");
+    }
   }
   return out;
 }

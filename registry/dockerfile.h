@@ -21,6 +21,7 @@
 #ifndef IMGFS_REGISTRY_DOCKERFILE_H_
 #define IMGFS_REGISTRY_DOCKERFILE_H_
 
+#include <cstddef>
 #include <map>
 #include <string>
 #include <string_view>
@@ -42,7 +43,28 @@ struct DockerInstruction {
 
 Result<std::vector<DockerInstruction>> ParseDockerfile(std::string_view text);
 
+// The exec (JSON) form: true and the words when `text` is a JSON array of strings only.
+bool ParseExecForm(std::string_view text, std::vector<std::string>* words);
+
 using BuildVars = std::map<std::string, std::string>;
+
+// Bounds against a hostile Dockerfile: its size (the builder reads no more), how deep
+// ${A:-${B:-...}} may nest, and how much substitution may add to one word, or to the
+// words of one ExpandWords call ("ENV A=$A$A" repeated would double it each line).
+// The builder adds two (registry/builder_internal.h): what one instruction's
+// substitutions may produce in all (["$A","$A",...] is many words), and how large the
+// config and the ARG values may grow over all lines ("ENV Bn=$A" for n = 1..100000:
+// each word small enough, the sum not); 16 MiB is the largest config pull accepts.
+// Past any of them: a clear error.
+inline constexpr size_t kMaxDockerfileSize = 16u << 20;
+inline constexpr int kMaxSubstitutionDepth = 64;
+inline constexpr size_t kMaxExpandedWord = 1u << 20;
+inline constexpr size_t kMaxExpandedInstruction = 4u << 20;
+inline constexpr size_t kMaxBuildState = 16u << 20;
+// Each instruction costs time in the size of the config so far (parsed, changed,
+// copied): with a config near kMaxBuildState that is ~0.1 s of CPU, so a 16 MiB
+// Dockerfile of short lines would run for days. Real Dockerfiles have hundreds.
+inline constexpr size_t kMaxInstructions = 10000;
 
 // With keep_quotes, quotes and backslashes are kept and each substituted value is
 // escaped (\ before \ " ' and blanks), so that a later word split (ENV/LABEL KEY=VALUE

@@ -2,7 +2,9 @@
 
 #include <simdjson.h>
 
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 namespace imgfs {
@@ -229,6 +231,54 @@ std::string FormatRfc3339(int64_t unix_seconds) {
   char buf[64];
   strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+Result<int64_t> ParseGoDurationNs(std::string_view s) {
+  auto invalid = [&] {
+    return Status::InvalidArgument("time: invalid duration \"" + std::string(s) + "\"");
+  };
+  std::string_view r = s;
+  bool neg = false;
+  if (!r.empty() && (r[0] == '-' || r[0] == '+')) {
+    neg = r[0] == '-';
+    r.remove_prefix(1);
+  }
+  if (r == "0") return 0;
+  if (r.empty()) return invalid();
+  static const std::pair<std::string_view, long double> kUnits[] = {
+      {"ns", 1},   {"us", 1e3}, {"\xC2\xB5s", 1e3}, {"\xCE\xBCs", 1e3},
+      {"ms", 1e6}, {"s", 1e9},  {"m", 60e9},        {"h", 3600e9}};
+  long double total = 0;
+  while (!r.empty()) {
+    size_t j = 0;
+    bool digits = false;
+    for (; j < r.size() && (std::isdigit(static_cast<unsigned char>(r[j])) || r[j] == '.'); j++) {
+      digits = digits || r[j] != '.';
+    }
+    std::string num(r.substr(0, j));
+    char* end = nullptr;
+    long double v = std::strtold(num.c_str(), &end);
+    if (!digits || end != num.c_str() + num.size()) return invalid();  // "", ".", "1.2.3"
+    size_t k = j;  // the unit: up to the next digit or '.'
+    while (k < r.size() && r[k] != '.' && !std::isdigit(static_cast<unsigned char>(r[k]))) k++;
+    std::string_view unit = r.substr(j, k - j);
+    if (unit.empty()) {
+      return Status::InvalidArgument("time: missing unit in duration \"" + std::string(s) + "\"");
+    }
+    long double mul = 0;
+    for (const auto& [name, m] : kUnits) {
+      if (unit == name) mul = m;
+    }
+    if (mul == 0) {
+      return Status::InvalidArgument("time: unknown unit \"" + std::string(unit) +
+                                     "\" in duration \"" + std::string(s) + "\"");
+    }
+    total += v * mul;
+    if (total > 9223372036854775807.0L) return invalid();
+    r.remove_prefix(k);
+  }
+  auto ns = static_cast<int64_t>(total);
+  return neg ? -ns : ns;
 }
 
 }  // namespace imgfs

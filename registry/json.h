@@ -84,6 +84,10 @@ Result<Compression> LayerCompression(std::string_view media_type);
 // Seconds since the epoch for an RFC 3339 time; 0 when empty or malformed.
 int64_t ParseRfc3339(std::string_view s);
 std::string FormatRfc3339(int64_t unix_seconds);
+// Go's time.ParseDuration ("1h30m", "500ms", "-2h", "0") in nanoseconds, as image
+// configs (HEALTHCHECK) and docker's filters write them; Go's errors, and one past
+// Go's range (about 292 years) is "invalid duration", not an overflow.
+Result<int64_t> ParseGoDurationNs(std::string_view s);
 
 }  // namespace imgfs
 

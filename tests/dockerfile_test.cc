@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "registry/json.h"
+
 namespace imgfs {
 namespace {
 
@@ -132,6 +134,97 @@ TEST(DockerfileExpand, Words) {
   auto w = ExpandWords("\"a b\" c\\ d '$D' $D", v);
   ASSERT_TRUE(w.ok());
   EXPECT_EQ(*w, (std::vector<std::string>{"a b", "c d", "$D", "/dst dir"}));
+}
+
+// Hostile input: nesting and growth end in an error, never a stack overflow or a
+// word of gigabytes.
+TEST(DockerfileExpand, NestingAndGrowthAreBounded) {
+  BuildVars v = {{"A", std::string(1 << 19, 'a')}};  // 512 KiB
+  std::string nested;
+  for (int i = 0; i < kMaxSubstitutionDepth; i++) nested += "${X:-";
+  nested += "x" + std::string(kMaxSubstitutionDepth, '}');
+  EXPECT_EQ(Expand(nested, v), "x");  // 64 deep is fine
+  auto deep = ExpandWord("${X:-" + nested + "}", v, false);
+  ASSERT_FALSE(deep.ok());
+  EXPECT_EQ(deep.status().message(), "substitutions nested more than 64 deep");
+  auto r = ExpandWord("$A$A", v, false);  // 1 MiB from 4 bytes: just fits
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->size(), size_t{1} << 20);
+  for (bool keep : {false, true}) {
+    for (std::string w : {"$A$A$A", "\"$A$A$A\"", "${X:-$A$A$A}"}) {
+      auto big = ExpandWord(w, v, keep);
+      ASSERT_FALSE(big.ok()) << w;
+      EXPECT_EQ(big.status().message(), "substitution makes a word more than 1 MiB longer");
+    }
+  }
+  auto words = ExpandWords("$A $A $A", v);  // each word fits, the three do not
+  ASSERT_FALSE(words.ok());
+  EXPECT_EQ(words.status().message(), "substitution makes the words more than 1 MiB longer");
+  EXPECT_TRUE(ExpandWords("$A $A", v).ok());
+}
+
+TEST(DockerfileParse, InstructionCountIsBounded) {
+  std::string text = "FROM scratch\n";
+  for (size_t i = 1; i < kMaxInstructions; i++) text += "LABEL a=b\n";
+  auto ok = ParseDockerfile(text);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->size(), kMaxInstructions);
+  auto r = ParseDockerfile(text + "# a comment is no instruction\n\nLABEL c=d\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "Dockerfile has more than 10000 instructions");
+}
+
+TEST(DockerfileParse, ExecForm) {
+  std::vector<std::string> w = {"kept"};
+  EXPECT_TRUE(ParseExecForm(R"(["/bin/sh", "-c", "a b"])", &w));
+  EXPECT_EQ(w, (std::vector<std::string>{"/bin/sh", "-c", "a b"}));
+  w = {"kept"};
+  for (const char* bad : {"", "echo [x]", "[\"a\", 1]", "[\"a\"", "{\"a\": 1}", "[\"a\"] x"}) {
+    EXPECT_FALSE(ParseExecForm(bad, &w)) << bad;
+    EXPECT_EQ(w, std::vector<std::string>{"kept"}) << bad;
+  }
+  EXPECT_TRUE(ParseExecForm("[]", &w));
+  EXPECT_TRUE(w.empty());
+}
+
+// Go's time.ParseDuration, as HEALTHCHECK flags and --filter until= use it.
+TEST(GoDuration, GoSyntaxAndRange) {
+  const std::pair<const char*, int64_t> good[] = {
+      {"0", 0},
+      {"-0", 0},
+      {"1h30m", 5400000000000},
+      {"500ms", 500000000},
+      {"-2h", -7200000000000},
+      {"+5s", 5000000000},
+      {"1.5h", 5400000000000},
+      {".5s", 500000000},
+      {"1us", 1000},
+      {"1\xC2\xB5s", 1000},  // µs, as Go writes it
+      {"3ns", 3},
+      {"2562047h", 2562047 * 3600000000000},  // near Go's largest (about 292 years)
+  };
+  for (const auto& [s, ns] : good) {
+    auto r = ParseGoDurationNs(s);
+    ASSERT_TRUE(r.ok()) << s << ": " << r.status().ToString();
+    EXPECT_EQ(*r, ns) << s;
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"", "time: invalid duration \"\""},
+      {"-", "time: invalid duration \"-\""},
+      {".", "time: invalid duration \".\""},
+      {"1.2.3s", "time: invalid duration \"1.2.3s\""},
+      {"h", "time: invalid duration \"h\""},
+      {"1", "time: missing unit in duration \"1\""},
+      {"1s2", "time: missing unit in duration \"1s2\""},
+      {"1x", "time: unknown unit \"x\" in duration \"1x\""},
+      {"9999999999h", "time: invalid duration \"9999999999h\""},  // past int64 ns
+      {"2562048h", "time: invalid duration \"2562048h\""},
+  };
+  for (const auto& [s, msg] : bad) {
+    auto r = ParseGoDurationNs(s);
+    ASSERT_FALSE(r.ok()) << s;
+    EXPECT_EQ(r.status().message(), msg);
+  }
 }
 
 }  // namespace

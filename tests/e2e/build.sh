@@ -149,6 +149,45 @@ expect_fail "an unknown base image" 'line 1: FROM' "$IMGFS" build -t test/bad:1 
 printf 'FROM test/base:1\nCOPY ../etc/passwd /\n' >ctx/Dockerfile.escape
 expect_fail "a source outside the context" 'line 2: COPY: \.\./etc/passwd: not found' \
   "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.escape ctx
+# Hostile Dockerfiles: bounded memory and stack, one clear line each (the builds run
+# under a 2 GiB data limit, so an unbounded one fails without the message; -d, not -v:
+# LMDB's map alone is larger than any address-space limit that would catch it).
+bounded() { (ulimit -d 2097152; "$@"); }
+head -c $((17 << 20)) /dev/zero | tr '\0' '#' >ctx/Dockerfile.huge
+expect_fail "a Dockerfile over 16 MiB is refused, not read" 'Dockerfile.huge: file too large$' \
+  bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.huge ctx
+{ printf 'FROM test/base:1\nENV A=0123456789abcdef\n'; for _ in $(seq 40); do echo 'ENV A=$A$A'; done; } \
+  >ctx/Dockerfile.bomb
+expect_fail "a substitution bomb (ENV A=\$A\$A x40) is refused" \
+  'line [0-9]+: ENV: substitution makes a word more than 1 MiB longer$' \
+  bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.bomb ctx
+python3 -c "print('FROM test/base:1\nENV A=' + '\${X:-' * 200000 + 'x' + '}' * 200000)" >ctx/Dockerfile.deep
+expect_fail "substitutions nested 200000 deep are refused (no stack overflow)" \
+  'line 2: ENV: substitutions nested more than 64 deep$' \
+  bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.deep ctx
+# A of 1 MiB (16 bytes doubled 16 times), then many words of it in one instruction, or
+# many variables of it over many lines: each word is within bounds, the sum is not.
+mib() { printf 'FROM test/base:1\nENV A=0123456789abcdef\n'; for _ in $(seq 16); do echo 'ENV A=$A$A'; done; }
+{ mib; echo 'ARG X=$A Y=$A'; } >ctx/Dockerfile.words
+expect_fail "two 1 MiB words in one ARG are refused" \
+  'line 19: ARG: substitution makes the words more than 1 MiB longer$' \
+  bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.words ctx
+{ mib; echo 'COPY ["$A", "$A", "$A", "$A", "$A", "/"]'; } >ctx/Dockerfile.jsonwords
+expect_fail "five 1 MiB words of an exec-form COPY are refused" \
+  'line 19: COPY: substitution makes the instruction more than 4 MiB longer$' \
+  bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.jsonwords ctx
+{ mib; for n in $(seq 20); do echo "ENV B$n=\$A"; done; } >ctx/Dockerfile.manyvars
+expect_fail "twenty 1 MiB variables (a config past 16 MiB) are refused" \
+  'line [0-9]+: ENV: the config and ARG values pass 16 MiB$' \
+  bounded "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.manyvars ctx
+{ echo 'FROM test/base:1'; for n in $(seq 10000); do echo "LABEL l$n=y"; done; } >ctx/Dockerfile.long
+expect_fail "a Dockerfile of 10001 instructions is refused before any step" \
+  '^imgfs: build: Dockerfile has more than 10000 instructions$' \
+  "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.long ctx
+printf 'FROM test/base:1\nHEALTHCHECK --interval=9999999999h CMD true\n' >ctx/Dockerfile.hc
+expect_fail "a HEALTHCHECK duration past Go's range is refused, not wrapped" \
+  'line 2: HEALTHCHECK: time: invalid duration "9999999999h"$' \
+  "$IMGFS" build -t test/bad:1 -f ctx/Dockerfile.hc ctx
 check "the store is unchanged after the refusals" test "$(store_state)" = "$state"
 check "imgfs verify finds the built images consistent" bash -c "'$IMGFS' verify >/dev/null"
 finish

@@ -72,10 +72,17 @@ for _ in $(seq 300); do grep -q 'Running in' kill.out && [[ $(overlays) -ge 1 ]]
 kill -9 "$kpid"; wait "$kpid" 2>/dev/null || true
 check "a SIGKILLed build leaves its overlay and its own store mount" \
   bash -c "[[ $(overlays) -eq 1 && $(store_mounts) -eq 1 ]]"
+# Another user's imgfs-build-* in the same TMPDIR (anyone may write /var/tmp), its owner
+# file naming a dead pid: not ours to judge, so not removed.
+mkdir -m 700 "$TMPDIR/imgfs-build-foreign"
+echo "999999999 1" >"$TMPDIR/imgfs-build-foreign/owner"
+chown -R nobody "$TMPDIR/imgfs-build-foreign"
 printf 'FROM test/base:1\nLABEL x=y\n' >ctx/Dockerfile.after
 "$IMGFS" build -f ctx/Dockerfile.after -t test/after:1 ctx >after.out 2>after.err || true
 check "the next build cleans up after the killed one: two dirs (RUN, own mount), one line each" \
   test "$(grep -c "^imgfs: build: cleaned up after a killed build (pid $kpid): .* (1 unmounted)$" after.err)" -eq 2
+check "another user's imgfs-build-* dir is left alone, and not named" \
+  bash -c "[[ -f '$TMPDIR/imgfs-build-foreign/owner' ]] && ! grep -q foreign after.err"
 check "... no overlay, no store mount, no runc container of it is left" \
   bash -c "[[ $(overlays) -eq 0 && $(store_mounts) -eq 0 && -z \$(runc list -q | grep '^imgfs-build-$kpid-') ]]"
 check "... and no directory of it" bash -c "! grep -rlsx '$kpid .*' '${TMPDIR:-/tmp}'/imgfs-build-*/owner"
@@ -244,6 +251,48 @@ expect_fail "an exec-form RUN's exit code is named" \
 printf 'FROM test/base:1\nUSER nobody2\nRUN true\n' >ctx/Dockerfile.user
 expect_fail "an unknown USER name is refused" "unable to find user nobody2: no matching entries in passwd file" \
   "$IMGFS" build -f ctx/Dockerfile.user -t test/bad:1 ctx
+
+# A hostile base image: its links name paths of the HOST (a passwd the host has, the
+# host's /dev/zero, a host directory). RUN must read and create inside the image only.
+# The builds run with a 1 GiB data limit, so an unbounded read fails without the line.
+bounded() { (ulimit -d 1048576; "$@"); }
+mkdir -p evil/etc evil/bin outside
+cp -a base/bin/. evil/bin/
+printf 'app:x:4242:4242::/:/bin/sh\n' >hostpasswd
+ln -s "$T/hostpasswd" evil/etc/passwd
+ln -s /dev/zero evil/etc/group
+ln -s "$T/outside" evil/w
+mkdir -p "evil/$T/outside"  # the link's target inside the image too
+tar --numeric-owner -C evil -cf evil.tar .
+"$IMGFS" import evil.tar test/evil:1 >/dev/null
+printf 'FROM test/evil:1\nUSER app\nRUN true\n' >ctx/Dockerfile.evil
+expect_fail "USER: /etc/passwd and /etc/group linking to host files are the image's (absent)" \
+  "^imgfs: build: Dockerfile line 3: RUN: unable to find user app: no matching entries in passwd file$" \
+  bounded "$IMGFS" build -f ctx/Dockerfile.evil -t test/bad:1 ctx
+# (WORKDIR on an image of its own: runc's init reads the image's /etc/group too, and
+# gives up on /dev/zero.)
+rm evil/etc/passwd evil/etc/group
+tar --numeric-owner -C evil -cf evilwd.tar .
+"$IMGFS" import evilwd.tar test/evilwd:0 >/dev/null
+printf 'FROM test/evilwd:0\nWORKDIR /w/made\nRUN touch here\n' >ctx/Dockerfile.evilwd
+rc=0
+"$IMGFS" build -f ctx/Dockerfile.evilwd -t test/evilwd:1 ctx >evilwd.out 2>evilwd.err || rc=$?
+check "WORKDIR through a link to a host directory builds" test $rc -eq 0
+[[ $rc -eq 0 ]] || cat evilwd.err
+check "... and creates nothing on the host" test ! -e "$T/outside/made"
+check "... but inside the image, where the link points in it (the RUN ran there)" \
+  test -f "$M/test/evilwd/1/$T/outside/made/here"
+# A 24 MiB /etc/passwd line of ':' (a field per byte) before the real entry.
+mkdir -p bigpw/etc
+{ head -c $((24 << 20)) /dev/zero | tr '\0' ':'; printf '\napp:x:1000:1000::/:/bin/sh\n'; } >bigpw/etc/passwd
+tar --numeric-owner -C bigpw -cf bigpw.tar .
+"$IMGFS" import bigpw.tar test/bigpw:1 >/dev/null
+printf 'FROM test/bigpw:1\nCOPY --chown=app owned /x\n' >ctx/Dockerfile.bigpw
+rc=0
+bounded "$IMGFS" build -f ctx/Dockerfile.bigpw -t test/bigpw:2 ctx >bigpw.out 2>bigpw.err || rc=$?
+check "--chown reads a 24 MiB one-line /etc/passwd in bounded memory" \
+  bash -c "[[ $rc -eq 0 && \$(stat -c %u:%g '$M/test/bigpw/2/x') == 1000:1000 ]]"
+[[ $rc -eq 0 ]] || cat bigpw.err
 check "a failed build tags nothing" bash -c "! '$IMGFS' inspect test/bad:1 >/dev/null 2>&1"
 check "no overlay is left behind after failures" test "$(overlays)" -eq 0
 check "only the test's own store mount is there" test "$(store_mounts)" -eq 1
