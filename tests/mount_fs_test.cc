@@ -16,6 +16,7 @@
 
 #include "registry/image_loader.h"
 #include "tests/tar_builder.h"
+#include "tests/wait_for.h"
 
 namespace imgfs {
 namespace {
@@ -290,16 +291,7 @@ TEST_F(MountFsTest, OpenFileKeepsReadingAfterItsImageIsRemoved) {
   EXPECT_EQ(Walk("alpha/1"), 0u);
 }
 
-// Waits (up to 60 s: a loaded machine) for pred; false on timeout.
-template <typename F>
-bool WaitFor(F pred) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
+using test::WaitFor;
 
 // Descriptors of this process open on `path` (deleted or not).
 int FdsOn(const std::string& path) {

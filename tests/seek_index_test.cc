@@ -21,6 +21,7 @@
 #include "fs/span_cache.h"
 #include "registry/image_loader.h"
 #include "tests/tar_builder.h"
+#include "tests/wait_for.h"
 
 namespace imgfs {
 namespace {
@@ -511,16 +512,7 @@ TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
   EXPECT_EQ(calls.load(), 2);
 }
 
-// Waits (up to 60 s) for pred; false on timeout.
-template <typename F>
-bool WaitFor(F pred) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
+using test::WaitFor;
 
 TEST_F(SpanReadTest, PrefetchDecodesAheadAndLaterReadsDecodeNothing) {
   LayerReader r(*store_);
