@@ -13,14 +13,17 @@
 
 #include <cerrno>
 #include <climits>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fs/mount_fs.h"
@@ -35,6 +38,54 @@ struct Context {
   bool want_no_open = true;  // use the kernel's no-open/no-opendir modes when offered
   bool no_open = false;      // set in init: answer open/opendir with ENOSYS once
   bool no_opendir = false;
+};
+
+// Sends the kernel FUSE_NOTIFY_INVAL_ENTRY for the names MountFs reports stale
+// (MountFs::set_invalidator), from a thread of its own: a request's handler must not
+// send it, for the kernel may hold the directory's lock for that very request. The
+// queue is bounded; a name dropped from it is forgotten by the kernel under memory
+// pressure instead, as before.
+class EntryInvalidator {
+ public:
+  explicit EntryInvalidator(fuse_session* se) : se_(se), thread_([this] { Run(); }) {}
+  ~EntryInvalidator() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void Push(const MountFs::StaleName& n) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (queue_.size() >= kMaxQueued) return;
+      queue_.push_back(n);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 65536;
+  void Run() {
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      MountFs::StaleName n = std::move(queue_.front());
+      queue_.pop_front();
+      l.unlock();
+      // ENOENT (the kernel has no such dentry any more) is the common, harmless answer.
+      (void)fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
+      l.lock();
+    }
+  }
+  fuse_session* se_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<MountFs::StaleName> queue_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the members above exist
 };
 
 Context* Ctx(fuse_req_t req) {
@@ -461,12 +512,17 @@ int RunMount(const MountOptions& in) {
   } else {
     ctx.fs = std::move(*fs);
     Log(&ctx, "mounted %s on %s", o.root.c_str(), o.mountpoint.c_str());
+    auto invalidator = std::make_unique<EntryInvalidator>(se);
+    ctx.fs->set_invalidator(
+        [inv = invalidator.get()](const MountFs::StaleName& n) { inv->Push(n); });
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_idle_threads(cfg, 8);
     fuse_loop_cfg_set_max_threads(cfg, 32);
     rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
+    ctx.fs->set_invalidator(nullptr);
+    invalidator.reset();
     Log(&ctx, "unmounting %s", o.mountpoint.c_str());
     if (ctx.fs) {
       LayerReader& r = ctx.fs->layer_reader();

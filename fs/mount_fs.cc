@@ -11,7 +11,6 @@
 #include <set>
 
 #include "index/file_util.h"
-#include "index/json_writer.h"
 #include "index/names.h"
 
 namespace imgfs {
@@ -35,60 +34,6 @@ Status BadInode() {
 }
 
 }  // namespace
-
-std::shared_ptr<const Snapshot> Snapshot::Build(
-    const std::vector<std::pair<std::string, std::string>>& refs, const std::vector<Digest>& images,
-    uint64_t generation, const struct timespec& not_before) {
-  auto s = std::make_shared<Snapshot>();
-  s->generation = generation;
-  ::clock_gettime(CLOCK_REALTIME, &s->built_at);
-  if (s->built_at.tv_sec < not_before.tv_sec ||
-      (s->built_at.tv_sec == not_before.tv_sec && s->built_at.tv_nsec <= not_before.tv_nsec)) {
-    s->built_at = not_before;  // strictly later than the snapshot it replaces
-    if (++s->built_at.tv_nsec == 1000000000) {
-      s->built_at.tv_nsec = 0;
-      s->built_at.tv_sec++;
-    }
-  }
-  s->dirs[""];
-  struct Leaf {
-    std::string dir, name;
-    Digest image;
-  };
-  std::vector<Leaf> leaves;
-  std::map<std::string, std::map<std::string, std::string>> repos;  // familiar → name → id
-  for (const auto& [ref, id_hex] : refs) {
-    auto id = Digest::FromHex(id_hex);
-    if (!id.ok()) continue;
-    RefParts parts = SplitCanonicalRef(ref);
-    std::string fam = FamiliarizeName(parts.name);
-    std::string dir;
-    for (std::string_view comp : SplitPath(fam)) {
-      std::string child = dir.empty() ? std::string(comp) : dir + "/" + std::string(comp);
-      s->dirs[dir].try_emplace(std::string(comp), Child{false, Digest(), child});
-      s->dirs[child];
-      dir = child;
-    }
-    leaves.push_back({dir, parts.leaf, *id});
-    repos[fam][fam + (parts.is_digest ? "@" : ":") + parts.leaf] = id->str();
-  }
-  // Tags (and digests) go in last: a tag shadows a same-named sub-repository.
-  for (const Leaf& l : leaves) {
-    s->dirs[l.dir].insert_or_assign(l.name, Child{true, l.image, l.dir + "/" + l.name});
-  }
-  s->images = images;
-  std::sort(s->images.begin(), s->images.end());
-  JsonWriter w;
-  w.BeginObject().Key("Repositories").BeginObject();
-  for (const auto& [repo, names] : repos) {
-    w.Key(repo).BeginObject();
-    for (const auto& [n, id] : names) w.Key(n).String(id);
-    w.EndObject();
-  }
-  w.EndObject().EndObject();
-  s->repositories_json = w.str() + "\n";
-  return s;
-}
 
 struct MountFs::FileHandle {
   std::shared_ptr<UniqueFd> fd;  // the layer's uncompressed stream, pinned while open
@@ -161,6 +106,8 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
   if (moved) {
     ReleaseRemoved();
     DropCompletedLazy();
+    if (invalidator_)
+      for (const StaleName& n : StaleNames(*out)) invalidator_(n);
   }
   return out;
 }
@@ -472,14 +419,9 @@ Result<MountFs::Entry> MountFs::NameChildEntry(const Snapshot& snap, const std::
 }
 
 Result<MountFs::Entry> MountFs::IdEntry(const Snapshot& snap, std::string_view name) {
-  if (name.size() < 12 || name.size() > 64 || !IsLowerHex(name)) return NoEntry();
-  auto it = std::lower_bound(snap.images.begin(), snap.images.end(), name,
-                             [](const Digest& d, std::string_view n) { return d.hex() < n; });
-  if (it == snap.images.end() || it->hex().compare(0, name.size(), name) != 0) return NoEntry();
-  if (it + 1 != snap.images.end() && (it + 1)->hex().compare(0, name.size(), name) == 0) {
-    return NoEntry();  // ambiguous prefix
-  }
-  Snapshot::Child c{true, *it, ".id/" + std::string(name)};
+  const Digest* id = snap.ResolveId(name);
+  if (!id) return NoEntry();
+  Snapshot::Child c{true, *id, ".id/" + std::string(name)};
   return NameChildEntry(snap, ".id", std::string(name), c, Ino(0, kIdDirNode));
 }
 

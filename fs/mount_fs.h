@@ -87,6 +87,12 @@ struct Snapshot {
   std::vector<Digest> images;                                // every image, for .id/
   std::string repositories_json;
 
+  // The image a `.id/` name resolves to: a unique prefix of 12 to 64 hex digits; null
+  // for none.
+  const Digest* ResolveId(std::string_view prefix) const;
+  // Whether the name at `path` ("ubuntu/16.04", ".id/<prefix>") shows `image`.
+  bool Shows(const std::string& path, const Digest& image) const;
+
   // Builds the namespace from (canonical reference, image id hex) pairs.
   static std::shared_ptr<const Snapshot> Build(
       const std::vector<std::pair<std::string, std::string>>& refs,
@@ -163,6 +169,21 @@ class MountFs {
   // their own. Otherwise (open=kernel) a removed layer's pin is dropped once the kernel
   // holds no inode of any instance that uses it (KernelRef/KernelForget).
   void set_opens_tracked(bool tracked) { opens_tracked_.store(tracked); }
+  // Names the kernel may still hold an image instance under although the store no
+  // longer shows it there: the image was removed or the name moved to another image (a
+  // `.layers/<hex>` view: the layer was removed). When the generation moves, the
+  // invalidator gets (parent inode, name) for each such name whose instance the kernel
+  // holds (KernelRef). The adapter sends FUSE_NOTIFY_INVAL_ENTRY for them from a thread
+  // of its own (never from a request: the kernel may hold the directory's lock for
+  // it), so the kernel drops those dentries and, for the inodes nothing else holds,
+  // sends FORGETs at once: a removed layer's pin is then let go without waiting for
+  // memory pressure (ReleaseRemoved), and a moved name shows its new image at once.
+  // Called outside every lock of this class; it must not block.
+  struct StaleName {
+    uint64_t parent = 0;
+    std::string name;
+  };
+  void set_invalidator(std::function<void(const StaleName&)> f) { invalidator_ = std::move(f); }
   // The kernel's references to inodes (its nlookup counts), summed per instance: the
   // adapter calls KernelRef for every inode it hands the kernel (a lookup reply, a
   // readdirplus entry other than . and ..) before replying, and KernelForget for
@@ -207,6 +228,9 @@ class MountFs {
   // instance that uses one is still held by the kernel; those wait in pending_ until
   // the last such instance is forgotten (CheckPending).
   void ReleaseRemoved();
+  // The names of held instances that `snap` no longer shows (set_invalidator).
+  std::vector<StaleName> StaleNames(const Snapshot& snap);
+  std::function<void(const StaleName&)> invalidator_;  // set before the first request
   void CheckPending();
   void CheckPendingLocked();  // under release_mu_
   // Forgets the layers and evicts the cached trees that use them (their image is gone).
