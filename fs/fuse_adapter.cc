@@ -145,6 +145,10 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS)
     conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // ACLs in image files (system.posix_acl_* xattrs) are enforced by the kernel, as on
+  // the overlayfs a runtime would unpack to, and cached per inode with their absence:
+  // `ls -l` then asks once per file (security.selinux), not twice.
+  if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   // No open/opendir round trips: the kernel then opens every file with keep_cache
   // and every directory with cache_readdir by itself, which is what imgfs wants.
   if (c->want_no_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# POSIX ACLs through the mount. An image file's system.posix_acl_access xattr (a layer's
+# SCHILY.xattr.system.posix_acl_access, as docker and buildah write it) is an ACL the
+# kernel enforces, as on the overlayfs a container runtime would unpack to: the mount
+# asks for FUSE_POSIX_ACL, so a user the ACL names may read a file its mode bits alone
+# would refuse. The kernel then also caches each inode's ACLs (and their absence):
+# `ls -l` asks the daemon once per file (security.selinux) instead of twice, which
+# is most of the cost of `ls -l` on a large directory (issue 12: 10,000 tags).
+# Needs root (setpriv to another uid, allow_other).
+source "$(dirname "$0")/lib.sh"
+require_fuse
+need python3 setpriv getfattr
+if [[ $(id -u) -ne 0 ]]; then
+  not_ok "this suite needs root (another uid reads through an allow_other mount)"
+  finish
+fi
+cd "$T"
+chmod 0755 "$T"  # the other uid must reach the mount point (the store stays 0700)
+
+# One layer: `shared` (0640 root:root, an ACL granting uid 65534 read), `private` (0640,
+# no ACL), and a directory of 300 files for the request count. Written by Python's
+# tarfile: GNU tar stores ACLs as SCHILY.acl.* text, not as the xattr images carry.
+/usr/bin/python3 - <<'EOF'
+import io, struct, tarfile
+U = 0xffffffff  # ACL_UNDEFINED_ID
+entries = [(0x01, 6, U), (0x02, 4, 65534), (0x04, 0, U), (0x10, 4, U), (0x20, 0, U)]
+acl = struct.pack('<I', 2) + b''.join(struct.pack('<HHI', t, p, i) for t, p, i in entries)
+open('acl.bin', 'wb').write(acl)
+with tarfile.open('l.tar', 'w', format=tarfile.PAX_FORMAT) as t:
+    def add(name, data=b'', mode=0o644, xattr=None):
+        ti = tarfile.TarInfo(name)
+        ti.size, ti.mode = len(data), mode
+        if xattr:
+            ti.pax_headers = {'SCHILY.xattr.system.posix_acl_access':
+                              xattr.decode('utf-8', 'surrogateescape')}
+        t.addfile(ti, io.BytesIO(data))
+    add('shared', b'for nobody\n', 0o640, acl)
+    add('private', b'root only\n', 0o640)
+    d = tarfile.TarInfo('many'); d.type, d.mode = tarfile.DIRTYPE, 0o755
+    t.addfile(d)
+    for i in range(300):
+        add(f'many/f{i}', b'x')
+EOF
+"$IMGFS" import l.tar t/acl:1 >/dev/null
+M=$T/mnt
+mkdir -p "$M"
+CLEANUP_MOUNTS="$M"
+# -o debug: libfuse prints every request, so the second `ls -l` below can be counted.
+"$IMGFS" mount -f -o allow_other,debug "$M" 2>debug.log &
+CLEANUP_PIDS=$!
+wait_mounted "$M"
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+check "the ACL reads back byte for byte" bash -c \
+  "getfattr -n system.posix_acl_access -e hex '$M/t/acl/1/shared' | grep -qx \"system.posix_acl_access=0x$(od -An -tx1 -v acl.bin | tr -d ' \n')\""
+check "ls -l marks the file that has an ACL with +" bash -c "ls -l '$M/t/acl/1' | grep -q '^-rw-r-----+ .* shared$'"
+check "the user the ACL names reads the file" test "$(nobody cat "$M/t/acl/1/shared")" = "for nobody"
+check "the same user is refused a file with the same mode and no ACL" \
+  bash -c "! setpriv --reuid=65534 --regid=65534 --clear-groups cat '$M/t/acl/1/private' 2>/dev/null"
+check "root reads both" bash -c "cat '$M/t/acl/1/shared' '$M/t/acl/1/private' >/dev/null"
+ls -l "$M/t/acl/1/many" >/dev/null
+sleep 0.2
+before=$(grep -c 'opcode: GETXATTR' debug.log)
+ls -l "$M/t/acl/1/many" >/dev/null
+sleep 0.2
+asked=$(($(grep -c 'opcode: GETXATTR' debug.log) - before))
+echo "# a second ls -l of 300 files: $asked GETXATTR requests"
+# Without FUSE_POSIX_ACL the kernel sends every ACL lookup on: 603 here (security.selinux
+# and system.posix_acl_access for each file).
+check "a second ls -l asks at most one xattr per file ($asked for 300)" test "$asked" -le 310
+"$IMGFS" umount "$M" && wait_unmounted "$M"
+finish
