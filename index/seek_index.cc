@@ -716,7 +716,7 @@ Status SeekIndex::ZlibSpan(const SeekPoint& p, std::string& in, std::string* out
   return Status::Ok();
 }
 
-Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, bool zlib_only) const {
+Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder) const {
   if (i >= count_) return Status::InvalidArgument("no such span");
   SeekPoint p = point(i);
   uint64_t len = SpanEnd(i) - SpanStart(i);
@@ -730,8 +730,10 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, bool zlib_only)
                       " (tar bytes " + std::to_string(p.out_off) + "-" +
                       std::to_string(p.out_off + len) + ")";
   if (len == 0) return out;
-  if (format_ == Compression::kGzip && !zlib_only && IsalSpan(p, in, &out)) {
+  if (format_ == Compression::kGzip && decoder != Decoder::kZlibOnly && IsalSpan(p, in, &out)) {
     // decoded by ISA-L
+  } else if (format_ == Compression::kGzip && decoder == Decoder::kIsalOnly) {
+    return Status::Corruption(where + ": ISA-L could not decode it");
   } else if (format_ == Compression::kGzip) {
     IMGFS_RETURN_IF_ERROR(ZlibSpan(p, in, &out, where));
   } else {

@@ -133,9 +133,12 @@ class SeekIndex {
   // 1 MiB) — one read would inflate that much (one huge deflate block, or one zstd
   // frame for a whole large layer); the whole-layer path is then cheaper.
   bool WorthUsing() const;
-  // Decodes span i from the blob and checks its digest. `zlib_only` skips the ISA-L
-  // decoder (tests: both decoders must give the span).
-  Result<std::string> DecodeSpan(int blob_fd, size_t i, bool zlib_only = false) const;
+  // Which decoder DecodeSpan uses for a gzip span: ISA-L, and zlib when ISA-L fails
+  // (reads); or one of them alone (tests: each decoder must give every span by itself).
+  enum class Decoder { kIsalThenZlib, kZlibOnly, kIsalOnly };
+  // Decodes span i from the blob and checks its digest.
+  Result<std::string> DecodeSpan(int blob_fd, size_t i,
+                                 Decoder decoder = Decoder::kIsalThenZlib) const;
 
  private:
   SeekIndex() = default;

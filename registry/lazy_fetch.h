@@ -1,8 +1,9 @@
 // RangeFetcher (index/lazy_layer.h) over the registry API: GET /v2/REPO/blobs/DIGEST
 // with "Range: bytes=A-B", through RegistryClient (credentials, TLS, certs.d, retries
-// with backoff, redirects as for pull). A 206 must start where asked; a registry that
-// ignores Range and answers 200 streams the blob: what arrives from the asked offset
-// on is handed to the sink, to the blob's end (so it becomes local once).
+// with backoff, redirects as for pull). A 206 must start where asked and name the blob's
+// size (the transport checks it); a registry that ignores Range and answers 200 streams
+// the blob: what arrives from the asked offset on is handed to the sink, to the blob's
+// end (so it becomes local once).
 //
 // Thread-safety: Fetch may be called from several threads at once.
 #ifndef IMGFS_REGISTRY_LAZY_FETCH_H_

@@ -154,7 +154,9 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
     segments = std::move(*segs);
     local.emplace_back(lay.tarsplit_offset, std::move(ts_c));
   } else {
-    // No tar-split: the tar headers are the blob bytes between file contents.
+    // No tar-split: the tar headers are the blob bytes between file contents. The gaps
+    // are sorted and disjoint (HeaderGaps refuses a TOC that would make them otherwise):
+    // the joining and DecodeHeaderGaps below rely on it.
     auto gaps = HeaderGaps(toc, lay.toc_offset);
     if (!gaps.ok()) return gaps.status().WithContext(what);
     // Ranges: gaps closer than kJoin are fetched as one range (the file contents

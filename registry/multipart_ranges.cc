@@ -89,21 +89,32 @@ std::string MultipartBoundary(std::string_view ct) {
   return "";
 }
 
-bool ParseContentRange(std::string_view v, uint64_t blob_size, uint64_t* begin, uint64_t* end) {
+bool ParseContentRangeAnyTotal(std::string_view v, uint64_t* begin, uint64_t* end,
+                               uint64_t* total) {
   v = TrimView(v);
   if (v.size() < 6 || !IEquals(v.substr(0, 6), "bytes ")) return false;
   v.remove_prefix(6);
   size_t dash = v.find('-'), slash = v.find('/');
   if (dash == std::string_view::npos || slash == std::string_view::npos || slash < dash)
     return false;
-  uint64_t first, last, total;
+  uint64_t first, last, size = kUnknownTotal;
   if (!ParseU64(v.substr(0, dash), &first) ||
       !ParseU64(v.substr(dash + 1, slash - dash - 1), &last) ||
-      !ParseU64(v.substr(slash + 1), &total))
+      (v.substr(slash + 1) != "*" && !ParseU64(v.substr(slash + 1), &size)))
     return false;
-  if (total != blob_size || first > last || last >= blob_size) return false;
+  if (first > last || (size != kUnknownTotal && last >= size)) return false;
   *begin = first;
   *end = last + 1;
+  *total = size;
+  return true;
+}
+
+bool ParseContentRange(std::string_view v, uint64_t blob_size, uint64_t* begin, uint64_t* end) {
+  uint64_t b, e, total;
+  if (!ParseContentRangeAnyTotal(v, &b, &e, &total) || total == kUnknownTotal || total != blob_size)
+    return false;
+  *begin = b;
+  *end = e;
   return true;
 }
 

@@ -46,8 +46,16 @@ Result<std::vector<RangePart>> ParseMultipartByteranges(std::string_view boundar
                                                         const std::vector<BlobRange>& asked,
                                                         uint64_t blob_size);
 
-// "bytes FIRST-LAST/TOTAL" → [first, last+1) when TOTAL is `blob_size` and the range lies
-// in the blob; false otherwise.
+// A Content-Range value (RFC 9110 §14.4), the one parser of its grammar in imgfs (the
+// parts above, single-range 206 answers here and in registry/registry_transport.cc):
+// "bytes FIRST-LAST/TOTAL" or "bytes FIRST-LAST/*" → [first, last+1) and TOTAL
+// (kUnknownTotal for "*"); false unless FIRST <= LAST and, TOTAL known, LAST < TOTAL.
+// Numbers are 1..19 decimal digits, so no arithmetic overflows and no TOTAL is
+// kUnknownTotal.
+inline constexpr uint64_t kUnknownTotal = UINT64_MAX;
+bool ParseContentRangeAnyTotal(std::string_view value, uint64_t* begin, uint64_t* end,
+                               uint64_t* total);
+// As above, and TOTAL must be `blob_size` (not "*"): the range lies in that blob.
 bool ParseContentRange(std::string_view value, uint64_t blob_size, uint64_t* begin, uint64_t* end);
 
 }  // namespace imgfs

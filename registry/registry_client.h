@@ -122,9 +122,11 @@ class RegistryClient {
     std::function<bool(const char*, size_t)> on_body;  // false aborts
     std::function<void(const HttpResponse&)> on_headers;
     bool retry_transient = true;
-    size_t max_body = 1 << 20;         // a buffered body larger than this is an error
-    uint64_t max_stream = UINT64_MAX;  // a streamed body may not go past this offset
-    std::string auth;                  // Authorization for an absolute URL (token realm)
+    size_t max_body = 1 << 20;  // a buffered body larger than this is an error
+    // The blob's size when known: a streamed body may not go past this offset, and a 206
+    // to a Range must give it as its Content-Range total.
+    uint64_t max_stream = UINT64_MAX;
+    std::string auth;  // Authorization for an absolute URL (token realm)
     // Uploads (push, registry/pusher.h): the method ("" is GET; HEAD, POST, PUT, PATCH)
     // and the body: `body`, or else `body_size` bytes of `body_fd` from `body_offset`,
     // read again from the start by every retry.

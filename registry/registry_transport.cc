@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "index/file_util.h"
+#include "registry/multipart_ranges.h"
 #include "registry/printable.h"
 #include "registry/registry_client.h"
 #include "registry/registry_client_internal.h"
@@ -31,17 +32,18 @@ struct Transfer {
   bool too_large = false;
   size_t header_bytes = 0;  // of the current response
   bool headers_too_large = false;
-  bool wrong_range = false;  // a 206 that starts elsewhere than asked
+  bool wrong_range = false;  // a 206 that is not the range asked (RangeAnswerFits)
 };
 
-// The first byte of a Content-Range ("bytes FIRST-LAST/TOTAL"), or UINT64_MAX.
-uint64_t ContentRangeStart(const std::string& v) {
-  if (Lower(v.substr(0, 6)) != "bytes ") return UINT64_MAX;
-  uint64_t first = 0;
-  size_t i = 6, digits = 0;
-  for (; i < v.size() && v[i] >= '0' && v[i] <= '9' && digits < 19; i++, digits++)
-    first = first * 10 + static_cast<uint64_t>(v[i] - '0');
-  return digits && i < v.size() && v[i] == '-' ? first : UINT64_MAX;
+// Whether a 206 to a request for a range (range_start/range_end, resumes included) is
+// the range asked: it starts at range_start, or its bytes would land at the wrong
+// offset; and when the blob's size is known (max_stream), it is that blob's range.
+bool RangeAnswerFits(const RegistryClient::Request& req, const std::string& content_range) {
+  uint64_t begin = 0, end = 0, total = 0;
+  if (req.max_stream != UINT64_MAX)
+    return ParseContentRange(content_range, req.max_stream, &begin, &end) &&
+           begin == req.range_start;
+  return ParseContentRangeAnyTotal(content_range, &begin, &end, &total) && begin == req.range_start;
 }
 
 // The headers of one response, all lines together (curl bounds each line at 100 KiB,
@@ -127,10 +129,8 @@ size_t HeaderCb(char* buf, size_t size, size_t n, void* self) {
   }
   if (!Trim(line).empty() || !t->req) return size * n;
   long st = t->response.status;
-  // A range this request asked for (range_start/range_end, resumes included): a 206
-  // must start where it was asked to, or its bytes would land at the wrong offset.
   if (st == 206 && (t->req->range_start || t->req->range_end) &&
-      ContentRangeStart(t->response.Header("content-range")) != t->req->range_start) {
+      !RangeAnswerFits(*t->req, t->response.Header("content-range"))) {
     t->wrong_range = true;
     return 0;  // fails the transfer
   }
@@ -410,9 +410,12 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
                                      std::to_string(kMaxHeaderBytes) + " bytes");
     if (t.wrong_range) {
       std::string shown = Printable(t.response.Header("content-range"), 100);
-      return Status::Corruption(method + " " + url + ": asked for bytes from " +
-                                std::to_string(req.range_start) +
-                                ", answered 206 with Content-Range \"" + shown + "\"");
+      return Status::Corruption(
+          method + " " + url + ": asked for bytes from " + std::to_string(req.range_start) +
+          ", answered 206 with Content-Range \"" + shown + "\"" +
+          (req.max_stream != UINT64_MAX
+               ? " (the blob has " + std::to_string(req.max_stream) + " bytes)"
+               : ""));
     }
     if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
       return Status::InvalidArgument(

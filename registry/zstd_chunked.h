@@ -100,11 +100,12 @@ Result<std::vector<TarSplitSegment>> ParseTarSplit(std::string_view jsonl);
 
 // Without a tar-split (older writers, e.g. Debian 12's skopeo): the blob bytes between
 // file contents are whole zstd frames of tar headers and padding. HeaderGaps lists those
-// ranges in blob order (the last ends `tail` bytes before the TOC: its skippable-frame
-// header); SegmentsFromGaps interleaves their decompressed bytes with the TOC's files
-// (tar order must be blob order) into the segments a tar-split would give. The header
-// bytes are not covered by any digest: PrepareLazyLayer cross-checks the entry table
-// they make against the (verified) TOC, field by field.
+// ranges in blob order, sorted and disjoint (a TOC whose files overlap or go back in the
+// blob is Corruption; the last gap ends before the TOC's skippable-frame header);
+// SegmentsFromGaps interleaves their decompressed bytes with the TOC's files (tar order
+// must be blob order) into the segments a tar-split would give. The header bytes are not
+// covered by any digest: PrepareLazyLayer cross-checks the entry table they make against
+// the (verified) TOC, field by field.
 struct BlobRange {
   uint64_t offset = 0, length = 0;
 };

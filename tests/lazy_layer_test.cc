@@ -345,6 +345,33 @@ TEST(ZstdChunkedTocTest, TarSplitGivesTarOffsetsAndMustAgreeWithTheToc) {
   EXPECT_FALSE(HeaderGaps(p->toc, 335).ok());  // contents run into the TOC
 }
 
+// PrepareLazyLayer joins and looks up the header gaps assuming they are sorted and
+// disjoint: a TOC whose files overlap or go back in the blob is refused where the gaps
+// are made.
+TEST(ZstdChunkedTocTest, HeaderGapsRefuseFilesOutOfBlobOrder) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  // "d/a" is blob bytes 100-259; "d/b" inside them, then wholly before them.
+  for (auto [b0, bend] : {std::pair<uint64_t, uint64_t>{200, 230}, {20, 50}, {259, 270}}) {
+    auto p = ParseZstdChunkedToc(TocJson(100, 180, 260, b0, bend, d, d, d), blob, 1000, blob);
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    auto gaps = HeaderGaps(p->toc, 500);
+    ASSERT_FALSE(gaps.ok()) << "d/b at " << b0;
+    EXPECT_EQ(gaps.status().code(), Status::Code::kCorruption);
+    EXPECT_NE(gaps.status().message().find("\"d/b\" is not after the previous file"),
+              std::string::npos)
+        << gaps.status().message();
+  }
+  // Touching is fine: an empty gap.
+  auto p = ParseZstdChunkedToc(TocJson(100, 180, 260, 260, 270, d, d, d), blob, 1000, blob);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  auto gaps = HeaderGaps(p->toc, 500);
+  ASSERT_TRUE(gaps.ok()) << gaps.status().message();
+  ASSERT_EQ(gaps->size(), 3u);
+  EXPECT_EQ((*gaps)[1].offset, 260u);
+  EXPECT_EQ((*gaps)[1].length, 0u);
+}
+
 // A blob of zstd frames: a header frame, then each chunk its own frame; the chunk map
 // places the chunks in the tar. Returns the blob.
 struct Fixture {

@@ -76,6 +76,25 @@ TEST(MultipartRanges, BoundaryAndContentRange) {
   EXPECT_FALSE(ParseContentRange("bytes 10-19/*", kBlob, &b, &e));
   EXPECT_FALSE(ParseContentRange("bytes -5-19/1000", kBlob, &b, &e));
   EXPECT_FALSE(ParseContentRange("bytes 99999999999999999999-1/1000", kBlob, &b, &e));
+  // Any total: "*" or a number the range lies in; the same grammar.
+  uint64_t t = 0;
+  EXPECT_TRUE(ParseContentRangeAnyTotal("bytes 10-19/*", &b, &e, &t));
+  EXPECT_EQ(b, 10u);
+  EXPECT_EQ(e, 20u);
+  EXPECT_EQ(t, kUnknownTotal);
+  EXPECT_TRUE(ParseContentRangeAnyTotal(" BYTES 0-0/1 ", &b, &e, &t));
+  EXPECT_EQ(e, 1u);
+  EXPECT_EQ(t, 1u);
+  EXPECT_TRUE(
+      ParseContentRangeAnyTotal("bytes 0-9999999999999999998/9999999999999999999", &b, &e, &t));
+  EXPECT_EQ(e, 9999999999999999999u);
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes 10-19/19", &b, &e, &t));  // past the end
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes 19-10/*", &b, &e, &t));
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes 10-/*", &b, &e, &t));
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes 10-19/", &b, &e, &t));
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes 10-19/**", &b, &e, &t));
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes */1000", &b, &e, &t));  // unsatisfied-range
+  EXPECT_FALSE(ParseContentRangeAnyTotal("bytes 0-18446744073709551615/*", &b, &e, &t));
 }
 
 TEST(MultipartRanges, ParsesGoShapedAnswer) {

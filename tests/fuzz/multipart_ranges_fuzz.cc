@@ -2,7 +2,9 @@
 // The first bytes choose the asked ranges (sorted, disjoint, in a 64 KiB blob); the
 // rest is the body. Properties: no crash; an accepted answer's parts are sorted, do not
 // overlap, each lies inside one asked range (or touching asked ranges joined), inside
-// the blob, and its bytes are the input's (a view into the body, never made up).
+// the blob, and its bytes are the input's (a view into the body, never made up). The
+// whole input is also a Content-Range value: a parsed range is not empty, lies in its
+// total, and the blob-size form agrees with the any-total form.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -31,8 +33,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view body = in;
   auto parts = ParseMultipartByteranges("B", body, asked, kBlob);
   (void)MultipartBoundary(body);
-  uint64_t b, e;
-  (void)ParseContentRange(body, kBlob, &b, &e);
+  // Content-Range: any total, and the blob's (the same grammar, one more condition).
+  uint64_t b = 0, e = 0, total = 0, b2 = 0, e2 = 0;
+  bool any = ParseContentRangeAnyTotal(body, &b, &e, &total);
+  if (any) {
+    FUZZ_CHECK(b < e);
+    FUZZ_CHECK(total == kUnknownTotal || e <= total);
+  }
+  bool ours = ParseContentRange(body, kBlob, &b2, &e2);
+  FUZZ_CHECK(ours == (any && total == kBlob));
+  if (ours) FUZZ_CHECK(b2 == b && e2 == e && e2 <= kBlob);
   if (!parts.ok()) return 0;
   uint64_t prev_end = 0;
   for (const RangePart& p : *parts) {
