@@ -151,6 +151,7 @@ void LayerReader::PrefetchLoop() {
     bool mine = false;
     (void)Fetch(*s, i, &mine);
     if (mine) prefetched_++;
+    prefetch_fetches_++;
     s.reset();
     l.lock();
   }

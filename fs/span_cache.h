@@ -146,6 +146,9 @@ class LayerReader {
   void set_prefetch(bool on) { prefetch_on_.store(on); }
   // Spans decoded by the helper thread (also counted in spans_decoded()).
   uint64_t spans_prefetched() const { return prefetched_.load(); }
+  // Queued spans the helper thread took up, decoded by it or found decoded (or being
+  // decoded) by a reader that got there first.
+  uint64_t prefetch_fetches() const { return prefetch_fetches_.load(); }
   // Spans waiting in the read-ahead queue now.
   size_t prefetch_queued();
   // Opens and keeps the layer's blob fd (no reading): see UnpackCache::Pin.
@@ -213,6 +216,7 @@ class LayerReader {
   std::thread pf_thread_;
   std::atomic<bool> prefetch_on_{true};
   std::atomic<uint64_t> prefetched_{0};
+  std::atomic<uint64_t> prefetch_fetches_{0};
   uint64_t cache_bytes_;
 };
 

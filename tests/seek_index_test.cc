@@ -594,7 +594,10 @@ TEST_F(SpanReadTest, ReadAheadUnderEvictionWithParallelReadersGetsEveryByteRight
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_GT(r.span_cache().evictions(), 0u);
-  EXPECT_GT(r.spans_prefetched(), 0u);
+  // The helper took up queued spans. Whether it decoded any itself (spans_prefetched)
+  // is a race with six readers of the same spans, lost now and then on a loaded machine.
+  ASSERT_TRUE(WaitFor([&] { return r.prefetch_queued() == 0; }));
+  EXPECT_GT(r.prefetch_fetches(), 0u);
   EXPECT_LE(r.span_cache().bytes(), 8u * 65536 + 16u * (256 << 10));
 }
 
