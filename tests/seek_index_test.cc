@@ -20,12 +20,14 @@
 #include "fs/image_view.h"
 #include "fs/span_cache.h"
 #include "registry/image_loader.h"
+#include "tests/hold_decode.h"
 #include "tests/tar_builder.h"
 #include "tests/wait_for.h"
 
 namespace imgfs {
 namespace {
 
+using test::HoldDecodeUntilWaiting;
 using test::TarBuilder;
 
 // Text-like data: compresses, but not to nothing, so deflate makes many blocks.
@@ -425,18 +427,8 @@ TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
   EXPECT_GE(failed, 1);
 }
 
-// Readers that meet in a span being decoded wait for that one decode. The hook holds
-// the decoding thread until the other readers are waiting on it (or 60 s pass: without
-// the single decode each reader decodes for itself and nobody ever waits).
-void HoldDecodeUntilWaiting(LayerReader& r, uint64_t waiting, std::atomic<int>* calls) {
-  r.set_decode_hook([&r, waiting, calls](size_t) {
-    (*calls)++;
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (r.decode_waits() < waiting && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  });
-}
-
+// Readers that meet in a span being decoded wait for that one decode
+// (tests/hold_decode.h holds the decoding thread until the others wait).
 TEST_F(SpanReadTest, ReadersOfASpanBeingDecodedWaitForThatOneDecode) {
   LayerReader r(*store_);
   std::atomic<int> calls{0};
