@@ -21,6 +21,7 @@
 #include "fs/span_cache.h"
 #include "registry/image_loader.h"
 #include "tests/hold_decode.h"
+#include "tests/store_fixture.h"
 #include "tests/tar_builder.h"
 #include "tests/wait_for.h"
 
@@ -314,21 +315,15 @@ TEST(SpanCacheTest, StaysWithinItsBudgetAndKeepsTheRecentlyUsed) {
 }
 
 // Through the store: import, drop the sidecars, read.
-class SpanReadTest : public ::testing::Test {
+class SpanReadTest : public test::StoreFixture {
  protected:
   void SetUp() override {
-    dir_ = test::MakeTempDir();
-    root_ = dir_ + "/store";
-    auto s = Store::Open(root_);
-    ASSERT_TRUE(s.ok());
-    store_ = std::move(*s);
+    StoreFixture::SetUp();
+    if (HasFatalFailure()) return;
     ::setenv("IMGFS_SEEK_SPAN", "65536", 1);
     TarBuilder t;
     for (int i = 0; i < 40; i++) t.File("f" + std::to_string(i), Corpus(50000, 100 + i));
-    std::string path = dir_ + "/img.tar";
-    test::WriteFile(path, t.Build("gzip"));
-    auto ref = ParseDockerRef("span:1");
-    auto r = ImportRootfs(*store_, path, *ref, LoadOptions{});
+    auto r = ImportTar(t.Build("gzip"), "span:1");
     ::unsetenv("IMGFS_SEEK_SPAN");
     ASSERT_TRUE(r.ok()) << r.status().message();
     auto v = ImageView::Open(*store_, r->id);
@@ -337,8 +332,7 @@ class SpanReadTest : public ::testing::Test {
   }
   void TearDown() override {
     view_.reset();
-    store_.reset();
-    test::RemoveTree(dir_);
+    StoreFixture::TearDown();
   }
   std::string Cat(LayerReader& r, int i, Status* st = nullptr) {
     uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
@@ -347,8 +341,6 @@ class SpanReadTest : public ::testing::Test {
     if (st) *st = got.status();
     return got.ok() ? out : "<error>";
   }
-  std::string dir_, root_;
-  std::unique_ptr<Store> store_;
   std::shared_ptr<const ImageView> view_;
 };
 
