@@ -21,6 +21,7 @@
 #include "fs/span_cache.h"
 #include "registry/image_loader.h"
 #include "tests/hold_decode.h"
+#include "tests/read_to_end.h"
 #include "tests/store_fixture.h"
 #include "tests/tar_builder.h"
 #include "tests/wait_for.h"
@@ -85,13 +86,8 @@ Indexed RunIndexer(const std::string& blob, uint64_t span) {
   Indexed x;
   StringSource src(blob);
   IndexingSource dec(&src, Compression::kAuto, span);
-  std::vector<char> buf(70000);  // not a multiple of anything
-  for (;;) {
-    auto n = dec.Read(buf.data(), buf.size());
-    EXPECT_TRUE(n.ok()) << n.status().message();
-    if (!n.ok() || *n == 0) break;
-    x.plain.append(buf.data(), *n);
-  }
+  Status st = test::ReadToEnd(dec, &x.plain, 70000);  // 70000: not a multiple of anything
+  EXPECT_TRUE(st.ok()) << st.message();
   auto s = dec.Finish();
   EXPECT_TRUE(s.ok()) << s.status().message();
   x.sidecar = s.ok() ? *s : "";

@@ -25,6 +25,7 @@
 
 #include "index/file_util.h"
 #include "index/seek_index.h"
+#include "tests/read_to_end.h"
 #include "tests/tar_builder.h"
 
 namespace imgfs {
@@ -394,12 +395,8 @@ TEST_F(SeekPassTest, CheckpointsAreZlibsBlockBoundariesForEveryCompressor) {
 Status ReadAll(const std::string& blob, uint64_t span) {
   StringSource src(blob);
   IndexingSource dec(&src, Compression::kGzip, span);
-  std::vector<char> buf(100000);
-  for (;;) {
-    auto n = dec.Read(buf.data(), buf.size());
-    if (!n.ok()) return n.status();
-    if (*n == 0) return dec.Finish().status();
-  }
+  IMGFS_RETURN_IF_ERROR(test::ReadToEnd(dec, nullptr, 100000));
+  return dec.Finish().status();
 }
 
 // The errors of the zlib pass, with checkpoints being taken (small spans: the CRC is
@@ -466,13 +463,8 @@ TEST(SeekPassErrors, RandomDamageAgreesWithThePlainDecoder) {
     auto run = [&](bool index, std::string* out) -> Status {
       StringSource src(blob);
       IndexingSource dec(&src, Compression::kGzip, index ? 4096 : 0);
-      std::vector<char> buf(1 + r() % 70000);
-      for (;;) {
-        auto n = dec.Read(buf.data(), buf.size());
-        if (!n.ok()) return n.status();
-        if (*n == 0) return dec.Finish().status();
-        out->append(buf.data(), *n);
-      }
+      IMGFS_RETURN_IF_ERROR(test::ReadToEnd(dec, out, 1 + r() % 70000));
+      return dec.Finish().status();
     };
     std::string a, b2;
     Status sa = run(true, &a), sb = run(false, &b2);
@@ -512,13 +504,8 @@ TEST(SpanHasherTest, SameSidecarAsHashingInThePass) {
       {
         StringSource src(blobs[bi]);
         IndexingSource dec(&src, Compression::kAuto, span);
-        std::vector<char> buf(100000);
-        for (;;) {
-          auto n = dec.Read(buf.data(), buf.size());
-          ASSERT_TRUE(n.ok()) << n.status().message();
-          if (*n == 0) break;
-          plain1.append(buf.data(), *n);
-        }
+        Status st = test::ReadToEnd(dec, &plain1, 100000);
+        ASSERT_TRUE(st.ok()) << st.message();
         auto f = dec.Finish();
         ASSERT_TRUE(f.ok()) << f.status().message();
         side1 = *f;
