@@ -21,10 +21,13 @@
 #include "index/file_util.h"
 #include "index/store.h"
 #include "registry/zstd_chunked.h"
+#include "tests/compress.h"
 #include "tests/hold_decode.h"
 
 namespace imgfs {
 namespace {
+
+using test::Zstd;
 
 TEST(RangeMapTest, AddMergesTouchingAndOverlappingRanges) {
   RangeMap m;
@@ -72,13 +75,6 @@ TEST(RangeMapTest, EncodeDecodeAndRefusals) {
   EXPECT_FALSE(RangeMap::Decode("imgfs-ranges 1\n0 5", 100).ok());         // torn
   EXPECT_FALSE(RangeMap::Decode("nope\n", 100).ok());
   EXPECT_TRUE(RangeMap::Decode("imgfs-ranges 1\n", 100).ok());
-}
-
-std::string Zstd(const std::string& s) {
-  std::string out(ZSTD_compressBound(s.size()), '\0');
-  size_t n = ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3);
-  out.resize(n);
-  return out;
 }
 
 // Bytes that do not compress (so chunks are about as large in the blob as in the tar).

@@ -20,6 +20,7 @@
 #include "fs/image_view.h"
 #include "fs/span_cache.h"
 #include "registry/image_loader.h"
+#include "tests/compress.h"
 #include "tests/hold_decode.h"
 #include "tests/read_to_end.h"
 #include "tests/store_fixture.h"
@@ -29,8 +30,10 @@
 namespace imgfs {
 namespace {
 
+using test::GzipMember;
 using test::HoldDecodeUntilWaiting;
 using test::TarBuilder;
+using test::ZstdFrames;
 
 // Text-like data: compresses, but not to nothing, so deflate makes many blocks.
 std::string Corpus(size_t n, uint32_t seed) {
@@ -48,32 +51,6 @@ std::string Corpus(size_t n, uint32_t seed) {
   }
   s.resize(n);
   return s;
-}
-
-std::string GzipMember(std::string_view data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
-std::string ZstdFrames(std::string_view data, size_t frame) {
-  std::string out;
-  for (size_t i = 0; i < data.size(); i += frame) {
-    size_t n = std::min(frame, data.size() - i);
-    std::string f(ZSTD_compressBound(n), '\0');
-    size_t r = ZSTD_compress(f.data(), f.size(), data.data() + i, n, 3);
-    EXPECT_FALSE(ZSTD_isError(r));
-    out.append(f.data(), r);
-  }
-  return out;
 }
 
 struct Indexed {
