@@ -307,6 +307,18 @@ class SpanReadTest : public test::StoreFixture {
     view_.reset();
     StoreFixture::TearDown();
   }
+  // Flips a bit of the stored blob in the middle of span k's compressed bytes.
+  void DamageSpan(const LayerRecord& l, const SeekIndex& idx, size_t k) {
+    uint64_t lo = idx.point(k).in_off, hi = idx.point(k + 1).in_off;
+    std::string blob_path = store_->blobs().BlobPath(l.blob);
+    ::chmod(blob_path.c_str(), 0644);
+    auto fd = OpenFile(blob_path, O_RDWR);
+    ASSERT_TRUE(fd.ok());
+    char c;
+    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
+    c ^= 0x20;
+    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
+  }
   std::string Cat(LayerReader& r, int i, Status* st = nullptr) {
     uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
     std::string out(view_->tree().node(n).size, '\0');
@@ -363,17 +375,7 @@ TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
   ASSERT_TRUE(idx.ok()) << idx.status().message();
   ASSERT_GE((*idx)->count(), 10u);
   size_t k = 10;
-  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
-  std::string blob_path = store_->blobs().BlobPath(l.blob);
-  ::chmod(blob_path.c_str(), 0644);
-  {
-    auto fd = OpenFile(blob_path, O_RDWR);
-    ASSERT_TRUE(fd.ok());
-    char c;
-    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
-    c ^= 0x20;
-    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
-  }
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k));
   LayerReader r(*store_);
   int failed = 0;
   for (int i = 0; i < 40; i++) {
@@ -430,17 +432,7 @@ TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
     if ((*idx)->Find(b - 1) == s && s + 1 < (*idx)->count()) file = i, k = s;
   }
   ASSERT_GE(file, 0);
-  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
-  std::string blob_path = store_->blobs().BlobPath(l.blob);
-  ::chmod(blob_path.c_str(), 0644);
-  {
-    auto fd = OpenFile(blob_path, O_RDWR);
-    ASSERT_TRUE(fd.ok());
-    char c;
-    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
-    c ^= 0x20;
-    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
-  }
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k));
   LayerReader r(*store_);
   std::atomic<int> calls{0};
   constexpr int kThreads = 6;
