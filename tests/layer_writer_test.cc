@@ -19,6 +19,7 @@
 #include "index/changeset.h"
 #include "index/layer_indexer.h"
 #include "registry/committer.h"
+#include "tests/read_to_end.h"
 #include "tests/tar_builder.h"
 
 namespace imgfs {
@@ -202,13 +203,9 @@ TEST_F(LayerWriterTest, GzipSourceInflatesToTheTar) {
   std::string tar = Tar(up_, true);
   auto src = GzipLayerSource(up_, LayerWriteOptions{});
   DecompressingSource dec(src.get(), Compression::kAuto);
-  std::string out(1 << 16, '\0'), all;
-  for (;;) {
-    auto n = dec.Read(out.data(), out.size());
-    ASSERT_TRUE(n.ok()) << n.status().ToString();
-    if (*n == 0) break;
-    all.append(out.data(), *n);
-  }
+  std::string all;
+  Status st = test::ReadToEnd(dec, &all);
+  ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(dec.compression(), Compression::kGzip);
   EXPECT_EQ(test::Sha256Hex(all), test::Sha256Hex(tar));
 }

@@ -21,9 +21,13 @@
 #include "index/file_util.h"
 #include "index/store.h"
 #include "registry/zstd_chunked.h"
+#include "tests/compress.h"
+#include "tests/hold_decode.h"
 
 namespace imgfs {
 namespace {
+
+using test::Zstd;
 
 TEST(RangeMapTest, AddMergesTouchingAndOverlappingRanges) {
   RangeMap m;
@@ -71,13 +75,6 @@ TEST(RangeMapTest, EncodeDecodeAndRefusals) {
   EXPECT_FALSE(RangeMap::Decode("imgfs-ranges 1\n0 5", 100).ok());         // torn
   EXPECT_FALSE(RangeMap::Decode("nope\n", 100).ok());
   EXPECT_TRUE(RangeMap::Decode("imgfs-ranges 1\n", 100).ok());
-}
-
-std::string Zstd(const std::string& s) {
-  std::string out(ZSTD_compressBound(s.size()), '\0');
-  size_t n = ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3);
-  out.resize(n);
-  return out;
 }
 
 // Bytes that do not compress (so chunks are about as large in the blob as in the tar).
@@ -598,20 +595,15 @@ TEST_F(LazyBlobTest, LocalBytesDoNotWaitForAFetchUnderWay) {
 
 // Through the mount's reader (LayerReader): readers that miss the same chunk at the
 // same time share one decode, as for indexed spans (each used to inflate and hash the
-// whole chunk for itself). The hook holds the decoding thread until the others wait
-// (or 60 s pass: without the single decode nobody ever waits).
+// whole chunk for itself). The hook (tests/hold_decode.h) holds the decoding thread
+// until the others wait (or 60 s pass: without the single decode nobody ever waits).
 TEST_F(LazyBlobTest, ReadersOfAChunkBeingDecodedWaitForThatOneDecode) {
   auto store = Store::Open(root_);
   ASSERT_TRUE(store.ok()) << store.status().message();
   LayerReader r(**store);
   constexpr int kThreads = 6;
   std::atomic<int> calls{0};
-  r.set_decode_hook([&](size_t) {
-    calls++;
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (r.decode_waits() < kThreads - 1 && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  });
+  test::HoldDecodeUntilWaiting(r, kThreads - 1, &calls);
   const LazyChunk& c = f_.map.chunks[3];
   std::atomic<int> wrong{0};
   std::latch go(kThreads);

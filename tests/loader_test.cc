@@ -7,6 +7,7 @@
 
 #include "fs/image_view.h"
 #include "registry/json.h"
+#include "tests/store_fixture.h"
 #include "tests/tar_builder.h"
 
 namespace imgfs {
@@ -106,14 +107,11 @@ Files DockerArchive(const std::vector<Layer>& layers, const std::string& tags,
   return f;
 }
 
-class LoaderTest : public ::testing::Test {
+class LoaderTest : public test::StoreFixture {
  protected:
   void SetUp() override {
-    dir_ = test::MakeTempDir();
-    root_ = dir_ + "/store";
-    auto s = Store::Open(root_);
-    ASSERT_TRUE(s.ok());
-    store_ = std::move(*s);
+    StoreFixture::SetUp();
+    if (HasFatalFailure()) return;
     TarBuilder base, top;
     base.Dir("etc")
         .File("etc/os-release", "NAME=test\n")
@@ -121,10 +119,6 @@ class LoaderTest : public ::testing::Test {
         .File("gone", "x");
     top.File("etc/motd", "hi\n").Whiteout("", "gone");
     layers_ = {MakeLayer(base), MakeLayer(top, "zstd")};
-  }
-  void TearDown() override {
-    store_.reset();
-    test::RemoveTree(dir_);
   }
   std::string Cat(const Digest& id, const std::string& path) {
     auto view = ImageView::Open(*store_, id);
@@ -155,8 +149,6 @@ class LoaderTest : public ::testing::Test {
     EXPECT_EQ(r.status().message().find('\n'), std::string::npos);  // one line
     EXPECT_EQ(State(), before) << "store changed after: " << r.status().message();
   }
-  std::string dir_, root_;
-  std::unique_ptr<Store> store_;
   std::vector<Layer> layers_;
 };
 

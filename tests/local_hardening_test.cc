@@ -17,6 +17,7 @@
 #include "registry/archive_check.h"
 #include "registry/image_loader.h"
 #include "registry/reference.h"
+#include "tests/store_fixture.h"
 #include "tests/tar_builder.h"
 
 namespace imgfs {
@@ -62,26 +63,7 @@ void OnSmallStack(const std::function<void()>& fn) {
   pthread_attr_destroy(&attr);
 }
 
-class LocalHardeningTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = test::MakeTempDir();
-    auto s = Store::Open(dir_ + "/store");
-    ASSERT_TRUE(s.ok()) << s.status().message();
-    store_ = std::move(*s);
-  }
-  void TearDown() override {
-    store_.reset();
-    test::RemoveTree(dir_);
-  }
-  Result<LoadedImage> Import(const std::string& tar, const std::string& name) {
-    std::string path = dir_ + "/" + name + ".tar";
-    test::WriteFile(path, tar);
-    return ImportRootfs(*store_, path, *ParseDockerRef(name + ":1"), LoadOptions{});
-  }
-  std::string dir_;
-  std::unique_ptr<Store> store_;
-};
+class LocalHardeningTest : public test::StoreFixture {};
 
 // 13.5: 10,000 directories deep (s1 → a/…/a, 2,000 levels, five times), listed with
 // ls -R and tsv on a 256 KiB stack: the recursive walk of before needs ~200 bytes a level.
@@ -96,7 +78,7 @@ TEST_F(LocalHardeningTest, DeepTreeListsOnASmallStack) {
     b.Symlink(p, deep);
   }
   b.File(p + "/bottom", "deep\n");
-  auto img = Import(b.Build("gzip"), "deep");
+  auto img = ImportTar(b.Build("gzip"), "deep:1");
   ASSERT_TRUE(img.ok()) << img.status().message();
   auto view = ImageView::Open(*store_, img->id);
   ASSERT_TRUE(view.ok()) << view.status().message();
@@ -190,7 +172,7 @@ TEST_F(LocalHardeningTest, ImportAndLoadRefuseAFifoWithoutBlocking) {
 TEST_F(LocalHardeningTest, PruneSkipsUnpackedCopiesInUse) {
   TarBuilder b;
   b.File("f", std::string(100000, 'z'));
-  auto img = Import(b.Build("gzip"), "p");
+  auto img = ImportTar(b.Build("gzip"), "p:1");
   ASSERT_TRUE(img.ok()) << img.status().message();
   auto view = ImageView::Open(*store_, img->id);
   ASSERT_TRUE(view.ok());

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "registry/image_loader.h"
+#include "tests/store_fixture.h"
 #include "tests/tar_builder.h"
 #include "tests/wait_for.h"
 
@@ -24,14 +25,11 @@ namespace {
 
 using test::TarBuilder;
 
-class MountFsTest : public ::testing::Test {
+class MountFsTest : public test::StoreFixture {
  protected:
   void SetUp() override {
-    dir_ = test::MakeTempDir();
-    root_ = dir_ + "/store";
-    auto s = Store::Open(root_);
-    ASSERT_TRUE(s.ok());
-    store_ = std::move(*s);
+    StoreFixture::SetUp();
+    if (HasFatalFailure()) return;
     TarBuilder a;
     a.Dir("etc").File("etc/hostname", "alpha\n").Symlink("link", "/etc/hostname");
     a.File("cap", "x").last().xattrs = {{"security.capability", std::string("\x01\x00\x00\x02", 4)},
@@ -44,14 +42,10 @@ class MountFsTest : public ::testing::Test {
   }
   void TearDown() override {
     fs_.reset();
-    store_.reset();
-    test::RemoveTree(dir_);
+    StoreFixture::TearDown();
   }
   Digest Import(const TarBuilder& b, const std::string& name, const std::string& compression) {
-    std::string path = dir_ + "/" + std::to_string(n_++) + ".tar";
-    test::WriteFile(path, b.Build(compression));
-    auto ref = ParseDockerRef(name);
-    auto r = ImportRootfs(*store_, path, *ref, LoadOptions{});
+    auto r = ImportTar(b.Build(compression), name);
     EXPECT_TRUE(r.ok()) << r.status().message();
     return r->id;
   }
@@ -119,11 +113,8 @@ class MountFsTest : public ::testing::Test {
     Fs().Release(o->fh);
     return out;
   }
-  std::string dir_, root_;
-  std::unique_ptr<Store> store_;
   std::unique_ptr<MountFs> fs_;
   Digest image_a_, image_b_;
-  int n_ = 0;
 };
 
 TEST_F(MountFsTest, RootListsNamesIdAndRepositoriesJson) {

@@ -7,22 +7,10 @@
 #include <atomic>
 #include <string>
 
+#include "tests/read_to_end.h"
+
 namespace imgfs {
 namespace {
-
-std::string ReadAll(ByteSource& s, Status* end) {
-  std::string out;
-  char buf[777];
-  for (;;) {
-    auto r = s.Read(buf, sizeof buf);
-    if (!r.ok()) {
-      *end = r.status();
-      return out;
-    }
-    if (*r == 0) return out;
-    out.append(buf, *r);
-  }
-}
 
 TEST(PushedSource, DeliversEveryByteInOrderThenTheProducersStatus) {
   std::string want;
@@ -36,9 +24,10 @@ TEST(PushedSource, DeliversEveryByteInOrderThenTheProducersStatus) {
           return Status::Ok();
         },
         64, [&](const Status& st) { finished = st; });  // a tiny queue: many waits
-    Status end;
-    EXPECT_EQ(ReadAll(src, &end), want);
-    EXPECT_TRUE(end.ok());
+    std::string got;
+    Status end = test::ReadToEnd(src, &got, 777);
+    EXPECT_EQ(got, want);
+    EXPECT_TRUE(end.ok()) << end.message();
   }
   EXPECT_TRUE(finished.ok());
 
@@ -48,8 +37,9 @@ TEST(PushedSource, DeliversEveryByteInOrderThenTheProducersStatus) {
         return Status::Corruption("broken at 3");
       },
       1 << 20);
-  Status end;
-  EXPECT_EQ(ReadAll(failing, &end), "abc");
+  std::string got;
+  Status end = test::ReadToEnd(failing, &got, 777);
+  EXPECT_EQ(got, "abc");
   EXPECT_EQ(end.message(), "broken at 3");
 }
 

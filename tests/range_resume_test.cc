@@ -11,6 +11,7 @@
 #include "registry/lazy_fetch.h"
 #include "registry/registry_client.h"
 #include "tests/fake_http_server.h"
+#include "tests/read_to_end.h"
 
 namespace imgfs {
 namespace {
@@ -128,17 +129,8 @@ TEST(RangeResume, BlobResumeStartingElsewhereIsRefused) {
   RegistryClient client(s.host(), Options());
   auto src = client.OpenBlob("t/x", Sha256Of(Blob()), {}, 100000);
   ASSERT_TRUE(src.ok()) << src.status().message();
-  std::string got, buf(1 << 16, '\0');
-  Status st;
-  for (;;) {
-    auto n = (*src)->Read(buf.data(), buf.size());
-    if (!n.ok()) {
-      st = n.status();
-      break;
-    }
-    if (*n == 0) break;
-    got.append(buf.data(), *n);
-  }
+  std::string got;
+  Status st = test::ReadToEnd(**src, &got);
   ASSERT_FALSE(st.ok()) << "read " << got.size() << " bytes";
   EXPECT_NE(st.message().find("asked for bytes from 50000, answered 206 with Content-Range "
                               "\"bytes 50005-100004/100000\""),
@@ -152,13 +144,9 @@ TEST(RangeResume, BlobCutMidwayIsResumed) {
   RegistryClient client(s.host(), Options());
   auto src = client.OpenBlob("t/x", Sha256Of(Blob()), {}, 100000);
   ASSERT_TRUE(src.ok()) << src.status().message();
-  std::string got, buf(1 << 16, '\0');
-  for (;;) {
-    auto n = (*src)->Read(buf.data(), buf.size());
-    ASSERT_TRUE(n.ok()) << n.status().message();
-    if (*n == 0) break;
-    got.append(buf.data(), *n);
-  }
+  std::string got;
+  Status st = test::ReadToEnd(**src, &got);
+  ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(got, Blob());
   EXPECT_EQ(s.ranges(), "50000- ");
 }

@@ -20,13 +20,20 @@
 #include "fs/image_view.h"
 #include "fs/span_cache.h"
 #include "registry/image_loader.h"
+#include "tests/compress.h"
+#include "tests/hold_decode.h"
+#include "tests/read_to_end.h"
+#include "tests/store_fixture.h"
 #include "tests/tar_builder.h"
 #include "tests/wait_for.h"
 
 namespace imgfs {
 namespace {
 
+using test::GzipMember;
+using test::HoldDecodeUntilWaiting;
 using test::TarBuilder;
+using test::ZstdFrames;
 
 // Text-like data: compresses, but not to nothing, so deflate makes many blocks.
 std::string Corpus(size_t n, uint32_t seed) {
@@ -46,32 +53,6 @@ std::string Corpus(size_t n, uint32_t seed) {
   return s;
 }
 
-std::string GzipMember(std::string_view data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
-std::string ZstdFrames(std::string_view data, size_t frame) {
-  std::string out;
-  for (size_t i = 0; i < data.size(); i += frame) {
-    size_t n = std::min(frame, data.size() - i);
-    std::string f(ZSTD_compressBound(n), '\0');
-    size_t r = ZSTD_compress(f.data(), f.size(), data.data() + i, n, 3);
-    EXPECT_FALSE(ZSTD_isError(r));
-    out.append(f.data(), r);
-  }
-  return out;
-}
-
 struct Indexed {
   std::string plain;    // what IndexingSource produced
   std::string sidecar;  // Finish()
@@ -82,13 +63,8 @@ Indexed RunIndexer(const std::string& blob, uint64_t span) {
   Indexed x;
   StringSource src(blob);
   IndexingSource dec(&src, Compression::kAuto, span);
-  std::vector<char> buf(70000);  // not a multiple of anything
-  for (;;) {
-    auto n = dec.Read(buf.data(), buf.size());
-    EXPECT_TRUE(n.ok()) << n.status().message();
-    if (!n.ok() || *n == 0) break;
-    x.plain.append(buf.data(), *n);
-  }
+  Status st = test::ReadToEnd(dec, &x.plain, 70000);  // 70000: not a multiple of anything
+  EXPECT_TRUE(st.ok()) << st.message();
   auto s = dec.Finish();
   EXPECT_TRUE(s.ok()) << s.status().message();
   x.sidecar = s.ok() ? *s : "";
@@ -313,21 +289,15 @@ TEST(SpanCacheTest, StaysWithinItsBudgetAndKeepsTheRecentlyUsed) {
 }
 
 // Through the store: import, drop the sidecars, read.
-class SpanReadTest : public ::testing::Test {
+class SpanReadTest : public test::StoreFixture {
  protected:
   void SetUp() override {
-    dir_ = test::MakeTempDir();
-    root_ = dir_ + "/store";
-    auto s = Store::Open(root_);
-    ASSERT_TRUE(s.ok());
-    store_ = std::move(*s);
+    StoreFixture::SetUp();
+    if (HasFatalFailure()) return;
     ::setenv("IMGFS_SEEK_SPAN", "65536", 1);
     TarBuilder t;
     for (int i = 0; i < 40; i++) t.File("f" + std::to_string(i), Corpus(50000, 100 + i));
-    std::string path = dir_ + "/img.tar";
-    test::WriteFile(path, t.Build("gzip"));
-    auto ref = ParseDockerRef("span:1");
-    auto r = ImportRootfs(*store_, path, *ref, LoadOptions{});
+    auto r = ImportTar(t.Build("gzip"), "span:1");
     ::unsetenv("IMGFS_SEEK_SPAN");
     ASSERT_TRUE(r.ok()) << r.status().message();
     auto v = ImageView::Open(*store_, r->id);
@@ -336,8 +306,19 @@ class SpanReadTest : public ::testing::Test {
   }
   void TearDown() override {
     view_.reset();
-    store_.reset();
-    test::RemoveTree(dir_);
+    StoreFixture::TearDown();
+  }
+  // Flips a bit of the stored blob in the middle of span k's compressed bytes.
+  void DamageSpan(const LayerRecord& l, const SeekIndex& idx, size_t k) {
+    uint64_t lo = idx.point(k).in_off, hi = idx.point(k + 1).in_off;
+    std::string blob_path = store_->blobs().BlobPath(l.blob);
+    ::chmod(blob_path.c_str(), 0644);
+    auto fd = OpenFile(blob_path, O_RDWR);
+    ASSERT_TRUE(fd.ok());
+    char c;
+    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
+    c ^= 0x20;
+    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
   }
   std::string Cat(LayerReader& r, int i, Status* st = nullptr) {
     uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
@@ -346,8 +327,6 @@ class SpanReadTest : public ::testing::Test {
     if (st) *st = got.status();
     return got.ok() ? out : "<error>";
   }
-  std::string dir_, root_;
-  std::unique_ptr<Store> store_;
   std::shared_ptr<const ImageView> view_;
 };
 
@@ -397,17 +376,7 @@ TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
   ASSERT_TRUE(idx.ok()) << idx.status().message();
   ASSERT_GE((*idx)->count(), 10u);
   size_t k = 10;
-  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
-  std::string blob_path = store_->blobs().BlobPath(l.blob);
-  ::chmod(blob_path.c_str(), 0644);
-  {
-    auto fd = OpenFile(blob_path, O_RDWR);
-    ASSERT_TRUE(fd.ok());
-    char c;
-    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
-    c ^= 0x20;
-    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
-  }
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k));
   LayerReader r(*store_);
   int failed = 0;
   for (int i = 0; i < 40; i++) {
@@ -426,18 +395,8 @@ TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
   EXPECT_GE(failed, 1);
 }
 
-// Readers that meet in a span being decoded wait for that one decode. The hook holds
-// the decoding thread until the other readers are waiting on it (or 60 s pass: without
-// the single decode each reader decodes for itself and nobody ever waits).
-void HoldDecodeUntilWaiting(LayerReader& r, uint64_t waiting, std::atomic<int>* calls) {
-  r.set_decode_hook([&r, waiting, calls](size_t) {
-    (*calls)++;
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (r.decode_waits() < waiting && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  });
-}
-
+// Readers that meet in a span being decoded wait for that one decode
+// (tests/hold_decode.h holds the decoding thread until the others wait).
 TEST_F(SpanReadTest, ReadersOfASpanBeingDecodedWaitForThatOneDecode) {
   LayerReader r(*store_);
   std::atomic<int> calls{0};
@@ -474,17 +433,7 @@ TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
     if ((*idx)->Find(b - 1) == s && s + 1 < (*idx)->count()) file = i, k = s;
   }
   ASSERT_GE(file, 0);
-  uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
-  std::string blob_path = store_->blobs().BlobPath(l.blob);
-  ::chmod(blob_path.c_str(), 0644);
-  {
-    auto fd = OpenFile(blob_path, O_RDWR);
-    ASSERT_TRUE(fd.ok());
-    char c;
-    ASSERT_TRUE(PreadAll(fd->get(), &c, 1, (lo + hi) / 2).ok());
-    c ^= 0x20;
-    ASSERT_EQ(::pwrite(fd->get(), &c, 1, (lo + hi) / 2), 1);
-  }
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k));
   LayerReader r(*store_);
   std::atomic<int> calls{0};
   constexpr int kThreads = 6;

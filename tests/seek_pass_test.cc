@@ -25,10 +25,15 @@
 
 #include "index/file_util.h"
 #include "index/seek_index.h"
+#include "tests/compress.h"
+#include "tests/read_to_end.h"
 #include "tests/tar_builder.h"
 
 namespace imgfs {
 namespace {
+
+using test::GzipMember;
+using test::Zstd;
 
 using Rng = std::mt19937_64;
 
@@ -52,39 +57,6 @@ std::string Data(Rng& r, size_t n) {
   }
   s.resize(n);
   return s;
-}
-
-// zlib, gzip wrapper; flush > 0: a flush of kind (1 sync, 2 full, 3 partial, 4 block)
-// every `every` input bytes.
-std::string Zlib(const std::string& d, int level, int strategy, int mem, int flush, size_t every) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, 31, mem, strategy), Z_OK);
-  std::string out;
-  std::vector<char> buf(1 << 16);
-  size_t pos = 0;
-  for (;;) {
-    size_t chunk = flush ? every : d.size();
-    size_t take = std::min(chunk, d.size() - pos);
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(d.data() + pos));
-    zs.avail_in = static_cast<uInt>(take);
-    pos += take;
-    bool last = pos == d.size();
-    int mode = last         ? Z_FINISH
-               : flush == 1 ? Z_SYNC_FLUSH
-               : flush == 2 ? Z_FULL_FLUSH
-               : flush == 3 ? Z_PARTIAL_FLUSH
-                            : Z_BLOCK;
-    int ret;
-    do {
-      zs.next_out = reinterpret_cast<Bytef*>(buf.data());
-      zs.avail_out = static_cast<uInt>(buf.size());
-      ret = deflate(&zs, mode);
-      out.append(buf.data(), buf.size() - zs.avail_out);
-    } while (zs.avail_out == 0 || (last && ret != Z_STREAM_END));
-    if (last) break;
-  }
-  deflateEnd(&zs);
-  return out;
 }
 
 std::string Isal(const std::string& d, int level) {
@@ -336,7 +308,7 @@ TEST_F(SeekPassTest, CheckpointsAreZlibsBlockBoundariesForEveryCompressor) {
     cases.push_back({"zlib level " + std::to_string(level) + " strategy " +
                          std::to_string(strategy) + " memLevel " + std::to_string(mem) + " flush " +
                          std::to_string(flush) + " every " + std::to_string(every),
-                     Zlib(d, level, strategy, mem, flush, every), d, flush == 0});
+                     GzipMember(d, level, strategy, mem, flush, every), d, flush == 0});
   }
   for (int level = 0; level <= 3; level++) {
     std::string d = Data(r, 1 + r() % (2 << 20));
@@ -394,12 +366,8 @@ TEST_F(SeekPassTest, CheckpointsAreZlibsBlockBoundariesForEveryCompressor) {
 Status ReadAll(const std::string& blob, uint64_t span) {
   StringSource src(blob);
   IndexingSource dec(&src, Compression::kGzip, span);
-  std::vector<char> buf(100000);
-  for (;;) {
-    auto n = dec.Read(buf.data(), buf.size());
-    if (!n.ok()) return n.status();
-    if (*n == 0) return dec.Finish().status();
-  }
+  IMGFS_RETURN_IF_ERROR(test::ReadToEnd(dec, nullptr, 100000));
+  return dec.Finish().status();
 }
 
 // The errors of the zlib pass, with checkpoints being taken (small spans: the CRC is
@@ -409,7 +377,7 @@ TEST(SeekPassErrors, DamagedStreamsGiveTheSameErrors) {
   std::string d;  // text: many blocks, so many stops at span 4096
   while (d.size() < (1 << 20)) d += std::to_string(r() % 100000) + (r() % 7 ? " layer " : "\n");
   d += std::string(300000, 'x');
-  std::string good = Zlib(d, 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
+  std::string good = GzipMember(d, 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
   for (uint64_t span : {uint64_t{4096}, uint64_t{1} << 30}) {
     SCOPED_TRACE("span " + std::to_string(span));
     EXPECT_TRUE(ReadAll(good, span).ok()) << ReadAll(good, span).message();
@@ -441,8 +409,8 @@ TEST(SeekPassErrors, RandomDamageAgreesWithThePlainDecoder) {
   Rng r(4242);
   std::string text;
   while (text.size() < (300 << 10)) text += std::to_string(r() % 100000) + (r() % 5 ? " a " : "\n");
-  std::vector<std::string> good = {Zlib(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
-                                   Zlib(text, 1, Z_FIXED, 2, 1, 3000) + Isal(text, 1)};
+  std::vector<std::string> good = {GzipMember(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
+                                   GzipMember(text, 1, Z_FIXED, 2, 1, 3000) + Isal(text, 1)};
   int bad = 0;
   for (int i = 0; i < 250; i++) {
     std::string blob = good[r() % good.size()];
@@ -466,13 +434,8 @@ TEST(SeekPassErrors, RandomDamageAgreesWithThePlainDecoder) {
     auto run = [&](bool index, std::string* out) -> Status {
       StringSource src(blob);
       IndexingSource dec(&src, Compression::kGzip, index ? 4096 : 0);
-      std::vector<char> buf(1 + r() % 70000);
-      for (;;) {
-        auto n = dec.Read(buf.data(), buf.size());
-        if (!n.ok()) return n.status();
-        if (*n == 0) return dec.Finish().status();
-        out->append(buf.data(), *n);
-      }
+      IMGFS_RETURN_IF_ERROR(test::ReadToEnd(dec, out, 1 + r() % 70000));
+      return dec.Finish().status();
     };
     std::string a, b2;
     Status sa = run(true, &a), sb = run(false, &b2);
@@ -495,14 +458,13 @@ TEST(SpanHasherTest, SameSidecarAsHashingInThePass) {
   std::string text;
   while (text.size() < (3 << 20)) text += std::to_string(r() % 1000000) + " usr/lib/x\n";
   std::string a = text.substr(0, 1 << 20), b = text.substr(1 << 20);
-  std::string empty = Zlib("", 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
+  std::string empty = GzipMember("", 6, Z_DEFAULT_STRATEGY, 8, 0, 0);
   std::vector<std::string> blobs = {
-      Zlib(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
-      Zlib(a, 1, Z_DEFAULT_STRATEGY, 8, 0, 0) + empty + Zlib(b, 9, Z_DEFAULT_STRATEGY, 8, 0, 0) +
-          empty,
+      GzipMember(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
+      GzipMember(a, 1, Z_DEFAULT_STRATEGY, 8, 0, 0) + empty +
+          GzipMember(b, 9, Z_DEFAULT_STRATEGY, 8, 0, 0) + empty,
   };
-  std::string zst(ZSTD_compressBound(a.size()), '\0');
-  zst.resize(ZSTD_compress(zst.data(), zst.size(), a.data(), a.size(), 3));
+  std::string zst = Zstd(a);
   blobs.push_back(zst + zst + zst);
   for (size_t bi = 0; bi < blobs.size(); bi++) {
     for (uint64_t span : {uint64_t{1} << 20, uint64_t{70000}, uint64_t{1}}) {
@@ -512,13 +474,8 @@ TEST(SpanHasherTest, SameSidecarAsHashingInThePass) {
       {
         StringSource src(blobs[bi]);
         IndexingSource dec(&src, Compression::kAuto, span);
-        std::vector<char> buf(100000);
-        for (;;) {
-          auto n = dec.Read(buf.data(), buf.size());
-          ASSERT_TRUE(n.ok()) << n.status().message();
-          if (*n == 0) break;
-          plain1.append(buf.data(), *n);
-        }
+        Status st = test::ReadToEnd(dec, &plain1, 100000);
+        ASSERT_TRUE(st.ok()) << st.message();
         auto f = dec.Finish();
         ASSERT_TRUE(f.ok()) << f.status().message();
         side1 = *f;
