@@ -86,9 +86,10 @@ Result<Digest> ResolveImage(const Store& store, const std::string& s) {
   return Status::NotFound("no such image: " + s);
 }
 
-Result<std::map<std::string, Names>> NamesByImage(const Store& store) {
+Result<std::unordered_map<std::string, Names>> NamesByImage(const Store& store) {
   IMGFS_ASSIGN_OR_RETURN(auto refs, store.ListRefs());
-  std::map<std::string, Names> out;
+  std::unordered_map<std::string, Names> out;
+  out.reserve(refs.size());
   for (auto& [name, rec] : refs) {
     auto r = ParseReference(name);
     if (!r.ok()) continue;
