@@ -93,7 +93,8 @@ Result<std::unordered_map<std::string, Names>> NamesByImage(const Store& store) 
   for (auto& [name, rec] : refs) {
     auto r = ParseReference(name);
     if (!r.ok()) continue;
-    (r->digest.empty() ? out[rec.image_id].tags : out[rec.image_id].digests).push_back(*r);
+    Names& n = out[std::move(rec.image_id)];
+    (r->digest.empty() ? n.tags : n.digests).push_back(std::move(*r));
   }
   return out;
 }
