@@ -86,13 +86,15 @@ Result<Digest> ResolveImage(const Store& store, const std::string& s) {
   return Status::NotFound("no such image: " + s);
 }
 
-Result<std::map<std::string, Names>> NamesByImage(const Store& store) {
+Result<std::unordered_map<std::string, Names>> NamesByImage(const Store& store) {
   IMGFS_ASSIGN_OR_RETURN(auto refs, store.ListRefs());
-  std::map<std::string, Names> out;
+  std::unordered_map<std::string, Names> out;
+  out.reserve(refs.size());
   for (auto& [name, rec] : refs) {
     auto r = ParseReference(name);
     if (!r.ok()) continue;
-    (r->digest.empty() ? out[rec.image_id].tags : out[rec.image_id].digests).push_back(*r);
+    Names& n = out[std::move(rec.image_id)];
+    (r->digest.empty() ? n.tags : n.digests).push_back(std::move(*r));
   }
   return out;
 }

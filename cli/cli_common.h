@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cli/go_template.h"
@@ -73,7 +74,7 @@ Result<Digest> ResolveImage(const Store& store, const std::string& s);
 struct Names {
   std::vector<Reference> tags, digests;
 };
-Result<std::map<std::string, Names>> NamesByImage(const Store& store);
+Result<std::unordered_map<std::string, Names>> NamesByImage(const Store& store);
 // Registry options from flags, ROOT/config.json and the IMGFS_* environment.
 RegistryOptions RegistryOptionsFor(const std::string& root, const Args& a);
 // Lets reads of lazily pulled layers (mount, cat) fetch from their registry

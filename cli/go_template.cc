@@ -338,7 +338,10 @@ Result<DockerFormat> DockerFormat::Parse(std::string_view format, std::string_vi
   } else if (body.rfind("table", 0) == 0) {
     f.table_ = true;
     body = body.substr(5);
-    if (body.find_first_not_of(' ') == std::string::npos) body = std::string(default_table);
+    if (body.find_first_not_of(' ') == std::string::npos) {
+      body = std::string(default_table);
+      f.default_table_ = true;
+    }
   }
   // docker: trim spaces, then "\t" and "\n" typed as two characters are a tab, a newline.
   size_t b = body.find_first_not_of(' '), e = body.find_last_not_of(' ');
@@ -374,8 +377,12 @@ Result<std::string> DockerFormat::Render(const std::vector<TemplateValue>& rows,
 // that column; its width is the widest cell plus padding, at least minwidth.
 std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
   std::vector<std::vector<std::string>> lines;
-  // Each column is one level of recursion: a line of thousands of cells is not a table.
-  if (std::count(text.begin(), text.end(), '\t') > 100000) return std::string(text);
+  // Each column is one level of recursion: a line of thousands of cells is not a table
+  // (checked before splitting; a table of many lines is one, however many tabs in all).
+  for (size_t at = 0, tabs = 0; at < text.size(); at++) {
+    if (text[at] == '\n') tabs = 0;
+    if (text[at] == '\t' && ++tabs > 256) return std::string(text);
+  }
   size_t at = 0;
   while (at <= text.size()) {
     size_t nl = text.find('\n', at);
@@ -433,6 +440,68 @@ std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
   for (const auto& l : lines) most = std::max(most, l.size());
   if (most > 256) return std::string(text);
   format(0, lines.size());
+  return out;
+}
+
+namespace {
+size_t Utf8Width(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char ch : s) n += (ch & 0xC0) != 0x80;
+  return n;
+}
+}  // namespace
+
+TableWriter::TableWriter(size_t columns, size_t minwidth, size_t padding)
+    : columns_(std::max<size_t>(columns, 1)),
+      minwidth_(minwidth),
+      padding_(padding),
+      col_width_(columns_, 0) {}
+
+void TableWriter::Cell(std::string_view s) {
+  if (s.find_first_of("\t\n") != std::string_view::npos) plain_ = false;
+  size_t w = Utf8Width(s);
+  size_t& col = col_width_[ends_.size() % columns_];
+  col = std::max(col, w);
+  buf_.append(s);
+  ends_.push_back(buf_.size());
+  width_.push_back(w);
+}
+
+std::string TableWriter::Joined() const {
+  std::string out;
+  for (size_t i = 0, from = 0; i < ends_.size(); from = ends_[i++]) {
+    out.append(buf_, from, ends_[i] - from);
+    out += (i + 1) % columns_ == 0 ? '\n' : '\t';
+  }
+  return out;
+}
+
+// Every line has the same cells, so the whole table is one column block for each
+// column but the last (TabAlign's recursion never splits it): column j is as wide as
+// its widest cell plus padding, at least minwidth; the last cell is not padded.
+std::string TableWriter::Take() {
+  std::string out;
+  if (!plain_ || ends_.size() % columns_ != 0 || columns_ > 256) {
+    out = TabAlign(Joined(), minwidth_, padding_);
+  } else {
+    std::vector<size_t> pad_to(columns_);
+    size_t line = 0;
+    for (size_t j = 0; j + 1 < columns_; j++) {
+      pad_to[j] = std::max(minwidth_, col_width_[j] + padding_);
+      line += pad_to[j];
+    }
+    out.reserve(buf_.size() + (ends_.size() / columns_) * (line + 1));
+    for (size_t i = 0, from = 0; i < ends_.size(); from = ends_[i++]) {
+      out.append(buf_, from, ends_[i] - from);
+      size_t j = i % columns_;
+      if (j + 1 == columns_) {
+        out += '\n';
+      } else if (width_[i] < pad_to[j]) {
+        out.append(pad_to[j] - width_[i], ' ');
+      }
+    }
+  }
+  *this = TableWriter(columns_, minwidth_, padding_);
   return out;
 }
 

@@ -116,6 +116,9 @@ class DockerFormat {
   // (used for a bare "table"). InvalidArgument on a template syntax error.
   static Result<DockerFormat> Parse(std::string_view format, std::string_view default_table);
   bool is_table() const { return table_; }
+  // A bare "table": the command's default table body, which a command may print with its
+  // own TableWriter (byte for byte what Render gives) rather than run the template.
+  bool is_default_table() const { return default_table_; }
   // Formats every row; for a table, the header line (the template run over `header`,
   // a map of field name to column title) comes first and columns are aligned. Each row
   // ends with a newline.
@@ -124,10 +127,38 @@ class DockerFormat {
 
  private:
   bool table_ = false;
+  bool default_table_ = false;
   Template tmpl_;
 };
 
 // Aligns tab-terminated cells as Go's text/tabwriter does (flags 0, pad char ' ').
 std::string TabAlign(std::string_view text, size_t minwidth = 10, size_t padding = 3);
+
+// A table of `columns` cells a line, aligned: Take() returns what TabAlign (same minwidth
+// and padding) returns for the lines "cell\tcell\t...\tcell\n", without building that text
+// and splitting it again (a listing of 10,000 rows: `imgfs images`). Cells are kept back to
+// back in one buffer and column widths are kept as cells arrive. A cell holding '\t' or
+// '\n', or an unfinished last line, would change the line structure: then the joined text
+// goes through TabAlign itself, so Take() is TabAlign's answer in every case.
+//
+// Thread-safety: a value; one thread at a time.
+class TableWriter {
+ public:
+  explicit TableWriter(size_t columns, size_t minwidth = 10, size_t padding = 3);
+  // Appends a cell to the current line; every `columns` cells end a line.
+  void Cell(std::string_view s);
+  size_t cells() const { return ends_.size(); }
+  // The aligned text; the writer is left empty.
+  std::string Take();
+
+ private:
+  std::string Joined() const;
+  size_t columns_, minwidth_, padding_;
+  std::string buf_;                // the cells, back to back
+  std::vector<size_t> ends_;       // where each cell ends in buf_
+  std::vector<size_t> width_;      // each cell's width (UTF-8 characters)
+  std::vector<size_t> col_width_;  // widest cell of each column
+  bool plain_ = true;              // no cell holds '\t' or '\n'
+};
 
 }  // namespace imgfs

@@ -79,13 +79,13 @@ Status ImageFilter::Parse(const Store& store, const std::vector<std::string>& fi
   return Status::Ok();
 }
 
-bool ImageFilter::Match(const Store& store, const ImageRecord& img, const std::string& repo,
-                        const std::string& tag, bool untagged) const {
+bool ImageFilter::Match(const Store& store, const Digest& id, int64_t created_unix,
+                        const std::string& repo, const std::string& tag, bool untagged) const {
   if (dangling_ == 1 && !untagged) return false;
   if (dangling_ == 0 && repo == "<none>") return false;
-  if (by_key_.count("before") && img.created_unix >= before_) return false;
-  if (by_key_.count("since") && img.created_unix <= since_) return false;
-  if (by_key_.count("until") && img.created_unix >= until_) return false;
+  if (by_key_.count("before") && created_unix >= before_) return false;
+  if (by_key_.count("since") && created_unix <= since_) return false;
+  if (by_key_.count("until") && created_unix >= until_) return false;
   if (auto it = by_key_.find("reference"); it != by_key_.end()) {
     if (repo == "<none>") return false;
     bool any = false;
@@ -99,7 +99,7 @@ bool ImageFilter::Match(const Store& store, const ImageRecord& img, const std::s
     if (!any) return false;
   }
   if (auto it = by_key_.find("label"); it != by_key_.end()) {
-    auto labels = ImageLabels(store, img.id);
+    auto labels = ImageLabels(store, id);
     if (!labels.ok()) return false;
     for (const std::string& want : it->second) {
       size_t eq = want.find('=');

@@ -24,6 +24,11 @@ class ImageFilter {
   // One row: the image, its repository and tag ("<none>" when absent), and whether
   // the image has no tag at all.
   bool Match(const Store& store, const ImageRecord& img, const std::string& repo,
+             const std::string& tag, bool untagged) const {
+    return Match(store, img.id, img.created_unix, repo, tag, untagged);
+  }
+  // The same, for the image `id` created at `created_unix`.
+  bool Match(const Store& store, const Digest& id, int64_t created_unix, const std::string& repo,
              const std::string& tag, bool untagged) const;
 
  private:

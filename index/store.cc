@@ -231,36 +231,84 @@ std::string EncodeImage(const ImageRecord& r) {
   return e.Take();
 }
 
-Result<ImageRecord> DecodeImage(std::string_view data, bool layers) {
+namespace {
+
+// The fields of an image record, as views into it. Every decoder of the record goes
+// through here, so all of them accept and refuse the same records.
+struct ImageFields {
+  std::string_view manifest_digest, manifest_media_type, created, os, architecture, variant;
+  Digest id;
+  uint64_t config_size = 0, size = 0;
+  int64_t created_unix = 0, added_unix = 0;
+};
+
+// Decodes `data` into f; each diff_id goes to on_layer (checked as FromHex checks it
+// when on_layer is null).
+template <typename OnLayer>
+Status ParseImage(std::string_view data, ImageFields& f, OnLayer on_layer) {
   Decoder d(data);
-  ImageRecord r;
   if (d.Varint() != kRecordFormat) return Status::Corruption("index: image record: unknown format");
   auto id = Digest::FromHex(d.Bytes());
-  r.manifest_digest = std::string(d.Bytes());
-  r.manifest_media_type = std::string(d.Bytes());
-  r.config_size = d.Varint();
-  r.created = std::string(d.Bytes());
-  r.created_unix = d.Signed();
-  r.os = std::string(d.Bytes());
-  r.architecture = std::string(d.Bytes());
-  r.variant = std::string(d.Bytes());
+  f.manifest_digest = d.Bytes();
+  f.manifest_media_type = d.Bytes();
+  f.config_size = d.Varint();
+  f.created = d.Bytes();
+  f.created_unix = d.Signed();
+  f.os = d.Bytes();
+  f.architecture = d.Bytes();
+  f.variant = d.Bytes();
   uint64_t n = d.Varint();
   if (!id.ok() || n > data.size()) return Status::Corruption("index: bad image record");
-  r.id = *id;
+  f.id = std::move(*id);
   for (uint64_t i = 0; i < n && d.ok(); i++) {
-    if (!layers) {  // checked as FromHex does (the same records decode), not kept
-      std::string_view hex = d.Bytes();
-      if (hex.size() != 64 || !IsLowerHex(hex))
-        return Status::Corruption("index: bad image record layer");
-      continue;
-    }
-    auto l = Digest::FromHex(d.Bytes());
-    if (!l.ok()) return Status::Corruption("index: bad image record layer");
-    r.diff_ids.push_back(*l);
+    std::string_view hex = d.Bytes();
+    if (hex.size() != 64 || !IsLowerHex(hex))
+      return Status::Corruption("index: bad image record layer");
+    on_layer(hex);
   }
-  r.size = d.Varint();
-  r.added_unix = d.Signed();
+  f.size = d.Varint();
+  f.added_unix = d.Signed();
   if (!d.done()) return Status::Corruption("index: bad image record");
+  return Status::Ok();
+}
+
+// A diff_id already checked by ParseImage.
+Digest CheckedDigest(std::string_view hex) {
+  return *Digest::FromHex(hex);
+}
+
+}  // namespace
+
+Result<ImageRecord> DecodeImage(std::string_view data, bool layers) {
+  ImageFields f;
+  ImageRecord r;
+  IMGFS_RETURN_IF_ERROR(ParseImage(data, f, [&](std::string_view hex) {
+    if (layers) r.diff_ids.push_back(CheckedDigest(hex));
+  }));
+  r.id = std::move(f.id);
+  r.manifest_digest = std::string(f.manifest_digest);
+  r.manifest_media_type = std::string(f.manifest_media_type);
+  r.config_size = f.config_size;
+  r.created = std::string(f.created);
+  r.created_unix = f.created_unix;
+  r.os = std::string(f.os);
+  r.architecture = std::string(f.architecture);
+  r.variant = std::string(f.variant);
+  r.size = f.size;
+  r.added_unix = f.added_unix;
+  return r;
+}
+
+Result<ImageSummary> DecodeImageSummary(std::string_view data, bool layers) {
+  ImageFields f;
+  ImageSummary r;
+  IMGFS_RETURN_IF_ERROR(ParseImage(data, f, [&](std::string_view hex) {
+    if (layers) r.diff_ids.push_back(CheckedDigest(hex));
+  }));
+  r.id = std::move(f.id);
+  r.created_unix = f.created_unix;
+  r.has_created = !f.created.empty();
+  r.size = f.size;
   return r;
 }
 
@@ -354,6 +402,17 @@ Result<std::vector<ImageRecord>> Store::ListImages(bool layers) const {
   std::vector<ImageRecord> out;
   auto decode = [layers](std::string_view v) { return DecodeImage(v, layers); };
   IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, decode, [&](std::string_view, ImageRecord r) {
+    out.push_back(std::move(r));
+    return true;
+  }));
+  return out;
+}
+
+Result<std::vector<ImageSummary>> Store::ListImageSummaries(bool layers) const {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  std::vector<ImageSummary> out;
+  auto decode = [layers](std::string_view v) { return DecodeImageSummary(v, layers); };
+  IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, decode, [&](std::string_view, ImageSummary r) {
     out.push_back(std::move(r));
     return true;
   }));

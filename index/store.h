@@ -90,6 +90,16 @@ struct ImageRecord {
   int64_t added_unix = 0;
 };
 
+// What a listing of many images shows of each (`imgfs images`): decoded from the same
+// image record, without copying its strings out.
+struct ImageSummary {
+  Digest id;
+  int64_t created_unix = 0;
+  bool has_created = false;  // the record's `created` is not empty
+  uint64_t size = 0;
+  std::vector<Digest> diff_ids;  // only when listed with layers
+};
+
 class Store {
  public:
   static constexpr int kSchemaVersion = 2;
@@ -113,6 +123,9 @@ class Store {
   // With layers = false, diff_ids are left empty (not decoded): a listing of many
   // images (`imgfs images`) needs the rest only.
   Result<std::vector<ImageRecord>> ListImages(bool layers = true) const;
+  // Every image as ImageSummary (diff_ids with layers only): the records ListImages
+  // decodes, no strings copied.
+  Result<std::vector<ImageSummary>> ListImageSummaries(bool layers = false) const;
   Result<std::optional<LayerRecord>> GetLayer(const Digest& diff_id) const;
   Result<std::vector<LayerEntry>> GetEntries(const Digest& diff_id) const;
   // The image's merged tree: built from its layers' entry tables (a root record) or
@@ -187,6 +200,8 @@ std::string EncodeRef(const RefRecord& r);
 Result<RefRecord> DecodeRef(std::string_view data);
 std::string EncodeImage(const ImageRecord& r);
 Result<ImageRecord> DecodeImage(std::string_view data, bool layers = true);
+// The same record's listing fields: accepts and refuses exactly what DecodeImage does.
+Result<ImageSummary> DecodeImageSummary(std::string_view data, bool layers = false);
 std::string EncodeLayer(const LayerRecord& r);
 Result<LayerRecord> DecodeLayer(std::string_view data);
 

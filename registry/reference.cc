@@ -87,8 +87,12 @@ bool IsValidTag(std::string_view tag) {
   return true;
 }
 
+// FamiliarizeName(Name()) without building Name(): only docker.io names change.
 std::string Reference::FamiliarName() const {
-  return FamiliarizeName(Name());
+  if (domain != kDefaultDomain) return Name();
+  if (path.compare(0, 8, "library/") == 0 && path.find('/', 8) == std::string::npos)
+    return path.substr(8);
+  return path;
 }
 
 std::string Reference::String() const {
@@ -181,7 +185,7 @@ Result<Reference> ParseReference(std::string_view s) {
   if (ref.domain == kDefaultDomain && ref.path.find('/') == std::string::npos) {
     ref.path = "library/" + ref.path;
   }
-  if (ref.Name().size() > kNameTotalLengthMax) {
+  if (ref.domain.size() + 1 + ref.path.size() > kNameTotalLengthMax) {  // Name()'s length
     return Status::InvalidArgument(
         "invalid reference format: repository name must not be more than 255 characters");
   }

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace imgfs {
 namespace {
 
@@ -182,6 +184,75 @@ TEST(GoTemplate, TabAlignBlocks) {
   // A line without a cell in a column ends that column's block (Go's tabwriter).
   EXPECT_EQ(TabAlign("a\tb\nlonger-than-ten\tc\nno tabs\nx\ty\n"),
             "a                 b\nlonger-than-ten   c\nno tabs\nx         y\n");
+}
+
+TEST(GoTemplate, TabAlignManyLines) {
+  // A table of 30,000 lines (150,000 tabs) is still a table; a line of 300 cells is not.
+  std::string text, want;
+  for (int i = 0; i < 30000; i++) {
+    text += "r" + std::to_string(i % 7) + "\tb\tc\td\te\tf\n";
+    want += "r" + std::to_string(i % 7) + "        b         c         d         e         f\n";
+  }
+  std::string got = TabAlign(text);
+  // Not EXPECT_EQ: gtest's diff of two 1.6 MB strings takes minutes.
+  EXPECT_TRUE(got == want)
+      << "differs from byte "
+      << std::mismatch(got.begin(), got.end(), want.begin(), want.end()).first - got.begin();
+  std::string wide(299, '\t');
+  EXPECT_EQ(TabAlign(wide + "x\ny\tz\n"), wide + "x\ny\tz\n");
+}
+
+// TableWriter must give TabAlign's text for the same cells joined by tabs and newlines:
+// tables of random shapes and cells (wide UTF-8, empty cells, cells at and around the
+// minimum width, cells with a tab or a newline, an unfinished last line).
+TEST(GoTemplate, TableWriterIsTabAlign) {
+  const std::vector<std::string> pool = {
+      "",
+      "a",
+      "<none>",
+      "exactly7",
+      "1234567",
+      "12345678901",
+      "docker.io/some/long/repository-name",
+      "\xc3\xa9t\xc3\xa9",
+      "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe5\x90\x8d\xe5\x89\x8d",
+      "7.8MB (partial: 1.2MB of 7.8MB local)",
+      "with\ttab",
+      "with\nnewline"};
+  uint32_t seed = 12345;
+  auto next = [&](uint32_t n) {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 8) % n;
+  };
+  int fast = 0;
+  for (int round = 0; round < 2000; round++) {
+    size_t columns = 1 + next(7);
+    size_t rows = next(6);
+    bool odd_cells = next(10) == 0, special = next(4) == 0;
+    size_t minwidth = next(3) == 0 ? 0 : 10, padding = next(3) == 0 ? 1 : 3;
+    TableWriter w(columns, minwidth, padding);
+    std::string joined;
+    size_t n = rows * columns + (odd_cells ? 1 + next(static_cast<uint32_t>(columns)) : 0);
+    bool plain = true;
+    for (size_t i = 0; i < n; i++) {
+      std::string cell = pool[next(special ? pool.size() : pool.size() - 2)];
+      plain = plain && cell.find_first_of("\t\n") == std::string::npos;
+      w.Cell(cell);
+      joined += cell;
+      joined += (i + 1) % columns == 0 ? '\n' : '\t';
+    }
+    if (plain && n % columns == 0) fast++;
+    ASSERT_EQ(w.Take(), TabAlign(joined, minwidth, padding))
+        << "round " << round << ", " << columns << " columns:\n"
+        << joined;
+    EXPECT_EQ(w.cells(), 0u);
+  }
+  EXPECT_GT(fast, 1000);  // most rounds took the direct path, not TabAlign's
+  TableWriter one(1);
+  one.Cell("x");
+  one.Cell("yy");
+  EXPECT_EQ(one.Take(), "x\nyy\n");
+  EXPECT_EQ(TableWriter(3).Take(), "");
 }
 
 TEST(GoTemplate, FromJson) {

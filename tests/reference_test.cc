@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace imgfs {
 namespace {
 
@@ -150,6 +153,17 @@ TEST(Reference, FamiliarNames) {
   EXPECT_EQ(FamiliarizeName("docker.io/user1/ubuntu"), "user1/ubuntu");
   EXPECT_EQ(FamiliarizeName("localhost:5000/app"), "localhost:5000/app");
   EXPECT_EQ(FamiliarizeName("quay.io/library/x"), "quay.io/library/x");
+  // Reference::FamiliarName (built without the canonical name) is FamiliarizeName's.
+  for (const std::string& s : std::vector<std::string>{
+           "ubuntu", "library/a/b", "user1/ubuntu", "localhost:5000/app", "quay.io/library/x",
+           "index.docker.io/library/y:1", "docker.io/libraryx", "docker.io/library",
+           "example.com:443/library/z@sha256:" + kHex}) {
+    auto r = ParseReference(s);
+    ASSERT_TRUE(r.ok()) << s;
+    EXPECT_EQ(r->FamiliarName(), FamiliarizeName(r->Name())) << s;
+  }
+  EXPECT_EQ(ParseReference("library/a/b")->FamiliarName(), "library/a/b");
+  EXPECT_EQ(ParseReference("busybox")->FamiliarName(), "busybox");
 }
 
 TEST(Reference, TagGrammar) {

@@ -205,6 +205,58 @@ TEST_F(StoreTest, ImageRecordCodecRejectsGarbage) {
   bad[at] = 'G';
   EXPECT_FALSE(DecodeImage(bad).ok());
   EXPECT_FALSE(DecodeImage(bad, false).ok());
+  // The listing decoder refuses the same records, and reads the same fields.
+  EXPECT_FALSE(DecodeImageSummary(bad).ok());
+  EXPECT_FALSE(DecodeImageSummary(bad, true).ok());
+  EXPECT_FALSE(DecodeImageSummary(enc.substr(0, enc.size() - 2)).ok());
+  EXPECT_FALSE(DecodeImageSummary("").ok());
+  EXPECT_FALSE(DecodeImageSummary(enc + "x").ok());
+  r.created = "2024-01-02T03:04:05Z";
+  auto brief = DecodeImageSummary(EncodeImage(r), /*layers=*/true);
+  ASSERT_TRUE(brief.ok());
+  EXPECT_EQ(brief->id, r.id);
+  EXPECT_EQ(brief->diff_ids, r.diff_ids);
+  EXPECT_EQ(brief->size, 1234u);
+  EXPECT_EQ(brief->created_unix, 99);
+  EXPECT_TRUE(brief->has_created);
+  r.created.clear();
+  EXPECT_FALSE(DecodeImageSummary(EncodeImage(r))->has_created);
+  EXPECT_TRUE(DecodeImageSummary(EncodeImage(r))->diff_ids.empty());
+}
+
+// ListImageSummaries lists what ListImages lists, field for field.
+TEST_F(StoreTest, ImageSummariesAreTheListedImages) {
+  Digest a = AddImage("{\"s\":1}", {"f", "g"}, "docker.io/library/s:1");
+  auto rec = store_->GetImage(a);
+  std::vector<Store::NewImage> batch;
+  for (int i = 0; i < 5; i++) {
+    Store::NewImage n;
+    n.image = **rec;
+    n.image.id = *store_->blobs().Put("{\"t\":" + std::to_string(i) + "}", std::nullopt);
+    n.image.created = i % 2 ? "" : "2020-01-01T00:00:0" + std::to_string(i) + "Z";
+    n.image.created_unix = 1577836800 + i;
+    n.image.size = 1000 * i;
+    n.tree_record = EncodeTreeRoot(store_->GetTree(a)->Root());
+    batch.push_back(std::move(n));
+  }
+  ASSERT_TRUE(store_->AddImages(batch).ok());
+  auto full = store_->ListImages();
+  ASSERT_TRUE(full.ok());
+  ASSERT_EQ(full->size(), 6u);
+  for (bool layers : {false, true}) {
+    auto brief = store_->ListImageSummaries(layers);
+    ASSERT_TRUE(brief.ok());
+    ASSERT_EQ(brief->size(), full->size());
+    for (size_t i = 0; i < full->size(); i++) {
+      const ImageRecord& f = (*full)[i];
+      const ImageSummary& b = (*brief)[i];
+      EXPECT_EQ(b.id, f.id);
+      EXPECT_EQ(b.created_unix, f.created_unix);
+      EXPECT_EQ(b.has_created, !f.created.empty());
+      EXPECT_EQ(b.size, f.size);
+      EXPECT_EQ(b.diff_ids, layers ? f.diff_ids : std::vector<Digest>{});
+    }
+  }
 }
 
 // Sets meta/schema of the (closed) store at dir to `value`; returns it as it was.

@@ -58,6 +58,8 @@ check "  the layer blobs are not in blobs/ (lazy/ holds them)" \
   bash -c "[[ \$(ls '$ROOT/lazy' | wc -l) -eq 3 ]]"
 check "  imgfs images marks it partial with what is local" \
   bash -c "'$IMGFS' images | grep -q 'partial: .* of .* local'"
+check "  images --digests (the direct table) is the same table as its template" \
+  bash -c "diff <('$IMGFS' images --digests) <('$IMGFS' images --digests --format 'table {{.Repository}}\\t{{.Tag}}\\t{{.Digest}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}')"
 
 # --- the mount: metadata needs no network
 MP=$T/mp
@@ -220,6 +222,8 @@ expect_fail "  a plain pull completes the layer and finds the mismatch" \
   "is broken: .*table of contents does not match the tar" "$IMGFS" pull -q "$TREF"
 check "  imgfs images marks it broken and says why" \
   bash -c "'$IMGFS' images 2>&1 | grep -q '(broken)' && '$IMGFS' images 2>&1 >/dev/null | grep -q 'table of contents does not match the tar'"
+check "  images --digests (the direct table) is the same table as its template" \
+  bash -c "diff <('$IMGFS' images --digests 2>&1) <('$IMGFS' images --digests --format 'table {{.Repository}}\\t{{.Tag}}\\t{{.Digest}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}' 2>&1)"
 check "  imgfs verify exits 1 naming the mismatch" \
   bash -c "! '$IMGFS' verify 2>'$T/verify.err' >/dev/null && grep -q 'completion found a mismatch' '$T/verify.err'"
 check "  reads of the layer fail (another file of it too)" \

@@ -75,6 +75,8 @@ json.dump({"schemaVersion": 2, "manifests": manifests}, open(out + "/index.json"
 PY
 check "load of $N images in one run" bash -c "'$IMGFS' load -q --name scale/app oci >/dev/null"
 check "imgfs images lists $N" test "$("$IMGFS" images -q | wc -l)" -eq "$N"
+check "imgfs images: the direct table is its template's, $N rows" \
+  bash -c "diff <('$IMGFS' images) <('$IMGFS' images --format 'table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}')"
 index_kb=$(( $(stat -c %s "$ROOT/index/data.mdb") / 1024 ))
 # A materialised tree per image would be ~200 KB each (600 MB); root records are bytes.
 check "the index grows with unique content ($index_kb KB for $N images)" test "$index_kb" -lt 20480

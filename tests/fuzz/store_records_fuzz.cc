@@ -26,6 +26,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  brief->created == full->created && brief->added_unix == full->added_unix);
     }
   }
+  {  // a listing's summary: the same records decode, to the same fields
+    auto full = DecodeImage(in);
+    auto brief = DecodeImageSummary(in, /*layers=*/true);
+    FUZZ_CHECK(full.ok() == brief.ok());
+    if (full.ok() && brief.ok()) {
+      FUZZ_CHECK(brief->id == full->id && brief->diff_ids == full->diff_ids &&
+                 brief->size == full->size && brief->created_unix == full->created_unix &&
+                 brief->has_created == !full->created.empty());
+    }
+    FUZZ_CHECK(DecodeImageSummary(in).ok() == full.ok());
+  }
   if (auto r = DecodeImage(in); r.ok()) {
     auto a = DecodeImage(EncodeImage(*r));
     FUZZ_CHECK(a.ok() && a->id == r->id && a->manifest_digest == r->manifest_digest &&
