@@ -5,13 +5,16 @@
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <cstdarg>
@@ -20,6 +23,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,7 +51,11 @@ struct Context {
 // pressure instead, as before.
 class EntryInvalidator {
  public:
-  explicit EntryInvalidator(fuse_session* se) : se_(se), thread_([this] { Run(); }) {}
+  explicit EntryInvalidator(fuse_session* se) : se_(se), thread_([this] { Run(); }) {
+    // Tests only: hold each notification back this long (a notification in flight at
+    // shutdown, tests/e2e/inval_shutdown.sh).
+    if (const char* e = std::getenv("IMGFS_TEST_NOTIFY_DELAY_MS")) delay_ms_ = std::atoi(e);
+  }
   ~EntryInvalidator() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -55,6 +63,21 @@ class EntryInvalidator {
     }
     cv_.notify_one();
     thread_.join();
+  }
+  // Takes no more names and returns once no notification is in flight, calling `serve`
+  // meanwhile. The kernel handles a notification under the parent directory's lock,
+  // which a lookup there holds until the daemon answers it: once the session loop has
+  // returned (a signal), `serve` must answer requests, or the notification, the lookup
+  // and the daemon's exit all wait forever.
+  void Stop(const std::function<void()>& serve) {
+    std::unique_lock<std::mutex> l(mu_);
+    stop_ = true;
+    cv_.notify_one();
+    while (sending_) {
+      l.unlock();
+      serve();
+      l.lock();
+    }
   }
   void Push(const MountFs::StaleName& n) {
     {
@@ -74,10 +97,13 @@ class EntryInvalidator {
       if (stop_) return;
       MountFs::StaleName n = std::move(queue_.front());
       queue_.pop_front();
+      sending_ = true;
       l.unlock();
+      if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
       // ENOENT (the kernel has no such dentry any more) is the common, harmless answer.
       (void)fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
       l.lock();
+      sending_ = false;
     }
   }
   fuse_session* se_;
@@ -85,6 +111,8 @@ class EntryInvalidator {
   std::condition_variable cv_;
   std::deque<MountFs::StaleName> queue_;
   bool stop_ = false;
+  bool sending_ = false;  // a notification is in flight
+  std::atomic<int> delay_ms_{0};
   std::thread thread_;  // last: starts once the members above exist
 };
 
@@ -395,6 +423,27 @@ bool IsDeadFuseMount(const std::string& path) {
   return ::statfs(path.c_str(), &sf) != 0 && errno == ENOTCONN;
 }
 
+namespace {
+
+// Answers at most one request, waiting up to 100 ms for it: on the main thread once
+// the session loop has returned (EntryInvalidator::Stop).
+void ServeOnce(fuse_session* se) {
+  struct pollfd p = {fuse_session_fd(se), POLLIN, 0};
+  int n = ::poll(&p, 1, 100);
+  if (n > 0 && (p.revents & POLLIN)) {
+    fuse_buf buf;
+    std::memset(&buf, 0, sizeof buf);
+    if (fuse_session_receive_buf(se, &buf) > 0) fuse_session_process_buf(se, &buf);
+    std::free(buf.mem);
+  } else if (n != 0) {
+    // The connection is gone (POLLERR) or poll failed: nothing to answer; the
+    // notification in flight fails at once.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
+
 int RunMount(const MountOptions& in) {
   MountOptions o = in;
   // A mount whose daemon died (kill -9, OOM) leaves its endpoint behind: every access
@@ -526,6 +575,7 @@ int RunMount(const MountOptions& in) {
     rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
     ctx.fs->set_invalidator(nullptr);
+    invalidator->Stop([se] { ServeOnce(se); });
     invalidator.reset();
     Log(&ctx, "unmounting %s", o.mountpoint.c_str());
     if (ctx.fs) {
