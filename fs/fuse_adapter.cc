@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,9 +47,9 @@ struct Context {
 
 // Sends the kernel FUSE_NOTIFY_INVAL_ENTRY for the names MountFs reports stale
 // (MountFs::set_invalidator), from a thread of its own: a request's handler must not
-// send it, for the kernel may hold the directory's lock for that very request. The
-// queue is bounded; a name dropped from it is forgotten by the kernel under memory
-// pressure instead, as before.
+// send it, for the kernel may hold the directory's lock for that very request. A name
+// already waiting is not queued twice, so the queue holds at most one entry per image
+// instance (MountFs allows 2^20).
 class EntryInvalidator {
  public:
   explicit EntryInvalidator(fuse_session* se) : se_(se), thread_([this] { Run(); }) {
@@ -82,14 +83,14 @@ class EntryInvalidator {
   void Push(const MountFs::StaleName& n) {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (queue_.size() >= kMaxQueued) return;
+      if (queue_.size() >= kMaxQueued || !queued_.emplace(n.parent, n.name).second) return;
       queue_.push_back(n);
     }
     cv_.notify_one();
   }
 
  private:
-  static constexpr size_t kMaxQueued = 65536;
+  static constexpr size_t kMaxQueued = size_t{1} << 20;
   void Run() {
     std::unique_lock<std::mutex> l(mu_);
     for (;;) {
@@ -97,6 +98,7 @@ class EntryInvalidator {
       if (stop_) return;
       MountFs::StaleName n = std::move(queue_.front());
       queue_.pop_front();
+      queued_.erase({n.parent, n.name});
       sending_ = true;
       l.unlock();
       if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
@@ -110,9 +112,42 @@ class EntryInvalidator {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<MountFs::StaleName> queue_;
+  std::set<std::pair<uint64_t, std::string>> queued_;  // the names in queue_
   bool stop_ = false;
   bool sending_ = false;  // a notification is in flight
   std::atomic<int> delay_ms_{0};
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+// Reads the store's generation every 100 ms (MountFs::CheckGeneration), so a name that
+// moved or went away is invalidated in the kernel (EntryInvalidator) even when no
+// request comes. That is what lets image roots' dentries be cached as long as their
+// content (MountFs::Options::names_watched): a retag shows within about 0.1 s.
+class GenerationWatcher {
+ public:
+  explicit GenerationWatcher(MountFs* fs) : fs_(fs), thread_([this] { Run(); }) {}
+  ~GenerationWatcher() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (!cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return stop_; })) {
+      l.unlock();
+      fs_->CheckGeneration();  // one short LMDB read when nothing changed
+      l.lock();
+    }
+  }
+  MountFs* fs_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
   std::thread thread_;  // last: starts once the members above exist
 };
 
@@ -558,6 +593,7 @@ int RunMount(const MountOptions& in) {
     fuse_daemonize(0);
     ctx.log = log ? log : stderr;
   }
+  fo.names_watched = true;  // GenerationWatcher and EntryInvalidator below
   auto fs = MountFs::Create(fo);
   int rc = 1;
   if (!fs.ok()) {
@@ -568,12 +604,14 @@ int RunMount(const MountOptions& in) {
     auto invalidator = std::make_unique<EntryInvalidator>(se);
     ctx.fs->set_invalidator(
         [inv = invalidator.get()](const MountFs::StaleName& n) { inv->Push(n); });
+    auto watcher = std::make_unique<GenerationWatcher>(ctx.fs.get());
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_idle_threads(cfg, 8);
     fuse_loop_cfg_set_max_threads(cfg, 32);
     rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
+    watcher.reset();  // before the invalidator goes: it may still report names
     ctx.fs->set_invalidator(nullptr);
     invalidator->Stop([se] { ServeOnce(se); });
     invalidator.reset();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -24,6 +25,12 @@ constexpr uint32_t InstOf(uint64_t ino) {
 }
 constexpr uint32_t NodeOf(uint64_t ino) {
   return static_cast<uint32_t>(ino & 0xffffffffu);
+}
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 Status NoEntry() {
@@ -106,10 +113,18 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
   if (moved) {
     ReleaseRemoved();
     DropCompletedLazy();
-    if (invalidator_)
+    if (invalidator_) {
+      recheck_until_.store(SteadyNs() + 2'000'000'000);
       for (const StaleName& n : StaleNames(*out)) invalidator_(n);
+    }
   }
   return out;
+}
+
+void MountFs::CheckGeneration() {
+  auto snap = CurrentSnapshot();
+  if (!snap || !invalidator_ || SteadyNs() >= recheck_until_.load()) return;
+  for (const StaleName& n : StaleNames(*snap)) invalidator_(n);
 }
 
 void MountFs::DropCompletedLazy() {
@@ -409,7 +424,8 @@ Result<MountFs::Entry> MountFs::NameChildEntry(const Snapshot& snap, const std::
   if (child.is_image) {
     IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(child.path, child.image, parent_ino));
     e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), nullptr, MergedTree::kRoot);
-    e.entry_timeout = options_.name_timeout;  // the name may move; the tree never changes
+    // The name may move (then it is invalidated, when watched); the tree never changes.
+    e.entry_timeout = options_.names_watched ? options_.content_timeout : options_.name_timeout;
     return e;
   }
   e.ino = Ino(0, NameNode(child.path));

@@ -42,11 +42,13 @@
 //
 // Caching: image content never changes, so its entries and attributes get very long
 // timeouts, negative lookups are cached, files open with keep_cache and directories
-// with cache_readdir. Name directories and the dentries of image roots (names can
-// move) get short timeouts, and name directories' mtime moves with every generation
-// (nanoseconds, strictly increasing) so the kernel drops their cached listings. With
-// the kernel's no-open/no-opendir support the adapter sends no open at all: Read and
-// ReadDir then get fh 0 and resolve everything from the inode.
+// with cache_readdir. Name directories get short timeouts; so do the dentries of image
+// roots (names can move) unless the names are watched (Options::names_watched: the
+// adapter checks the generation every 100 ms and invalidates moved and removed names
+// in the kernel), then they are cached like content. Name directories' mtime moves with every
+// generation (nanoseconds, strictly increasing) so the kernel drops their cached listings. With the
+// kernel's no-open/no-opendir support the adapter sends no open at all: Read and ReadDir then get
+// fh 0 and resolve everything from the inode.
 //
 // Thread-safety: every method may be called concurrently. Instances are an append-only
 // array read without locks; the snapshot is swapped under a mutex and read through a
@@ -115,6 +117,11 @@ class MountFs {
     uint64_t tree_cache = uint64_t{64} << 20;  // bytes of built trees kept (≥ 1 tree)
     double name_timeout = 0.5;
     double content_timeout = 86400.0 * 365;
+    // A thread calls CheckGeneration every moment and the invalidator is set (the
+    // adapter): the dentries of image roots under names (tags, digests, `.id/`
+    // prefixes) then get content_timeout too, since a moved or removed name is
+    // invalidated in the kernel as soon as the store changes. Otherwise name_timeout.
+    bool names_watched = false;
     bool whole_layers = false;  // ignore seek indexes: unpack compressed layers whole
   };
   struct Entry {
@@ -184,6 +191,12 @@ class MountFs {
     std::string name;
   };
   void set_invalidator(std::function<void(const StaleName&)> f) { invalidator_ = std::move(f); }
+  // Reads the store's generation and, when it moved, does what a name operation would
+  // do: new names, released layers, stale names to the invalidator. For a watcher
+  // thread. For 2 s after a move it reports the stale names again on each call: a
+  // lookup that read the names before the move may reply (and the kernel cache its
+  // entry) after they were reported.
+  void CheckGeneration();
   // The kernel's references to inodes (its nlookup counts), summed per instance: the
   // adapter calls KernelRef for every inode it hands the kernel (a lookup reply, a
   // readdirplus entry other than . and ..) before replying, and KernelForget for
@@ -231,6 +244,7 @@ class MountFs {
   // The names of held instances that `snap` no longer shows (set_invalidator).
   std::vector<StaleName> StaleNames(const Snapshot& snap);
   std::function<void(const StaleName&)> invalidator_;  // set before the first request
+  std::atomic<int64_t> recheck_until_{0};              // steady-clock ns; see CheckGeneration
   void CheckPending();
   void CheckPendingLocked();  // under release_mu_
   // Forgets the layers and evicts the cached trees that use them (their image is gone).
