@@ -75,6 +75,7 @@ struct RegistryOptions {
 
 struct HttpResponse {
   long status = 0;
+  bool redirected = false;                     // the answer came from a URL a redirect led to
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   std::string Header(const std::string& name) const {

@@ -400,6 +400,9 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   }
   CURLcode rc = curl_easy_perform(e);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &t.response.status);
+  long redirects = 0;
+  curl_easy_getinfo(e, CURLINFO_REDIRECT_COUNT, &redirects);
+  t.response.redirected = redirects > 0;
   if (rc != CURLE_OK) {
     // Errors name the request as it was sent: "PATCH https://host/v2/…: reason".
     std::string method = req.method.empty() ? (req.post_form.empty() ? "GET" : "POST") : req.method;
@@ -560,7 +563,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
   }
   auto start = std::chrono::steady_clock::now();
   double backoff = options_.initial_backoff;
-  bool reauthed = false;
+  bool reauthed = false, reresolved = false;
   uint64_t delivered_total = 0;
   // Count what reaches the caller, so a retry resumes after it.
   auto user_body = in.on_body;
@@ -599,6 +602,14 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
       }
       IMGFS_RETURN_IF_ERROR(Authenticate(*r, req.scope));
       attempt--;  // an auth round is not a failed attempt
+      continue;
+    }
+    // A 403 from where the registry redirected a blob to is, in practice, a signed URL
+    // (S3, GCS, Azure SAS) that expired between the redirect and its use, or on a
+    // resumed range: ask the registry once more, for a fresh one.
+    if (r->status == 403 && r->redirected && !reresolved && !foreign) {
+      reresolved = true;
+      attempt--;  // a re-resolve is not a failed attempt
       continue;
     }
     if ((r->status == 429 || r->status >= 500) && can_retry) {

@@ -135,6 +135,18 @@ check "a registry that ignores Range (200): cat still gives the right bytes" \
 check "  (the fault was injected)" grep -q "^inject=norange" proxy.log
 echo none >mode
 
+# --- blobs redirected to signed URLs that expire: the first signed URL of each blob
+# answers 403; the fetch asks the registry again for a fresh one
+export IMGFS_ROOT=$T/store-signed
+echo "signed http://127.0.0.1:$F" >mode
+: >proxy.log
+check "signed blob URLs that expire (403): pull --lazy succeeds" "$IMGFS" pull -q --lazy "$REF"
+check "  and cat of a file not yet local gives the right bytes" \
+  bash -c "'$IMGFS' cat '$REF' /data/random.bin | cmp - ref-v3/rootfs/data/random.bin"
+check "  (signed URLs expired, and were asked for again)" bash -c \
+  "[[ \$(grep -c '^inject=expired' proxy.log) -ge 1 && \$(grep -c '^inject=signed-redirect' proxy.log) -gt \$(grep -c '^inject=expired' proxy.log) ]]"
+echo none >mode
+
 # --- offline: EIO after a bounded wait, one mount.log line naming the registry
 export IMGFS_ROOT=$T/store-offline
 F2=$(free_port)

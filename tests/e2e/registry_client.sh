@@ -112,6 +112,17 @@ check "  the target was asked for the blobs" grep -q "^GET /v2/test/img/blobs/sh
 check "  and got no credentials" bash -c "! grep -v ' auth=-$' '$T/target2.log' | grep -q '^GET'"
 check "  the tree is exact" same_as 127.0.0.1:$FR/test/img:v3 ref-v3/rootfs
 
+# --- Blobs redirected to signed URLs that expire: the first signed URL of each blob
+# answers 403 (as S3 does); the client asks the registry again for a fresh one.
+front signed "$P"
+echo "signed http://127.0.0.1:$FRONT" >"$T/signed.mode"
+store signed
+check "signed blob URLs, the first of each blob expired (403): the pull completes" \
+  "$IMGFS" pull -q 127.0.0.1:$FRONT/test/img:v3
+check "  (each blob's first signed URL was refused, and another asked for)" bash -c \
+  "[[ \$(grep -c '^inject=expired' '$T/signed.log') -ge 1 && \$(grep -c '^inject=signed-redirect' '$T/signed.log') -eq 2*\$(grep -c '^inject=expired' '$T/signed.log') ]]"
+check "  the tree is exact" same_as 127.0.0.1:$FRONT/test/img:v3 ref-v3/rootfs
+
 # --- A 200 answer to a Range request: each blob is cut halfway, the resume asks for
 # a Range and gets the whole body with 200; the client must drop what it already has.
 front r200 "$P" range200

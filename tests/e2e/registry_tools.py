@@ -21,7 +21,9 @@
         space ("redirect http://127.0.0.2:PORT"). Every log line ends with auth=-|Basic|Bearer:
         manifest-500 (each manifest GET, once per path) | manifest-500-always |
         500-always (every blob GET) | redirect URLBASE (blob GETs: 307 to URLBASE + path) |
-        redirect302 URLBASE | range200 (cut each blob once, then answer a Range request
+        redirect302 URLBASE | signed URLBASE (blob GETs: 307 to URLBASE + path + ?sig=N; the
+        first signed URL of each blob answers 403 "Request has expired", later ones serve
+        it) | range200 (cut each blob once, then answer a Range request
         with 200 and the whole body) | expire (the first Authorization seen on a blob GET
         and every later request bearing it get 401 with the upstream's fresh challenge) |
         schema1 | schema1-json (manifest GETs answered with a Docker schema-1 manifest,
@@ -194,6 +196,7 @@ def proxy(args):
     port, upstream, mode_file, log_file = int(args[0]), int(args[1]), args[2], args[3]
     faulted = set()
     expired = set()
+    signed, expired_urls = [0], set()  # mode signed: signatures handed out, blobs expired once
     lock = threading.Lock()
 
     # PROXY_TIMES=1 ends every log line with t=UNIX_TIME (for ordering and overlap);
@@ -302,6 +305,28 @@ def proxy(args):
                 log(f'inject={mode} {self.path}')
                 self.reply(500, b'{"errors":[{"code":"UNKNOWN","message":"injected"}]}')
                 return True
+            if mode == 'signed' and is_blob:
+                # A registry that redirects blobs to signed URLs (S3, GCS): 307 to
+                # URLBASE + path + ?sig=N; the first signed URL of each blob has expired
+                # (403, as S3 answers), later ones are served (without the query).
+                base, _, query = self.path.partition('?')
+                if 'sig=' not in query:
+                    with lock:
+                        signed[0] += 1
+                        n = signed[0]
+                    log(f'inject=signed-redirect {base} sig={n}')
+                    self.reply(307, b'', {'Location': f"{arg.rstrip('/')}{base}?sig={n}"})
+                    return True
+                with lock:
+                    first = base not in expired_urls
+                    expired_urls.add(base)
+                if first:
+                    log(f'inject=expired {base}')
+                    self.reply(403, b'<Error><Code>AccessDenied</Code><Message>Request has expired'
+                                    b'</Message></Error>')
+                    return True
+                self.path = base  # served like any blob GET below
+                return False
             if mode in ('redirect', 'redirect302') and is_blob:
                 log(f'inject={mode} {self.path}')
                 self.reply(307 if mode == 'redirect' else 302, b'', {'Location': arg.rstrip('/') + self.path})
