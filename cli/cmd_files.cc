@@ -155,6 +155,9 @@ int CmdMount(const std::string& root, const Args& a) {
       o.tree_cache = *n;
     } else if (opt == "whole_layers") {
       o.whole_layers = true;
+    } else if (key == "readahead") {
+      if (val != "on" && val != "off") Die("mount: readahead is on or off", 2);
+      o.readahead = val == "on";
     } else if (key == "open") {
       if (val != "kernel" && val != "daemon") Die("mount: open is kernel or daemon", 2);
       o.kernel_open_free = val == "kernel";
@@ -215,6 +218,7 @@ std::vector<Command> FileCommands() {
        "                     open=kernel|daemon (kernel: no open round trips, the default),\n"
        "                     whole_layers (unpack compressed layers whole, ignoring seek "
        "indexes),\n"
+       "                     readahead=on|off (decode a listed directory's files ahead; on),\n"
        "                     auto_unmount (unmount when the daemon dies); fstab's generic options\n"
        "                     (defaults, noatime, nofail, _netdev, noauto, user, x-systemd.*, …)\n"
        "                     are accepted and ignored\n"

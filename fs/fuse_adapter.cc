@@ -508,6 +508,7 @@ int RunMount(const MountOptions& in) {
   fo.cache_size = o.cache_size;
   fo.tree_cache = o.tree_cache;
   fo.whole_layers = o.whole_layers;
+  fo.readahead = o.readahead;
   fo.name_timeout = o.name_timeout;
   {
     // Check the store now, in the caller's process, so errors reach the terminal.

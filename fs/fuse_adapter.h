@@ -33,6 +33,9 @@ struct MountOptions {
   bool auto_unmount = false;
   // -o whole_layers: ignore seek indexes, unpack compressed layers whole (comparisons).
   bool whole_layers = false;
+  // -o readahead=off: no read-ahead of a listed directory's files (also
+  // IMGFS_READAHEAD=0 in the environment).
+  bool readahead = true;
 };
 
 // Returns the process exit code. On errors before the mount exists, prints one line.

@@ -65,6 +65,7 @@ Result<std::unique_ptr<MountFs>> MountFs::Create(const Options& options) {
   // Read-ahead of a listed directory's files (LayerReader::Prefetch); off for comparisons.
   if (const char* e = std::getenv("IMGFS_READAHEAD"); e && std::string(e) == "0")
     fs->cache_->set_prefetch(false);
+  if (!options.readahead) fs->cache_->set_prefetch(false);
   fs->mounted_at_ = ::time(nullptr);
   fs->slots_.reset(new std::atomic<Instance*>[kMaxInstances]);
   for (uint32_t i = 0; i < kMaxInstances; i++)
