@@ -83,6 +83,11 @@ MountFs::~MountFs() {
 
 std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
   auto gen = store_->Generation();
+  if (gen.ok()) {  // the newest generation seen (NameChildEntry)
+    uint64_t seen = latest_generation_.load();
+    while (*gen > seen && !latest_generation_.compare_exchange_weak(seen, *gen)) {
+    }
+  }
   {
     std::lock_guard<std::mutex> l(snap_mu_);
     if (snap_ && (!gen.ok() || snap_->generation == *gen)) return snap_;
@@ -426,7 +431,12 @@ Result<MountFs::Entry> MountFs::NameChildEntry(const Snapshot& snap, const std::
     IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(child.path, child.image, parent_ino));
     e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), nullptr, MergedTree::kRoot);
     // The name may move (then it is invalidated, when watched); the tree never changes.
-    e.entry_timeout = options_.names_watched ? options_.content_timeout : options_.name_timeout;
+    // An entry from an older snapshot than the newest seen (a directory handle opened
+    // before a move: open=daemon, a slow or rewound listing) may show a name that has
+    // moved since, after its invalidation went out: it gets the name timeout.
+    bool current = snap.generation >= latest_generation_.load();
+    e.entry_timeout =
+        options_.names_watched && current ? options_.content_timeout : options_.name_timeout;
     return e;
   }
   e.ino = Ino(0, NameNode(child.path));

@@ -246,6 +246,7 @@ class MountFs {
   std::vector<StaleName> StaleNames(const Snapshot& snap);
   std::function<void(const StaleName&)> invalidator_;  // set before the first request
   std::atomic<int64_t> recheck_until_{0};              // steady-clock ns; see CheckGeneration
+  std::atomic<uint64_t> latest_generation_{0};         // the newest store generation read
   void CheckPending();
   void CheckPendingLocked();  // under release_mu_
   // Forgets the layers and evicts the cached trees that use them (their image is gone).

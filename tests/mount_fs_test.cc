@@ -407,6 +407,44 @@ TEST_F(MountFsTest, StaleNamesOfHeldInstancesAreReportedWhenTheGenerationMoves) 
   EXPECT_EQ(got, want);
 }
 
+// With names watched (the adapter invalidates moved names), an image root's entry is
+// cached like content, but only from a snapshot as new as the newest generation seen:
+// a directory handle opened before a retag (open=daemon, a rewound listing) must not
+// hand the kernel the old image under that name for a year.
+TEST_F(MountFsTest, WatchedNamesGetLongTimeoutsOnlyFromTheNewestSnapshot) {
+  MountFs::Options o;
+  o.root = root_;
+  o.names_watched = true;
+  auto created = MountFs::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  fs_ = std::move(*created);
+  uint64_t alpha = Walk("alpha");
+  ASSERT_NE(alpha, 0u);
+  auto timeout_of_1 = [&](uint64_t fh) {
+    double t = -1;
+    Status st = Fs().ReadDir(alpha, fh, 0, true, [&](const MountFs::DirEntry& d, uint64_t) {
+      if (d.name == "1") t = d.entry.entry_timeout;
+      return true;
+    });
+    EXPECT_TRUE(st.ok()) << st.message();
+    return t;
+  };
+  auto old = Fs().OpenDir(alpha);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(timeout_of_1(old->fh), o.content_timeout);  // current: cached like content
+  auto e = Fs().Lookup(alpha, "1");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->entry_timeout, o.content_timeout);
+  ASSERT_TRUE(store_->SetRef("docker.io/library/alpha:1", RefRecord{image_b_.hex(), ""}).ok());
+  EXPECT_NE(Walk("alpha/1"), 0u);                    // the move is seen
+  EXPECT_EQ(timeout_of_1(old->fh), o.name_timeout);  // the old handle's snapshot: short
+  Fs().ReleaseDir(old->fh);
+  auto fresh = Fs().OpenDir(alpha);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(timeout_of_1(fresh->fh), o.content_timeout);
+  Fs().ReleaseDir(fresh->fh);
+}
+
 TEST_F(MountFsTest, KernelCountsRaceWithTheReleaseOfRemovedLayers) {
   // References taken and forgotten on three threads while the image is removed and the
   // generation moves (run under TSan in CI): one reference held throughout keeps the

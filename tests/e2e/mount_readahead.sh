@@ -5,6 +5,7 @@
 # `-o readahead=off` none is. A bad value is refused.
 source "$(dirname "$0")/lib.sh"
 require_fuse
+unset IMGFS_READAHEAD  # the default is under test
 cd "$T"
 mkdir -p src/d
 for i in $(seq 1 30); do head -c 200000 /dev/urandom >"src/d/f$i"; done
