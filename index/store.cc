@@ -138,6 +138,16 @@ class Txn {
     }));
     return bad;
   }
+  // Every value of `db`, decoded by `decode` into a T.
+  template <typename T, typename Decode>
+  Result<std::vector<T>> ScanAll(MDB_dbi db, Decode decode) {
+    std::vector<T> out;
+    IMGFS_RETURN_IF_ERROR(ScanRecords(db, decode, [&](std::string_view, T r) {
+      out.push_back(std::move(r));
+      return true;
+    }));
+    return out;
+  }
 
   MDB_txn* get() { return t_; }
 
@@ -399,24 +409,14 @@ Result<std::optional<ImageRecord>> Store::GetImage(const Digest& id) const {
 
 Result<std::vector<ImageRecord>> Store::ListImages(bool layers) const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
-  std::vector<ImageRecord> out;
-  auto decode = [layers](std::string_view v) { return DecodeImage(v, layers); };
-  IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, decode, [&](std::string_view, ImageRecord r) {
-    out.push_back(std::move(r));
-    return true;
-  }));
-  return out;
+  return t.ScanAll<ImageRecord>(images_,
+                                [layers](std::string_view v) { return DecodeImage(v, layers); });
 }
 
 Result<std::vector<ImageSummary>> Store::ListImageSummaries(bool layers) const {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
-  std::vector<ImageSummary> out;
-  auto decode = [layers](std::string_view v) { return DecodeImageSummary(v, layers); };
-  IMGFS_RETURN_IF_ERROR(t.ScanRecords(images_, decode, [&](std::string_view, ImageSummary r) {
-    out.push_back(std::move(r));
-    return true;
-  }));
-  return out;
+  return t.ScanAll<ImageSummary>(
+      images_, [layers](std::string_view v) { return DecodeImageSummary(v, layers); });
 }
 
 Result<std::vector<Digest>> Store::FindImagesByPrefix(const std::string& prefix) const {
