@@ -373,6 +373,15 @@ Result<std::string> DockerFormat::Render(const std::vector<TemplateValue>& rows,
   return table_ ? TabAlign(out) : out;
 }
 
+namespace {
+// A cell's width: its UTF-8 characters (continuation bytes are not counted).
+size_t Utf8Width(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char ch : s) n += (ch & 0xC0) != 0x80;
+  return n;
+}
+}  // namespace
+
 // Go's text/tabwriter: a column block is a run of consecutive lines that have a cell in
 // that column; its width is the widest cell plus padding, at least minwidth.
 std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
@@ -397,11 +406,6 @@ std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
     if (nl == std::string_view::npos) break;
     at = nl + 1;
   }
-  auto width = [](const std::string& s) {
-    size_t n = 0;
-    for (unsigned char ch : s) n += (ch & 0xC0) != 0x80;
-    return n;
-  };
   std::vector<size_t> widths;
   std::string out;
   auto write = [&](size_t from, size_t to) {
@@ -410,7 +414,7 @@ std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
       for (size_t j = 0; j < cells.size(); j++) {
         out += cells[j];
         if (j < widths.size() && j + 1 < cells.size()) {
-          size_t w = width(cells[j]);
+          size_t w = Utf8Width(cells[j]);
           if (w < widths[j]) out += std::string(widths[j] - w, ' ');
         }
       }
@@ -426,7 +430,7 @@ std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
       size_t w = minwidth;
       for (; l < line1; l++) {
         if (column + 1 >= lines[l].size()) break;
-        w = std::max(w, width(lines[l][column]) + padding);
+        w = std::max(w, Utf8Width(lines[l][column]) + padding);
       }
       widths.push_back(w);
       format(line0, l);
@@ -442,14 +446,6 @@ std::string TabAlign(std::string_view text, size_t minwidth, size_t padding) {
   format(0, lines.size());
   return out;
 }
-
-namespace {
-size_t Utf8Width(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char ch : s) n += (ch & 0xC0) != 0x80;
-  return n;
-}
-}  // namespace
 
 TableWriter::TableWriter(size_t columns, size_t minwidth, size_t padding)
     : columns_(std::max<size_t>(columns, 1)),
