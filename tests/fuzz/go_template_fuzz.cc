@@ -3,6 +3,7 @@
 // fixed inspect-like value). Properties: no crash, no runaway (execution is bounded);
 // every error is InvalidArgument and names a position ("template: :L:C: "); a JSON
 // document that parses round-trips through TemplateValueToJson to the same printout.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -76,5 +77,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckError(f.status());
   }
   (void)TabAlign(in);
+  // TableWriter, the direct table printer, against TabAlign of the same lines: cells are
+  // the input split at 0x1f, 1 to 6 to a line (the first byte says how many).
+  if (!in.empty()) {
+    size_t columns = 1 + static_cast<unsigned char>(in[0]) % 6;
+    TableWriter w(columns);
+    std::string joined;
+    size_t n = 0;
+    for (size_t at = 1; at <= in.size();) {
+      size_t end = std::min(in.find('\x1f', at), in.size());
+      std::string_view cell = in.substr(at, end - at);
+      w.Cell(cell);
+      joined.append(cell);
+      joined += ++n % columns == 0 ? '\n' : '\t';
+      at = end + 1;
+    }
+    FUZZ_CHECK(w.Take() == TabAlign(joined));
+  }
   return 0;
 }
