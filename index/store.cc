@@ -71,23 +71,36 @@ Status MakePrivateDir(const std::string& root) {
 // only until it ends; every accessor here copies.
 class Txn {
  public:
-  static Result<Txn> Begin(MDB_env* env, bool write) {
-    MDB_txn* t = nullptr;
-    int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &t);
-    if (rc == MDB_MAP_RESIZED) {  // another process grew the map: adopt its size
-      mdb_env_set_mapsize(env, 0);
-      rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &t);
+  // Every transaction holds `gate` open for its life; a map resize (ours, or adopting
+  // another process's) runs only inside gate->Exclusive.
+  static Result<Txn> Begin(MDB_env* env, TxnGate* gate, bool write) {
+    for (int attempt = 0;; attempt++) {
+      gate->Enter();
+      MDB_txn* t = nullptr;
+      int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &t);
+      if (rc == 0) return Txn(t, gate);
+      gate->Leave();
+      if (rc != MDB_MAP_RESIZED || attempt >= 4) return LmdbError("begin transaction", rc);
+      // Another process grew the map: adopt its size, with no transaction open here.
+      int set = 0;
+      if (!gate->Exclusive([&] { set = mdb_env_set_mapsize(env, 0); })) {
+        return Status::Unavailable(
+            "index: the map was resized by another process while this thread holds a "
+            "transaction; retry");
+      }
+      if (set) return LmdbError("adopt the resized map", set);
     }
-    if (rc) return LmdbError("begin transaction", rc);
-    return Txn(t);
   }
-  Txn(Txn&& o) noexcept : t_(std::exchange(o.t_, nullptr)) {}
+  Txn(Txn&& o) noexcept
+      : t_(std::exchange(o.t_, nullptr)), gate_(std::exchange(o.gate_, nullptr)) {}
   Txn(const Txn&) = delete;
   ~Txn() {
     if (t_) mdb_txn_abort(t_);
+    if (gate_) gate_->Leave();
   }
   Status Commit() {
     int rc = mdb_txn_commit(std::exchange(t_, nullptr));
+    std::exchange(gate_, nullptr)->Leave();
     return rc ? LmdbError("commit", rc) : Status::Ok();
   }
   Result<std::optional<std::string>> Get(MDB_dbi db, std::string_view key) {
@@ -152,8 +165,9 @@ class Txn {
   MDB_txn* get() { return t_; }
 
  private:
-  explicit Txn(MDB_txn* t) : t_(t) {}
+  Txn(MDB_txn* t, TxnGate* gate) : t_(t), gate_(gate) {}
   MDB_txn* t_;
+  TxnGate* gate_;
 };
 
 std::string EncodeRef(const RefRecord& r) {
@@ -351,7 +365,7 @@ Status Store::Init() {
   // An existing store opens in a read transaction (no write, no sync); a new one, or
   // one missing a database, in a write transaction that creates what is missing.
   for (bool write : {false, true}) {
-    IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, write));
+    IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, write));
     bool missing = false;
     for (auto& d : dbs) {
       rc = mdb_dbi_open(t.get(), d.name, write ? MDB_CREATE : 0, d.dbi);
@@ -382,7 +396,7 @@ Store::~Store() {
 }
 
 Result<std::optional<RefRecord>> Store::GetRef(const std::string& ref) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(refs_, ref));
   if (!v) return std::optional<RefRecord>();
   IMGFS_ASSIGN_OR_RETURN(RefRecord r, DecodeRef(*v));
@@ -390,7 +404,7 @@ Result<std::optional<RefRecord>> Store::GetRef(const std::string& ref) const {
 }
 
 Result<std::vector<std::pair<std::string, RefRecord>>> Store::ListRefs() const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   std::vector<std::pair<std::string, RefRecord>> out;
   IMGFS_RETURN_IF_ERROR(t.ScanRecords(refs_, DecodeRef, [&](std::string_view k, RefRecord r) {
     out.emplace_back(std::string(k), std::move(r));
@@ -400,7 +414,7 @@ Result<std::vector<std::pair<std::string, RefRecord>>> Store::ListRefs() const {
 }
 
 Result<std::optional<ImageRecord>> Store::GetImage(const Digest& id) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(images_, id.hex()));
   if (!v) return std::optional<ImageRecord>();
   IMGFS_ASSIGN_OR_RETURN(ImageRecord r, DecodeImage(*v));
@@ -408,19 +422,19 @@ Result<std::optional<ImageRecord>> Store::GetImage(const Digest& id) const {
 }
 
 Result<std::vector<ImageRecord>> Store::ListImages(bool layers) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   return t.ScanAll<ImageRecord>(images_,
                                 [layers](std::string_view v) { return DecodeImage(v, layers); });
 }
 
 Result<std::vector<ImageSummary>> Store::ListImageSummaries(bool layers) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   return t.ScanAll<ImageSummary>(
       images_, [layers](std::string_view v) { return DecodeImageSummary(v, layers); });
 }
 
 Result<std::vector<Digest>> Store::FindImagesByPrefix(const std::string& prefix) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   std::vector<Digest> out;
   IMGFS_RETURN_IF_ERROR(t.Scan(
       images_,
@@ -435,7 +449,7 @@ Result<std::vector<Digest>> Store::FindImagesByPrefix(const std::string& prefix)
 }
 
 Result<std::optional<LayerRecord>> Store::GetLayer(const Digest& diff_id) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(layers_, diff_id.hex()));
   if (!v) return std::optional<LayerRecord>();
   IMGFS_ASSIGN_OR_RETURN(LayerRecord r, DecodeLayer(*v));
@@ -443,7 +457,7 @@ Result<std::optional<LayerRecord>> Store::GetLayer(const Digest& diff_id) const 
 }
 
 Result<std::vector<LayerEntry>> Store::GetEntries(const Digest& diff_id) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   MDB_val k = Val(diff_id.hex()), v;
   int rc = mdb_get(t.get(), entries_, &k, &v);
   if (rc == MDB_NOTFOUND)
@@ -490,7 +504,7 @@ Result<MergedTree> TreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, std::string_v
 }  // namespace
 
 Result<MergedTree> Store::GetTree(const Digest& image_id) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   MDB_val k = Val(image_id.hex()), v;
   int rc = mdb_get(t.get(), trees_, &k, &v);
   if (rc == MDB_NOTFOUND)
@@ -500,7 +514,7 @@ Result<MergedTree> Store::GetTree(const Digest& image_id) const {
 }
 
 Result<TreeRoot> Store::GetTreeRoot(const Digest& image_id) const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   MDB_val k = Val(image_id.hex()), v;
   int rc = mdb_get(t.get(), trees_, &k, &v);
   if (rc == MDB_NOTFOUND)
@@ -512,7 +526,7 @@ Result<TreeRoot> Store::GetTreeRoot(const Digest& image_id) const {
 }
 
 Result<uint64_t> Store::Generation() const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(meta_, "generation"));
   uint64_t g = 0;
   if (v && v->size() == 8) std::memcpy(&g, v->data(), 8);
@@ -530,10 +544,15 @@ void Store::SetInitialMapSizeForTest(size_t bytes) {
 }
 
 Status Store::GrowMap() {
-  MDB_envinfo info;
-  int rc = mdb_env_info(env_, &info);
-  if (rc) return LmdbError("env info", rc);
-  rc = mdb_env_set_mapsize(env_, info.me_mapsize * 2);
+  int rc = 0;
+  // Doubles what this process maps now (another process may have grown it since).
+  if (!gate_.Exclusive([&] {
+        MDB_envinfo info;
+        rc = mdb_env_info(env_, &info);
+        if (rc == 0) rc = mdb_env_set_mapsize(env_, info.me_mapsize * 2);
+      })) {
+    return Status::Unavailable("index: cannot grow the map while this thread holds a transaction");
+  }
   return rc ? LmdbError("grow the map", rc) : Status::Ok();
 }
 
@@ -548,7 +567,7 @@ Status Store::AddImages(const std::vector<NewImage>& images) {
 }
 
 Status Store::AddImagesOnce(const std::vector<NewImage>& images) {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
   for (const NewImage& n : images) {
     for (const NewLayer& l : n.layers) {
       IMGFS_RETURN_IF_ERROR(t.Put(layers_, l.record.diff_id.hex(), EncodeLayer(l.record)));
@@ -568,7 +587,7 @@ Status Store::AddImagesOnce(const std::vector<NewImage>& images) {
 }
 
 Result<size_t> Store::ShrinkTrees() {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
   std::vector<std::string> whole;
   IMGFS_RETURN_IF_ERROR(t.Scan(trees_, [&](std::string_view k, std::string_view v) {
     if (!IsTreeRootRecord(v)) whole.emplace_back(k);
@@ -592,7 +611,7 @@ Result<size_t> Store::ShrinkTrees() {
 }
 
 Status Store::SetRef(const std::string& ref, const RefRecord& rec) {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
   IMGFS_ASSIGN_OR_RETURN(auto img, t.Get(images_, rec.image_id));
   if (!img) return Status::NotFound("no such image: " + rec.image_id);
   IMGFS_RETURN_IF_ERROR(t.Put(refs_, ref, EncodeRef(rec)));
@@ -601,7 +620,7 @@ Status Store::SetRef(const std::string& ref, const RefRecord& rec) {
 }
 
 Status Store::DeleteRef(const std::string& ref) {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(refs_, ref));
   if (!v) return Status::NotFound("no such reference: " + ref);
   IMGFS_RETURN_IF_ERROR(t.Del(refs_, ref));
@@ -610,7 +629,7 @@ Status Store::DeleteRef(const std::string& ref) {
 }
 
 Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, true));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
   IMGFS_ASSIGN_OR_RETURN(auto v, t.Get(images_, id.hex()));
   if (!v) return Status::NotFound("no such image: " + id.str());
   IMGFS_ASSIGN_OR_RETURN(ImageRecord img, DecodeImage(*v));
@@ -702,7 +721,7 @@ Result<uint64_t> Store::Compact() {
 }
 
 Result<std::set<Digest>> Store::LiveBlobs() const {
-  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, false));
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, false));
   std::set<Digest> live;
   IMGFS_RETURN_IF_ERROR(t.ScanRecords(
       images_, [](std::string_view v) { return DecodeImage(v); },

@@ -59,6 +59,7 @@
 #include "index/merged_tree.h"
 #include "index/status.h"
 #include "index/stream.h"
+#include "index/txn_gate.h"
 
 namespace imgfs {
 
@@ -181,13 +182,15 @@ class Store {
  private:
   Store() = default;
   Status Init();
-  // Doubles the map (no transaction of this process may be open). Writes that fail with
+  // Doubles the map, once no transaction of this process is open (TxnGate). Writes that fail with
   // MDB_MAP_FULL (Status kExhausted) call it and retry.
   Status GrowMap();
   Status AddImagesOnce(const std::vector<NewImage>& images);
   std::string root_;
   BlobStore blobs_{""};
   MDB_env* env_ = nullptr;
+  // Every transaction is open inside it; map resizes run alone (see txn_gate.h).
+  mutable TxnGate gate_;
   MDB_dbi meta_ = 0, refs_ = 0, images_ = 0, layers_ = 0, entries_ = 0, trees_ = 0;
   // Merge states after shared lower layers, for GetTree (images on one base).
   mutable LowerTreeCache lower_trees_;
