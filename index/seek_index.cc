@@ -63,7 +63,7 @@ uint64_t SeekSpanFromEnv() {
   char* end = nullptr;
   unsigned long long v = std::strtoull(e, &end, 10);
   if (end == e || *end) return kDefaultSeekSpan;
-  return v == 0 ? 0 : std::max<uint64_t>(v, kMinSeekSpan);
+  return v == 0 ? 0 : std::clamp<uint64_t>(v, kMinSeekSpan, kMaxSeekSpan);
 }
 
 struct IndexingSource::Impl {
@@ -576,7 +576,7 @@ uint64_t SeekIndex::SpanEnd(size_t i) const {
 }
 
 bool SeekIndex::WorthUsing() const {
-  uint64_t limit = 4 * std::max<uint64_t>(std::min<uint64_t>(span_, 1 << 30), kDefaultSeekSpan);
+  uint64_t limit = 4 * std::clamp<uint64_t>(span_, kDefaultSeekSpan, kMaxSeekSpan);
   return max_span_ <= limit;
 }
 
@@ -720,6 +720,10 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
   if (i >= count_) return Status::InvalidArgument("no such span");
   SeekPoint p = point(i);
   uint64_t len = SpanEnd(i) - SpanStart(i);
+  if (len > 4 * kMaxSeekSpan) {
+    return Status::Corruption("seek index: span " + std::to_string(i) + " is " +
+                              std::to_string(len) + " bytes, more than any index imgfs writes");
+  }
   std::string out(len, '\0');
   uint64_t in_start = p.in_off - (p.bits ? 1 : 0);
   uint64_t in_end = i + 1 < count_ ? point(i + 1).in_off : blob_size_;

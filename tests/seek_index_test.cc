@@ -219,6 +219,8 @@ TEST(SeekSpanFromEnv, SmallSpansAreRaisedZeroMeansNone) {
   EXPECT_EQ(SeekSpanFromEnv(), 200000u);
   ::setenv("IMGFS_SEEK_SPAN", "0", 1);
   EXPECT_EQ(SeekSpanFromEnv(), 0u);
+  ::setenv("IMGFS_SEEK_SPAN", "1099511627776", 1);  // 1 TiB: every span decoded whole
+  EXPECT_EQ(SeekSpanFromEnv(), kMaxSeekSpan);
   ::setenv("IMGFS_SEEK_SPAN", "1k", 1);
   EXPECT_EQ(SeekSpanFromEnv(), kDefaultSeekSpan);
 }
@@ -276,6 +278,33 @@ TEST_F(SeekIndexTest, ADamagedSidecarIsRejectedNotTrusted) {
   s[SeekIndex::kHeaderSize + SeekIndex::kRecordSize + 15] = '\x7f';
   EXPECT_FALSE(SeekIndex::FromBytes(s, x.layer).ok());
   EXPECT_FALSE(SeekIndex::FromBytes(x.sidecar.substr(0, 100), x.layer).ok());
+}
+
+// A sidecar that claims a huge span size and a layer to match (damage, or an old
+// index with an absurd $IMGFS_SEEK_SPAN) is not used, and its spans are refused, not
+// allocated: the last span here would be 3 GiB.
+TEST_F(SeekIndexTest, ASidecarWithHugeSpansIsNotUsedAndItsSpansAreRefused) {
+  std::string data = Corpus(1 << 20, 9);
+  std::string blob = GzipMember(data);
+  Indexed x = RunIndexer(blob, 256 << 10);
+  std::string s = x.sidecar;
+  auto put64 = [&](size_t at, uint64_t v) {
+    for (int b = 0; b < 8; b++) s[at + b] = static_cast<char>(v >> (8 * b));
+  };
+  uint64_t huge = uint64_t{3} << 30;
+  put64(16, uint64_t{1} << 30);  // span
+  put64(32, huge);               // tar size
+  LayerRecord layer = x.layer;
+  layer.size = huge;
+  auto idx = SeekIndex::FromBytes(s, layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  EXPECT_FALSE((*idx)->WorthUsing());
+  size_t last = (*idx)->count() - 1;
+  EXPECT_GT((*idx)->SpanEnd(last) - (*idx)->SpanStart(last), 4 * kMaxSeekSpan);
+  auto span = (*idx)->DecodeSpan(BlobFd(blob), last);
+  ASSERT_FALSE(span.ok());
+  EXPECT_NE(span.status().message().find("more than any index imgfs writes"), std::string::npos)
+      << span.status().message();
 }
 
 TEST(SpanCacheTest, StaysWithinItsBudgetAndKeepsTheRecentlyUsed) {
