@@ -144,8 +144,8 @@ Status ImageStage::AddLazyLayer(const Digest& diff_id, const Descriptor& desc,
   LayerRecord& r = s.layer.record;
   r.diff_id = diff_id;
   r.blob = desc.digest;
-  auto comp = LayerCompression(desc.media_type);  // zstd:chunked or eStargz (gzip)
-  r.compression = comp.ok() ? *comp : Compression::kZstd;
+  // zstd:chunked or eStargz (gzip); the puller has checked the media type already.
+  IMGFS_ASSIGN_OR_RETURN(r.compression, LayerCompression(desc.media_type));
   r.media_type = desc.media_type;
   r.blob_size = desc.size;
   r.size = tar_size;
@@ -159,6 +159,8 @@ Status ImageStage::AddLazyLayer(const Digest& diff_id, const Descriptor& desc,
 }
 
 Status ImageStage::AddImage(StagedImage img) {
+  // Layers of other images may still be added by other threads (layers_ changes).
+  std::lock_guard<std::mutex> l(mu_);
   std::vector<std::string> ids;
   std::vector<LayerEntry> loaded;  // one stored layer's table at a time (TableFn)
   img.record.size = 0;
