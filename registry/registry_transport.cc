@@ -411,6 +411,13 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       return Status::InvalidArgument(method + " " + url +
                                      ": the response headers are larger than " +
                                      std::to_string(kMaxHeaderBytes) + " bytes");
+    // curl (7.88) fails a header line over its own 100 KiB limit as "out of memory",
+    // after the status line has arrived: say what it is.
+    if (rc == CURLE_OUT_OF_MEMORY && t.response.status != 0) {
+      return Status::InvalidArgument(method + " " + url + ": the HTTP " +
+                                     std::to_string(t.response.status) +
+                                     " response has a header line longer than 100 KiB");
+    }
     if (t.wrong_range) {
       std::string shown = Printable(t.response.Header("content-range"), 100);
       return Status::Corruption(
@@ -530,6 +537,10 @@ Result<std::string> RegistryClient::BaseUrl() {
           last_error = "GET " + base + "/v2/: HTTP " + std::to_string(r->status);
         continue;
       }
+      // A server answered on this scheme with headers imgfs refuses: that is the
+      // error (another scheme would only say that it does not speak it).
+      if (r.status().code() == Status::Code::kInvalidArgument)
+        return Status::InvalidArgument("registry " + host_ + ": " + r.status().message());
       // A reset or timeout (not "nothing listens") is worth another round.
       retry_round = retry_round || transient;
       // The HTTPS failure says most (a certificate problem, say); otherwise the first one.

@@ -122,6 +122,10 @@ expect_fail "a 100,000-byte token is refused" "token service returned a token of
 fresh challenge-5k "token-challenge-huge 5000"
 check "a challenge with 5,000 extra parameters (64 KB): the pull works, in under 10 s" \
   timeout 10 "$IMGFS" pull -q "$REG/img:1"
+fresh challenge-12k "token-challenge-huge 12000"
+expect_fail "a challenge line over curl's 100 KiB limit is named as such (not a TLS error)" \
+  "GET http://127.0.0.1:[0-9]*/v2/: the HTTP 401 response has a header line longer than 100 KiB" \
+  "$IMGFS" pull "$REG/img:1"
 
 # 7.6: a transient 500 on the first request.
 fresh ping500 ping-500
