@@ -606,37 +606,49 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
   if (inst == 0) {
     std::shared_ptr<const Snapshot> snap =
         fh ? reinterpret_cast<DirHandle*>(fh)->snap : CurrentSnapshot();
-    std::vector<DirEntry> all;
-    all.push_back(dot(".", ino, S_IFDIR));
-    all.push_back(dot("..", kRootIno, S_IFDIR));
+    // Entries are made from `offset` on and only until the reply is full: a listing of
+    // N names takes about N/25 calls, and no call may cost N (10,000 tags: ~400 calls).
+    std::vector<DirEntry> head;  // ".", "..", and at the root .id, .layers, .repositories.json
+    head.push_back(dot(".", ino, S_IFDIR));
+    head.push_back(dot("..", kRootIno, S_IFDIR));
+    std::string path;
+    if (node != kIdDirNode && node != kLayersDirNode) {
+      IMGFS_ASSIGN_OR_RETURN(path, NamePath(node));
+      if (path.empty()) {
+        IMGFS_ASSIGN_OR_RETURN(Entry id, Lookup(kRootIno, ".id"));
+        head.push_back(DirEntry{".id", id});
+        IMGFS_ASSIGN_OR_RETURN(Entry layers, Lookup(kRootIno, ".layers"));
+        head.push_back(DirEntry{".layers", layers});
+        IMGFS_ASSIGN_OR_RETURN(Entry js, Lookup(kRootIno, ".repositories.json"));
+        head.push_back(DirEntry{".repositories.json", js});
+      }
+    }
+    for (uint64_t i = offset; i < head.size(); i++) {
+      if (!emit(head[i], i + 1)) return Status::Ok();
+    }
+    // Child k is entry head.size() + k, emitted with the offset of the one after it.
+    const uint64_t first = offset > head.size() ? offset - head.size() : 0;
+    const uint64_t base = head.size() + 1;
     if (node == kIdDirNode) {
-      for (const Digest& id : snap->images) {
-        IMGFS_ASSIGN_OR_RETURN(Entry e, IdEntry(*snap, id.hex()));
-        all.push_back(DirEntry{id.hex(), e});
+      for (uint64_t k = first; k < snap->images.size(); k++) {
+        std::string hex = snap->images[k].hex();
+        IMGFS_ASSIGN_OR_RETURN(Entry e, IdEntry(*snap, hex));
+        if (!emit(DirEntry{std::move(hex), e}, base + k)) break;
       }
     } else if (node == kLayersDirNode) {
       IMGFS_ASSIGN_OR_RETURN(auto layers, LayerDirList());
-      all.insert(all.end(), layers.begin(), layers.end());
-    } else {
-      IMGFS_ASSIGN_OR_RETURN(std::string path, NamePath(node));
-      if (path.empty()) {
-        IMGFS_ASSIGN_OR_RETURN(Entry id, Lookup(kRootIno, ".id"));
-        all.push_back(DirEntry{".id", id});
-        IMGFS_ASSIGN_OR_RETURN(Entry layers, Lookup(kRootIno, ".layers"));
-        all.push_back(DirEntry{".layers", layers});
-        IMGFS_ASSIGN_OR_RETURN(Entry js, Lookup(kRootIno, ".repositories.json"));
-        all.push_back(DirEntry{".repositories.json", js});
+      for (uint64_t k = first; k < layers.size(); k++) {
+        if (!emit(layers[k], base + k)) break;
       }
-      auto dir = snap->dirs.find(path);
-      if (dir != snap->dirs.end()) {
-        for (const auto& [name, child] : dir->second) {
-          IMGFS_ASSIGN_OR_RETURN(Entry e, NameChildEntry(*snap, path, name, child, ino));
-          all.push_back(DirEntry{name, e});
+    } else if (auto dir = snap->dirs.find(path); dir != snap->dirs.end()) {
+      const auto& children = dir->second;
+      if (first < children.size()) {
+        auto it = std::next(children.begin(), static_cast<std::ptrdiff_t>(first));
+        for (uint64_t k = first; it != children.end(); ++it, ++k) {
+          IMGFS_ASSIGN_OR_RETURN(Entry e, NameChildEntry(*snap, path, it->first, it->second, ino));
+          if (!emit(DirEntry{it->first, e}, base + k)) break;
         }
       }
-    }
-    for (uint64_t i = offset; i < all.size(); i++) {
-      if (!emit(all[i], i + 1)) break;
     }
     return Status::Ok();
   }
