@@ -14,6 +14,7 @@
 #include "index/layer_indexer.h"
 #include "index/lazy_layer.h"
 #include "index/lazy_virtual.h"
+#include "index/pushed_source.h"
 #include "registry/estargz_toc.h"
 #include "registry/lazy_fetch.h"
 #include "registry/multipart_ranges.h"
@@ -23,6 +24,60 @@ namespace imgfs {
 
 bool IsLazyLayer(const Store& store, const LayerRecord& layer) {
   return !store.blobs().Has(layer.blob) && LazyDir::For(store.root(), layer.blob).Exists();
+}
+
+Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
+                                                       std::shared_ptr<RangeFetcher> fetcher,
+                                                       std::shared_ptr<uint64_t> local) {
+  LazyDir dir = LazyDir::For(store.root(), desc.digest);
+  if (!dir.Exists() || !dir.BrokenReason().empty())
+    return Status::NotFound("no lazy state to complete from");
+  IMGFS_ASSIGN_OR_RETURN(RangeMap ranges, dir.LoadRanges(desc.size));
+  if (ranges.Total() == 0) return Status::NotFound("nothing of the blob is local");
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir.data(), O_RDONLY));
+  auto data = std::make_shared<UniqueFd>(std::move(fd));
+  uint64_t size = desc.size;
+  auto produce = [data, ranges = std::move(ranges), fetcher, local,
+                  size](const PushedSource::Push& push) -> Status {
+    const Status stopped = Status::Unavailable("blob download stopped");
+    uint64_t pos = 0;  // the next byte of the blob to hand on
+    std::string buf;
+    auto from_disk = [&](uint64_t end) -> Status {
+      while (pos < end) {
+        buf.resize(static_cast<size_t>(std::min<uint64_t>(end - pos, 1 << 20)));
+        IMGFS_RETURN_IF_ERROR(
+            PreadAll(data->get(), buf.data(), buf.size(), static_cast<off_t>(pos)));
+        if (!push(buf)) return stopped;
+        pos += buf.size();
+        if (local) *local += buf.size();
+      }
+      return Status::Ok();
+    };
+    // [pos, end) from the registry. A server that ignores Range streams on past `end`:
+    // the sink stops it there.
+    auto fetch = [&](uint64_t end) -> Status {
+      const Status enough = Status::Unavailable("range complete");
+      Status st = fetcher->Fetch(pos, end - pos, [&](uint64_t at, const char* p, size_t n) {
+        if (pos == end) return enough;
+        if (at > pos) return Status::Corruption("registry skipped bytes of a range");
+        if (at + n <= pos) return Status::Ok();  // handed on already
+        size_t skip = static_cast<size_t>(pos - at);
+        size_t take = static_cast<size_t>(std::min<uint64_t>(n - skip, end - pos));
+        if (!push(std::string_view(p + skip, take))) return stopped;
+        pos += take;
+        return take < n - skip ? enough : Status::Ok();
+      });
+      if (pos == end) return Status::Ok();
+      return st.ok() ? Status::Unavailable("registry sent less than the range asked for") : st;
+    };
+    for (const auto& [start, end] : ranges.ranges()) {
+      if (start > pos) IMGFS_RETURN_IF_ERROR(fetch(start));
+      IMGFS_RETURN_IF_ERROR(from_disk(end));
+    }
+    if (pos < size) IMGFS_RETURN_IF_ERROR(fetch(size));
+    return Status::Ok();
+  };
+  return std::unique_ptr<ByteSource>(new PushedSource(std::move(produce), 2 << 20));
 }
 
 namespace {

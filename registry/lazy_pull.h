@@ -6,19 +6,23 @@
 // chunk map, the source and the TOC/tar-split bytes (already local) go to
 // lazy/<blob hex>/ (index/lazy_layer.h). Reads fetch the rest (fs/lazy_blob.h).
 //
-// A plain pull of the image completes it: the whole blob is fetched and verified as
-// any layer (digest, size, diff_id), then CheckCompletedLayer compares: the entry table
+// A plain pull of the image completes it: the blob (what lazy/ holds, plus the gaps
+// fetched: OpenLazyCompletion) is verified as any layer (digest, size, diff_id), then
+// CheckCompletedLayer compares: the entry table
 // the tar gives must equal the lazy one, and every TOC chunk must hash to its digest at
 // its tar offset. A mismatch marks the layer broken (lazy/<hex>/broken: its reads fail,
 // `imgfs images` and `verify` say why); else lazy/<hex>/ is removed.
 #ifndef IMGFS_REGISTRY_LAZY_PULL_H_
 #define IMGFS_REGISTRY_LAZY_PULL_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "index/layer_entry.h"
+#include "index/lazy_layer.h"
 #include "index/store.h"
+#include "index/stream.h"
 #include "registry/json.h"
 #include "registry/registry_client.h"
 
@@ -43,6 +47,16 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
 // full pull indexed from the tar (both encoded, layer_entry.h).
 Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
                            const std::string& tar_entries);
+
+// The whole blob of a lazily pulled layer, for its completion by a plain pull: the
+// ranges lazy/<blob hex>/ holds are read from its data file, the gaps fetched by
+// `fetcher` with bounded Range requests, in blob order. Nothing local is trusted: the
+// caller verifies the blob's digest as for any download, and fetches it whole when
+// that fails. NotFound when there is nothing local to reuse (no lazy/ directory, a
+// broken one, or no ranges). `local` (optional) gets the bytes read from disk.
+Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
+                                                       std::shared_ptr<RangeFetcher> fetcher,
+                                                       std::shared_ptr<uint64_t> local = nullptr);
 
 // True when the layer's blob is not stored but lazy/ has it (partially).
 bool IsLazyLayer(const Store& store, const LayerRecord& layer);

@@ -12,6 +12,7 @@
 
 #include "index/file_util.h"
 #include "registry/image_loader.h"
+#include "registry/lazy_fetch.h"
 #include "registry/lazy_pull.h"
 #include "registry/stage.h"
 
@@ -323,7 +324,22 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
               }
             }
             std::unique_ptr<ByteSource> rest;
-            if (have < d.size) {
+            // A layer pulled lazily before: what lazy/ holds is read from disk and only
+            // the gaps are fetched (the blob digest checks it all; a mismatch fetches
+            // the whole blob on the next attempt).
+            bool from_lazy = false;
+            if (have == 0 && attempt == 0) {
+              auto c = OpenLazyCompletion(
+                  store, d,
+                  std::make_shared<RegistryRangeFetcher>(
+                      std::shared_ptr<RegistryClient>(&client, [](RegistryClient*) {}), src_path,
+                      d.digest, d.size));
+              if (c.ok()) {
+                rest = std::move(*c);
+                from_lazy = true;
+              }
+            }
+            if (have < d.size && !from_lazy) {
               auto b = client.OpenBlob(src_path, d.digest, d.urls, d.size, have);
               if (!b.ok()) {
                 st = b.status();
@@ -338,7 +354,8 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer)).status();
             // A resumed layer that fails verification may owe it to its old bytes (a
             // torn write before a power loss): the partial file is gone, start over once.
-            if (have == 0 || st.ok() || st.code() == Status::Code::kUnavailable) break;
+            if ((have == 0 && !from_lazy) || st.ok() || st.code() == Status::Code::kUnavailable)
+              break;
           }
           if (src) {
             ProgressSource prog(src, [&](uint64_t n) {
