@@ -464,16 +464,19 @@ Result<MountFs::Entry> MountFs::LayerDirEntry(std::string_view name) {
   return e;
 }
 
-Result<std::vector<MountFs::DirEntry>> MountFs::LayerDirList() {
+Result<std::shared_ptr<const std::vector<std::string>>> MountFs::LayerHexes(const Snapshot& snap) {
+  {
+    std::lock_guard<std::mutex> l(layer_hexes_mu_);
+    if (layer_hexes_ && layer_hexes_gen_ == snap.generation) return layer_hexes_;
+  }
   IMGFS_ASSIGN_OR_RETURN(auto images, store_->ListImages());
   std::set<std::string> hexes;
   for (const ImageRecord& img : images)
     for (const Digest& d : img.diff_ids) hexes.insert(d.hex());
-  std::vector<DirEntry> out;
-  for (const std::string& h : hexes) {
-    auto e = LayerDirEntry(h);
-    if (e.ok()) out.push_back(DirEntry{h, *e});  // a layer removed meanwhile is left out
-  }
+  auto out = std::make_shared<const std::vector<std::string>>(hexes.begin(), hexes.end());
+  std::lock_guard<std::mutex> l(layer_hexes_mu_);
+  layer_hexes_gen_ = snap.generation;
+  layer_hexes_ = out;
   return out;
 }
 
@@ -636,9 +639,11 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
         if (!emit(DirEntry{std::move(hex), e}, base + k)) break;
       }
     } else if (node == kLayersDirNode) {
-      IMGFS_ASSIGN_OR_RETURN(auto layers, LayerDirList());
-      for (uint64_t k = first; k < layers.size(); k++) {
-        if (!emit(layers[k], base + k)) break;
+      IMGFS_ASSIGN_OR_RETURN(auto hexes, LayerHexes(*snap));
+      for (uint64_t k = first; k < hexes->size(); k++) {
+        auto e = LayerDirEntry((*hexes)[k]);
+        if (!e.ok()) continue;  // a layer removed meanwhile is left out
+        if (!emit(DirEntry{(*hexes)[k], *e}, base + k)) break;
       }
     } else if (auto dir = snap->dirs.find(path); dir != snap->dirs.end()) {
       const auto& children = dir->second;

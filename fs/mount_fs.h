@@ -272,7 +272,12 @@ class MountFs {
   Result<Entry> IdEntry(const Snapshot& snap, std::string_view name);
   // The per-layer views (`.layers/`): one entry, and the listing.
   Result<Entry> LayerDirEntry(std::string_view name);
-  Result<std::vector<DirEntry>> LayerDirList();
+  // The layer ids (hex, sorted) the store's images use at `snap`'s generation: read
+  // once per generation, so a listing of N layers in ~N/25 calls reads the store once.
+  Result<std::shared_ptr<const std::vector<std::string>>> LayerHexes(const Snapshot& snap);
+  std::mutex layer_hexes_mu_;
+  uint64_t layer_hexes_gen_ = 0;
+  std::shared_ptr<const std::vector<std::string>> layer_hexes_;  // guarded by layer_hexes_mu_
   // view may be null for the root (node 1).
   Entry ImageEntry(uint32_t inst, const Instance& in, const ImageView* view, uint32_t node) const;
 

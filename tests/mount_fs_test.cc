@@ -255,7 +255,7 @@ TEST_F(MountFsTest, ReadDirResumesAtAnyOffset) {
   EXPECT_EQ(List(root, 0, true), all);
 }
 
-// Name directories, .id/ and the root resume at any offset too, and one call makes
+// Name directories, .id/, .layers/ and the root resume at any offset too, and one call makes
 // entries only for what it hands out: a listing of N names in calls of k entries must
 // not cost N per call (10,000 tags took ~400 calls, each making all 10,000 entries).
 TEST_F(MountFsTest, NameDirectoriesResumeAtAnyOffsetAndMakeOnlyWhatTheyHandOut) {
@@ -270,7 +270,7 @@ TEST_F(MountFsTest, NameDirectoriesResumeAtAnyOffsetAndMakeOnlyWhatTheyHandOut) 
   ASSERT_NE(many, 0u);
   const std::vector<std::string> names = List(many);
   ASSERT_EQ(names.size(), kTags + 2u);
-  for (uint64_t dir : {many, MountFs::kRootIno, Walk(".id")}) {
+  for (uint64_t dir : {many, MountFs::kRootIno, Walk(".id"), Walk(".layers")}) {
     auto all = List(dir);
     for (uint64_t off = 0; off <= all.size(); off += (dir == many ? 7 : 1)) {
       EXPECT_EQ(List(dir, off, true), std::vector<std::string>(all.begin() + off, all.end()))
