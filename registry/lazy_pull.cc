@@ -28,16 +28,25 @@ bool IsLazyLayer(const Store& store, const LayerRecord& layer) {
 
 Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
                                                        std::shared_ptr<RangeFetcher> fetcher,
-                                                       std::shared_ptr<uint64_t> local) {
+                                                       std::shared_ptr<uint64_t> local,
+                                                       const LazyCompletionOptions& opt) {
   LazyDir dir = LazyDir::For(store.root(), desc.digest);
   if (!dir.Exists() || !dir.BrokenReason().empty())
     return Status::NotFound("no lazy state to complete from");
   IMGFS_ASSIGN_OR_RETURN(RangeMap ranges, dir.LoadRanges(desc.size));
-  if (ranges.Total() == 0) return Status::NotFound("nothing of the blob is local");
+  // Short local ranges are fetched again with the gaps around them: a request saved
+  // is worth more than the bytes.
+  RangeMap reuse;
+  for (const auto& [start, end] : ranges.ranges()) {
+    if (end - start >= opt.min_reused) reuse.Add(start, end);
+  }
+  if (reuse.Total() == 0) return Status::NotFound("nothing of the blob is worth reusing");
+  size_t gaps = reuse.Missing(0, desc.size).size();
+  if (gaps > opt.max_gaps) return Status::NotFound("what is local is too scattered to reuse");
   IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir.data(), O_RDONLY));
   auto data = std::make_shared<UniqueFd>(std::move(fd));
   uint64_t size = desc.size;
-  auto produce = [data, ranges = std::move(ranges), fetcher, local,
+  auto produce = [data, reuse = std::move(reuse), fetcher, local,
                   size](const PushedSource::Push& push) -> Status {
     const Status stopped = Status::Unavailable("blob download stopped");
     uint64_t pos = 0;  // the next byte of the blob to hand on
@@ -53,24 +62,24 @@ Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const
       }
       return Status::Ok();
     };
-    // [pos, end) from the registry. A server that ignores Range streams on past `end`:
-    // the sink stops it there.
+    // [pos, end) from the registry. A server that ignores Range (200) streams the blob
+    // on to its end: that response is then used for all of the rest (local bytes
+    // included), rather than asking again for each gap and being sent the blob each time.
     auto fetch = [&](uint64_t end) -> Status {
-      const Status enough = Status::Unavailable("range complete");
       Status st = fetcher->Fetch(pos, end - pos, [&](uint64_t at, const char* p, size_t n) {
-        if (pos == end) return enough;
         if (at > pos) return Status::Corruption("registry skipped bytes of a range");
         if (at + n <= pos) return Status::Ok();  // handed on already
         size_t skip = static_cast<size_t>(pos - at);
-        size_t take = static_cast<size_t>(std::min<uint64_t>(n - skip, end - pos));
+        size_t take = static_cast<size_t>(std::min<uint64_t>(n - skip, size - pos));
         if (!push(std::string_view(p + skip, take))) return stopped;
         pos += take;
-        return take < n - skip ? enough : Status::Ok();
+        return Status::Ok();
       });
-      if (pos == end) return Status::Ok();
+      if (pos >= end) return Status::Ok();  // (an error after that only cut a bonus short)
       return st.ok() ? Status::Unavailable("registry sent less than the range asked for") : st;
     };
-    for (const auto& [start, end] : ranges.ranges()) {
+    for (const auto& [start, end] : reuse.ranges()) {
+      if (end <= pos) continue;  // streamed already
       if (start > pos) IMGFS_RETURN_IF_ERROR(fetch(start));
       IMGFS_RETURN_IF_ERROR(from_disk(end));
     }

@@ -50,13 +50,21 @@ Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::st
 
 // The whole blob of a lazily pulled layer, for its completion by a plain pull: the
 // ranges lazy/<blob hex>/ holds are read from its data file, the gaps fetched by
-// `fetcher` with bounded Range requests, in blob order. Nothing local is trusted: the
-// caller verifies the blob's digest as for any download, and fetches it whole when
-// that fails. NotFound when there is nothing local to reuse (no lazy/ directory, a
-// broken one, or no ranges). `local` (optional) gets the bytes read from disk.
+// `fetcher` with bounded Range requests, in blob order. Local ranges shorter than
+// `min_reused` are fetched again with the gaps around them; a registry that ignores
+// Range (200) has its one response used for all the rest of the blob. Nothing local is
+// trusted: the caller verifies the blob's digest as for any download, and fetches it
+// whole when that fails. NotFound when there is nothing worth reusing (no lazy/
+// directory, a broken one, no range of `min_reused`, more than `max_gaps` gaps).
+// `local` (optional) gets the bytes read from disk.
+struct LazyCompletionOptions {
+  uint64_t min_reused = 256 << 10;  // the smallest range a lazy read fetches
+  size_t max_gaps = 64;
+};
 Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
                                                        std::shared_ptr<RangeFetcher> fetcher,
-                                                       std::shared_ptr<uint64_t> local = nullptr);
+                                                       std::shared_ptr<uint64_t> local = nullptr,
+                                                       const LazyCompletionOptions& opt = {});
 
 // True when the layer's blob is not stored but lazy/ has it (partially).
 bool IsLazyLayer(const Store& store, const LayerRecord& layer);

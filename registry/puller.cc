@@ -352,10 +352,13 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
               emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
             });
             st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer)).status();
+            if (st.ok()) break;
+            // A completion from lazy/ that failed in any way (a damaged local byte, a
+            // server that refuses a gap's Range) is fetched the usual way, once.
+            if (from_lazy && !failed.load()) continue;
             // A resumed layer that fails verification may owe it to its old bytes (a
             // torn write before a power loss): the partial file is gone, start over once.
-            if ((have == 0 && !from_lazy) || st.ok() || st.code() == Status::Code::kUnavailable)
-              break;
+            if (have == 0 || st.code() == Status::Code::kUnavailable) break;
           }
           if (src) {
             ProgressSource prog(src, [&](uint64_t n) {
