@@ -411,9 +411,14 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
       return Status::InvalidArgument(method + " " + url +
                                      ": the response headers are larger than " +
                                      std::to_string(kMaxHeaderBytes) + " bytes");
-    // curl (7.88) fails a header line over its own 100 KiB limit as "out of memory",
-    // after the status line has arrived: say what it is.
-    if (rc == CURLE_OUT_OF_MEMORY && t.response.status != 0) {
+    // curl fails a header line over its own 100 KiB limit as "out of memory" (7.88;
+    // CURLE_TOO_LARGE from 8.6), after the status line and before any body: say what
+    // it is.
+    bool too_large = rc == CURLE_OUT_OF_MEMORY;
+#if CURL_AT_LEAST_VERSION(8, 6, 0)
+    too_large = too_large || rc == CURLE_TOO_LARGE;
+#endif
+    if (too_large && t.response.status != 0 && t.delivered == 0 && t.response.body.empty()) {
       return Status::InvalidArgument(method + " " + url + ": the HTTP " +
                                      std::to_string(t.response.status) +
                                      " response has a header line longer than 100 KiB");
@@ -510,6 +515,7 @@ Result<std::string> RegistryClient::BaseUrl() {
   if (insecure && !IsLoopbackHost(host_)) candidates.push_back("http://" + ApiHost());
   auto start = std::chrono::steady_clock::now();
   double backoff = options_.initial_backoff;
+  std::string refused;  // an answer imgfs refuses (a header line over curl's limit)
   for (int round = 1;; round++) {
     std::string last_error;
     bool retry_round = false;
@@ -537,10 +543,13 @@ Result<std::string> RegistryClient::BaseUrl() {
           last_error = "GET " + base + "/v2/: HTTP " + std::to_string(r->status);
         continue;
       }
-      // A server answered on this scheme with headers imgfs refuses: that is the
-      // error (another scheme would only say that it does not speak it).
-      if (r.status().code() == Status::Code::kInvalidArgument)
-        return Status::InvalidArgument("registry " + host_ + ": " + r.status().message());
+      // A server answered on this scheme with headers imgfs refuses: unless another
+      // candidate (HTTPS, the next mirror) works, that is the error to report (another
+      // scheme would only say that it does not speak it).
+      if (r.status().code() == Status::Code::kInvalidArgument) {
+        if (refused.empty()) refused = r.status().message();
+        continue;
+      }
       // A reset or timeout (not "nothing listens") is worth another round.
       retry_round = retry_round || transient;
       // The HTTPS failure says most (a certificate problem, say); otherwise the first one.
@@ -552,6 +561,7 @@ Result<std::string> RegistryClient::BaseUrl() {
       backoff = std::min(backoff * 2, 8.0);
       continue;
     }
+    if (!refused.empty()) return Status::InvalidArgument("registry " + host_ + ": " + refused);
     std::string hint =
         insecure ? ""
                  : " (if it serves plain HTTP, allow it with --insecure-registry " + host_ + ")";
