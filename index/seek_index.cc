@@ -728,6 +728,13 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
   uint64_t in_start = p.in_off - (p.bits ? 1 : 0);
   uint64_t in_end = i + 1 < count_ ? point(i + 1).in_off : blob_size_;
   if (format_ == Compression::kGzip) in_end = std::min(blob_size_, in_end + 8);
+  // The compressed bytes of a span, bounded like its output (only a gzip stream of
+  // millions of empty members could legitimately need more: it reads as damaged).
+  if (in_end - in_start > 4 * kMaxSeekSpan + (1 << 20)) {
+    return Status::Corruption("seek index: span " + std::to_string(i) + " reads " +
+                              std::to_string(in_end - in_start) +
+                              " compressed bytes, more than any index imgfs writes");
+  }
   std::string in(in_end - in_start, '\0');
   IMGFS_RETURN_IF_ERROR(PreadAll(blob_fd, in.data(), in.size(), static_cast<off_t>(in_start)));
   std::string where = std::string(CompressionName(format_)) + " span " + std::to_string(i) +

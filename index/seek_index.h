@@ -41,8 +41,9 @@ constexpr uint64_t kDefaultSeekSpan = 1 << 20;
 // to 32 KiB, so smaller spans would make the index larger than what it indexes.
 constexpr uint64_t kMinSeekSpan = 64 << 10;
 // The largest span $IMGFS_SEEK_SPAN may ask for. A span is decoded whole into memory,
-// so an index whose spans are far longer (4 × this, SeekIndex::kMaxDecodedSpan) is not
-// used, and DecodeSpan refuses such a span (a damaged sidecar cannot ask for gigabytes).
+// so an index whose spans are far longer (over 4 × this) is not used, and DecodeSpan
+// refuses such a span, or one that reads more than that of compressed bytes (a damaged
+// sidecar cannot ask for gigabytes).
 constexpr uint64_t kMaxSeekSpan = 64 << 20;
 // The span for new indexes: $IMGFS_SEEK_SPAN (bytes, raised to kMinSeekSpan, lowered to
 // kMaxSeekSpan; 0 = record no index) or 1 MiB.
