@@ -101,6 +101,9 @@ Status AddBigImage(Store& store, int i, size_t bytes) {
 TEST(StoreResizeTest, ReadersSurviveAnotherProcessGrowingTheMap) {
   std::string dir = test::MakeTempDir();
   Store::SetInitialMapSizeForTest(size_t{1} << 20);
+  struct Restore {  // the map size later stores open with, even when an assertion fails
+    ~Restore() { Store::SetInitialMapSizeForTest(size_t{64} << 30); }
+  } restore;
   {
     auto s = Store::Open(dir);
     ASSERT_TRUE(s.ok()) << s.status().message();
@@ -125,14 +128,36 @@ TEST(StoreResizeTest, ReadersSurviveAnotherProcessGrowingTheMap) {
     ::_exit(0);
   }
   ::close(go[0]);
+  // On every way out (an assertion failing too): the child is released (its read of
+  // the pipe ends) and reaped, the directory removed; before that, the store closed;
+  // before that, the readers stopped and joined.
+  int status = -1;
+  struct ChildCleanup {
+    int fd;
+    pid_t child;
+    int& status;
+    std::string dir;
+    ~ChildCleanup() {
+      ::close(fd);
+      if (status == -1) ::waitpid(child, &status, 0);
+      test::RemoveTree(dir);
+    }
+  } child_cleanup{go[1], child, status, dir};
   auto s = Store::Open(dir);
-  Store::SetInitialMapSizeForTest(size_t{64} << 30);
   ASSERT_TRUE(s.ok()) << s.status().message();
   Store& store = **s;
   std::atomic<bool> stop{false};
   std::atomic<int> errors{0}, scans{0};
   std::atomic<size_t> most{0};
   std::vector<std::thread> readers;
+  struct ReaderCleanup {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& readers;
+    ~ReaderCleanup() {
+      stop = true;
+      for (auto& r : readers) r.join();
+    }
+  } reader_cleanup{stop, readers};
   for (int t = 0; t < 3; t++) {
     readers.emplace_back([&] {
       while (!stop) {
@@ -151,20 +176,19 @@ TEST(StoreResizeTest, ReadersSurviveAnotherProcessGrowingTheMap) {
   }
   ASSERT_TRUE(Eventually([&] { return scans > 30; }));
   ASSERT_EQ(::write(go[1], "g", 1), 1);
-  int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
-  // Readers go on until they have seen every image the child wrote.
+  // Readers go on until they have seen every image the child wrote: the last ones lie
+  // beyond this process's first 1 MiB map, so seeing them means the resize was adopted.
   EXPECT_TRUE(Eventually([&] { return most.load() == 200 + kGrowths; }));
   stop = true;
   for (auto& r : readers) r.join();
-  ::close(go[1]);
+  readers.clear();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
   EXPECT_EQ(errors, 0);
   auto all = store.ListImages();
   ASSERT_TRUE(all.ok()) << all.status().message();
   EXPECT_EQ(all->size(), 200u + kGrowths);
   s->reset();
-  test::RemoveTree(dir);
 }
 
 }  // namespace
