@@ -11,7 +11,6 @@
 #include <atomic>
 #include <chrono>
 #include <map>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -364,85 +363,6 @@ TEST_F(MountFsTest, WithoutOpensPinsOfRemovedLayersWaitUntilTheKernelForgetsTheI
   EXPECT_EQ(Fs().KernelRefs(root), 0);
   EXPECT_EQ(held(), 0);  // forgotten: the deleted blobs are let go
   EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");  // other images unaffected
-}
-
-// When the generation moves, the names of instances the kernel still holds but the store
-// no longer shows are reported (the adapter invalidates those dentries); held names
-// that still show their image, and names the kernel does not hold, are not.
-TEST_F(MountFsTest, StaleNamesOfHeldInstancesAreReportedWhenTheGenerationMoves) {
-  std::vector<std::pair<uint64_t, std::string>> got;
-  std::mutex mu;
-  Fs().set_invalidator([&](const MountFs::StaleName& n) {
-    std::lock_guard<std::mutex> l(mu);
-    got.emplace_back(n.parent, n.name);
-  });
-  ASSERT_TRUE(store_->SetRef("docker.io/library/alpha:2", RefRecord{image_a_.hex(), ""}).ok());
-  uint64_t alpha_dir = Walk("alpha");
-  uint64_t a1 = Walk("alpha/1"), a2 = Walk("alpha/1/etc"), b1 = Walk("beta/1");
-  std::string prefix = image_a_.hex().substr(0, 12);
-  uint64_t id_a = Walk(".id/" + prefix), alpha2 = Walk("alpha/2");
-  ASSERT_TRUE(a1 && a2 && b1 && id_a && alpha2);
-  Fs().KernelRef(a2);  // a dentry below the root holds the instance too
-  Fs().KernelRef(b1);
-  Fs().KernelRef(id_a);
-  // alpha/2 is not held by the kernel: nothing to invalidate for it.
-  ASSERT_TRUE(store_->SetRef("docker.io/library/alpha:1", RefRecord{image_b_.hex(), ""}).ok());
-  EXPECT_NE(Walk("alpha/1"), a1);  // the generation moved: alpha/1 is another instance now
-  {
-    std::lock_guard<std::mutex> l(mu);
-    ASSERT_EQ(got.size(), 1u);  // alpha/1 moved; image a is still shown by .id and alpha/2
-    EXPECT_EQ(got[0], std::make_pair(alpha_dir, std::string("1")));
-    got.clear();
-  }
-  auto freed = store_->DeleteImage(image_a_);
-  ASSERT_TRUE(freed.ok());
-  EXPECT_EQ(Walk("alpha/2"), 0u);
-  std::lock_guard<std::mutex> l(mu);
-  std::sort(got.begin(), got.end());
-  // alpha/1's old instance (still held) again, and .id/<prefix>; not alpha/2 (not held)
-  // and not beta/1 (held, still shown).
-  std::vector<std::pair<uint64_t, std::string>> want = {{alpha_dir, "1"},
-                                                        {uint64_t{MountFs::kIdDirNode}, prefix}};
-  std::sort(want.begin(), want.end());
-  EXPECT_EQ(got, want);
-}
-
-// With names watched (the adapter invalidates moved names), an image root's entry is
-// cached like content, but only from a snapshot as new as the newest generation seen:
-// a directory handle opened before a retag (open=daemon, a rewound listing) must not
-// hand the kernel the old image under that name for a year.
-TEST_F(MountFsTest, WatchedNamesGetLongTimeoutsOnlyFromTheNewestSnapshot) {
-  MountFs::Options o;
-  o.root = root_;
-  o.names_watched = true;
-  auto created = MountFs::Create(o);
-  ASSERT_TRUE(created.ok()) << created.status().message();
-  fs_ = std::move(*created);
-  uint64_t alpha = Walk("alpha");
-  ASSERT_NE(alpha, 0u);
-  auto timeout_of_1 = [&](uint64_t fh) {
-    double t = -1;
-    Status st = Fs().ReadDir(alpha, fh, 0, true, [&](const MountFs::DirEntry& d, uint64_t) {
-      if (d.name == "1") t = d.entry.entry_timeout;
-      return true;
-    });
-    EXPECT_TRUE(st.ok()) << st.message();
-    return t;
-  };
-  auto old = Fs().OpenDir(alpha);
-  ASSERT_TRUE(old.ok());
-  EXPECT_EQ(timeout_of_1(old->fh), o.content_timeout);  // current: cached like content
-  auto e = Fs().Lookup(alpha, "1");
-  ASSERT_TRUE(e.ok());
-  EXPECT_EQ(e->entry_timeout, o.content_timeout);
-  ASSERT_TRUE(store_->SetRef("docker.io/library/alpha:1", RefRecord{image_b_.hex(), ""}).ok());
-  EXPECT_NE(Walk("alpha/1"), 0u);                    // the move is seen
-  EXPECT_EQ(timeout_of_1(old->fh), o.name_timeout);  // the old handle's snapshot: short
-  Fs().ReleaseDir(old->fh);
-  auto fresh = Fs().OpenDir(alpha);
-  ASSERT_TRUE(fresh.ok());
-  EXPECT_EQ(timeout_of_1(fresh->fh), o.content_timeout);
-  Fs().ReleaseDir(fresh->fh);
 }
 
 TEST_F(MountFsTest, KernelCountsRaceWithTheReleaseOfRemovedLayers) {
