@@ -365,6 +365,37 @@ TEST_F(MountFsTest, WithoutOpensPinsOfRemovedLayersWaitUntilTheKernelForgetsTheI
   EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");  // other images unaffected
 }
 
+// `imgfs rmi` commits the removal, then unlinks the freed blobs: the mount may see the
+// generation move in between, when nothing is unlinked yet. The store's generation
+// moves once more after the unlink (Store::NoteBlobsDeleted), and then the pins go.
+TEST_F(MountFsTest, BlobsUnlinkedAfterTheMoveWasSeenAreLetGoAtTheNextMove) {
+  uint64_t big = Walk("alpha/1/big");
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(Fs().Read(big, 0, 10, 0).ok());  // builds the view, pins
+  std::vector<std::string> paths;
+  {
+    auto view = ImageView::Open(*store_, image_a_);
+    ASSERT_TRUE(view.ok());
+    for (const LayerRecord& l : (*view)->layers())
+      paths.push_back(store_->blobs().BlobPath(l.blob));
+  }
+  auto held = [&] {
+    int n = 0;
+    for (const std::string& p : paths) n += FdsOn(p);
+    return n;
+  };
+  EXPECT_GE(held(), 1);
+  auto freed = store_->DeleteImage(image_a_);
+  ASSERT_TRUE(freed.ok());
+  Fs().CheckGeneration();  // the move is seen before the blobs are unlinked
+  for (const Digest& d : *freed) ASSERT_TRUE(store_->blobs().Delete(d).ok());
+  Fs().CheckGeneration();
+  EXPECT_GE(held(), 1);  // nothing has told the mount yet
+  ASSERT_TRUE(store_->NoteBlobsDeleted().ok());
+  Fs().CheckGeneration();
+  EXPECT_EQ(held(), 0);  // the kernel holds nothing of alpha: let go at once
+}
+
 TEST_F(MountFsTest, KernelCountsRaceWithTheReleaseOfRemovedLayers) {
   // References taken and forgotten on three threads while the image is removed and the
   // generation moves (run under TSan in CI): one reference held throughout keeps the
