@@ -5,8 +5,8 @@
 #    the kernel after the mount checked the move (and found nothing held) gets the
 #    0.5 s name timeout, however late it comes: the name shows the new image soon
 #    after, not a year later. IMGFS_TEST_NAME_REPLY_DELAY_MS holds the first such
-#    lookup and readdirplus entry back (4 s: longer than the 2 s recheck there was
-#    before, so this fails with it too) while the test retags.
+#    lookup and readdirplus entry back 4 s while the test retags: longer than the 2 s
+#    of rechecks after a move that the mount used to rely on.
 #  - a moved name whose old image the kernel keeps (a file open in it) is invalidated
 #    once, not again at every later store change (each would drop the name's current
 #    dentry: a LOOKUP again, ACLs fetched again). Counted from the -o debug trace.
