@@ -161,6 +161,10 @@ int CmdImagePrune(const std::string& root, const Args& a) {
     }
     report += "deleted: " + img.id.str() + "\n";
   }
+  if (!report.empty()) {
+    Status st = store->NoteBlobsDeleted();  // a running mount lets its pins of them go
+    if (!st.ok()) return Fail(st, "image prune");
+  }
   // Unpacked copies are caches: `imgfs prune` removes them.
   if (!report.empty()) std::printf("Deleted Images:\n%s\n", report.c_str());
   std::printf("Total reclaimed space: %s\n", HumanSize(static_cast<double>(freed_bytes)).c_str());

@@ -456,7 +456,7 @@ int CmdTag(const std::string& root, const Args& a) {
 
 // Deletes the blobs an image removal freed, and the unpacked copies of its layers
 // (named by diff_id) that no image has any more.
-Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed,
+Status DeleteBlobs(Store& store, const std::vector<Digest>& freed,
                    const std::vector<Digest>& diff_ids) {
   IMGFS_ASSIGN_OR_RETURN(auto live, store.LiveBlobs());
   for (const Digest& d : freed) {
@@ -468,7 +468,8 @@ Status DeleteBlobs(const Store& store, const std::vector<Digest>& freed,
     if (!layer) ::unlink(store.UnpackedPath(d).c_str());  // a running mount keeps its fd
   }
   // Seek indexes of layers the index no longer has (index/seek_index.h).
-  return PruneSeekIndexes(store).status();
+  IMGFS_RETURN_IF_ERROR(PruneSeekIndexes(store).status());
+  return store.NoteBlobsDeleted();  // a running mount lets its pins of them go
 }
 
 int CmdRmi(const std::string& root, const Args& a) {

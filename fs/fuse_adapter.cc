@@ -43,6 +43,13 @@ struct Context {
   bool want_no_open = true;  // use the kernel's no-open/no-opendir modes when offered
   bool no_open = false;      // set in init: answer open/opendir with ENOSYS once
   bool no_opendir = false;
+  // Tests only (IMGFS_TEST_NAME_REPLY_DELAY_MS, tests/e2e/names_race.sh): the first
+  // LOOKUP and the first READDIRPLUS that hand the kernel an image root under a name
+  // wait this long between building that entry and counting it (MountFs::HandOut), so
+  // that a store change lands in between.
+  int name_reply_delay_ms = 0;
+  std::atomic<bool> lookup_delayed{false};
+  std::atomic<bool> readdir_delayed{false};
 };
 
 // Sends the kernel FUSE_NOTIFY_INVAL_ENTRY for the names MountFs reports stale
@@ -52,11 +59,17 @@ struct Context {
 // instance (MountFs allows 2^20).
 class EntryInvalidator {
  public:
-  explicit EntryInvalidator(fuse_session* se) : se_(se), thread_([this] { Run(); }) {
+  // trace: where to log each notification sent (-o debug), or null.
+  EntryInvalidator(fuse_session* se, FILE* trace)
+      : se_(se), trace_(trace), thread_([this] { Run(); }) {
     // Tests only: hold each notification back this long (a notification in flight at
     // shutdown, tests/e2e/inval_shutdown.sh).
     if (const char* e = std::getenv("IMGFS_TEST_NOTIFY_DELAY_MS")) delay_ms_ = std::atoi(e);
   }
+  // Notifications sent, and how many of them found a dentry to drop (the log at
+  // unmount; tests/e2e/names_race.sh counts them).
+  uint64_t sent() const { return sent_.load(); }
+  uint64_t dropped() const { return dropped_.load(); }
   ~EntryInvalidator() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -103,12 +116,21 @@ class EntryInvalidator {
       l.unlock();
       if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
       // ENOENT (the kernel has no such dentry any more) is the common, harmless answer.
-      (void)fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
+      int rc = fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
+      sent_.fetch_add(1);
+      if (rc == 0) dropped_.fetch_add(1);
+      if (trace_) {
+        std::fprintf(trace_, "imgfs: notify inval_entry parent %llu name %s: %s\n",
+                     static_cast<unsigned long long>(n.parent), n.name.c_str(),
+                     rc == 0 ? "dropped" : std::strerror(-rc));
+        std::fflush(trace_);
+      }
       l.lock();
       sending_ = false;
     }
   }
   fuse_session* se_;
+  FILE* trace_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<MountFs::StaleName> queue_;
@@ -116,6 +138,8 @@ class EntryInvalidator {
   bool stop_ = false;
   bool sending_ = false;  // a notification is in flight
   std::atomic<int> delay_ms_{0};
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> dropped_{0};
   std::thread thread_;  // last: starts once the members above exist
 };
 
@@ -229,14 +253,23 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
       c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
 }
 
+// The test hook of Context::name_reply_delay_ms.
+void TestNameDelay(Context* c, const MountFs::Entry& e, std::atomic<bool>* done) {
+  if (e.name_root && c->name_reply_delay_ms > 0 && !done->exchange(true))
+    std::this_thread::sleep_for(std::chrono::milliseconds(c->name_reply_delay_ms));
+}
+
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto r = Fs(req).Lookup(parent, name);
   if (!r.ok()) return ReplyError(req, r.status(), "lookup", parent);
-  fuse_entry_param e = ToEntry(*r);
   // Counted before the reply (a FORGET may follow it at once), taken back when the
-  // kernel did not get it.
+  // kernel did not get it. HandOut may still shorten a name's timeout: it is encoded after.
   MountFs& fs = Fs(req);
-  if (e.ino) fs.KernelRef(e.ino);
+  if (r->ino) {
+    TestNameDelay(Ctx(req), *r, &Ctx(req)->lookup_delayed);
+    fs.HandOut(&*r);
+  }
+  fuse_entry_param e = ToEntry(*r);
   if (fuse_reply_entry(req, &e) != 0 && e.ino) fs.KernelForget(e.ino, 1);
 }
 
@@ -284,27 +317,34 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   std::vector<char> buf(size);
   size_t used = 0;
   std::vector<uint64_t> counted;  // readdirplus entries the kernel takes a lookup on
-  Status st =
-      Fs(req).ReadDir(ino, fi->fh, static_cast<uint64_t>(off), plus,
-                      [&](const MountFs::DirEntry& d, uint64_t next) {
-                        size_t n;
-                        if (plus) {
-                          fuse_entry_param e = ToEntry(d.entry);
-                          if (d.name == "." || d.name == "..") e.ino = 0;  // no lookup taken
-                          n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
-                                                     d.name.c_str(), &e, static_cast<off_t>(next));
-                        } else {
-                          n = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(),
-                                                &d.entry.attr, static_cast<off_t>(next));
-                        }
-                        if (n > size - used) return false;
-                        used += n;
-                        if (plus && d.name != "." && d.name != ".." && d.entry.ino) {
-                          Fs(req).KernelRef(d.entry.ino);
-                          counted.push_back(d.entry.ino);
-                        }
-                        return true;
-                      });
+  Status st = Fs(req).ReadDir(
+      ino, fi->fh, static_cast<uint64_t>(off), plus,
+      [&](const MountFs::DirEntry& d, uint64_t next) {
+        size_t n;
+        if (plus) {
+          bool dot = d.name == "." || d.name == "..";  // no lookup taken
+          // Measured first (a null buffer): only an entry that fits is
+          // counted, and counted before it is encoded (MountFs::HandOut).
+          if (fuse_add_direntry_plus(req, nullptr, 0, d.name.c_str(), nullptr, 0) > size - used)
+            return false;
+          MountFs::Entry entry = d.entry;
+          if (!dot && entry.ino) {
+            TestNameDelay(Ctx(req), entry, &Ctx(req)->readdir_delayed);
+            Fs(req).HandOut(&entry);
+            counted.push_back(entry.ino);
+          }
+          fuse_entry_param e = ToEntry(entry);
+          if (dot) e.ino = 0;
+          n = fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name.c_str(), &e,
+                                     static_cast<off_t>(next));
+        } else {
+          n = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(), &d.entry.attr,
+                                static_cast<off_t>(next));
+        }
+        if (n > size - used) return false;
+        used += n;
+        return true;
+      });
   // Once an entry is in the buffer an error can no longer be reported: send what we have.
   if (!st.ok() && used == 0) return ReplyError(req, st, "readdir", ino);
   if (fuse_reply_buf(req, buf.data(), used) != 0) {
@@ -555,6 +595,8 @@ int RunMount(const MountOptions& in) {
 
   Context ctx;
   ctx.want_no_open = o.kernel_open_free;
+  if (const char* e = std::getenv("IMGFS_TEST_NAME_REPLY_DELAY_MS"))
+    ctx.name_reply_delay_ms = std::atoi(e);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
   fuse_opt_free_args(&args);
   if (!se) {
@@ -602,7 +644,7 @@ int RunMount(const MountOptions& in) {
   } else {
     ctx.fs = std::move(*fs);
     Log(&ctx, "mounted %s on %s", o.root.c_str(), o.mountpoint.c_str());
-    auto invalidator = std::make_unique<EntryInvalidator>(se);
+    auto invalidator = std::make_unique<EntryInvalidator>(se, o.debug ? ctx.log : nullptr);
     ctx.fs->set_invalidator(
         [inv = invalidator.get()](const MountFs::StaleName& n) { inv->Push(n); });
     auto watcher = std::make_unique<GenerationWatcher>(ctx.fs.get());
@@ -615,6 +657,9 @@ int RunMount(const MountOptions& in) {
     watcher.reset();  // before the invalidator goes: it may still report names
     ctx.fs->set_invalidator(nullptr);
     invalidator->Stop([se] { ServeOnce(se); });
+    Log(&ctx, "names: %llu entry invalidations sent, %llu dropped a dentry",
+        static_cast<unsigned long long>(invalidator->sent()),
+        static_cast<unsigned long long>(invalidator->dropped()));
     invalidator.reset();
     Log(&ctx, "unmounting %s", o.mountpoint.c_str());
     if (ctx.fs) {

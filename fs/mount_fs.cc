@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -25,12 +24,6 @@ constexpr uint32_t InstOf(uint64_t ino) {
 }
 constexpr uint32_t NodeOf(uint64_t ino) {
   return static_cast<uint32_t>(ino & 0xffffffffu);
-}
-
-int64_t SteadyNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 Status NoEntry() {
@@ -83,7 +76,7 @@ MountFs::~MountFs() {
 
 std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
   auto gen = store_->Generation();
-  if (gen.ok()) {  // the newest generation seen (NameChildEntry)
+  if (gen.ok()) {  // the newest generation seen (HandOut), raised before it is built
     uint64_t seen = latest_generation_.load();
     while (*gen > seen && !latest_generation_.compare_exchange_weak(seen, *gen)) {
     }
@@ -120,7 +113,6 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     ReleaseRemoved();
     DropCompletedLazy();
     if (invalidator_) {
-      recheck_until_.store(SteadyNs() + 2'000'000'000);
       for (const StaleName& n : StaleNames(*out)) invalidator_(n);
     }
   }
@@ -128,9 +120,7 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
 }
 
 void MountFs::CheckGeneration() {
-  auto snap = CurrentSnapshot();
-  if (!snap || !invalidator_ || SteadyNs() >= recheck_until_.load()) return;
-  for (const StaleName& n : StaleNames(*snap)) invalidator_(n);
+  (void)CurrentSnapshot();
 }
 
 void MountFs::DropCompletedLazy() {
@@ -431,12 +421,12 @@ Result<MountFs::Entry> MountFs::NameChildEntry(const Snapshot& snap, const std::
     IMGFS_ASSIGN_OR_RETURN(uint64_t ino, InstanceFor(child.path, child.image, parent_ino));
     e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), nullptr, MergedTree::kRoot);
     // The name may move (then it is invalidated, when watched); the tree never changes.
-    // An entry from an older snapshot than the newest seen (a directory handle opened
-    // before a move: open=daemon, a slow or rewound listing) may show a name that has
-    // moved since, after its invalidation went out: it gets the name timeout.
-    bool current = snap.generation >= latest_generation_.load();
-    e.entry_timeout =
-        options_.names_watched && current ? options_.content_timeout : options_.name_timeout;
+    // An entry from a snapshot older than the newest generation read (a directory handle
+    // opened before a move: open=daemon, a slow or rewound listing; a lookup that raced
+    // a move) is settled by HandOut once it is counted.
+    e.entry_timeout = options_.names_watched ? options_.content_timeout : options_.name_timeout;
+    e.name_root = true;
+    e.generation = snap.generation;
     return e;
   }
   e.ino = Ino(0, NameNode(child.path));
@@ -461,6 +451,7 @@ Result<MountFs::Entry> MountFs::LayerDirEntry(std::string_view name) {
                                                    Ino(0, kLayersDirNode), /*layer=*/true));
   Entry e = ImageEntry(InstOf(ino), *GetInstance(InstOf(ino)), nullptr, MergedTree::kRoot);
   e.entry_timeout = options_.name_timeout;  // the layer may be removed
+  e.name_root = true;                       // reported once per hand-out when removed
   return e;
 }
 

@@ -130,6 +130,10 @@ class MountFs {
     struct stat attr {};
     double entry_timeout = 0;
     double attr_timeout = 0;
+    // An image root under a name (a tag, a digest, `.id/<prefix>`, `.layers/<hex>`): the
+    // adapter hands it to the kernel with HandOut, which may still shorten entry_timeout.
+    bool name_root = false;
+    uint64_t generation = 0;  // name_root: the generation of the snapshot it was built from
   };
   struct Attr {
     struct stat attr {};
@@ -194,9 +198,8 @@ class MountFs {
   void set_invalidator(std::function<void(const StaleName&)> f) { invalidator_ = std::move(f); }
   // Reads the store's generation and, when it moved, does what a name operation would
   // do: new names, released layers, stale names to the invalidator. For a watcher
-  // thread. For 2 s after a move it reports the stale names again on each call: a
-  // lookup that read the names before the move may reply (and the kernel cache its
-  // entry) after they were reported.
+  // thread. A reply built from the names before a move that reaches the kernel after
+  // the move's check is HandOut's to settle: no name is reported twice for one move.
   void CheckGeneration();
   // The kernel's references to inodes (its nlookup counts), summed per instance: the
   // adapter calls KernelRef for every inode it hands the kernel (a lookup reply, a
@@ -206,6 +209,15 @@ class MountFs {
   // beyond that).
   void KernelRef(uint64_t ino);
   void KernelForget(uint64_t ino, uint64_t n);
+  // KernelRef for an entry about to be sent to the kernel (a lookup reply, a readdirplus
+  // entry), called before it is encoded. For an image root under a name it also marks
+  // the instance handed out (StaleNames reports a moved instance once per hand-out)
+  // and, when the entry came from a snapshot older than the newest generation the
+  // mount has read and the name no longer shows that image, gives it the name timeout:
+  // the move's StaleNames may have run before this count existed. Two atomic
+  // operations and a load for a name root, nothing more for image content (the
+  // ordering argument is in mount_names.cc).
+  void HandOut(Entry* e);
   // The kernel's references to the inodes of ino's instance (tests).
   int64_t KernelRefs(uint64_t ino) const;
 
@@ -224,6 +236,8 @@ class MountFs {
     uint64_t parent_ino = kRootIno;
     bool layer = false;  // a `.layers/<hex>` view: `image` is the layer's diff_id
     mutable std::atomic<int64_t> kernel_refs{0};  // see KernelRef
+    // Handed to the kernel under its name (HandOut) since StaleNames last reported it.
+    mutable std::atomic<bool> handed{false};
   };
   static std::string ViewKey(const Digest& image, bool layer) {
     return (layer ? "layer:" : "") + image.hex();
@@ -242,11 +256,13 @@ class MountFs {
   // instance that uses one is still held by the kernel; those wait in pending_ until
   // the last such instance is forgotten (CheckPending).
   void ReleaseRemoved();
-  // The names of held instances that `snap` no longer shows (set_invalidator).
+  // The names of held instances that `snap` no longer shows (set_invalidator), each
+  // once per hand-out (Instance::handed).
   std::vector<StaleName> StaleNames(const Snapshot& snap);
   std::function<void(const StaleName&)> invalidator_;  // set before the first request
-  std::atomic<int64_t> recheck_until_{0};              // steady-clock ns; see CheckGeneration
-  std::atomic<uint64_t> latest_generation_{0};         // the newest store generation read
+  // The newest store generation read (CurrentSnapshot raises it before building that
+  // snapshot); HandOut compares entries with it. Accessed seq_cst only (mount_names.cc).
+  std::atomic<uint64_t> latest_generation_{0};
   void CheckPending();
   void CheckPendingLocked();  // under release_mu_
   // Forgets the layers and evicts the cached trees that use them (their image is gone).

@@ -1,7 +1,8 @@
 // The mount's names at one generation (Snapshot), and which image instances the kernel
-// still holds under names the store no longer shows (MountFs::StaleNames).
+// still holds under names the store no longer shows (MountFs::StaleNames, HandOut).
 #include <algorithm>
 #include <ctime>
+#include <mutex>
 #include <set>
 
 #include "fs/mount_fs.h"
@@ -90,6 +91,60 @@ bool Snapshot::Shows(const std::string& path, const Digest& image) const {
   return c != d->second.end() && c->second.is_image && c->second.image == image;
 }
 
+// Why a name the kernel caches for a year is never left showing an image the store no
+// longer shows there, with no time window. Every atomic below is seq_cst, so all of
+// them are in one total order S:
+//
+//   request (lookup, readdirplus)          mover (whoever swaps in a newer snapshot)
+//   builds e from snapshot s, gen g        reads gen G > g from the store, then raises
+//   HandOut: handed = true                   latest_generation_ to G, or finds it ≥ G
+//            kernel_refs += 1                there: the operation O
+//            L = latest_generation_ (R)    StaleNames(snapshot ≥ G): kernel_refs > 0?
+//            L > g: settle (below)           not shown? handed.exchange(false)?
+//   reply                                    → notify (parent, name)
+//
+// latest_generation_ only grows, and O wrote or read a value ≥ G. So if R reads less
+// than G, R comes before O in S, and both of the request's writes come before
+// StaleNames' reads: the mover sees the count and the mark and reports the name. Its
+// notification takes the parent's i_rwsem exclusively, which a LOOKUP or getdents
+// holds until its reply is linked, so the reply cannot overtake it (a revalidating
+// LOOKUP holds no lock, but its dentry exists already: the notification unhashes it,
+// and the reply only sets the timeout of an unhashed dentry). If R reads at least G,
+// then L > g and the request settles the entry itself: it keeps the long timeout only
+// if a snapshot at least as new as L (snap_, no store read) still shows the image
+// under that name, since every move past that snapshot has its O after R and reports
+// the name as above; otherwise the entry gets the name timeout. A move the watcher
+// notices late, or whose snapshot build failed, changes nothing: latest_generation_
+// is raised before the build, and the mover that finally swaps runs StaleNames after
+// its own O. A snapshot's refs are read after its generation, so it is never older
+// than its label. Hence no recheck after a move (there was one for 2 s).
+//
+// Once per hand-out, not per move: the notification goes by name and drops whatever
+// the name is now. A held old instance (an open file or a working directory in it)
+// would otherwise invalidate the name's current, correct dentry at every later store
+// change (LOOKUP and GETXATTR churn, mounts under it detached). After the
+// notification the kernel can show this instance under the name again only through a
+// new reply, which marks it again. The mark is per instance rather than "the instance
+// last handed out per name": the kernel may link two replies for one name in another
+// order than they were built (a readdirplus from an old snapshot after a lookup).
+void MountFs::HandOut(Entry* e) {
+  // ino = instance << 32 | node (mount_fs.h)
+  const Instance* in = GetInstance(static_cast<uint32_t>(e->ino >> 32));
+  if (!in) return;  // the namespace (instance 0) and a negative entry are not counted
+  if (e->name_root) in->handed.store(true);
+  in->kernel_refs.fetch_add(1);
+  if (!e->name_root || in->layer || e->entry_timeout <= options_.name_timeout) return;
+  uint64_t latest = latest_generation_.load();
+  if (e->generation >= latest) return;  // a later move reports it
+  std::shared_ptr<const Snapshot> now;
+  {
+    std::lock_guard<std::mutex> l(snap_mu_);
+    now = snap_;
+  }
+  if (now && now->generation >= latest && now->Shows(in->path, in->image)) return;
+  e->entry_timeout = options_.name_timeout;
+}
+
 std::vector<MountFs::StaleName> MountFs::StaleNames(const Snapshot& snap) {
   std::vector<StaleName> out;
   uint32_t n = instance_count_.load(std::memory_order_acquire);
@@ -104,6 +159,7 @@ std::vector<MountFs::StaleName> MountFs::StaleNames(const Snapshot& snap) {
       shown = snap.Shows(in->path, in->image);
     }
     if (shown) continue;
+    if (!in->handed.exchange(false)) continue;  // reported since it was last handed out
     size_t slash = in->path.rfind('/');
     out.push_back({in->parent_ino, in->path.substr(slash == std::string::npos ? 0 : slash + 1)});
   }

@@ -674,6 +674,12 @@ Result<std::vector<Digest>> Store::DeleteImage(const Digest& id) {
   return freed;
 }
 
+Status Store::NoteBlobsDeleted() {
+  IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
+  IMGFS_RETURN_IF_ERROR(BumpGeneration(t, meta_));
+  return t.Commit();
+}
+
 Result<uint64_t> Store::Compact() {
   std::string dir = root_ + "/index";
   // LMDB holds a shared lock on byte 0 of lock.mdb in every process that has the

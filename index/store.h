@@ -176,6 +176,11 @@ class Store {
   // Removes an image, its names, its tree, and layers no other image uses. Returns
   // the blobs nothing references any more (the caller unlinks them after commit).
   Result<std::vector<Digest>> DeleteImage(const Digest& id);
+  // Moves the generation once more after the blobs DeleteImage freed were unlinked: a
+  // running mount notices removed layers only when the generation moves (its pins of
+  // them are released then, MountFs::ReleaseRemoved), and the move of DeleteImage
+  // itself may have been seen before the unlink.
+  Status NoteBlobsDeleted();
   // Every blob the index references.
   Result<std::set<Digest>> LiveBlobs() const;
 
