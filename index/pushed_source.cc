@@ -49,6 +49,7 @@ Result<size_t> PushedSource::Read(void* buf, size_t n) {
 
 bool PushedSource::PushBytes(std::string_view data) {
   std::unique_lock<std::mutex> l(mu_);
+  if (data.empty()) return !stop_;  // a poll: is the reader still there?
   cv_.wait(l, [&] { return stop_ || queued_ < max_queued_; });
   if (stop_) return false;
   // Small pieces (curl hands over a few KiB at a time) join the last queued string.
