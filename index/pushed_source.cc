@@ -49,11 +49,18 @@ Result<size_t> PushedSource::Read(void* buf, size_t n) {
 
 bool PushedSource::PushBytes(std::string_view data) {
   std::unique_lock<std::mutex> l(mu_);
+  if (data.empty()) return !stop_;  // a poll: is the reader still there?
   cv_.wait(l, [&] { return stop_ || queued_ < max_queued_; });
   if (stop_) return false;
   // Small pieces (curl hands over a few KiB at a time) join the last queued string.
+  // The first join makes room for all of them (up to 1 MiB and one more piece), so
+  // that the string is not copied again each time it grows.
   if (!queue_.empty() && queue_.back().size() < (1 << 20) && queue_.size() > 1) {
-    queue_.back().append(data);
+    std::string& back = queue_.back();
+    if (back.capacity() < back.size() + data.size())
+      back.reserve(std::max(std::min<size_t>((1 << 20) + (64 << 10), max_queued_ + data.size()),
+                            back.size() + data.size()));
+    back.append(data);
   } else {
     queue_.emplace_back(data);
   }

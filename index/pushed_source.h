@@ -24,7 +24,8 @@ namespace imgfs {
 class PushedSource : public ByteSource {
  public:
   // Hands bytes to the reader, waiting while `max_queued` bytes are waiting already;
-  // false once the source is being destroyed (the producer should stop).
+  // false once the source is being destroyed (the producer should stop). Empty data
+  // only asks that, without waiting.
   using Push = std::function<bool(std::string_view)>;
   // `produce` runs on the source's thread; its Status is what Read returns after the
   // last byte. `on_finish` (optional) gets that Status too, on the producer's thread,

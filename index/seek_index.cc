@@ -67,10 +67,23 @@ uint64_t SeekSpanFromEnv() {
 }
 
 struct IndexingSource::Impl {
-  std::vector<uint8_t> inbuf = std::vector<uint8_t>(1 << 20);
+  // The input is read where the source holds it (ReadView: a PipelinedSource's chunk),
+  // not copied. `in` is that view, or `stitch` when the bytes kept from the previous
+  // view (Fill) must precede the next one: then `stitch` holds them and the first
+  // kStitchHead bytes of the next view, and `rest` the rest of that view, which `in`
+  // points at again once the stitch is read.
+  static constexpr size_t kKeep = 16, kStitchHead = 64, kStitchSize = 256;
+  const uint8_t* in = nullptr;
   size_t in_pos = 0, in_len = 0;
+  std::string_view rest;
+  uint8_t stitch[kStitchSize];
+  size_t stitch_head = 0;  // bytes of the view at the end of `stitch`
+  // Where ReadView puts the bytes of a source without a buffer of its own (FdSource);
+  // not zero-filled, so pages a view-giving source never uses are never touched.
+  std::unique_ptr<char[]> scratch;
+  static constexpr size_t kScratchSize = 1 << 20;
   bool in_eof = false, started = false;
-  uint64_t comp_base = 0;  // blob offset of inbuf[0]
+  uint64_t comp_base = 0;  // blob offset of in[0]
   uint64_t out_pos = 0;
   uint64_t last_point = 0;
   // gzip, decoded by ISA-L (see ReadGzip)
@@ -184,25 +197,53 @@ Status SpanHasher::Finish() {
 
 Status IndexingSource::Fill() {
   Impl& m = *impl_;
-  // The last 16 bytes read stay: a gzip block boundary found by ISA-L may lie up to 8
-  // bytes before what it was fed (ReadGzip feeds them again).
-  size_t from = m.in_pos - std::min<size_t>(m.in_pos, 16);
-  if (from > 0 && from < m.in_len) {
-    std::memmove(m.inbuf.data(), m.inbuf.data() + from, m.in_len - from);
+  // Called with fewer than 4 bytes unread. The last kKeep bytes read stay readable just
+  // before in_pos: a gzip block boundary found by ISA-L may lie up to 8 bytes before
+  // what it was fed (ReadGzip feeds them again).
+  size_t from = m.in_pos - std::min(m.in_pos, Impl::kKeep);
+  if (!m.rest.empty() && m.in == m.stitch && from >= m.in_len - m.stitch_head) {
+    // The stitch is read: back to its view, kStitchHead (>= kKeep) bytes in.
+    size_t head = m.in_len - m.stitch_head;  // bytes before the view in the stitch
+    m.comp_base += head;
+    m.in_pos -= head;
+    m.in = reinterpret_cast<const uint8_t*>(m.rest.data()) - m.stitch_head;
+    m.in_len = m.stitch_head + m.rest.size();
+    m.rest = std::string_view();
+    m.stitch_head = 0;
+    return Status::Ok();
   }
-  m.comp_base += from;
-  m.in_len -= from;
-  m.in_pos -= from;
-  while (!m.in_eof && m.in_len < m.inbuf.size()) {
-    IMGFS_ASSIGN_OR_RETURN(size_t n,
-                           in_->Read(m.inbuf.data() + m.in_len, m.inbuf.size() - m.in_len));
-    if (n == 0) {
+  do {
+    // The kept bytes (at most kKeep + 3, since fewer than 4 are unread) go to the
+    // stitch before the next view is asked for: it may reuse the memory they are in.
+    from = m.in_pos - std::min(m.in_pos, Impl::kKeep);
+    size_t keep = m.in_len - from;
+    if (keep > 0) std::memmove(m.stitch, m.in + from, keep);
+    m.comp_base += from;
+    m.in_pos -= from;
+    m.in_len = keep;
+    m.in = m.stitch;
+    m.stitch_head = 0;
+    std::string_view v = m.rest;
+    m.rest = std::string_view();
+    if (v.empty()) {
+      if (!m.scratch) m.scratch.reset(new char[Impl::kScratchSize]);
+      IMGFS_ASSIGN_OR_RETURN(v, in_->ReadView(m.scratch.get(), Impl::kScratchSize));
+    }
+    if (v.empty()) {
       m.in_eof = true;
       break;
     }
-    m.in_len += n;
-    if (m.in_len - m.in_pos >= 4) break;
-  }
+    if (keep == 0) {
+      m.in = reinterpret_cast<const uint8_t*>(v.data());  // nothing to stitch
+      m.in_len = v.size();
+      continue;  // to the test: a view of fewer than 4 bytes is stitched to the next
+    }
+    size_t head = std::min(v.size(), Impl::kStitchHead);
+    std::memcpy(m.stitch + keep, v.data(), head);
+    m.in_len = keep + head;
+    m.stitch_head = head;
+    m.rest = v.substr(head);
+  } while (m.in_len - m.in_pos < 4 && m.rest.empty());
   return Status::Ok();
 }
 
@@ -254,8 +295,8 @@ Result<size_t> IndexingSource::Read(void* buf, size_t n) {
   }
   if (!m.started) {
     while (m.in_len < 4 && !m.in_eof) IMGFS_RETURN_IF_ERROR(Fill());
-    Compression seen = DetectCompression(
-        std::string_view(reinterpret_cast<const char*>(m.inbuf.data()), m.in_len));
+    Compression seen =
+        DetectCompression(std::string_view(reinterpret_cast<const char*>(m.in), m.in_len));
     if (c_ == Compression::kAuto) c_ = seen;
     if (m.in_len == 0 && m.in_eof) c_ = Compression::kNone;  // as DecompressingSource
     if (c_ == Compression::kGzip && seen != Compression::kGzip)
@@ -275,10 +316,16 @@ Result<size_t> IndexingSource::Read(void* buf, size_t n) {
   if (c_ == Compression::kZstd) return ReadZstd(buf, n);
   if (m.in_pos == m.in_len) {
     if (m.in_eof) return size_t{0};
+    if (!m.rest.empty()) {
+      size_t k = std::min(n, m.rest.size());
+      std::memcpy(buf, m.rest.data(), k);
+      m.rest.remove_prefix(k);
+      return k;
+    }
     return in_->Read(buf, n);
   }
   size_t k = std::min(n, m.in_len - m.in_pos);
-  std::memcpy(buf, m.inbuf.data() + m.in_pos, k);
+  std::memcpy(buf, m.in + m.in_pos, k);
   m.in_pos += k;
   return k;
 }
@@ -319,7 +366,7 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
       // A member starts here. After the first, trailing zero padding is tolerated (as
       // DecompressingSource does); anything else must be a valid member.
       if (!m.points.empty()) {
-        while (m.in_pos < m.in_len && m.inbuf[m.in_pos] == 0) m.in_pos++;
+        while (m.in_pos < m.in_len && m.in[m.in_pos] == 0) m.in_pos++;
       }
       if (m.in_pos == m.in_len) {
         if (m.in_eof) return size_t{0};
@@ -353,7 +400,7 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
       }
     }
     s.crc_flag = m.stopping ? ISAL_DEFLATE : ISAL_GZIP;
-    s.next_in = m.inbuf.data() + m.in_pos;
+    s.next_in = const_cast<uint8_t*>(m.in + m.in_pos);
     s.avail_in = static_cast<uint32_t>(in_n);
     s.next_out = static_cast<uint8_t*>(buf);
     s.avail_out = static_cast<uint32_t>(out_n);
@@ -426,7 +473,7 @@ Result<size_t> IndexingSource::ReadZstd(void* buf, size_t n) {
     // zlast == 0: the previous frame is complete, a frame starts at in_pos.
     if (span_ && m.zlast == 0 && (m.points.empty() || m.out_pos - m.last_point >= span_))
       Checkpoint(true, m.comp_base + m.in_pos, 0);
-    ZSTD_inBuffer in{m.inbuf.data(), m.in_len, m.in_pos};
+    ZSTD_inBuffer in{m.in, m.in_len, m.in_pos};
     ZSTD_outBuffer out{buf, n, 0};
     size_t r = ZSTD_decompressStream(m.zd, &out, &in);
     m.in_pos = in.pos;

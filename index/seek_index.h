@@ -13,6 +13,8 @@
 //         zlib's inflatePrime + inflateSetDictionary as the fallback.
 //   zstd  at the first frame boundary after every `span` bytes of output (a zstd:chunked
 //         layer has one frame per file, so spans end near `span`). No window is needed.
+// The input is read in place (ByteSource::ReadView: a PipelinedSource's chunks are not
+// copied); only the bytes around a chunk's end are (Fill in seek_index.cc).
 // For every span (checkpoint i to checkpoint i+1, the last to the end of the tar) it
 // records the SHA-256 of the span's uncompressed bytes; DecodeSpan checks it, so a
 // damaged blob fails reads in the damaged span only.

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -73,6 +74,27 @@ UniqueFd LockBlob(const Store& store, const Digest& d) {
   }
   return std::move(*fd);
 }
+
+// Whether no process holds the blob's lock now, creating nothing (a pull whose config
+// then fails leaves the store as it was): true when there is no lock file (whoever
+// downloads creates it first), or when it can be taken at once (then `*held` keeps it).
+bool BlobLockFree(const Store& store, const Digest& d, UniqueFd* held) {
+  std::string path = store.blobs().IngestDir() + "/locks/" + d.hex();
+  auto fd = OpenFile(path, O_RDWR);
+  if (!fd.ok()) return !PathExists(path);
+  for (;;) {
+    if (::flock(fd->get(), LOCK_EX | LOCK_NB) == 0) break;
+    if (errno != EINTR) return false;
+  }
+  *held = std::move(*fd);
+  return true;
+}
+
+// A layer request sent before the config arrived (see Pull), under its blob's lock.
+struct EarlyBlob {
+  UniqueFd lock;
+  std::unique_ptr<ByteSource> src;
+};
 
 }  // namespace
 
@@ -219,8 +241,40 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     auto held = store.blobs().Read(m.config.digest, config_cap);
     if (held.ok() && Sha256Of(*held) == m.config.digest) config = std::move(*held);
   }
+  // A config to fetch is fetched while the first layers' requests go out (one round
+  // trip fewer). Those layers are only read once the config is verified: until then
+  // their bytes wait in memory (each source's bounded queue), nothing is written, and
+  // a bad config fails the pull with the store as it was. A layer is sent early only
+  // when its blob and a partial file of it are absent and no process holds its blob
+  // lock (BlobLockFree; so a second pull of an image being pulled still waits and
+  // fetches nothing twice). Its download takes the lock as usual, and drops the early
+  // request if the blob or a partial file appeared meanwhile.
+  std::map<size_t, EarlyBlob> early;  // layer index → its request, already sent
+  std::future<Result<std::string>> config_fetch;
   if (config.empty()) {
-    IMGFS_ASSIGN_OR_RETURN(config, client.GetBlob(src_path, m.config.digest, config_cap));
+    config_fetch = std::async(std::launch::async, [&client, &src_path, &m, config_cap] {
+      return client.GetBlob(src_path, m.config.digest, config_cap);
+    });
+    size_t want = static_cast<size_t>(std::max(1, opt.max_concurrent_downloads));
+    for (size_t i = 0; i < m.layers.size() && early.size() < want && !opt.lazy; i++) {
+      const Descriptor& d = m.layers[i];
+      bool dup = false;
+      for (size_t j = 0; j < i; j++) dup = dup || m.layers[j].digest == d.digest;
+      // (A layer lazy/ holds part of is completed from it: OpenLazyCompletion below.)
+      if (dup || !LayerCompression(d.media_type).ok() || store.blobs().Has(d.digest) ||
+          LazyDir::For(store.root(), d.digest).Exists())
+        continue;
+      UniqueFd lk;
+      if (!BlobLockFree(store, d.digest, &lk) || PathExists(store.blobs().PartialPath(d.digest)) ||
+          store.blobs().Has(d.digest))
+        continue;
+      auto b = client.OpenBlob(src_path, d.digest, d.urls, d.size, 0);
+      if (!b.ok()) continue;  // asked again (and reported) by the layer's own download
+      early[i] = EarlyBlob{std::move(lk), std::move(*b)};
+    }
+    auto got = config_fetch.get();
+    if (!got.ok()) return got.status();
+    config = std::move(*got);
   }
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
   if (rec.diff_ids.size() != m.layers.size()) {
@@ -232,6 +286,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  std::mutex early_mu;  // guards `early` while the downloads run
   bool warned = false;
   auto warn = [&](const std::string& msg) {
     std::lock_guard<std::mutex> l(event_mu);
@@ -253,6 +308,14 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
           jobs.push_back(i);
           emit(id, "Waiting");
         }
+      }
+    }
+    // Early requests of layers that need no download (held under their diff_id) stop.
+    {
+      std::lock_guard<std::mutex> l(early_mu);
+      for (auto it = early.begin(); it != early.end();) {
+        bool job = std::find(jobs.begin(), jobs.end(), it->first) != jobs.end();
+        it = job ? std::next(it) : early.erase(it);
       }
     }
     std::atomic<size_t> next{0};
@@ -289,9 +352,22 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
           UniqueFd local_fd;
           ByteSource* src = nullptr;
           // One download of a blob at a time across processes: a second pull of the same
-          // image waits here, then finds the blob verified and indexes it from disk.
-          auto blob_lock = LockBlob(store, d.digest);
+          // image waits here, then finds the blob verified and indexes it from disk. A
+          // request sent early may come with its lock.
+          std::unique_ptr<ByteSource> sent;
+          UniqueFd blob_lock;
+          {
+            std::lock_guard<std::mutex> l(early_mu);
+            auto e = early.find(i);
+            if (e != early.end()) {
+              blob_lock = std::move(e->second.lock);
+              sent = std::move(e->second.src);
+              early.erase(e);
+            }
+          }
+          if (blob_lock.get() < 0) blob_lock = LockBlob(store, d.digest);
           if (store.blobs().Has(d.digest)) {
+            sent.reset();
             // Verified by an earlier, interrupted pull: index it from disk.
             auto fd = OpenFile(store.blobs().BlobPath(d.digest), O_RDONLY);
             if (fd.ok()) {
@@ -325,8 +401,8 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             }
             std::unique_ptr<ByteSource> rest;
             // A layer pulled lazily before: what lazy/ holds is read from disk and only
-            // the gaps are fetched (the blob digest checks it all; a mismatch fetches
-            // the whole blob on the next attempt).
+            // the gaps are fetched (the blob digest checks it all; any failure fetches
+            // the blob the usual way on the next attempt).
             bool from_lazy = false;
             if (have == 0 && attempt == 0) {
               auto c = OpenLazyCompletion(
@@ -335,11 +411,16 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
                       std::shared_ptr<RegistryClient>(&client, [](RegistryClient*) {}), src_path,
                       d.digest, d.size));
               if (c.ok()) {
+                sent.reset();
                 rest = std::move(*c);
                 from_lazy = true;
               }
             }
-            if (have < d.size && !from_lazy) {
+            if (from_lazy) {
+            } else if (have == 0 && sent) {
+              rest = std::move(sent);
+            } else if (have < d.size) {
+              sent.reset();
               auto b = client.OpenBlob(src_path, d.digest, d.urls, d.size, have);
               if (!b.ok()) {
                 st = b.status();

@@ -2,7 +2,9 @@
 // at once (DESIGN.md §4):
 //   resolve the reference to a manifest (OCI or Docker schema 2; from an index or a
 //   manifest list, the requested or host platform) → the config digest is the image
-//   ID: if it is local, only names are recorded → fetch and verify the config → every
+//   ID: if it is local, only names are recorded → fetch and verify the config (while
+//   the first layers' requests go out: their bytes wait in memory, unread, until the
+//   config is verified) → every
 //   layer whose diff_id is not local is downloaded (several at once) and streamed
 //   through the one-pass pipeline (blob digest, size, diff_id, tar index) → the merged
 //   tree → one transaction naming the image by tag and by repo digest.

@@ -105,6 +105,9 @@ Status FetchBlob(RegistryClient* client, const std::vector<RegistryClient::Reque
       got += n;
       return push(std::string_view(p, n));
     };
+    // The reader went away (an early layer request of a pull whose config failed):
+    // stop even a transfer that is sending nothing.
+    req.cancelled = [&] { return !push(std::string_view()); };
     auto r = client->Do(req);
     if (r.ok() && (r->status == 200 || r->status == 206)) {
       st = Status::Ok();

@@ -121,6 +121,9 @@ class RegistryClient {
     std::string scope;  // "repository:NAME:pull"
     uint64_t range_start = 0;
     std::function<bool(const char*, size_t)> on_body;  // false aborts
+    // Polled about once a second while the request runs: true aborts it (as on_body's
+    // false), even when no byte arrives.
+    std::function<bool()> cancelled;
     std::function<void(const HttpResponse&)> on_headers;
     bool retry_transient = true;
     size_t max_body = 1 << 20;  // a buffered body larger than this is an error

@@ -138,6 +138,15 @@ size_t HeaderCb(char* buf, size_t size, size_t n, void* self) {
   return size * n;
 }
 
+// curl's progress callback (about once a second, data or not): a request whose reader
+// went away stops even when its server sends nothing.
+int CancelCb(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(self);
+  if (!t->req->cancelled || !t->req->cancelled()) return 0;
+  t->aborted = true;
+  return 1;
+}
+
 size_t WriteCb(char* buf, size_t size, size_t n, void* self) {
   auto* t = static_cast<Transfer*>(self);
   size_t len = size * n;
@@ -360,6 +369,9 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   curl_easy_setopt(e, CURLOPT_URL, url.c_str());
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  curl_easy_setopt(e, CURLOPT_NOPROGRESS, req.cancelled ? 0L : 1L);
+  curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, &CancelCb);
+  curl_easy_setopt(e, CURLOPT_XFERINFODATA, &t);
   // A Content-Length past the limit fails before the body is read.
   uint64_t limit = req.on_body ? req.max_stream : req.max_body;
   if (req.range_start == 0 && limit != UINT64_MAX) {

@@ -20,6 +20,7 @@
 #include <zstd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -506,6 +507,131 @@ TEST(SpanHasherTest, SameSidecarAsHashingInThePass) {
       EXPECT_TRUE(side1 == side2);
     }
   }
+}
+
+// A source that hands out its bytes as views of random sizes (1-3 bytes, around the
+// 64-byte stitch, up to 200 KB), each in a fresh buffer whose bytes are overwritten and
+// freed by the next call, as a PipelinedSource recycles its chunks: IndexingSource must
+// read its input in place and keep nothing of a view past the next call.
+class ChoppyViewSource : public ByteSource {
+ public:
+  ChoppyViewSource(std::string_view s, Rng& r) : s_(s), r_(r) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    n = std::min({n, s_.size(), Next()});
+    if (n) std::memcpy(buf, s_.data(), n);
+    s_.remove_prefix(n);
+    return n;
+  }
+  Result<std::string_view> ReadView(char*, size_t n) override {
+    if (cur_) std::memset(cur_.get(), 0x5a, cur_n_);
+    n = std::min({n, s_.size(), Next()});
+    cur_.reset(n ? new char[n] : nullptr);
+    cur_n_ = n;
+    if (n) std::memcpy(cur_.get(), s_.data(), n);
+    s_.remove_prefix(n);
+    return std::string_view(cur_.get(), n);
+  }
+
+ private:
+  size_t Next() {
+    switch (r_() % 5) {
+      case 0:
+        return 1 + r_() % 3;
+      case 1:
+        return 60 + r_() % 10;
+      case 2:
+        return 1 + r_() % 100;
+      default:
+        return 1 + r_() % 200000;
+    }
+  }
+  std::string_view s_;
+  Rng& r_;
+  std::unique_ptr<char[]> cur_;
+  size_t cur_n_ = 0;
+};
+
+// The input read in place (views of any size, stitched where a view ends) gives the
+// same output, sidecar and errors as the same blob read from one buffer: gzip (one
+// member, many with zero padding, tiny flushed blocks), zstd (many frames), a plain
+// tar, and truncated or damaged copies of them. Every span of the sidecar decodes to
+// its bytes. (Where flushes make blocks of a few bytes, which boundary ISA-L sees
+// first depends on how the input arrives, as it did when the input was copied: there
+// the checkpoints may differ, the output may not.)
+TEST(IndexingSourceViews, SameOutputAndSidecarFromViewsOfAnySize) {
+  Rng r(1414);
+  std::string text;
+  while (text.size() < (1 << 20)) text += std::to_string(r() % 1000000) + " usr/share/doc\n";
+  std::string a = text.substr(0, 300000), b = text.substr(300000, 600000);
+  std::vector<std::string> blobs = {
+      GzipMember(text, 6, Z_DEFAULT_STRATEGY, 8, 0, 0),
+      GzipMember(a, 1, Z_DEFAULT_STRATEGY, 8, 0, 0) +
+          GzipMember("", 6, Z_DEFAULT_STRATEGY, 8, 0, 0) +
+          GzipMember(b, 9, Z_DEFAULT_STRATEGY, 8, 0, 0) + std::string(100, '\0'),
+      GzipMember(a, 6, Z_DEFAULT_STRATEGY, 8, 1, 7),
+      Isal(text, 1),
+      test::ZstdFrames(text, 50000),
+      a,
+  };
+  const size_t flushed = 2;  // blobs[flushed], and its damaged copies below
+  for (size_t i = 0, n = blobs.size(); i < n; i++) {
+    std::string cut = blobs[i].substr(0, blobs[i].size() * 2 / 3);
+    std::string bad = blobs[i];
+    bad[bad.size() / 2] ^= 0x20;
+    blobs.push_back(cut);
+    blobs.push_back(bad);
+  }
+  std::string dir = test::MakeTempDir();
+  for (size_t bi = 0; bi < blobs.size(); bi++) {
+    bool exact = (bi < 6 ? bi : (bi - 6) / 2) != flushed;
+    std::string path = dir + "/blob" + std::to_string(bi);
+    test::WriteFile(path, blobs[bi]);
+    auto fd = OpenFile(path, O_RDONLY);
+    ASSERT_TRUE(fd.ok());
+    for (uint64_t span : {uint64_t{1} << 20, uint64_t{70000}, uint64_t{1}, uint64_t{0}}) {
+      for (int round = 0; round < (span == 1 ? 1 : 2); round++) {
+        SCOPED_TRACE("blob " + std::to_string(bi) + " span " + std::to_string(span) + " round " +
+                     std::to_string(round));
+        auto run = [&](ByteSource* src, std::string* plain) -> Result<std::string> {
+          IndexingSource dec(src, Compression::kAuto, span);
+          IMGFS_RETURN_IF_ERROR(test::ReadToEnd(dec, plain, 1 + r() % 100000));
+          return dec.Finish();
+        };
+        std::string plain1, plain2;
+        StringSource whole(blobs[bi]);
+        auto side1 = run(&whole, &plain1);
+        ChoppyViewSource choppy(blobs[bi], r);
+        auto side2 = run(&choppy, &plain2);
+        ASSERT_EQ(side1.ok(), side2.ok())
+            << side1.status().message() << " / " << side2.status().message();
+        EXPECT_EQ(side1.status().message(), side2.status().message());
+        if (!side1.ok()) continue;
+        ASSERT_TRUE(plain1 == plain2);
+        if (exact) {
+          EXPECT_TRUE(*side1 == *side2);
+        }
+        if (side2->empty()) continue;  // no index: a plain tar, or span 0
+        // Known, and older than reading in place (the copying Fill does the same): with
+        // blocks of a few bytes, input in pieces of a few bytes and a span below
+        // kMinSeekSpan, a span's digest can miss its bytes (notes/issue 14).
+        if (!exact && span < kMinSeekSpan) continue;
+        LayerRecord layer;
+        layer.compression = DetectCompression(blobs[bi]);
+        layer.size = plain2.size();
+        layer.blob_size = blobs[bi].size();
+        auto idx = SeekIndex::FromBytes(*side2, layer);
+        ASSERT_TRUE(idx.ok()) << idx.status().message();
+        for (size_t i = 0; i < (*idx)->count(); i++) {
+          auto d = (*idx)->DecodeSpan(fd->get(), i);
+          ASSERT_TRUE(d.ok()) << "span " << i << ": " << d.status().message();
+          ASSERT_TRUE(
+              *d == plain2.substr((*idx)->SpanStart(i), (*idx)->SpanEnd(i) - (*idx)->SpanStart(i)))
+              << "span " << i;
+        }
+      }
+    }
+  }
+  test::RemoveTree(dir);
 }
 
 }  // namespace

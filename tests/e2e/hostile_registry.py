@@ -22,6 +22,12 @@
                                  per 20 ms up to 64 MiB
           blob-oversize-cl       the same with a Content-Length of the whole
           config-oversize        the config blob, then 64 MiB of garbage
+          config-late SECONDS    the config answered after SECONDS
+          config-bad SECONDS     the config answered after SECONDS, one byte changed
+                                 (its digest no longer matches)
+          config-diffids         manifests name a config whose diff_ids are wrong
+          config-bad-stall SECONDS  config-bad, and every layer answers its headers
+                                 then sends nothing for 120 s
           manifest-oversize      a 6 MiB manifest
           trickle                the last layer of an image at 2 bytes/s, for ever
           delay-last SECONDS     the last layer of an image answered after SECONDS
@@ -70,6 +76,7 @@ def layer(files):
 
 BLOBS = {}
 IMAGES = {}
+WRONG_CONFIG = {}  # per repository: a config whose diff_ids match no layer
 
 
 def image(repo, layers):
@@ -85,6 +92,11 @@ def image(repo, layers):
     BLOBS[sha(config)] = config
     IMAGES[repo] = {'config': {'mediaType': OCI_CONFIG, 'digest': sha(config),
                                'size': len(config)}, 'layers': descs}
+    wrong = json.dumps({'architecture': 'amd64', 'os': 'linux', 'config': {},
+                        'rootfs': {'type': 'layers', 'diff_ids': ['sha256:' + '0' * 64] * len(descs)},
+                        'history': [{'created_by': repo}]}).encode()
+    BLOBS[sha(wrong)] = wrong
+    WRONG_CONFIG[repo] = {'mediaType': OCI_CONFIG, 'digest': sha(wrong), 'size': len(wrong)}
 
 
 # Random (incompressible) bytes so that each layer blob is a few KB.
@@ -102,10 +114,12 @@ image('two', [{'first.txt': b'first layer\n', 'a.bin': noise('two-a', 4000)},
 image('other', [{'other.txt': b'another image\n', 'o.bin': noise('other', 4000)}])
 
 
-def manifest_bytes(repo, foreign=None):
+def manifest_bytes(repo, foreign=None, wrong_config=False):
     m = {'schemaVersion': 2, 'mediaType': OCI_MANIFEST, **json.loads(json.dumps(IMAGES[repo]))}
     if foreign:
         m['layers'][-1]['urls'] = [foreign]
+    if wrong_config:
+        m['config'] = WRONG_CONFIG[repo]
     return json.dumps(m).encode()
 
 
@@ -211,7 +225,8 @@ def serve(args):
                 return 404, self.send(404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}')
             repo, kind, ref = parts[2], parts[3], parts[4]
             if kind == 'manifests':
-                body = manifest_bytes(repo, arg if mode == 'foreign' else None)
+                body = manifest_bytes(repo, arg if mode == 'foreign' else None,
+                                      mode == 'config-diffids')
                 if mode == 'manifest-oversize':
                     body = body[:-1] + b' ' * (6 << 20) + b'}'
                 if ref not in ('1', sha(body)):
@@ -221,14 +236,24 @@ def serve(args):
             if kind != 'blobs' or ref not in BLOBS:
                 return 404, self.send(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
             blob = BLOBS[ref]
-            is_config = ref == IMAGES[repo]['config']['digest']
+            is_config = ref in (IMAGES[repo]['config']['digest'], WRONG_CONFIG[repo]['digest'])
             is_last = ref == IMAGES[repo]['layers'][-1]['digest']
             if is_config and mode == 'config-oversize':
                 self.send(200, b'', ctype='application/octet-stream', length=False)
                 self.wfile.write(blob)
                 return 200, len(blob) + self.garbage(64 << 20)
+            if is_config and mode in ('config-late', 'config-bad', 'config-bad-stall'):
+                time.sleep(float(arg))
+                if mode != 'config-late':
+                    blob = blob[:-1] + (b' ' if blob[-1:] != b' ' else b'\n')
             if is_config:
                 return 200, self.send(200, blob, ctype='application/octet-stream')
+            if mode == 'config-bad-stall':
+                self.send(200, b'', ctype='application/octet-stream',
+                          headers={'Content-Length': str(len(blob))}, length=False)
+                self.wfile.flush()
+                time.sleep(120)
+                return 200, 0
             if mode == 'redirect-blob':
                 return 302, self.send(302, b'', headers={'Location': arg})
             if mode in ('blob-oversize', 'blob-oversize-cl'):

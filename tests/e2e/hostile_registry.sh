@@ -31,6 +31,8 @@ check "a well-behaved hostile server: pull works" "$IMGFS" pull -q "$REG/img:1"
 check "  and the file is there" bash -c "[[ \$('$IMGFS' cat '$REG/img:1' /hello.txt) == 'hello from a hostile registry' ]]"
 blob_size=$(curl -s "http://$REG/v2/img/manifests/1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][-1]["size"])')
 first=$(curl -s "http://$REG/v2/two/manifests/1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
+two_config=$(curl -s "http://$REG/v2/two/manifests/1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"])')
+two_layers=$(curl -s "http://$REG/v2/two/manifests/1" | python3 -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(sys.stdin)["layers"]))')
 
 # 13.1: protocol smuggling through the token realm, redirects and foreign URLs.
 for scheme in gopher dict; do
@@ -102,6 +104,46 @@ expect_fail "a 6 MiB manifest stops at 4 MiB" "manifests/1: the response is larg
 fresh token-oversize token-oversize
 expect_fail "a 64 MiB token response stops at 1 MiB" "token service: GET http://$REG/token.*larger than the 1048576-byte limit" \
   "$IMGFS" pull "$REG/img:1"
+
+# Issue 14: the config is fetched while the first layers' requests go out; the layers
+# are read only once it is verified, so a bad config still leaves the store as it was.
+no_partial() { [[ $(find "$IMGFS_ROOT/ingest" -name 'partial-*' 2>/dev/null | wc -l) -eq 0 ]]; }
+line_of() { grep -n -m1 -e "$1" server.log | cut -d: -f1; }
+layers_early() {  # every layer GET of `two` ended (was logged) before the config's
+  local c l
+  c=$(line_of "^GET /v2/two/blobs/$two_config ")
+  [[ -n $c ]] || return 1
+  for l in $two_layers; do
+    l=$(line_of "^GET /v2/two/blobs/$l ")
+    [[ -n $l && $l -lt $c ]] || return 1
+  done
+}
+fresh config-bad "config-bad 1"
+expect_fail "a config that does not match its digest fails the pull, naming it" \
+  "blob $two_config: digest mismatch: content hashes to sha256:[0-9a-f]{64}$" "$IMGFS" pull "$REG/two:1"
+check "  (the layers were asked for while the config was on its way)" layers_early
+check "  nothing stored" nothing_stored
+check "  no partial file left" no_partial
+check "  no image recorded" bash -c "[[ -z \$('$IMGFS' images -q) ]]"
+fresh config-bad-stall "config-bad-stall 1"
+start=$SECONDS
+expect_fail "a bad config while the layers' server sends nothing: the pull fails, naming the config" \
+  "blob $two_config: digest mismatch: content hashes to sha256:[0-9a-f]{64}$" "$IMGFS" pull "$REG/two:1"
+took=$((SECONDS - start))
+check "  within 10 s (took ${took}s; the stalled layer requests are stopped, not waited for)" test $took -lt 10
+check "  nothing stored" nothing_stored
+check "  no partial file left" no_partial
+fresh config-diffids config-diffids
+expect_fail "a config whose diff_ids match no layer fails the pull, naming both digests" \
+  "diff_id mismatch: uncompressed content hashes to sha256:[0-9a-f]{64}, the config says sha256:0{64}$" \
+  "$IMGFS" pull "$REG/two:1"
+check "  nothing stored" nothing_stored
+check "  no partial file left" no_partial
+fresh config-late "config-late 1"
+check "a config that comes 1 s late: the pull works" "$IMGFS" pull -q "$REG/two:1"
+check "  both layers were fetched while it was on its way" layers_early
+check "  its files are readable" bash -c "[[ \$('$IMGFS' cat '$REG/two:1' /second.txt) == 'second layer' ]]"
+check "  verify is clean" "$IMGFS" verify
 
 # Token answers and the token cache (<store>/tokens/SHA256(host \n scope)).
 token_gets() { grep -c '^GET /token' server.log; }
