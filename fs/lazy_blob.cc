@@ -5,6 +5,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -13,6 +14,39 @@
 #include "index/gzip_chunk.h"
 
 namespace imgfs {
+namespace {
+
+// On-demand fetches under way in the process, and when the last one ended: background
+// completion waits for them (LazyBlob::Complete's `pace`).
+std::atomic<int> g_on_demand{0};
+std::atomic<int64_t> g_last_on_demand_end{0};
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Counts one on-demand fetch for as long as it lives.
+class OnDemandFetch {
+ public:
+  OnDemandFetch() { g_on_demand.fetch_add(1); }
+  ~OnDemandFetch() {
+    g_last_on_demand_end.store(NowNs());
+    g_on_demand.fetch_sub(1);
+  }
+  OnDemandFetch(const OnDemandFetch&) = delete;
+  OnDemandFetch& operator=(const OnDemandFetch&) = delete;
+};
+
+}  // namespace
+
+int LazyBlob::OnDemandFetches() {
+  return g_on_demand.load();
+}
+int64_t LazyBlob::LastOnDemandEndNs() {
+  return g_last_on_demand_end.load();
+}
 
 Result<std::shared_ptr<LazyBlob>> LazyBlob::Open(const std::string& root,
                                                  const LayerRecord& layer) {
@@ -94,6 +128,7 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
     want.swap(rest);
   }
   if (want.empty()) return Status::Ok();
+  OnDemandFetch counted;  // background completion pauses meanwhile
   if (!fetcher_) {
     auto f = MakeRangeFetcher(source_, blob_, map_.blob_size);
     if (!f.ok())
@@ -146,6 +181,62 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
                                    fetcher_->Where());
   }
   return Status::Ok();
+}
+
+Status LazyBlob::FetchInto(RangeFetcher& f, uint64_t start, uint64_t end,
+                           const std::function<bool()>& keep, uint64_t* fetched) {
+  uint64_t first = UINT64_MAX, last = 0;
+  Status st = f.Fetch(start, end - start, [&](uint64_t pos, const char* p, size_t n) {
+    if (keep && !keep()) return Status::Unavailable("stopped");
+    if (::pwrite(data_.get(), p, n, static_cast<off_t>(pos)) != static_cast<ssize_t>(n))
+      return Status::FromErrno("write " + dir_.data());
+    fetched_ += n;
+    if (fetched) *fetched += n;
+    if (first == UINT64_MAX) first = pos;
+    last = pos + n;
+    return Status::Ok();
+  });
+  if (first != UINT64_MAX) {
+    // What arrived is kept, also when the transfer stopped halfway (checked on decode
+    // and by the blob digest at completion).
+    if (::fdatasync(data_.get()) != 0) return Status::FromErrno("fdatasync " + dir_.data());
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ranges_.Add(first, last);
+    }
+    Status saved = SaveRanges();
+    if (st.ok()) st = saved;
+  }
+  return st;
+}
+
+Status LazyBlob::Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
+                          const std::function<bool()>& stopping, uint64_t* fetched,
+                          uint64_t piece) {
+  piece = std::max<uint64_t>(piece, 1);
+  uint64_t prev = UINT64_MAX;
+  for (;;) {
+    uint64_t s = 0, e = 0;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto missing = ranges_.Missing(0, map_.blob_size);
+      if (missing.empty()) return Status::Ok();
+      s = missing[0].first;
+      e = std::min(missing[0].second, s + piece);
+    }
+    // A fetch that reported success must have made its first byte local.
+    if (s == prev)
+      return Status::Unavailable(name_ + ": " + fetcher.Where() + " sent less than asked for");
+    prev = s;
+    if (pace && !pace()) return Status::Unavailable("stopped");
+    std::function<bool()> keep;
+    if (stopping) keep = [&stopping] { return !stopping(); };
+    Status st = FetchInto(fetcher, s, e, keep, fetched);
+    if (!st.ok()) {
+      return st.WithContext(name_ + ": completing blob " + blob_.str() + " from " +
+                            fetcher.Where());
+    }
+  }
 }
 
 Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {

@@ -7,7 +7,16 @@
 // more (its bytes may have come with an earlier bad response); failing again, the read
 // fails with Corruption. Decoded chunks are kept in the reader's SpanCache.
 //
-// Thread-safety: Read may be called from any thread; fetches are serialised per layer.
+// Background completion (the mount daemon, -o complete=on): Complete fetches what the
+// blob still lacks in pieces of at most kPiece bytes through a fetcher of its own, not
+// under fetch_mu_, so an on-demand read never queues behind it; before each piece it
+// asks `pace` (which waits while on-demand fetches run anywhere in the process:
+// OnDemandFetches) whether to go on. Each piece is written to `data`, synced and named
+// in the range map like a read's fetch: a stop or a crash leaves lazy/ as it was plus
+// whole pieces. Reads see the pieces at once (the same range map).
+//
+// Thread-safety: Read may be called from any thread; on-demand fetches are serialised
+// per layer; Complete may run beside them (one Complete per layer at a time).
 #ifndef IMGFS_FS_LAZY_BLOB_H_
 #define IMGFS_FS_LAZY_BLOB_H_
 
@@ -43,6 +52,20 @@ class LazyBlob {
   uint64_t local_bytes();
   uint64_t fetched_bytes() const { return fetched_.load(); }
 
+  static constexpr uint64_t kPiece = 1 << 20;
+  // Makes the whole blob local (see the header comment). `pace` is called before each
+  // piece and may block; false stops (Unavailable "stopped"). `stopping`, asked as
+  // bytes arrive, true aborts the piece under way (what arrived is kept). `fetcher`
+  // fetches this layer's blob. `fetched` (optional) gets the bytes received. `piece`:
+  // the most one request asks for.
+  Status Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
+                  const std::function<bool()>& stopping, uint64_t* fetched = nullptr,
+                  uint64_t piece = kPiece);
+  // On-demand fetches (reads' Ensure) under way in this process, and the steady-clock
+  // time in ns the last one ended (0: none yet).
+  static int OnDemandFetches();
+  static int64_t LastOnDemandEndNs();
+
  private:
   LazyBlob() = default;
   // Makes [start, end) of the blob local.
@@ -50,6 +73,10 @@ class LazyBlob {
   Result<std::shared_ptr<const std::string>> Decode(size_t i);
   // Writes ranges_ to the range map file.
   Status SaveRanges();
+  // Fetches [start, end) with `f`: bytes to `data`, synced, then named in the range map.
+  // `keep` is asked as bytes arrive; false aborts the transfer.
+  Status FetchInto(RangeFetcher& f, uint64_t start, uint64_t end, const std::function<bool()>& keep,
+                   uint64_t* fetched);
   LazyDir dir_;
   std::string name_;  // "layer sha256:…"
   Digest blob_;

@@ -28,19 +28,21 @@ bool IsLazyLayer(const Store& store, const LayerRecord& layer) {
 
 Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
                                                        std::shared_ptr<RangeFetcher> fetcher,
-                                                       std::shared_ptr<uint64_t> local) {
+                                                       std::shared_ptr<uint64_t> local,
+                                                       uint64_t from) {
   LazyDir dir = LazyDir::For(store.root(), desc.digest);
   if (!dir.Exists() || !dir.BrokenReason().empty())
     return Status::NotFound("no lazy state to complete from");
   IMGFS_ASSIGN_OR_RETURN(RangeMap ranges, dir.LoadRanges(desc.size));
+  if (from > 0) ranges.Remove(0, std::min(from, desc.size));
   if (ranges.Total() == 0) return Status::NotFound("nothing of the blob is local");
   IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir.data(), O_RDONLY));
   auto data = std::make_shared<UniqueFd>(std::move(fd));
   uint64_t size = desc.size;
-  auto produce = [data, ranges = std::move(ranges), fetcher, local,
-                  size](const PushedSource::Push& push) -> Status {
+  auto produce = [data, ranges = std::move(ranges), fetcher, local, size,
+                  from](const PushedSource::Push& push) -> Status {
     const Status stopped = Status::Unavailable("blob download stopped");
-    uint64_t pos = 0;  // the next byte of the blob to hand on
+    uint64_t pos = from;  // the next byte of the blob to hand on
     std::string buf;
     auto from_disk = [&](uint64_t end) -> Status {
       while (pos < end) {

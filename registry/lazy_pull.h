@@ -53,10 +53,12 @@ Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::st
 // `fetcher` with bounded Range requests, in blob order. Nothing local is trusted: the
 // caller verifies the blob's digest as for any download, and fetches it whole when
 // that fails. NotFound when there is nothing local to reuse (no lazy/ directory, a
-// broken one, or no ranges). `local` (optional) gets the bytes read from disk.
+// broken one, or no ranges). `local` (optional) gets the bytes read from disk. `from`:
+// the blob from that offset on (after a partial file holding [0, from)).
 Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
                                                        std::shared_ptr<RangeFetcher> fetcher,
-                                                       std::shared_ptr<uint64_t> local = nullptr);
+                                                       std::shared_ptr<uint64_t> local = nullptr,
+                                                       uint64_t from = 0);
 
 // True when the layer's blob is not stored but lazy/ has it (partially).
 bool IsLazyLayer(const Store& store, const LayerRecord& layer);
