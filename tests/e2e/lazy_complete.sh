@@ -40,7 +40,7 @@ BG=imgfs-background-completion
 # blob bytes the front sent to the background completion (mode none logs them)
 bg_sent() { awk -v ua="ua=$BG" '$1=="sent" && $0 ~ ua {s+=$2} END {print s+0}' "$T/proxy.log"; }
 bg_gets() { grep -c "^GET .*/blobs/.* ua=$BG" "$T/proxy.log" || true; }
-local_bytes() { cat "$ROOT"/lazy/*/ranges 2>/dev/null | awk 'NF == 2 && $1 ~ /^[0-9]+$/ {s += $2 - $1} END {print s + 0}'; }
+local_bytes() { { cat "$ROOT"/lazy/*/ranges 2>/dev/null || true; } | awk 'NF == 2 && $1 ~ /^[0-9]+$/ {s += $2 - $1} END {print s + 0}'; }
 lazy_dirs() { ls "$ROOT/lazy" 2>/dev/null | wc -l; }
 same_tree() {  # same_tree REF: every file's metadata and content against umoci's unpack
   "$IMGFS" ls -R --format tsv --sha256 "$1" / >"$T/raw" && python3 "$HERE/tree.py" imgfs "$T/raw" >"$T/got" &&
