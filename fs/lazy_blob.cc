@@ -183,58 +183,93 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
   return Status::Ok();
 }
 
-Status LazyBlob::FetchInto(RangeFetcher& f, uint64_t start, uint64_t end,
-                           const std::function<bool()>& keep, uint64_t* fetched) {
-  uint64_t first = UINT64_MAX, last = 0;
-  Status st = f.Fetch(start, end - start, [&](uint64_t pos, const char* p, size_t n) {
-    if (keep && !keep()) return Status::Unavailable("stopped");
+Status LazyBlob::FetchInto(RangeFetcher& f, const std::vector<std::pair<uint64_t, uint64_t>>& want,
+                           const std::function<bool()>& keep, uint64_t* fetched,
+                           RangeMap* pending) {
+  // Bytes are written as they come (a stop keeps what arrived: checked on decode and by
+  // the blob digest at completion); a stop is reported after they are written.
+  return f.FetchRanges(want, [&](uint64_t pos, const char* p, size_t n) {
     if (::pwrite(data_.get(), p, n, static_cast<off_t>(pos)) != static_cast<ssize_t>(n))
       return Status::FromErrno("write " + dir_.data());
     fetched_ += n;
     if (fetched) *fetched += n;
-    if (first == UINT64_MAX) first = pos;
-    last = pos + n;
+    pending->Add(pos, pos + n);
+    if (keep && !keep()) return Status::Unavailable("stopped");
     return Status::Ok();
   });
-  if (first != UINT64_MAX) {
-    // What arrived is kept, also when the transfer stopped halfway (checked on decode
-    // and by the blob digest at completion).
-    if (::fdatasync(data_.get()) != 0) return Status::FromErrno("fdatasync " + dir_.data());
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      ranges_.Add(first, last);
-    }
-    Status saved = SaveRanges();
-    if (st.ok()) st = saved;
+}
+
+Status LazyBlob::FlushPending(RangeMap* pending) {
+  if (pending->size() == 0) return Status::Ok();
+  if (::fdatasync(data_.get()) != 0) return Status::FromErrno("fdatasync " + dir_.data());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [s, e] : pending->ranges()) ranges_.Add(s, e);
   }
-  return st;
+  *pending = RangeMap();
+  return SaveRanges();
 }
 
 Status LazyBlob::Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
                           const std::function<bool()>& stopping, uint64_t* fetched,
                           uint64_t piece) {
   piece = std::max<uint64_t>(piece, 1);
-  uint64_t prev = UINT64_MAX;
-  for (;;) {
-    uint64_t s = 0, e = 0;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      auto missing = ranges_.Missing(0, map_.blob_size);
-      if (missing.empty()) return Status::Ok();
-      s = missing[0].first;
-      e = std::min(missing[0].second, s + piece);
-    }
-    // A fetch that reported success must have made its first byte local.
-    if (s == prev)
-      return Status::Unavailable(name_ + ": " + fetcher.Where() + " sent less than asked for");
-    prev = s;
-    if (pace && !pace()) return Status::Unavailable("stopped");
-    std::function<bool()> keep;
-    if (stopping) keep = [&stopping] { return !stopping(); };
-    Status st = FetchInto(fetcher, s, e, keep, fetched);
-    if (!st.ok()) {
+  // Pieces fetched but not yet synced and named (a sync and a range map write per
+  // piece cost more than the piece on a fast link): flushed every kSyncBytes, every
+  // second, and on every return.
+  RangeMap pending;
+  uint64_t unsynced = 0;
+  auto flushed_at = std::chrono::steady_clock::now();
+  auto done = [&](Status st) {
+    Status f = FlushPending(&pending);
+    if (!st.ok())
       return st.WithContext(name_ + ": completing blob " + blob_.str() + " from " +
                             fetcher.Where());
+    return f;
+  };
+  uint64_t prev = UINT64_MAX;
+  for (;;) {
+    // The missing ranges of the next window of `piece` bytes from the first missing
+    // byte, asked in one request: a lazy pull leaves thousands of small local ranges
+    // (tar headers), and one request per gap would be thousands of round trips.
+    std::vector<std::pair<uint64_t, uint64_t>> want;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      uint64_t at = 0;
+      for (;;) {  // the first byte neither local nor pending
+        auto m = ranges_.Missing(at, map_.blob_size);
+        if (m.empty()) break;
+        auto p = pending.Missing(m[0].first, m[0].second);
+        if (!p.empty()) {
+          at = p[0].first;
+          break;
+        }
+        at = m[0].second;
+      }
+      uint64_t end = std::min(map_.blob_size, at + piece);
+      for (auto [a, b] : ranges_.Missing(at, end)) {
+        for (auto [c, d] : pending.Missing(a, b)) {
+          if (want.size() < kPieceRanges) want.emplace_back(c, d - c);
+        }
+      }
+    }
+    if (want.empty()) return done(Status::Ok());
+    // A fetch that reported success must have made its first byte local.
+    if (want[0].first == prev)
+      return done(Status::Unavailable(fetcher.Where() + " sent less than asked for"));
+    prev = want[0].first;
+    if (pace && !pace()) return done(Status::Unavailable("stopped"));
+    std::function<bool()> keep;
+    if (stopping) keep = [&stopping] { return !stopping(); };
+    uint64_t before = pending.Total();
+    Status st = FetchInto(fetcher, want, keep, fetched, &pending);
+    if (!st.ok()) return done(st);
+    unsynced += pending.Total() - before;
+    if (unsynced >= kSyncBytes ||
+        std::chrono::steady_clock::now() - flushed_at >= std::chrono::seconds(1)) {
+      IMGFS_RETURN_IF_ERROR(FlushPending(&pending));
+      unsynced = 0;
+      flushed_at = std::chrono::steady_clock::now();
     }
   }
 }

@@ -8,12 +8,14 @@
 // fails with Corruption. Decoded chunks are kept in the reader's SpanCache.
 //
 // Background completion (the mount daemon, -o complete=on): Complete fetches what the
-// blob still lacks in pieces of at most kPiece bytes through a fetcher of its own, not
+// blob still lacks in pieces (the gaps inside a window of kPiece bytes, at most
+// kPieceRanges of them, in one multi-range request) through a fetcher of its own, not
 // under fetch_mu_, so an on-demand read never queues behind it; before each piece it
 // asks `pace` (which waits while on-demand fetches run anywhere in the process:
-// OnDemandFetches) whether to go on. Each piece is written to `data`, synced and named
-// in the range map like a read's fetch: a stop or a crash leaves lazy/ as it was plus
-// whole pieces. Reads see the pieces at once (the same range map).
+// OnDemandFetches) whether to go on. Pieces are written to `data` and, every kSyncBytes
+// or second and when it returns, synced and named in the range map as a read's fetch
+// is: a stop leaves lazy/ as it was plus what arrived, a crash plus what was synced.
+// Reads see the pieces once named (the same range map).
 //
 // Thread-safety: Read may be called from any thread; on-demand fetches are serialised
 // per layer; Complete may run beside them (one Complete per layer at a time).
@@ -25,6 +27,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "index/file_util.h"
 #include "index/lazy_layer.h"
@@ -53,6 +57,8 @@ class LazyBlob {
   uint64_t fetched_bytes() const { return fetched_.load(); }
 
   static constexpr uint64_t kPiece = 1 << 20;
+  static constexpr size_t kPieceRanges = 256;      // gaps asked in one request at most
+  static constexpr uint64_t kSyncBytes = 8 << 20;  // synced and named at least this often
   // Makes the whole blob local (see the header comment). `pace` is called before each
   // piece and may block; false stops (Unavailable "stopped"). `stopping`, asked as
   // bytes arrive, true aborts the piece under way (what arrived is kept). `fetcher`
@@ -73,10 +79,13 @@ class LazyBlob {
   Result<std::shared_ptr<const std::string>> Decode(size_t i);
   // Writes ranges_ to the range map file.
   Status SaveRanges();
-  // Fetches [start, end) with `f`: bytes to `data`, synced, then named in the range map.
-  // `keep` is asked as bytes arrive; false aborts the transfer.
-  Status FetchInto(RangeFetcher& f, uint64_t start, uint64_t end, const std::function<bool()>& keep,
-                   uint64_t* fetched);
+  // Fetches `want` (offset, length) with `f` (FetchRanges): bytes to `data`, their
+  // ranges to `pending` (FlushPending names them). `keep` is asked as bytes arrive;
+  // false aborts the transfer (what arrived is kept).
+  Status FetchInto(RangeFetcher& f, const std::vector<std::pair<uint64_t, uint64_t>>& want,
+                   const std::function<bool()>& keep, uint64_t* fetched, RangeMap* pending);
+  // Syncs `data`, then names `pending` in the range map (memory and file) and clears it.
+  Status FlushPending(RangeMap* pending);
   LazyDir dir_;
   std::string name_;  // "layer sha256:…"
   Digest blob_;

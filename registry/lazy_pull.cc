@@ -72,11 +72,54 @@ Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const
       if (pos == end) return Status::Ok();
       return st.ok() ? Status::Unavailable("registry sent less than the range asked for") : st;
     };
-    for (const auto& [start, end] : ranges.ranges()) {
-      if (start > pos) IMGFS_RETURN_IF_ERROR(fetch(start));
-      IMGFS_RETURN_IF_ERROR(from_disk(end));
+    // Gaps of 1 MiB and more stream; smaller ones (a lazy pull leaves thousands, between
+    // tar headers) go in multi-range requests of at most 256 ranges and 8 MiB, each
+    // answer held in memory, the local bytes between them read from disk in order.
+    constexpr uint64_t kStreamGap = 1 << 20, kBatchBytes = 8 << 20;
+    constexpr size_t kBatchRanges = 256;
+    auto gaps = ranges.Missing(pos, size);
+    for (size_t i = 0; i < gaps.size();) {
+      auto [gs, ge] = gaps[i];
+      if (ge - gs >= kStreamGap) {
+        IMGFS_RETURN_IF_ERROR(from_disk(gs));
+        IMGFS_RETURN_IF_ERROR(fetch(ge));
+        i++;
+        continue;
+      }
+      std::vector<std::pair<uint64_t, uint64_t>> batch;  // offset, length
+      uint64_t bytes = 0;
+      for (; i < gaps.size() && batch.size() < kBatchRanges; i++) {
+        uint64_t len = gaps[i].second - gaps[i].first;
+        if (len >= kStreamGap || (!batch.empty() && bytes + len > kBatchBytes)) break;
+        batch.emplace_back(gaps[i].first, len);
+        bytes += len;
+      }
+      IMGFS_RETURN_IF_ERROR(from_disk(batch[0].first));
+      size_t gi = 0;  // the gap the next bytes belong to
+      Status st = fetcher->FetchRanges(batch, [&](uint64_t at, const char* p, size_t n) {
+        const uint64_t base = at, end = at + n;
+        while (at < end && gi < batch.size()) {
+          uint64_t bs = batch[gi].first, be = bs + batch[gi].second;
+          if (pos >= be) {
+            gi++;
+            continue;
+          }
+          if (at > std::max(pos, bs))
+            return Status::Corruption("registry skipped bytes of a range");
+          if (end <= bs) return Status::Ok();  // local bytes: read from disk
+          IMGFS_RETURN_IF_ERROR(from_disk(bs));
+          if (end <= pos) return Status::Ok();  // handed on already
+          size_t take = static_cast<size_t>(std::min(end, be) - pos);
+          if (!push(std::string_view(p + (pos - base), take))) return stopped;
+          pos += take;
+          at = pos;
+        }
+        return Status::Ok();  // past the batch (a server that ignores Range): not needed
+      });
+      if (pos != batch.back().first + batch.back().second)
+        return st.ok() ? Status::Unavailable("registry sent less than the ranges asked for") : st;
     }
-    if (pos < size) IMGFS_RETURN_IF_ERROR(fetch(size));
+    IMGFS_RETURN_IF_ERROR(from_disk(size));
     return Status::Ok();
   };
   return std::unique_ptr<ByteSource>(new PushedSource(std::move(produce), 2 << 20));
