@@ -184,16 +184,15 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
 }
 
 Status LazyBlob::FetchInto(RangeFetcher& f, const std::vector<std::pair<uint64_t, uint64_t>>& want,
-                           const std::function<bool()>& keep, uint64_t* fetched,
-                           RangeMap* pending) {
+                           const std::function<bool()>& keep, uint64_t* fetched, RangeMap* got) {
   // Bytes are written as they come (a stop keeps what arrived: checked on decode and by
   // the blob digest at completion); a stop is reported after they are written.
   return f.FetchRanges(want, [&](uint64_t pos, const char* p, size_t n) {
     if (::pwrite(data_.get(), p, n, static_cast<off_t>(pos)) != static_cast<ssize_t>(n))
       return Status::FromErrno("write " + dir_.data());
     fetched_ += n;
-    if (fetched) *fetched += n;
-    pending->Add(pos, pos + n);
+    *fetched += n;
+    got->Add(pos, pos + n);
     if (keep && !keep()) return Status::Unavailable("stopped");
     return Status::Ok();
   });
@@ -211,67 +210,94 @@ Status LazyBlob::FlushPending(RangeMap* pending) {
 }
 
 Status LazyBlob::Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
-                          const std::function<bool()>& stopping, uint64_t* fetched,
-                          uint64_t piece) {
+                          const std::function<bool()>& stopping, uint64_t* fetched, uint64_t piece,
+                          int parallel) {
   piece = std::max<uint64_t>(piece, 1);
-  // Pieces fetched but not yet synced and named (a sync and a range map write per
-  // piece cost more than the piece on a fast link): flushed every kSyncBytes, every
-  // second, and on every return.
-  RangeMap pending;
-  uint64_t unsynced = 0;
+  parallel = std::max(parallel, 1);
+  std::mutex cm;     // guards everything below; taken before mu_
+  RangeMap claimed;  // asked by a worker: in flight, or arrived and not yet named
+  RangeMap pending;  // arrived, not yet synced and named (FlushPending): a sync and a
+                     // range map write per piece cost more than the piece on a fast link
+  uint64_t unsynced = 0, total = 0;
   auto flushed_at = std::chrono::steady_clock::now();
-  auto done = [&](Status st) {
-    Status f = FlushPending(&pending);
-    if (!st.ok())
-      return st.WithContext(name_ + ": completing blob " + blob_.str() + " from " +
-                            fetcher.Where());
-    return f;
-  };
-  uint64_t prev = UINT64_MAX;
-  for (;;) {
-    // The missing ranges of the next window of `piece` bytes from the first missing
-    // byte, asked in one request: a lazy pull leaves thousands of small local ranges
-    // (tar headers), and one request per gap would be thousands of round trips.
+  Status first_error;
+  // The missing ranges (neither local nor claimed) of the window of `piece` bytes from
+  // the first such byte, at most kPieceRanges of them: one request. A lazy pull leaves
+  // thousands of small local ranges (tar headers); a request per gap would be
+  // thousands of round trips. Called under cm.
+  auto next_window = [&] {
     std::vector<std::pair<uint64_t, uint64_t>> want;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      uint64_t at = 0;
-      for (;;) {  // the first byte neither local nor pending
-        auto m = ranges_.Missing(at, map_.blob_size);
-        if (m.empty()) break;
-        auto p = pending.Missing(m[0].first, m[0].second);
-        if (!p.empty()) {
-          at = p[0].first;
-          break;
-        }
-        at = m[0].second;
-      }
-      uint64_t end = std::min(map_.blob_size, at + piece);
-      for (auto [a, b] : ranges_.Missing(at, end)) {
-        for (auto [c, d] : pending.Missing(a, b)) {
-          if (want.size() < kPieceRanges) want.emplace_back(c, d - c);
-        }
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t at = 0;
+    bool found = false;
+    for (auto [a, b] : ranges_.Missing(0, map_.blob_size)) {
+      auto m = claimed.Missing(a, b);
+      if (!m.empty()) {
+        at = m[0].first;
+        found = true;
+        break;
       }
     }
-    if (want.empty()) return done(Status::Ok());
-    // A fetch that reported success must have made its first byte local.
-    if (want[0].first == prev)
-      return done(Status::Unavailable(fetcher.Where() + " sent less than asked for"));
-    prev = want[0].first;
-    if (pace && !pace()) return done(Status::Unavailable("stopped"));
-    std::function<bool()> keep;
-    if (stopping) keep = [&stopping] { return !stopping(); };
-    uint64_t before = pending.Total();
-    Status st = FetchInto(fetcher, want, keep, fetched, &pending);
-    if (!st.ok()) return done(st);
-    unsynced += pending.Total() - before;
-    if (unsynced >= kSyncBytes ||
-        std::chrono::steady_clock::now() - flushed_at >= std::chrono::seconds(1)) {
-      IMGFS_RETURN_IF_ERROR(FlushPending(&pending));
-      unsynced = 0;
-      flushed_at = std::chrono::steady_clock::now();
+    if (!found) return want;
+    uint64_t end = std::min(map_.blob_size, at + piece);
+    for (auto [a, b] : ranges_.Missing(at, end)) {
+      for (auto [c, d] : claimed.Missing(a, b)) {
+        if (want.size() < kPieceRanges) want.emplace_back(c, d - c);
+      }
     }
+    for (auto [off, len] : want) claimed.Add(off, off + len);
+    return want;
+  };
+  std::function<bool()> keep;
+  if (stopping) keep = [&stopping] { return !stopping(); };
+  auto worker = [&] {
+    for (;;) {
+      std::vector<std::pair<uint64_t, uint64_t>> want;
+      {
+        std::lock_guard<std::mutex> l(cm);
+        if (!first_error.ok()) return;
+        want = next_window();
+      }
+      if (want.empty()) return;
+      Status st = (pace && !pace()) ? Status::Unavailable("stopped") : Status::Ok();
+      RangeMap got;
+      uint64_t n = 0;
+      if (st.ok()) st = FetchInto(fetcher, want, keep, &n, &got);
+      std::lock_guard<std::mutex> l(cm);
+      total += n;
+      for (auto& [s, e] : got.ranges()) pending.Add(s, e);
+      unsynced += got.Total();
+      if (st.ok() && (unsynced >= kSyncBytes ||
+                      std::chrono::steady_clock::now() - flushed_at >= std::chrono::seconds(1))) {
+        st = FlushPending(&pending);
+        unsynced = 0;
+        flushed_at = std::chrono::steady_clock::now();
+      }
+      if (!st.ok()) {
+        if (first_error.ok()) first_error = st;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 1; t < parallel; t++) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  if (fetched) *fetched += total;
+  Status st = FlushPending(&pending);
+  if (first_error.ok()) first_error = st;
+  if (first_error.ok()) {
+    // Every missing byte was asked for once: what is still missing, a registry did not
+    // send (or a read found it damaged meanwhile). The caller tries again later.
+    std::lock_guard<std::mutex> l(mu_);
+    if (!ranges_.Missing(0, map_.blob_size).empty())
+      first_error = Status::Unavailable(fetcher.Where() + " sent less than asked for");
   }
+  if (!first_error.ok()) {
+    return first_error.WithContext(name_ + ": completing blob " + blob_.str() + " from " +
+                                   fetcher.Where());
+  }
+  return Status::Ok();
 }
 
 Result<std::shared_ptr<const std::string>> LazyBlob::Decode(size_t i) {

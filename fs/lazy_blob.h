@@ -59,14 +59,16 @@ class LazyBlob {
   static constexpr uint64_t kPiece = 1 << 20;
   static constexpr size_t kPieceRanges = 256;      // gaps asked in one request at most
   static constexpr uint64_t kSyncBytes = 8 << 20;  // synced and named at least this often
+  static constexpr int kCompleteParallel = 4;
   // Makes the whole blob local (see the header comment). `pace` is called before each
   // piece and may block; false stops (Unavailable "stopped"). `stopping`, asked as
   // bytes arrive, true aborts the piece under way (what arrived is kept). `fetcher`
   // fetches this layer's blob. `fetched` (optional) gets the bytes received. `piece`:
-  // the most one request asks for.
+  // the most one request spans; `parallel`: requests at once (each after `pace`), which
+  // hides a link's per-request latency.
   Status Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
                   const std::function<bool()>& stopping, uint64_t* fetched = nullptr,
-                  uint64_t piece = kPiece);
+                  uint64_t piece = kPiece, int parallel = kCompleteParallel);
   // On-demand fetches (reads' Ensure) under way in this process, and the steady-clock
   // time in ns the last one ended (0: none yet).
   static int OnDemandFetches();
@@ -80,10 +82,10 @@ class LazyBlob {
   // Writes ranges_ to the range map file.
   Status SaveRanges();
   // Fetches `want` (offset, length) with `f` (FetchRanges): bytes to `data`, their
-  // ranges to `pending` (FlushPending names them). `keep` is asked as bytes arrive;
+  // ranges to `got` (FlushPending names them). `keep` is asked as bytes arrive;
   // false aborts the transfer (what arrived is kept).
   Status FetchInto(RangeFetcher& f, const std::vector<std::pair<uint64_t, uint64_t>>& want,
-                   const std::function<bool()>& keep, uint64_t* fetched, RangeMap* pending);
+                   const std::function<bool()>& keep, uint64_t* fetched, RangeMap* got);
   // Syncs `data`, then names `pending` in the range map (memory and file) and clears it.
   Status FlushPending(RangeMap* pending);
   LazyDir dir_;

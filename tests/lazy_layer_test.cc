@@ -657,7 +657,10 @@ class PieceFetcher : public RangeFetcher {
  public:
   explicit PieceFetcher(const std::string* blob) : blob_(blob) {}
   Status Fetch(uint64_t off, uint64_t len, const Sink& sink) override {
-    asked.emplace_back(off, len);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      asked.emplace_back(off, len);
+    }
     std::string part = blob_->substr(off, len);
     // In two halves: a stop between them keeps the first.
     size_t half = part.size() / 2;
@@ -666,12 +669,16 @@ class PieceFetcher : public RangeFetcher {
   }
   Status FetchRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
                      const Sink& sink) override {
-    windows.push_back(ranges);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      windows.push_back(ranges);
+    }
     return RangeFetcher::FetchRanges(ranges, sink);
   }
   std::string Where() const override { return "fake/bg"; }
   std::vector<std::pair<uint64_t, uint64_t>> asked;
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> windows;  // one a request
+  std::mutex mu;                                                    // guards asked, windows
 
  private:
   const std::string* blob_;
@@ -691,7 +698,7 @@ TEST_F(LazyBlobTest, CompleteFetchesOnlyTheGapsInPiecesAndKeepsThem) {
   uint64_t fetched = 0;
   constexpr uint64_t kPiece = 16 << 10;
   Status st = (*b)->Complete(
-      bg, [&] { return ++paced > 0; }, [] { return false; }, &fetched, kPiece);
+      bg, [&] { return ++paced > 0; }, [] { return false; }, &fetched, kPiece, 1);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(fetched, f_.blob.size() - local);             // nothing local asked again
   EXPECT_EQ(paced, static_cast<int>(bg.windows.size()));  // asked before every piece
@@ -713,6 +720,32 @@ TEST_F(LazyBlobTest, CompleteFetchesOnlyTheGapsInPiecesAndKeepsThem) {
   EXPECT_EQ(requests_.load(), before);
 }
 
+TEST_F(LazyBlobTest, CompleteInParallelAsksEveryMissingByteOnce) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(100, '\0');
+  ASSERT_TRUE((*b)->Read(buf.data(), buf.size(), f_.map.chunks[3].tar_offset, cache, 1).ok());
+  uint64_t local = (*b)->local_bytes();
+  PieceFetcher bg(&f_.blob);
+  uint64_t fetched = 0;
+  Status st = (*b)->Complete(
+      bg, [] { return true; }, nullptr, &fetched, 8 << 10, 4);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(fetched, f_.blob.size() - local);
+  RangeMap asked;
+  uint64_t sum = 0;
+  for (auto [off, len] : bg.asked) {
+    EXPECT_FALSE(asked.Covers(off, off + 1)) << "asked twice: " << off;
+    asked.Add(off, off + len);
+    sum += len;
+  }
+  EXPECT_EQ(sum, f_.blob.size() - local);
+  auto data = ReadFileToString(LazyDir::For(root_, blob_digest_).data(), 1 << 30);
+  ASSERT_TRUE(data.ok());
+  EXPECT_EQ(*data, f_.blob);
+}
+
 TEST_F(LazyBlobTest, CompleteStopsWhenAskedAndKeepsWhatArrived) {
   auto b = LazyBlob::Open(root_, layer_);
   ASSERT_TRUE(b.ok());
@@ -720,7 +753,7 @@ TEST_F(LazyBlobTest, CompleteStopsWhenAskedAndKeepsWhatArrived) {
   // pace says stop before the third piece
   int pieces = 0;
   Status st = (*b)->Complete(
-      bg, [&] { return ++pieces <= 2; }, [] { return false; }, nullptr, 16 << 10);
+      bg, [&] { return ++pieces <= 2; }, [] { return false; }, nullptr, 16 << 10, 1);
   EXPECT_EQ(st.code(), Status::Code::kUnavailable);
   EXPECT_EQ(bg.asked.size(), 2u);
   auto ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
@@ -736,7 +769,7 @@ TEST_F(LazyBlobTest, CompleteStopsWhenAskedAndKeepsWhatArrived) {
         stop = true;  // after the first half arrived
         return s;
       },
-      nullptr, 16 << 10);
+      nullptr, 16 << 10, 1);
   EXPECT_FALSE(st.ok());
   EXPECT_EQ(bg2.asked.size(), 1u);
   ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
