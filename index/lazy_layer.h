@@ -12,9 +12,9 @@
 //
 // A lazy layer has its LayerRecord and entry table in LMDB like any other, but its
 // blob is not (yet) in blobs/: the index invariant "every layer names a committed blob"
-// becomes "every layer names a committed blob or has a lazy/ directory". A plain pull
-// completes it (the whole blob is fetched and verified as usual) and removes the
-// directory.
+// becomes "every layer names a committed blob or has a lazy/ directory". A plain pull,
+// or the mount daemon in the background (cli/lazy_complete.h), completes it (the whole
+// blob is verified as usual) and removes the directory.
 //
 // Nothing read from these files is trusted: the chunk map is bounds-checked against the
 // blob and tar sizes, and every chunk's bytes are checked against its digest when read.
