@@ -23,7 +23,9 @@
 namespace imgfs {
 namespace {
 
-constexpr int64_t kQuietNs = 200'000'000;  // after the last on-demand fetch ended
+// After the last on-demand fetch ended: a reader's next read (decode, reply, the
+// kernel's next request) comes well within it, also on a loaded machine.
+constexpr int64_t kQuietNs = 500'000'000;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

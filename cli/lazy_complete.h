@@ -3,10 +3,11 @@
 // in the foreground; the daemon does the same for every image with lazy layers, at low
 // priority, in two steps per image:
 //   1. fill: each lazy layer's missing blob bytes are fetched into lazy/<hex>/ through
-//      the mount's own LazyBlob (fs/lazy_blob.h, LazyBlob::Complete), in pieces of at
-//      most 1 MiB, waiting before each piece while on-demand reads fetch anywhere in
-//      the daemon (and 200 ms after the last one ended). Reads see each piece at once;
-//      a stop or kill -9 leaves lazy/ as it was plus the pieces that arrived;
+//      the mount's own LazyBlob (fs/lazy_blob.h, LazyBlob::Complete), in pieces (the
+//      gaps of a 1 MiB window, one multi-range request; 4 in flight), waiting before
+//      each piece while on-demand reads fetch anywhere in the daemon (and 500 ms after
+//      the last one ended). Reads see each piece once named; a stop or kill -9 leaves
+//      lazy/ as it was plus the pieces that arrived (synced ones, after a power loss);
 //   2. commit: an in-process pull of HOST/REPO@MANIFEST_DIGEST (registry/puller.h,
 //      PullOptions::complete_only: no names added, an image removed meanwhile not
 //      pulled again), which finds every byte local (OpenLazyCompletion) and does
