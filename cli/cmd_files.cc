@@ -21,6 +21,7 @@
 #include <simdjson.h>
 
 #include "cli/cli_common.h"
+#include "cli/lazy_complete.h"
 #include "cli/ls_format.h"
 #include "fs/fuse_adapter.h"
 #include "fs/image_view.h"
@@ -116,6 +117,7 @@ int CmdMount(const std::string& root, const Args& a) {
   o.mountpoint = a.pos[0];
   o.foreground = a.Has("--foreground");
   std::string opts = a.Get("--options");
+  bool complete = true;  // -o complete: lazy layers completed in the background
   size_t i = 0;
   while (i < opts.size()) {
     size_t j = opts.find(',', i);
@@ -161,6 +163,9 @@ int CmdMount(const std::string& root, const Args& a) {
     } else if (key == "open") {
       if (val != "kernel" && val != "daemon") Die("mount: open is kernel or daemon", 2);
       o.kernel_open_free = val == "kernel";
+    } else if (key == "complete") {
+      if (val != "on" && val != "off") Die("mount: complete is on or off", 2);
+      complete = val == "on";
     } else if (key == "name_timeout") {
       o.name_timeout = std::atof(val.c_str());
     } else if (a.Has("--sloppy")) {
@@ -171,6 +176,8 @@ int CmdMount(const std::string& root, const Args& a) {
   }
   if (!IsDirectory(o.mountpoint) && !IsDeadFuseMount(o.mountpoint))  // RunMount clears it
     Die("mount: " + o.mountpoint + ": not a directory");
+  // Registry options made here: the daemon must not exit later on a bad setting.
+  if (complete) o.background = LazyCompletionTask(root, RegistryOptionsFor(root, Args()));
   return RunMount(o);
 }
 
@@ -219,6 +226,9 @@ std::vector<Command> FileCommands() {
        "                     whole_layers (unpack compressed layers whole, ignoring seek "
        "indexes),\n"
        "                     readahead=on|off (decode a listed directory's files ahead; on),\n"
+       "                     complete=on|off (fetch the rest of lazily pulled layers in the\n"
+       "                     background at low priority, pausing for reads, then verify and\n"
+       "                     store them as a plain pull does; on),\n"
        "                     auto_unmount (unmount when the daemon dies); fstab's generic options\n"
        "                     (defaults, noatime, nofail, _netdev, noauto, user, x-systemd.*, …)\n"
        "                     are accepted and ignored\n"

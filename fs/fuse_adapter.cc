@@ -33,6 +33,7 @@
 
 #include "fs/mount_fs.h"
 #include "fs/mountinfo.h"
+#include "fs/stop_signal.h"
 
 namespace imgfs {
 namespace {
@@ -648,12 +649,22 @@ int RunMount(const MountOptions& in) {
     ctx.fs->set_invalidator(
         [inv = invalidator.get()](const MountFs::StaleName& n) { inv->Push(n); });
     auto watcher = std::make_unique<GenerationWatcher>(ctx.fs.get());
+    StopSignal bg_stop;
+    std::thread bg;
+    if (o.background) {
+      bg = std::thread([&] {
+        o.background(*ctx.fs, bg_stop,
+                     [&](const std::string& line) { Log(&ctx, "%s", line.c_str()); });
+      });
+    }
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_idle_threads(cfg, 8);
     fuse_loop_cfg_set_max_threads(cfg, 32);
     rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
+    bg_stop.Stop();  // it stops within a transfer's next bytes (fs/stop_signal.h)
+    if (bg.joinable()) bg.join();
     watcher.reset();  // before the invalidator goes: it may still report names
     ctx.fs->set_invalidator(nullptr);
     invalidator->Stop([se] { ServeOnce(se); });

@@ -9,9 +9,20 @@
 #define IMGFS_FS_FUSE_ADAPTER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace imgfs {
+
+class MountFs;
+class StopSignal;
+// A task the daemon runs on a thread of its own while it serves (-o complete=on: the
+// background completion of lazy layers, cli/lazy_complete.h). It starts once the
+// daemon has forked and its MountFs exists, and is stopped (StopSignal) and joined
+// when the mount ends (unmount, SIGTERM): it must return soon after. `log` writes one
+// line to the daemon's log.
+using BackgroundTask = std::function<void(MountFs& fs, StopSignal& stop,
+                                          const std::function<void(const std::string&)>& log)>;
 
 struct MountOptions {
   std::string root;        // the store (made absolute by RunMount)
@@ -36,6 +47,8 @@ struct MountOptions {
   // -o readahead=off: no read-ahead of a listed directory's files (also
   // IMGFS_READAHEAD=0 in the environment).
   bool readahead = true;
+  // Run beside the session (see BackgroundTask); empty: none.
+  BackgroundTask background;
 };
 
 // Returns the process exit code. On errors before the mount exists, prints one line.

@@ -5,6 +5,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -13,6 +14,39 @@
 #include "index/gzip_chunk.h"
 
 namespace imgfs {
+namespace {
+
+// On-demand fetches under way in the process, and when the last one ended: background
+// completion waits for them (LazyBlob::Complete's `pace`).
+std::atomic<int> g_on_demand{0};
+std::atomic<int64_t> g_last_on_demand_end{0};
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Counts one on-demand fetch for as long as it lives.
+class OnDemandFetch {
+ public:
+  OnDemandFetch() { g_on_demand.fetch_add(1); }
+  ~OnDemandFetch() {
+    g_last_on_demand_end.store(NowNs());
+    g_on_demand.fetch_sub(1);
+  }
+  OnDemandFetch(const OnDemandFetch&) = delete;
+  OnDemandFetch& operator=(const OnDemandFetch&) = delete;
+};
+
+}  // namespace
+
+int LazyBlob::OnDemandFetches() {
+  return g_on_demand.load();
+}
+int64_t LazyBlob::LastOnDemandEndNs() {
+  return g_last_on_demand_end.load();
+}
 
 Result<std::shared_ptr<LazyBlob>> LazyBlob::Open(const std::string& root,
                                                  const LayerRecord& layer) {
@@ -94,6 +128,7 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
     want.swap(rest);
   }
   if (want.empty()) return Status::Ok();
+  OnDemandFetch counted;  // background completion pauses meanwhile
   if (!fetcher_) {
     auto f = MakeRangeFetcher(source_, blob_, map_.blob_size);
     if (!f.ok())
@@ -144,6 +179,123 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
   if (!first_error.ok()) {
     return first_error.WithContext(name_ + ": fetching blob " + blob_.str() + " from " +
                                    fetcher_->Where());
+  }
+  return Status::Ok();
+}
+
+Status LazyBlob::FetchInto(RangeFetcher& f, const std::vector<std::pair<uint64_t, uint64_t>>& want,
+                           const std::function<bool()>& keep, uint64_t* fetched, RangeMap* got) {
+  // Bytes are written as they come (a stop keeps what arrived: checked on decode and by
+  // the blob digest at completion); a stop is reported after they are written.
+  return f.FetchRanges(want, [&](uint64_t pos, const char* p, size_t n) {
+    if (::pwrite(data_.get(), p, n, static_cast<off_t>(pos)) != static_cast<ssize_t>(n))
+      return Status::FromErrno("write " + dir_.data());
+    fetched_ += n;
+    *fetched += n;
+    got->Add(pos, pos + n);
+    if (keep && !keep()) return Status::Unavailable("stopped");
+    return Status::Ok();
+  });
+}
+
+Status LazyBlob::FlushPending(RangeMap* pending) {
+  if (pending->size() == 0) return Status::Ok();
+  if (::fdatasync(data_.get()) != 0) return Status::FromErrno("fdatasync " + dir_.data());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [s, e] : pending->ranges()) ranges_.Add(s, e);
+  }
+  *pending = RangeMap();
+  return SaveRanges();
+}
+
+Status LazyBlob::Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
+                          const std::function<bool()>& stopping, uint64_t* fetched, uint64_t piece,
+                          int parallel) {
+  piece = std::max<uint64_t>(piece, 1);
+  parallel = std::max(parallel, 1);
+  std::mutex cm;     // guards everything below; taken before mu_
+  RangeMap claimed;  // asked by a worker: in flight, or arrived and not yet named
+  RangeMap pending;  // arrived, not yet synced and named (FlushPending): a sync and a
+                     // range map write per piece cost more than the piece on a fast link
+  uint64_t unsynced = 0, total = 0;
+  auto flushed_at = std::chrono::steady_clock::now();
+  Status first_error;
+  // The missing ranges (neither local nor claimed) of the window of `piece` bytes from
+  // the first such byte, at most kPieceRanges of them: one request. A lazy pull leaves
+  // thousands of small local ranges (tar headers); a request per gap would be
+  // thousands of round trips. Called under cm.
+  auto next_window = [&] {
+    std::vector<std::pair<uint64_t, uint64_t>> want;
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t at = 0;
+    bool found = false;
+    for (auto [a, b] : ranges_.Missing(0, map_.blob_size)) {
+      auto m = claimed.Missing(a, b);
+      if (!m.empty()) {
+        at = m[0].first;
+        found = true;
+        break;
+      }
+    }
+    if (!found) return want;
+    uint64_t end = std::min(map_.blob_size, at + piece);
+    for (auto [a, b] : ranges_.Missing(at, end)) {
+      for (auto [c, d] : claimed.Missing(a, b)) {
+        if (want.size() < kPieceRanges) want.emplace_back(c, d - c);
+      }
+    }
+    for (auto [off, len] : want) claimed.Add(off, off + len);
+    return want;
+  };
+  std::function<bool()> keep;
+  if (stopping) keep = [&stopping] { return !stopping(); };
+  auto worker = [&] {
+    for (;;) {
+      std::vector<std::pair<uint64_t, uint64_t>> want;
+      {
+        std::lock_guard<std::mutex> l(cm);
+        if (!first_error.ok()) return;
+        want = next_window();
+      }
+      if (want.empty()) return;
+      Status st = (pace && !pace()) ? Status::Unavailable("stopped") : Status::Ok();
+      RangeMap got;
+      uint64_t n = 0;
+      if (st.ok()) st = FetchInto(fetcher, want, keep, &n, &got);
+      std::lock_guard<std::mutex> l(cm);
+      total += n;
+      for (auto& [s, e] : got.ranges()) pending.Add(s, e);
+      unsynced += got.Total();
+      if (st.ok() && (unsynced >= kSyncBytes ||
+                      std::chrono::steady_clock::now() - flushed_at >= std::chrono::seconds(1))) {
+        st = FlushPending(&pending);
+        unsynced = 0;
+        flushed_at = std::chrono::steady_clock::now();
+      }
+      if (!st.ok()) {
+        if (first_error.ok()) first_error = st;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 1; t < parallel; t++) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  if (fetched) *fetched += total;
+  Status st = FlushPending(&pending);
+  if (first_error.ok()) first_error = st;
+  if (first_error.ok()) {
+    // Every missing byte was asked for once: what is still missing, a registry did not
+    // send (or a read found it damaged meanwhile). The caller tries again later.
+    std::lock_guard<std::mutex> l(mu_);
+    if (!ranges_.Missing(0, map_.blob_size).empty())
+      first_error = Status::Unavailable(fetcher.Where() + " sent less than asked for");
+  }
+  if (!first_error.ok()) {
+    return first_error.WithContext(name_ + ": completing blob " + blob_.str() + " from " +
+                                   fetcher.Where());
   }
   return Status::Ok();
 }

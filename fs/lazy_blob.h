@@ -7,7 +7,18 @@
 // more (its bytes may have come with an earlier bad response); failing again, the read
 // fails with Corruption. Decoded chunks are kept in the reader's SpanCache.
 //
-// Thread-safety: Read may be called from any thread; fetches are serialised per layer.
+// Background completion (the mount daemon, -o complete=on): Complete fetches what the
+// blob still lacks in pieces (the gaps inside a window of kPiece bytes, at most
+// kPieceRanges of them, in one multi-range request) through a fetcher of its own, not
+// under fetch_mu_, so an on-demand read never queues behind it; before each piece it
+// asks `pace` (which waits while on-demand fetches run anywhere in the process:
+// OnDemandFetches) whether to go on. Pieces are written to `data` and, every kSyncBytes
+// or second and when it returns, synced and named in the range map as a read's fetch
+// is: a stop leaves lazy/ as it was plus what arrived, a crash plus what was synced.
+// Reads see the pieces once named (the same range map).
+//
+// Thread-safety: Read may be called from any thread; on-demand fetches are serialised
+// per layer; Complete may run beside them (one Complete per layer at a time).
 #ifndef IMGFS_FS_LAZY_BLOB_H_
 #define IMGFS_FS_LAZY_BLOB_H_
 
@@ -16,6 +27,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "index/file_util.h"
 #include "index/lazy_layer.h"
@@ -43,6 +56,24 @@ class LazyBlob {
   uint64_t local_bytes();
   uint64_t fetched_bytes() const { return fetched_.load(); }
 
+  static constexpr uint64_t kPiece = 1 << 20;
+  static constexpr size_t kPieceRanges = 256;      // gaps asked in one request at most
+  static constexpr uint64_t kSyncBytes = 8 << 20;  // synced and named at least this often
+  static constexpr int kCompleteParallel = 4;
+  // Makes the whole blob local (see the header comment). `pace` is called before each
+  // piece and may block; false stops (Unavailable "stopped"). `stopping`, asked as
+  // bytes arrive, true aborts the piece under way (what arrived is kept). `fetcher`
+  // fetches this layer's blob. `fetched` (optional) gets the bytes received. `piece`:
+  // the most one request spans; `parallel`: requests at once (each after `pace`), which
+  // hides a link's per-request latency.
+  Status Complete(RangeFetcher& fetcher, const std::function<bool()>& pace,
+                  const std::function<bool()>& stopping, uint64_t* fetched = nullptr,
+                  uint64_t piece = kPiece, int parallel = kCompleteParallel);
+  // On-demand fetches (reads' Ensure) under way in this process, and the steady-clock
+  // time in ns the last one ended (0: none yet).
+  static int OnDemandFetches();
+  static int64_t LastOnDemandEndNs();
+
  private:
   LazyBlob() = default;
   // Makes [start, end) of the blob local.
@@ -50,6 +81,13 @@ class LazyBlob {
   Result<std::shared_ptr<const std::string>> Decode(size_t i);
   // Writes ranges_ to the range map file.
   Status SaveRanges();
+  // Fetches `want` (offset, length) with `f` (FetchRanges): bytes to `data`, their
+  // ranges to `got` (FlushPending names them). `keep` is asked as bytes arrive;
+  // false aborts the transfer (what arrived is kept).
+  Status FetchInto(RangeFetcher& f, const std::vector<std::pair<uint64_t, uint64_t>>& want,
+                   const std::function<bool()>& keep, uint64_t* fetched, RangeMap* got);
+  // Syncs `data`, then names `pending` in the range map (memory and file) and clears it.
+  Status FlushPending(RangeMap* pending);
   LazyDir dir_;
   std::string name_;  // "layer sha256:…"
   Digest blob_;

@@ -223,6 +223,9 @@ class MountFs {
 
   UnpackCache& unpack_cache() { return cache_->unpack_cache(); }
   LayerReader& layer_reader() { return *cache_; }
+  // The store the mount serves (the daemon's background completion writes through it:
+  // one LMDB environment per process).
+  Store& store() { return *store_; }
   size_t InstanceCount() const { return instance_count_.load(std::memory_order_acquire); }
   // Bytes held by loaded image trees, and how many trees are loaded.
   size_t TreeBytes() const;

@@ -12,9 +12,9 @@
 //
 // A lazy layer has its LayerRecord and entry table in LMDB like any other, but its
 // blob is not (yet) in blobs/: the index invariant "every layer names a committed blob"
-// becomes "every layer names a committed blob or has a lazy/ directory". A plain pull
-// completes it (the whole blob is fetched and verified as usual) and removes the
-// directory.
+// becomes "every layer names a committed blob or has a lazy/ directory". A plain pull,
+// or the mount daemon in the background (cli/lazy_complete.h), completes it (the whole
+// blob is verified as usual) and removes the directory.
 //
 // Nothing read from these files is trusted: the chunk map is bounds-checked against the
 // blob and tar sizes, and every chunk's bytes are checked against its digest when read.
@@ -142,6 +142,18 @@ class RangeFetcher {
   // asked range was delivered, or an error (the sink may have had part of it).
   using Sink = std::function<Status(uint64_t pos, const char* p, size_t n)>;
   virtual Status Fetch(uint64_t offset, uint64_t length, const Sink& sink) = 0;
+  // Several ranges (offset, length; sorted, disjoint, none empty; a few hundred at
+  // most): `sink` gets at least each range's bytes. The registry's fetcher asks them in
+  // one multi-range request (background completion: many small gaps); by default, one
+  // Fetch each.
+  virtual Status FetchRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                             const Sink& sink) {
+    for (auto [off, len] : ranges) {
+      Status st = Fetch(off, len, sink);
+      if (!st.ok()) return st;
+    }
+    return Status::Ok();
+  }
   // "HOST/REPO": for error messages.
   virtual std::string Where() const = 0;
 };

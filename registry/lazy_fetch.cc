@@ -165,4 +165,15 @@ Result<std::vector<std::string>> FetchBlobRanges(RegistryClient& client, const s
   return out;
 }
 
+Status RegistryRangeFetcher::FetchRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                                         const Sink& sink) {
+  std::vector<BlobRange> asked;
+  for (auto [off, len] : ranges) asked.push_back(BlobRange{off, len});
+  IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> got,
+                         FetchBlobRanges(*client_, repo_, blob_, size_, asked));
+  for (size_t i = 0; i < asked.size(); i++)
+    IMGFS_RETURN_IF_ERROR(sink(asked[i].offset, got[i].data(), got[i].size()));
+  return Status::Ok();
+}
+
 }  // namespace imgfs

@@ -24,6 +24,9 @@ class RegistryRangeFetcher : public RangeFetcher {
                        uint64_t blob_size)
       : client_(std::move(client)), repo_(std::move(repo)), blob_(blob), size_(blob_size) {}
   Status Fetch(uint64_t offset, uint64_t length, const Sink& sink) override;
+  // One multi-range request (FetchBlobRanges below, with its fallbacks).
+  Status FetchRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                     const Sink& sink) override;
   std::string Where() const override { return client_->host() + "/" + repo_; }
 
  private:

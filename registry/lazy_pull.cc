@@ -29,27 +29,30 @@ bool IsLazyLayer(const Store& store, const LayerRecord& layer) {
 Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
                                                        std::shared_ptr<RangeFetcher> fetcher,
                                                        std::shared_ptr<uint64_t> local,
+                                                       uint64_t from,
                                                        const LazyCompletionOptions& opt) {
   LazyDir dir = LazyDir::For(store.root(), desc.digest);
   if (!dir.Exists() || !dir.BrokenReason().empty())
     return Status::NotFound("no lazy state to complete from");
   IMGFS_ASSIGN_OR_RETURN(RangeMap ranges, dir.LoadRanges(desc.size));
-  // Short local ranges are fetched again with the gaps around them: a request saved
-  // is worth more than the bytes.
+  from = std::min(from, desc.size);
+  if (from > 0) ranges.Remove(0, from);
+  // Short local ranges are fetched again with the gaps around them (a request saved is
+  // worth more than the bytes), unless they are all that is left of the blob.
   RangeMap reuse;
   for (const auto& [start, end] : ranges.ranges()) {
-    if (end - start >= opt.min_reused) reuse.Add(start, end);
+    if (end - start >= opt.min_reused || (start == from && end == desc.size)) reuse.Add(start, end);
   }
   if (reuse.Total() == 0) return Status::NotFound("nothing of the blob is worth reusing");
-  size_t gaps = reuse.Missing(0, desc.size).size();
-  if (gaps > opt.max_gaps) return Status::NotFound("what is local is too scattered to reuse");
+  if (reuse.Missing(from, desc.size).size() > opt.max_gaps)
+    return Status::NotFound("what is local is too scattered to reuse");
   IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir.data(), O_RDONLY));
   auto data = std::make_shared<UniqueFd>(std::move(fd));
   uint64_t size = desc.size;
-  auto produce = [data, reuse = std::move(reuse), fetcher, local,
-                  size](const PushedSource::Push& push) -> Status {
+  auto produce = [data, reuse = std::move(reuse), fetcher, local, size,
+                  from](const PushedSource::Push& push) -> Status {
     const Status stopped = Status::Unavailable("blob download stopped");
-    uint64_t pos = 0;  // the next byte of the blob to hand on
+    uint64_t pos = from;  // the next byte of the blob to hand on
     std::string buf;
     auto from_disk = [&](uint64_t end) -> Status {
       while (pos < end) {
@@ -78,12 +81,62 @@ Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const
       if (pos >= end) return Status::Ok();  // (an error after that only cut a bonus short)
       return st.ok() ? Status::Unavailable("registry sent less than the range asked for") : st;
     };
-    for (const auto& [start, end] : reuse.ranges()) {
-      if (end <= pos) continue;  // streamed already
-      if (start > pos) IMGFS_RETURN_IF_ERROR(fetch(start));
-      IMGFS_RETURN_IF_ERROR(from_disk(end));
+    // Gaps of 1 MiB and more stream; smaller ones (a lazy pull leaves many, between tar
+    // headers) go in multi-range requests of at most 256 ranges and 8 MiB, the local
+    // bytes between them read from disk in order.
+    constexpr uint64_t kStreamGap = 1 << 20, kBatchBytes = 8 << 20;
+    constexpr size_t kBatchRanges = 256;
+    auto gaps = reuse.Missing(pos, size);
+    for (size_t i = 0; i < gaps.size();) {
+      if (gaps[i].second <= pos) {  // streamed already (a 200)
+        i++;
+        continue;
+      }
+      auto [gs, ge] = gaps[i];
+      gs = std::max(gs, pos);
+      if (ge - gs >= kStreamGap) {
+        IMGFS_RETURN_IF_ERROR(from_disk(gs));
+        IMGFS_RETURN_IF_ERROR(fetch(ge));
+        i++;
+        continue;
+      }
+      std::vector<std::pair<uint64_t, uint64_t>> batch;  // offset, length
+      uint64_t bytes = 0;
+      for (; i < gaps.size() && batch.size() < kBatchRanges; i++) {
+        uint64_t bs = std::max(gaps[i].first, pos), len = gaps[i].second - bs;
+        if (len >= kStreamGap || (!batch.empty() && bytes + len > kBatchBytes)) break;
+        batch.emplace_back(bs, len);
+        bytes += len;
+      }
+      IMGFS_RETURN_IF_ERROR(from_disk(batch[0].first));
+      const uint64_t batch_end = batch.back().first + batch.back().second;
+      const Status enough = Status::Unavailable("ranges complete");
+      size_t gi = 0;  // the gap the next bytes belong to
+      Status st = fetcher->FetchRanges(batch, [&](uint64_t at, const char* p, size_t n) {
+        const uint64_t base = at, end = at + n;
+        while (at < end && gi < batch.size()) {
+          uint64_t bs = batch[gi].first, be = bs + batch[gi].second;
+          if (pos >= be) {
+            gi++;
+            continue;
+          }
+          if (at > std::max(pos, bs))
+            return Status::Corruption("registry skipped bytes of a range");
+          if (end <= bs) return Status::Ok();  // local bytes: read from disk
+          IMGFS_RETURN_IF_ERROR(from_disk(bs));
+          if (end <= pos) return Status::Ok();  // handed on already
+          size_t take = static_cast<size_t>(std::min(end, be) - pos);
+          if (!push(std::string_view(p + (pos - base), take))) return stopped;
+          pos += take;
+          at = pos;
+        }
+        // Past the batch (a server that ignores Range sends on): stop it there.
+        return pos >= batch_end ? enough : Status::Ok();
+      });
+      if (pos < batch_end)
+        return st.ok() ? Status::Unavailable("registry sent less than the ranges asked for") : st;
     }
-    if (pos < size) IMGFS_RETURN_IF_ERROR(fetch(size));
+    IMGFS_RETURN_IF_ERROR(from_disk(size));
     return Status::Ok();
   };
   return std::unique_ptr<ByteSource>(new PushedSource(std::move(produce), 2 << 20));

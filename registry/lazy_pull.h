@@ -50,20 +50,23 @@ Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::st
 
 // The whole blob of a lazily pulled layer, for its completion by a plain pull: the
 // ranges lazy/<blob hex>/ holds are read from its data file, the gaps fetched by
-// `fetcher` with bounded Range requests, in blob order. Local ranges shorter than
-// `min_reused` are fetched again with the gaps around them; a registry that ignores
-// Range (200) has its one response used for all the rest of the blob. Nothing local is
-// trusted: the caller verifies the blob's digest as for any download, and fetches it
-// whole when that fails. NotFound when there is nothing worth reusing (no lazy/
-// directory, a broken one, no range of `min_reused`, more than `max_gaps` gaps).
-// `local` (optional) gets the bytes read from disk.
+// `fetcher` in blob order: gaps of 1 MiB and more with bounded Range requests, smaller
+// ones in multi-range requests (RangeFetcher::FetchRanges). Local ranges shorter than
+// `min_reused` are fetched again with the gaps around them (unless they are all that
+// is left); a registry that ignores Range (200) has its answer used for the rest of the
+// blob, or cut at the end of a batch. Nothing local is trusted: the caller verifies the
+// blob's digest as for any download, and fetches it whole when that fails. NotFound
+// when there is nothing worth reusing (no lazy/ directory, a broken one, no range of
+// `min_reused`, more than `max_gaps` gaps). `local` (optional) gets the bytes read from
+// disk. `from`: the blob from that offset on (after a partial file holding [0, from)).
 struct LazyCompletionOptions {
   uint64_t min_reused = 256 << 10;  // the smallest range a lazy read fetches
-  size_t max_gaps = 64;
+  size_t max_gaps = 4096;
 };
 Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const Descriptor& desc,
                                                        std::shared_ptr<RangeFetcher> fetcher,
                                                        std::shared_ptr<uint64_t> local = nullptr,
+                                                       uint64_t from = 0,
                                                        const LazyCompletionOptions& opt = {});
 
 // True when the layer's blob is not stored but lazy/ has it (partially).

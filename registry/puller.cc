@@ -23,9 +23,11 @@ namespace {
 // Reports progress as bytes flow.
 class ProgressSource : public ByteSource {
  public:
-  ProgressSource(ByteSource* in, std::function<void(uint64_t)> report)
-      : in_(in), report_(std::move(report)) {}
+  ProgressSource(ByteSource* in, std::function<void(uint64_t)> report,
+                 const std::function<bool()>* stopping = nullptr)
+      : in_(in), report_(std::move(report)), stopping_(stopping) {}
   Result<size_t> Read(void* buf, size_t n) override {
+    if (stopping_ && *stopping_ && (*stopping_)()) return Status::Unavailable("stopped");
     IMGFS_ASSIGN_OR_RETURN(size_t k, in_->Read(buf, n));
     total_ += k;
     auto now = std::chrono::steady_clock::now();
@@ -39,6 +41,7 @@ class ProgressSource : public ByteSource {
  private:
   ByteSource* in_;
   std::function<void(uint64_t)> report_;
+  const std::function<bool()>* stopping_;
   uint64_t total_ = 0;
   std::chrono::steady_clock::time_point last_{};
 };
@@ -194,6 +197,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   result.image_id = m.config.digest;
   std::vector<std::string> names = {ref.String(), ref.Name() + "@" + result.repo_digest};
   if (!ref.digest.empty()) names = {ref.Name() + "@" + result.repo_digest};
+  if (opt.complete_only) names.clear();
 
   // The GC lock (shared; prune and rmi take it exclusive) is held only while the store
   // is read and changed, never across a network wait: a stalled registry must not
@@ -206,6 +210,8 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     lock.emplace(std::move(l));
   }
   IMGFS_ASSIGN_OR_RETURN(auto existing, store.GetImage(result.image_id));
+  if (opt.complete_only && !existing)
+    return Status::NotFound(ref.FamiliarString() + ": not in the store (nothing to complete)");
   // Layers a lazy pull left partial: a plain pull completes them (and then checks them
   // against what the lazy pull recorded, below).
   std::map<std::string, std::string> lazy_entries;  // diff_id hex → encoded entry table
@@ -402,14 +408,16 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             std::unique_ptr<ByteSource> rest;
             // A layer pulled lazily before: what lazy/ holds is read from disk and only
             // the gaps are fetched (the blob digest checks it all; any failure fetches
-            // the blob the usual way on the next attempt).
+            // the blob the usual way on the next attempt). After a resumed partial file
+            // (a completion stopped or killed halfway), from its end on.
             bool from_lazy = false;
-            if (have == 0 && attempt == 0) {
+            if (attempt == 0 && have < d.size) {
               auto c = OpenLazyCompletion(
                   store, d,
                   std::make_shared<RegistryRangeFetcher>(
                       std::shared_ptr<RegistryClient>(&client, [](RegistryClient*) {}), src_path,
-                      d.digest, d.size));
+                      d.digest, d.size),
+                  nullptr, have);
               if (c.ok()) {
                 sent.reset();
                 rest = std::move(*c);
@@ -429,11 +437,15 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
               rest = std::move(*b);
             }
             ConcatSource both(part.get(), rest.get());
-            ProgressSource prog(&both, [&](uint64_t n) {
-              emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
-            });
+            ProgressSource prog(
+                &both,
+                [&](uint64_t n) {
+                  emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
+                },
+                &opt.stopping);
             st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer)).status();
             if (st.ok()) break;
+            if (opt.stopping && opt.stopping()) break;
             // A completion from lazy/ that failed in any way (a damaged local byte, a
             // server that refuses a gap's Range) is fetched the usual way, once.
             if (from_lazy && !failed.load()) continue;

@@ -51,6 +51,13 @@ struct PullOptions {
   // contents; other layers are pulled in full, with one on_warning call saying so.
   bool lazy = false;
   std::function<void(const std::string&)> on_warning;
+  // Background completion by the mount daemon (-o complete=on): only an image already
+  // in the store is pulled (else NotFound), for its lazy layers; no name is added or
+  // moved.
+  bool complete_only = false;
+  // Asked as layer bytes flow; true stops the pull (Unavailable "stopped"): a blob cut
+  // so keeps its partial file, and lazy/ is untouched.
+  std::function<bool()> stopping;
 };
 
 struct PullResult {

@@ -652,5 +652,156 @@ TEST_F(LazyBlobTest, NoFetcherMeansUnavailable) {
   EXPECT_EQ(n.status().code(), Status::Code::kUnavailable);
 }
 
+// Records what background completion asks for.
+class PieceFetcher : public RangeFetcher {
+ public:
+  explicit PieceFetcher(const std::string* blob) : blob_(blob) {}
+  Status Fetch(uint64_t off, uint64_t len, const Sink& sink) override {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      asked.emplace_back(off, len);
+    }
+    std::string part = blob_->substr(off, len);
+    // In two halves: a stop between them keeps the first.
+    size_t half = part.size() / 2;
+    IMGFS_RETURN_IF_ERROR(sink(off, part.data(), half));
+    return sink(off + half, part.data() + half, part.size() - half);
+  }
+  Status FetchRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                     const Sink& sink) override {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      windows.push_back(ranges);
+    }
+    return RangeFetcher::FetchRanges(ranges, sink);
+  }
+  std::string Where() const override { return "fake/bg"; }
+  std::vector<std::pair<uint64_t, uint64_t>> asked;
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> windows;  // one a request
+  std::mutex mu;                                                    // guards asked, windows
+
+ private:
+  const std::string* blob_;
+};
+
+TEST_F(LazyBlobTest, CompleteFetchesOnlyTheGapsInPiecesAndKeepsThem) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(100, '\0');
+  ASSERT_TRUE((*b)->Read(buf.data(), buf.size(), f_.map.chunks[2].tar_offset, cache, 1).ok());
+  uint64_t local = (*b)->local_bytes();
+  ASSERT_GT(local, 0u);
+  ASSERT_LT(local, f_.blob.size());
+  PieceFetcher bg(&f_.blob);
+  int paced = 0;
+  uint64_t fetched = 0;
+  constexpr uint64_t kPiece = 16 << 10;
+  Status st = (*b)->Complete(
+      bg, [&] { return ++paced > 0; }, [] { return false; }, &fetched, kPiece, 1);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(fetched, f_.blob.size() - local);             // nothing local asked again
+  EXPECT_EQ(paced, static_cast<int>(bg.windows.size()));  // asked before every piece
+  for (const auto& w : bg.windows) {
+    ASSERT_FALSE(w.empty());
+    EXPECT_LE(w.back().first + w.back().second - w.front().first, kPiece);
+    EXPECT_LE(w.size(), LazyBlob::kPieceRanges);
+  }
+  // On disk: the whole blob, named in the range map (a restarted mount sees it).
+  auto data = ReadFileToString(LazyDir::For(root_, blob_digest_).data(), 1 << 30);
+  ASSERT_TRUE(data.ok());
+  EXPECT_EQ(*data, f_.blob);
+  auto ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
+  ASSERT_TRUE(ranges.ok());
+  EXPECT_EQ(ranges->Total(), f_.blob.size());
+  // Reads now need no request.
+  int before = requests_.load();
+  ASSERT_TRUE((*b)->Read(buf.data(), buf.size(), f_.map.chunks[5].tar_offset, cache, 1).ok());
+  EXPECT_EQ(requests_.load(), before);
+}
+
+TEST_F(LazyBlobTest, CompleteInParallelAsksEveryMissingByteOnce) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(100, '\0');
+  ASSERT_TRUE((*b)->Read(buf.data(), buf.size(), f_.map.chunks[3].tar_offset, cache, 1).ok());
+  uint64_t local = (*b)->local_bytes();
+  PieceFetcher bg(&f_.blob);
+  uint64_t fetched = 0;
+  Status st = (*b)->Complete(
+      bg, [] { return true; }, nullptr, &fetched, 8 << 10, 4);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(fetched, f_.blob.size() - local);
+  RangeMap asked;
+  uint64_t sum = 0;
+  for (auto [off, len] : bg.asked) {
+    EXPECT_FALSE(asked.Covers(off, off + 1)) << "asked twice: " << off;
+    asked.Add(off, off + len);
+    sum += len;
+  }
+  EXPECT_EQ(sum, f_.blob.size() - local);
+  auto data = ReadFileToString(LazyDir::For(root_, blob_digest_).data(), 1 << 30);
+  ASSERT_TRUE(data.ok());
+  EXPECT_EQ(*data, f_.blob);
+}
+
+TEST_F(LazyBlobTest, CompleteStopsWhenAskedAndKeepsWhatArrived) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  PieceFetcher bg(&f_.blob);
+  // pace says stop before the third piece
+  int pieces = 0;
+  Status st = (*b)->Complete(
+      bg, [&] { return ++pieces <= 2; }, [] { return false; }, nullptr, 16 << 10, 1);
+  EXPECT_EQ(st.code(), Status::Code::kUnavailable);
+  EXPECT_EQ(bg.asked.size(), 2u);
+  auto ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
+  ASSERT_TRUE(ranges.ok());
+  EXPECT_EQ(ranges->Total(), 32u << 10);
+  // `stopping` mid-piece: what arrived is kept, nothing more is asked.
+  bool stop = false;
+  PieceFetcher bg2(&f_.blob);
+  st = (*b)->Complete(
+      bg2, [] { return true; },
+      [&] {
+        bool s = stop;
+        stop = true;  // after the first half arrived
+        return s;
+      },
+      nullptr, 16 << 10, 1);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(bg2.asked.size(), 1u);
+  ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
+  ASSERT_TRUE(ranges.ok());
+  EXPECT_EQ(ranges->Total(), (32u << 10) + (16u << 10));
+}
+
+TEST_F(LazyBlobTest, OnDemandFetchesAreCountedAndNeverWaitForCompletion) {
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(LazyBlob::OnDemandFetches(), 0);
+  int64_t ended_before = LazyBlob::LastOnDemandEndNs();
+  hold_ = true;  // the on-demand fetch waits until released
+  SpanCache cache(1 << 20);
+  auto reader = std::async(std::launch::async, [&] {
+    std::string buf(100, '\0');
+    return (*b)->Read(buf.data(), buf.size(), f_.map.chunks[3].tar_offset, cache, 1).ok();
+  });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (LazyBlob::OnDemandFetches() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(LazyBlob::OnDemandFetches(), 1);
+  // Completion runs beside the held fetch (it takes no lock that fetch holds).
+  PieceFetcher bg(&f_.blob);
+  Status st = (*b)->Complete(bg, nullptr, nullptr, nullptr, 64 << 10);
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ((*b)->local_bytes(), f_.blob.size());
+  hold_ = false;
+  EXPECT_TRUE(reader.get());
+  EXPECT_EQ(LazyBlob::OnDemandFetches(), 0);
+  EXPECT_GT(LazyBlob::LastOnDemandEndNs(), ended_before);
+}
+
 }  // namespace
 }  // namespace imgfs

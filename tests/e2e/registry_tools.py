@@ -43,6 +43,7 @@
         Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
+        PROXY_UA=1 ends request, "sent" and "done" lines with ua=AGENT (before t=).
   token-server PORT KEY CERT
         a Bearer token service for docker-registry's token auth (RS256 JWT with x5c)
         TOKEN_USER=U:P requires those credentials; TOKEN_LOG=FILE logs each request
@@ -225,8 +226,11 @@ def proxy(args):
             is_manifest = self.command == 'GET' and '/manifests/' in self.path
             key = (mode, self.path)  # each mode faults each blob once, whatever ran before
             auth = self.headers.get('Authorization', '')
+            # PROXY_UA=1: " ua=AGENT" after auth (and after a trickled blob's "done PATH"),
+            # to tell requests of one client apart (lazy_complete.sh).
+            ua = f' ua={self.headers.get("User-Agent", "-").split(" ")[0]}' if os.environ.get('PROXY_UA') else ''
             log(f'{self.command} {self.path} range={self.headers.get("Range", "-")} mode={mode} '
-                f'auth={auth.split(" ")[0] if auth else "-"}')
+                f'auth={auth.split(" ")[0] if auth else "-"}{ua}')
             if self.extension(mode, arg, is_blob, is_manifest, key, auth):
                 return
             if self.push_mode(mode, arg):
@@ -264,11 +268,11 @@ def proxy(args):
                     self.wfile.write(data[i:i + 32768])
                     self.wfile.flush()
                     time.sleep(0.05)
-                log(f'done {self.path}')  # the whole body was sent
+                log(f'done {self.path}{ua}')  # the whole body was sent
                 return
             self.wfile.write(data)
             if is_blob:
-                log(f'sent {len(data)} status={r.status} {self.path}')  # bytes counted (lazy.sh)
+                log(f'sent {len(data)} status={r.status} {self.path}{ua}')  # bytes counted (lazy.sh)
 
         def relay(self, status, headers, data, drop=(), body=True):
             """Answers `status` with `headers` (but their length, framing and `drop`), a
