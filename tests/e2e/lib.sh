@@ -224,3 +224,12 @@ wait_port() {
     sleep 0.05
   done
 }
+# until_within SECONDS COMMAND...: true once COMMAND is, within SECONDS (polled every 0.1 s).
+until_within() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}

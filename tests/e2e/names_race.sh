@@ -23,14 +23,6 @@ IMGFS_TEST_NAME_REPLY_DELAY_MS=4000 "$IMGFS" mount -f -o debug "$M" 2>debug.log 
 pid=$!
 CLEANUP_PIDS=$pid
 wait_mounted "$M"
-within() { # within SECONDS COMMAND...: true before the deadline
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
 shows() { [[ $(cat "$M/$1/f" 2>/dev/null) == "$2" ]]; } # shows NAME TEXT
 
 # A lookup of t/x/1 is built now (image a) and held back 4 s; the retag lands meanwhile.
@@ -41,7 +33,7 @@ sleep 0.5
 check "the retag of t/x/1 landed while its lookup was held back" kill -0 "$looker"
 wait "$looker"
 check "the held-back lookup answered from the names it was built from" test "$(cat lookup.out)" = "image a"
-check "then t/x/1 shows the new image within 5 s (not cached for a year)" within 5 shows t/x/1 "image b"
+check "then t/x/1 shows the new image within 5 s (not cached for a year)" until_within 5 shows t/x/1 "image b"
 
 # The same for a readdirplus entry (ls -l of a name directory, first listing).
 ls -l "$M/t/y" >ls.out 2>&1 &
@@ -51,13 +43,13 @@ sleep 0.5
 check "the retag of t/y/1 landed while its listing was held back" kill -0 "$lister"
 wait "$lister"
 check "the held-back listing shows t/y/1" grep -q ' 1$' ls.out
-check "then t/y/1 shows the new image within 5 s (not cached for a year)" within 5 shows t/y/1 "image c"
+check "then t/y/1 shows the new image within 5 s (not cached for a year)" until_within 5 shows t/y/1 "image c"
 
 # A held, moved name: t/c/1 (image c) has a file open, then moves to image b.
 c_dir=$(stat -c %i "$M/t/c")
 exec 3<"$M/t/c/1/f"
 "$IMGFS" tag t/b:1 t/c:1
-check "t/c/1 shows the new image within 5 s" within 5 shows t/c/1 "image b"
+check "t/c/1 shows the new image within 5 s" until_within 5 shows t/c/1 "image b"
 sleep 0.5
 before=$(wc -l <debug.log)
 for i in 1 2 3 4; do # store changes elsewhere, each seen by the watcher

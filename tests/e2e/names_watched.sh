@@ -31,15 +31,7 @@ check "a walk through t/x/1 after 1.2 s sends no LOOKUP for the tag ($lookups_in
 
 "$IMGFS" tag t/b:1 t/x:1
 shows_b() { [[ $(cat "$M/t/x/1/f" 2>/dev/null) == "image b" ]]; }
-within() { # within SECONDS COMMAND...: true before the deadline
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
-check "a retag shows the new image within 3 s" within 3 shows_b
+check "a retag shows the new image within 3 s" until_within 3 shows_b
 
 blob() { "$IMGFS" inspect "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Layers"][0]["Digest"][7:])'; }
 C=$(blob t/c:1)
@@ -47,6 +39,6 @@ held() { ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "blobs/sha256/$C"; }
 check "the daemon holds image c's blob" held
 "$IMGFS" rmi t/c:1 >/dev/null
 # Nothing touches the mount from here on: only the watcher can notice the removal.
-check "image c's blob is let go within 5 s with no access to the mount" within 5 eval '! held'
+check "image c's blob is let go within 5 s with no access to the mount" until_within 5 eval '! held'
 "$IMGFS" umount "$M" && wait_unmounted "$M"
 finish
