@@ -1,5 +1,4 @@
 // imgfs subcommands. Images: load, import, images, inspect, tag, rmi.
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -95,16 +94,7 @@ int CmdImages(const std::string& root, const Args& a) {
   auto store = OpenStore(root);
   // A row needs no diff_ids, unless the store holds lazily pulled layers: then each
   // image's layers are looked at for the partial/broken note below.
-  bool any_lazy = false;
-  if (DIR* d = ::opendir((store->root() + "/lazy").c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_name[0] != '.') {
-        any_lazy = true;
-        break;
-      }
-    }
-    ::closedir(d);
-  }
+  bool any_lazy = LazyDir::AnyIn(store->root());
   auto images = store->ListImageSummaries(/*layers=*/any_lazy);
   if (!images.ok()) return Fail(images.status(), "images");
   auto names = NamesByImage(*store);

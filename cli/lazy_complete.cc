@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -26,12 +27,6 @@ namespace {
 // After the last on-demand fetch ended: a reader's next read (decode, reply, the
 // kernel's next request) comes well within it, also on a loaded machine.
 constexpr int64_t kQuietNs = 500'000'000;
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Nice 19 and the idle I/O class for this thread (and the threads it starts): the
 // daemon's requests and every other process go first. Best effort.
@@ -54,18 +49,23 @@ class Completer {
     LowerPriority();
     uint64_t seen = 0;
     bool first = true;
-    int64_t retry_at = 0, backoff_ms = 5000;
+    using Clock = std::chrono::steady_clock;
+    std::optional<Clock::time_point> retry_at;
+    int64_t backoff_ms = 5000;
     while (!stop_.stopped()) {
       auto gen = fs_.store().Generation();
-      bool due = retry_at != 0 && NowNs() >= retry_at;
+      bool due = retry_at && Clock::now() >= *retry_at;
       if (!first && gen.ok() && *gen == seen && !due) {
         if (!stop_.SleepFor(1000)) return;
         continue;
       }
       first = false;
       if (gen.ok()) seen = *gen;
-      retry_at = 0;
+      retry_at.reset();
       bool failed = false;
+      // Most stores have no lazy layer: a generation move (any pull or tag) then costs
+      // one readdir, not a read of every image and layer record.
+      if (!LazyDir::AnyIn(root_)) continue;
       auto images = fs_.store().ListImages(/*layers=*/false);
       if (!images.ok()) {
         Note("cannot list the images: " + images.status().message());
@@ -81,7 +81,7 @@ class Completer {
         }
       }
       if (failed) {
-        retry_at = NowNs() + backoff_ms * 1'000'000;
+        retry_at = Clock::now() + std::chrono::milliseconds(backoff_ms);
         backoff_ms = std::min<int64_t>(backoff_ms * 2, 300'000);
       } else {
         backoff_ms = 5000;
@@ -110,10 +110,7 @@ class Completer {
   bool Pace() {
     for (;;) {
       if (stop_.stopped()) return false;
-      if (LazyBlob::OnDemandFetches() == 0) {
-        int64_t last = LazyBlob::LastOnDemandEndNs();
-        if (last == 0 || NowNs() - last >= kQuietNs) return true;
-      }
+      if (LazyBlob::OnDemandQuiet(kQuietNs)) return true;
       if (!stop_.SleepFor(20)) return false;
     }
   }

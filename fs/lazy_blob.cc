@@ -47,6 +47,11 @@ int LazyBlob::OnDemandFetches() {
 int64_t LazyBlob::LastOnDemandEndNs() {
   return g_last_on_demand_end.load();
 }
+bool LazyBlob::OnDemandQuiet(int64_t quiet_ns) {
+  if (g_on_demand.load() != 0) return false;
+  int64_t last = g_last_on_demand_end.load();
+  return last == 0 || NowNs() - last >= quiet_ns;
+}
 
 Result<std::shared_ptr<LazyBlob>> LazyBlob::Open(const std::string& root,
                                                  const LayerRecord& layer) {

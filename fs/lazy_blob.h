@@ -12,7 +12,7 @@
 // kPieceRanges of them, in one multi-range request) through a fetcher of its own, not
 // under fetch_mu_, so an on-demand read never queues behind it; before each piece it
 // asks `pace` (which waits while on-demand fetches run anywhere in the process:
-// OnDemandFetches) whether to go on. Pieces are written to `data` and, every kSyncBytes
+// OnDemandQuiet) whether to go on. Pieces are written to `data` and, every kSyncBytes
 // or second and when it returns, synced and named in the range map as a read's fetch
 // is: a stop leaves lazy/ as it was plus what arrived, a crash plus what was synced.
 // Reads see the pieces once named (the same range map).
@@ -73,6 +73,9 @@ class LazyBlob {
   // time in ns the last one ended (0: none yet).
   static int OnDemandFetches();
   static int64_t LastOnDemandEndNs();
+  // Whether none runs now and none ended in the last `quiet_ns` nanoseconds
+  // (background completion's pace).
+  static bool OnDemandQuiet(int64_t quiet_ns);
 
  private:
   LazyBlob() = default;

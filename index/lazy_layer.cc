@@ -266,6 +266,20 @@ Result<LazySource> DecodeLazySource(std::string_view text) {
   return LazySource{std::string(lines[1]), std::string(lines[2]), lines[3] == "1"};
 }
 
+bool LazyDir::AnyIn(const std::string& root) {
+  DIR* d = ::opendir((root + "/lazy").c_str());
+  if (!d) return false;
+  bool any = false;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') {
+      any = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return any;
+}
+
 bool LazyDir::Exists() const {
   return IsDirectory(dir);
 }

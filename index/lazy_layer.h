@@ -103,6 +103,9 @@ Result<LazySource> DecodeLazySource(std::string_view text);
 // Paths and small helpers of ROOT/lazy/<blob hex>/.
 struct LazyDir {
   std::string dir;
+  // Whether the store at `root` has any lazily pulled layer (a lazy/<hex>/ directory;
+  // a directory being made, lazy/.tmp-*, is not one yet). One readdir, no index read.
+  static bool AnyIn(const std::string& root);
   static LazyDir For(const std::string& root, const Digest& blob) {
     return LazyDir{root + "/lazy/" + blob.hex()};
   }
