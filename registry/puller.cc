@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "index/file_util.h"
@@ -262,10 +263,10 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       return client.GetBlob(src_path, m.config.digest, config_cap);
     });
     size_t want = static_cast<size_t>(std::max(1, opt.max_concurrent_downloads));
+    std::set<Digest> asked;  // the same blob twice: asked once
     for (size_t i = 0; i < m.layers.size() && early.size() < want && !opt.lazy; i++) {
       const Descriptor& d = m.layers[i];
-      bool dup = false;
-      for (size_t j = 0; j < i; j++) dup = dup || m.layers[j].digest == d.digest;
+      bool dup = !asked.insert(d.digest).second;
       // (A layer lazy/ holds part of is completed from it: OpenLazyCompletion below.)
       if (dup || !LayerCompression(d.media_type).ok() || store.blobs().Has(d.digest) ||
           LazyDir::For(store.root(), d.digest).Exists())
