@@ -24,6 +24,8 @@ namespace {
 
 using test::TarBuilder;
 
+int FdsOn(const std::string& path);  // below
+
 class MountFsTest : public test::StoreFixture {
  protected:
   void SetUp() override {
@@ -111,6 +113,21 @@ class MountFsTest : public test::StoreFixture {
     }
     Fs().Release(o->fh);
     return out;
+  }
+  // The blob files of `image`'s layers, and the fds this process holds on them.
+  std::vector<std::string> BlobPaths(const Digest& image) {
+    std::vector<std::string> paths;
+    auto view = ImageView::Open(*store_, image);
+    EXPECT_TRUE(view.ok());
+    if (view.ok())
+      for (const LayerRecord& l : (*view)->layers())
+        paths.push_back(store_->blobs().BlobPath(l.blob));
+    return paths;
+  }
+  static int FdsOnAll(const std::vector<std::string>& paths) {
+    int n = 0;
+    for (const std::string& p : paths) n += FdsOn(p);
+    return n;
   }
   std::unique_ptr<MountFs> fs_;
   Digest image_a_, image_b_;
@@ -354,13 +371,8 @@ TEST_F(MountFsTest, PinsOfRemovedLayersAreDroppedOnceTheirLastFileCloses) {
   uint64_t f = Walk("alpha/1/big");
   auto o = Fs().Open(f, O_RDONLY);
   ASSERT_TRUE(o.ok());
-  std::vector<std::string> paths;
-  auto view = ImageView::Open(*store_, image_a_);
-  ASSERT_TRUE(view.ok());
-  for (const LayerRecord& l : (*view)->layers()) paths.push_back(store_->blobs().BlobPath(l.blob));
-  view = Status::NotFound("released");
-  int held = 0;
-  for (const std::string& p : paths) held += FdsOn(p);
+  std::vector<std::string> paths = BlobPaths(image_a_);
+  int held = FdsOnAll(paths);
   EXPECT_GE(held, 1);  // pinned
   auto freed = store_->DeleteImage(image_a_);
   ASSERT_TRUE(freed.ok());
@@ -372,8 +384,7 @@ TEST_F(MountFsTest, PinsOfRemovedLayersAreDroppedOnceTheirLastFileCloses) {
     EXPECT_EQ(Bytes(*r), std::string(100, 'b'));
   }
   Fs().Release(o->fh);
-  held = 0;
-  for (const std::string& p : paths) held += FdsOn(p);
+  held = FdsOnAll(paths);
   EXPECT_EQ(held, 0);  // nothing holds the deleted blobs any more
   EXPECT_EQ(ReadAll(Walk("beta/1/etc/hostname")), "beta\n");  // other images unaffected
 }
@@ -425,18 +436,9 @@ TEST_F(MountFsTest, BlobsUnlinkedAfterTheMoveWasSeenAreLetGoAtTheNextMove) {
   uint64_t big = Walk("alpha/1/big");
   ASSERT_NE(big, 0u);
   ASSERT_TRUE(Fs().Read(big, 0, 10, 0).ok());  // builds the view, pins
-  std::vector<std::string> paths;
-  {
-    auto view = ImageView::Open(*store_, image_a_);
-    ASSERT_TRUE(view.ok());
-    for (const LayerRecord& l : (*view)->layers())
-      paths.push_back(store_->blobs().BlobPath(l.blob));
-  }
-  auto held = [&] {
-    int n = 0;
-    for (const std::string& p : paths) n += FdsOn(p);
-    return n;
-  };
+  std::vector<std::string> paths = BlobPaths(image_a_);
+  ASSERT_FALSE(paths.empty());
+  auto held = [&] { return FdsOnAll(paths); };
   EXPECT_GE(held(), 1);
   auto freed = store_->DeleteImage(image_a_);
   ASSERT_TRUE(freed.ok());
@@ -511,18 +513,9 @@ TEST_F(MountFsTest, ForgetsBeyondTheKernelCountStopAtZero) {
   Fs().KernelRef(big);  // the kernel looks it up again and holds it
   EXPECT_EQ(Fs().KernelRefs(root), 1);
   ASSERT_TRUE(Fs().Read(big, 0, 10, 0).ok());  // builds the view, pins
-  std::vector<std::string> paths;
-  {
-    auto view = ImageView::Open(*store_, image_a_);
-    ASSERT_TRUE(view.ok());
-    for (const LayerRecord& l : (*view)->layers())
-      paths.push_back(store_->blobs().BlobPath(l.blob));
-  }
-  auto held = [&] {
-    int n = 0;
-    for (const std::string& p : paths) n += FdsOn(p);
-    return n;
-  };
+  std::vector<std::string> paths = BlobPaths(image_a_);
+  ASSERT_FALSE(paths.empty());
+  auto held = [&] { return FdsOnAll(paths); };
   auto freed = store_->DeleteImage(image_a_);
   ASSERT_TRUE(freed.ok());
   for (const Digest& d : *freed) ASSERT_TRUE(store_->blobs().Delete(d).ok());
