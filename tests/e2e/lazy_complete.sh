@@ -21,21 +21,13 @@ need umoci python3 busybox docker-registry skopeo
 require_fuse
 cd "$T"
 TOOLS="python3 $HERE/registry_tools.py"
-build_test_images >/dev/null
-skopeo copy -q --dest-compress --dest-compress-format zstd:chunked oci:oci:v3 oci:z:v3
-P=$(free_port)
-start_registry reg "$P"
-skopeo copy -q --dest-tls-verify=false oci:z:v3 "docker://127.0.0.1:$P/test/lazy:v3"
+zstd_chunked_registry
 F=$(free_port)
 echo none >mode
 PROXY_UA=1 PROXY_TIMES=1 $TOOLS proxy "$F" "$P" "$T/mode" "$T/proxy.log" &
 CLEANUP_PIDS="$CLEANUP_PIDS $!"
 wait_port "$F"
 REF=127.0.0.1:$F/test/lazy:v3
-blob_total=$(python3 -c "
-import json
-i=json.load(open('z/index.json'))['manifests'][0]['digest'].split(':')[1]
-print(sum(l['size'] for l in json.load(open('z/blobs/sha256/'+i))['layers']))")
 BG=imgfs-background-completion
 # blob bytes the front sent to the background completion (mode none logs them)
 bg_sent() { awk -v ua="ua=$BG" '$1=="sent" && $0 ~ ua {s+=$2} END {print s+0}' "$T/proxy.log"; }
@@ -45,10 +37,6 @@ lazy_dirs() { ls "$ROOT/lazy" 2>/dev/null | wc -l; }
 # The gaps between local ranges go in multi-range requests: each part of a multipart
 # answer carries its own headers (~100 bytes). Slack: 4 KiB + 256 bytes per local range.
 slack() { echo $((4096 + 256 * $({ cat "$ROOT"/lazy/*/ranges 2>/dev/null || true; } | awk 'NF == 2 && $1 ~ /^[0-9]+$/' | wc -l))); }
-same_tree() {  # same_tree REF: every file's metadata and content against umoci's unpack
-  "$IMGFS" ls -R --format tsv --sha256 "$1" / >"$T/raw" && python3 "$HERE/tree.py" imgfs "$T/raw" >"$T/got" &&
-    python3 "$HERE/tree.py" native ref-v3/rootfs | diff - "$T/got" >"$T/tree.diff"
-}
 wait_complete() {  # wait_complete SECONDS: until lazy/ is empty
   local deadline=$((SECONDS + $1))
   until [[ $(lazy_dirs) -eq 0 ]]; do
@@ -85,7 +73,7 @@ check "  mount.log says the image is complete" grep -q "background completion: i
 check "  imgfs images no longer says partial" bash -c "! '$IMGFS' images | grep -q partial"
 check "  imgfs verify is clean" "$IMGFS" verify
 check "  the running mount reads a file from the blob, right" cmp "$IMG/data/random.bin" ref-v3/rootfs/data/random.bin
-check "  every file's metadata and content equal umoci unpack's" same_tree "$REF"
+check "  every file's metadata and content equal umoci unpack's" same_tree_v3 "$REF"
 "$IMGFS" umount "$MP"
 
 # --- -o complete=off: nothing in the background
@@ -160,7 +148,7 @@ echo "# after the remount the registry sent $sent blob bytes; $((blob_total - l1
 check "  fetching only what was not local: $sent <= $((blob_total - l1)) + $s1 (framing)" \
   test "$sent" -le $((blob_total - l1 + s1))
 check "  imgfs verify is clean" "$IMGFS" verify
-check "  every file equals umoci unpack's" same_tree "$REF"
+check "  every file equals umoci unpack's" same_tree_v3 "$REF"
 "$IMGFS" umount "$MP"
 
 # --- umount mid-completion: the daemon stops promptly, lazy/ stays consistent

@@ -233,3 +233,24 @@ until_within() {
     sleep 0.1
   done
 }
+# zstd_chunked_registry: the test images' v3 as zstd:chunked, made by skopeo (Debian 12's
+# writes the io.containers.zstd-chunked.* annotations and no tar-split: tar headers come
+# from the blob between file contents), in oci:z:v3 and in a new registry on port $P as
+# test/lazy:v3; blob_total= its layers' compressed bytes. For the lazy suites (run in $T).
+zstd_chunked_registry() {
+  build_test_images >/dev/null
+  skopeo copy -q --dest-compress --dest-compress-format zstd:chunked oci:oci:v3 oci:z:v3
+  P=$(free_port)
+  start_registry reg "$P"
+  skopeo copy -q --dest-tls-verify=false oci:z:v3 "docker://127.0.0.1:$P/test/lazy:v3"
+  blob_total=$(python3 -c "
+import json
+i=json.load(open('z/index.json'))['manifests'][0]['digest'].split(':')[1]
+print(sum(l['size'] for l in json.load(open('z/blobs/sha256/'+i))['layers']))")
+}
+# same_tree_v3 REF: every file of REF in the store, metadata and content, against umoci's
+# unpack of the test images' v3 (build_test_images).
+same_tree_v3() {
+  "$IMGFS" ls -R --format tsv --sha256 "$1" / >"$T/raw" && python3 "$HERE/tree.py" imgfs "$T/raw" >"$T/got" &&
+    python3 "$HERE/tree.py" native ref-v3/rootfs | diff - "$T/got" >"$T/tree.diff"
+}
