@@ -17,8 +17,9 @@
 // HOST/REPO come from lazy/<hex>/source, the manifest digest from the image record.
 // Registry requests carry the User-Agent "imgfs-background-completion".
 //
-// The thread scans the store when its generation moves (a new lazy pull) and after a
-// failure (backoff 5 s, doubling to 5 min; one log line per failure).
+// The thread scans the store (when lazy/ is not empty) when its generation moves (a
+// new lazy pull) and after a failure (backoff 5 s, doubling to 5 min; one log line per
+// failure).
 #ifndef IMGFS_CLI_LAZY_COMPLETE_H_
 #define IMGFS_CLI_LAZY_COMPLETE_H_
 
