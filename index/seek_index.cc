@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -45,7 +46,7 @@ uint64_t Get64(const uint8_t* p) {
   return v;
 }
 
-// The 32 raw bytes of a digest.
+// The 32 raw bytes of a SHA-256 digest.
 void DigestBytes(const Digest& d, uint8_t out[32]) {
   const std::string& h = d.hex();
   auto nib = [](char c) -> uint8_t {
@@ -56,6 +57,41 @@ void DigestBytes(const Digest& d, uint8_t out[32]) {
 }
 
 }  // namespace
+
+SpanCheck::SpanCheck() : state_(XXH3_createState()) {
+  if (!state_) throw std::bad_alloc();
+  XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
+}
+
+SpanCheck::~SpanCheck() {
+  XXH3_freeState(static_cast<XXH3_state_t*>(state_));
+}
+
+void SpanCheck::Update(const void* p, size_t n) {
+  if (n) XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), p, n);
+}
+
+void SpanCheck::Finish(uint8_t out[32]) {
+  auto* st = static_cast<XXH3_state_t*>(state_);
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+  std::memcpy(out, c.digest, 16);
+  std::memset(out + 16, 0, 16);
+  XXH3_128bits_reset(st);
+}
+
+void SpanCheck::Of(uint32_t version, const void* p, size_t n, uint8_t out[32]) {
+  if (version == 1) {
+    Sha256 h;
+    h.Update(p, n);
+    DigestBytes(h.Finish(), out);
+    return;
+  }
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits(p, n));
+  std::memcpy(out, c.digest, 16);
+  std::memset(out + 16, 0, 16);
+}
 
 uint64_t SeekSpanFromEnv() {
   const char* e = std::getenv("IMGFS_SEEK_SPAN");
@@ -100,7 +136,7 @@ struct IndexingSource::Impl {
   ZSTD_CCtx* wc = nullptr;  // compresses windows
   std::vector<SeekPoint> points;
   std::string windows;
-  std::optional<Sha256> hash;
+  std::optional<SpanCheck> hash;
   // With HashSpansElsewhere: guards `points` (appended here, read and given digests by
   // a SpanHasher on another thread); `hashed` counts the digests it gave.
   bool elsewhere = false;
@@ -142,10 +178,10 @@ uint64_t IndexingSource::PointOut(size_t i) {
   return i < impl_->points.size() ? impl_->points[i].out_off : UINT64_MAX;
 }
 
-void IndexingSource::SetSpanDigest(size_t i, const Digest& d) {
+void IndexingSource::SetSpanDigest(size_t i, const uint8_t check[32]) {
   std::lock_guard<std::mutex> l(impl_->pts_mu);
   if (i < impl_->points.size()) {
-    DigestBytes(d, impl_->points[i].digest);
+    std::memcpy(impl_->points[i].digest, check, 32);
     impl_->hashed++;
   }
 }
@@ -173,14 +209,15 @@ void SpanHasher::Take(const char* p, size_t n) {
     uint64_t next = idx_->PointOut(cur_ + 1);
     if (next > pos_ + n) break;  // UINT64_MAX: none yet
     size_t k = static_cast<size_t>(next - pos_);
-    if (k) h_->Update(p, k);
+    h_.Update(p, k);
     p += k;
     n -= k;
     pos_ = next;
-    idx_->SetSpanDigest(cur_++, h_->Finish());
-    h_.emplace();
+    uint8_t check[32];
+    h_.Finish(check);
+    idx_->SetSpanDigest(cur_++, check);
   }
-  if (n) h_->Update(p, n);
+  h_.Update(p, n);
   pos_ += n;
 }
 
@@ -191,7 +228,11 @@ Status SpanHasher::Finish() {
     if (v.empty()) break;
   }
   Take(nullptr, 0);
-  if (idx_->PointOut(cur_) != UINT64_MAX) idx_->SetSpanDigest(cur_, h_->Finish());
+  if (idx_->PointOut(cur_) != UINT64_MAX) {
+    uint8_t check[32];
+    h_.Finish(check);
+    idx_->SetSpanDigest(cur_, check);
+  }
   return Status::Ok();
 }
 
@@ -253,7 +294,7 @@ void IndexingSource::Hash(const void* p, size_t n) {
 
 void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
   Impl& m = *impl_;
-  if (!m.points.empty() && !m.elsewhere) DigestBytes(m.hash->Finish(), m.points.back().digest);
+  if (!m.points.empty() && !m.elsewhere) m.hash->Finish(m.points.back().digest);
   SeekPoint p;
   p.out_off = m.out_pos;
   p.in_off = in_off;
@@ -279,7 +320,7 @@ void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
     m.points.push_back(p);
   } else {
     m.points.push_back(p);
-    m.hash.emplace();
+    if (!m.hash) m.hash.emplace();
   }
   m.last_point = m.out_pos;
 }
@@ -495,7 +536,7 @@ Result<std::string> IndexingSource::Finish() {
     if (m.hashed != m.points.size())
       return Status::InvalidArgument("seek index: the spans were not all hashed");
   } else {
-    DigestBytes(m.hash->Finish(), m.points.back().digest);
+    m.hash->Finish(m.points.back().digest);
     m.hash.reset();
   }
   std::string s;
@@ -563,8 +604,9 @@ Result<std::shared_ptr<const SeekIndex>> SeekIndex::Parse(std::shared_ptr<SeekIn
   const uint8_t* d = x->data_;
   if (x->size_ < kHeaderSize || std::memcmp(d, kMagic, 8) != 0)
     return Status::Corruption("not a seek index");
-  if (Get32(d + 8) != kVersion)
-    return Status::Unsupported("seek index version " + std::to_string(Get32(d + 8)));
+  x->version_ = Get32(d + 8);
+  if (x->version_ != 1 && x->version_ != kVersion)
+    return Status::Unsupported("seek index version " + std::to_string(x->version_));
   uint32_t fmt = Get32(d + 12);
   if (fmt != static_cast<uint32_t>(Compression::kGzip) &&
       fmt != static_cast<uint32_t>(Compression::kZstd))
@@ -813,10 +855,8 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
     }
     ZSTD_freeDCtx(dc);
   }
-  Sha256 h;
-  h.Update(out.data(), out.size());
   uint8_t got[32];
-  DigestBytes(h.Finish(), got);
+  SpanCheck::Of(version_, out.data(), out.size(), got);
   if (std::memcmp(got, p.digest, 32) != 0)
     return Status::Corruption(
         where + ": content does not match the digest recorded when the layer was stored");

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -265,6 +266,64 @@ TEST_F(SeekIndexTest, ADamagedBlobFailsOnlyTheSpanItHits) {
       ASSERT_TRUE(d.ok()) << "span " << i << ": " << d.status().message();
     }
   }
+}
+
+// The span check values as docs/store-format.md defines them: version 2 records
+// XXH3-128 (canonical bytes, then 16 zero bytes); a version-1 sidecar (SHA-256 span
+// digests, written before) is still read and checked with SHA-256; an unknown version
+// is refused. Each value is computed here from the spans' bytes, not by SpanCheck.
+TEST_F(SeekIndexTest, SpanChecksAreXxh3InVersion2AndVersion1Sha256IsStillChecked) {
+  std::string data = Corpus(1 << 20, 11);
+  std::string blob = GzipMember(data);
+  Indexed x = RunIndexer(blob, 64 << 10);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  EXPECT_EQ((*idx)->version(), 2u);
+  ASSERT_GE((*idx)->count(), 4u);
+  int fd = BlobFd(blob);
+  std::string v1 = x.sidecar;
+  v1[8] = 1;
+  for (size_t i = 0; i < (*idx)->count(); i++) {
+    std::string span = data.substr((*idx)->SpanStart(i), (*idx)->SpanEnd(i) - (*idx)->SpanStart(i));
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(span.data(), span.size()));
+    uint8_t want[32] = {};
+    std::memcpy(want, c.digest, 16);
+    SeekPoint p = (*idx)->point(i);
+    ASSERT_EQ(std::memcmp(p.digest, want, 32), 0) << "span " << i;
+    Sha256 h;
+    h.Update(span.data(), span.size());
+    std::string hex = h.Finish().hex();
+    ASSERT_EQ(hex.size(), 64u);
+    for (size_t b = 0; b < 32; b++) {
+      v1[SeekIndex::kHeaderSize + i * SeekIndex::kRecordSize + 40 + b] =
+          static_cast<char>(std::stoi(hex.substr(2 * b, 2), nullptr, 16));
+    }
+  }
+  // The version-2 values read as version 1 do not check: the version chooses the hash.
+  std::string mixed = x.sidecar;
+  mixed[8] = 1;
+  auto m = SeekIndex::FromBytes(mixed, x.layer);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  auto bad = (*m)->DecodeSpan(fd, 0);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kCorruption);
+  // Version 1 with SHA-256 values: every span reads; a damaged value fails that span.
+  auto old = SeekIndex::FromBytes(v1, x.layer);
+  ASSERT_TRUE(old.ok()) << old.status().message();
+  EXPECT_EQ((*old)->version(), 1u);
+  ExpectAllSpans(**old, fd, data);
+  size_t k = (*old)->count() / 2;
+  v1[SeekIndex::kHeaderSize + k * SeekIndex::kRecordSize + 40 + 31] ^= 1;
+  auto damaged = SeekIndex::FromBytes(v1, x.layer);
+  ASSERT_TRUE(damaged.ok());
+  for (size_t i = 0; i < (*damaged)->count(); i++)
+    EXPECT_EQ((*damaged)->DecodeSpan(fd, i).ok(), i != k) << "span " << i;
+  std::string v3 = x.sidecar;
+  v3[8] = 3;
+  auto unknown = SeekIndex::FromBytes(v3, x.layer);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), Status::Code::kUnsupported) << unknown.status().message();
 }
 
 TEST_F(SeekIndexTest, ADamagedSidecarIsRejectedNotTrusted) {
