@@ -56,6 +56,17 @@ void DigestBytes(const Digest& d, uint8_t out[32]) {
     out[i] = static_cast<uint8_t>(nib(h[2 * i]) << 4 | nib(h[2 * i + 1]));
 }
 
+// A checkpoint's window as stored: one zstd frame, or the bytes themselves when
+// compression fails (recognised by stored length == length).
+std::string CompressWindow(ZSTD_CCtx** wc, const uint8_t* p, size_t len) {
+  if (!*wc) *wc = ZSTD_createCCtx();
+  std::string z(ZSTD_compressBound(len), '\0');
+  size_t r = *wc ? ZSTD_compressCCtx(*wc, z.data(), z.size(), p, len, 3) : 0;
+  if (!*wc || ZSTD_isError(r)) return std::string(reinterpret_cast<const char*>(p), len);
+  z.resize(r);
+  return z;
+}
+
 }  // namespace
 
 SpanCheck::SpanCheck() : state_(XXH3_createState()) {
@@ -137,11 +148,13 @@ struct IndexingSource::Impl {
   std::vector<SeekPoint> points;
   std::string windows;
   std::optional<SpanCheck> hash;
-  // With HashSpansElsewhere: guards `points` (appended here, read and given digests by
-  // a SpanHasher on another thread); `hashed` counts the digests it gave.
+  // With HashSpansElsewhere: guards `points` and `windows` (points appended here, read
+  // and given digests and compressed windows by a SpanHasher on another thread);
+  // `hashed` counts the digests it gave, `windows_given` the windows, of
+  // `windows_due`.
   bool elsewhere = false;
   std::mutex pts_mu;
-  size_t hashed = 0;
+  size_t hashed = 0, windows_due = 0, windows_given = 0;
   std::unique_ptr<DecompressingSource> plain;  // span 0
   ~Impl() {
     if (zd) ZSTD_freeDCtx(zd);
@@ -178,6 +191,22 @@ uint64_t IndexingSource::PointOut(size_t i) {
   return i < impl_->points.size() ? impl_->points[i].out_off : UINT64_MAX;
 }
 
+uint32_t IndexingSource::PointWindow(size_t i) {
+  std::lock_guard<std::mutex> l(impl_->pts_mu);
+  return i < impl_->points.size() ? impl_->points[i].win_len : 0;
+}
+
+void IndexingSource::SetSpanWindow(size_t i, std::string_view stored) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> l(m.pts_mu);
+  if (i < m.points.size() && m.points[i].win_len && !m.points[i].win_clen) {
+    m.points[i].win_off = m.windows.size();
+    m.points[i].win_clen = static_cast<uint32_t>(stored.size());
+    m.windows += stored;
+    m.windows_given++;
+  }
+}
+
 void IndexingSource::SetSpanDigest(size_t i, const uint8_t check[32]) {
   std::lock_guard<std::mutex> l(impl_->pts_mu);
   if (i < impl_->points.size()) {
@@ -185,6 +214,8 @@ void IndexingSource::SetSpanDigest(size_t i, const uint8_t check[32]) {
     impl_->hashed++;
   }
 }
+
+SpanHasher::SpanHasher(ByteSource* in, IndexingSource* idx) : in_(in), idx_(idx), tail_(kWindow) {}
 
 Result<size_t> SpanHasher::Read(void* buf, size_t n) {
   IMGFS_ASSIGN_OR_RETURN(size_t k, in_->Read(buf, n));
@@ -210,15 +241,41 @@ void SpanHasher::Take(const char* p, size_t n) {
     if (next > pos_ + n) break;  // UINT64_MAX: none yet
     size_t k = static_cast<size_t>(next - pos_);
     h_.Update(p, k);
+    Keep(p, k);
     p += k;
     n -= k;
     pos_ = next;
     uint8_t check[32];
     h_.Finish(check);
     idx_->SetSpanDigest(cur_++, check);
+    // The new checkpoint's window (gzip within a member): the tar bytes just before it.
+    if (uint32_t w = idx_->PointWindow(cur_); w && w <= tail_len_) {
+      auto* wc = static_cast<ZSTD_CCtx*>(wc_);
+      std::string z =
+          CompressWindow(&wc, reinterpret_cast<const uint8_t*>(tail_.data()) + tail_len_ - w, w);
+      wc_ = wc;
+      idx_->SetSpanWindow(cur_, z);
+    }
   }
   h_.Update(p, n);
+  Keep(p, n);
   pos_ += n;
+}
+
+void SpanHasher::Keep(const char* p, size_t n) {
+  if (n >= kWindow) {
+    std::memcpy(tail_.data(), p + n - kWindow, kWindow);
+    tail_len_ = kWindow;
+    return;
+  }
+  size_t keep = std::min(tail_len_, kWindow - n);
+  std::memmove(tail_.data(), tail_.data() + tail_len_ - keep, keep);
+  std::memcpy(tail_.data() + keep, p, n);
+  tail_len_ = keep + n;
+}
+
+SpanHasher::~SpanHasher() {
+  ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(wc_));
 }
 
 Status SpanHasher::Finish() {
@@ -301,19 +358,15 @@ void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
   p.bits = bits;
   p.flags = fresh ? SeekPoint::kFresh : 0;
   if (!fresh && c_ == Compression::kGzip && m.tail_len > 0) {
-    const uint8_t* dict = m.tail.data();
-    size_t len = m.tail_len;
-    if (!m.wc) m.wc = ZSTD_createCCtx();
-    std::string z(ZSTD_compressBound(len), '\0');
-    size_t r = m.wc ? ZSTD_compressCCtx(m.wc, z.data(), z.size(), dict, len, 3) : 0;
-    if (!m.wc || ZSTD_isError(r)) {
-      z.assign(reinterpret_cast<const char*>(dict), len);  // flagged by win_clen == win_len
-      r = len;
+    p.win_len = static_cast<uint32_t>(m.tail_len);
+    if (m.elsewhere) {
+      m.windows_due++;  // the SpanHasher compresses it (SetSpanWindow)
+    } else {
+      std::string z = CompressWindow(&m.wc, m.tail.data(), m.tail_len);
+      p.win_off = m.windows.size();
+      p.win_clen = static_cast<uint32_t>(z.size());
+      m.windows += z;
     }
-    p.win_off = m.windows.size();
-    p.win_clen = static_cast<uint32_t>(r);
-    p.win_len = static_cast<uint32_t>(len);
-    m.windows.append(z.data(), r);
   }
   if (m.elsewhere) {
     std::lock_guard<std::mutex> l(m.pts_mu);
@@ -533,7 +586,7 @@ Result<std::string> IndexingSource::Finish() {
     return Status::InvalidArgument("seek index: stream not read to its end");
   uint64_t blob_size = m.comp_base + m.in_len;
   if (m.elsewhere) {
-    if (m.hashed != m.points.size())
+    if (m.hashed != m.points.size() || m.windows_given != m.windows_due)
       return Status::InvalidArgument("seek index: the spans were not all hashed");
   } else {
     m.hash->Finish(m.points.back().digest);
