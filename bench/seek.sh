@@ -5,7 +5,9 @@
 #      i.e. the same one-pass pipeline a pull runs (registry/stage.cc);
 #   2. first read of one small file (`imgfs cat`, a cold process) right after a fresh
 #      import, page cache dropped when root; `imgfs ls` of the same path (everything
-#      but the content read) for scale; the same read with IMGFS_WHOLE=1 (the old
+#      but the content read) for scale; 2c: the same file read with `cat` through a
+#      mount whose daemon was started (empty span cache) before the caches were
+#      dropped, next to `cat` of a native file after the same drop; the same read with IMGFS_WHOLE=1 (the old
 #      whole-layer unpack, via /work/main's binary when BASE_IMGFS is set);
 #   3. python3-indexed-gzip (zran, 1 MiB spacing) reading the same file from the same
 #      blob, its index built beforehand and imported (a cold process, like ours);
@@ -62,6 +64,32 @@ hyperfine -N -w 2 -r $((RUNS * 2)) --export-markdown read-warm.md \
   "$IMGFS --root $S cat m:1 /$FILE"
 cat read-warm.md
 
+echo "== 2c. first read through a mount: fresh daemon (empty span cache), caches dropped"
+# The daemon is up before the drop, as on a machine whose mount runs while images are
+# pulled; the read includes the lookups of m/1/... from the cold store.
+mkdir -p mnt
+trap 'mountpoint -q "$W/mnt" 2>/dev/null && { "$IMGFS" umount "$W/mnt" || fusermount3 -u -z "$W/mnt"; }' EXIT
+mount_read() {  # MDFILE PATH-IN-MOUNT: hyperfine of `cat` through a fresh daemon
+  {
+    echo "set -e"
+    echo "if mountpoint -q $W/mnt; then $IMGFS umount $W/mnt; fi"
+    echo "$IMGFS --root $S mount $W/mnt"
+    echo "for i in \$(seq 100); do mountpoint -q $W/mnt && break; sleep 0.05; done"
+    cat drop.sh
+  } >remount.sh
+  cat "$W/mnt/$2" >/dev/null 2>&1 || bash remount.sh
+  cat "$W/mnt/$2" | sha256sum
+  hyperfine -N -w 1 -r "$RUNS" --prepare "bash $W/remount.sh" --export-markdown "$1" \
+    "cat $W/mnt/$2"
+  cat "$1"
+  "$IMGFS" umount "$W/mnt"
+}
+mount_read read-mount.md "m/1/$FILE"
+if [[ -f /$FILE ]]; then
+  hyperfine -N -w 1 -r "$RUNS" --prepare "$drop" --export-markdown read-native.md "cat /$FILE"
+  cat read-native.md
+fi
+
 echo "== 3. indexed_gzip (zran, 1 MiB spacing) on the same blob"
 python3 - "$B/minbase.tar" "$FILE" >offset.txt <<'PY'
 import sys, tarfile
@@ -112,6 +140,7 @@ rm -rf "$S" && "$IMGFS" --root "$S" import multi.tar.zst z:1 >/dev/null
 hyperfine -N -w 1 -r "$RUNS" --prepare "$drop" --export-markdown zstd.md \
   "$IMGFS --root $S cat z:1 /$FILE"
 cat zstd.md
+mount_read zstd-mount.md "z/1/$FILE"
 if command -v skopeo >/dev/null && [[ -d $B/minbase-oci ]]; then
   skopeo copy -q --dest-compress-format zstd:chunked "oci:$B/minbase-oci:latest" "oci:$W/chunked:latest"
   rm -rf "$S" && "$IMGFS" --root "$S" load "$W/chunked" >/dev/null
@@ -120,6 +149,7 @@ if command -v skopeo >/dev/null && [[ -d $B/minbase-oci ]]; then
   hyperfine -N -w 1 -r "$RUNS" --prepare "$drop" --export-markdown chunked.md \
     "$IMGFS --root $S cat $img /$FILE"
   cat chunked.md
+  mount_read chunked-mount.md ".id/$img/$FILE"
   echo "seek index: $(du -sb "$S/seek" | cut -f1) bytes; unpacked/: $(du -sb "$S/unpacked" 2>/dev/null | cut -f1)"
 fi
 rm -rf "$W"
