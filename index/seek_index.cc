@@ -57,12 +57,15 @@ void DigestBytes(const Digest& d, uint8_t out[32]) {
 }
 
 // A checkpoint's window as stored: one zstd frame, or the bytes themselves when
-// compression fails (recognised by stored length == length).
+// compression fails or saves nothing (recognised by stored length == length). Until
+// version 2 a frame exactly as long as its window (short windows, near a member start)
+// was stored as such, and read as raw bytes: DecodeSpan reads those both ways.
 std::string CompressWindow(ZSTD_CCtx** wc, const uint8_t* p, size_t len) {
   if (!*wc) *wc = ZSTD_createCCtx();
   std::string z(ZSTD_compressBound(len), '\0');
   size_t r = *wc ? ZSTD_compressCCtx(*wc, z.data(), z.size(), p, len, 3) : 0;
-  if (!*wc || ZSTD_isError(r)) return std::string(reinterpret_cast<const char*>(p), len);
+  if (!*wc || ZSTD_isError(r) || r >= len)
+    return std::string(reinterpret_cast<const char*>(p), len);
   z.resize(r);
   return z;
 }
@@ -730,7 +733,7 @@ size_t SeekIndex::Find(uint64_t off) const {
 Result<std::string> SeekIndex::Window(const SeekPoint& p) const {
   std::string w(p.win_len, '\0');
   const uint8_t* src = data_ + win_base_ + p.win_off;
-  if (p.win_clen == p.win_len) {
+  if (p.win_clen == p.win_len && !(p.flags & SeekPoint::kEqualIsZstd)) {
     std::memcpy(w.data(), src, p.win_len);  // stored raw
     return w;
   }
@@ -883,12 +886,31 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
                       " (tar bytes " + std::to_string(p.out_off) + "-" +
                       std::to_string(p.out_off + len) + ")";
   if (len == 0) return out;
-  if (format_ == Compression::kGzip && decoder != Decoder::kZlibOnly && IsalSpan(p, in, &out)) {
-    // decoded by ISA-L
-  } else if (format_ == Compression::kGzip && decoder == Decoder::kIsalOnly) {
-    return Status::Corruption(where + ": ISA-L could not decode it");
-  } else if (format_ == Compression::kGzip) {
-    IMGFS_RETURN_IF_ERROR(ZlibSpan(p, in, &out, where));
+  p.flags &= ~SeekPoint::kEqualIsZstd;
+  auto inflate = [&](const SeekPoint& q) -> Status {
+    if (decoder != Decoder::kZlibOnly && IsalSpan(q, in, &out)) return Status::Ok();
+    if (decoder == Decoder::kIsalOnly)
+      return Status::Corruption(where + ": ISA-L could not decode it");
+    return ZlibSpan(q, in, &out, where);
+  };
+  uint8_t got[32];
+  if (format_ == Compression::kGzip) {
+    Status st = inflate(p);
+    // A version-1 window stored as a zstd frame exactly as long as the window reads as
+    // raw bytes first (that was the rule), then as the frame.
+    const uint8_t* w = data_ + win_base_ + p.win_off;
+    constexpr uint8_t kZstdMagic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+    if (version_ == 1 && p.win_len >= 4 && p.win_clen == p.win_len &&
+        !(p.flags & SeekPoint::kFresh) && std::memcmp(w, kZstdMagic, 4) == 0) {
+      if (st.ok()) SpanCheck::Of(version_, out.data(), out.size(), got);
+      if (!st.ok() || std::memcmp(got, p.digest, 32) != 0) {
+        SeekPoint q = p;
+        q.flags |= SeekPoint::kEqualIsZstd;
+        std::fill(out.begin(), out.end(), '\0');
+        if (Status again = inflate(q); again.ok()) st = again;
+      }
+    }
+    IMGFS_RETURN_IF_ERROR(st);
   } else {
     ZSTD_DCtx* dc = ZSTD_createDCtx();
     if (!dc) return Status::Exhausted("zstd: out of memory");
@@ -908,7 +930,6 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
     }
     ZSTD_freeDCtx(dc);
   }
-  uint8_t got[32];
   SpanCheck::Of(version_, out.data(), out.size(), got);
   if (std::memcmp(got, p.digest, 32) != 0)
     return Status::Corruption(

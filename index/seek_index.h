@@ -151,6 +151,9 @@ struct SeekPoint {
   uint8_t flags = 0;        // kFresh: a member/frame starts here (no window, no bits)
   uint8_t digest[32] = {};  // the span's SpanCheck value (version 1: SHA-256)
   static constexpr uint8_t kFresh = 1;
+  // In memory only (DecodeSpan): read a window whose stored length equals its length as
+  // a zstd frame, not raw bytes (version-1 sidecars could store such frames).
+  static constexpr uint8_t kEqualIsZstd = 0x80;
 };
 
 class SeekIndex {

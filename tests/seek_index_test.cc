@@ -75,6 +75,21 @@ Indexed RunIndexer(const std::string& blob, uint64_t span) {
   return x;
 }
 
+// `sidecar` as version 1 wrote it: the same records with SHA-256 span digests of `data`.
+std::string AsVersion1(std::string sidecar, const SeekIndex& idx, const std::string& data) {
+  sidecar[8] = 1;
+  for (size_t i = 0; i < idx.count(); i++) {
+    Sha256 h;
+    h.Update(data.data() + idx.SpanStart(i), idx.SpanEnd(i) - idx.SpanStart(i));
+    std::string hex = h.Finish().hex();
+    for (size_t b = 0; b < 32; b++) {
+      sidecar[SeekIndex::kHeaderSize + i * SeekIndex::kRecordSize + 40 + b] =
+          static_cast<char>(std::stoi(hex.substr(2 * b, 2), nullptr, 16));
+    }
+  }
+  return sidecar;
+}
+
 class SeekIndexTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = test::MakeTempDir(); }
@@ -281,8 +296,7 @@ TEST_F(SeekIndexTest, SpanChecksAreXxh3InVersion2AndVersion1Sha256IsStillChecked
   EXPECT_EQ((*idx)->version(), 2u);
   ASSERT_GE((*idx)->count(), 4u);
   int fd = BlobFd(blob);
-  std::string v1 = x.sidecar;
-  v1[8] = 1;
+  std::string v1 = AsVersion1(x.sidecar, **idx, data);
   for (size_t i = 0; i < (*idx)->count(); i++) {
     std::string span = data.substr((*idx)->SpanStart(i), (*idx)->SpanEnd(i) - (*idx)->SpanStart(i));
     XXH128_canonical_t c;
@@ -291,14 +305,6 @@ TEST_F(SeekIndexTest, SpanChecksAreXxh3InVersion2AndVersion1Sha256IsStillChecked
     std::memcpy(want, c.digest, 16);
     SeekPoint p = (*idx)->point(i);
     ASSERT_EQ(std::memcmp(p.digest, want, 32), 0) << "span " << i;
-    Sha256 h;
-    h.Update(span.data(), span.size());
-    std::string hex = h.Finish().hex();
-    ASSERT_EQ(hex.size(), 64u);
-    for (size_t b = 0; b < 32; b++) {
-      v1[SeekIndex::kHeaderSize + i * SeekIndex::kRecordSize + 40 + b] =
-          static_cast<char>(std::stoi(hex.substr(2 * b, 2), nullptr, 16));
-    }
   }
   // The version-2 values read as version 1 do not check: the version chooses the hash.
   std::string mixed = x.sidecar;
@@ -324,6 +330,65 @@ TEST_F(SeekIndexTest, SpanChecksAreXxh3InVersion2AndVersion1Sha256IsStillChecked
   auto unknown = SeekIndex::FromBytes(v3, x.layer);
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().code(), Status::Code::kUnsupported) << unknown.status().message();
+}
+
+// Version 1 stored a window compressed whenever zstd did not fail, so a frame exactly
+// as long as its window (short windows near a member start) was read as raw bytes and
+// its span always failed its check. Version 2 stores such windows raw; a version-1
+// sidecar's window of that shape is read both ways. Made here by padding one window's
+// frame with a zstd skippable frame to the window's length.
+TEST_F(SeekIndexTest, AVersion1WindowAsLongAsItsFrameIsReadAsTheFrame) {
+  std::string data = Corpus(1 << 20, 12);
+  std::string blob = GzipMember(data);
+  Indexed x = RunIndexer(blob, 64 << 10);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  size_t n = (*idx)->count(), k = n;
+  for (size_t i = 1; i < n && k == n; i++) {
+    SeekPoint p = (*idx)->point(i);
+    if (p.win_len && p.win_clen + 8 <= p.win_len) k = i;
+  }
+  ASSERT_LT(k, n) << "no compressed window";
+  // Rebuild the windows area with window k padded to its length.
+  auto get64 = [&](size_t at) {
+    uint64_t v = 0;
+    for (int b = 7; b >= 0; b--) v = v << 8 | static_cast<uint8_t>(x.sidecar[at + b]);
+    return v;
+  };
+  auto put = [](std::string& s, size_t at, uint64_t v, int bytes) {
+    for (int b = 0; b < bytes; b++) s[at + b] = static_cast<char>(v >> (8 * b));
+  };
+  uint64_t win_base = get64(48);
+  std::string padded = x.sidecar.substr(0, win_base), windows;
+  for (size_t i = 0; i < n; i++) {
+    SeekPoint p = (*idx)->point(i);
+    std::string stored = x.sidecar.substr(win_base + p.win_off, p.win_clen);
+    if (i == k) {
+      std::string skip(8, '\0');
+      put(skip, 0, 0x184D2A50, 4);
+      put(skip, 4, p.win_len - p.win_clen - 8, 4);
+      stored += skip + std::string(p.win_len - p.win_clen - 8, 'x');
+      ASSERT_EQ(stored.size(), p.win_len);
+    }
+    size_t rec = SeekIndex::kHeaderSize + i * SeekIndex::kRecordSize;
+    put(padded, rec + 16, windows.size(), 8);
+    put(padded, rec + 24, stored.size(), 4);
+    windows += stored;
+  }
+  put(padded, 56, windows.size(), 8);
+  padded += windows;
+  int fd = BlobFd(blob);
+  auto v1 = SeekIndex::FromBytes(AsVersion1(padded, **idx, data), x.layer);
+  ASSERT_TRUE(v1.ok()) << v1.status().message();
+  ExpectAllSpans(**v1, fd, data);
+  for (auto d : {SeekIndex::Decoder::kZlibOnly, SeekIndex::Decoder::kIsalOnly}) {
+    auto span = (*v1)->DecodeSpan(fd, k, d);
+    ASSERT_TRUE(span.ok()) << span.status().message();
+  }
+  // Version 2 promises such a window is raw: read raw, span k fails its check.
+  auto v2 = SeekIndex::FromBytes(padded, x.layer);
+  ASSERT_TRUE(v2.ok()) << v2.status().message();
+  for (size_t i = 0; i < n; i++) EXPECT_EQ((*v2)->DecodeSpan(fd, i).ok(), i != k) << "span " << i;
 }
 
 TEST_F(SeekIndexTest, ADamagedSidecarIsRejectedNotTrusted) {

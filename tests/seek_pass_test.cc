@@ -611,10 +611,6 @@ TEST(IndexingSourceViews, SameOutputAndSidecarFromViewsOfAnySize) {
           EXPECT_TRUE(*side1 == *side2);
         }
         if (side2->empty()) continue;  // no index: a plain tar, or span 0
-        // Known, and older than reading in place (the copying Fill does the same): with
-        // blocks of a few bytes, input in pieces of a few bytes and a span below
-        // kMinSeekSpan, a span's digest can miss its bytes (notes/issue 14).
-        if (!exact && span < kMinSeekSpan) continue;
         LayerRecord layer;
         layer.compression = DetectCompression(blobs[bi]);
         layer.size = plain2.size();
