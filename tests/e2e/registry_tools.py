@@ -58,6 +58,7 @@ import http.client
 import http.server
 import json
 import os
+import socket
 import socketserver
 import subprocess
 import sys
@@ -216,6 +217,9 @@ def proxy(args):
 
         def setup(self):
             super().setup()
+            # No Nagle (as Go's net/http): a body written after its headers would wait
+            # for the client's delayed ACK, 40 ms a request.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if os.environ.get('PROXY_CONNS'):
                 log(f'connect {self.client_address[1]}')
 
@@ -247,7 +251,14 @@ def proxy(args):
             if once and mode == '429':
                 return self.reply(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
                                   {'Retry-After': '1'})
-            r, data = self.forward()
+            # Passed on as it arrives (as a link would), unless a mode changes the body.
+            stream = self.command == 'GET' and not once and mode not in ('flip', 'flip-manifest', 'trickle')
+            r, data = self.forward(stream=stream)
+            if data is None:
+                n = self.relay_stream(r)
+                if is_blob:
+                    log(f'sent {n} status={r.status} {self.path}{ua}')  # bytes counted (lazy.sh)
+                return
             if mode == 'flip' and is_blob and r.status in (200, 206) and data:
                 data = bytearray(data); data[len(data) // 2] ^= 0x40; data = bytes(data)
                 log(f'inject=flip {self.path}')
@@ -286,7 +297,25 @@ def proxy(args):
             if body:
                 self.wfile.write(data)
 
-        def forward(self, drop=()):
+        def relay_stream(self, r):
+            """Answers with upstream response `r` (it has a Content-Length), its body passed
+            on as it arrives; returns the body bytes sent."""
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ('transfer-encoding', 'connection'):
+                    self.send_header(k, v)
+            self.end_headers()
+            n = 0
+            while True:
+                chunk = r.read(65536)
+                if not chunk:
+                    return n
+                self.wfile.write(chunk)
+                n += len(chunk)
+
+        def forward(self, drop=(), stream=False):
+            """The request sent upstream: (response, body), or (response, None) when `stream`
+            and the response has a Content-Length (its body is then still to be read)."""
             body_len = int(self.headers.get('Content-Length', 0) or 0)
             body = self.rfile.read(body_len) if body_len else None
             c = http.client.HTTPConnection('127.0.0.1', upstream, timeout=60)
@@ -294,6 +323,8 @@ def proxy(args):
                     if k.lower() not in ('host', 'connection') + tuple(drop)}
             c.request(self.command, self.path, body=body, headers=hdrs)
             r = c.getresponse()
+            if stream and r.getheader('Content-Length') is not None:
+                return r, None
             return r, r.read()
 
         def extension(self, mode, arg, is_blob, is_manifest, key, auth):
