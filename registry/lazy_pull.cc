@@ -344,7 +344,7 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
   if (!headers.ok()) return headers.status().WithContext(what);
   // The ordinary indexer over the headers (contents zeroed): the entry table a full
   // pull makes, names and attributes from the same tar headers.
-  auto idx = IndexTarStream(headers->get());
+  auto idx = IndexTarStream(headers->get(), /*hash=*/false);
   if (!idx.ok()) return idx.status().WithContext(what + " (tar-split headers)");
   if (idx->uncompressed_size != toc.tar_size)
     return Status::Corruption(what + ": tar-split size mismatch");
