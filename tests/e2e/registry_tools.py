@@ -413,6 +413,30 @@ def proxy(args):
                     log(f'inject=range200 {self.path}')
                 self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 return True
+            if mode in ('lazy-config-bad', 'lazy-toc-bad') and is_blob:
+                # A lazy pull whose config (lazy-config-bad ARG: its digest) comes 0.5 s late
+                # with a byte flipped, or whose first single-range request (a layer's TOC;
+                # lazy-toc-bad) has one; either way every multi-range request (tar headers)
+                # stalls 20 s, so they are in flight when the pull fails.
+                if ',' in self.headers.get('Range', ''):
+                    log(f'inject=stall {self.path}')
+                    time.sleep(20)
+                    return False
+                if mode == 'lazy-config-bad':
+                    bad = arg in self.path
+                    if bad:
+                        time.sleep(0.5)
+                else:
+                    with lock:
+                        bad = 'Range' in self.headers and ('toc', mode) not in faulted
+                        faulted.add(('toc', mode)) if bad else None
+                if bad:
+                    r, data = self.forward()
+                    data = bytearray(data)
+                    data[len(data) // 2] ^= 0x40
+                    log(f'inject={mode} {self.path}')
+                    self.relay(r.status, r.getheaders(), bytes(data))
+                    return True
             if mode == 'expire' and auth:
                 with lock:
                     if is_blob and not expired:
