@@ -313,9 +313,10 @@ check "  a file that came in the multipart answer reads right with the registry 
   bash -c "IMGFS_ROOT='$T/store-mrj' '$IMGFS' cat '$REF' /etc/passwd | cmp - ref-v3/rootfs/etc/passwd && ! grep -q '^GET .*/blobs/' proxy.log"
 echo none >mode
 # --- a lazy pull fetches the layers' TOCs and tar headers while its config is on its
-# way (registry/puller.cc); a bad config or a bad TOC still fails the pull with one line
-# naming it, stores nothing, and stops the header requests still running (the proxy
-# stalls them 20 s)
+# way (registry/puller.cc); a bad config fails the pull with one line naming it, stores
+# nothing, and stops the header requests still running (the proxy stalls them 20 s); a
+# bad TOC arriving after the other layers were fetched fails it too, storing nothing of
+# them
 config=$(python3 -c "
 import json
 i=json.load(open('z/index.json'))['manifests'][0]['digest'].split(':')[1]
@@ -344,13 +345,11 @@ check "  within 8 s (took $took s; the stalled requests are stopped)" test "$(ec
 check "  nothing stored (no blob, no lazy/, no image)" stored_nothing store-cfg
 echo lazy-toc-bad >mode
 : >proxy.log
-start=$(date +%s.%N)
 expect_fail "pull --lazy with a layer's TOC not matching the manifest fails, naming it" \
   "layer sha256:[0-9a-f]{64}: table of contents hashes to sha256:[0-9a-f]{64}, the manifest says sha256:[0-9a-f]{64}$" \
   env IMGFS_ROOT="$T/store-toc" "$IMGFS" pull --lazy "$REF"
-took=$(echo "$(date +%s.%N) - $start" | bc)
 check "  (the fault was injected)" grep -q "^inject=lazy-toc-bad" proxy.log
-check "  within 8 s (took $took s; the other layers' requests are stopped)" test "$(echo "$took < 8" | bc)" -eq 1
+check "  (other layers' header ranges were fetched)" grep -qE "^GET .*/blobs/.* range=bytes=[0-9]+-[0-9]+," proxy.log
 check "  nothing stored, the other layers' lazy/ included" stored_nothing store-toc
 echo none >mode
 check "  then, the registry right: the same pull works" bash -c "IMGFS_ROOT='$T/store-toc' '$IMGFS' pull -q --lazy '$REF' >/dev/null"

@@ -415,10 +415,11 @@ def proxy(args):
                 return True
             if mode in ('lazy-config-bad', 'lazy-toc-bad') and is_blob:
                 # A lazy pull whose config (lazy-config-bad ARG: its digest) comes 0.5 s late
-                # with a byte flipped, or whose first single-range request (a layer's TOC;
-                # lazy-toc-bad) has one; either way every multi-range request (tar headers)
-                # stalls 20 s, so they are in flight when the pull fails.
-                if ',' in self.headers.get('Range', ''):
+                # with a byte flipped, every multi-range request (tar headers) stalling 20 s
+                # (they are in flight when the pull fails); or whose first single-range
+                # request (a layer's TOC; lazy-toc-bad) comes 1 s late with a byte flipped,
+                # after the other layers' fetches ended.
+                if mode == 'lazy-config-bad' and ',' in self.headers.get('Range', ''):
                     log(f'inject=stall {self.path}')
                     time.sleep(20)
                     return False
@@ -430,6 +431,8 @@ def proxy(args):
                     with lock:
                         bad = 'Range' in self.headers and ('toc', mode) not in faulted
                         faulted.add(('toc', mode)) if bad else None
+                    if bad:
+                        time.sleep(1)
                 if bad:
                     r, data = self.forward()
                     data = bytearray(data)
