@@ -30,7 +30,10 @@
         v1+prettyjws or v1+json)
         norange (blob GETs: the Range header is dropped and the whole body answered 200) |
         singlerange (blob GETs: a multi-range Range header is cut to its last range, so
-        the answer is a single 206 that does not start at the first range asked)
+        the answer is a single 206 that does not start at the first range asked) |
+        lazy-config-bad DIGEST (that blob, the config, 0.5 s late with a byte flipped;
+        multi-range GETs stall 20 s) | lazy-toc-bad (the first single-range blob GET, a
+        layer's TOC, 1 s late with a byte flipped) (tests/e2e/lazy.sh)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
         Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
@@ -41,6 +44,8 @@
         URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered) |
         err-escape (the upload POST answers 400 with terminal escapes in its body)
         Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
+        Bodies no mode changes are passed on as they arrive (others are held whole);
+        TCP_NODELAY is set, as Go's net/http does.
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
         PROXY_UA=1 ends request, "sent" and "done" lines with ua=AGENT (before t=).
