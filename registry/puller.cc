@@ -271,6 +271,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   std::atomic<bool> lazy_stop{false};
   std::mutex lazy_mu;
   Status lazy_error;  // the first early fetch that failed (not cancelled, not Unsupported)
+  size_t lazy_error_layer = 0;  // its layer index
   std::vector<std::thread> lazy_threads;
   struct LazyEarlyJoin {
     std::atomic<bool>& stop;
@@ -302,6 +303,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             !lazy_stop.exchange(true)) {
           std::lock_guard<std::mutex> l(lazy_mu);
           lazy_error = f.status();
+          lazy_error_layer = lazy_todo[k];
         }
         lazy_fetched[k] = std::move(f);
       }
@@ -345,16 +347,21 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_digest = chosen.digest.str();
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
-  lazy_join.Join();  // every early lazy fetch has ended (see above)
+  ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  // Every early lazy fetch has ended (see above). A failed one fails the pull, unless its
+  // layer is held already under its diff_id (another blob of the same content): then
+  // nothing is pulled for it, and the layers its failure cancelled are fetched by their
+  // jobs.
+  lazy_join.Join();
   {
     std::lock_guard<std::mutex> l(lazy_mu);
-    if (!lazy_error.ok()) return lazy_error.WithContext(ref.FamiliarString());
+    if (!lazy_error.ok() && !stage.HaveLayer(rec.diff_ids[lazy_error_layer]))
+      return lazy_error.WithContext(ref.FamiliarString());
   }
   std::map<size_t, Result<LazyLayerFetched>> lazy_early;  // layer index → its early fetch
   for (size_t k = 0; k < lazy_todo.size(); k++)
     lazy_early.emplace(lazy_todo[k], std::move(lazy_fetched[k]));
 
-  ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
   std::mutex early_mu;  // guards `early` while the downloads run
   bool warned = false;
   auto warn = [&](const std::string& msg) {

@@ -351,6 +351,33 @@ expect_fail "pull --lazy with a layer's TOC not matching the manifest fails, nam
 check "  (the fault was injected)" grep -q "^inject=lazy-toc-bad" proxy.log
 check "  (other layers' header ranges were fetched)" grep -qE "^GET .*/blobs/.* range=bytes=[0-9]+-[0-9]+," proxy.log
 check "  nothing stored, the other layers' lazy/ included" stored_nothing store-toc
+# A layer the store holds already under its diff_id (the gzip image's, pulled in full):
+# a bad TOC of it fails nothing, nothing of it being needed. The zstd:chunked image with
+# another config (so the config is fetched, beside the layers' TOCs) as test/lazy:other.
+python3 - "$P" <<'PY'
+import hashlib, json, sys, urllib.request
+base = f'http://127.0.0.1:{sys.argv[1]}/v2/test/lazy'
+mt = 'application/vnd.oci.image.manifest.v1+json'
+def req(method, url, data=None, headers={}):
+    return urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method))
+man = json.load(req('GET', base + '/manifests/v3', headers={'Accept': mt}))
+cfg = json.load(req('GET', base + '/blobs/' + man['config']['digest']))
+cfg['author'] = 'another config, the same layers'
+data = json.dumps(cfg).encode()
+digest = 'sha256:' + hashlib.sha256(data).hexdigest()
+loc = req('POST', base + '/blobs/uploads/').headers['Location']
+req('PUT', f"{loc}{'&' if '?' in loc else '?'}digest={digest}", data,
+    {'Content-Type': 'application/octet-stream'})
+man['config'].update(digest=digest, size=len(data))
+req('PUT', base + '/manifests/other', json.dumps(man).encode(), {'Content-Type': mt})
+PY
+echo none >mode
+IMGFS_ROOT=$T/store-held "$IMGFS" pull -q "127.0.0.1:$F/test/gz:v3" >/dev/null
+echo "lazy-toc-bad held" >mode
+: >proxy.log
+check "a bad TOC of a layer held already (same diff_id, a gzip blob): pull --lazy works" \
+  bash -c "IMGFS_ROOT='$T/store-held' '$IMGFS' pull -q --lazy '127.0.0.1:$F/test/lazy:other' >/dev/null"
+check "  (the fault was injected)" grep -q "^inject=lazy-toc-bad" proxy.log
 echo none >mode
 check "  then, the registry right: the same pull works" bash -c "IMGFS_ROOT='$T/store-toc' '$IMGFS' pull -q --lazy '$REF' >/dev/null"
 export IMGFS_ROOT=$ROOT

@@ -33,7 +33,7 @@
         the answer is a single 206 that does not start at the first range asked) |
         lazy-config-bad DIGEST (that blob, the config, 0.5 s late with a byte flipped;
         multi-range GETs stall 20 s) | lazy-toc-bad (the first single-range blob GET, a
-        layer's TOC, 1 s late with a byte flipped) (tests/e2e/lazy.sh)
+        layer's TOC, 1 s late with a byte flipped; once per ARG, if any) (tests/e2e/lazy.sh)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
         Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
@@ -434,8 +434,8 @@ def proxy(args):
                         time.sleep(0.5)
                 else:
                     with lock:
-                        bad = 'Range' in self.headers and ('toc', mode) not in faulted
-                        faulted.add(('toc', mode)) if bad else None
+                        bad = 'Range' in self.headers and ('toc', mode, arg) not in faulted
+                        faulted.add(('toc', mode, arg)) if bad else None
                     if bad:
                         time.sleep(1)
                 if bad:
