@@ -5,7 +5,10 @@
 # loopback through registry_tools.py's proxy (which counts the blob bytes it sends).
 # LAZY_WAN (below) adds the throttling front. IMGFS_LAZY_JOIN / IMGFS_LAZY_MULTIRANGE=0
 # (registry/lazy_pull.cc) are passed to imgfs for before/after comparisons. Last, the
-# mount daemon's background completion against the plain pull.
+# mount daemon's background completion against the plain pull. "pull --lazy + mount +
+# first read" is issue 9's ≤ 1.0 s goal (over LAZY_WAN="100 40"). Both Python fronts pass
+# bodies on as they arrive (since 2026-11-29 evening; before, the proxy held each answer
+# whole and neither set TCP_NODELAY, which cost a delayed ACK, 40 ms, a request).
 #   bash bench/lazy.sh build/imgfs
 set -euo pipefail
 IMGFS=$(readlink -f "${1:?usage: lazy.sh IMGFS}")
@@ -51,11 +54,15 @@ export IMGFS_ROOT=$W/lazy
 "$IMGFS" pull -q --lazy "$REF" >/dev/null
 t1=$(now)
 echo "pull --lazy: $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes in $(reqs) requests"
-"$IMGFS" images
 mkdir -p "$W/mp"
 "$IMGFS" mount -o complete=off "$W/mp"  # reads counted: no background completion
-until grep -q " $W/mp fuse.imgfs " /proc/mounts; do sleep 0.05; done
+until grep -q " $W/mp fuse.imgfs " /proc/mounts; do sleep 0.01; done
 IMG=$W/mp/127.0.0.1:$F/bench/minbase-zstd/latest
+sz=$(cat "$IMG/usr/share/doc/bash/copyright" | wc -c)
+t2=$(now)
+# Issue 9's goal over LAZY_WAN="100 40": <= 1.0 s.
+echo "pull --lazy + mount + first read (usr/share/doc/bash/copyright, $sz bytes): $(echo "$t2 - $t0" | bc) s"
+"$IMGFS" images
 : >"$W/proxy.log"; t0=$(now)
 n=$(find "$IMG" | wc -l)
 t1=$(now)

@@ -23,6 +23,7 @@ struct ArchiveFree {
 struct Feed {
   ByteSource* src = nullptr;
   Sha256 hash;
+  bool hashing = true;
   uint64_t total = 0;
   std::vector<char> buf = std::vector<char>(256 << 10);
   size_t prefetched = 0;       // bytes already in buf (read to see whether the stream is empty)
@@ -40,7 +41,7 @@ struct Feed {
       data = v.data();
       n = v.size();
     }
-    hash.Update(data, n);
+    if (hashing) hash.Update(data, n);
     total += n;
     // The walker sees every byte before libarchive parses it; its error (a malformed
     // or NUL-holding header) is reported when the indexer reaches that entry.
@@ -91,15 +92,16 @@ const char* PathOf(archive_entry* e) {
 
 }  // namespace
 
-Result<LayerIndex> IndexTarStream(ByteSource* tar) {
+Result<LayerIndex> IndexTarStream(ByteSource* tar, bool hash) {
   Feed feed;
   feed.src = tar;
+  feed.hashing = hash;
   // An empty stream is an empty layer (Go's tar reader, hence docker, containerd and
   // umoci, reads it so); libarchive would call it an unrecognized format.
   IMGFS_ASSIGN_OR_RETURN(feed.prefetched, tar->Read(feed.buf.data(), feed.buf.size()));
   if (feed.prefetched == 0) {
     LayerIndex empty;
-    empty.diff_id = feed.hash.Finish();
+    if (hash) empty.diff_id = feed.hash.Finish();
     return empty;
   }
   std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
@@ -213,10 +215,10 @@ Result<LayerIndex> IndexTarStream(ByteSource* tar) {
     auto r = tar->Read(feed.buf.data(), feed.buf.size());
     if (!r.ok()) return r.status();
     if (*r == 0) break;
-    feed.hash.Update(feed.buf.data(), *r);
+    if (hash) feed.hash.Update(feed.buf.data(), *r);
     feed.total += *r;
   }
-  out.diff_id = feed.hash.Finish();
+  if (hash) out.diff_id = feed.hash.Finish();
   out.uncompressed_size = feed.total;
   return out;
 }

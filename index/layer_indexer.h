@@ -25,7 +25,9 @@ struct LayerIndex {
 
 // Reads `tar` (an uncompressed tar stream) to its end. Fails on malformed tar, unsafe
 // paths (see layer_entry.h), sparse files, or a read error of the source.
-Result<LayerIndex> IndexTarStream(ByteSource* tar);
+// `hash` false: no diff_id (left empty), the same entries; for a stream whose digest
+// means nothing (a lazy pull's headers with the contents zeroed, registry/lazy_pull.h).
+Result<LayerIndex> IndexTarStream(ByteSource* tar, bool hash = true);
 
 // A member of a plain tar file on disk (an image archive, not a layer): where its
 // bytes are, for reading them in place.

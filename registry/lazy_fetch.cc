@@ -15,6 +15,7 @@ Status RegistryRangeFetcher::Fetch(uint64_t offset, uint64_t length, const Sink&
   req.range_start = offset;
   req.range_end = offset + length;
   req.max_stream = size_;
+  req.cancelled = cancelled_;
   bool whole = false;  // a 200: the blob from `offset` on (the client drops the bytes before)
   Status bad;
   uint64_t pos = offset;  // the next byte wanted
@@ -51,10 +52,11 @@ Status RegistryRangeFetcher::Fetch(uint64_t offset, uint64_t length, const Sink&
 
 Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& repo,
                                    const Digest& blob, uint64_t blob_size, uint64_t offset,
-                                   uint64_t length) {
+                                   uint64_t length, const std::function<bool()>& cancelled) {
   std::string out;
   RegistryRangeFetcher f(std::shared_ptr<RegistryClient>(&client, [](RegistryClient*) {}), repo,
                          blob, blob_size);
+  f.SetCancelled(cancelled);
   Status st = f.Fetch(offset, length, [&](uint64_t pos, const char* p, size_t n) {
     // A 200 streams the rest of the blob: keep only the asked range, then stop.
     uint64_t end = offset + length;
@@ -75,7 +77,8 @@ namespace {
 // range), `filled` counts each range's bytes placed (every byte is placed at most once).
 void MultiRangeOnce(RegistryClient& client, const std::string& repo, const Digest& blob,
                     uint64_t blob_size, const std::vector<BlobRange>& ranges,
-                    std::vector<std::string>& out, std::vector<uint64_t>& filled) {
+                    std::vector<std::string>& out, std::vector<uint64_t>& filled,
+                    const std::function<bool()>& cancelled) {
   auto place = [&](uint64_t off, std::string_view b) {
     auto it = std::upper_bound(ranges.begin(), ranges.end(), off,
                                [](uint64_t v, const BlobRange& r) { return v < r.offset; });
@@ -98,6 +101,7 @@ void MultiRangeOnce(RegistryClient& client, const std::string& repo, const Diges
   req.scope = "repository:" + repo + ":pull";
   req.headers.push_back("Range: " + RangeHeaderValue(ranges));
   req.retry_transient = false;  // whatever fails is fetched range by range (with retries)
+  req.cancelled = cancelled;
   enum { kNone, kMultipart, kSingle, kWhole } mode = kNone;
   std::string boundary, buf;
   uint64_t pos = 0, end = 0;
@@ -139,7 +143,8 @@ void MultiRangeOnce(RegistryClient& client, const std::string& repo, const Diges
 Result<std::vector<std::string>> FetchBlobRanges(RegistryClient& client, const std::string& repo,
                                                  const Digest& blob, uint64_t blob_size,
                                                  const std::vector<BlobRange>& ranges,
-                                                 size_t* requests) {
+                                                 size_t* requests,
+                                                 const std::function<bool()>& cancelled) {
   std::vector<std::string> out(ranges.size());
   std::vector<uint64_t> filled(ranges.size(), 0);
   for (size_t i = 0; i < ranges.size(); i++) {
@@ -152,13 +157,14 @@ Result<std::vector<std::string>> FetchBlobRanges(RegistryClient& client, const s
   if (ranges.empty()) return out;
   size_t n_req = 0;
   if (ranges.size() > 1) {
-    MultiRangeOnce(client, repo, blob, blob_size, ranges, out, filled);
+    MultiRangeOnce(client, repo, blob, blob_size, ranges, out, filled, cancelled);
     n_req++;
   }
   for (size_t i = 0; i < ranges.size(); i++) {
     if (filled[i] == ranges[i].length) continue;
-    IMGFS_ASSIGN_OR_RETURN(
-        out[i], FetchBlobRange(client, repo, blob, blob_size, ranges[i].offset, ranges[i].length));
+    if (cancelled && cancelled()) return Status::Unavailable("range requests stopped");
+    IMGFS_ASSIGN_OR_RETURN(out[i], FetchBlobRange(client, repo, blob, blob_size, ranges[i].offset,
+                                                  ranges[i].length, cancelled));
     n_req++;
   }
   if (requests) *requests += n_req;

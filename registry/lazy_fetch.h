@@ -9,6 +9,7 @@
 #ifndef IMGFS_REGISTRY_LAZY_FETCH_H_
 #define IMGFS_REGISTRY_LAZY_FETCH_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,19 +29,22 @@ class RegistryRangeFetcher : public RangeFetcher {
   Status FetchRanges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
                      const Sink& sink) override;
   std::string Where() const override { return client_->host() + "/" + repo_; }
+  // Polled while a request runs (about once a second): true stops it.
+  void SetCancelled(std::function<bool()> c) { cancelled_ = std::move(c); }
 
  private:
   std::shared_ptr<RegistryClient> client_;
   std::string repo_;
   Digest blob_;
   uint64_t size_;
+  std::function<bool()> cancelled_;
 };
 
 // Reads [offset, offset+length) of a blob into memory (the TOC and tar-split of a lazy
-// pull).
+// pull). `cancelled` (optional), polled about once a second, stops the request.
 Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& repo,
                                    const Digest& blob, uint64_t blob_size, uint64_t offset,
-                                   uint64_t length);
+                                   uint64_t length, const std::function<bool()>& cancelled = {});
 
 // Several ranges of a blob (sorted, disjoint, none empty): one multi-range request
 // ("Range: bytes=a-b,c-d,…", registry/multipart_ranges.h) per batch of them; each
@@ -53,7 +57,8 @@ Result<std::string> FetchBlobRange(RegistryClient& client, const std::string& re
 Result<std::vector<std::string>> FetchBlobRanges(RegistryClient& client, const std::string& repo,
                                                  const Digest& blob, uint64_t blob_size,
                                                  const std::vector<BlobRange>& ranges,
-                                                 size_t* requests = nullptr);
+                                                 size_t* requests = nullptr,
+                                                 const std::function<bool()>& cancelled = {});
 
 }  // namespace imgfs
 

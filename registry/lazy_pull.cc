@@ -201,17 +201,19 @@ namespace {
 // the toc.digest annotation before it is parsed (estargz_toc.h); the entry table and
 // chunk map at synthetic content offsets (index/lazy_virtual.h). The fetched footer and
 // TOC bytes are kept (the TOC file then reads with no request).
-Result<LazyLayerInfo> PrepareEstargzLayer(Store& store, RegistryClient& client,
-                                          const std::string& repo, bool insecure,
-                                          const Descriptor& desc, const std::string& toc_digest) {
+Result<LazyLayerFetched> FetchEstargzLayer(RegistryClient& client, const std::string& repo,
+                                           bool insecure, const Descriptor& desc,
+                                           const std::string& toc_digest,
+                                           const std::function<bool()>& cancelled) {
   std::string what = "layer " + desc.digest.str();
   auto want = Digest::Parse(toc_digest);
   if (!want.ok())
     return want.status().WithContext(what + ": annotation " + estargz::kTocDigestAnnotation);
   std::vector<std::pair<uint64_t, std::string>> local;
   auto reader = [&](uint64_t off, uint64_t len) -> Result<std::string> {
-    IMGFS_ASSIGN_OR_RETURN(std::string b,
-                           FetchBlobRange(client, repo, desc.digest, desc.size, off, len));
+    if (cancelled && cancelled()) return Status::Unavailable("lazy pull stopped");
+    IMGFS_ASSIGN_OR_RETURN(
+        std::string b, FetchBlobRange(client, repo, desc.digest, desc.size, off, len, cancelled));
     local.emplace_back(off, b);
     return b;
   };
@@ -219,13 +221,13 @@ Result<LazyLayerInfo> PrepareEstargzLayer(Store& store, RegistryClient& client,
   if (!toc.ok()) return toc.status().WithContext(what);
   auto v = VirtualLayerFromToc(*toc);
   if (!v.ok()) return v.status().WithContext(what);
-  LazySource src{client.host(), repo, insecure};
-  IMGFS_RETURN_IF_ERROR(
-      LazyDir::Create(store.root(), desc.digest, src, v->map, local).WithContext(what));
-  LazyLayerInfo info;
-  info.entries = std::move(v->entries);
-  info.tar_size = v->size;
-  return info;
+  LazyLayerFetched out;
+  out.source = LazySource{client.host(), repo, insecure};
+  out.map = std::move(v->map);
+  out.local = std::move(local);
+  out.info.entries = std::move(v->entries);
+  out.info.tar_size = v->size;
+  return out;
 }
 
 }  // namespace
@@ -233,16 +235,34 @@ Result<LazyLayerInfo> PrepareEstargzLayer(Store& store, RegistryClient& client,
 Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
                                        const std::string& repo, bool insecure,
                                        const Descriptor& desc) {
+  IMGFS_ASSIGN_OR_RETURN(LazyLayerFetched f, FetchLazyLayer(client, repo, insecure, desc));
+  return StoreLazyLayer(store, desc, std::move(f));
+}
+
+Result<LazyLayerInfo> StoreLazyLayer(Store& store, const Descriptor& desc,
+                                     LazyLayerFetched fetched) {
+  IMGFS_RETURN_IF_ERROR(
+      LazyDir::Create(store.root(), desc.digest, fetched.source, fetched.map, fetched.local)
+          .WithContext("layer " + desc.digest.str()));
+  return std::move(fetched.info);
+}
+
+Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::string& repo,
+                                        bool insecure, const Descriptor& desc,
+                                        const std::function<bool()>& cancelled) {
   std::string what = "layer " + desc.digest.str();
+  const Status stopped = Status::Unavailable(what + ": lazy pull stopped");
   if (auto it = desc.annotations.find(estargz::kTocDigestAnnotation);
       it != desc.annotations.end() && !IsZstdChunked(desc.annotations))
-    return PrepareEstargzLayer(store, client, repo, insecure, desc, it->second);
+    return FetchEstargzLayer(client, repo, insecure, desc, it->second, cancelled);
   if (!IsZstdChunked(desc.annotations))
     return Status::Unsupported(what + ": neither zstd:chunked nor eStargz (no table of contents)");
   IMGFS_ASSIGN_OR_RETURN(ZstdChunkedLayout lay,
                          ParseZstdChunkedLayout(desc.annotations, desc.size));
-  IMGFS_ASSIGN_OR_RETURN(std::string toc_c, FetchBlobRange(client, repo, desc.digest, desc.size,
-                                                           lay.toc_offset, lay.toc_length));
+  if (cancelled && cancelled()) return stopped;
+  IMGFS_ASSIGN_OR_RETURN(std::string toc_c,
+                         FetchBlobRange(client, repo, desc.digest, desc.size, lay.toc_offset,
+                                        lay.toc_length, cancelled));
   Digest got = Sha256Of(toc_c);
   if (!(got == lay.toc_digest)) {
     return Status::Corruption(what + ": table of contents hashes to " + got.str() +
@@ -257,9 +277,10 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
   std::vector<std::pair<uint64_t, std::string>> local;  // blob bytes fetched, kept
   std::vector<TarSplitSegment> segments;
   if (lay.has_tarsplit && ts_digest) {
+    if (cancelled && cancelled()) return stopped;
     IMGFS_ASSIGN_OR_RETURN(std::string ts_c,
                            FetchBlobRange(client, repo, desc.digest, desc.size, lay.tarsplit_offset,
-                                          lay.tarsplit_length));
+                                          lay.tarsplit_length, cancelled));
     got = Sha256Of(ts_c);
     if (!(got == *ts_digest)) {
       return Status::Corruption(what + ": tar-split hashes to " + got.str() + ", expected " +
@@ -320,8 +341,12 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
                                                           Status::Unavailable("not fetched"));
     std::atomic<size_t> next{0};
     auto worker = [&] {
-      for (size_t i; (i = next.fetch_add(1)) < batches.size();)
-        fetched[i] = FetchBlobRanges(client, repo, desc.digest, desc.size, batches[i]);
+      for (size_t i; (i = next.fetch_add(1)) < batches.size();) {
+        fetched[i] = cancelled && cancelled()
+                         ? Result<std::vector<std::string>>(stopped)
+                         : FetchBlobRanges(client, repo, desc.digest, desc.size, batches[i],
+                                           nullptr, cancelled);
+      }
     };
     std::vector<std::thread> threads;
     for (int t = 0; t < 4 && t < static_cast<int>(batches.size()); t++)
@@ -344,7 +369,7 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
   if (!headers.ok()) return headers.status().WithContext(what);
   // The ordinary indexer over the headers (contents zeroed): the entry table a full
   // pull makes, names and attributes from the same tar headers.
-  auto idx = IndexTarStream(headers->get());
+  auto idx = IndexTarStream(headers->get(), /*hash=*/false);
   if (!idx.ok()) return idx.status().WithContext(what + " (tar-split headers)");
   if (idx->uncompressed_size != toc.tar_size)
     return Status::Corruption(what + ": tar-split size mismatch");
@@ -362,14 +387,14 @@ Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
   auto map = ChunkMapFromToc(toc);
   if (!map.ok()) return map.status().WithContext(what);
   IMGFS_RETURN_IF_ERROR(MatchToc(toc, idx->entries).WithContext(what));
-  LazySource src{client.host(), repo, insecure};
   local.emplace_back(lay.toc_offset, std::move(toc_c));
-  IMGFS_RETURN_IF_ERROR(
-      LazyDir::Create(store.root(), desc.digest, src, *map, local).WithContext(what));
-  LazyLayerInfo info;
-  info.entries = std::move(idx->entries);
-  info.tar_size = toc.tar_size;
-  return info;
+  LazyLayerFetched out;
+  out.source = LazySource{client.host(), repo, insecure};
+  out.map = std::move(*map);
+  out.local = std::move(local);
+  out.info.entries = std::move(idx->entries);
+  out.info.tar_size = toc.tar_size;
+  return out;
 }
 
 Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,

@@ -15,6 +15,7 @@
 #ifndef IMGFS_REGISTRY_LAZY_PULL_H_
 #define IMGFS_REGISTRY_LAZY_PULL_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,24 @@ struct LazyLayerInfo {
 Result<LazyLayerInfo> PrepareLazyLayer(Store& store, RegistryClient& client,
                                        const std::string& repo, bool insecure,
                                        const Descriptor& desc);
+
+// PrepareLazyLayer in two steps, so a pull can fetch layers' TOCs and tar headers while
+// its config is on its way and store nothing until that is verified (puller.cc):
+// FetchLazyLayer fetches and checks everything (TOC against the manifest's digest,
+// headers against the TOC) and writes nothing; StoreLazyLayer then creates
+// lazy/<blob hex>/. `cancelled` (optional) is polled between and during requests
+// (about once a second): true stops the fetch (Unavailable).
+struct LazyLayerFetched {
+  LazyLayerInfo info;
+  LazySource source;
+  ChunkMap map;
+  std::vector<std::pair<uint64_t, std::string>> local;  // blob bytes fetched, kept
+};
+Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::string& repo,
+                                        bool insecure, const Descriptor& desc,
+                                        const std::function<bool()>& cancelled = {});
+Result<LazyLayerInfo> StoreLazyLayer(Store& store, const Descriptor& desc,
+                                     LazyLayerFetched fetched);
 
 // After a plain pull stored the blob of a layer that was lazy (see above).
 // `lazy_entries`: the entry table recorded by the lazy pull; `tar_entries`: the one the

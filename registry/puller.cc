@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -257,6 +258,60 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   // fetches nothing twice). Its download takes the lock as usual, and drops the early
   // request if the blob or a partial file appeared meanwhile.
   std::map<size_t, EarlyBlob> early;  // layer index → its request, already sent
+  // Lazy: each layer's TOC and tar headers are fetched (FetchLazyLayer: verified, nothing
+  // written) while the config is on its way, all layers at once up to
+  // max_concurrent_downloads. Once the config is verified, the pull waits for them all;
+  // a failed one fails the pull with its error (the others are cancelled at once), before
+  // anything is written. Then each layer's job stores what was fetched (StoreLazyLayer).
+  // Whenever the pull returns, fetches still running are cancelled and waited for
+  // (LazyEarlyJoin).
+  std::vector<size_t> lazy_todo;                       // layer indices fetched early
+  std::vector<Result<LazyLayerFetched>> lazy_fetched;  // by lazy_todo's order
+  std::atomic<size_t> lazy_next{0};
+  std::atomic<bool> lazy_stop{false};
+  std::mutex lazy_mu;
+  Status lazy_error;  // the first early fetch that failed (not cancelled, not Unsupported)
+  size_t lazy_error_layer = 0;  // its layer index
+  std::vector<std::thread> lazy_threads;
+  struct LazyEarlyJoin {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    void Join() {
+      for (auto& t : threads) t.join();
+      threads.clear();
+    }
+    ~LazyEarlyJoin() {
+      stop = true;
+      Join();
+    }
+  } lazy_join{lazy_stop, lazy_threads};
+  if (config.empty() && opt.lazy) {
+    std::set<Digest> asked;
+    for (size_t i = 0; i < m.layers.size(); i++) {
+      const Descriptor& d = m.layers[i];
+      if (!asked.insert(d.digest).second || !LayerCompression(d.media_type).ok() ||
+          store.blobs().Has(d.digest) || LazyDir::For(store.root(), d.digest).Exists())
+        continue;
+      lazy_todo.push_back(i);
+    }
+    lazy_fetched.assign(lazy_todo.size(), Status::Unavailable("not fetched"));
+    auto fetcher = [&] {
+      std::function<bool()> cancelled = [&lazy_stop] { return lazy_stop.load(); };
+      for (size_t k; (k = lazy_next.fetch_add(1)) < lazy_todo.size();) {
+        auto f = FetchLazyLayer(client, src_path, src_insecure, m.layers[lazy_todo[k]], cancelled);
+        if (!f.ok() && f.status().code() != Status::Code::kUnsupported &&
+            !lazy_stop.exchange(true)) {
+          std::lock_guard<std::mutex> l(lazy_mu);
+          lazy_error = f.status();
+          lazy_error_layer = lazy_todo[k];
+        }
+        lazy_fetched[k] = std::move(f);
+      }
+    };
+    int n = std::min<int>(std::max(1, opt.max_concurrent_downloads),
+                          static_cast<int>(lazy_todo.size()));
+    for (int t = 0; t < n; t++) lazy_threads.emplace_back(fetcher);
+  }
   std::future<Result<std::string>> config_fetch;
   if (config.empty()) {
     config_fetch = std::async(std::launch::async, [&client, &src_path, &m, config_cap] {
@@ -293,6 +348,20 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  // Every early lazy fetch has ended (see above). A failed one fails the pull, unless its
+  // layer is held already under its diff_id (another blob of the same content): then
+  // nothing is pulled for it, and the layers its failure cancelled are fetched by their
+  // jobs.
+  lazy_join.Join();
+  {
+    std::lock_guard<std::mutex> l(lazy_mu);
+    if (!lazy_error.ok() && !stage.HaveLayer(rec.diff_ids[lazy_error_layer]))
+      return lazy_error.WithContext(ref.FamiliarString());
+  }
+  std::map<size_t, Result<LazyLayerFetched>> lazy_early;  // layer index → its early fetch
+  for (size_t k = 0; k < lazy_todo.size(); k++)
+    lazy_early.emplace(lazy_todo[k], std::move(lazy_fetched[k]));
+
   std::mutex early_mu;  // guards `early` while the downloads run
   bool warned = false;
   auto warn = [&](const std::string& msg) {
@@ -340,7 +409,23 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
         auto comp = LayerCompression(d.media_type);
         bool done_lazily = false;
         if (comp.ok() && opt.lazy) {
-          auto info = PrepareLazyLayer(store, client, src_path, src_insecure, d);
+          // Fetched early (above): stored now; else (or when that fetch came to nothing)
+          // fetched and stored here. Unsupported comes back either way.
+          std::optional<Result<LazyLayerFetched>> fetched;
+          {
+            std::lock_guard<std::mutex> l(early_mu);
+            auto e = lazy_early.find(i);
+            if (e != lazy_early.end()) {
+              fetched.emplace(std::move(e->second));
+              lazy_early.erase(e);
+            }
+          }
+          auto info = [&]() -> Result<LazyLayerInfo> {
+            if (fetched && fetched->ok()) return StoreLazyLayer(store, d, std::move(**fetched));
+            if (fetched && fetched->status().code() == Status::Code::kUnsupported)
+              return fetched->status();
+            return PrepareLazyLayer(store, client, src_path, src_insecure, d);
+          }();
           if (info.ok()) {
             st = stage.AddLazyLayer(rec.diff_ids[i], d, std::move(info->entries), info->tar_size);
             done_lazily = true;

@@ -312,5 +312,73 @@ echo 500-always >mode
 check "  a file that came in the multipart answer reads right with the registry failing" \
   bash -c "IMGFS_ROOT='$T/store-mrj' '$IMGFS' cat '$REF' /etc/passwd | cmp - ref-v3/rootfs/etc/passwd && ! grep -q '^GET .*/blobs/' proxy.log"
 echo none >mode
+# --- a lazy pull fetches the layers' TOCs and tar headers while its config is on its
+# way (registry/puller.cc); a bad config fails the pull with one line naming it, stores
+# nothing, and stops the header requests still running (the proxy stalls them 20 s); a
+# bad TOC arriving after the other layers were fetched fails it too, storing nothing of
+# them
+config=$(python3 -c "
+import json
+i=json.load(open('z/index.json'))['manifests'][0]['digest'].split(':')[1]
+print(json.load(open('z/blobs/sha256/'+i))['config']['digest'])")
+stored_nothing() {  # no blob, no lazy/ directory, no image in store $1
+  [[ $(find "$T/$1/blobs" "$T/$1/lazy" -type f 2>/dev/null | wc -l) -eq 0 &&
+    -z $(IMGFS_ROOT=$T/$1 "$IMGFS" images -q) ]]
+}
+line_of() { grep -n -m1 -e "$1" proxy.log | cut -d: -f1; }
+toc_before_config() {  # a layer's Range request was sent before the config was answered
+  local c r
+  c=$(line_of "^inject=lazy-config-bad ")
+  r=$(line_of "^GET .*/blobs/sha256:.* range=bytes=")
+  [[ -n $c && -n $r && $r -lt $c ]]
+}
+echo "lazy-config-bad $config" >mode
+: >proxy.log
+start=$(date +%s.%N)
+expect_fail "pull --lazy with a bad config fails, naming it" \
+  "blob $config: digest mismatch: content hashes to sha256:[0-9a-f]{64}$" \
+  env IMGFS_ROOT="$T/store-cfg" "$IMGFS" pull --lazy "$REF"
+took=$(echo "$(date +%s.%N) - $start" | bc)
+check "  the layers' ranges were asked for while the config was on its way" toc_before_config
+check "  header requests were in flight (stalled)" grep -q "^inject=stall" proxy.log
+check "  within 8 s (took $took s; the stalled requests are stopped)" test "$(echo "$took < 8" | bc)" -eq 1
+check "  nothing stored (no blob, no lazy/, no image)" stored_nothing store-cfg
+echo lazy-toc-bad >mode
+: >proxy.log
+expect_fail "pull --lazy with a layer's TOC not matching the manifest fails, naming it" \
+  "layer sha256:[0-9a-f]{64}: table of contents hashes to sha256:[0-9a-f]{64}, the manifest says sha256:[0-9a-f]{64}$" \
+  env IMGFS_ROOT="$T/store-toc" "$IMGFS" pull --lazy "$REF"
+check "  (the fault was injected)" grep -q "^inject=lazy-toc-bad" proxy.log
+check "  (other layers' header ranges were fetched)" grep -qE "^GET .*/blobs/.* range=bytes=[0-9]+-[0-9]+," proxy.log
+check "  nothing stored, the other layers' lazy/ included" stored_nothing store-toc
+# A layer the store holds already under its diff_id (the gzip image's, pulled in full):
+# a bad TOC of it fails nothing, nothing of it being needed. The zstd:chunked image with
+# another config (so the config is fetched, beside the layers' TOCs) as test/lazy:other.
+python3 - "$P" <<'PY'
+import hashlib, json, sys, urllib.request
+base = f'http://127.0.0.1:{sys.argv[1]}/v2/test/lazy'
+mt = 'application/vnd.oci.image.manifest.v1+json'
+def req(method, url, data=None, headers={}):
+    return urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method))
+man = json.load(req('GET', base + '/manifests/v3', headers={'Accept': mt}))
+cfg = json.load(req('GET', base + '/blobs/' + man['config']['digest']))
+cfg['author'] = 'another config, the same layers'
+data = json.dumps(cfg).encode()
+digest = 'sha256:' + hashlib.sha256(data).hexdigest()
+loc = req('POST', base + '/blobs/uploads/').headers['Location']
+req('PUT', f"{loc}{'&' if '?' in loc else '?'}digest={digest}", data,
+    {'Content-Type': 'application/octet-stream'})
+man['config'].update(digest=digest, size=len(data))
+req('PUT', base + '/manifests/other', json.dumps(man).encode(), {'Content-Type': mt})
+PY
+echo none >mode
+IMGFS_ROOT=$T/store-held "$IMGFS" pull -q "127.0.0.1:$F/test/gz:v3" >/dev/null
+echo "lazy-toc-bad held" >mode
+: >proxy.log
+check "a bad TOC of a layer held already (same diff_id, a gzip blob): pull --lazy works" \
+  bash -c "IMGFS_ROOT='$T/store-held' '$IMGFS' pull -q --lazy '127.0.0.1:$F/test/lazy:other' >/dev/null"
+check "  (the fault was injected)" grep -q "^inject=lazy-toc-bad" proxy.log
+echo none >mode
+check "  then, the registry right: the same pull works" bash -c "IMGFS_ROOT='$T/store-toc' '$IMGFS' pull -q --lazy '$REF' >/dev/null"
 export IMGFS_ROOT=$ROOT
 finish

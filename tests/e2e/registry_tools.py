@@ -30,7 +30,10 @@
         v1+prettyjws or v1+json)
         norange (blob GETs: the Range header is dropped and the whole body answered 200) |
         singlerange (blob GETs: a multi-range Range header is cut to its last range, so
-        the answer is a single 206 that does not start at the first range asked)
+        the answer is a single 206 that does not start at the first range asked) |
+        lazy-config-bad DIGEST (that blob, the config, 0.5 s late with a byte flipped;
+        multi-range GETs stall 20 s) | lazy-toc-bad (the first single-range blob GET, a
+        layer's TOC, 1 s late with a byte flipped; once per ARG, if any) (tests/e2e/lazy.sh)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
         Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
@@ -41,6 +44,8 @@
         URLBASE + path) | reset-put (the final upload PUT's connection is closed unanswered) |
         err-escape (the upload POST answers 400 with terminal escapes in its body)
         Every blob body sent in modes none, flip and norange is logged as "sent BYTES status=S PATH".
+        Bodies no mode changes are passed on as they arrive (others are held whole);
+        TCP_NODELAY is set, as Go's net/http does.
         PROXY_BIND=ADDR binds another loopback address (default 127.0.0.1).
         PROXY_CONNS=1 logs "connect" for each TCP connection accepted.
         PROXY_UA=1 ends request, "sent" and "done" lines with ua=AGENT (before t=).
@@ -58,6 +63,7 @@ import http.client
 import http.server
 import json
 import os
+import socket
 import socketserver
 import subprocess
 import sys
@@ -216,6 +222,9 @@ def proxy(args):
 
         def setup(self):
             super().setup()
+            # No Nagle (as Go's net/http): a body written after its headers would wait
+            # for the client's delayed ACK, 40 ms a request.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if os.environ.get('PROXY_CONNS'):
                 log(f'connect {self.client_address[1]}')
 
@@ -247,7 +256,14 @@ def proxy(args):
             if once and mode == '429':
                 return self.reply(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
                                   {'Retry-After': '1'})
-            r, data = self.forward()
+            # Passed on as it arrives (as a link would), unless a mode changes the body.
+            stream = self.command == 'GET' and not once and mode not in ('flip', 'flip-manifest', 'trickle')
+            r, data = self.forward(stream=stream)
+            if data is None:
+                n = self.relay_stream(r)
+                if is_blob:
+                    log(f'sent {n} status={r.status} {self.path}{ua}')  # bytes counted (lazy.sh)
+                return
             if mode == 'flip' and is_blob and r.status in (200, 206) and data:
                 data = bytearray(data); data[len(data) // 2] ^= 0x40; data = bytes(data)
                 log(f'inject=flip {self.path}')
@@ -286,7 +302,25 @@ def proxy(args):
             if body:
                 self.wfile.write(data)
 
-        def forward(self, drop=()):
+        def relay_stream(self, r):
+            """Answers with upstream response `r` (it has a Content-Length), its body passed
+            on as it arrives; returns the body bytes sent."""
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ('transfer-encoding', 'connection'):
+                    self.send_header(k, v)
+            self.end_headers()
+            n = 0
+            while True:
+                chunk = r.read(65536)
+                if not chunk:
+                    return n
+                self.wfile.write(chunk)
+                n += len(chunk)
+
+        def forward(self, drop=(), stream=False):
+            """The request sent upstream: (response, body), or (response, None) when `stream`
+            and the response has a Content-Length (its body is then still to be read)."""
             body_len = int(self.headers.get('Content-Length', 0) or 0)
             body = self.rfile.read(body_len) if body_len else None
             c = http.client.HTTPConnection('127.0.0.1', upstream, timeout=60)
@@ -294,6 +328,8 @@ def proxy(args):
                     if k.lower() not in ('host', 'connection') + tuple(drop)}
             c.request(self.command, self.path, body=body, headers=hdrs)
             r = c.getresponse()
+            if stream and r.getheader('Content-Length') is not None:
+                return r, None
             return r, r.read()
 
         def extension(self, mode, arg, is_blob, is_manifest, key, auth):
@@ -382,6 +418,33 @@ def proxy(args):
                     log(f'inject=range200 {self.path}')
                 self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 return True
+            if mode in ('lazy-config-bad', 'lazy-toc-bad') and is_blob:
+                # A lazy pull whose config (lazy-config-bad ARG: its digest) comes 0.5 s late
+                # with a byte flipped, every multi-range request (tar headers) stalling 20 s
+                # (they are in flight when the pull fails); or whose first single-range
+                # request (a layer's TOC; lazy-toc-bad) comes 1 s late with a byte flipped,
+                # after the other layers' fetches ended.
+                if mode == 'lazy-config-bad' and ',' in self.headers.get('Range', ''):
+                    log(f'inject=stall {self.path}')
+                    time.sleep(20)
+                    return False
+                if mode == 'lazy-config-bad':
+                    bad = arg in self.path
+                    if bad:
+                        time.sleep(0.5)
+                else:
+                    with lock:
+                        bad = 'Range' in self.headers and ('toc', mode, arg) not in faulted
+                        faulted.add(('toc', mode, arg)) if bad else None
+                    if bad:
+                        time.sleep(1)
+                if bad:
+                    r, data = self.forward()
+                    data = bytearray(data)
+                    data[len(data) // 2] ^= 0x40
+                    log(f'inject={mode} {self.path}')
+                    self.relay(r.status, r.getheaders(), bytes(data))
+                    return True
             if mode == 'expire' and auth:
                 with lock:
                     if is_blob and not expired:
