@@ -266,6 +266,7 @@ void SpanHasher::Take(const char* p, size_t n) {
 }
 
 void SpanHasher::Keep(const char* p, size_t n) {
+  if (n == 0) return;  // p may be null (the end of the stream)
   if (n >= kWindow) {
     std::memcpy(tail_.data(), p + n - kWindow, kWindow);
     tail_len_ = kWindow;
@@ -590,7 +591,7 @@ Result<std::string> IndexingSource::Finish() {
   uint64_t blob_size = m.comp_base + m.in_len;
   if (m.elsewhere) {
     if (m.hashed != m.points.size() || m.windows_given != m.windows_due)
-      return Status::InvalidArgument("seek index: the spans were not all hashed");
+      return Status::InvalidArgument("seek index: the spans were not all hashed or windowed");
   } else {
     m.hash->Finish(m.points.back().digest);
     m.hash.reset();

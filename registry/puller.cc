@@ -286,8 +286,13 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     }
   } lazy_join{lazy_stop, lazy_threads};
   if (config.empty() && opt.lazy) {
+    // At most as many layers as downloads run at once: their fetched bytes (TOC,
+    // tar-split or header ranges, up to hundreds of MB for a hostile TOC) are held until
+    // the config is verified; the other layers are fetched by their jobs, one job's
+    // bytes at a time, as before.
+    size_t early_max = static_cast<size_t>(std::max(1, opt.max_concurrent_downloads));
     std::set<Digest> asked;
-    for (size_t i = 0; i < m.layers.size(); i++) {
+    for (size_t i = 0; i < m.layers.size() && lazy_todo.size() < early_max; i++) {
       const Descriptor& d = m.layers[i];
       if (!asked.insert(d.digest).second || !LayerCompression(d.media_type).ok() ||
           store.blobs().Has(d.digest) || LazyDir::For(store.root(), d.digest).Exists())

@@ -343,6 +343,20 @@ check "  the layers' ranges were asked for while the config was on its way" toc_
 check "  header requests were in flight (stalled)" grep -q "^inject=stall" proxy.log
 check "  within 8 s (took $took s; the stalled requests are stopped)" test "$(echo "$took < 8" | bc)" -eq 1
 check "  nothing stored (no blob, no lazy/, no image)" stored_nothing store-cfg
+# The early fetches' bytes are held until the config is verified: at most as many
+# layers as downloads run at once are fetched before it (the others by their jobs).
+early_layers() {  # distinct layer blobs with a Range request before the config's answer
+  local c
+  c=$(line_of "^inject=lazy-config-slow ")
+  [[ -n $c ]] || return 1
+  head -n "$((c - 1))" proxy.log | grep -E "^GET .* range=bytes=" |
+    grep -oE "/blobs/sha256:[0-9a-f]{64}" | sort -u | wc -l
+}
+echo "lazy-config-slow $config" >mode
+: >proxy.log
+check "pull --lazy --max-concurrent-downloads 1 with the config 1 s late works" \
+  bash -c "IMGFS_ROOT='$T/store-cfg1' '$IMGFS' pull -q --lazy --max-concurrent-downloads 1 '$REF' >/dev/null"
+check "  one layer was fetched before the config's answer ($(early_layers))" test "$(early_layers)" -eq 1
 echo lazy-toc-bad >mode
 : >proxy.log
 expect_fail "pull --lazy with a layer's TOC not matching the manifest fails, naming it" \

@@ -33,7 +33,8 @@
         the answer is a single 206 that does not start at the first range asked) |
         lazy-config-bad DIGEST (that blob, the config, 0.5 s late with a byte flipped;
         multi-range GETs stall 20 s) | lazy-toc-bad (the first single-range blob GET, a
-        layer's TOC, 1 s late with a byte flipped; once per ARG, if any) (tests/e2e/lazy.sh)
+        layer's TOC, 1 s late with a byte flipped; once per ARG, if any) |
+        lazy-config-slow DIGEST (that blob 1 s late, unchanged) (tests/e2e/lazy.sh)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
         Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
@@ -417,6 +418,13 @@ def proxy(args):
                 if self.headers.get('Range'):
                     log(f'inject=range200 {self.path}')
                 self.relay(r.status, r.getheaders(), data, drop=('content-range',))
+                return True
+            if mode == 'lazy-config-slow' and is_blob and arg and arg in self.path:
+                # A lazy pull's config (ARG: its digest) answered 1 s late, unchanged.
+                time.sleep(1)
+                r, data = self.forward()
+                log(f'inject={mode} {self.path}')
+                self.relay(r.status, r.getheaders(), data)
                 return True
             if mode in ('lazy-config-bad', 'lazy-toc-bad') and is_blob:
                 # A lazy pull whose config (lazy-config-bad ARG: its digest) comes 0.5 s late
