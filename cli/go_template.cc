@@ -135,11 +135,14 @@ Result<TemplateValue> FromDom(simdjson::dom::element e, int depth) {
   return TemplateValue();
 }
 
-std::string FormatFloat(double f) {
+// `f` in the shortest form std::to_chars picks (or in exponent form), the exponent as
+// Go writes it.
+std::string FormatFloat(double f, bool exponent = false) {
   if (std::isnan(f)) return "NaN";
   if (std::isinf(f)) return f > 0 ? "+Inf" : "-Inf";
   char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, f);
+  auto r = exponent ? std::to_chars(buf, buf + sizeof buf, f, std::chars_format::scientific)
+                    : std::to_chars(buf, buf + sizeof buf, f);
   std::string s(buf, r.ptr);
   // Go's %v: exponent form with at least two digits and a sign ("1e+21").
   if (size_t e = s.find('e'); e != std::string::npos) {
@@ -174,10 +177,17 @@ void WriteJson(JsonWriter& w, const TemplateValue& v, int depth) {
       w.Uint(v.u());
       break;
     case K::kFloat:
-      if (std::isfinite(v.f()))
-        w.Raw(FormatFloat(v.f()));
-      else
+      if (!std::isfinite(v.f())) {
         w.Null();
+      } else {
+        // A whole number past 64 bits ("2666666666666666491904", which to_chars picks
+        // when it is no longer than the exponent form) is valid JSON that simdjson, and so
+        // TemplateValueFromJson, refuses: the exponent form there.
+        std::string n = FormatFloat(v.f());
+        if (n.find_first_of(".e") == std::string::npos && std::fabs(v.f()) >= 1e19)
+          n = FormatFloat(v.f(), true);
+        w.Raw(n);
+      }
       break;
     case K::kString:
       w.String(v.s());
