@@ -142,8 +142,7 @@ struct IndexingSource::Impl {
   bool stopping = false;                // bfinal set by us: ISA-L stops at the end of this block
   uint64_t last_boundary = UINT64_MAX;  // bit offset in the blob of the last one seen
   // The last <= 32 KiB of the member's output (the window of the next checkpoint).
-  std::vector<uint8_t> tail = std::vector<uint8_t>(kWindow);
-  size_t tail_len = 0;
+  WindowTail tail;
   // zstd
   ZSTD_DCtx* zd = nullptr;
   size_t zlast = 0;
@@ -162,17 +161,6 @@ struct IndexingSource::Impl {
   ~Impl() {
     if (zd) ZSTD_freeDCtx(zd);
     if (wc) ZSTD_freeCCtx(wc);
-  }
-  void Tail(const uint8_t* p, size_t n) {
-    if (n >= kWindow) {
-      std::memcpy(tail.data(), p + n - kWindow, kWindow);
-      tail_len = kWindow;
-      return;
-    }
-    size_t keep = std::min(tail_len, kWindow - n);
-    std::memmove(tail.data(), tail.data() + tail_len - keep, keep);
-    std::memcpy(tail.data() + keep, p, n);
-    tail_len = keep + n;
   }
 };
 
@@ -218,7 +206,21 @@ void IndexingSource::SetSpanDigest(size_t i, const uint8_t check[32]) {
   }
 }
 
-SpanHasher::SpanHasher(ByteSource* in, IndexingSource* idx) : in_(in), idx_(idx), tail_(kWindow) {}
+void WindowTail::Add(const void* src, size_t n) {
+  if (n == 0) return;
+  const auto* p = static_cast<const uint8_t*>(src);
+  if (n >= kSize) {
+    std::memcpy(buf_.data(), p + n - kSize, kSize);
+    len_ = kSize;
+    return;
+  }
+  size_t keep = std::min(len_, kSize - n);
+  std::memmove(buf_.data(), buf_.data() + len_ - keep, keep);
+  std::memcpy(buf_.data() + keep, p, n);
+  len_ = keep + n;
+}
+
+SpanHasher::SpanHasher(ByteSource* in, IndexingSource* idx) : in_(in), idx_(idx) {}
 
 Result<size_t> SpanHasher::Read(void* buf, size_t n) {
   IMGFS_ASSIGN_OR_RETURN(size_t k, in_->Read(buf, n));
@@ -244,7 +246,7 @@ void SpanHasher::Take(const char* p, size_t n) {
     if (next > pos_ + n) break;  // UINT64_MAX: none yet
     size_t k = static_cast<size_t>(next - pos_);
     h_.Update(p, k);
-    Keep(p, k);
+    tail_.Add(p, k);
     p += k;
     n -= k;
     pos_ = next;
@@ -252,30 +254,16 @@ void SpanHasher::Take(const char* p, size_t n) {
     h_.Finish(check);
     idx_->SetSpanDigest(cur_++, check);
     // The new checkpoint's window (gzip within a member): the tar bytes just before it.
-    if (uint32_t w = idx_->PointWindow(cur_); w && w <= tail_len_) {
+    if (uint32_t w = idx_->PointWindow(cur_); w && w <= tail_.size()) {
       auto* wc = static_cast<ZSTD_CCtx*>(wc_);
-      std::string z =
-          CompressWindow(&wc, reinterpret_cast<const uint8_t*>(tail_.data()) + tail_len_ - w, w);
+      std::string z = CompressWindow(&wc, tail_.data() + tail_.size() - w, w);
       wc_ = wc;
       idx_->SetSpanWindow(cur_, z);
     }
   }
   h_.Update(p, n);
-  Keep(p, n);
+  tail_.Add(p, n);
   pos_ += n;
-}
-
-void SpanHasher::Keep(const char* p, size_t n) {
-  if (n == 0) return;  // p may be null (the end of the stream)
-  if (n >= kWindow) {
-    std::memcpy(tail_.data(), p + n - kWindow, kWindow);
-    tail_len_ = kWindow;
-    return;
-  }
-  size_t keep = std::min(tail_len_, kWindow - n);
-  std::memmove(tail_.data(), tail_.data() + tail_len_ - keep, keep);
-  std::memcpy(tail_.data() + keep, p, n);
-  tail_len_ = keep + n;
 }
 
 SpanHasher::~SpanHasher() {
@@ -361,12 +349,12 @@ void IndexingSource::Checkpoint(bool fresh, uint64_t in_off, uint8_t bits) {
   p.in_off = in_off;
   p.bits = bits;
   p.flags = fresh ? SeekPoint::kFresh : 0;
-  if (!fresh && c_ == Compression::kGzip && m.tail_len > 0) {
-    p.win_len = static_cast<uint32_t>(m.tail_len);
+  if (!fresh && c_ == Compression::kGzip && m.tail.size() > 0) {
+    p.win_len = static_cast<uint32_t>(m.tail.size());
     if (m.elsewhere) {
       m.windows_due++;  // the SpanHasher compresses it (SetSpanWindow)
     } else {
-      std::string z = CompressWindow(&m.wc, m.tail.data(), m.tail_len);
+      std::string z = CompressWindow(&m.wc, m.tail.data(), m.tail.size());
       p.win_off = m.windows.size();
       p.win_clen = static_cast<uint32_t>(z.size());
       m.windows += z;
@@ -473,7 +461,7 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
       }
       isal_inflate_reset(&s);
       s.crc_flag = ISAL_GZIP;
-      m.tail_len = 0;
+      m.tail.Clear();
       m.stopping = false;
       m.last_boundary = UINT64_MAX;
       // A member start is a checkpoint like a block boundary: the first, then one
@@ -517,7 +505,7 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
     }
     Hash(buf, produced);
     m.out_pos += produced;
-    m.Tail(static_cast<uint8_t*>(buf), produced);
+    m.tail.Add(buf, produced);
     uint64_t fed = m.comp_base + m.in_pos;  // blob bytes given to ISA-L so far
     bool boundary = false;
     if (s.block_state == ISAL_BLOCK_FINISH && m.stopping) {
@@ -525,8 +513,9 @@ Result<size_t> IndexingSource::ReadGzip(void* buf, size_t n) {
       m.stopping = false;
       s.block_state = ISAL_BLOCK_NEW_HDR;
       s.bfinal = 0;
-      if (m.tail_len > 0 &&
-          isal_inflate_set_dict(&s, m.tail.data(), static_cast<uint32_t>(m.tail_len)) != COMP_OK)
+      if (m.tail.size() > 0 &&
+          isal_inflate_set_dict(&s, const_cast<uint8_t*>(m.tail.data()),
+                                static_cast<uint32_t>(m.tail.size())) != COMP_OK)
         return Status::Corruption("gzip: cannot resume after a block boundary");
       m.last_boundary = 8 * fed - static_cast<uint64_t>(s.read_in_length);
       boundary = true;

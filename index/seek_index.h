@@ -113,6 +113,21 @@ class SpanCheck {
   void* state_;  // XXH3_state_t
 };
 
+// The last <= 32 KiB of a byte stream (a deflate window): what a checkpoint's window is
+// cut from, and what inflate resumes with after a block boundary.
+class WindowTail {
+ public:
+  static constexpr size_t kSize = 32768;
+  void Add(const void* p, size_t n);  // p may be null when n is 0
+  void Clear() { len_ = 0; }
+  const uint8_t* data() const { return buf_.data(); }
+  size_t size() const { return len_; }
+
+ private:
+  std::vector<uint8_t> buf_ = std::vector<uint8_t>(kSize);
+  size_t len_ = 0;
+};
+
 // Passes the output of an IndexingSource (HashSpansElsewhere) through, hashing its
 // spans and compressing its checkpoints' windows; Finish reads what is left and records
 // the last span's digest, and must run before the IndexingSource's Finish.
@@ -128,13 +143,10 @@ class SpanHasher : public ByteSource {
 
  private:
   void Take(const char* p, size_t n);
-  void Keep(const char* p, size_t n);  // the last 32 KiB passed through, in tail_
-  static constexpr size_t kWindow = 32768;
   ByteSource* in_;
   IndexingSource* idx_;
   SpanCheck h_;
-  std::vector<char> tail_;
-  size_t tail_len_ = 0;
+  WindowTail tail_;     // the last 32 KiB passed through
   void* wc_ = nullptr;  // ZSTD_CCtx for the windows
   uint64_t pos_ = 0;
   size_t cur_ = 0;
