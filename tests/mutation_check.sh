@@ -48,8 +48,8 @@ must_fail() {
     skipped=$((skipped + 1))
     echo "SKIP: $1: the suite skipped (exit 77), so its forced failure never ran"
   else
-    fail "$1 (exit $rc; expected non-zero and '$2'); last lines:"
-    tail -5 <<<"$out" | sed 's/^/#   /'
+    fail "$1 (exit $rc; expected non-zero and '$2'); its failing checks (with the lines after each) and last lines:"
+    { grep -A3 '^not ok' <<<"$out"; echo '  ...'; tail -5 <<<"$out"; } | head -60 | sed 's/^/#   /'
   fi
 }
 
