@@ -582,6 +582,23 @@ Result<std::string> RegistryClient::BaseUrl() {
   }
 }
 
+namespace {
+// Sleeps `seconds` before a retry; a request whose caller cancelled it (polled every
+// 50 ms) stops waiting at once. Returns false when cancelled.
+bool WaitUnlessCancelled(const RegistryClient::Request& req, double seconds) {
+  auto until = std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(seconds));
+  for (;;) {
+    if (req.cancelled && req.cancelled()) return false;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= until) return true;
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
+  }
+}
+}  // namespace
+
 Result<HttpResponse> RegistryClient::Do(const Request& in) {
   Request req = in;
   std::string url = req.path_or_url;
@@ -620,7 +637,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
                      waited < options_.max_retry_seconds;
     if (!r.ok()) {
       if (transient && can_retry) {
-        std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+        if (!WaitUnlessCancelled(req, backoff)) return Status::Unavailable("download stopped");
         backoff = std::min(backoff * 2, 8.0);
         continue;
       }
@@ -650,7 +667,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
       std::string ra = r->Header("retry-after");
       if (!ra.empty() && std::isdigit(static_cast<unsigned char>(ra[0])))
         wait = std::min(std::atof(ra.c_str()), 30.0);
-      std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+      if (!WaitUnlessCancelled(req, wait)) return Status::Unavailable("download stopped");
       backoff = std::min(backoff * 2, 8.0);
       continue;
     }

@@ -3,7 +3,10 @@
 // without answering.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "registry/registry_client.h"
 #include "tests/fake_http_server.h"
@@ -40,6 +43,37 @@ TEST(RegistryErrors, NameTheRealMethodAndUrl) {
   ASSERT_FALSE(got.ok());
   EXPECT_NE(got.status().message().find("POST " + url + ": "), std::string::npos)
       << got.status().message();
+}
+
+// A request whose caller went away stops in its retry wait too: a server answering 503
+// with Retry-After: 30 (imgfs honours up to 30 s) does not hold a cancelled request.
+TEST(RegistryErrors, CancelledRequestStopsDuringItsRetryWait) {
+  std::atomic<int> asked{0};
+  FakeHttpServer server([&](const std::string&) {
+    asked++;
+    return FakeHttpServer::Reply("503 Service Unavailable", "Retry-After: 30\r\n", "busy");
+  });
+  RegistryOptions o;
+  o.max_attempts = 5;
+  o.max_retry_seconds = 120;
+  o.certs_dir = "/nonexistent";
+  RegistryClient client(server.host(), o);
+  RegistryClient::Request r;
+  r.path_or_url = "http://" + server.host() + "/v2/test/app/blobs/sha256:00";
+  std::atomic<bool> stop{false};
+  r.cancelled = [&] { return stop.load(); };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop = true;
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto got = client.Do(r);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  canceller.join();
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("stopped"), std::string::npos) << got.status().message();
+  EXPECT_LT(took, 5.0) << "a cancelled request waited out its Retry-After";
+  EXPECT_EQ(asked.load(), 1);  // asked once, then waited, then stopped
 }
 
 }  // namespace
