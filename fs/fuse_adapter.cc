@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "fs/auto_unmount.h"
 #include "fs/mount_fs.h"
 #include "fs/mountinfo.h"
 #include "fs/stop_signal.h"
@@ -609,6 +610,10 @@ int RunMount(const MountOptions& in) {
     std::fprintf(stderr, "imgfs: mount: cannot install signal handlers\n");
     return 1;
   }
+  // auto_unmount: the daemon's end of fusermount3's socket is the one socket the mount
+  // opens; it goes to the guard (fs/auto_unmount.h) once the daemon exists.
+  std::set<int> sockets_before;
+  if (o.auto_unmount) sockets_before = OpenSockets();
   int mounted = fuse_session_mount(se, o.mountpoint.c_str());
   if (mounted != 0 && IsDeadFuseMount(o.mountpoint)) {
     // The old daemon was still exiting when we looked above: a killed multithreaded
@@ -617,8 +622,10 @@ int RunMount(const MountOptions& in) {
     std::fprintf(stderr,
                  "imgfs: mount: %s: clearing a dead FUSE mount left by a daemon that is gone\n",
                  o.mountpoint.c_str());
-    if (Detach(o.mountpoint, /*lazy=*/true, "mount") == 0)
+    if (Detach(o.mountpoint, /*lazy=*/true, "mount") == 0) {
+      if (o.auto_unmount) sockets_before = OpenSockets();
       mounted = fuse_session_mount(se, o.mountpoint.c_str());
+    }
   }
   if (mounted != 0) {
     fuse_remove_signal_handlers(se);
@@ -636,6 +643,19 @@ int RunMount(const MountOptions& in) {
     // The mount exists now; the caller's process exits 0 inside fuse_daemonize.
     fuse_daemonize(0);
     ctx.log = log ? log : stderr;
+  }
+  if (o.auto_unmount) {
+    std::vector<int> fresh;
+    for (int fd : OpenSockets())
+      if (!sockets_before.count(fd)) fresh.push_back(fd);
+    if (fresh.size() == 1 && StartAutoUnmountGuard(fresh[0])) {
+      ::close(fresh[0]);
+    } else {
+      Log(&ctx,
+          "auto_unmount: no guard process (%zu new sockets): a kill -9 of this daemon may "
+          "leave a dead mount (clear it with imgfs umount)",
+          fresh.size());
+    }
   }
   fo.names_watched = true;  // GenerationWatcher and EntryInvalidator below
   auto fs = MountFs::Create(fo);
