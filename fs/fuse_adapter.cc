@@ -17,6 +17,7 @@
 #include <chrono>
 #include <climits>
 #include <condition_variable>
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -681,7 +682,11 @@ int RunMount(const MountOptions& in) {
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_idle_threads(cfg, 8);
     fuse_loop_cfg_set_max_threads(cfg, 32);
-    rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
+    // libfuse ends the loop with the signal's number after SIGTERM, SIGINT or SIGHUP:
+    // a stop asked for, and the mount is cleanly undone below (exit 0, as systemd and
+    // a shell expect of a stopped service).
+    int loop = fuse_session_loop_mt(se, cfg);
+    rc = loop == 0 || loop == SIGTERM || loop == SIGINT || loop == SIGHUP ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
     bg_stop.Stop();  // it stops within a transfer's next bytes (fs/stop_signal.h)
     if (bg.joinable()) bg.join();

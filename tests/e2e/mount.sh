@@ -144,6 +144,9 @@ check "foreground mount serves" test -f "$T/fg/test/layout/v1/etc/passwd"
 kill -INT $fg_pid
 check "SIGINT ends a foreground mount" bash -c "wait_pid() { for i in \$(seq 100); do kill -0 $fg_pid 2>/dev/null || return 0; sleep 0.05; done; return 1; }; wait_pid"
 check "and unmounts" wait_unmounted "$T/fg"
+fg_rc=0
+wait "$fg_pid" || fg_rc=$?
+check "  exiting 0 (a stop asked for is not a failure)" test "$fg_rc" = 0
 
 HELPER=$(dirname "$IMGFS")/mount.imgfs
 if [[ -x $HELPER && ! -e /sbin/mount.imgfs && ! -e /sbin/mount.fuse.imgfs ]]; then
