@@ -48,8 +48,9 @@ must_fail() {
     skipped=$((skipped + 1))
     echo "SKIP: $1: the suite skipped (exit 77), so its forced failure never ran"
   else
-    fail "$1 (exit $rc; expected non-zero and '$2'); its failing checks (with the lines after each) and last lines:"
-    { grep -A3 '^not ok' <<<"$out"; echo '  ...'; tail -5 <<<"$out"; } | head -60 | sed 's/^/#   /'
+    # check() prints a failing command's output before its "not ok" line.
+    fail "$1 (exit $rc; expected non-zero and '$2'); its failing checks (each with the lines before it) and last lines:"
+    { grep -B3 '^not ok' <<<"$out" | head -50; echo '  ...'; tail -5 <<<"$out"; } | sed 's/^/#   /'
   fi
 }
 
