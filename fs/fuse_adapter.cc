@@ -612,7 +612,7 @@ int RunMount(const MountOptions& in) {
     return 1;
   }
   // auto_unmount: the daemon's end of fusermount3's socket is the one socket the mount
-  // opens; it goes to the guard (fs/auto_unmount.h) once the daemon exists.
+  // opens; the guard (fs/auto_unmount.h) gets a copy once the daemon exists.
   std::set<int> sockets_before;
   if (o.auto_unmount) sockets_before = OpenSockets();
   int mounted = fuse_session_mount(se, o.mountpoint.c_str());
@@ -649,13 +649,12 @@ int RunMount(const MountOptions& in) {
     std::vector<int> fresh;
     for (int fd : OpenSockets())
       if (!sockets_before.count(fd)) fresh.push_back(fd);
-    if (fresh.size() == 1 && StartAutoUnmountGuard(fresh[0])) {
-      ::close(fresh[0]);
-    } else {
+    std::string why = std::to_string(fresh.size()) + " new sockets";
+    if (fresh.size() != 1 || !StartAutoUnmountGuard(fresh[0], &why)) {
       Log(&ctx,
-          "auto_unmount: no guard process (%zu new sockets): a kill -9 of this daemon may "
-          "leave a dead mount (clear it with imgfs umount)",
-          fresh.size());
+          "auto_unmount: no guard process (%s): a kill -9 of this daemon may leave a dead "
+          "mount (clear it with imgfs umount)",
+          why.c_str());
     }
   }
   fo.names_watched = true;  // GenerationWatcher and EntryInvalidator below

@@ -70,6 +70,17 @@ for round in 1 2 3 4 5 6 7 8; do
   wait_unmounted "$M" || { left=$((left + 1)); umount -l "$M" 2>/dev/null || true; }
 done
 check "  8 more kill -9 rounds: no mount left behind" test "$left" = 0
+check "  no guard was missing (mount.log)" bash -c "! grep -q 'no guard process' '$ROOT/mount.log'"
+# A guard that cannot start is said in the log (here /proc/self/exe is the dynamic
+# loader, which cannot run "imgfs-auto-unmount PID"); the mount still works.
+LDSO=$(ldd "$IMGFS" | awk '$1 ~ /^\/.*ld-linux/ {print $1; exit}')
+if [[ -x $LDSO ]]; then
+  check "a guard that cannot start: the mount still comes up" bash -c "$(declare -f wait_mounted); '$LDSO' '$IMGFS' mount -o auto_unmount '$M' && wait_mounted '$M'"
+  check "  and the log says there is no guard" grep -q 'auto_unmount: no guard process (it did not start watching' "$ROOT/mount.log"
+  check "  imgfs umount of it" bash -c "$(declare -f wait_unmounted); '$IMGFS' umount '$M' && wait_unmounted '$M'"
+else
+  not_ok "the dynamic loader of $IMGFS was not found (ldd)"
+fi
 expect_fail "the guard refuses to run by hand" "started by imgfs mount -o auto_unmount only" \
   bash -c "exec -a imgfs-auto-unmount '$IMGFS' 1"
 
