@@ -159,7 +159,8 @@ void RegistryClient::SaveToken(const std::string& scope, const std::string& head
   }
 }
 
-Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::string& scope) {
+Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::string& scope,
+                                    const std::function<bool()>& cancelled) {
   std::string header = challenge.Header("www-authenticate");
   std::string scheme;
   std::map<std::string, std::string> params;
@@ -238,6 +239,7 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
   tr.headers = {"Accept: application/json"};
   tr.auth = basic;
   tr.max_body = 1 << 20;  // tokens are a few KB
+  tr.cancelled = cancelled;
   if (!creds.identity_token.empty()) {
     // An identity token (docker login's OAuth2 refresh token): POST it to the realm,
     // as docker does; no Basic header then. A realm without OAuth2 (404/405) gets the
@@ -251,6 +253,7 @@ Status RegistryClient::Authenticate(const HttpResponse& challenge, const std::st
     post.path_or_url = realm;
     post.headers = {"Accept: application/json", "Content-Type: application/x-www-form-urlencoded"};
     post.max_body = 1 << 20;
+    post.cancelled = cancelled;
     std::string sc = scope.empty() ? params["scope"] : scope;
     post.post_form =
         "grant_type=refresh_token&client_id=imgfs&refresh_token=" + escape(creds.identity_token) +

@@ -151,16 +151,18 @@ class RegistryClient {
 
  private:
   struct Endpoint;
-  Result<std::string> BaseUrl();
+  // `cancelled` (optional): the asking request's; its retry waits stop when it says so.
+  Result<std::string> BaseUrl(const std::function<bool()>& cancelled = {});
   // `transient`: worth retrying; `no_connection`: nothing answered at all (refused,
   // unresolvable), which retrying the same address does not change.
   Result<HttpResponse> Once(const Request& req, const std::string& url,
                             const std::string& auth_header, bool* transient,
                             bool* no_connection = nullptr);
   Result<HttpResponse> PingBase(const std::string& base, bool* answered, bool* transient,
-                                int* attempts);
+                                int* attempts, const std::function<bool()>& cancelled);
   Result<std::string> AuthHeader(const std::string& scope);
-  Status Authenticate(const HttpResponse& challenge, const std::string& scope);
+  Status Authenticate(const HttpResponse& challenge, const std::string& scope,
+                      const std::function<bool()>& cancelled = {});
   std::string ApiHost() const;
   void LoadTlsDir();
   // Idle curl handles. A handle keeps its open connections (and TLS sessions) when

@@ -469,15 +469,34 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
   return t.response;
 }
 
+namespace {
+// Sleeps `seconds` before a retry; a request whose caller cancelled it (polled every
+// 50 ms) stops waiting at once. Returns false when cancelled.
+bool WaitUnlessCancelled(const RegistryClient::Request& req, double seconds) {
+  auto until = std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(seconds));
+  for (;;) {
+    if (req.cancelled && req.cancelled()) return false;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= until) return true;
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
+  }
+}
+}  // namespace
+
 // GET BASE/v2/ with 5xx and 429 retried (a load balancer's one 500 is not "no registry
 // here"). `answered`: an HTTP server answered on this scheme (any status), so another
 // scheme is not worth trying. `transient`: no answer, but a reset or timeout that
 // another round may not meet ("nothing listens" is not one).
 Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* answered,
-                                              bool* transient, int* attempts) {
+                                              bool* transient, int* attempts,
+                                              const std::function<bool()>& cancelled) {
   *answered = false;
   *transient = false;
   Request ping;
+  ping.cancelled = cancelled;
   auto start = std::chrono::steady_clock::now();
   double backoff = options_.initial_backoff;
   for (int attempt = 1;; attempt++) {
@@ -492,7 +511,7 @@ Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* ans
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if ((r->status == 429 || r->status >= 500) && attempt < options_.max_attempts &&
         waited < options_.max_retry_seconds) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      if (!WaitUnlessCancelled(ping, backoff)) return Status::Unavailable("download stopped");
       backoff = std::min(backoff * 2, 8.0);
       continue;
     }
@@ -501,7 +520,7 @@ Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* ans
   }
 }
 
-Result<std::string> RegistryClient::BaseUrl() {
+Result<std::string> RegistryClient::BaseUrl(const std::function<bool()>& cancelled) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!base_url_.empty()) return base_url_;
@@ -535,7 +554,7 @@ Result<std::string> RegistryClient::BaseUrl() {
       bool answered = false, transient = false;
       int attempts = 1;
       bool https = base.rfind("https://", 0) == 0;
-      auto r = PingBase(base, &answered, &transient, &attempts);
+      auto r = PingBase(base, &answered, &transient, &attempts, cancelled);
       if (r.ok() && (r->status == 200 || r->status == 401)) {
         std::lock_guard<std::mutex> l(mu_);
         base_url_ = base;
@@ -569,7 +588,9 @@ Result<std::string> RegistryClient::BaseUrl() {
     }
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (retry_round && round < options_.max_attempts && waited < options_.max_retry_seconds) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      Request wait;
+      wait.cancelled = cancelled;
+      if (!WaitUnlessCancelled(wait, backoff)) return Status::Unavailable("download stopped");
       backoff = std::min(backoff * 2, 8.0);
       continue;
     }
@@ -582,23 +603,6 @@ Result<std::string> RegistryClient::BaseUrl() {
   }
 }
 
-namespace {
-// Sleeps `seconds` before a retry; a request whose caller cancelled it (polled every
-// 50 ms) stops waiting at once. Returns false when cancelled.
-bool WaitUnlessCancelled(const RegistryClient::Request& req, double seconds) {
-  auto until = std::chrono::steady_clock::now() +
-               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                   std::chrono::duration<double>(seconds));
-  for (;;) {
-    if (req.cancelled && req.cancelled()) return false;
-    auto now = std::chrono::steady_clock::now();
-    if (now >= until) return true;
-    std::this_thread::sleep_for(
-        std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
-  }
-}
-}  // namespace
-
 Result<HttpResponse> RegistryClient::Do(const Request& in) {
   Request req = in;
   std::string url = req.path_or_url;
@@ -608,7 +612,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
   if (foreign) {
     IMGFS_RETURN_IF_ERROR(CheckFetchUrl(url, "URL"));
   } else {
-    IMGFS_ASSIGN_OR_RETURN(std::string base, BaseUrl());
+    IMGFS_ASSIGN_OR_RETURN(std::string base, BaseUrl(req.cancelled));
     url = base + url;
   }
   auto start = std::chrono::steady_clock::now();
@@ -650,7 +654,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
         std::lock_guard<std::mutex> l(mu_);
         tokens_.erase(req.scope);  // expired or missing: fetch a fresh one
       }
-      IMGFS_RETURN_IF_ERROR(Authenticate(*r, req.scope));
+      IMGFS_RETURN_IF_ERROR(Authenticate(*r, req.scope, req.cancelled));
       attempt--;  // an auth round is not a failed attempt
       continue;
     }

@@ -76,5 +76,61 @@ TEST(RegistryErrors, CancelledRequestStopsDuringItsRetryWait) {
   EXPECT_EQ(asked.load(), 1);  // asked once, then waited, then stopped
 }
 
+// The same for the requests a registry request makes on its way: the ping that finds
+// the registry's base URL (5xx retried with backoff) and the token request of a 401
+// (its token service answering 503 with Retry-After: 30).
+TEST(RegistryErrors, CancelledRequestStopsInItsPingAndTokenWaits) {
+  for (bool token : {false, true}) {
+    std::atomic<int> token_asks{0};
+    FakeHttpServer* self = nullptr;
+    FakeHttpServer server([&](const std::string& req) {
+      if (req.rfind("GET /v2/ ", 0) == 0) {
+        if (!token) return FakeHttpServer::Reply("503 Service Unavailable", "", "busy");
+        return FakeHttpServer::Reply("401 Unauthorized",
+                                     "WWW-Authenticate: Bearer realm=\"http://" + self->host() +
+                                         "/token\",service=\"test\"\r\n",
+                                     "");
+      }
+      if (req.rfind("GET /token", 0) == 0) {
+        token_asks++;
+        return FakeHttpServer::Reply("503 Service Unavailable", "Retry-After: 30\r\n", "busy");
+      }
+      return FakeHttpServer::Reply(
+          "401 Unauthorized",
+          "WWW-Authenticate: Bearer realm=\"http://" + self->host() +
+              "/token\",service=\"test\",scope=\"repository:test/app:pull\"\r\n",
+          "");
+    });
+    self = &server;
+    RegistryOptions o;
+    o.max_attempts = 5;
+    o.max_retry_seconds = 120;
+    o.initial_backoff = 20;  // the ping's first wait: 20 s unless cancelled
+    o.certs_dir = "/nonexistent";
+    o.authfile = "/nonexistent/auth.json";
+    RegistryClient client(server.host(), o);
+    RegistryClient::Request r;
+    r.path_or_url = "/v2/test/app/manifests/latest";  // through BaseUrl and AuthHeader
+    r.scope = "repository:test/app:pull";
+    std::atomic<bool> stop{false};
+    r.cancelled = [&] { return stop.load(); };
+    std::thread canceller([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      stop = true;
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    auto got = client.Do(r);
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    canceller.join();
+    ASSERT_FALSE(got.ok()) << (token ? "token" : "ping");
+    EXPECT_NE(got.status().message().find("stopped"), std::string::npos) << got.status().message();
+    EXPECT_LT(took, 5.0) << (token ? "the token request" : "the ping")
+                         << " waited out its retry wait after the cancel";
+    if (token) {
+      EXPECT_GE(token_asks.load(), 1);  // it did reach the token service
+    }
+  }
+}
+
 }  // namespace
 }  // namespace imgfs
