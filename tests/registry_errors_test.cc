@@ -45,6 +45,23 @@ TEST(RegistryErrors, NameTheRealMethodAndUrl) {
       << got.status().message();
 }
 
+// Runs `r` with a `cancelled` that turns true 300 ms in; returns the result and, in
+// `took`, the seconds Do took.
+Result<HttpResponse> DoCancelledAfter300ms(RegistryClient& client, RegistryClient::Request r,
+                                           double* took) {
+  std::atomic<bool> stop{false};
+  r.cancelled = [&] { return stop.load(); };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop = true;
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto got = client.Do(r);
+  *took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  canceller.join();
+  return got;
+}
+
 // A request whose caller went away stops in its retry wait too: a server answering 503
 // with Retry-After: 30 (imgfs honours up to 30 s) does not hold a cancelled request.
 TEST(RegistryErrors, CancelledRequestStopsDuringItsRetryWait) {
@@ -60,16 +77,8 @@ TEST(RegistryErrors, CancelledRequestStopsDuringItsRetryWait) {
   RegistryClient client(server.host(), o);
   RegistryClient::Request r;
   r.path_or_url = "http://" + server.host() + "/v2/test/app/blobs/sha256:00";
-  std::atomic<bool> stop{false};
-  r.cancelled = [&] { return stop.load(); };
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    stop = true;
-  });
-  auto t0 = std::chrono::steady_clock::now();
-  auto got = client.Do(r);
-  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  canceller.join();
+  double took = 0;
+  auto got = DoCancelledAfter300ms(client, r, &took);
   ASSERT_FALSE(got.ok());
   EXPECT_NE(got.status().message().find("stopped"), std::string::npos) << got.status().message();
   EXPECT_LT(took, 5.0) << "a cancelled request waited out its Retry-After";
@@ -112,16 +121,8 @@ TEST(RegistryErrors, CancelledRequestStopsInItsPingAndTokenWaits) {
     RegistryClient::Request r;
     r.path_or_url = "/v2/test/app/manifests/latest";  // through BaseUrl and AuthHeader
     r.scope = "repository:test/app:pull";
-    std::atomic<bool> stop{false};
-    r.cancelled = [&] { return stop.load(); };
-    std::thread canceller([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      stop = true;
-    });
-    auto t0 = std::chrono::steady_clock::now();
-    auto got = client.Do(r);
-    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    canceller.join();
+    double took = 0;
+    auto got = DoCancelledAfter300ms(client, r, &took);
     ASSERT_FALSE(got.ok()) << (token ? "token" : "ping");
     EXPECT_NE(got.status().message().find("stopped"), std::string::npos) << got.status().message();
     EXPECT_LT(took, 5.0) << (token ? "the token request" : "the ping")
