@@ -67,7 +67,7 @@ echo "pull --lazy + mount + first read (usr/share/doc/bash/copyright, $sz bytes)
 n=$(find "$IMG" | wc -l)
 t1=$(now)
 echo "find: $n entries, $(echo "$t1 - $t0" | bc) s, $(sent) blob bytes in $(reqs) requests"
-for f in usr/share/doc/bash/copyright usr/bin/bash; do
+for f in usr/share/doc/bash/copyright usr/bin/bash usr/bin/perl; do
   : >"$W/proxy.log"; t0=$(now)
   sz=$(cat "$IMG/$f" | wc -c)
   t1=$(now)

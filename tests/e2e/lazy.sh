@@ -93,8 +93,11 @@ check "  (the fault was injected)" grep -q "^inject=flip" proxy.log
 check "  mount.log says the chunk does not match the table of contents" \
   grep -q "does not match the digest in the table of contents" "$ROOT/mount.log"
 echo none >mode
+: >proxy.log
 check "  with the registry honest again, the file reads right (the bad bytes were not kept)" \
   cmp "$IMG/data/random.bin" ref-v3/rootfs/data/random.bin
+seq_gets=$(blob_gets)
+echo "# a sequential read of the 3 MB file: $seq_gets blob request(s), $(sent) bytes"
 
 # --- kill -9 of the daemon mid-fetch, then remount: the ranges it recorded are on disk
 # and used, every byte right
