@@ -470,19 +470,33 @@ Result<HttpResponse> RegistryClient::Once(const Request& req, const std::string&
 }
 
 namespace {
-// Sleeps `seconds` before a retry; a request whose caller cancelled it (polled every
-// 50 ms) stops waiting at once. Returns false when cancelled.
-bool WaitUnlessCancelled(const RegistryClient::Request& req, double seconds) {
-  auto until = std::chrono::steady_clock::now() +
-               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                   std::chrono::duration<double>(seconds));
-  for (;;) {
-    if (req.cancelled && req.cancelled()) return false;
-    auto now = std::chrono::steady_clock::now();
-    if (now >= until) return true;
-    std::this_thread::sleep_for(
-        std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
+// The waits between a request's attempts: `initial` seconds, doubled after each wait up
+// to 8 s. A caller's `cancelled` (polled every 50 ms) ends a wait at once.
+class RetryWait {
+ public:
+  explicit RetryWait(double initial) : next_(initial) {}
+  // Waits `seconds` (a Retry-After), or the next backoff when negative. False when
+  // cancelled.
+  bool Wait(const std::function<bool()>& cancelled, double seconds = -1) {
+    double s = seconds >= 0 ? seconds : next_;
+    next_ = std::min(next_ * 2, 8.0);
+    auto until = std::chrono::steady_clock::now() +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(s));
+    for (;;) {
+      if (cancelled && cancelled()) return false;
+      auto now = std::chrono::steady_clock::now();
+      if (now >= until) return true;
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          until - now, std::chrono::milliseconds(50)));
+    }
   }
+
+ private:
+  double next_;
+};
+Status Stopped() {
+  return Status::Unavailable("download stopped");
 }
 }  // namespace
 
@@ -498,7 +512,7 @@ Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* ans
   Request ping;
   ping.cancelled = cancelled;
   auto start = std::chrono::steady_clock::now();
-  double backoff = options_.initial_backoff;
+  RetryWait retry(options_.initial_backoff);
   for (int attempt = 1;; attempt++) {
     bool no_connection = false;
     auto r = Once(ping, base + "/v2/", "", transient, &no_connection);
@@ -511,8 +525,7 @@ Result<HttpResponse> RegistryClient::PingBase(const std::string& base, bool* ans
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if ((r->status == 429 || r->status >= 500) && attempt < options_.max_attempts &&
         waited < options_.max_retry_seconds) {
-      if (!WaitUnlessCancelled(ping, backoff)) return Status::Unavailable("download stopped");
-      backoff = std::min(backoff * 2, 8.0);
+      if (!retry.Wait(cancelled)) return Stopped();
       continue;
     }
     *attempts = attempt;
@@ -545,7 +558,7 @@ Result<std::string> RegistryClient::BaseUrl(const std::function<bool()>& cancell
   candidates.push_back("https://" + ApiHost());
   if (insecure && !IsLoopbackHost(host_)) candidates.push_back("http://" + ApiHost());
   auto start = std::chrono::steady_clock::now();
-  double backoff = options_.initial_backoff;
+  RetryWait retry(options_.initial_backoff);
   std::string refused;  // an answer imgfs refuses (a header line over curl's limit)
   for (int round = 1;; round++) {
     std::string last_error;
@@ -588,10 +601,7 @@ Result<std::string> RegistryClient::BaseUrl(const std::function<bool()>& cancell
     }
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (retry_round && round < options_.max_attempts && waited < options_.max_retry_seconds) {
-      Request wait;
-      wait.cancelled = cancelled;
-      if (!WaitUnlessCancelled(wait, backoff)) return Status::Unavailable("download stopped");
-      backoff = std::min(backoff * 2, 8.0);
+      if (!retry.Wait(cancelled)) return Stopped();
       continue;
     }
     if (!refused.empty()) return Status::InvalidArgument("registry " + host_ + ": " + refused);
@@ -616,7 +626,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
     url = base + url;
   }
   auto start = std::chrono::steady_clock::now();
-  double backoff = options_.initial_backoff;
+  RetryWait retry(options_.initial_backoff);
   bool reauthed = false, reresolved = false;
   uint64_t delivered_total = 0;
   // Count what reaches the caller, so a retry resumes after it.
@@ -641,8 +651,7 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
                      waited < options_.max_retry_seconds;
     if (!r.ok()) {
       if (transient && can_retry) {
-        if (!WaitUnlessCancelled(req, backoff)) return Status::Unavailable("download stopped");
-        backoff = std::min(backoff * 2, 8.0);
+        if (!retry.Wait(req.cancelled)) return Stopped();
         continue;
       }
       if (attempt == 1) return r.status();
@@ -667,12 +676,11 @@ Result<HttpResponse> RegistryClient::Do(const Request& in) {
       continue;
     }
     if ((r->status == 429 || r->status >= 500) && can_retry) {
-      double wait = backoff;
+      double wait = -1;  // the backoff, unless the server names a wait (at most 30 s)
       std::string ra = r->Header("retry-after");
       if (!ra.empty() && std::isdigit(static_cast<unsigned char>(ra[0])))
         wait = std::min(std::atof(ra.c_str()), 30.0);
-      if (!WaitUnlessCancelled(req, wait)) return Status::Unavailable("download stopped");
-      backoff = std::min(backoff * 2, 8.0);
+      if (!retry.Wait(req.cancelled, wait)) return Stopped();
       continue;
     }
     return r;
