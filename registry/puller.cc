@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -354,14 +355,22 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
   // Every early lazy fetch has ended (see above). A failed one fails the pull, unless its
-  // layer is held already under its diff_id (another blob of the same content): then
-  // nothing is pulled for it, and the layers its failure cancelled are fetched by their
-  // jobs.
+  // content comes from elsewhere: its layer is held already under its diff_id, or another
+  // layer of the manifest has the same diff_id (docker takes a layer's content from any
+  // blob of it). Then it is pulled last, if at all (`order`: its diff_id's job goes to the
+  // other layer), and the layers its failure cancelled are fetched by their jobs.
   lazy_join.Join();
+  std::vector<size_t> order(m.layers.size());  // the layers, in the order jobs are chosen
+  for (size_t i = 0; i < order.size(); i++) order[i] = i;
   {
     std::lock_guard<std::mutex> l(lazy_mu);
-    if (!lazy_error.ok() && !stage.HaveLayer(rec.diff_ids[lazy_error_layer]))
-      return lazy_error.WithContext(ref.FamiliarString());
+    if (!lazy_error.ok()) {
+      const Digest& diff = rec.diff_ids[lazy_error_layer];
+      size_t same = std::count(rec.diff_ids.begin(), rec.diff_ids.end(), diff);
+      if (!stage.HaveLayer(diff) && same < 2) return lazy_error.WithContext(ref.FamiliarString());
+      order.erase(order.begin() + static_cast<std::ptrdiff_t>(lazy_error_layer));
+      order.push_back(lazy_error_layer);
+    }
   }
   std::map<size_t, Result<LazyLayerFetched>> lazy_early;  // layer index → its early fetch
   for (size_t k = 0; k < lazy_todo.size(); k++)
@@ -378,7 +387,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   constexpr int kRounds = 3;
   for (int round = 0; round < kRounds; round++) {
     std::vector<size_t> jobs;
-    for (size_t i = 0; i < m.layers.size(); i++) {
+    for (size_t i : order) {
       std::string id = m.layers[i].digest.Short();
       if (stage.HaveLayer(rec.diff_ids[i])) {
         if (round == 0) emit(id, "Already exists");

@@ -33,7 +33,9 @@
         the answer is a single 206 that does not start at the first range asked) |
         lazy-config-bad DIGEST (that blob, the config, 0.5 s late with a byte flipped;
         multi-range GETs stall 20 s) | lazy-toc-bad (the first single-range blob GET, a
-        layer's TOC, 1 s late with a byte flipped; once per ARG, if any) |
+        layer's TOC, 1 s late with a byte flipped; once per ARG, if any) | lazy-toc-bad-of
+        DIGEST [KEY] (the first Range GET of that blob, its TOC, with a byte flipped; once
+        per DIGEST KEY) |
         lazy-config-slow DIGEST (that blob 1 s late, unchanged) (tests/e2e/lazy.sh)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
@@ -426,6 +428,18 @@ def proxy(args):
                 log(f'inject={mode} {self.path}')
                 self.relay(r.status, r.getheaders(), data)
                 return True
+            if (mode == 'lazy-toc-bad-of' and is_blob and arg.split(' ')[0] in self.path and
+                    'Range' in self.headers):
+                with lock:
+                    bad = ('toc-of', arg) not in faulted
+                    faulted.add(('toc-of', arg))
+                if bad:
+                    r, data = self.forward()
+                    data = bytearray(data)
+                    data[len(data) // 2] ^= 0x40
+                    log(f'inject={mode} {self.path}')
+                    self.relay(r.status, r.getheaders(), bytes(data))
+                    return True
             if mode in ('lazy-config-bad', 'lazy-toc-bad') and is_blob:
                 # A lazy pull whose config (lazy-config-bad ARG: its digest) comes 0.5 s late
                 # with a byte flipped, every multi-range request (tar headers) stalling 20 s
