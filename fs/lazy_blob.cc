@@ -112,6 +112,7 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
   }
   std::lock_guard<std::mutex> fl(fetch_mu_);
   std::vector<std::pair<uint64_t, uint64_t>> want;
+  RangeMap local;  // what was local when the requests were planned: not written again
   {
     std::lock_guard<std::mutex> l(mu_);
     for (auto [s, e] : ranges_.Missing(start, end)) {
@@ -126,11 +127,22 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
         want.emplace_back(s, e);
       }
     }
-    // Widening may cover local bytes again: fetch only what is still missing, merged.
+    // Widening may cover local bytes again: fetch what is still missing, merged. Missing
+    // pieces with less than kMinFetch local bytes between them go in one request (a
+    // lazy pull leaves a small local island per tar header; a request per piece would
+    // cost a round trip each); the local bytes that come again are not written.
     std::vector<std::pair<uint64_t, uint64_t>> rest;
-    for (auto [s, e] : want)
-      for (auto m : ranges_.Missing(s, e)) rest.push_back(m);
+    for (auto [s, e] : want) {
+      for (auto m : ranges_.Missing(s, e)) {
+        if (!rest.empty() && m.first - rest.back().second < kMinFetch) {
+          rest.back().second = m.second;
+        } else {
+          rest.push_back(m);
+        }
+      }
+    }
     want.swap(rest);
+    if (!want.empty()) local = ranges_;
   }
   if (want.empty()) return Status::Ok();
   OnDemandFetch counted;  // background completion pauses meanwhile
@@ -150,16 +162,17 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
       size_t i = next.fetch_add(1);
       if (i >= want.size()) return;
       auto [s, e] = want[i];
-      uint64_t first = UINT64_MAX, last = 0;
       results[i] = fetcher_->Fetch(s, e - s, [&](uint64_t pos, const char* p, size_t n) {
-        if (::pwrite(data_.get(), p, n, static_cast<off_t>(pos)) != static_cast<ssize_t>(n))
-          return Status::FromErrno("write " + dir_.data());
         fetched_ += n;
-        if (first == UINT64_MAX) first = pos;
-        last = pos + n;
+        // Bytes local already may be read meanwhile: only the others are written.
+        for (auto [a, b] : local.Missing(pos, pos + n)) {
+          ssize_t k = static_cast<ssize_t>(b - a);
+          if (::pwrite(data_.get(), p + (a - pos), b - a, static_cast<off_t>(a)) != k)
+            return Status::FromErrno("write " + dir_.data());
+          got[i].Add(a, b);
+        }
         return Status::Ok();
       });
-      if (first != UINT64_MAX) got[i].Add(first, last);
     }
   };
   std::vector<std::thread> threads;

@@ -1,7 +1,8 @@
 // Reads of a lazily pulled layer (index/lazy_layer.h): a read of tar bytes [off, off+n)
 // finds the chunks holding them; chunks whose compressed bytes are not in the partial
-// blob are fetched first (missing ranges widened to >= 256 KiB, merged, up to 4 Range
-// requests at once), written to `data`, synced, then named in the range map. Each
+// blob are fetched first (missing ranges widened to >= 256 KiB, merged; pieces less than
+// 256 KiB of local bytes apart in one request, the local bytes not written again; up to
+// 4 Range requests at once), written to `data`, synced, then named in the range map. Each
 // chunk is decoded and checked against its TOC digest before a byte of it is served;
 // a chunk that fails is dropped from the range map (nothing kept) and fetched once
 // more (its bytes may have come with an earlier bad response); failing again, the read

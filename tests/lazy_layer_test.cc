@@ -461,8 +461,8 @@ class LazyBlobTest : public ::testing::Test {
     ASSERT_TRUE(LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, {}).ok());
     SetRangeFetcherFactory([this](const LazySource&, const Digest&,
                                   uint64_t) -> Result<std::unique_ptr<RangeFetcher>> {
-      return std::unique_ptr<RangeFetcher>(
-          new FakeFetcher(&f_.blob, &bytes_, &requests_, &flip_, whole_, &hold_));
+      return std::unique_ptr<RangeFetcher>(new FakeFetcher(served_ ? served_ : &f_.blob, &bytes_,
+                                                           &requests_, &flip_, whole_, &hold_));
     });
   }
   void TearDown() override {
@@ -478,6 +478,7 @@ class LazyBlobTest : public ::testing::Test {
   std::atomic<bool> flip_{false};
   std::atomic<bool> hold_{false};
   bool whole_ = false;
+  const std::string* served_ = nullptr;  // what the registry serves (default: the blob)
 };
 
 TEST_F(LazyBlobTest, ReadsFetchOnlyWhatTheyNeedAndKeepIt) {
@@ -521,6 +522,43 @@ TEST_F(LazyBlobTest, ReadsFetchOnlyWhatTheyNeedAndKeepIt) {
   auto k = (*b2)->Read(buf.data(), buf.size(), c.tar_offset, cache2, 2);
   ASSERT_TRUE(k.ok());
   EXPECT_EQ(bytes_.load(), before);
+}
+
+// A lazy pull leaves small local islands (tar headers) all over the blob: a read's
+// fetch takes them along in one request and does not write over them (the registry
+// here serves garbage in their place: written, they would fail the chunk's check).
+TEST_F(LazyBlobTest, LocalIslandsAreTakenAlongNotWrittenOver) {
+  std::vector<std::pair<uint64_t, std::string>> islands;
+  std::string served = f_.blob;
+  for (uint64_t at = 4096; at + 512 <= f_.blob.size(); at += 16384) {
+    islands.emplace_back(at, f_.blob.substr(at, 512));
+    std::fill(served.begin() + static_cast<std::ptrdiff_t>(at),
+              served.begin() + static_cast<std::ptrdiff_t>(at + 512), 'X');
+  }
+  ASSERT_GT(islands.size(), 20u);
+  std::filesystem::remove_all(root_);
+  ASSERT_TRUE(MakeDirs(root_).ok());
+  ASSERT_TRUE(
+      LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, islands).ok());
+  served_ = &served;
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  SpanCache cache(1 << 20);
+  const LazyChunk& c = f_.map.chunks[3];
+  std::string buf(1000, '\0');
+  auto n = (*b)->Read(buf.data(), buf.size(), c.tar_offset + 10, cache, 1);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(buf, f_.tar.substr(c.tar_offset + 10, 1000));
+  EXPECT_EQ(requests_.load(), 1);  // not one per piece between islands
+  auto ranges = LazyDir::For(root_, blob_digest_).LoadRanges(f_.blob.size());
+  ASSERT_TRUE(ranges.ok());
+  EXPECT_TRUE(ranges->Covers(c.blob_offset, c.blob_offset + c.blob_length));
+  // Every chunk reads right: no island was overwritten by the registry's bytes.
+  for (const LazyChunk& k : f_.map.chunks) {
+    auto r = (*b)->Read(buf.data(), 100, k.tar_offset, cache, 1);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(buf.substr(0, 100), f_.tar.substr(k.tar_offset, 100));
+  }
 }
 
 TEST_F(LazyBlobTest, AFlippedByteFailsTheChunkAndIsNotKept) {
