@@ -115,11 +115,19 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
   RangeMap local;  // what was local when the requests were planned: not written again
   {
     std::lock_guard<std::mutex> l(mu_);
-    for (auto [s, e] : ranges_.Missing(start, end)) {
-      // At least kMinFetch per request: widen forwards (then backwards at the blob's end).
-      if (e - s < kMinFetch) {
-        e = std::min(map_.blob_size, s + kMinFetch);
-        if (e - s < kMinFetch) s = e > kMinFetch ? e - kMinFetch : 0;
+    auto missing = ranges_.Missing(start, end);
+    if (missing.empty()) return Status::Ok();  // fetched by another read meanwhile
+    // A miss where the last fetch ended (within kMinFetch): a reader going through the
+    // blob; each such miss doubles the window, up to kMaxWindow.
+    uint64_t at = missing.front().first;
+    bool onward =
+        last_fetch_.second != 0 && at >= last_fetch_.first && at <= last_fetch_.second + kMinFetch;
+    window_ = onward ? std::min(window_ * 2, kMaxWindow) : kMinFetch;
+    for (auto [s, e] : missing) {
+      // At least `window_` per request: widen forwards (then backwards at the blob's end).
+      if (e - s < window_) {
+        e = std::min(map_.blob_size, s + window_);
+        if (e - s < window_) s = e > window_ ? e - window_ : 0;
       }
       if (!want.empty() && s <= want.back().second) {
         want.back().second = std::max(want.back().second, e);
@@ -145,6 +153,7 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
     if (!want.empty()) local = ranges_;
   }
   if (want.empty()) return Status::Ok();
+  last_fetch_ = {want.front().first, want.back().second};
   OnDemandFetch counted;  // background completion pauses meanwhile
   if (!fetcher_) {
     auto f = MakeRangeFetcher(source_, blob_, map_.blob_size);

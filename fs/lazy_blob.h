@@ -1,8 +1,9 @@
 // Reads of a lazily pulled layer (index/lazy_layer.h): a read of tar bytes [off, off+n)
 // finds the chunks holding them; chunks whose compressed bytes are not in the partial
-// blob are fetched first (missing ranges widened to >= 256 KiB, merged; pieces less than
-// 256 KiB of local bytes apart in one request, the local bytes not written again; up to
-// 4 Range requests at once), written to `data`, synced, then named in the range map. Each
+// blob are fetched first (missing ranges widened to >= 256 KiB, doubling up to 4 MiB for
+// a reader going on through the blob, merged; pieces less than 256 KiB of local bytes
+// apart in one request, the local bytes not written again; up to 4 Range requests at
+// once), written to `data`, synced, then named in the range map. Each
 // chunk is decoded and checked against its TOC digest before a byte of it is served;
 // a chunk that fails is dropped from the range map (nothing kept) and fetched once
 // more (its bytes may have come with an earlier bad response); failing again, the read
@@ -42,6 +43,9 @@ class SpanCache;
 class LazyBlob {
  public:
   static constexpr uint64_t kMinFetch = 256 << 10;
+  // A reader going on through the blob (each miss where the last fetch ended) doubles
+  // the least a fetch asks for, up to this.
+  static constexpr uint64_t kMaxWindow = 4 << 20;
   static constexpr int kParallel = 4;
   static Result<std::shared_ptr<LazyBlob>> Open(const std::string& root, const LayerRecord& layer);
   // Reads [off, off+n) of the layer's tar stream; only file contents can be read.
@@ -98,8 +102,10 @@ class LazyBlob {
   ChunkMap map_;
   LazySource source_;
   UniqueFd data_;
-  std::mutex fetch_mu_;  // held while fetching; guards fetcher_
+  std::mutex fetch_mu_;  // held while fetching; guards fetcher_, last_fetch_, window_
   std::unique_ptr<RangeFetcher> fetcher_;
+  std::pair<uint64_t, uint64_t> last_fetch_{0, 0};  // the span the last fetch asked for
+  uint64_t window_ = kMinFetch;                      // the least the next fetch asks for
   std::mutex save_mu_;  // held while writing the range map file; taken before mu_
   std::mutex mu_;       // guards ranges_
   RangeMap ranges_;

@@ -561,6 +561,44 @@ TEST_F(LazyBlobTest, LocalIslandsAreTakenAlongNotWrittenOver) {
   }
 }
 
+// A reader going on through the blob gets fetches that double (fewer round trips); a
+// reader that jumps gets the least again.
+TEST_F(LazyBlobTest, AReaderGoingOnGetsGrowingFetches) {
+  ASSERT_GT(f_.blob.size(), 2 * LazyBlob::kMinFetch);
+  ASSERT_LT(f_.blob.size(), 3 * LazyBlob::kMinFetch);
+  auto b = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b.ok());
+  SpanCache cache(1 << 20);
+  std::string buf(4096, '\0');
+  std::vector<uint64_t> sizes;  // bytes of each request
+  for (const LazyChunk& c : f_.map.chunks) {
+    for (uint64_t at = c.tar_offset; at < c.tar_offset + c.size; at += buf.size()) {
+      uint64_t before = bytes_.load();
+      int reqs = requests_.load();
+      auto n = (*b)->Read(buf.data(), buf.size(), at, cache, 1);
+      ASSERT_TRUE(n.ok()) << n.status().message();
+      ASSERT_EQ(buf.substr(0, *n), f_.tar.substr(at, *n));
+      if (requests_.load() != reqs) sizes.push_back(bytes_.load() - before);
+    }
+  }
+  // 256 KiB, then (going on) 512 KiB, which reaches the end: 2 requests, not 3.
+  ASSERT_EQ(sizes.size(), 2u);
+  EXPECT_EQ(sizes[0], LazyBlob::kMinFetch);
+  EXPECT_EQ(sizes[1], f_.blob.size() - LazyBlob::kMinFetch - f_.map.chunks[0].blob_offset);
+  // A fresh reader that jumps: the last chunk, then the first: the least each time.
+  std::filesystem::remove_all(LazyDir::For(root_, blob_digest_).dir);
+  ASSERT_TRUE(LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, {}).ok());
+  auto b2 = LazyBlob::Open(root_, layer_);
+  ASSERT_TRUE(b2.ok());
+  SpanCache cache2(1 << 20);
+  for (size_t i : {f_.map.chunks.size() - 1, size_t{0}}) {
+    uint64_t before = bytes_.load();
+    auto n = (*b2)->Read(buf.data(), 100, f_.map.chunks[i].tar_offset, cache2, 2);
+    ASSERT_TRUE(n.ok()) << n.status().message();
+    EXPECT_EQ(bytes_.load() - before, LazyBlob::kMinFetch) << "chunk " << i;
+  }
+}
+
 TEST_F(LazyBlobTest, AFlippedByteFailsTheChunkAndIsNotKept) {
   auto b = LazyBlob::Open(root_, layer_);
   ASSERT_TRUE(b.ok());
