@@ -362,56 +362,58 @@ Status LazyDir::Remove() const {
   return Status::Ok();
 }
 
+void ChunkVerifier::Feed(const char* p, size_t n) {
+  // Bytes [pos_, pos_+n) of the tar.
+  uint64_t pos = pos_;
+  pos_ += n;
+  while (bad_.ok() && n > 0 && next_ < map_.chunks.size()) {
+    const LazyChunk& c = map_.chunks[next_];
+    if (pos + n <= c.tar_offset) break;
+    if (pos < c.tar_offset) {
+      size_t skip = static_cast<size_t>(c.tar_offset - pos);
+      p += skip;
+      n -= skip;
+      pos += skip;
+    }
+    if (!hash_) hash_ = std::make_unique<Sha256>();
+    size_t k = static_cast<size_t>(std::min<uint64_t>(n, c.tar_offset + c.size - pos));
+    hash_->Update(p, k);
+    p += k;
+    n -= k;
+    pos += k;
+    if (pos == c.tar_offset + c.size) {
+      Digest got = hash_->Finish();
+      hash_.reset();
+      if (!(got == c.digest)) {
+        bad_ = Status::Corruption(
+            "the table of contents does not match the tar: content at tar offset " +
+            std::to_string(c.tar_offset) + " (" + std::to_string(c.size) + " bytes) hashes to " +
+            got.str() + ", the TOC says " + c.digest.str());
+      }
+      next_++;
+    }
+  }
+}
+
+Status ChunkVerifier::Finish() const {
+  if (!bad_.ok()) return bad_;
+  if (next_ != map_.chunks.size())
+    return Status::Corruption("the table of contents names content past the tar's end");
+  return Status::Ok();
+}
+
 Status VerifyChunksAgainstBlob(int blob_fd, const ChunkMap& map) {
   std::vector<char> out_buf(1 << 20);
-  uint64_t tar_pos = 0;
-  size_t ci = 0;
-  std::unique_ptr<Sha256> h;
-  auto feed = [&](const char* p, size_t n) -> Status {
-    // Bytes [tar_pos, tar_pos+n) of the tar.
-    uint64_t pos = tar_pos;
-    while (n > 0 && ci < map.chunks.size()) {
-      const LazyChunk& c = map.chunks[ci];
-      if (pos + n <= c.tar_offset) break;
-      if (pos < c.tar_offset) {
-        size_t skip = static_cast<size_t>(c.tar_offset - pos);
-        p += skip;
-        n -= skip;
-        pos += skip;
-      }
-      if (!h) h = std::make_unique<Sha256>();
-      size_t k = static_cast<size_t>(std::min<uint64_t>(n, c.tar_offset + c.size - pos));
-      h->Update(p, k);
-      p += k;
-      n -= k;
-      pos += k;
-      if (pos == c.tar_offset + c.size) {
-        Digest got = h->Finish();
-        h.reset();
-        if (!(got == c.digest)) {
-          return Status::Corruption(
-              "the table of contents does not match the tar: content at "
-              "tar offset " +
-              std::to_string(c.tar_offset) + " (" + std::to_string(c.size) + " bytes) hashes to " +
-              got.str() + ", the TOC says " + c.digest.str());
-        }
-        ci++;
-      }
-    }
-    return Status::Ok();
-  };
+  ChunkVerifier check(map);
   // zstd (zstd:chunked) or gzip (eStargz), by its magic bytes.
   FdSource raw(blob_fd);
   DecompressingSource tar(&raw, Compression::kAuto);
   for (;;) {
     IMGFS_ASSIGN_OR_RETURN(size_t got, tar.Read(out_buf.data(), out_buf.size()));
     if (got == 0) break;
-    IMGFS_RETURN_IF_ERROR(feed(out_buf.data(), got));
-    tar_pos += got;
+    check.Feed(out_buf.data(), got);
   }
-  if (ci != map.chunks.size())
-    return Status::Corruption("the table of contents names content past the tar's end");
-  return Status::Ok();
+  return check.Finish();
 }
 
 namespace {

@@ -135,6 +135,25 @@ struct LazyDir {
 // not have) is a Corruption naming the chunk.
 Status VerifyChunksAgainstBlob(int blob_fd, const ChunkMap& map);
 
+// The same check as the tar's bytes go by, in order from its first byte (a completing
+// pull feeds it from its one pass over the layer: no second inflate). Feed keeps the
+// first mismatch and ignores what follows; Finish, at the tar's end, returns it (or a
+// chunk past the end).
+class ChunkVerifier {
+ public:
+  explicit ChunkVerifier(ChunkMap map) : map_(std::move(map)) {}
+  void Feed(const char* p, size_t n);
+  Status Finish() const;
+  uint64_t fed() const { return pos_; }
+
+ private:
+  ChunkMap map_;
+  uint64_t pos_ = 0;  // tar bytes fed so far
+  size_t next_ = 0;   // the chunk being hashed, or the next one
+  std::unique_ptr<Sha256> hash_;
+  Status bad_;
+};
+
 // Fetches byte ranges of one blob (registry/lazy_fetch.h implements it over HTTP Range).
 class RangeFetcher {
  public:

@@ -398,7 +398,7 @@ Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::strin
 }
 
 Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
-                           const std::string& tar_entries) {
+                           const std::string& tar_entries, const ChunkVerifier* seen) {
   LazyDir dir = LazyDir::For(store.root(), layer.blob);
   std::string what = "layer " + layer.diff_id.str();
   Status st;
@@ -423,7 +423,9 @@ Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::st
   } else if (tar_entries != lazy_entries) {
     st = Status::Corruption("its entry table from the tar differs from the lazy pull's");
   }
-  if (st.ok()) {
+  if (st.ok() && seen && !virtual_offsets && seen->fed() == layer.size) {
+    st = seen->Finish();
+  } else if (st.ok()) {
     auto fd = OpenFile(store.blobs().BlobPath(layer.blob), O_RDONLY);
     if (!map.ok()) {
       st = map.status();

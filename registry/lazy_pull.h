@@ -64,8 +64,10 @@ Result<LazyLayerInfo> StoreLazyLayer(Store& store, const Descriptor& desc,
 // After a plain pull stored the blob of a layer that was lazy (see above).
 // `lazy_entries`: the entry table recorded by the lazy pull; `tar_entries`: the one the
 // full pull indexed from the tar (both encoded, layer_entry.h).
+// `seen`: the chunks checked already, as the pull's pass went over the tar; used when it
+// saw the whole tar (else, and for eStargz, the blob is inflated again to check them).
 Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
-                           const std::string& tar_entries);
+                           const std::string& tar_entries, const ChunkVerifier* seen = nullptr);
 
 // The whole blob of a lazily pulled layer, for its completion by a plain pull: the
 // ranges lazy/<blob hex>/ holds are read from its data file, the gaps fetched by

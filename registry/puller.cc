@@ -376,7 +376,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   for (size_t k = 0; k < lazy_todo.size(); k++)
     lazy_early.emplace(lazy_todo[k], std::move(lazy_fetched[k]));
 
-  std::mutex early_mu;  // guards `early` while the downloads run
+  std::mutex early_mu;  // guards `early` and `chunk_checks` while the downloads run
+  // Layers that were lazy, checked in their pull's pass: diff_id hex → the check.
+  std::map<std::string, std::shared_ptr<ChunkVerifier>> chunk_checks;
   bool warned = false;
   auto warn = [&](const std::string& msg) {
     std::lock_guard<std::mutex> l(event_mu);
@@ -482,6 +484,22 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
               src = local.get();
             }
           }
+          // A layer that was lazy: its chunks are checked against the tar in the same
+          // pass (CheckCompletedLayer then need not inflate the blob again). Not for
+          // eStargz: its chunk offsets are moved to the tar's after the pass.
+          std::shared_ptr<ChunkVerifier> check;
+          ImageStage::TarBytes tar_bytes;
+          auto new_check = [&] {
+            if (!lazy_entries.count(rec.diff_ids[i].hex())) return;
+            auto cm = ReadFileToString(LazyDir::For(store.root(), d.digest).chunks(), 1ull << 30);
+            auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
+            if (!map.ok() ||
+                std::any_of(map->chunks.begin(), map->chunks.end(),
+                            [](const LazyChunk& c) { return c.codec == ChunkCodec::kGzip; }))
+              return;
+            check = std::make_shared<ChunkVerifier>(std::move(*map));
+            tar_bytes = [check](const char* p, size_t n) { check->Feed(p, n); };
+          };
           // Not stored yet: resume the blob's partial file (kept by an earlier pull that
           // failed or was killed) and fetch only the rest, with a Range request. Only
           // under the blob lock: without it, two writers could share the file.
@@ -543,7 +561,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
                   emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
                 },
                 &opt.stopping);
-            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer)).status();
+            new_check();
+            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, std::move(writer), tar_bytes)
+                     .status();
             if (st.ok()) break;
             if (opt.stopping && opt.stopping()) break;
             // A completion from lazy/ that failed in any way (a damaged local byte, a
@@ -557,7 +577,12 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             ProgressSource prog(src, [&](uint64_t n) {
               emit(id, n >= d.size ? "Verifying Checksum" : "Downloading", n, d.size);
             });
-            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp).status();
+            new_check();
+            st = stage.AddLayer(&prog, rec.diff_ids[i], &d, *comp, nullptr, tar_bytes).status();
+          }
+          if (st.ok() && check) {
+            std::lock_guard<std::mutex> l(early_mu);
+            chunk_checks[rec.diff_ids[i].hex()] = check;
           }
         }
         if (!st.ok()) {
@@ -608,7 +633,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::FromHex(hex));
       IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(d));
       if (!layer) continue;
-      Status st = CheckCompletedLayer(store, *layer, encoded, stage.StagedEntries(d));
+      auto seen = chunk_checks.find(hex);
+      Status st = CheckCompletedLayer(store, *layer, encoded, stage.StagedEntries(d),
+                                      seen == chunk_checks.end() ? nullptr : seen->second.get());
       if (!st.ok()) return st.WithContext(ref.FamiliarString() + " is broken");
     }
     return result;

@@ -8,6 +8,29 @@
 #include "index/seek_index.h"
 
 namespace imgfs {
+namespace {
+
+// Passes `src` on, showing every byte read to `see` first.
+class ObservedSource : public ByteSource {
+ public:
+  ObservedSource(ByteSource* src, const ImageStage::TarBytes& see) : src_(src), see_(see) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    IMGFS_ASSIGN_OR_RETURN(size_t k, src_->Read(buf, n));
+    if (see_ && k > 0) see_(static_cast<const char*>(buf), k);
+    return k;
+  }
+  Result<std::string_view> ReadView(char* scratch, size_t n) override {
+    IMGFS_ASSIGN_OR_RETURN(std::string_view v, src_->ReadView(scratch, n));
+    if (see_ && !v.empty()) see_(v.data(), v.size());
+    return v;
+  }
+
+ private:
+  ByteSource* src_;
+  const ImageStage::TarBytes& see_;
+};
+
+}  // namespace
 
 ImageStage::ImageStage(Store& store, std::function<void(const std::string&)> progress,
                        bool commit_layers_early)
@@ -38,7 +61,8 @@ void ImageStage::ForgetMissingBlobs() {
 
 Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>& expected,
                                     const Descriptor* desc, Compression hint,
-                                    std::unique_ptr<BlobStore::Writer> resume) {
+                                    std::unique_ptr<BlobStore::Writer> resume,
+                                    const TarBytes& tar_bytes) {
   if (expected && HaveLayer(*expected)) return *expected;
   std::string what = "layer " + (desc       ? desc->digest.str()
                                  : expected ? expected->str()
@@ -76,8 +100,9 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
     {
       PipelinedSource inflate_stage(&dec, 512 << 10, 4, "inflate");
       SpanHasher spans(&inflate_stage, &dec);
+      ObservedSource observed(&spans, tar_bytes);
       double cpu = ThreadCpuSeconds();
-      idx = IndexTarStream(&spans);
+      idx = IndexTarStream(tar_bytes ? static_cast<ByteSource*>(&observed) : &spans);
       if (idx.ok()) {
         Status st = spans.Finish();
         if (!st.ok()) idx = st;

@@ -60,9 +60,14 @@ class ImageStage {
   // hashes to is its diff_id. Returns the diff_id. `resume`: the blob's resumable
   // ingest (BlobStore::OpenPartial), whose bytes `src` starts with; it is discarded
   // when the layer fails verification, kept when the transfer failed.
+  // `tar_bytes`, when given, sees the uncompressed tar in order, on the indexing thread
+  // (a completing pull checks a lazy layer's chunks with it); not called for a layer
+  // held already.
+  using TarBytes = std::function<void(const char* p, size_t n)>;
   Result<Digest> AddLayer(ByteSource* src, const std::optional<Digest>& expected,
                           const Descriptor* desc, Compression hint,
-                          std::unique_ptr<BlobStore::Writer> resume = nullptr);
+                          std::unique_ptr<BlobStore::Writer> resume = nullptr,
+                          const TarBytes& tar_bytes = nullptr);
   // A lazily pulled layer (registry/lazy_pull.h): its record and entry table, with no
   // blob (its partial state is in lazy/ already). The diff_id is the config's, checked
   // only when the layer is completed.

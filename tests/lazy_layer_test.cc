@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <future>
 #include <latch>
+#include <random>
 #include <thread>
 
 #include "fs/lazy_blob.h"
@@ -416,6 +417,35 @@ TEST(VerifyChunksTest, TheTocMustMatchTheTar) {
   wrong.chunks[2].tar_offset += 1;  // the right digest at the wrong place
   EXPECT_FALSE(VerifyChunksAgainstBlob(fd->get(), wrong).ok());
   std::filesystem::remove_all(dir);
+}
+
+// The check fed as a pull's pass feeds it: the tar in pieces of any size (seeded).
+TEST(VerifyChunksTest, FedInPiecesOfAnySize) {
+  Fixture f = MakeFixture();
+  auto feed = [&](const ChunkMap& map, uint32_t seed, uint64_t upto) {
+    std::mt19937 rng(seed);
+    ChunkVerifier v(map);
+    for (uint64_t at = 0; at < upto;) {
+      uint64_t n = std::min<uint64_t>(upto - at, 1 + rng() % 70000);
+      v.Feed(f.tar.data() + at, n);
+      at += n;
+    }
+    EXPECT_EQ(v.fed(), upto);
+    return v.Finish();
+  };
+  ChunkMap wrong = f.map;
+  wrong.chunks[4].digest = Sha256Of("something else");
+  for (uint32_t seed = 1; seed <= 20; seed++) {
+    Status ok = feed(f.map, seed, f.tar.size());
+    EXPECT_TRUE(ok.ok()) << "seed " << seed << ": " << ok.message();
+    Status bad = feed(wrong, seed, f.tar.size());
+    EXPECT_EQ(bad.code(), Status::Code::kCorruption) << "seed " << seed;
+    EXPECT_NE(bad.message().find("tar offset " + std::to_string(f.map.chunks[4].tar_offset)),
+              std::string::npos)
+        << bad.message();
+    // Cut short: the last chunks were never seen.
+    EXPECT_FALSE(feed(f.map, seed, f.tar.size() - 1).ok()) << "seed " << seed;
+  }
 }
 
 // Serves ranges of a blob from memory; counts; can flip a byte or ignore Range.
