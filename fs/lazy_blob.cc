@@ -136,9 +136,9 @@ Status LazyBlob::Ensure(uint64_t start, uint64_t end) {
       }
     }
     // Widening may cover local bytes again: fetch what is still missing, merged. Missing
-    // pieces with less than kMinFetch local bytes between them go in one request (a
-    // lazy pull leaves a small local island per tar header; a request per piece would
-    // cost a round trip each); the local bytes that come again are not written.
+    // pieces less than kMinFetch apart go in one request (a lazy pull leaves a small
+    // local island per tar header; a request per piece would cost a round trip each):
+    // the bytes between come along, and those that were local are not written again.
     std::vector<std::pair<uint64_t, uint64_t>> rest;
     for (auto [s, e] : want) {
       for (auto m : ranges_.Missing(s, e)) {

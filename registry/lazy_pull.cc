@@ -397,9 +397,10 @@ Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::strin
   return out;
 }
 
-Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
-                           const std::string& tar_entries, const ChunkVerifier* seen) {
-  LazyDir dir = LazyDir::For(store.root(), layer.blob);
+Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const Digest& lazy_blob,
+                           const std::string& lazy_entries, const std::string& tar_entries,
+                           const Status* checked) {
+  LazyDir dir = LazyDir::For(store.root(), lazy_blob);
   std::string what = "layer " + layer.diff_id.str();
   Status st;
   auto cm = ReadFileToString(dir.chunks(), 1ull << 30);
@@ -423,8 +424,8 @@ Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::st
   } else if (tar_entries != lazy_entries) {
     st = Status::Corruption("its entry table from the tar differs from the lazy pull's");
   }
-  if (st.ok() && seen && !virtual_offsets && seen->fed() == layer.size) {
-    st = seen->Finish();
+  if (st.ok() && checked && !virtual_offsets) {
+    st = *checked;
   } else if (st.ok()) {
     auto fd = OpenFile(store.blobs().BlobPath(layer.blob), O_RDONLY);
     if (!map.ok()) {

@@ -64,10 +64,13 @@ Result<LazyLayerInfo> StoreLazyLayer(Store& store, const Descriptor& desc,
 // After a plain pull stored the blob of a layer that was lazy (see above).
 // `lazy_entries`: the entry table recorded by the lazy pull; `tar_entries`: the one the
 // full pull indexed from the tar (both encoded, layer_entry.h).
-// `seen`: the chunks checked already, as the pull's pass went over the tar; used when it
-// saw the whole tar (else, and for eStargz, the blob is inflated again to check them).
-Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const std::string& lazy_entries,
-                           const std::string& tar_entries, const ChunkVerifier* seen = nullptr);
+// `lazy_blob`: the blob lazy/ holds (the layer's record may name another blob of the
+// same tar now, one the pull took instead). `checked`: the verdict of a ChunkVerifier
+// that saw the whole tar in the pull's pass (null: the blob is inflated again to check
+// the chunks; always so for eStargz, whose offsets move).
+Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const Digest& lazy_blob,
+                           const std::string& lazy_entries, const std::string& tar_entries,
+                           const Status* checked = nullptr);
 
 // The whole blob of a lazily pulled layer, for its completion by a plain pull: the
 // ranges lazy/<blob hex>/ holds are read from its data file, the gaps fetched by

@@ -218,12 +218,14 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   // Layers a lazy pull left partial: a plain pull completes them (and then checks them
   // against what the lazy pull recorded, below).
   std::map<std::string, std::string> lazy_entries;  // diff_id hex → encoded entry table
+  std::map<std::string, Digest> lazy_blobs;         // diff_id hex → the blob lazy/ holds
   if (existing && !opt.lazy) {
     for (const Digest& d : existing->diff_ids) {
       IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(d));
       if (!layer || !IsLazyLayer(store, *layer)) continue;
       IMGFS_ASSIGN_OR_RETURN(auto entries, store.GetEntries(d));
       lazy_entries[d.hex()] = EncodeEntries(entries);
+      lazy_blobs[d.hex()] = layer->blob;
     }
   }
   if (existing && lazy_entries.empty()) {
@@ -372,13 +374,23 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       order.push_back(lazy_error_layer);
     }
   }
+  // Completing: of the layers with a lazy layer's diff_id, the one whose blob lazy/
+  // holds goes first (its job reads what is local; another blob of that diff_id would
+  // be downloaded in full).
+  if (!lazy_blobs.empty()) {
+    std::stable_partition(order.begin(), order.end(), [&](size_t i) {
+      auto it = lazy_blobs.find(rec.diff_ids[i].hex());
+      return it == lazy_blobs.end() || m.layers[i].digest == it->second;
+    });
+  }
   std::map<size_t, Result<LazyLayerFetched>> lazy_early;  // layer index → its early fetch
   for (size_t k = 0; k < lazy_todo.size(); k++)
     lazy_early.emplace(lazy_todo[k], std::move(lazy_fetched[k]));
 
   std::mutex early_mu;  // guards `early` and `chunk_checks` while the downloads run
-  // Layers that were lazy, checked in their pull's pass: diff_id hex → the check.
-  std::map<std::string, std::shared_ptr<ChunkVerifier>> chunk_checks;
+  // Layers that were lazy, their chunks checked in their pull's pass: diff_id hex →
+  // the tar bytes the check saw, and its verdict.
+  std::map<std::string, std::pair<uint64_t, Status>> chunk_checks;
   bool warned = false;
   auto warn = [&](const std::string& msg) {
     std::lock_guard<std::mutex> l(event_mu);
@@ -490,8 +502,11 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
           std::shared_ptr<ChunkVerifier> check;
           ImageStage::TarBytes tar_bytes;
           auto new_check = [&] {
-            if (!lazy_entries.count(rec.diff_ids[i].hex())) return;
-            auto cm = ReadFileToString(LazyDir::For(store.root(), d.digest).chunks(), 1ull << 30);
+            check.reset();
+            tar_bytes = nullptr;
+            auto lb = lazy_blobs.find(rec.diff_ids[i].hex());
+            if (lb == lazy_blobs.end()) return;
+            auto cm = ReadFileToString(LazyDir::For(store.root(), lb->second).chunks(), 1ull << 30);
             auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
             if (!map.ok() ||
                 std::any_of(map->chunks.begin(), map->chunks.end(),
@@ -582,7 +597,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
           }
           if (st.ok() && check) {
             std::lock_guard<std::mutex> l(early_mu);
-            chunk_checks[rec.diff_ids[i].hex()] = check;
+            chunk_checks[rec.diff_ids[i].hex()] = {check->fed(), check->Finish()};
           }
         }
         if (!st.ok()) {
@@ -634,8 +649,11 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
       IMGFS_ASSIGN_OR_RETURN(auto layer, store.GetLayer(d));
       if (!layer) continue;
       auto seen = chunk_checks.find(hex);
-      Status st = CheckCompletedLayer(store, *layer, encoded, stage.StagedEntries(d),
-                                      seen == chunk_checks.end() ? nullptr : seen->second.get());
+      const Status* checked = seen != chunk_checks.end() && seen->second.first == layer->size
+                                  ? &seen->second.second
+                                  : nullptr;
+      Status st = CheckCompletedLayer(store, *layer, lazy_blobs.at(hex), encoded,
+                                      stage.StagedEntries(d), checked);
       if (!st.ok()) return st.WithContext(ref.FamiliarString() + " is broken");
     }
     return result;

@@ -446,11 +446,22 @@ for tag in dup-last dup-first; do
   check "$tag: a bad TOC of a layer whose diff_id another layer has: pull --lazy works" \
     bash -c "IMGFS_ROOT='$T/store-$tag' '$IMGFS' pull -q --lazy --max-concurrent-downloads 8 '127.0.0.1:$F/test/lazy:$tag' >/dev/null"
   check "  (the fault was injected)" grep -q "^inject=lazy-toc-bad-of .*$dup" proxy.log
+  check "  the damaged blob was asked for once (its twin's job took the diff_id)" \
+    test "$(grep -c "^GET .*/blobs/$dup" proxy.log)" -eq 1
   echo none >mode
   IMGFS_ROOT=$T/store-full "$IMGFS" pull -q "127.0.0.1:$F/test/lazy:$tag" >/dev/null
-  check "  its tree, every file read, equals a full pull's" bash -c "
-    diff <(IMGFS_ROOT='$T/store-$tag' '$IMGFS' ls -R --format tsv --sha256 '127.0.0.1:$F/test/lazy:$tag' /) \
-      <(IMGFS_ROOT='$T/store-full' '$IMGFS' ls -R --format tsv --sha256 '127.0.0.1:$F/test/lazy:$tag' /)"
+  same_as_full() {
+    diff <(IMGFS_ROOT=$T/store-$tag "$IMGFS" ls -R --format tsv --sha256 "127.0.0.1:$F/test/lazy:$tag" /) \
+      <(IMGFS_ROOT=$T/store-full "$IMGFS" ls -R --format tsv --sha256 "127.0.0.1:$F/test/lazy:$tag" /)
+  }
+  check "  its tree, every file read, equals a full pull's" same_as_full
+  : >proxy.log
+  check "  a plain pull completes it" env IMGFS_ROOT="$T/store-$tag" "$IMGFS" pull -q "127.0.0.1:$F/test/lazy:$tag"
+  check "  from the blob lazy/ held (the other blob of that diff_id not fetched)" \
+    bash -c "! grep -q '^GET .*/blobs/$dup' proxy.log"
+  check "  nothing lazy left, verify clean" bash -c "
+    [[ -z \$(ls '$T/store-$tag/lazy' 2>/dev/null) ]] && IMGFS_ROOT='$T/store-$tag' '$IMGFS' verify >/dev/null"
+  check "  the completed tree equals a full pull's" same_as_full
 done
 echo none >mode
 check "  then, the registry right: the same pull works" bash -c "IMGFS_ROOT='$T/store-toc' '$IMGFS' pull -q --lazy '$REF' >/dev/null"
