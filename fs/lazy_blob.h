@@ -105,7 +105,7 @@ class LazyBlob {
   std::mutex fetch_mu_;  // held while fetching; guards fetcher_, last_fetch_, window_
   std::unique_ptr<RangeFetcher> fetcher_;
   std::pair<uint64_t, uint64_t> last_fetch_{0, 0};  // the span the last fetch asked for
-  uint64_t window_ = kMinFetch;                      // the least the next fetch asks for
+  uint64_t window_ = kMinFetch;                     // the least the next fetch asks for
   std::mutex save_mu_;  // held while writing the range map file; taken before mu_
   std::mutex mu_;       // guards ranges_
   RangeMap ranges_;

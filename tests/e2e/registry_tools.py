@@ -335,6 +335,14 @@ def proxy(args):
                 return r, None
             return r, r.read()
 
+        def relay_flipped(self, mode):
+            """Relays the upstream answer with its middle byte flipped; logs inject=MODE."""
+            r, data = self.forward()
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0x40
+            log(f'inject={mode} {self.path}')
+            self.relay(r.status, r.getheaders(), bytes(data))
+
         def extension(self, mode, arg, is_blob, is_manifest, key, auth):
             """The extended modes; True when the request was answered here."""
             once = False
@@ -434,11 +442,7 @@ def proxy(args):
                     bad = ('toc-of', arg) not in faulted
                     faulted.add(('toc-of', arg))
                 if bad:
-                    r, data = self.forward()
-                    data = bytearray(data)
-                    data[len(data) // 2] ^= 0x40
-                    log(f'inject={mode} {self.path}')
-                    self.relay(r.status, r.getheaders(), bytes(data))
+                    self.relay_flipped(mode)
                     return True
             if mode in ('lazy-config-bad', 'lazy-toc-bad') and is_blob:
                 # A lazy pull whose config (lazy-config-bad ARG: its digest) comes 0.5 s late
@@ -461,11 +465,7 @@ def proxy(args):
                     if bad:
                         time.sleep(1)
                 if bad:
-                    r, data = self.forward()
-                    data = bytearray(data)
-                    data[len(data) // 2] ^= 0x40
-                    log(f'inject={mode} {self.path}')
-                    self.relay(r.status, r.getheaders(), bytes(data))
+                    self.relay_flipped(mode)
                     return True
             if mode == 'expire' and auth:
                 with lock:
