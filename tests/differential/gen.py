@@ -276,7 +276,8 @@ class Gen:
                 if tgt in linked or p in linked:
                     self.features.add('hardlink-chain')
                 linked.add(tgt)
-                if r.random() < 0.2 and tgt not in mine and self.use('linkwh'):
+                # (Adding p may have dropped tgt: p can be a new name above it.)
+                if r.random() < 0.2 and tgt not in mine and tgt in view and self.use('linkwh'):
                     marks.add(posixpath.dirname(tgt))
                     entries.append({'type': '0', 'name': self.render(self.wh(tgt)), 'data': b'',
                                     'fmt': 'ustar'})
