@@ -397,49 +397,50 @@ Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::strin
   return out;
 }
 
+namespace {
+
+// The chunks checked by inflating the committed blob again (eStargz, or a pass that did
+// not see the tar), after the entry tables are compared.
+Status CheckByInflating(Store& store, const LayerRecord& layer, const LazyDir& dir,
+                        const std::string& lazy_entries, const std::string& tar_entries) {
+  auto cm = ReadFileToString(dir.chunks(), 1ull << 30);
+  auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
+  if (!map.ok()) return map.status();
+  bool virtual_offsets =
+      std::any_of(map->chunks.begin(), map->chunks.end(),
+                  [](const LazyChunk& c) { return c.codec == ChunkCodec::kGzip; });
+  if (virtual_offsets) {
+    // eStargz: the lazy table has synthetic offsets (index/lazy_virtual.h); the tar's
+    // must equal it but for them, and the chunks move to the tar's offsets.
+    IMGFS_ASSIGN_OR_RETURN(auto lazy, DecodeEntries(lazy_entries));
+    IMGFS_ASSIGN_OR_RETURN(auto tar, DecodeEntries(tar_entries));
+    map = RelocateChunkMap(*map, lazy, tar, layer.size);
+    if (!map.ok()) return map.status();
+  } else if (tar_entries != lazy_entries) {
+    return Status::Corruption("its entry table from the tar differs from the lazy pull's");
+  }
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(store.blobs().BlobPath(layer.blob), O_RDONLY));
+  return VerifyChunksAgainstBlob(fd.get(), *map);
+}
+
+}  // namespace
+
 Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const Digest& lazy_blob,
                            const std::string& lazy_entries, const std::string& tar_entries,
                            const Status* checked) {
   LazyDir dir = LazyDir::For(store.root(), lazy_blob);
-  std::string what = "layer " + layer.diff_id.str();
   Status st;
-  auto cm = ReadFileToString(dir.chunks(), 1ull << 30);
-  auto map = cm.ok() ? DecodeChunkMap(*cm) : Result<ChunkMap>(cm.status());
-  bool virtual_offsets =
-      map.ok() && std::any_of(map->chunks.begin(), map->chunks.end(),
-                              [](const LazyChunk& c) { return c.codec == ChunkCodec::kGzip; });
-  if (virtual_offsets) {
-    // eStargz: the lazy table has synthetic offsets (index/lazy_virtual.h); the tar's
-    // must equal it but for them, and the chunks move to the tar's offsets.
-    auto lazy = DecodeEntries(lazy_entries);
-    auto tar = DecodeEntries(tar_entries);
-    if (!lazy.ok()) {
-      st = lazy.status();
-    } else if (!tar.ok()) {
-      st = tar.status();
-    } else {
-      map = RelocateChunkMap(*map, *lazy, *tar, layer.size);
-      if (!map.ok()) st = map.status();
-    }
+  if (!checked) {
+    st = CheckByInflating(store, layer, dir, lazy_entries, tar_entries);
   } else if (tar_entries != lazy_entries) {
     st = Status::Corruption("its entry table from the tar differs from the lazy pull's");
-  }
-  if (st.ok() && checked && !virtual_offsets) {
-    st = *checked;
-  } else if (st.ok()) {
-    auto fd = OpenFile(store.blobs().BlobPath(layer.blob), O_RDONLY);
-    if (!map.ok()) {
-      st = map.status();
-    } else if (!fd.ok()) {
-      st = fd.status();
-    } else {
-      st = VerifyChunksAgainstBlob(fd->get(), *map);
-    }
+  } else {
+    st = *checked;  // zstd:chunked, its chunks checked in the pull's pass
   }
   if (!st.ok()) {
     std::string why = "completion found a mismatch: " + st.message();
     (void)dir.MarkBroken(why);
-    return Status::Corruption(what + ": " + why);
+    return Status::Corruption("layer " + layer.diff_id.str() + ": " + why);
   }
   return dir.Remove();
 }

@@ -66,8 +66,9 @@ Result<LazyLayerInfo> StoreLazyLayer(Store& store, const Descriptor& desc,
 // full pull indexed from the tar (both encoded, layer_entry.h).
 // `lazy_blob`: the blob lazy/ holds (the layer's record may name another blob of the
 // same tar now, one the pull took instead). `checked`: the verdict of a ChunkVerifier
-// that saw the whole tar in the pull's pass (null: the blob is inflated again to check
-// the chunks; always so for eStargz, whose offsets move).
+// that saw the whole tar in the pull's pass, given only for zstd:chunked (null: the
+// chunk map is read and the blob inflated again to check it; always so for eStargz,
+// whose offsets move).
 Status CheckCompletedLayer(Store& store, const LayerRecord& layer, const Digest& lazy_blob,
                            const std::string& lazy_entries, const std::string& tar_entries,
                            const Status* checked = nullptr);

@@ -495,6 +495,12 @@ class LazyBlobTest : public ::testing::Test {
                                                            &requests_, &flip_, whole_, &hold_));
     });
   }
+  // The layer's lazy/ directory anew, holding `local` (blob offset, bytes).
+  void Recreate(const std::vector<std::pair<uint64_t, std::string>>& local = {}) {
+    std::filesystem::remove_all(LazyDir::For(root_, blob_digest_).dir);
+    ASSERT_TRUE(
+        LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, local).ok());
+  }
   void TearDown() override {
     SetRangeFetcherFactory(nullptr);
     std::filesystem::remove_all(root_);
@@ -566,10 +572,7 @@ TEST_F(LazyBlobTest, LocalIslandsAreTakenAlongNotWrittenOver) {
               served.begin() + static_cast<std::ptrdiff_t>(at + 512), 'X');
   }
   ASSERT_GT(islands.size(), 20u);
-  std::filesystem::remove_all(root_);
-  ASSERT_TRUE(MakeDirs(root_).ok());
-  ASSERT_TRUE(
-      LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, islands).ok());
+  Recreate(islands);
   served_ = &served;
   auto b = LazyBlob::Open(root_, layer_);
   ASSERT_TRUE(b.ok()) << b.status().message();
@@ -616,8 +619,7 @@ TEST_F(LazyBlobTest, AReaderGoingOnGetsGrowingFetches) {
   EXPECT_EQ(sizes[0], LazyBlob::kMinFetch);
   EXPECT_EQ(sizes[1], f_.blob.size() - LazyBlob::kMinFetch - f_.map.chunks[0].blob_offset);
   // A fresh reader that jumps: the last chunk, then the first: the least each time.
-  std::filesystem::remove_all(LazyDir::For(root_, blob_digest_).dir);
-  ASSERT_TRUE(LazyDir::Create(root_, blob_digest_, LazySource{"h", "r", false}, f_.map, {}).ok());
+  Recreate();
   auto b2 = LazyBlob::Open(root_, layer_);
   ASSERT_TRUE(b2.ok());
   SpanCache cache2(1 << 20);
