@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "index/lazy_virtual.h"
 #include "registry/credentials.h"
 #include "registry/json.h"
 
@@ -389,6 +390,11 @@ Result<std::vector<TarSplitSegment>> ParseTarSplit(std::string_view jsonl) {
     if (type == 1) {
       s.is_file = true;
       s.name = Str(o, "name");
+      if (std::string raw = Str(o, "name_raw"); s.name.empty() && !raw.empty()) {
+        auto bytes = Base64Decode(raw);
+        if (!bytes.ok()) return Status::InvalidArgument(where + ": name_raw is not base64");
+        s.name = std::move(*bytes);
+      }
       IMGFS_ASSIGN_OR_RETURN(s.size, Num(o, "size", where));
       if (s.size > (1ull << 50)) return Status::InvalidArgument(where + ": size too large");
     } else if (type == 2) {
@@ -539,9 +545,10 @@ Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
       while (next < toc.entries.size() &&
              !(toc.entries[next].type == EntryType::kFile && toc.entries[next].size > 0))
         next++;
+      // The TOC is JSON: a name that is not UTF-8 is there as Go's encoder spells it.
       auto name = NormalizeTarPath(s.name, false);
-      if (next == toc.entries.size() || !name.ok() || *name != toc.entries[next].path ||
-          toc.entries[next].size != s.size) {
+      if (next == toc.entries.size() || !name.ok() ||
+          AsJsonString(*name) != toc.entries[next].path || toc.entries[next].size != s.size) {
         return Status::Corruption("zstd:chunked: tar-split file \"" + s.name + "\" (" +
                                   std::to_string(s.size) +
                                   " bytes) does not match the TOC's next regular file");

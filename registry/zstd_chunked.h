@@ -92,7 +92,8 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
 // One tar-split segment: raw tar bytes (headers, padding) or a file's content size.
 struct TarSplitSegment {
   bool is_file = false;
-  std::string name;   // files: the tar name, as the TOC spells it
+  std::string name;   // files: the tar name ("name", or the bytes of "name_raw", which
+                      // tar-split writes for a name that is not UTF-8)
   uint64_t size = 0;  // files: content bytes
   std::string raw;    // otherwise: the bytes
 };

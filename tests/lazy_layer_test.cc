@@ -343,6 +343,37 @@ TEST(ZstdChunkedTocTest, TarSplitGivesTarOffsetsAndMustAgreeWithTheToc) {
   EXPECT_FALSE(HeaderGaps(p->toc, 335).ok());  // contents run into the TOC
 }
 
+// tar-split writes a name that is not UTF-8 as "name_raw" (base64 of its bytes); the
+// TOC, JSON made by Go, has it with U+FFFD for each bad byte. Both are the same file.
+// (Before, "name" alone was read: such a layer failed pull --lazy; found by
+// tests/e2e/lazy_tarsplit.sh.)
+TEST(ZstdChunkedTocTest, TarSplitNameThatIsNotUtf8) {
+  Digest blob = Sha256Of("blob");
+  std::string d = Sha256Of("0").str();
+  auto p = ParseZstdChunkedToc(
+      R"({"version":1,"entries":[{"type":"reg","name":"caf\ufffd","size":4,"digest":")" + d +
+          R"(","offset":1,"endOffset":9}]})",
+      blob, 1000, blob);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  std::string jsonl = R"({"type":2,"payload":"AAAA"})"
+                      "\n"
+                      R"({"type":1,"name_raw":"Y2Fm6Q==","size":4})"  // "caf\xe9"
+                      "\n";
+  auto segs = ParseTarSplit(jsonl);
+  ASSERT_TRUE(segs.ok()) << segs.status().message();
+  ASSERT_EQ(segs->size(), 2u);
+  EXPECT_EQ((*segs)[1].name, "caf\xe9");
+  LayerToc toc = p->toc;
+  auto src = ApplyTarSplit(toc, *segs);
+  ASSERT_TRUE(src.ok()) << src.status().message();
+  EXPECT_EQ(toc.entries[0].tar_offset, 3u);
+  // Another name's bytes do not match it.
+  (*segs)[1].name = "cafe";
+  LayerToc toc2 = p->toc;
+  EXPECT_EQ(ApplyTarSplit(toc2, *segs).status().code(), Status::Code::kCorruption);
+  EXPECT_FALSE(ParseTarSplit(R"({"type":1,"name_raw":"%%%","size":4})").ok());
+}
+
 // PrepareLazyLayer joins and looks up the header gaps assuming they are sorted and
 // disjoint: a TOC whose files overlap or go back in the blob is refused where the gaps
 // are made.

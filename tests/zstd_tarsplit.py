@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""Adds a tar-split to the zstd:chunked layers of an OCI layout, as newer containers/storage
+writers do (podman/buildah since 2023; Debian 12's skopeo writes none).
+
+    zstd_tarsplit.py SRC DST TAG [--digest-in annotation|toc] [--bad-tarsplit]
+
+SRC's TAG (a skopeo-made zstd:chunked image) is written to DST as TAG. Each layer with
+the zstd-chunked manifest-* annotations (io.containers.* names become
+io.github.containers.*, as newer writers spell them) becomes:
+
+    the blob's frames up to its TOC (the compressed tar, unchanged)
+    skippable frame: the TOC (zstd)           manifest-position OFFSET:LENGTH:USIZE:1
+    skippable frame: the tar-split (zstd)     tarsplit-position OFFSET:LENGTH:USIZE
+    skippable frame: the 64-byte footer       (offsets little-endian, "GNUlInUx")
+
+The tar-split is JSON lines in vbatts/tar-split's form: {"type":2,"payload":BASE64} for
+raw tar bytes (headers, padding, the end of the archive) and {"type":1,"name":...,
+"size":N} for each entry's content ("name_raw", base64, when the name is not UTF-8).
+(Its per-file CRC-64 "payload" is left out: imgfs does not read it.) The tar-split's
+digest goes in the tarsplit-checksum annotation (`annotation`, containers/storage
+1.4x) or in the TOC as "tarsplit-digest" (`toc`, newer writers; the TOC's own checksum
+annotation changes with it). --bad-tarsplit damages one byte of the compressed
+tar-split after its digest is taken. The decompressed stream, and so the diff_ids and
+the config, do not change (skippable frames decompress to nothing).
+Needs the zstd command.
+"""
+import base64
+import hashlib
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+
+PREFIX = 'io.github.containers.zstd-chunked.'
+OLD_PREFIX = 'io.containers.zstd-chunked.'  # Debian 12's skopeo: renamed to PREFIX here
+OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+
+
+def zstd(data, decompress=False):
+    args = ['zstd', '-q', '-c'] + (['-d'] if decompress else ['-3'])
+    return subprocess.run(args, input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def skippable(payload):
+    return struct.pack('<II', 0x184D2A50, len(payload)) + payload
+
+
+def tar_split(tar):
+    """The tar-split JSON lines of an uncompressed tar stream."""
+    lines, pos = [], 0
+    raw = lambda b: lines.append({'type': 2, 'payload': base64.b64encode(b).decode()})
+    with tarfile.open(fileobj=io.BytesIO(tar), mode='r:') as tf:
+        for m in tf:
+            raw(tar[pos:m.offset_data])
+            e = {'type': 1, 'size': m.size if m.isreg() else 0}
+            name = m.name.encode('utf-8', 'surrogateescape')
+            try:
+                e['name'] = name.decode('utf-8')
+            except UnicodeDecodeError:
+                e['name_raw'] = base64.b64encode(name).decode()
+            lines.append(e)
+            pos = m.offset_data + e['size']
+    raw(tar[pos:])
+    for i, line in enumerate(lines):
+        line['position'] = i
+    return ''.join(json.dumps(l, separators=(',', ':')) + '\n' for l in lines).encode()
+
+
+def blob_path(layout, digest):
+    return os.path.join(layout, 'blobs', *digest.split(':'))
+
+
+def put_blob(layout, data):
+    digest = 'sha256:' + hashlib.sha256(data).hexdigest()
+    path = blob_path(layout, digest)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
+    return digest
+
+
+def rewrite_layer(src, dst, layer, diff_id, digest_in, bad):
+    a = {(PREFIX + k[len(OLD_PREFIX):] if k.startswith(OLD_PREFIX) else k): v
+         for k, v in layer.get('annotations', {}).items()}
+    if PREFIX + 'manifest-position' not in a:
+        return layer
+    blob = open(blob_path(src, layer['digest']), 'rb').read()
+    off, length, usize, kind = (int(x) for x in a[PREFIX + 'manifest-position'].split(':'))
+    magic, size = struct.unpack('<II', blob[off - 8:off])
+    assert magic & 0xFFFFFFF0 == 0x184D2A50 and size == length, 'TOC is not a skippable frame'
+    content = blob[:off - 8]
+    tar = zstd(content, decompress=True)
+    assert 'sha256:' + hashlib.sha256(tar).hexdigest() == diff_id, 'tar does not match its diff_id'
+    ts_json = tar_split(tar)
+    ts_c = zstd(ts_json)
+    ts_digest = 'sha256:' + hashlib.sha256(ts_c).hexdigest()
+    toc_c = blob[off:off + length]
+    toc_json = zstd(toc_c, decompress=True)
+    if digest_in == 'toc':
+        toc = json.loads(toc_json)
+        toc['tarsplit-digest'] = ts_digest
+        toc_json = json.dumps(toc).encode()
+        toc_c = zstd(toc_json)
+    if bad:
+        ts_c = ts_c[:len(ts_c) // 2] + bytes([ts_c[len(ts_c) // 2] ^ 1]) + ts_c[len(ts_c) // 2 + 1:]
+    ts_off = off + len(toc_c) + 8
+    footer = struct.pack('<7Q', off, len(toc_c), len(toc_json), 1, ts_off, len(ts_c),
+                         len(ts_json)) + b'GNUlInUx'
+    out = content + skippable(toc_c) + skippable(ts_c) + skippable(footer)
+    new = dict(layer)
+    new['annotations'] = dict(a)
+    new['annotations'][PREFIX + 'manifest-checksum'] = 'sha256:' + hashlib.sha256(toc_c).hexdigest()
+    new['annotations'][PREFIX + 'manifest-position'] = f'{off}:{len(toc_c)}:{len(toc_json)}:{kind}'
+    new['annotations'][PREFIX + 'tarsplit-position'] = f'{ts_off}:{len(ts_c)}:{len(ts_json)}'
+    if digest_in == 'annotation':
+        new['annotations'][PREFIX + 'tarsplit-checksum'] = ts_digest
+    new['digest'] = put_blob(dst, out)
+    new['size'] = len(out)
+    return new
+
+
+def main(argv):
+    src, dst, tag = argv[1:4]
+    digest_in = 'annotation'
+    if '--digest-in' in argv:
+        digest_in = argv[argv.index('--digest-in') + 1]
+    bad = '--bad-tarsplit' in argv
+    index = json.load(open(os.path.join(src, 'index.json')))
+    desc = next(m for m in index['manifests']
+                if m.get('annotations', {}).get('org.opencontainers.image.ref.name') == tag)
+    man = json.load(open(blob_path(src, desc['digest'])))
+    cfg_bytes = open(blob_path(src, man['config']['digest']), 'rb').read()
+    diff_ids = json.loads(cfg_bytes)['rootfs']['diff_ids']
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(dst, 'oci-layout'), 'w') as f:
+        json.dump({'imageLayoutVersion': '1.0.0'}, f)
+    put_blob(dst, cfg_bytes)
+    man['layers'] = [rewrite_layer(src, dst, l, d, digest_in, bad)
+                     for l, d in zip(man['layers'], diff_ids)]
+    data = json.dumps(man).encode()
+    new_desc = {'mediaType': OCI_MANIFEST, 'digest': put_blob(dst, data), 'size': len(data),
+                'annotations': {'org.opencontainers.image.ref.name': tag}}
+    path = os.path.join(dst, 'index.json')
+    out = json.load(open(path)) if os.path.exists(path) else {'schemaVersion': 2, 'manifests': []}
+    out['manifests'] = [m for m in out['manifests']
+                        if m.get('annotations', {}).get('org.opencontainers.image.ref.name') != tag]
+    out['manifests'].append(new_desc)
+    with open(path, 'w') as f:
+        json.dump(out, f)
+
+
+if __name__ == '__main__':
+    main(sys.argv)
