@@ -9,12 +9,22 @@
 # first read" is issue 9's ≤ 1.0 s goal (over LAZY_WAN="100 40"). Both Python fronts pass
 # bodies on as they arrive (since 2026-11-29 evening; before, the proxy held each answer
 # whole and neither set TCP_NODELAY, which cost a delayed ACK, 40 ms, a request).
+# LAZY_TARSPLIT=1 measures the same image with a tar-split added to its layer, as newer
+# containers/storage writers (podman, buildah) make it (tests/zstd_tarsplit.py; made
+# once in $BENCH_DIR/minbase-zstd-ts-oci): the tar headers then come from the tar-split
+# instead of the blob.
 #   bash bench/lazy.sh build/imgfs
 set -euo pipefail
 IMGFS=$(readlink -f "${1:?usage: lazy.sh IMGFS}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${BENCH_DIR:-/var/tmp/imgfs-bench}
 [[ -d $B/minbase-zstd-oci ]] || { echo "no $B/minbase-zstd-oci: run bench/pull.sh once"; exit 1; }
+IMAGE=minbase-zstd-oci
+if [[ ${LAZY_TARSPLIT:-0} == 1 ]]; then
+  IMAGE=minbase-zstd-ts-oci
+  [[ -d $B/$IMAGE ]] ||
+    /usr/bin/python3 "$(dirname "$0")/../tests/zstd_tarsplit.py" "$B/minbase-zstd-oci" "$B/$IMAGE" latest
+fi
 W=$(mktemp -d "${TMPDIR:-/tmp}/imgfs-lazy-bench.XXXXXX")
 PIDS=()
 cleanup() {
@@ -29,7 +39,7 @@ printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory:
 docker-registry serve "$W/reg.yml" >"$W/reg.log" 2>&1 &
 PIDS+=($!)
 until curl -s -o /dev/null "http://127.0.0.1:$P/v2/"; do sleep 0.1; done
-skopeo copy -q --dest-tls-verify=false "oci:$B/minbase-zstd-oci:latest" "docker://127.0.0.1:$P/bench/minbase-zstd:latest"
+skopeo copy -q --dest-tls-verify=false "oci:$B/$IMAGE:latest" "docker://127.0.0.1:$P/bench/minbase-zstd:latest"
 F=$(free_port)
 echo none >"$W/mode"
 python3 "$HERE/../tests/e2e/registry_tools.py" proxy "$F" "$P" "$W/mode" "$W/proxy.log" &
