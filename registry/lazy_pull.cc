@@ -145,19 +145,24 @@ Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const
 namespace {
 
 // The entry table made from the tar headers against the verified TOC: the same
-// entries with the same attributes (the headers themselves carry no digest).
+// entries with the same attributes (the headers themselves carry no digest). A path
+// the tar names more than once (legal: the last one wins) is in the TOC as often, in
+// the same order: the n-th tar entry of a path is matched with its n-th TOC entry.
 Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
-  std::map<std::string, const TocEntry*> by_path;
-  for (const TocEntry& e : toc.entries) by_path[e.path] = &e;
-  size_t matched = 0;
+  std::map<std::string, std::vector<const TocEntry*>> by_path;
+  for (const TocEntry& e : toc.entries) by_path[e.path].push_back(&e);
+  std::map<std::string, size_t> used;  // per path, the TOC entries matched so far
   for (const LayerEntry& e : entries) {
-    auto it = by_path.find(AsJsonString(e.path));
+    std::string path = AsJsonString(e.path);
+    auto it = by_path.find(path);
     std::string why;
-    if (it == by_path.end()) {
+    size_t n = used[path]++;
+    if (it == by_path.end() || n >= it->second.size()) {
       if (e.path.empty()) continue;  // the root, when the TOC leaves it out
-      why = "not in the table of contents";
+      why = it == by_path.end() ? "not in the table of contents"
+                                : "in the tar more often than in the table of contents";
     } else {
-      const TocEntry& t = *it->second;
+      const TocEntry& t = *it->second[n];
       auto xa = e.xattrs, xb = t.xattrs;
       for (Xattr& x : xa) x.name = AsJsonString(x.name);
       auto by_name = [](const Xattr& a, const Xattr& b) { return a.name < b.name; };
@@ -179,17 +184,14 @@ Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
       else if (xa != xb)
         why = "xattrs";
       if (!why.empty()) why += " differs from the table of contents";
-      matched++;
     }
     if (!why.empty()) return Status::Corruption("tar entry \"" + e.path + "\": " + why);
   }
-  std::set<std::string> tar_paths;
-  for (const LayerEntry& e : entries) tar_paths.insert(AsJsonString(e.path));
   for (const auto& [path, t] : by_path) {
-    if (!path.empty() && !tar_paths.count(path))
-      return Status::Corruption("table of contents entry \"" + path + "\" is not in the tar");
+    if (!path.empty() && used[path] < t.size())
+      return Status::Corruption("table of contents entry \"" + path + "\" is not in the tar" +
+                                (used[path] ? " as often" : ""));
   }
-  (void)matched;
   return Status::Ok();
 }
 
