@@ -4,7 +4,6 @@
 #include <zlib.h>
 
 #include <cstring>
-#include <set>
 #include <string>
 #include <utility>
 
@@ -271,8 +270,7 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
   toc.format = TocFormat::kEstargz;
   // Reserved up front: `open` points into it and no push_back may move it.
   toc.entries.reserve(arr.size());
-  std::set<std::string> files;  // non-directory paths so far (hard-link targets)
-  TocEntry* open = nullptr;     // the file whose chunks are being collected
+  TocEntry* open = nullptr;  // the file whose chunks are being collected
   std::string open_name;
   uint64_t covered = 0;
   bool any_data = false;
@@ -355,11 +353,9 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
         IMGFS_RETURN_IF_ERROR(UintField(o, "size", limits.max_file_size, &size, where));
         e.size = size;
       }
-      if (e.type == EntryType::kHardlink && !files.count(e.link)) {
-        return Bad(where + ": a hard link to \"" + e.link.substr(0, 200) +
-                   "\", no earlier non-directory entry");
-      }
-      if (e.type != EntryType::kDir) files.insert(e.path);
+      // A hard link's target is not looked for here: as in a tar, it may be a lower
+      // layer's file (docs/layer-rules.md, rule 2); the merge resolves it, or refuses
+      // the image, as for a layer pulled in full.
       if (e.type == EntryType::kFile && (size > 0 || o["digest"].error() == simdjson::SUCCESS)) {
         IMGFS_ASSIGN_OR_RETURN(e.digest, DigestField(o, "digest", where));
       }

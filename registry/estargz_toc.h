@@ -72,7 +72,8 @@ Result<std::string> ExtractTocJson(std::string_view toc_member, const TocLimits&
 // `toc_offset` (the TOC member's offset) bounds every data offset. A chunk is the gzip
 // member at its `offset` up to the next member with data (or the TOC): codec kGzip,
 // `skip` = innerOffset; `digest` = chunkDigest (required for every chunk). A file's
-// `digest` is required when it has content; a hard link must follow its target.
+// `digest` is required when it has content. A hard link may name a file this TOC does
+// not have before it (a lower layer's: the merge resolves it, as for a tar).
 Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset,
                               const TocLimits& limits = {});
 
