@@ -219,8 +219,13 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(tsd));
     out.tarsplit_digest = d;
   }
+  // containers/storage leaves "entries" out of the TOC of a tar with no entries (Go's
+  // omitempty; an empty layer, e.g. of a RUN that changed nothing): none, not an error.
   simdjson::dom::array entries;
-  if (top["entries"].get(entries) != simdjson::SUCCESS)
+  auto field = top["entries"];
+  bool none = field.error() == simdjson::NO_SUCH_FIELD || field.is_null();
+  if (none) return out;
+  if (field.get(entries) != simdjson::SUCCESS)
     return Status::InvalidArgument("zstd:chunked TOC: no entries array");
   // Per regular file, the chunk entries seen so far, and their raw blob ends.
   struct RawChunk {

@@ -343,6 +343,20 @@ TEST(ZstdChunkedTocTest, TarSplitGivesTarOffsetsAndMustAgreeWithTheToc) {
   EXPECT_FALSE(HeaderGaps(p->toc, 335).ok());  // contents run into the TOC
 }
 
+// The TOC of a layer with no entries has no "entries" (Go's omitempty): an empty TOC,
+// not an error (pull --lazy failed such images; found by tests/differential/lazydiff.py).
+TEST(ZstdChunkedTocTest, ATocWithoutEntriesIsAnEmptyLayer) {
+  Digest blob = Sha256Of("blob");
+  for (const char* json :
+       {R"({"version":1})", R"({"version":1,"entries":null})", R"({"version":1,"entries":[]})"}) {
+    auto p = ParseZstdChunkedToc(json, blob, 1000, blob);
+    ASSERT_TRUE(p.ok()) << json << ": " << p.status().message();
+    EXPECT_TRUE(p->toc.entries.empty()) << json;
+  }
+  EXPECT_FALSE(ParseZstdChunkedToc(R"({"version":1,"entries":5})", blob, 1000, blob).ok());
+  EXPECT_FALSE(ParseZstdChunkedToc(R"({"version":1,"entries":{}})", blob, 1000, blob).ok());
+}
+
 // tar-split writes a name that is not UTF-8 as "name_raw" (base64 of its bytes); the
 // TOC, JSON made by Go, has it with U+FFFD for each bad byte. Both are the same file.
 // (Before, "name" alone was read: such a layer failed pull --lazy; found by
