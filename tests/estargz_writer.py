@@ -32,10 +32,12 @@ that of the whole tar stream (TOC entry and end blocks included).
 """
 import base64
 import datetime
+import decimal
 import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import tarfile
@@ -89,14 +91,16 @@ class Writer:
     def add(self, raw_header, info, data):
         """raw_header: the entry's header blocks (extension headers included)."""
         ent = {'name': gostr(info.name), 'mode': info.mode, 'uid': info.uid, 'gid': info.gid,
-               'modtime': datetime.datetime.fromtimestamp(int(info.mtime), datetime.timezone.utc)
+               'modtime': datetime.datetime.fromtimestamp(mtime_seconds(info), datetime.timezone.utc)
                .strftime('%Y-%m-%dT%H:%M:%SZ')}
         if info.uname and info.uname != self.last_uname:
             ent['userName'] = self.last_uname = info.uname
         if info.gname and info.gname != self.last_gname:
             ent['groupName'] = self.last_gname = info.gname
+        # As Go's tar reader: a record with an empty value sets nothing (pax: it deletes
+        # the keyword), and of two records of one name the last counts (the dict's).
         xattrs = {k[len('SCHILY.xattr.'):]: base64.b64encode(v.encode('utf-8', 'surrogateescape')).decode()
-                  for k, v in info.pax_headers.items() if k.startswith('SCHILY.xattr.')}
+                  for k, v in info.pax_headers.items() if k.startswith('SCHILY.xattr.') and v}
         if xattrs:
             ent['xattrs'] = xattrs
         if info.islnk():
@@ -160,6 +164,19 @@ class Writer:
                       'diff_id': 'sha256:' + self.plain.hexdigest(),
                       'uncompressed_size': self.plain_size, 'toc_digest': sha256(toc),
                       'toc_offset': toc_offset}
+
+
+def mtime_seconds(info):
+    """The whole seconds of a member's mtime, rounded down as Go's time.Time keeps them
+    (a pax mtime of -0.5 is -1; tarfile's float would truncate it to 0, and round a
+    large fractional one up)."""
+    pax = info.pax_headers.get('mtime')
+    if pax is not None:
+        try:
+            return int(decimal.Decimal(pax).to_integral_value(rounding=decimal.ROUND_FLOOR))
+        except decimal.InvalidOperation:
+            pass
+    return math.floor(info.mtime)
 
 
 def gostr(s):
