@@ -214,13 +214,14 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
   if (version != 1) {
     return Status::Unsupported("zstd:chunked TOC version " + std::to_string(version));
   }
-  std::string tsd = Str(top, "tarsplit-digest");
+  std::string tsd = Str(top, "tarSplitDigest");
   if (!tsd.empty()) {
     IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(tsd));
     out.tarsplit_digest = d;
   }
-  // containers/storage leaves "entries" out of the TOC of a tar with no entries (Go's
-  // omitempty; an empty layer, e.g. of a RUN that changed nothing): none, not an error.
+  // containers/storage writes "entries": null for a tar with no entries (a nil slice;
+  // an empty layer, e.g. of a RUN that changed nothing), and a writer may leave it
+  // out: none, not an error.
   simdjson::dom::array entries;
   auto field = top["entries"];
   bool none = field.error() == simdjson::NO_SUCH_FIELD || field.is_null();
@@ -395,7 +396,7 @@ Result<std::vector<TarSplitSegment>> ParseTarSplit(std::string_view jsonl) {
     if (type == 1) {
       s.is_file = true;
       s.name = Str(o, "name");
-      if (std::string raw = Str(o, "name_raw"); s.name.empty() && !raw.empty()) {
+      if (std::string raw = Str(o, "name_raw"); !raw.empty()) {  // tar-split prefers it
         auto bytes = Base64Decode(raw);
         if (!bytes.ok()) return Status::InvalidArgument(where + ": name_raw is not base64");
         s.name = std::move(*bytes);

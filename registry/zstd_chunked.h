@@ -12,7 +12,7 @@
 //   io.github.containers.zstd-chunked.tarsplit-position  "OFFSET:LENGTH:USIZE"
 //   io.github.containers.zstd-chunked.tarsplit-checksum  "sha256:…" (optional: newer
 //                                                         writers put the digest in
-//                                                         the TOC as "tarsplit-digest")
+//                                                         the TOC as "tarSplitDigest")
 //
 // ParseZstdChunkedToc turns the decompressed TOC into a LayerToc (index/layer_toc.h);
 // ParseTarSplit reads the decompressed tar-split into segments; ApplyTarSplit gives
@@ -76,7 +76,7 @@ Result<ZstdChunkedLayout> ParseZstdChunkedLayout(
 // Decompresses one zstd range (TOC or tar-split) of at most `max_size` bytes out.
 Result<std::string> DecompressZstd(std::string_view compressed, uint64_t max_size);
 
-// The TOC JSON (decompressed). `toc.tarsplit_digest` gets the TOC's "tarsplit-digest"
+// The TOC JSON (decompressed). `toc.tarsplit_digest` gets the TOC's "tarSplitDigest"
 // when it has one. Regular files get their chunks; tar offsets stay unknown.
 struct ParsedZstdToc {
   LayerToc toc;

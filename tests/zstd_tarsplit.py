@@ -18,7 +18,7 @@ raw tar bytes (headers, padding, the end of the archive) and {"type":1,"name":..
 "size":N} for each entry's content ("name_raw", base64, when the name is not UTF-8).
 (Its per-file CRC-64 "payload" is left out: imgfs does not read it.) The tar-split's
 digest goes in the tarsplit-checksum annotation (`annotation`, containers/storage
-1.4x) or in the TOC as "tarsplit-digest" (`toc`, newer writers; the TOC's own checksum
+1.4x) or in the TOC as "tarSplitDigest" (`toc`, newer writers; the TOC's own checksum
 annotation changes with it). --bad-tarsplit damages one byte of the compressed
 tar-split after its digest is taken. The decompressed stream, and so the diff_ids and
 the config, do not change (skippable frames decompress to nothing).
@@ -101,7 +101,7 @@ def rewrite_layer(src, dst, layer, diff_id, digest_in, bad):
     toc_json = zstd(toc_c, decompress=True)
     if digest_in == 'toc':
         toc = json.loads(toc_json)
-        toc['tarsplit-digest'] = ts_digest
+        toc['tarSplitDigest'] = ts_digest
         toc_json = json.dumps(toc).encode()
         toc_c = zstd(toc_json)
     if bad:
