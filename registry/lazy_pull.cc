@@ -176,6 +176,8 @@ Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
         why = "owner";
       else if (e.type == EntryType::kFile && t.size != e.size)
         why = "size";
+      else if (e.type == EntryType::kFile && e.size > 0 && t.tar_offset != e.data_offset)
+        why = "content offset";  // a header naming another file of the same size
       else if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) &&
                t.link != AsJsonString(e.link))
         why = "link target";
