@@ -149,20 +149,21 @@ namespace {
 // the tar names more than once (legal: the last one wins) is in the TOC as often, in
 // the same order: the n-th tar entry of a path is matched with its n-th TOC entry.
 Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
-  std::map<std::string, std::vector<const TocEntry*>> by_path;
-  for (const TocEntry& e : toc.entries) by_path[e.path].push_back(&e);
-  std::map<std::string, size_t> used;  // per path, the TOC entries matched so far
+  struct Named {
+    std::vector<const TocEntry*> toc;  // in TOC order
+    size_t used = 0;                   // how many a tar entry met so far
+  };
+  std::map<std::string, Named> by_path;
+  for (const TocEntry& e : toc.entries) by_path[e.path].toc.push_back(&e);
   for (const LayerEntry& e : entries) {
-    std::string path = AsJsonString(e.path);
-    auto it = by_path.find(path);
+    auto it = by_path.find(AsJsonString(e.path));
     std::string why;
-    size_t n = used[path]++;
-    if (it == by_path.end() || n >= it->second.size()) {
+    if (it == by_path.end() || it->second.used == it->second.toc.size()) {
       if (e.path.empty()) continue;  // the root, when the TOC leaves it out
       why = it == by_path.end() ? "not in the table of contents"
                                 : "in the tar more often than in the table of contents";
     } else {
-      const TocEntry& t = *it->second[n];
+      const TocEntry& t = *it->second.toc[it->second.used++];
       auto xa = e.xattrs, xb = t.xattrs;
       for (Xattr& x : xa) x.name = AsJsonString(x.name);
       auto by_name = [](const Xattr& a, const Xattr& b) { return a.name < b.name; };
@@ -189,10 +190,10 @@ Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
     }
     if (!why.empty()) return Status::Corruption("tar entry \"" + e.path + "\": " + why);
   }
-  for (const auto& [path, t] : by_path) {
-    if (!path.empty() && used[path] < t.size())
+  for (const auto& [path, n] : by_path) {
+    if (!path.empty() && n.used < n.toc.size())
       return Status::Corruption("table of contents entry \"" + path + "\" is not in the tar" +
-                                (used[path] ? " as often" : ""));
+                                (n.used ? " as often" : ""));
   }
   return Status::Ok();
 }

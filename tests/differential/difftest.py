@@ -83,8 +83,9 @@ def _encode(r, tar, encoding):
     raise ValueError(encoding)
 
 
-def write_layouts(case, cdir, tag):
-    """Writes cdir/img (case encodings) and cdir/ref (uncompressed); returns the tars."""
+def write_layouts(case, cdir, tag, kinds=('img', 'ref')):
+    """Writes cdir/img (case encodings) and cdir/ref (uncompressed), those of `kinds`;
+    returns the tars."""
     import random
     r = random.Random(case['seed'] * 7919 + 1)
     tars = []
@@ -98,7 +99,7 @@ def write_layouts(case, cdir, tag):
                          'config': {}, 'rootfs': {'type': 'layers', 'diff_ids': diff_ids},
                          'history': [{'created_by': 'difftest'} for _ in tars]},
                         sort_keys=True).encode()
-    for kind in ('img', 'ref'):
+    for kind in kinds:
         lay = os.path.join(cdir, kind)
         os.makedirs(os.path.join(lay, 'blobs', 'sha256'))
         with open(os.path.join(lay, 'oci-layout'), 'w') as f:
