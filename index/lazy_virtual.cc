@@ -79,6 +79,22 @@ std::string AsJsonString(std::string_view s) {
   return out;
 }
 
+bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  if (name.find(kReplacement) == std::string_view::npos) return false;
+  std::string shrunk;
+  shrunk.reserve(name.size());
+  for (size_t i = 0; i < name.size();) {
+    if (name.substr(i, kReplacement.size()) == kReplacement) {
+      shrunk.push_back('\x80');  // one byte, and not '.', '/' or NUL
+      i += kReplacement.size();
+    } else {
+      shrunk.push_back(name[i++]);
+    }
+  }
+  return NormalizeTarPath(shrunk, allow_root, link_target).ok();
+}
+
 namespace {
 
 std::vector<Xattr> JsonXattrs(std::vector<Xattr> xs) {

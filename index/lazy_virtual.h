@@ -40,6 +40,11 @@ Result<VirtualLayer> VirtualLayerFromToc(const LayerToc& toc);
 // sequence becomes U+FFFD).
 std::string AsJsonString(std::string_view s);
 
+// Whether a TOC's name that NormalizeTarPath refuses may still be a good tar name: it
+// holds U+FFFD (3 bytes, for what may have been one byte that is not UTF-8) and would
+// pass if each U+FFFD were one byte. Such a layer is pulled in full, not refused.
+bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target);
+
 // The lazy table (from the TOC) against the tar's: same entries in the same order with
 // the same fields, except data_offset and mtime_nsec, and names, link targets and xattr names
 // compared in their JSON form. A difference is a Corruption naming the entry and the field.

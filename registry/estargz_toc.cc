@@ -1,5 +1,7 @@
 #include "registry/estargz_toc.h"
 
+#include "index/lazy_virtual.h"
+
 #include <simdjson.h>
 #include <zlib.h>
 
@@ -303,6 +305,9 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
       }
       if (!known) return Bad(where + ": unknown type \"" + std::string(type.substr(0, 40)) + "\"");
       auto path = NormalizeTarPath(name, e.type == EntryType::kDir);
+      if (!path.ok() && TocNameMayBeLongerThanItsTar(name, e.type == EntryType::kDir, false))
+        return Status::Unsupported(where +
+                                   ": too long in the TOC's spelling of bytes that are not UTF-8");
       if (!path.ok()) return Bad(where + ": " + path.status().message());
       e.path = std::move(*path);
       uint64_t mode, uid, gid, major, minor;
@@ -325,6 +330,9 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
       IMGFS_ASSIGN_OR_RETURN(std::string_view link, StringField(o, "linkName", where));
       if (e.type == EntryType::kHardlink) {
         auto target = NormalizeTarPath(link, false, true);
+        if (!target.ok() && TocNameMayBeLongerThanItsTar(link, false, true))
+          return Status::Unsupported(
+              where + ": link target too long in the TOC's spelling of bytes that are not UTF-8");
         if (!target.ok()) return Bad(where + ": link target: " + target.status().message());
         e.link = std::move(*target);
       } else if (e.type == EntryType::kSymlink) {

@@ -144,64 +144,6 @@ Result<std::unique_ptr<ByteSource>> OpenLazyCompletion(const Store& store, const
 
 namespace {
 
-// The entry table made from the tar headers against the verified TOC: the same
-// entries with the same attributes (the headers themselves carry no digest). A path
-// the tar names more than once (legal: the last one wins) is in the TOC as often, in
-// the same order: the n-th tar entry of a path is matched with its n-th TOC entry.
-Status MatchToc(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
-  struct Named {
-    std::vector<const TocEntry*> toc;  // in TOC order
-    size_t used = 0;                   // how many a tar entry met so far
-  };
-  std::map<std::string, Named> by_path;
-  for (const TocEntry& e : toc.entries) by_path[e.path].toc.push_back(&e);
-  for (const LayerEntry& e : entries) {
-    auto it = by_path.find(AsJsonString(e.path));
-    std::string why;
-    if (it == by_path.end() || it->second.used == it->second.toc.size()) {
-      if (e.path.empty()) continue;  // the root, when the TOC leaves it out
-      why = it == by_path.end() ? "not in the table of contents"
-                                : "in the tar more often than in the table of contents";
-    } else {
-      const TocEntry& t = *it->second.toc[it->second.used++];
-      auto xa = e.xattrs, xb = t.xattrs;
-      for (Xattr& x : xa) x.name = AsJsonString(x.name);
-      auto by_name = [](const Xattr& a, const Xattr& b) { return a.name < b.name; };
-      std::sort(xa.begin(), xa.end(), by_name);
-      std::sort(xb.begin(), xb.end(), by_name);
-      if (t.type != e.type)
-        why = "type";
-      else if (t.mode != (e.mode & 07777))
-        why = "mode";
-      else if (t.uid != e.uid || t.gid != e.gid)
-        why = "owner";
-      else if (e.type == EntryType::kFile && t.size != e.size)
-        why = "size";
-      else if (e.type == EntryType::kFile && e.size > 0 && t.tar_offset != e.data_offset)
-        why = "content offset";  // a header naming another file of the same size
-      else if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) &&
-               t.link != AsJsonString(e.link))
-        why = "link target";
-      else if (t.mtime_sec != 0 && t.mtime_sec != e.mtime_sec)
-        why = "mtime";
-      else if (xa != xb)
-        why = "xattrs";
-      if (!why.empty()) why += " differs from the table of contents";
-    }
-    if (!why.empty()) return Status::Corruption("tar entry \"" + e.path + "\": " + why);
-  }
-  for (const auto& [path, n] : by_path) {
-    if (!path.empty() && n.used < n.toc.size())
-      return Status::Corruption("table of contents entry \"" + path + "\" is not in the tar" +
-                                (n.used ? " as often" : ""));
-  }
-  return Status::Ok();
-}
-
-}  // namespace
-
-namespace {
-
 // eStargz: the footer and the TOC member (two Range requests), the TOC checked against
 // the toc.digest annotation before it is parsed (estargz_toc.h); the entry table and
 // chunk map at synthetic content offsets (index/lazy_virtual.h). The fetched footer and
@@ -391,7 +333,7 @@ Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::strin
   }
   auto map = ChunkMapFromToc(toc);
   if (!map.ok()) return map.status().WithContext(what);
-  IMGFS_RETURN_IF_ERROR(MatchToc(toc, idx->entries).WithContext(what));
+  IMGFS_RETURN_IF_ERROR(MatchTocToTar(toc, idx->entries).WithContext(what));
   local.emplace_back(lay.toc_offset, std::move(toc_c));
   LazyLayerFetched out;
   out.source = LazySource{client.host(), repo, insecure};

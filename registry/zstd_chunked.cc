@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "index/lazy_virtual.h"
 #include "registry/credentials.h"
@@ -321,7 +322,14 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     IMGFS_RETURN_IF_ERROR(finish_file());
     TocEntry e;
     IMGFS_ASSIGN_OR_RETURN(e.type, TypeOf(type, where));
-    IMGFS_ASSIGN_OR_RETURN(e.path, NormalizeTarPath(name, e.type == EntryType::kDir));
+    {
+      auto path = NormalizeTarPath(name, e.type == EntryType::kDir);
+      if (!path.ok() && TocNameMayBeLongerThanItsTar(name, e.type == EntryType::kDir, false))
+        return Status::Unsupported(where +
+                                   ": too long in the TOC's spelling of bytes that are not UTF-8");
+      if (!path.ok()) return path.status();
+      e.path = std::move(*path);
+    }
     IMGFS_ASSIGN_OR_RETURN(uint64_t mode, Num(o, "mode", where));
     e.mode = static_cast<uint32_t>(mode & 07777);
     IMGFS_ASSIGN_OR_RETURN(e.uid, Num(o, "uid", where));
@@ -334,7 +342,12 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     e.mtime_sec = ParseRfc3339(Str(o, "modtime"));
     std::string link = Str(o, "linkName");
     if (e.type == EntryType::kHardlink) {
-      IMGFS_ASSIGN_OR_RETURN(e.link, NormalizeTarPath(link, false, /*link_target=*/true));
+      auto target = NormalizeTarPath(link, false, /*link_target=*/true);
+      if (!target.ok() && TocNameMayBeLongerThanItsTar(link, false, true))
+        return Status::Unsupported(
+            where + ": link target too long in the TOC's spelling of bytes that are not UTF-8");
+      if (!target.ok()) return target.status();
+      e.link = std::move(*target);
     } else if (e.type == EntryType::kSymlink) {
       if (link.size() > kMaxSymlinkTarget)
         return Status::InvalidArgument(where + ": symlink target too long");
@@ -578,6 +591,56 @@ Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
   }
   toc.tar_size = off;
   return std::unique_ptr<ByteSource>(new HeaderOnlyTar(std::move(segments)));
+}
+
+Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
+  struct Named {
+    std::vector<const TocEntry*> toc;  // in TOC order
+    size_t used = 0;                   // how many a tar entry met so far
+  };
+  std::map<std::string, Named> by_path;
+  for (const TocEntry& e : toc.entries) by_path[e.path].toc.push_back(&e);
+  for (const LayerEntry& e : entries) {
+    auto it = by_path.find(AsJsonString(e.path));
+    std::string why;
+    if (it == by_path.end() || it->second.used == it->second.toc.size()) {
+      if (e.path.empty()) continue;  // the root, when the TOC leaves it out
+      why = it == by_path.end() ? "not in the table of contents"
+                                : "in the tar more often than in the table of contents";
+    } else {
+      const TocEntry& t = *it->second.toc[it->second.used++];
+      auto xa = e.xattrs, xb = t.xattrs;
+      for (Xattr& x : xa) x.name = AsJsonString(x.name);
+      auto by_name = [](const Xattr& a, const Xattr& b) { return a.name < b.name; };
+      std::sort(xa.begin(), xa.end(), by_name);
+      std::sort(xb.begin(), xb.end(), by_name);
+      if (t.type != e.type)
+        why = "type";
+      else if (t.mode != (e.mode & 07777))
+        why = "mode";
+      else if (t.uid != e.uid || t.gid != e.gid)
+        why = "owner";
+      else if (e.type == EntryType::kFile && t.size != e.size)
+        why = "size";
+      else if (e.type == EntryType::kFile && e.size > 0 && t.tar_offset != e.data_offset)
+        why = "content offset";  // a header naming another file of the same size
+      else if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) &&
+               t.link != AsJsonString(e.link))
+        why = "link target";
+      else if (t.mtime_sec != 0 && t.mtime_sec != e.mtime_sec)
+        why = "mtime";
+      else if (xa != xb)
+        why = "xattrs";
+      if (!why.empty()) why += " differs from the table of contents";
+    }
+    if (!why.empty()) return Status::Corruption("tar entry \"" + e.path + "\": " + why);
+  }
+  for (const auto& [path, n] : by_path) {
+    if (!path.empty() && n.used < n.toc.size())
+      return Status::Corruption("table of contents entry \"" + path + "\" is not in the tar" +
+                                (n.used ? " as often" : ""));
+  }
+  return Status::Ok();
 }
 
 }  // namespace imgfs

@@ -35,6 +35,7 @@
 #include <string_view>
 #include <vector>
 
+#include "index/layer_entry.h"
 #include "index/layer_toc.h"
 #include "index/status.h"
 #include "index/stream.h"
@@ -128,6 +129,15 @@ Result<std::vector<std::string>> DecodeHeaderGaps(const std::vector<BlobRange>& 
 // Returns a source of the tar stream with all file contents zeroed (for indexing).
 Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
                                                   std::vector<TarSplitSegment> segments);
+
+// The entry table made from the tar headers (`entries`, the tar indexer's) against the
+// verified TOC (tar offsets given): the same entries with the same attributes, for the
+// headers themselves carry no digest; names, link targets and xattr names compared in
+// the TOC's JSON spelling (AsJsonString). A path the tar names more than once (legal:
+// the last one wins) is in the TOC as often, in the same order: the n-th tar entry of a
+// path is matched with its n-th TOC entry. The root may be missing from the TOC. A
+// difference is a Corruption naming the entry and the field.
+Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries);
 
 }  // namespace imgfs
 

@@ -478,6 +478,31 @@ TEST(EstargzToc, AHardLinkMayNameALowerLayersFile) {
   EXPECT_TRUE(found);
 }
 
+// A name component of more than 85 bytes that are not UTF-8 is more than 255 bytes as
+// the TOC spells it (U+FFFD, 3 bytes, for each): not a bad layer, one to pull in full.
+// A name too long in any spelling is still refused.
+TEST(EstargzToc, ANameTooLongOnlyInTheTocsSpellingIsUnsupported) {
+  std::string bad;
+  for (int i = 0; i < 100; i++) bad += "\xEF\xBF\xBD";
+  Layer l = Good();
+  std::vector<Fields> e = l.entries;
+  Set(e[3], "name", Q(bad));
+  EXPECT_EQ(ReadJson(l, Json(e)).status().code(), Status::Code::kUnsupported);
+  e = l.entries;
+  Set(e[9], "linkName", Q(bad));
+  EXPECT_EQ(ReadJson(l, Json(e)).status().code(), Status::Code::kUnsupported);
+  e = l.entries;
+  Set(e[3], "name", Q(std::string(256, 'a')));
+  auto toc = ReadJson(l, Json(e));
+  ASSERT_FALSE(toc.ok());
+  EXPECT_NE(toc.status().code(), Status::Code::kUnsupported);
+  e = l.entries;
+  Set(e[3], "name", Q(bad + std::string(160, 'a')));  // > 255 even at a byte per U+FFFD
+  toc = ReadJson(l, Json(e));
+  ASSERT_FALSE(toc.ok());
+  EXPECT_NE(toc.status().code(), Status::Code::kUnsupported);
+}
+
 TEST(EstargzToc, EntryCountIsBounded) {
   Layer l = Good();
   std::string json = Json(l.entries);
