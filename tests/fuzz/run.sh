@@ -21,6 +21,11 @@ targets=${FUZZ_TARGETS:-$all_targets}
 mkdir -p "$work"
 failed=0
 total=0
+# Every target has its row in docs/fuzzing.md's table and a seed corpus.
+for t in $all_targets; do
+  grep -q "^| \`$t\` |" "$here/../../docs/fuzzing.md" || { echo "fuzz: $t has no row in docs/fuzzing.md"; failed=1; }
+  [[ -d $here/corpus/$t ]] || { echo "fuzz: $t has no seed corpus (tests/fuzz/corpus/$t)"; failed=1; }
+done
 for t in $targets; do
   bin=$build/${t}_fuzz
   [[ -x $bin ]] || { echo "fuzz: $bin is missing (build with -DIMGFS_FUZZ=ON)"; failed=1; continue; }
