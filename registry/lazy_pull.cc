@@ -223,7 +223,8 @@ Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::strin
   LayerToc& toc = parsed->toc;
   std::vector<std::pair<uint64_t, std::string>> local;  // blob bytes fetched, kept
   std::vector<TarSplitSegment> segments;
-  if (lay.has_tarsplit && ts_digest) {
+  const bool from_tarsplit = lay.has_tarsplit && ts_digest;  // headers under a digest
+  if (from_tarsplit) {
     if (cancelled && cancelled()) return stopped;
     IMGFS_ASSIGN_OR_RETURN(std::string ts_c,
                            FetchBlobRange(client, repo, desc.digest, desc.size, lay.tarsplit_offset,
@@ -333,7 +334,7 @@ Result<LazyLayerFetched> FetchLazyLayer(RegistryClient& client, const std::strin
   }
   auto map = ChunkMapFromToc(toc);
   if (!map.ok()) return map.status().WithContext(what);
-  IMGFS_RETURN_IF_ERROR(MatchTocToTar(toc, idx->entries).WithContext(what));
+  IMGFS_RETURN_IF_ERROR(MatchTocToTar(toc, idx->entries, from_tarsplit).WithContext(what));
   local.emplace_back(lay.toc_offset, std::move(toc_c));
   LazyLayerFetched out;
   out.source = LazySource{client.host(), repo, insecure};

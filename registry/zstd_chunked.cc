@@ -593,7 +593,8 @@ Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
   return std::unique_ptr<ByteSource>(new HeaderOnlyTar(std::move(segments)));
 }
 
-Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries) {
+Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries,
+                     bool headers_verified) {
   struct Named {
     std::vector<const TocEntry*> toc;  // in TOC order
     size_t used = 0;                   // how many a tar entry met so far
@@ -604,7 +605,13 @@ Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries
     auto it = by_path.find(AsJsonString(e.path));
     std::string why;
     if (it == by_path.end() || it->second.used == it->second.toc.size()) {
-      if (e.path.empty()) continue;  // the root, when the TOC leaves it out
+      // The root, when the TOC leaves it out: its header is the only word on its
+      // attributes, which only a tar-split's digest makes trustworthy before completion.
+      if (e.path.empty() && headers_verified) continue;
+      if (e.path.empty() && it == by_path.end())
+        return Status::Unsupported(
+            "the tar's root directory is not in the table of contents and no tar-split "
+            "digest covers its header");
       why = it == by_path.end() ? "not in the table of contents"
                                 : "in the tar more often than in the table of contents";
     } else {

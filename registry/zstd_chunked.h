@@ -135,9 +135,13 @@ Result<std::unique_ptr<ByteSource>> ApplyTarSplit(LayerToc& toc,
 // headers themselves carry no digest; names, link targets and xattr names compared in
 // the TOC's JSON spelling (AsJsonString). A path the tar names more than once (legal:
 // the last one wins) is in the TOC as often, in the same order: the n-th tar entry of a
-// path is matched with its n-th TOC entry. The root may be missing from the TOC. A
-// difference is a Corruption naming the entry and the field.
-Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries);
+// path is matched with its n-th TOC entry. A difference is a Corruption naming the
+// entry and the field. The root may be missing from the TOC when `headers_verified`
+// (they came from a tar-split that matched its digest); otherwise nothing would check
+// the root's header until completion, and that is Unsupported (the layer is pulled in
+// full).
+Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries,
+                     bool headers_verified);
 
 }  // namespace imgfs
 

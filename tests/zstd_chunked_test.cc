@@ -335,14 +335,27 @@ TEST(MatchTocToTarTest, SameEntriesMatchAndEachFieldIsChecked) {
   LayerToc toc;
   toc.entries = {TocFile("a", 3, 512), TocFile("b", 5, 1536)};
   std::vector<LayerEntry> tar = {TarFile("a", 3, 512), TarFile("b", 5, 1536)};
-  EXPECT_TRUE(MatchTocToTar(toc, tar).ok());
-  // The root may be left out of the TOC; a TOC mtime of 0 (none given) is not compared.
+  EXPECT_TRUE(MatchTocToTar(toc, tar, false).ok());
+  // A TOC mtime of 0 (none given) is not compared.
+  toc.entries[1].mtime_sec = 0;
+  EXPECT_TRUE(MatchTocToTar(toc, tar, false).ok());
+  // A root the TOC leaves out: only headers a tar-split's digest covers may give it;
+  // headers read from the blob (no digest until completion) make the layer Unsupported
+  // (pulled in full). In the TOC, it is checked like any entry.
   LayerEntry root;
   root.type = EntryType::kDir;
-  root.mode = 0755;
+  root.mode = 0777;
   tar.insert(tar.begin(), root);
-  toc.entries[1].mtime_sec = 0;
-  EXPECT_TRUE(MatchTocToTar(toc, tar).ok());
+  EXPECT_TRUE(MatchTocToTar(toc, tar, true).ok());
+  EXPECT_EQ(MatchTocToTar(toc, tar, false).code(), Status::Code::kUnsupported);
+  TocEntry troot;
+  troot.type = EntryType::kDir;
+  troot.mode = 0755;
+  toc.entries.insert(toc.entries.begin(), troot);
+  EXPECT_NE(MatchTocToTar(toc, tar, true).message().find("mode differs"), std::string::npos);
+  troot.mode = 0777;
+  toc.entries[0] = troot;
+  EXPECT_TRUE(MatchTocToTar(toc, tar, false).ok());
   struct Case {
     const char* field;
     void (*change)(LayerEntry&);
@@ -363,7 +376,7 @@ TEST(MatchTocToTarTest, SameEntriesMatchAndEachFieldIsChecked) {
   for (const Case& c : cases) {
     auto changed = tar;
     c.change(changed[1]);
-    Status st = MatchTocToTar(toc, changed);
+    Status st = MatchTocToTar(toc, changed, false);
     EXPECT_EQ(st.code(), Status::Code::kCorruption) << c.field;
     EXPECT_NE(st.message().find(std::string(c.field) + " differs"), std::string::npos)
         << c.field << ": " << st.message();
@@ -378,18 +391,18 @@ TEST(MatchTocToTarTest, APathNamedTwiceIsMatchedInOrder) {
   toc.entries = {TocFile("a", 3, 512), TocFile("b", 1, 1536), TocFile("a", 5, 2560)};
   std::vector<LayerEntry> tar = {TarFile("a", 3, 512), TarFile("b", 1, 1536),
                                  TarFile("a", 5, 2560)};
-  EXPECT_TRUE(MatchTocToTar(toc, tar).ok());
+  EXPECT_TRUE(MatchTocToTar(toc, tar, false).ok());
   std::swap(tar[0], tar[2]);  // the same entries, the other way round
-  EXPECT_EQ(MatchTocToTar(toc, tar).code(), Status::Code::kCorruption);
+  EXPECT_EQ(MatchTocToTar(toc, tar, false).code(), Status::Code::kCorruption);
   // Once more in the tar than in the TOC, or once less.
   tar = {TarFile("a", 3, 512), TarFile("b", 1, 1536), TarFile("a", 5, 2560), TarFile("a", 5, 3584)};
-  Status more = MatchTocToTar(toc, tar);
+  Status more = MatchTocToTar(toc, tar, false);
   EXPECT_NE(more.message().find("more often"), std::string::npos) << more.message();
   tar = {TarFile("a", 3, 512), TarFile("b", 1, 1536)};
-  Status less = MatchTocToTar(toc, tar);
+  Status less = MatchTocToTar(toc, tar, false);
   EXPECT_NE(less.message().find("not in the tar as often"), std::string::npos) << less.message();
   tar = {TarFile("a", 3, 512), TarFile("a", 5, 2560), TarFile("c", 1, 1536)};
-  Status other = MatchTocToTar(toc, tar);
+  Status other = MatchTocToTar(toc, tar, false);
   EXPECT_NE(other.message().find("\"c\": not in the table of contents"), std::string::npos)
       << other.message();
 }
@@ -412,9 +425,10 @@ TEST(MatchTocToTarTest, BytesThatAreNotUtf8AreComparedInTheTocsSpelling) {
   tl.type = EntryType::kHardlink;
   tl.link = "caf\xe9";
   tar.push_back(tl);
-  EXPECT_TRUE(MatchTocToTar(toc, tar).ok());
+  EXPECT_TRUE(MatchTocToTar(toc, tar, false).ok());
   tar[1].link = "cafe";
-  EXPECT_NE(MatchTocToTar(toc, tar).message().find("link target differs"), std::string::npos);
+  EXPECT_NE(MatchTocToTar(toc, tar, false).message().find("link target differs"),
+            std::string::npos);
 }
 
 }  // namespace
