@@ -1,6 +1,7 @@
 #include "index/lazy_virtual.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace imgfs {
 
@@ -79,29 +80,45 @@ std::string AsJsonString(std::string_view s) {
   return out;
 }
 
-bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target) {
+namespace {
+
+// `s` with each U+FFFD as one byte (0x80: not '.', '/' or NUL), or nullopt when it
+// holds none.
+std::optional<std::string> ReplacementsAsOneByte(std::string_view s) {
   static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-  if (name.find(kReplacement) == std::string_view::npos) return false;
+  if (s.find(kReplacement) == std::string_view::npos) return std::nullopt;
   std::string shrunk;
-  shrunk.reserve(name.size());
-  for (size_t i = 0; i < name.size();) {
-    if (name.substr(i, kReplacement.size()) == kReplacement) {
-      shrunk.push_back('\x80');  // one byte, and not '.', '/' or NUL
+  shrunk.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (s.substr(i, kReplacement.size()) == kReplacement) {
+      shrunk.push_back('\x80');
       i += kReplacement.size();
     } else {
-      shrunk.push_back(name[i++]);
+      shrunk.push_back(s[i++]);
     }
   }
-  return NormalizeTarPath(shrunk, allow_root, link_target).ok();
+  return shrunk;
 }
 
-namespace {
+}  // namespace
+
+bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target) {
+  auto shrunk = ReplacementsAsOneByte(name);
+  return shrunk && NormalizeTarPath(*shrunk, allow_root, link_target).ok();
+}
+
+bool TocSymlinkMayBeLongerThanItsTar(std::string_view target) {
+  auto shrunk = ReplacementsAsOneByte(target);
+  return shrunk && shrunk->size() <= kMaxSymlinkTarget && shrunk->find('\0') == std::string::npos;
+}
 
 std::vector<Xattr> JsonXattrs(std::vector<Xattr> xs) {
   for (Xattr& x : xs) x.name = AsJsonString(x.name);
   std::sort(xs.begin(), xs.end(), [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
   return xs;
 }
+
+namespace {
 
 std::string Differs(const LayerEntry& a, const LayerEntry& b) {
   if (a.path != AsJsonString(b.path)) return "path";

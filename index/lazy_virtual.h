@@ -44,6 +44,12 @@ std::string AsJsonString(std::string_view s);
 // holds U+FFFD (3 bytes, for what may have been one byte that is not UTF-8) and would
 // pass if each U+FFFD were one byte. Such a layer is pulled in full, not refused.
 bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target);
+// The same for a symlink target over kMaxSymlinkTarget bytes in the TOC.
+bool TocSymlinkMayBeLongerThanItsTar(std::string_view target);
+
+// Xattrs with their names in the TOC's JSON spelling, sorted by name (how a tar entry's
+// xattrs compare with a TOC entry's).
+std::vector<Xattr> JsonXattrs(std::vector<Xattr> xs);
 
 // The lazy table (from the TOC) against the tar's: same entries in the same order with
 // the same fields, except data_offset and mtime_nsec, and names, link targets and xattr names

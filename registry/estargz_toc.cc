@@ -1,7 +1,5 @@
 #include "registry/estargz_toc.h"
 
-#include "index/lazy_virtual.h"
-
 #include <simdjson.h>
 #include <zlib.h>
 
@@ -9,7 +7,9 @@
 #include <string>
 #include <utility>
 
+#include "index/lazy_virtual.h"
 #include "registry/credentials.h"
+#include "registry/printable.h"
 
 namespace imgfs::estargz {
 namespace {
@@ -284,7 +284,7 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
     if (el.get(o) != simdjson::SUCCESS) return Bad(where + ": not an object");
     IMGFS_ASSIGN_OR_RETURN(std::string_view name, StringField(o, "name", where));
     IMGFS_ASSIGN_OR_RETURN(std::string_view type, StringField(o, "type", where));
-    where += " (\"" + std::string(name.substr(0, 200)) + "\")";
+    where += " (\"" + Printable(name, 200) + "\")";
     bool is_chunk = type == "chunk";
     uint64_t size = 0, offset = 0, inner = 0, chunk_offset = 0, chunk_size = 0;
     if (!is_chunk) {
@@ -336,6 +336,10 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
         if (!target.ok()) return Bad(where + ": link target: " + target.status().message());
         e.link = std::move(*target);
       } else if (e.type == EntryType::kSymlink) {
+        if (link.size() > kMaxSymlinkTarget && TocSymlinkMayBeLongerThanItsTar(link))
+          return Status::Unsupported(
+              where +
+              ": symlink target too long in the TOC's spelling of bytes that are not UTF-8");
         if (link.size() > kMaxSymlinkTarget || link.find('\0') != link.npos) {
           return Bad(where + ": symlink target longer than 4095 bytes or with a NUL");
         }

@@ -10,6 +10,7 @@
 #include "index/lazy_virtual.h"
 #include "registry/credentials.h"
 #include "registry/json.h"
+#include "registry/printable.h"
 
 namespace imgfs {
 namespace {
@@ -305,7 +306,7 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
       return Status::InvalidArgument("zstd:chunked TOC: an entry is not an object");
     std::string type = Str(o, "type");
     std::string name = Str(o, "name");
-    std::string where = "zstd:chunked TOC entry \"" + name + "\"";
+    std::string where = "zstd:chunked TOC entry \"" + Printable(name, 100) + "\"";
     if (type == "chunk") {
       if (toc.entries.empty() || toc.entries.back().type != EntryType::kFile || raw.empty())
         return Status::InvalidArgument(where + ": a chunk that follows no regular file");
@@ -349,6 +350,9 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
       if (!target.ok()) return target.status();
       e.link = std::move(*target);
     } else if (e.type == EntryType::kSymlink) {
+      if (link.size() > kMaxSymlinkTarget && TocSymlinkMayBeLongerThanItsTar(link))
+        return Status::Unsupported(
+            where + ": symlink target too long in the TOC's spelling of bytes that are not UTF-8");
       if (link.size() > kMaxSymlinkTarget)
         return Status::InvalidArgument(where + ": symlink target too long");
       e.link = link;
@@ -605,22 +609,19 @@ Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries
     auto it = by_path.find(AsJsonString(e.path));
     std::string why;
     if (it == by_path.end() || it->second.used == it->second.toc.size()) {
-      // The root, when the TOC leaves it out: its header is the only word on its
-      // attributes, which only a tar-split's digest makes trustworthy before completion.
+      // The root, when the TOC leaves it out (or has it fewer times): its header is the
+      // only word on its attributes, which only a tar-split's digest makes trustworthy
+      // before completion.
       if (e.path.empty() && headers_verified) continue;
-      if (e.path.empty() && it == by_path.end())
+      if (e.path.empty())
         return Status::Unsupported(
-            "the tar's root directory is not in the table of contents and no tar-split "
-            "digest covers its header");
+            "the tar's root directory is not in the table of contents as often, and no "
+            "tar-split digest covers its header");
       why = it == by_path.end() ? "not in the table of contents"
                                 : "in the tar more often than in the table of contents";
     } else {
       const TocEntry& t = *it->second.toc[it->second.used++];
-      auto xa = e.xattrs, xb = t.xattrs;
-      for (Xattr& x : xa) x.name = AsJsonString(x.name);
-      auto by_name = [](const Xattr& a, const Xattr& b) { return a.name < b.name; };
-      std::sort(xa.begin(), xa.end(), by_name);
-      std::sort(xb.begin(), xb.end(), by_name);
+      bool device = e.type == EntryType::kChar || e.type == EntryType::kBlock;
       if (t.type != e.type)
         why = "type";
       else if (t.mode != (e.mode & 07777))
@@ -634,9 +635,11 @@ Status MatchTocToTar(const LayerToc& toc, const std::vector<LayerEntry>& entries
       else if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) &&
                t.link != AsJsonString(e.link))
         why = "link target";
+      else if (device && (t.dev_major != e.dev_major || t.dev_minor != e.dev_minor))
+        why = "device";
       else if (t.mtime_sec != 0 && t.mtime_sec != e.mtime_sec)
-        why = "mtime";
-      else if (xa != xb)
+        why = "mtime";  // (a TOC without one: the header's, checked at completion)
+      else if (JsonXattrs(e.xattrs) != JsonXattrs(t.xattrs))
         why = "xattrs";
       if (!why.empty()) why += " differs from the table of contents";
     }

@@ -492,6 +492,16 @@ TEST(EstargzToc, ANameTooLongOnlyInTheTocsSpellingIsUnsupported) {
   Set(e[9], "linkName", Q(bad));
   EXPECT_EQ(ReadJson(l, Json(e)).status().code(), Status::Code::kUnsupported);
   e = l.entries;
+  std::string target;
+  for (int i = 0; i < 1400; i++) target += "\xEF\xBF\xBD";
+  Fields link = {{"name", Q("./s")}, {"type", Q("symlink")}, {"linkName", Q(target)}};
+  e.push_back(link);
+  EXPECT_EQ(ReadJson(l, Json(e)).status().code(), Status::Code::kUnsupported);
+  e.back() = {{"name", Q("./s")}, {"type", Q("symlink")}, {"linkName", Q(std::string(4096, 'a'))}};
+  auto refused = ReadJson(l, Json(e));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().code(), Status::Code::kUnsupported);
+  e = l.entries;
   Set(e[3], "name", Q(std::string(256, 'a')));
   auto toc = ReadJson(l, Json(e));
   ASSERT_FALSE(toc.ok());

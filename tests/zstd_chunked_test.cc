@@ -276,6 +276,19 @@ TEST(ZstdChunkedTocTest, ANameTooLongOnlyInTheTocsSpellingIsUnsupported) {
     ASSERT_FALSE(p.ok());
     EXPECT_EQ(p.status().code(), Status::Code::kInvalidArgument) << p.status().message();
   }
+  // A symlink target: 4,095 bytes at most in the tar, more as the TOC spells it.
+  std::string target;
+  for (int i = 0; i < 1400; i++) target += "\xEF\xBF\xBD";
+  EXPECT_EQ(toc(R"({"type":"symlink","name":"s","linkName":")" + target + R"("})").status().code(),
+            Status::Code::kUnsupported);
+  EXPECT_EQ(toc(R"({"type":"symlink","name":"s","linkName":")" + std::string(4096, 'a') + R"("})")
+                .status()
+                .code(),
+            Status::Code::kInvalidArgument);
+  // A long name is shown short, and control bytes as '?'.
+  auto shown = toc(R"({"type":"dir","name":"\u001b[2J)" + bad + R"("})");
+  EXPECT_LT(shown.status().message().size(), 400u) << shown.status().message();
+  EXPECT_EQ(shown.status().message().find('\x1b'), std::string::npos);
   // 85 of them fit: parsed.
   std::string fits;
   for (int i = 0; i < 85; i++) fits += "\xEF\xBF\xBD";
@@ -356,6 +369,11 @@ TEST(MatchTocToTarTest, SameEntriesMatchAndEachFieldIsChecked) {
   troot.mode = 0777;
   toc.entries[0] = troot;
   EXPECT_TRUE(MatchTocToTar(toc, tar, false).ok());
+  // A second root header, the TOC's root used up: the same.
+  auto twice = tar;
+  twice.push_back(root);
+  EXPECT_TRUE(MatchTocToTar(toc, twice, true).ok());
+  EXPECT_EQ(MatchTocToTar(toc, twice, false).code(), Status::Code::kUnsupported);
   struct Case {
     const char* field;
     void (*change)(LayerEntry&);
@@ -386,6 +404,32 @@ TEST(MatchTocToTarTest, SameEntriesMatchAndEachFieldIsChecked) {
 // A path the tar names twice (the last one wins) is in the TOC twice, in the same order:
 // the n-th of the tar goes with the n-th of the TOC (lazydiff found the first
 // comparison, against any entry of the path, wrong).
+// A device's numbers come from its header: /dev/null (1, 3) must not become /dev/mem
+// (1, 1) before completion.
+TEST(MatchTocToTarTest, DeviceNumbersAreChecked) {
+  LayerToc toc;
+  TocEntry t;
+  t.path = "dev/null";
+  t.type = EntryType::kChar;
+  t.mode = 0666;
+  t.dev_major = 1;
+  t.dev_minor = 3;
+  toc.entries = {t};
+  LayerEntry e;
+  e.path = "dev/null";
+  e.type = EntryType::kChar;
+  e.mode = 0666;
+  e.dev_major = 1;
+  e.dev_minor = 3;
+  EXPECT_TRUE(MatchTocToTar(toc, {e}, false).ok());
+  e.dev_minor = 1;
+  EXPECT_NE(MatchTocToTar(toc, {e}, false).message().find("device differs"), std::string::npos);
+  e.dev_minor = 3;
+  e.dev_major = 2;
+  e.type = toc.entries[0].type = EntryType::kBlock;
+  EXPECT_NE(MatchTocToTar(toc, {e}, false).message().find("device differs"), std::string::npos);
+}
+
 TEST(MatchTocToTarTest, APathNamedTwiceIsMatchedInOrder) {
   LayerToc toc;
   toc.entries = {TocFile("a", 3, 512), TocFile("b", 1, 1536), TocFile("a", 5, 2560)};
