@@ -23,7 +23,9 @@ failed=0
 total=0
 # Every target has its row in docs/fuzzing.md's table and a seed corpus.
 for t in $all_targets; do
-  sed -n '/^## The fuzz targets/,/^## /p' "$here/../../docs/fuzzing.md" | grep -q "^| \`$t\` |" ||
+  # (One awk, no pipe: under pipefail, `sed | grep -q` failed whenever grep quit first.)
+  awk -v row="| \`$t\` |" '/^## /{in_table = /^## The fuzz targets/} in_table && index($0, row) == 1 {found = 1}
+      END {exit !found}' "$here/../../docs/fuzzing.md" ||
     { echo "fuzz: $t has no row in docs/fuzzing.md's table of targets"; failed=1; }
   [[ -d $here/corpus/$t ]] || { echo "fuzz: $t has no seed corpus (tests/fuzz/corpus/$t)"; failed=1; }
 done
