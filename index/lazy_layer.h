@@ -68,12 +68,14 @@ struct LazyChunk {
   Digest digest;
   ChunkCodec codec = ChunkCodec::kZstd;
   uint64_t skip = 0;
+  bool operator==(const LazyChunk&) const = default;
 };
 
 struct ChunkMap {
   uint64_t blob_size = 0;
   uint64_t tar_size = 0;
   std::vector<LazyChunk> chunks;  // sorted by tar_offset, not overlapping
+  bool operator==(const ChunkMap&) const = default;
 };
 
 // The most one lazy read decodes at once: a chunk's content plus the bytes its codec

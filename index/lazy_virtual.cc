@@ -102,14 +102,25 @@ std::optional<std::string> ReplacementsAsOneByte(std::string_view s) {
 
 }  // namespace
 
-bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target) {
+Result<std::string> NormalizeTocPath(std::string_view name, bool allow_root, bool link_target) {
+  auto path = NormalizeTarPath(name, allow_root, link_target);
+  if (path.ok()) return path;
   auto shrunk = ReplacementsAsOneByte(name);
-  return shrunk && NormalizeTarPath(*shrunk, allow_root, link_target).ok();
+  if (shrunk && NormalizeTarPath(*shrunk, allow_root, link_target).ok())
+    return Status::Unsupported("too long in the TOC's spelling of bytes that are not UTF-8");
+  return path.status();
 }
 
-bool TocSymlinkMayBeLongerThanItsTar(std::string_view target) {
+Status CheckTocSymlinkTarget(std::string_view target) {
+  auto fits = [](std::string_view t) {
+    return t.size() <= kMaxSymlinkTarget && t.find('\0') == std::string_view::npos;
+  };
+  if (fits(target)) return Status::Ok();
   auto shrunk = ReplacementsAsOneByte(target);
-  return shrunk && shrunk->size() <= kMaxSymlinkTarget && shrunk->find('\0') == std::string::npos;
+  if (shrunk && fits(*shrunk))
+    return Status::Unsupported(
+        "symlink target too long in the TOC's spelling of bytes that are not UTF-8");
+  return Status::InvalidArgument("symlink target longer than 4095 bytes or with a NUL");
 }
 
 std::vector<Xattr> JsonXattrs(std::vector<Xattr> xs) {

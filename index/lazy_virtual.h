@@ -40,12 +40,14 @@ Result<VirtualLayer> VirtualLayerFromToc(const LayerToc& toc);
 // sequence becomes U+FFFD).
 std::string AsJsonString(std::string_view s);
 
-// Whether a TOC's name that NormalizeTarPath refuses may still be a good tar name: it
-// holds U+FFFD (3 bytes, for what may have been one byte that is not UTF-8) and would
-// pass if each U+FFFD were one byte. Such a layer is pulled in full, not refused.
-bool TocNameMayBeLongerThanItsTar(std::string_view name, bool allow_root, bool link_target);
-// The same for a symlink target over kMaxSymlinkTarget bytes in the TOC.
-bool TocSymlinkMayBeLongerThanItsTar(std::string_view target);
+// NormalizeTarPath for a name or hard-link target read from a TOC, and the symlink
+// target rule (at most kMaxSymlinkTarget bytes, no NUL). A TOC is JSON: each byte of a
+// name that is not UTF-8 is there as U+FFFD (3 bytes), so a good tar name may be too
+// long in that spelling. One that would pass with a byte per U+FFFD is Unsupported (the
+// layer is pulled in full); any other bad name is InvalidArgument.
+Result<std::string> NormalizeTocPath(std::string_view name, bool allow_root,
+                                     bool link_target = false);
+Status CheckTocSymlinkTarget(std::string_view target);
 
 // Xattrs with their names in the TOC's JSON spelling, sorted by name (how a tar entry's
 // xattrs compare with a TOC entry's).

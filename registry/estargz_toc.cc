@@ -82,6 +82,12 @@ std::string CField(std::string_view f) {
 Status Bad(const std::string& m) {
   return Status::InvalidArgument("eStargz TOC: " + m);
 }
+// A refused name or target (NormalizeTocPath, CheckTocSymlinkTarget) at `where`: bad,
+// unless it is Unsupported (the layer is pulled in full).
+Status Bad(const Status& st, const std::string& where) {
+  if (st.code() == Status::Code::kUnsupported) return st.WithContext("eStargz TOC: " + where);
+  return Bad(where + ": " + st.message());
+}
 
 // "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)" (RFC 3339, as Go writes it) to Unix time.
 bool ParseRfc3339(std::string_view s, int64_t* sec, uint32_t* nsec) {
@@ -304,11 +310,8 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
         if (type == tn) e.type = tv, known = true;
       }
       if (!known) return Bad(where + ": unknown type \"" + std::string(type.substr(0, 40)) + "\"");
-      auto path = NormalizeTarPath(name, e.type == EntryType::kDir);
-      if (!path.ok() && TocNameMayBeLongerThanItsTar(name, e.type == EntryType::kDir, false))
-        return Status::Unsupported(where +
-                                   ": too long in the TOC's spelling of bytes that are not UTF-8");
-      if (!path.ok()) return Bad(where + ": " + path.status().message());
+      auto path = NormalizeTocPath(name, e.type == EntryType::kDir);
+      if (!path.ok()) return Bad(path.status(), where);
       e.path = std::move(*path);
       uint64_t mode, uid, gid, major, minor;
       IMGFS_RETURN_IF_ERROR(UintField(o, "mode", 07777777, &mode, where));
@@ -329,20 +332,11 @@ Result<LayerToc> ParseTocJson(std::string_view json, uint64_t toc_offset, const 
       }
       IMGFS_ASSIGN_OR_RETURN(std::string_view link, StringField(o, "linkName", where));
       if (e.type == EntryType::kHardlink) {
-        auto target = NormalizeTarPath(link, false, true);
-        if (!target.ok() && TocNameMayBeLongerThanItsTar(link, false, true))
-          return Status::Unsupported(
-              where + ": link target too long in the TOC's spelling of bytes that are not UTF-8");
-        if (!target.ok()) return Bad(where + ": link target: " + target.status().message());
+        auto target = NormalizeTocPath(link, false, true);
+        if (!target.ok()) return Bad(target.status(), where + ": link target");
         e.link = std::move(*target);
       } else if (e.type == EntryType::kSymlink) {
-        if (link.size() > kMaxSymlinkTarget && TocSymlinkMayBeLongerThanItsTar(link))
-          return Status::Unsupported(
-              where +
-              ": symlink target too long in the TOC's spelling of bytes that are not UTF-8");
-        if (link.size() > kMaxSymlinkTarget || link.find('\0') != link.npos) {
-          return Bad(where + ": symlink target longer than 4095 bytes or with a NUL");
-        }
+        if (Status st = CheckTocSymlinkTarget(link); !st.ok()) return Bad(st, where);
         e.link = std::string(link);
       }
       object xa;

@@ -323,14 +323,9 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     IMGFS_RETURN_IF_ERROR(finish_file());
     TocEntry e;
     IMGFS_ASSIGN_OR_RETURN(e.type, TypeOf(type, where));
-    {
-      auto path = NormalizeTarPath(name, e.type == EntryType::kDir);
-      if (!path.ok() && TocNameMayBeLongerThanItsTar(name, e.type == EntryType::kDir, false))
-        return Status::Unsupported(where +
-                                   ": too long in the TOC's spelling of bytes that are not UTF-8");
-      if (!path.ok()) return path.status();
-      e.path = std::move(*path);
-    }
+    auto path = NormalizeTocPath(name, e.type == EntryType::kDir);
+    if (!path.ok()) return path.status().WithContext(where);
+    e.path = std::move(*path);
     IMGFS_ASSIGN_OR_RETURN(uint64_t mode, Num(o, "mode", where));
     e.mode = static_cast<uint32_t>(mode & 07777);
     IMGFS_ASSIGN_OR_RETURN(e.uid, Num(o, "uid", where));
@@ -343,18 +338,11 @@ Result<ParsedZstdToc> ParseZstdChunkedToc(std::string_view json, const Digest& b
     e.mtime_sec = ParseRfc3339(Str(o, "modtime"));
     std::string link = Str(o, "linkName");
     if (e.type == EntryType::kHardlink) {
-      auto target = NormalizeTarPath(link, false, /*link_target=*/true);
-      if (!target.ok() && TocNameMayBeLongerThanItsTar(link, false, true))
-        return Status::Unsupported(
-            where + ": link target too long in the TOC's spelling of bytes that are not UTF-8");
-      if (!target.ok()) return target.status();
+      auto target = NormalizeTocPath(link, false, /*link_target=*/true);
+      if (!target.ok()) return target.status().WithContext(where + ": link target");
       e.link = std::move(*target);
     } else if (e.type == EntryType::kSymlink) {
-      if (link.size() > kMaxSymlinkTarget && TocSymlinkMayBeLongerThanItsTar(link))
-        return Status::Unsupported(
-            where + ": symlink target too long in the TOC's spelling of bytes that are not UTF-8");
-      if (link.size() > kMaxSymlinkTarget)
-        return Status::InvalidArgument(where + ": symlink target too long");
+      IMGFS_RETURN_IF_ERROR(CheckTocSymlinkTarget(link).WithContext(where));
       e.link = link;
     }
     object xa;

@@ -3,6 +3,7 @@
 writers do (podman/buildah since 2023; Debian 12's skopeo writes none).
 
     zstd_tarsplit.py SRC DST TAG [--digest-in annotation|toc] [--bad-tarsplit]
+                     [--diff-ids-from-blobs]
 
 SRC's TAG (a skopeo-made zstd:chunked image) is written to DST as TAG. Each layer with
 the zstd-chunked manifest-* annotations (io.containers.* names become
@@ -22,6 +23,9 @@ digest goes in the tarsplit-checksum annotation (`annotation`, containers/storag
 annotation changes with it). --bad-tarsplit damages one byte of the compressed
 tar-split after its digest is taken. The decompressed stream, and so the diff_ids and
 the config, do not change (skippable frames decompress to nothing).
+--diff-ids-from-blobs first gives the config the diff_ids of what the layer blobs hold:
+skopeo 1.9 writes a GNU long name back in Go's own form but keeps the source's diff_id,
+an image docker would refuse too (tests/e2e/lazy_tarsplit.sh needs such a name).
 Needs the zstd command.
 """
 import base64
@@ -133,11 +137,18 @@ def main(argv):
                 if m.get('annotations', {}).get('org.opencontainers.image.ref.name') == tag)
     man = json.load(open(blob_path(src, desc['digest'])))
     cfg_bytes = open(blob_path(src, man['config']['digest']), 'rb').read()
+    if '--diff-ids-from-blobs' in argv:
+        cfg = json.loads(cfg_bytes)
+        cfg['rootfs']['diff_ids'] = [
+            'sha256:' + hashlib.sha256(zstd(open(blob_path(src, l['digest']), 'rb').read(),
+                                            decompress=True)).hexdigest()
+            for l in man['layers']]
+        cfg_bytes = json.dumps(cfg).encode()
     diff_ids = json.loads(cfg_bytes)['rootfs']['diff_ids']
     os.makedirs(dst, exist_ok=True)
     with open(os.path.join(dst, 'oci-layout'), 'w') as f:
         json.dump({'imageLayoutVersion': '1.0.0'}, f)
-    put_blob(dst, cfg_bytes)
+    man['config'].update(digest=put_blob(dst, cfg_bytes), size=len(cfg_bytes))
     man['layers'] = [rewrite_layer(src, dst, l, d, digest_in, bad)
                      for l, d in zip(man['layers'], diff_ids)]
     data = json.dumps(man).encode()

@@ -59,6 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (map.ok()) {
         auto back = DecodeChunkMap(EncodeChunkMap(*map));
         FUZZ_CHECK(back.ok() && back->chunks.size() == map->chunks.size());
+        FUZZ_CHECK(*back == *map);
       }
     }
   }
