@@ -7,7 +7,8 @@
 #      import, page cache dropped when root; `imgfs ls` of the same path (everything
 #      but the content read) for scale; 2c: the same file read with `cat` through a
 #      mount whose daemon was started (empty span cache) before the caches were
-#      dropped, next to `cat` of a native file after the same drop; the same read with IMGFS_WHOLE=1 (the old
+#      dropped, next to `cat` of a native file after the same drop, and with
+#      IMGFS_READAHEAD=0 (no warm-up of the layers while the tree is built); the same read with IMGFS_WHOLE=1 (the old
 #      whole-layer unpack, via /work/main's binary when BASE_IMGFS is set);
 #   3. python3-indexed-gzip (zran, 1 MiB spacing) reading the same file from the same
 #      blob, its index built beforehand and imported (a cold process, like ours);
@@ -69,22 +70,27 @@ echo "== 2c. first read through a mount: fresh daemon (empty span cache), caches
 # pulled; the read includes the lookups of m/1/... from the cold store.
 mkdir -p mnt
 trap 'mountpoint -q "$W/mnt" 2>/dev/null && { "$IMGFS" umount "$W/mnt" || fusermount3 -u -z "$W/mnt"; }' EXIT
-mount_read() {  # MDFILE PATH-IN-MOUNT: hyperfine of `cat` through a fresh daemon
+mount_read() {  # MDFILE PATH-IN-MOUNT [ENV...]: hyperfine of `cat` through a fresh daemon
+  local md=$1 path=$2
+  shift 2
   {
     echo "set -e"
     echo "if mountpoint -q $W/mnt; then $IMGFS umount $W/mnt; fi"
-    echo "$IMGFS --root $S mount $W/mnt"
+    echo "env $* $IMGFS --root $S mount $W/mnt"
     echo "for i in \$(seq 100); do mountpoint -q $W/mnt && break; sleep 0.05; done"
     cat drop.sh
   } >remount.sh
-  cat "$W/mnt/$2" >/dev/null 2>&1 || bash remount.sh
-  cat "$W/mnt/$2" | sha256sum
-  hyperfine -N -w 1 -r "$RUNS" --prepare "bash $W/remount.sh" --export-markdown "$1" \
-    "cat $W/mnt/$2"
-  cat "$1"
+  bash remount.sh
+  cat "$W/mnt/$path" | sha256sum
+  hyperfine -N -w 1 -r "$RUNS" --prepare "bash $W/remount.sh" --export-markdown "$md" \
+    "cat $W/mnt/$path"
+  cat "$md"
   "$IMGFS" umount "$W/mnt"
 }
 mount_read read-mount.md "m/1/$FILE"
+# The same without the warm-up of the image's layers during its tree build (and without
+# read-ahead, which this read does not use): IMGFS_READAHEAD=0 turns both off.
+mount_read read-mount-nowarm.md "m/1/$FILE" IMGFS_READAHEAD=0
 if [[ -f /$FILE ]]; then
   hyperfine -N -w 1 -r "$RUNS" --prepare "$drop" --export-markdown read-native.md "cat /$FILE"
   cat read-native.md

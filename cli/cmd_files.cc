@@ -71,9 +71,11 @@ int CmdCat(const std::string& root, const Args& a) {
   InstallLazyFetcher(root);  // a lazily pulled layer fetches what it lacks
   auto id = ResolveImage(*store, a.pos[0]);
   if (!id.ok()) return Fail(id.status(), "cat");
-  auto view = ImageView::Open(*store, *id);
-  if (!view.ok()) return Fail(view.status(), "cat");
   LayerReader cache(*store);
+  // The layers are opened on a helper thread while the tree is built.
+  auto view = ImageView::Open(
+      *store, *id, [&cache](const std::vector<LayerRecord>& layers) { cache.Warm(layers); });
+  if (!view.ok()) return Fail(view.status(), "cat");
   std::vector<char> buf(1 << 20);
   for (size_t i = 1; i < a.pos.size(); i++) {
     auto n = (*view)->tree().Resolve(a.pos[i], true);
@@ -225,7 +227,8 @@ std::vector<Command> FileCommands() {
        "                     open=kernel|daemon (kernel: no open round trips, the default),\n"
        "                     whole_layers (unpack compressed layers whole, ignoring seek "
        "indexes),\n"
-       "                     readahead=on|off (decode a listed directory's files ahead; on),\n"
+       "                     readahead=on|off (decode a listed directory's files ahead, open an\n"
+       "                     image's layers while its tree is built; on),\n"
        "                     complete=on|off (fetch the rest of lazily pulled layers in the\n"
        "                     background at low priority, pausing for reads, then verify and\n"
        "                     store them as a plain pull does; on),\n"

@@ -44,8 +44,8 @@ struct MountOptions {
   bool auto_unmount = false;
   // -o whole_layers: ignore seek indexes, unpack compressed layers whole (comparisons).
   bool whole_layers = false;
-  // -o readahead=off: no read-ahead of a listed directory's files (also
-  // IMGFS_READAHEAD=0 in the environment).
+  // -o readahead=off: no read-ahead of a listed directory's files and no warm-up of an
+  // image's layers (LayerReader::Warm; also IMGFS_READAHEAD=0 in the environment).
   bool readahead = true;
   // Run beside the session (see BackgroundTask); empty: none.
   BackgroundTask background;

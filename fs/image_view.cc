@@ -9,8 +9,9 @@
 
 namespace imgfs {
 
-Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store,
-                                                         const Digest& image_id) {
+Result<std::shared_ptr<const ImageView>> ImageView::Open(
+    const Store& store, const Digest& image_id,
+    const std::function<void(const std::vector<LayerRecord>&)>& layers_known) {
   std::shared_ptr<ImageView> v(new ImageView());
   IMGFS_ASSIGN_OR_RETURN(auto img, store.GetImage(image_id));
   if (!img) return Status::NotFound("no such image: " + image_id.str());
@@ -22,6 +23,7 @@ Result<std::shared_ptr<const ImageView>> ImageView::Open(const Store& store,
                                 d.str());
     v->layers_.push_back(std::move(*l));
   }
+  if (layers_known) layers_known(v->layers_);
   IMGFS_ASSIGN_OR_RETURN(v->tree_, store.GetTree(image_id));
   for (uint32_t n = MergedTree::kRoot; n < v->tree_.node_count(); n++) {
     const TreeNode& t = v->tree_.node(n);

@@ -9,6 +9,7 @@
 
 #include <sys/stat.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -20,7 +21,11 @@ namespace imgfs {
 
 class ImageView {
  public:
-  static Result<std::shared_ptr<const ImageView>> Open(const Store& store, const Digest& image_id);
+  // `layers_known` (if set) gets the image's layer records before its tree is built: a
+  // caller about to read warms their read path meanwhile (LayerReader::Warm).
+  static Result<std::shared_ptr<const ImageView>> Open(
+      const Store& store, const Digest& image_id,
+      const std::function<void(const std::vector<LayerRecord>&)>& layers_known = {});
   // A view of stored layers that is not (necessarily) an image: the merge of
   // `diff_ids`, bottom first (none: an empty root), built now from their entry tables.
   // With `changeset` (exactly one layer) the layer's own changeset as an overlay upper

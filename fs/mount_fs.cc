@@ -278,7 +278,12 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
   if (layer) {  // `.layers/<hex>`: one layer's changeset
     IMGFS_ASSIGN_OR_RETURN(view, ImageView::OpenLayers(*store_, {image}, /*changeset=*/true));
   } else {
-    IMGFS_ASSIGN_OR_RETURN(view, ImageView::Open(*store_, image));
+    // The layers' blobs and sidecars are opened on the read-ahead thread while this
+    // thread builds the tree: the first read inside the image finds them open.
+    IMGFS_ASSIGN_OR_RETURN(
+        view, ImageView::Open(*store_, image, [this](const std::vector<LayerRecord>& layers) {
+          cache_->Warm(layers);
+        }));
   }
   // Pin the layers' blobs (no reading) before any file of the image can be opened:
   // its files keep reading even if an `imgfs rmi` in another process removes the

@@ -123,7 +123,7 @@ class MountFs {
     // invalidated in the kernel as soon as the store changes. Otherwise name_timeout.
     bool names_watched = false;
     bool whole_layers = false;  // ignore seek indexes: unpack compressed layers whole
-    bool readahead = true;      // LayerReader::Prefetch for listed directories (-o readahead)
+    bool readahead = true;      // LayerReader::Prefetch and Warm (-o readahead)
   };
   struct Entry {
     uint64_t ino = 0;  // 0: negative entry (cache the miss)

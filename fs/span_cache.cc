@@ -116,20 +116,41 @@ bool LayerReader::Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off,
     added = true;
   }
   if (!added) return !full;
-  if (!pf_thread_.joinable()) {
-    try {
-      pf_thread_ = std::thread([this] { PrefetchLoop(); });
-    } catch (...) {  // no thread: no read-ahead
-      prefetch_on_.store(false);
-      pf_queue_.clear();
-      pf_queued_.clear();
-      pf_bytes_ = 0;
-      return false;
-    }
-  }
+  if (!StartHelperLocked()) return false;
   l.unlock();
   pf_cv_.notify_one();
   return !full;
+}
+
+bool LayerReader::StartHelperLocked() {
+  if (pf_thread_.joinable()) return true;
+  try {
+    pf_thread_ = std::thread([this] { PrefetchLoop(); });
+  } catch (...) {  // no thread: no read-ahead
+    prefetch_on_.store(false);
+    pf_queue_.clear();
+    pf_queued_.clear();
+    pf_bytes_ = 0;
+    warm_queue_.clear();
+    return false;
+  }
+  return true;
+}
+
+void LayerReader::Warm(const std::vector<LayerRecord>& layers) {
+  if (!prefetch_on_.load() || layers.empty()) return;
+  std::unique_lock<std::mutex> l(pf_mu_);
+  if (pf_stop_) return;
+  for (const LayerRecord& layer : layers) {
+    if (warm_queue_.size() >= kWarmQueue) break;
+    // A manifest may list one layer many times: each distinct layer once.
+    if (std::none_of(warm_queue_.begin(), warm_queue_.end(),
+                     [&](const LayerRecord& w) { return w.diff_id == layer.diff_id; }))
+      warm_queue_.push_back(layer);
+  }
+  if (!StartHelperLocked()) return;
+  l.unlock();
+  pf_cv_.notify_one();
 }
 
 size_t LayerReader::prefetch_queued() {
@@ -140,8 +161,22 @@ size_t LayerReader::prefetch_queued() {
 void LayerReader::PrefetchLoop() {
   std::unique_lock<std::mutex> l(pf_mu_);
   for (;;) {
-    pf_cv_.wait(l, [&] { return pf_stop_ || !pf_queue_.empty(); });
+    pf_cv_.wait(l, [&] { return pf_stop_ || !pf_queue_.empty() || !warm_queue_.empty(); });
     if (pf_stop_) return;
+    if (!warm_queue_.empty()) {
+      LayerRecord layer = std::move(warm_queue_.front());
+      warm_queue_.pop_front();
+      l.unlock();
+      // A failure is not kept: the first read opens the layer again and reports it.
+      std::shared_ptr<Slot> slot = SlotFor(layer);
+      {
+        std::lock_guard<std::mutex> g(slot->mu);
+        auto s = OpenLocked(*slot, layer, /*warm=*/true);
+        if (s.ok() && *s) warmed_++;
+      }
+      l.lock();
+      continue;
+    }
     auto [s, i] = std::move(pf_queue_.front());
     pf_queue_.pop_front();
     pf_queued_.erase({s->id_, i});
@@ -201,6 +236,11 @@ std::vector<std::string> LayerReader::UnlinkedPins() {
 }
 
 void LayerReader::Forget(const std::string& diff_id_hex) {
+  {
+    std::lock_guard<std::mutex> l(pf_mu_);  // a queued Warm of it: dropped
+    std::erase_if(warm_queue_,
+                  [&](const LayerRecord& w) { return w.diff_id.hex() == diff_id_hex; });
+  }
   std::shared_ptr<Slot> slot;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -236,12 +276,21 @@ void LayerReader::Forget(const std::string& diff_id_hex) {
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
+  return OpenLocked(*slot, layer, /*warm=*/false);
+}
+
+Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot& slot,
+                                                                           const LayerRecord& layer,
+                                                                           bool warm) {
   // A lazy eStargz layer completed since: the new record (the tar's size and offsets,
   // index/lazy_virtual.h) is read from the blob; a tree still built from the old record
   // keeps the lazy stream it pairs with (its offsets).
-  if (slot->stream && slot->stream->lazy_ && slot->stream->size_ != layer.size)
-    slot->stream.reset();
-  if (slot->stream) return slot->stream;
+  if (slot.stream && slot.stream->lazy_ && slot.stream->size_ != layer.size) slot.stream.reset();
+  if (slot.stream) return warm ? nullptr : slot.stream;
+  if (warm && ((!use_index_ && layer.compression != Compression::kNone) ||
+               LazyDir::For(store_.root(), layer.blob).Exists()))
+    return std::shared_ptr<const Stream>();  // the whole-layer path unpacks; a lazy layer is left
+                                             // to its read
   auto s = std::make_shared<Stream>();
   s->owner_ = this;
   s->size_ = layer.size;
@@ -255,17 +304,18 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
     std::string why = lazy.BrokenReason();
     if (!why.empty()) return Status::Corruption(s->name_ + ": " + why);
   }
-  if (!slot->blob && !store_.blobs().Has(layer.blob) &&
+  if (!slot.blob && !store_.blobs().Has(layer.blob) &&
       LazyDir::For(store_.root(), layer.blob).Exists()) {
     IMGFS_ASSIGN_OR_RETURN(s->lazy_, LazyBlob::Open(store_.root(), layer));
-    slot->stream = s;
+    slot.stream = s;
     return std::shared_ptr<const Stream>(s);
   }
   if (layer.compression != Compression::kNone && use_index_) {
-    IMGFS_ASSIGN_OR_RETURN(s->blob_, BlobFd(*slot, layer));
+    IMGFS_ASSIGN_OR_RETURN(s->blob_, BlobFd(slot, layer));
     std::string path = SeekIndexPath(store_, layer.diff_id);
     Result<std::shared_ptr<const SeekIndex>> idx = Status::NotFound(path);
     if (PathExists(path)) idx = SeekIndex::Open(path, layer);
+    if (warm && (!idx.ok() || !(*idx)->WorthUsing())) return std::shared_ptr<const Stream>();
     if (!idx.ok() && idx.status().code() != Status::Code::kIo) {
       // A layer stored before seek indexes, or a damaged or foreign sidecar: one pass
       // over the blob (diff_id checked) builds it. If it cannot be written (read-only
@@ -284,7 +334,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
       // deflate block): every miss in it would inflate it all; the whole-layer path.
       if ((*idx)->WorthUsing()) {
         s->index_ = *idx;
-        slot->stream = s;
+        slot.stream = s;
         return std::shared_ptr<const Stream>(s);
       }
     }
@@ -292,7 +342,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
   // The whole-layer path. The stream is not kept in the slot: an unpacked copy that no
   // open file holds stays evictable (UnpackCache::set_limit).
   IMGFS_ASSIGN_OR_RETURN(s->fd_, unpack_.Get(layer));
-  if (layer.compression == Compression::kNone) slot->stream = s;
+  if (layer.compression == Compression::kNone) slot.stream = s;
   return std::shared_ptr<const Stream>(s);
 }
 

@@ -36,7 +36,8 @@
 // tar order, through the same single-decode path (a reader that arrives meanwhile waits
 // for that decode), with the digest check as always. Bounded: at most a quarter of the
 // cache budget is queued, nothing when the budget is under 8 spans, and a full queue
-// drops new requests.
+// drops new requests. The same thread opens an image's layers ahead of their first read
+// while the image's tree is built (Warm).
 //
 // Thread-safety: all methods may be called from any thread.
 #ifndef IMGFS_FS_SPAN_CACHE_H_
@@ -151,6 +152,18 @@ class LayerReader {
   uint64_t prefetch_fetches() const { return prefetch_fetches_.load(); }
   // Spans waiting in the read-ahead queue now.
   size_t prefetch_queued();
+  // Opens the read path of `layers` ahead of their first read, on the read-ahead thread
+  // (before any queued span): the blob, and for an indexed layer its sidecar, mapped and
+  // checked (its header and checkpoint records read in). The mount and `imgfs cat` call
+  // it before they build an image's tree, so the first read's cold disk reads for the
+  // open (directory entries, inodes, the sidecar's first pages) overlap the build, which
+  // is CPU work. A layer whose open is work of its own (a sidecar to build, a
+  // whole-layer unpack, a lazy layer) is left to its first read. Off with read-ahead
+  // (set_prefetch(false)); at most kWarmQueue layers wait, more are dropped.
+  void Warm(const std::vector<LayerRecord>& layers);
+  static constexpr size_t kWarmQueue = 64;
+  // Streams Warm opened (a read found them open).
+  uint64_t layers_warmed() const { return warmed_.load(); }
   // Opens and keeps the layer's blob fd (no reading): see UnpackCache::Pin.
   Status Pin(const LayerRecord& layer);
   // diff_id hexes of the pinned layers whose blob has been deleted from the store
@@ -191,6 +204,9 @@ class LayerReader {
   Result<SpanCache::Value> Fetch(const Stream& s, size_t i, bool* decoded = nullptr,
                                  const std::function<Result<SpanCache::Value>()>* decode = nullptr);
   Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
+  // Open's work, slot.mu held. warm (Warm): null instead of building a sidecar,
+  // unpacking, or opening a lazy layer, and null when the stream is open already.
+  Result<std::shared_ptr<const Stream>> OpenLocked(Slot& slot, const LayerRecord& layer, bool warm);
   std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
   const Store& store_;
   UnpackCache unpack_;
@@ -207,8 +223,10 @@ class LayerReader {
   // Read-ahead: the queue and its helper thread (started on the first Prefetch, so
   // after a daemon's fork; joined by the destructor).
   void PrefetchLoop();
-  std::mutex pf_mu_;  // guards everything below
+  bool StartHelperLocked();  // pf_mu_ held; false: no thread (read-ahead is then off)
+  std::mutex pf_mu_;         // guards everything below
   std::condition_variable pf_cv_;
+  std::deque<LayerRecord> warm_queue_;  // Warm's layers, taken before pf_queue_
   std::deque<std::pair<std::shared_ptr<const Stream>, size_t>> pf_queue_;
   std::set<std::pair<uint64_t, uint64_t>> pf_queued_;  // (stream id, span) in pf_queue_
   uint64_t pf_bytes_ = 0;                              // span bytes in pf_queue_
@@ -217,6 +235,7 @@ class LayerReader {
   std::atomic<bool> prefetch_on_{true};
   std::atomic<uint64_t> prefetched_{0};
   std::atomic<uint64_t> prefetch_fetches_{0};
+  std::atomic<uint64_t> warmed_{0};
   uint64_t cache_bytes_;
 };
 

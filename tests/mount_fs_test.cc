@@ -686,6 +686,20 @@ TEST_F(MountFsTest, ConcurrentReadersAtManyOffsetsThroughTheSpanPath) {
   EXPECT_GE(Fs().layer_reader().spans_decoded(), 2u);
 }
 
+// The first lookup inside an image opens its layers (blob, sidecar) on the read-ahead
+// thread while this thread builds the tree (LayerReader::Warm); names alone open nothing.
+TEST_F(MountFsTest, TheFirstLookupInsideAnImageOpensItsLayersAhead) {
+  Fs();
+  ASSERT_NE(Walk("alpha/1"), 0u);  // an image root: its root record, no tree
+  EXPECT_EQ(Fs().layer_reader().layers_warmed(), 0u);
+  ASSERT_NE(Walk("alpha/1/etc"), 0u);
+  ASSERT_TRUE(test::WaitFor([&] { return Fs().layer_reader().layers_warmed() == 1; }));
+  EXPECT_EQ(ReadAll(Walk("alpha/1/etc/hostname")), "alpha\n");
+  EXPECT_EQ(Fs().layer_reader().indexes_built(), 0u);
+  ASSERT_NE(Walk("beta/1/etc"), 0u);
+  ASSERT_TRUE(test::WaitFor([&] { return Fs().layer_reader().layers_warmed() == 2; }));
+}
+
 // Listing a directory queues its files' spans for read-ahead: reading them afterwards
 // decodes nothing (grep -r, find and tar read a directory's files right after listing it).
 TEST_F(MountFsTest, ListingADirectoryReadsItsFilesSpansAhead) {
