@@ -282,11 +282,12 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot& slot,
                                                                            const LayerRecord& layer,
                                                                            bool warm) {
+  if (warm && slot.stream) return std::shared_ptr<const Stream>();  // open already
   // A lazy eStargz layer completed since: the new record (the tar's size and offsets,
   // index/lazy_virtual.h) is read from the blob; a tree still built from the old record
   // keeps the lazy stream it pairs with (its offsets).
   if (slot.stream && slot.stream->lazy_ && slot.stream->size_ != layer.size) slot.stream.reset();
-  if (slot.stream) return warm ? nullptr : slot.stream;
+  if (slot.stream) return slot.stream;
   if (warm && ((!use_index_ && layer.compression != Compression::kNone) ||
                LazyDir::For(store_.root(), layer.blob).Exists()))
     return std::shared_ptr<const Stream>();  // the whole-layer path unpacks; a lazy layer is left
@@ -338,6 +339,12 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
         return std::shared_ptr<const Stream>(s);
       }
     }
+  }
+  // An uncompressed layer is read in place through the fd the slot pins (Pin), one fd
+  // per layer: a warm comes before the mount's Pin, and must not open a second one.
+  if (layer.compression == Compression::kNone) {
+    IMGFS_ASSIGN_OR_RETURN(auto blob, BlobFd(slot, layer));
+    IMGFS_RETURN_IF_ERROR(unpack_.Pin(layer, blob));
   }
   // The whole-layer path. The stream is not kept in the slot: an unpacked copy that no
   // open file holds stays evictable (UnpackCache::set_limit).

@@ -220,8 +220,9 @@ class LayerReader {
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Pending>> fly_;
   std::atomic<uint64_t> decoded_{0}, built_{0}, waits_{0};
   std::function<void(size_t)> decode_hook_;
-  // Read-ahead: the queue and its helper thread (started on the first Prefetch, so
-  // after a daemon's fork; joined by the destructor).
+  // Read-ahead: the queues and their helper thread (started on the first Prefetch or
+  // Warm, both of which the mount calls only from requests, so after a daemon's fork;
+  // joined by the destructor).
   void PrefetchLoop();
   bool StartHelperLocked();  // pf_mu_ held; false: no thread (read-ahead is then off)
   std::mutex pf_mu_;         // guards everything below

@@ -161,8 +161,16 @@ Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& l
   if (layer.compression == Compression::kNone) {
     // Read in place: the pinned fd is the blob (one fd per layer, not two: a mount of
     // 10,000 images would otherwise run out of descriptors).
-    if (pinned && pinned->get() >= 0) return pinned;
-    return open_checked(store_.blobs().BlobPath(layer.blob), false);
+    if (!pinned || pinned->get() < 0)
+      return open_checked(store_.blobs().BlobPath(layer.blob), false);
+    struct stat st;
+    if (::fstat(pinned->get(), &st) != 0) return Status::FromErrno("stat blob " + layer.blob.str());
+    if (static_cast<uint64_t>(st.st_size) != layer.size) {
+      return Status::Corruption("blob " + layer.blob.str() + ": size " +
+                                std::to_string(st.st_size) + ", expected " +
+                                std::to_string(layer.size));
+    }
+    return pinned;
   }
   std::string path = store_.UnpackedPath(layer.diff_id);
   auto existing = open_checked(path, true);

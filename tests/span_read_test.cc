@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <latch>
 #include <thread>
 
@@ -327,7 +328,7 @@ TEST_F(SpanReadTest, WarmOpensALayerAheadAndItsFirstReadFindsItOpen) {
   const LayerRecord& l = view_->layers()[0];
   std::string sidecar = SeekIndexPath(*store_, l.diff_id);
   LayerReader r(*store_);
-  r.Warm({l, l, l});  // a layer listed three times is opened once
+  r.Warm({l, l, l});  // a layer listed three times (the repeats find it open)
   ASSERT_TRUE(test::WaitFor([&] { return r.layers_warmed() >= 1; }));
   ASSERT_EQ(::unlink(sidecar.c_str()), 0);
   EXPECT_EQ(Cat(r, 30), Corpus(50000, 130));
@@ -410,7 +411,43 @@ TEST_F(SpanReadTest, ForgettingALayerDropsItsQueuedWarm) {
   r.Warm({more[1]});
   release = true;
   ASSERT_TRUE(test::WaitFor([&] { return r.layers_warmed() >= 1; }));
-  EXPECT_EQ(r.layers_warmed(), 1u);  // more[1] only
+  // more[1] was warmed, more[0] was not: without its sidecar, its first read builds one.
+  std::string sidecar = SeekIndexPath(*store_, more[0].diff_id);
+  ASSERT_EQ(::unlink(sidecar.c_str()), 0);
+  std::string got(100, '\0');
+  auto n = r.Read(more[0], got.data(), got.size(), 512);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(got, Corpus(70000, 900).substr(0, 100));
+  EXPECT_EQ(r.indexes_built(), 1u);
+  EXPECT_EQ(r.layers_warmed(), 1u);
+}
+
+// An uncompressed layer warmed before the mount pins it: one fd for its blob, not two.
+TEST_F(SpanReadTest, AWarmedUncompressedLayerHoldsOneBlobFd) {
+  TarBuilder t;
+  t.File("plain", "uncompressed layer\n");
+  auto plain = ImportTar(t.Build("none"), "plain:1");
+  ASSERT_TRUE(plain.ok()) << plain.status().message();
+  auto pv = ImageView::Open(*store_, plain->id);
+  ASSERT_TRUE(pv.ok());
+  const LayerRecord& none = (*pv)->layers()[0];
+  std::string blob = store_->blobs().BlobPath(none.blob);
+  auto fds_on_blob = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      if (std::filesystem::read_symlink(e.path(), ec) == blob) n++;
+    }
+    return n;
+  };
+  LayerReader r(*store_);
+  r.Warm({none});
+  ASSERT_TRUE(test::WaitFor([&] { return r.layers_warmed() == 1; }));
+  ASSERT_TRUE(r.Pin(none).ok());
+  auto s = r.Open(none);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_NE((*s)->fd(), nullptr);
+  EXPECT_EQ(fds_on_blob(), 1);
 }
 
 // Warm and Forget racing readers of the same layer (a mount's first lookups, an rmi):
