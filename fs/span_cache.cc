@@ -213,7 +213,11 @@ Status LayerReader::Pin(const LayerRecord& layer) {
     return Status::Ok();
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
-  IMGFS_ASSIGN_OR_RETURN(auto fd, BlobFd(*slot, layer));
+  return PinLocked(*slot, layer);
+}
+
+Status LayerReader::PinLocked(Slot& slot, const LayerRecord& layer) {
+  IMGFS_ASSIGN_OR_RETURN(auto fd, BlobFd(slot, layer));
   return unpack_.Pin(layer, fd);  // the whole-layer fallback reads the same pinned blob
 }
 
@@ -288,10 +292,11 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
   // keeps the lazy stream it pairs with (its offsets).
   if (slot.stream && slot.stream->lazy_ && slot.stream->size_ != layer.size) slot.stream.reset();
   if (slot.stream) return slot.stream;
-  if (warm && ((!use_index_ && layer.compression != Compression::kNone) ||
-               LazyDir::For(store_.root(), layer.blob).Exists()))
-    return std::shared_ptr<const Stream>();  // the whole-layer path unpacks; a lazy layer is left
-                                             // to its read
+  LazyDir lazy = LazyDir::For(store_.root(), layer.blob);
+  bool lazy_dir = lazy.Exists();
+  // A warm leaves a lazy layer and the whole-layer path (it unpacks) to the first read.
+  if (warm && (lazy_dir || (!use_index_ && layer.compression != Compression::kNone)))
+    return std::shared_ptr<const Stream>();
   auto s = std::make_shared<Stream>();
   s->owner_ = this;
   s->size_ = layer.size;
@@ -300,7 +305,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
     std::lock_guard<std::mutex> g(mu_);
     s->id_ = next_id_++;
   }
-  if (LazyDir lazy = LazyDir::For(store_.root(), layer.blob); lazy.Exists()) {
+  if (lazy_dir) {
     // Completion found the layer's TOC and tar disagree: nothing of it is served.
     std::string why = lazy.BrokenReason();
     if (!why.empty()) return Status::Corruption(s->name_ + ": " + why);
@@ -340,12 +345,9 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
       }
     }
   }
-  // An uncompressed layer is read in place through the fd the slot pins (Pin), one fd
-  // per layer: a warm comes before the mount's Pin, and must not open a second one.
-  if (layer.compression == Compression::kNone) {
-    IMGFS_ASSIGN_OR_RETURN(auto blob, BlobFd(slot, layer));
-    IMGFS_RETURN_IF_ERROR(unpack_.Pin(layer, blob));
-  }
+  // An uncompressed layer is read in place through the fd the slot pins, one fd per
+  // layer: a warm comes before the mount's Pin, and must not open a second one.
+  if (layer.compression == Compression::kNone) IMGFS_RETURN_IF_ERROR(PinLocked(slot, layer));
   // The whole-layer path. The stream is not kept in the slot: an unpacked copy that no
   // open file holds stays evictable (UnpackCache::set_limit).
   IMGFS_ASSIGN_OR_RETURN(s->fd_, unpack_.Get(layer));

@@ -204,6 +204,7 @@ class LayerReader {
   Result<SpanCache::Value> Fetch(const Stream& s, size_t i, bool* decoded = nullptr,
                                  const std::function<Result<SpanCache::Value>()>* decode = nullptr);
   Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
+  Status PinLocked(Slot& slot, const LayerRecord& layer);  // Pin's work, slot.mu held
   // Open's work, slot.mu held. warm (Warm): null instead of building a sidecar,
   // unpacking, or opening a lazy layer, and null when the stream is open already.
   Result<std::shared_ptr<const Stream>> OpenLocked(Slot& slot, const LayerRecord& layer, bool warm);

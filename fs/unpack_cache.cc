@@ -143,33 +143,31 @@ bool StillNamed(int fd, const std::string& path) {
 Result<std::shared_ptr<UniqueFd>> UnpackCache::OpenOrUnpack(const LayerRecord& layer,
                                                             const std::shared_ptr<UniqueFd>& pinned,
                                                             bool* unpacked_now) {
-  auto open_checked = [&layer](const std::string& path,
-                               bool lock) -> Result<std::shared_ptr<UniqueFd>> {
+  // The tar (a blob read in place, or an unpacked copy) must be the layer's size.
+  auto size_checked = [&layer](int fd, const std::string& path) -> Status {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + path);
+    if (static_cast<uint64_t>(st.st_size) != layer.size) {
+      return Status::Corruption(path + ": size " + std::to_string(st.st_size) + ", expected " +
+                                std::to_string(layer.size));
+    }
+    return Status::Ok();
+  };
+  auto open_checked = [&](const std::string& path, bool lock) -> Result<std::shared_ptr<UniqueFd>> {
     IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
     if (lock) {
       IMGFS_RETURN_IF_ERROR(LockShared(fd.get(), path));
       if (!StillNamed(fd.get(), path)) return Status::NotFound(path + ": removed by prune");
     }
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path);
-    if (static_cast<uint64_t>(st.st_size) != layer.size) {
-      return Status::Corruption(path + ": size " + std::to_string(st.st_size) + ", expected " +
-                                std::to_string(layer.size));
-    }
+    IMGFS_RETURN_IF_ERROR(size_checked(fd.get(), path));
     return std::make_shared<UniqueFd>(std::move(fd));
   };
   if (layer.compression == Compression::kNone) {
     // Read in place: the pinned fd is the blob (one fd per layer, not two: a mount of
     // 10,000 images would otherwise run out of descriptors).
-    if (!pinned || pinned->get() < 0)
-      return open_checked(store_.blobs().BlobPath(layer.blob), false);
-    struct stat st;
-    if (::fstat(pinned->get(), &st) != 0) return Status::FromErrno("stat blob " + layer.blob.str());
-    if (static_cast<uint64_t>(st.st_size) != layer.size) {
-      return Status::Corruption("blob " + layer.blob.str() + ": size " +
-                                std::to_string(st.st_size) + ", expected " +
-                                std::to_string(layer.size));
-    }
+    std::string path = store_.blobs().BlobPath(layer.blob);
+    if (!pinned || pinned->get() < 0) return open_checked(path, false);
+    IMGFS_RETURN_IF_ERROR(size_checked(pinned->get(), path));
     return pinned;
   }
   std::string path = store_.UnpackedPath(layer.diff_id);

@@ -873,7 +873,7 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
   // The window is read from the mapped sidecar after the blob's bytes: on a cold cache
   // that is a second disk read, which the kernel can start now and do beside this one.
   if (map_ && p.win_clen > 0) {
-    uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
     uintptr_t a = reinterpret_cast<uintptr_t>(data_ + win_base_ + p.win_off);
     uintptr_t b = a + p.win_clen;
     a &= ~(page - 1);

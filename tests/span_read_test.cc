@@ -79,6 +79,16 @@ class SpanReadTest : public test::StoreFixture {
     if (st) *st = got.status();
     return got.ok() ? out : "<error>";
   }
+  // Imports a one-file image whose layer is uncompressed; *layer is its record.
+  void ImportPlain(LayerRecord* layer) {
+    TarBuilder t;
+    t.File("plain", "uncompressed layer\n");
+    auto plain = ImportTar(t.Build("none"), "plain:1");
+    ASSERT_TRUE(plain.ok()) << plain.status().message();
+    auto pv = ImageView::Open(*store_, plain->id);
+    ASSERT_TRUE(pv.ok());
+    *layer = (*pv)->layers()[0];
+  }
   std::shared_ptr<const ImageView> view_;
 };
 
@@ -348,13 +358,8 @@ TEST_F(SpanReadTest, WarmOpensALayerAheadAndItsFirstReadFindsItOpen) {
 // taken up.
 TEST_F(SpanReadTest, WarmNeverBuildsASidecarOrUnpacksALayer) {
   const LayerRecord& gz = view_->layers()[0];
-  TarBuilder t;
-  t.File("plain", "uncompressed layer\n");
-  auto plain = ImportTar(t.Build("none"), "plain:1");
-  ASSERT_TRUE(plain.ok()) << plain.status().message();
-  auto pv = ImageView::Open(*store_, plain->id);
-  ASSERT_TRUE(pv.ok());
-  const LayerRecord& none = (*pv)->layers()[0];
+  LayerRecord none;
+  ASSERT_NO_FATAL_FAILURE(ImportPlain(&none));
   ASSERT_EQ(none.compression, Compression::kNone);
   std::string sidecar = SeekIndexPath(*store_, gz.diff_id);
   ASSERT_EQ(::unlink(sidecar.c_str()), 0);  // a store from before seek indexes
@@ -424,13 +429,8 @@ TEST_F(SpanReadTest, ForgettingALayerDropsItsQueuedWarm) {
 
 // An uncompressed layer warmed before the mount pins it: one fd for its blob, not two.
 TEST_F(SpanReadTest, AWarmedUncompressedLayerHoldsOneBlobFd) {
-  TarBuilder t;
-  t.File("plain", "uncompressed layer\n");
-  auto plain = ImportTar(t.Build("none"), "plain:1");
-  ASSERT_TRUE(plain.ok()) << plain.status().message();
-  auto pv = ImageView::Open(*store_, plain->id);
-  ASSERT_TRUE(pv.ok());
-  const LayerRecord& none = (*pv)->layers()[0];
+  LayerRecord none;
+  ASSERT_NO_FATAL_FAILURE(ImportPlain(&none));
   std::string blob = store_->blobs().BlobPath(none.blob);
   auto fds_on_blob = [&] {
     int n = 0;
