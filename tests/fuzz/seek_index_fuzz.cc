@@ -4,7 +4,8 @@
 // (so that the checkpoint checks are reached). Properties: no crash or out-of-bounds
 // read; SeekIndex::Open (mmap of a file) and FromBytes agree; an accepted index has
 // spans that tile [0, tar size) in order and Find inverts SpanStart; decoding any span
-// (from a memfd holding the blob) gives exactly the span's length or an error.
+// (from a memfd holding the blob) gives exactly the span's length or an error, the same
+// from the mapped index as from the one in memory.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -76,6 +77,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tried++;
     auto span = x.DecodeSpan(bfd, i);
     if (span.ok()) FUZZ_CHECK(span->size() == len);
+    // The mapped sidecar decodes the same (it also asks for the window's pages first).
+    auto mapped = (*file)->DecodeSpan(bfd, i);
+    FUZZ_CHECK(mapped.ok() == span.ok());
+    if (span.ok()) FUZZ_CHECK(*mapped == *span);
   }
   ::close(bfd);
   return 0;
