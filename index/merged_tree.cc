@@ -60,6 +60,7 @@ struct MNode {
 
 namespace {
 std::atomic<uint64_t> g_epoch{1};
+std::atomic<bool> g_walk_reuse{true};  // SetWalkReuseForTest
 }  // namespace
 
 class Builder {
@@ -67,6 +68,7 @@ class Builder {
   Builder() : arena_(std::make_shared<Arena>()) { root_ = New(); }
 
   Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
+    ForgetWalk();
     layer_ = layer;
     written_.clear();
     descended_.clear();
@@ -96,6 +98,8 @@ class Builder {
 
   MNode* root() { return root_; }
   const MNode* root() const { return root_; }
+  // The nodes this builder made (a clone's shared ones not counted): a size hint.
+  size_t node_count_hint() const { return arena_->size(); }
 
   // A copy of `o`'s state that shares its nodes (copy on write, see MNode). `o` is
   // given a new epoch: from now on it copies what it would change too.
@@ -107,11 +111,13 @@ class Builder {
     layer_ = o.layer_;
     epoch_.store(g_epoch.fetch_add(1));
     o.epoch_.store(g_epoch.fetch_add(1));
+    ForgetWalk();
   }
 
   // Records, on every directory, its subtree's checks, and freezes the state (a new
   // epoch): FinishRoot of a clone then walks only what the clone changed.
   void Seal() {
+    ForgetWalk();
     epoch_.store(g_epoch.fetch_add(1));
     // Post-order without recursion: children before their parent.
     std::vector<std::pair<MNode*, bool>> work{{root_, false}};
@@ -191,6 +197,10 @@ class Builder {
   // With `nondir_ok`, a non-directory of this layer in the way gives nullptr, not an
   // error (a whiteout below it has nothing to hide: the non-directory hides it all).
   Result<MNode*> ResolveDir(std::string_view path, bool create, bool nondir_ok = false) {
+    if (create && !track_ && g_walk_reuse.load(std::memory_order_relaxed)) {
+      if (MNode* d = WalkDown(path)) return d;
+    }
+    if (create) ForgetWalk();
     // With create, every directory on the path is owned (copied when shared): the
     // caller changes the last one.
     std::vector<MNode*> stack{create ? OwnRoot() : root_};
@@ -232,6 +242,65 @@ class Builder {
       stack.push_back(d);
     }
     return stack.back();
+  }
+
+  // ResolveDir(path, create) for a path that goes straight down (no symlink of this
+  // layer on it, no "." or ".."), starting from the longest prefix it shares with the
+  // last such walk: in tar order the next entry is most often in the same directory or
+  // one below. Returns nullptr, having changed nothing ResolveDir would not, when the
+  // path needs the full walk (a symlink, a "." or "..", a non-directory of this layer).
+  // The last walk's chain stays valid because between two walks the tree changes only
+  // below its last directory (an entry adds or replaces a child there) or through what
+  // calls ForgetWalk (a full walk, which every whiteout takes, the root entry, the
+  // start of a layer; a clone or seal, which give new epochs, come between layers).
+  MNode* WalkDown(std::string_view path) {
+    size_t keep = 0;  // components shared with the last walk
+    size_t pos = 0;   // where the rest of `path` starts
+    if (!walk_nodes_.empty()) {
+      while (keep < walk_ends_.size()) {
+        size_t end = walk_ends_[keep];
+        if (end > path.size() || (end < path.size() && path[end] != '/') ||
+            path.compare(pos, end - pos, walk_path_, pos, end - pos) != 0) {
+          break;
+        }
+        pos = end + 1;
+        keep++;
+      }
+      walk_nodes_.resize(keep + 1);
+      walk_ends_.resize(keep);
+      walk_path_.resize(keep ? walk_ends_.back() : 0);
+    } else {
+      walk_nodes_.push_back(OwnRoot());
+    }
+    while (pos < path.size()) {
+      size_t slash = path.find('/', pos);
+      if (slash == std::string_view::npos) slash = path.size();
+      std::string_view c = path.substr(pos, slash - pos);
+      if (c.empty() || c == "." || c == "..") return ForgetWalk();
+      MNode* cur = walk_nodes_.back();
+      auto it = cur->children.find(c);
+      MNode* child = it == cur->children.end() ? nullptr : it->second;
+      if (child && child->type == EntryType::kDir) {
+        child = it->second = Own(child);
+      } else if (child && child->born == layer_) {
+        return ForgetWalk();  // this layer's symlink (followed) or non-directory (an error)
+      } else {
+        child = New();  // missing, or a lower non-directory: an implicit directory
+        cur->children.insert_or_assign(std::string(c), child);
+      }
+      if (!walk_path_.empty()) walk_path_ += '/';
+      walk_path_.append(c);
+      walk_ends_.push_back(walk_path_.size());
+      walk_nodes_.push_back(child);
+      pos = slash + 1;
+    }
+    return walk_nodes_.back();
+  }
+  MNode* ForgetWalk() {
+    walk_path_.clear();
+    walk_ends_.clear();
+    walk_nodes_.clear();
+    return nullptr;
   }
 
   // A whiteout or opaque marker (rule 1): hides lower content only.
@@ -318,21 +387,31 @@ class Builder {
   Status AddEntry(uint32_t layer, const LayerEntry& e, std::string_view dir,
                   std::string_view base) {
     if (e.path.empty()) {  // the image root
+      ForgetWalk();
       if (e.type != EntryType::kDir) return Status::InvalidArgument("the root must be a directory");
       SetAttrs(OwnRoot(), layer, e);
       return Status::Ok();
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
-    auto it = parent->children.find(base);
+    // One search: `it` is where base is or would go (a hint for the insert).
+    auto it = parent->children.lower_bound(base);
+    bool found = it != parent->children.end() && it->first == base;
+    auto put = [&](MNode* n) {
+      if (found) {
+        it->second = n;
+      } else {
+        parent->children.emplace_hint(it, std::string(base), n);
+      }
+    };
     if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
-      if (it != parent->children.end() && it->second->type == EntryType::kDir) {
+      if (found && it->second->type == EntryType::kDir) {
         SetAttrs(it->second = Own(it->second), layer, e);  // keeps the children
         return Status::Ok();
       }
       MNode* d = New();
       SetAttrs(d, layer, e);
-      parent->children.insert_or_assign(std::string(base), d);
+      put(d);
       return Status::Ok();
     }
     if (e.type == EntryType::kHardlink) {
@@ -356,7 +435,7 @@ class Builder {
       if (target->type == EntryType::kDir) {
         return Status::InvalidArgument("hard link to directory \"" + e.link + "\"");
       }
-      parent->children.insert_or_assign(std::string(base), target);
+      put(target);
       return Status::Ok();
     }
     MNode* n = New();
@@ -370,7 +449,7 @@ class Builder {
       n->link = e.link;
       n->size = e.link.size();
     }
-    parent->children.insert_or_assign(std::string(base), n);
+    put(n);
     return Status::Ok();
   }
 
@@ -389,6 +468,11 @@ class Builder {
     }
   };
   std::unordered_set<std::pair<MNode*, std::string>, NameHash> written_, descended_;
+  // The last WalkDown: its path, each component's end in it, and the root then one
+  // directory per component (empty: no walk to start from).
+  std::string walk_path_;
+  std::vector<size_t> walk_ends_;
+  std::vector<MNode*> walk_nodes_;
 };
 
 namespace {
@@ -490,6 +574,10 @@ Result<TreeRoot> TreeBuilder::FinishRoot() const {
   return r;
 }
 
+void TreeBuilder::SetWalkReuseForTest(bool on) {
+  g_walk_reuse.store(on);
+}
+
 void TreeBuilder::Seal() {
   impl_->b.Seal();
 }
@@ -510,6 +598,7 @@ Result<MergedTree> TreeBuilder::Finish() const {
   MergedTree t;
   std::vector<const MNode*> order{nullptr, b.root()};
   std::unordered_map<const MNode*, uint32_t> ids{{b.root(), MergedTree::kRoot}};
+  ids.reserve(b.node_count_hint());
   t.nodes_.resize(2);
   auto intern = [&t](std::string_view s) {
     uint32_t off = static_cast<uint32_t>(t.strings_.size());

@@ -174,6 +174,9 @@ class TreeBuilder {
   // The root record of the tree Finish would give, with the same checks, without
   // flattening the tree (a load keeps root records only).
   Result<TreeRoot> FinishRoot() const;
+  // Tests: off makes every builder resolve each entry's parent from the root (no
+  // reuse of the last walk), the reference the fast path is compared with.
+  static void SetWalkReuseForTest(bool on);
 
  private:
   struct Impl;

@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 
+#include "index/file_util.h"
 #include "index/layer_indexer.h"
 #include "tests/tar_builder.h"
 
@@ -84,6 +85,12 @@ std::map<std::string, std::string> Paths(const MergedTree& t) {
   std::map<std::string, std::string> m;
   Flatten(t, MergedTree::kRoot, "", &m);
   return m;
+}
+
+std::vector<std::string> SplitPathStrings(const std::string& p) {
+  std::vector<std::string> out;
+  for (std::string_view c : SplitPath(p)) out.emplace_back(c);
+  return out;
 }
 
 uint32_t NodeAt(const MergedTree& t, const std::string& p) {
@@ -599,6 +606,116 @@ TEST(MergedTree, SealedBaseStateKeepsItsSubtreeChecks) {
   for (LayerEntry& e : tables[0]) e.uid = 0;
   LowerTreeCache fine;
   for (int round = 0; round < 2; round++) EXPECT_TRUE(fine.BuildRoot(ids, table).ok());
+}
+
+// The builder reuses the last entry's directory walk (WalkDown). Differential check
+// against the full walk from the root for every entry: seeded random layers whose
+// entries wander up and down a small namespace in tar-like order, with symlinks
+// (relative, absolute, "..", loops), whiteouts, opaque markers, hard links, a directory
+// replaced by a file and back, the root entry; built directly and through a
+// LowerTreeCache (clones). The same tree byte for byte, or the same error.
+std::vector<LayerEntry> RandomLayer(std::mt19937& rng) {
+  static const char* const kNames[] = {"a", "b", "c", "dd", "e", ".wh.a", ".wh.b", ".wh..wh..opq"};
+  static const char* const kTargets[] = {"a",        "../a", "/b/c", ".",  "..",    "a/b",
+                                         "../../dd", "/",    "c/..", "dd", "/a/./b"};
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  std::vector<std::string> dir;  // where the walk stands
+  std::vector<LayerEntry> out;
+  size_t n = 1 + pick(30);
+  for (size_t i = 0; i < n; i++) {
+    switch (pick(10)) {
+      case 0:
+      case 1:
+        if (!dir.empty()) dir.pop_back();
+        break;
+      case 2:
+        dir.clear();
+        break;
+      case 3:
+      case 4:
+      case 5:
+        if (dir.size() < 4) dir.push_back(kNames[pick(5)]);
+        break;
+      default:
+        break;  // the same directory
+    }
+    LayerEntry e;
+    for (const std::string& c : dir) e.path += c + "/";
+    e.path += kNames[pick(pick(4) == 0 ? 8 : 5)];  // replaced below for non-directories
+    if (pick(60) == 0) e.path.clear();             // the root entry
+    e.mode = 0700 + static_cast<uint32_t>(pick(0100));
+    e.mtime_sec = static_cast<int64_t>(i);
+    size_t kind = pick(e.path.empty() ? 1 : 12);
+    if (kind < 5) {
+      e.type = EntryType::kDir;
+    } else if (kind < 8) {
+      e.type = EntryType::kFile;
+      e.size = pick(100);
+      e.data_offset = i * 512;
+    } else if (kind < 10) {
+      e.type = EntryType::kSymlink;
+      e.link = kTargets[pick(std::size(kTargets))];
+    } else if (kind < 11) {
+      e.type = EntryType::kHardlink;  // mostly to a file this layer made
+      e.link = kNames[pick(5)];
+      std::vector<std::string> files;
+      for (const LayerEntry& o : out)
+        if (o.type == EntryType::kFile) files.push_back(o.path);
+      if (!files.empty() && pick(6) != 0) e.link = files[pick(files.size())];
+    } else {
+      e.type = EntryType::kFifo;
+    }
+    // Non-directories mostly take names no walk goes into (fewer layers that fail).
+    if (e.type != EntryType::kDir && !e.path.empty() && pick(3) != 0) {
+      static const char* const kLeaves[] = {"f", "g", "h"};
+      e.path = e.path.substr(0, e.path.size() - SplitPathStrings(e.path).back().size()) +
+               kLeaves[pick(3)];
+    }
+    if (e.type == EntryType::kDir && pick(2)) dir = SplitPathStrings(e.path);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+TEST(MergedTree, ReusedWalksBuildWhatFullWalksBuild) {
+  struct Reuse {  // restores the default even when an assertion returns early
+    ~Reuse() { TreeBuilder::SetWalkReuseForTest(true); }
+  } restore;
+  size_t built = 0, failed = 0;
+  for (uint32_t seed = 1; seed <= 6000; seed++) {
+    std::mt19937 rng(seed);
+    std::vector<std::vector<LayerEntry>> tables(1 + rng() % 4);
+    for (auto& t : tables) t = RandomLayer(rng);
+    std::vector<const std::vector<LayerEntry>*> ptrs;
+    std::vector<std::string> ids;
+    for (auto& t : tables) {
+      ptrs.push_back(&t);
+      ids.push_back("l" + std::to_string(ids.size()));
+    }
+    TreeBuilder::SetWalkReuseForTest(false);
+    auto full = MergedTree::Build(ptrs);
+    TreeBuilder::SetWalkReuseForTest(true);
+    auto reused = MergedTree::Build(ptrs);
+    ASSERT_EQ(full.ok(), reused.ok())
+        << "seed " << seed << ": " << (full.ok() ? reused : full).status().message();
+    if (!full.ok()) {
+      EXPECT_EQ(full.status().message(), reused.status().message()) << "seed " << seed;
+      failed++;
+      continue;
+    }
+    ASSERT_EQ(full->Encode(), reused->Encode()) << "seed " << seed;
+    built++;
+    LowerTreeCache cache;  // cold, then the top layer on a clone of the lower state
+    auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; };
+    for (int round = 0; round < 2; round++) {
+      auto via = cache.Build(ids, table);
+      ASSERT_TRUE(via.ok()) << "seed " << seed << ": " << via.status().message();
+      ASSERT_EQ(via->Encode(), full->Encode()) << "seed " << seed << " round " << round;
+    }
+  }
+  // Both outcomes are exercised (a generator that only made errors would prove little).
+  EXPECT_GT(built, 1000u);
+  EXPECT_GT(failed, 100u);
 }
 
 // An image of thousands of layers (an 8 MiB manifest may list one small layer some
