@@ -387,6 +387,27 @@ TEST_F(SpanReadTest, WarmNeverBuildsASidecarOrUnpacksALayer) {
   EXPECT_EQ(off.layers_warmed(), 0u);
 }
 
+// A lazily pulled layer (ROOT/lazy/<blob hex>/ exists) is left to its first read, even
+// when its blob and sidecar are local: that read decides between the lazy blob and the
+// completed one (fs/lazy_blob.h), which a warm must not settle ahead of it.
+TEST_F(SpanReadTest, WarmLeavesALazyLayerToItsFirstRead) {
+  const LayerRecord& gz = view_->layers()[0];
+  LayerRecord none;
+  ASSERT_NO_FATAL_FAILURE(ImportPlain(&none));
+  std::string lazy = LazyDir::For(store_->root(), gz.blob).dir;
+  ASSERT_TRUE(MakeDirs(lazy).ok());
+  LayerReader r(*store_);
+  r.Warm({gz, none});  // taken in order: once `none` is warmed, gz was passed over
+  ASSERT_TRUE(test::WaitFor([&] { return r.layers_warmed() >= 1; }));
+  // Had the warm opened gz, its read would find the stream open; it builds the
+  // sidecar instead (as WarmOpensALayerAhead's control does).
+  std::string sidecar = SeekIndexPath(*store_, gz.diff_id);
+  ASSERT_EQ(::unlink(sidecar.c_str()), 0);
+  EXPECT_EQ(Cat(r, 30), Corpus(50000, 130));
+  EXPECT_EQ(r.indexes_built(), 1u);
+  EXPECT_EQ(r.layers_warmed(), 1u);
+}
+
 // A layer forgotten while its Warm waits in the queue is not opened by it.
 TEST_F(SpanReadTest, ForgettingALayerDropsItsQueuedWarm) {
   const LayerRecord& gz = view_->layers()[0];
