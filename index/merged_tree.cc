@@ -68,6 +68,8 @@ class Builder {
   Builder() : arena_(std::make_shared<Arena>()) { root_ = New(); }
 
   Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
+    // A clone made since the last layer shares the last walk's nodes (CopyFrom gave this
+    // builder a new epoch but cannot clear its walk): never reuse a walk across layers.
     ForgetWalk();
     layer_ = layer;
     written_.clear();
@@ -98,8 +100,6 @@ class Builder {
 
   MNode* root() { return root_; }
   const MNode* root() const { return root_; }
-  // The nodes this builder made (a clone's shared ones not counted): a size hint.
-  size_t node_count_hint() const { return arena_->size(); }
 
   // A copy of `o`'s state that shares its nodes (copy on write, see MNode). `o` is
   // given a new epoch: from now on it copies what it would change too.
@@ -601,12 +601,6 @@ Result<MergedTree> TreeBuilder::Finish() const {
   MergedTree t;
   std::vector<const MNode*> order{nullptr, b.root()};
   std::unordered_map<const MNode*, uint32_t> ids{{b.root(), MergedTree::kRoot}};
-  size_t hint = b.node_count_hint();
-  ids.reserve(hint);
-  order.reserve(hint + 1);
-  t.nodes_.reserve(hint + 1);
-  t.dirents_.reserve(hint);
-  t.strings_.reserve(hint * 16);
   t.nodes_.resize(2);
   auto intern = [&t](std::string_view s) {
     uint32_t off = static_cast<uint32_t>(t.strings_.size());

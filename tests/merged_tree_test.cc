@@ -615,7 +615,11 @@ TEST(MergedTree, SealedBaseStateKeepsItsSubtreeChecks) {
 // replaced by a file and back, the root entry; built directly and through a
 // LowerTreeCache (clones). The same tree byte for byte, or the same error.
 std::vector<LayerEntry> RandomLayer(std::mt19937& rng) {
-  static const char* const kNames[] = {"a", "b", "c", "dd", "e", ".wh.a", ".wh.b", ".wh..wh..opq"};
+  // Directory names first ("d" and "a" are prefixes of "dd" and "ab": a reused walk
+  // must match whole components), then whiteouts.
+  static const char* const kNames[] = {"a",  "b",     "c",     "dd",          "d",
+                                       "ab", ".wh.a", ".wh.b", ".wh..wh..opq"};
+  constexpr size_t kDirNames = 6;
   static const char* const kTargets[] = {"a",        "../a", "/b/c", ".",  "..",    "a/b",
                                          "../../dd", "/",    "c/..", "dd", "/a/./b"};
   auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
@@ -634,15 +638,19 @@ std::vector<LayerEntry> RandomLayer(std::mt19937& rng) {
       case 3:
       case 4:
       case 5:
-        if (dir.size() < 4) dir.push_back(kNames[pick(5)]);
+        if (dir.size() < 4) dir.push_back(kNames[pick(kDirNames)]);
+        break;
+      case 6:  // a sibling ("d" after "dd", "ab" after "a")
+        if (!dir.empty()) dir.back() = kNames[pick(kDirNames)];
         break;
       default:
         break;  // the same directory
     }
     LayerEntry e;
     for (const std::string& c : dir) e.path += c + "/";
-    e.path += kNames[pick(pick(4) == 0 ? 8 : 5)];  // replaced below for non-directories
-    if (pick(60) == 0) e.path.clear();             // the root entry
+    e.path += kNames[pick(pick(4) == 0 ? std::size(kNames)
+                                       : kDirNames)];  // replaced below for non-directories
+    if (pick(60) == 0) e.path.clear();                 // the root entry
     e.mode = 0700 + static_cast<uint32_t>(pick(0100));
     e.mtime_sec = static_cast<int64_t>(i);
     size_t kind = pick(e.path.empty() ? 1 : 12);
@@ -657,7 +665,7 @@ std::vector<LayerEntry> RandomLayer(std::mt19937& rng) {
       e.link = kTargets[pick(std::size(kTargets))];
     } else if (kind < 11) {
       e.type = EntryType::kHardlink;  // mostly to a file this layer made
-      e.link = kNames[pick(5)];
+      e.link = kNames[pick(kDirNames)];
       std::vector<std::string> files;
       for (const LayerEntry& o : out)
         if (o.type == EntryType::kFile) files.push_back(o.path);
@@ -705,6 +713,21 @@ TEST(MergedTree, ReusedWalksBuildWhatFullWalksBuild) {
     }
     ASSERT_EQ(full->Encode(), reused->Encode()) << "seed " << seed;
     built++;
+    // A builder cloned after its first layer, and both going on with the rest: each
+    // gives the tree (neither's walks may change nodes the other shares).
+    if (tables.size() >= 2) {
+      TreeBuilder src;
+      ASSERT_TRUE(src.AddLayer(tables[0]).ok());
+      std::unique_ptr<TreeBuilder> copy = src.Clone();
+      for (size_t i = 1; i < tables.size(); i++) {
+        ASSERT_TRUE(src.AddLayer(tables[i]).ok());
+        ASSERT_TRUE(copy->AddLayer(tables[i]).ok());
+      }
+      auto a = src.Finish(), b = copy->Finish();
+      ASSERT_TRUE(a.ok() && b.ok()) << "seed " << seed;
+      ASSERT_EQ(a->Encode(), full->Encode()) << "seed " << seed << ": the source";
+      ASSERT_EQ(b->Encode(), full->Encode()) << "seed " << seed << ": the clone";
+    }
     LowerTreeCache cache;  // cold, then the top layer on a clone of the lower state
     auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; };
     for (int round = 0; round < 2; round++) {
