@@ -4,7 +4,8 @@
 // "..", symlinks up and across, hard links) for Build. Properties: no crash; a tree
 // that decodes is safe to walk from the root (every accessor in bounds, each directory
 // reached once) and to Resolve in; a built tree encodes to bytes that decode; the
-// lower-tree cache builds the same trees as Build.
+// lower-tree cache builds the same trees as Build, and so does the full parent walk
+// (TreeBuilder::SetWalkReuseForTest(false)).
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/stat.h>
 
@@ -126,6 +127,17 @@ void BuildAndCheck(FuzzedDataProvider& p, bool with_cache) {
   std::vector<const std::vector<LayerEntry>*> ptrs;
   for (auto& l : layers) ptrs.push_back(&l);
   auto tree = MergedTree::Build(ptrs);
+  // The builder reuses each entry's parent walk when it can (Builder::WalkDown): the
+  // full walk from the root, for every entry, must give the same tree or error.
+  TreeBuilder::SetWalkReuseForTest(false);
+  auto full = MergedTree::Build(ptrs);
+  TreeBuilder::SetWalkReuseForTest(true);
+  FUZZ_CHECK(full.ok() == tree.ok());
+  if (tree.ok()) {
+    FUZZ_CHECK(full->Encode() == tree->Encode());
+  } else {
+    FUZZ_CHECK(full.status().message() == tree.status().message());
+  }
   if (with_cache) CheckLowerTreeCache(ptrs);  // ~10 builds: half the inputs only
   if (!tree.ok()) return;
   auto decoded = MergedTree::Decode(tree->Encode());
