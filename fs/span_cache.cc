@@ -310,8 +310,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
     std::string why = lazy.BrokenReason();
     if (!why.empty()) return Status::Corruption(s->name_ + ": " + why);
   }
-  if (!slot.blob && !store_.blobs().Has(layer.blob) &&
-      LazyDir::For(store_.root(), layer.blob).Exists()) {
+  if (lazy_dir && !slot.blob && !store_.blobs().Has(layer.blob)) {
     IMGFS_ASSIGN_OR_RETURN(s->lazy_, LazyBlob::Open(store_.root(), layer));
     slot.stream = s;
     return std::shared_ptr<const Stream>(s);
