@@ -83,16 +83,17 @@ std::string EncodeEntries(const std::vector<LayerEntry>& entries) {
   return e.Take();
 }
 
-Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data) {
+Status EntryTable::Decode(std::string_view data) {
+  entries_.clear();
+  xattrs_.clear();
   Decoder d(data);
   if (d.Varint() != kEntriesFormat) return Status::Corruption("entry table: unknown format");
   uint64_t n = d.Varint();
   if (!d.ok() || n > data.size()) return Status::Corruption("entry table: bad count");
-  std::vector<LayerEntry> out;
-  out.reserve(n);
+  entries_.reserve(n);
   for (uint64_t i = 0; i < n && d.ok(); i++) {
-    LayerEntry x;
-    x.path = std::string(d.Bytes());
+    LayerEntryView& x = entries_.emplace_back();
+    x.path = d.Bytes();
     uint64_t t = d.Varint();
     if (t < 1 || t > 7) return Status::Corruption("entry table: bad entry type");
     x.type = static_cast<EntryType>(t);
@@ -104,19 +105,71 @@ Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data) {
     x.mtime_nsec = static_cast<uint32_t>(d.Varint());
     x.dev_major = static_cast<uint32_t>(d.Varint());
     x.dev_minor = static_cast<uint32_t>(d.Varint());
-    x.link = std::string(d.Bytes());
+    x.link = d.Bytes();
     x.data_offset = d.Varint();
     uint64_t nx = d.Varint();
     if (nx > data.size()) return Status::Corruption("entry table: bad xattr count");
+    x.xattr_begin = static_cast<uint32_t>(xattrs_.size());
+    x.xattr_count = static_cast<uint32_t>(nx);
     for (uint64_t k = 0; k < nx && d.ok(); k++) {
-      Xattr xa;
-      xa.name = std::string(d.Bytes());
-      xa.value = std::string(d.Bytes());
-      x.xattrs.push_back(std::move(xa));
+      XattrView& xa = xattrs_.emplace_back();
+      xa.name = d.Bytes();
+      xa.value = d.Bytes();
     }
-    out.push_back(std::move(x));
   }
   if (!d.done()) return Status::Corruption("entry table: truncated or trailing bytes");
+  return Status::Ok();
+}
+
+void EntryTable::Assign(const std::vector<LayerEntry>& entries) {
+  entries_.clear();
+  xattrs_.clear();
+  entries_.reserve(entries.size());
+  for (const LayerEntry& e : entries) {
+    LayerEntryView& x = entries_.emplace_back();
+    x.path = e.path;
+    x.type = e.type;
+    x.mode = e.mode;
+    x.uid = e.uid;
+    x.gid = e.gid;
+    x.size = e.size;
+    x.mtime_sec = e.mtime_sec;
+    x.mtime_nsec = e.mtime_nsec;
+    x.dev_major = e.dev_major;
+    x.dev_minor = e.dev_minor;
+    x.link = e.link;
+    x.data_offset = e.data_offset;
+    x.xattr_begin = static_cast<uint32_t>(xattrs_.size());
+    x.xattr_count = static_cast<uint32_t>(e.xattrs.size());
+    for (const Xattr& xa : e.xattrs) xattrs_.push_back({xa.name, xa.value});
+  }
+}
+
+Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data) {
+  EntryTable t;
+  IMGFS_RETURN_IF_ERROR(t.Decode(data));
+  std::vector<LayerEntry> out;
+  out.reserve(t.size());
+  for (size_t i = 0; i < t.size(); i++) {
+    const LayerEntryView& v = t[i];
+    LayerEntry& x = out.emplace_back();
+    x.path = v.path;
+    x.type = v.type;
+    x.mode = v.mode;
+    x.uid = v.uid;
+    x.gid = v.gid;
+    x.size = v.size;
+    x.mtime_sec = v.mtime_sec;
+    x.mtime_nsec = v.mtime_nsec;
+    x.dev_major = v.dev_major;
+    x.dev_minor = v.dev_minor;
+    x.link = v.link;
+    x.data_offset = v.data_offset;
+    const XattrView* xa = t.XattrsBegin(v);
+    for (uint32_t k = 0; k < v.xattr_count; k++) {
+      x.xattrs.push_back({std::string(xa[k].name), std::string(xa[k].value)});
+    }
+  }
   return out;
 }
 

@@ -75,6 +75,48 @@ Result<std::string> NormalizeTarPath(std::string_view raw, bool allow_root,
 std::string EncodeEntries(const std::vector<LayerEntry>& entries);
 Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data);
 
+// An entry whose strings are views: of an encoded table (EntryTable::Decode, the LMDB
+// value inside its read transaction) or of LayerEntry values (EntryTable::Assign).
+struct XattrView {
+  std::string_view name, value;
+};
+struct LayerEntryView {
+  std::string_view path;
+  EntryType type = EntryType::kFile;
+  uint32_t mode = 0;
+  uint64_t uid = 0;
+  uint64_t gid = 0;
+  uint64_t size = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint32_t dev_major = 0;
+  uint32_t dev_minor = 0;
+  std::string_view link;
+  uint64_t data_offset = 0;
+  uint32_t xattr_begin = 0, xattr_count = 0;  // range in the table's xattrs
+};
+
+// A layer's entry table as views, valid while the bytes it views are. Decoding one is a
+// pass over the value with no copy of any name (the merged tree's build reads tables
+// this way: the first lookup inside an image waits for it). Reusing one EntryTable
+// reuses its memory.
+class EntryTable {
+ public:
+  // Views of the encoded table `data` (EncodeEntries); the same checks as DecodeEntries.
+  Status Decode(std::string_view data);
+  // Views of `entries`.
+  void Assign(const std::vector<LayerEntry>& entries);
+  size_t size() const { return entries_.size(); }
+  const LayerEntryView& operator[](size_t i) const { return entries_[i]; }
+  const XattrView* XattrsBegin(const LayerEntryView& e) const {
+    return xattrs_.data() + e.xattr_begin;
+  }
+
+ private:
+  std::vector<LayerEntryView> entries_;
+  std::vector<XattrView> xattrs_;
+};
+
 }  // namespace imgfs
 
 #endif  // IMGFS_INDEX_LAYER_ENTRY_H_

@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -27,8 +28,11 @@ constexpr uint32_t kTreeVersion = 1;
 
 }  // namespace
 
-// The mutable tree used while merging. Nodes live in an arena; a hard link is a
-// second map entry pointing to the same MNode. Removing a subtree unlinks it.
+// The mutable tree used while merging. Nodes live in an arena (Builder::Arena): each
+// node, and every map node, name, link target and xattr it holds, is allocated from
+// its builder's monotonic buffer and released all at once with the arena, never one by
+// one (no destructor runs). A hard link is a second map entry pointing to the same
+// MNode. Removing a subtree unlinks it.
 //
 // Copy on write (issue 12): a clone shares every node of the state it was cloned from
 // (Builder::CopyFrom is O(1)); a builder changes only the nodes it owns (owner ==
@@ -38,6 +42,31 @@ constexpr uint32_t kTreeVersion = 1;
 // the path copy reaches every name of a directory. A state shared by clones is never
 // changed again: CopyFrom gives the source a new epoch too.
 struct MNode {
+  using Alloc = std::pmr::polymorphic_allocator<std::byte>;
+  explicit MNode(Alloc a) : link(a), xattrs(a), children(a) {}
+  MNode(const MNode&) = delete;
+  // A copy into another arena (Builder::Own): every string and map node goes there.
+  MNode(const MNode& o, Alloc a)
+      : type(o.type),
+        perm(o.perm),
+        uid(o.uid),
+        gid(o.gid),
+        size(o.size),
+        mtime_sec(o.mtime_sec),
+        mtime_nsec(o.mtime_nsec),
+        dev_major(o.dev_major),
+        dev_minor(o.dev_minor),
+        layer(o.layer),
+        born(o.born),
+        data_offset(o.data_offset),
+        link(o.link, a),
+        xattrs(o.xattrs, a),
+        children(o.children, a),
+        owner(o.owner),
+        sealed(o.sealed),
+        sealed_wide_id(o.sealed_wide_id),
+        sealed_strings(o.sealed_strings) {}
+
   EntryType type = EntryType::kDir;
   uint32_t perm = 0755;
   uint64_t uid = 0, gid = 0, size = 0;
@@ -47,9 +76,9 @@ struct MNode {
   uint32_t layer = 0;  // of the attributes and content
   uint32_t born = 0;   // the layer that made this node (symlinks: whose paths follow it)
   uint64_t data_offset = 0;
-  std::string link;
-  std::vector<Xattr> xattrs;
-  std::map<std::string, MNode*, std::less<>> children;
+  std::pmr::string link;
+  std::pmr::vector<std::pair<std::pmr::string, std::pmr::string>> xattrs;  // (name, value)
+  std::pmr::map<std::pmr::string, MNode*, std::less<>> children;
   uint64_t owner = 0;  // the epoch of the builder that may change it in place
   // Set by Builder::Seal on a state that will be shared (never changed again): the
   // subtree's Finish checks (FinishRoot does not walk it again).
@@ -66,8 +95,10 @@ std::atomic<bool> g_walk_reuse{true};  // SetWalkReuseForTest
 class Builder {
  public:
   Builder() : arena_(std::make_shared<Arena>()) { root_ = New(); }
+  Builder(const Builder&) = delete;
+  Builder& operator=(const Builder&) = delete;
 
-  Status AddLayer(uint32_t layer, const std::vector<LayerEntry>& entries) {
+  Status AddLayer(uint32_t layer, const EntryTable& entries) {
     // A clone made since the last layer shares the last walk's nodes (CopyFrom gave this
     // builder a new epoch but cannot clear its walk): never reuse a walk across layers.
     ForgetWalk();
@@ -82,7 +113,7 @@ class Builder {
     }
     // One pass, in tar order (see merged_tree.h, rules 1 and 2).
     for (size_t i = 0; i < entries.size(); i++) {
-      const LayerEntry& e = entries[i];
+      const LayerEntryView& e = entries[i];
       track_ = i < last_whiteout;
       auto [dir, base] = Split(e.path);
       if (InMetaDir(dir)) continue;
@@ -91,9 +122,9 @@ class Builder {
         if (base.rfind(kMetaPrefix, 0) == 0 && base != kOpaqueMarker) continue;  // aufs
         st = AddWhiteout(dir, base);
       } else {
-        st = AddEntry(layer, e, dir, base);
+        st = AddEntry(layer, e, entries.XattrsBegin(e), dir, base);
       }
-      if (!st.ok()) return st.WithContext("entry \"" + e.path + "\"");
+      if (!st.ok()) return st.WithContext("entry \"" + std::string(e.path) + "\"");
     }
     return Status::Ok();
   }
@@ -135,7 +166,7 @@ class Builder {
       bool wide = false;
       for (const auto& [name, child] : d->children) {
         strings += name.size() + child->link.size();
-        for (const Xattr& x : child->xattrs) strings += x.name.size() + x.value.size();
+        for (const auto& [xn, xv] : child->xattrs) strings += xn.size() + xv.size();
         wide = wide || child->uid > UINT32_MAX || child->gid > UINT32_MAX;
         if (child->type == EntryType::kDir) {
           strings += child->sealed_strings;
@@ -150,8 +181,7 @@ class Builder {
 
  private:
   MNode* New() {
-    arena_->push_back(std::make_unique<MNode>());
-    MNode* n = arena_->back().get();
+    MNode* n = new (arena_->Take()) MNode(arena_->alloc());
     n->born = layer_;
     n->layer = layer_;
     n->owner = epoch_.load();
@@ -163,8 +193,7 @@ class Builder {
   MNode* Own(MNode* n) {
     uint64_t mine = epoch_.load();
     if (n->owner == mine) return n;
-    arena_->push_back(std::make_unique<MNode>(*n));
-    MNode* c = arena_->back().get();
+    MNode* c = new (arena_->Take()) MNode(*n, arena_->alloc());
     c->owner = mine;
     c->sealed = false;
     return c;
@@ -219,7 +248,7 @@ class Builder {
         continue;
       }
       MNode* cur = stack.back();
-      auto it = cur->children.find(c);
+      auto it = cur->children.find(std::string_view(c));
       MNode* child = it == cur->children.end() ? nullptr : it->second;
       if (child && child->type == EntryType::kSymlink && (!create || child->born == layer_)) {
         if (++links > kMaxSymlinks)
@@ -240,7 +269,7 @@ class Builder {
         return Status::InvalidArgument("parent \"" + c + "\" is not a directory");
       }
       MNode* d = New();
-      cur->children.insert_or_assign(c, d);
+      PutChild(cur, c, d);
       if (track_) written_.emplace(cur, c);
       stack.push_back(d);
     }
@@ -289,7 +318,7 @@ class Builder {
         return ForgetWalk();  // this layer's symlink (followed) or non-directory (an error)
       } else {
         child = New();  // missing, or a lower non-directory: an implicit directory
-        cur->children.insert_or_assign(std::string(c), child);
+        PutChild(cur, c, child);
       }
       if (!walk_path_.empty()) walk_path_ += '/';
       walk_path_.append(c);
@@ -298,6 +327,15 @@ class Builder {
       pos = slash + 1;
     }
     return walk_nodes_.back();
+  }
+  // Sets dir's child `name` to n (added or replaced).
+  static void PutChild(MNode* dir, std::string_view name, MNode* n) {
+    auto it = dir->children.lower_bound(name);
+    if (it != dir->children.end() && it->first == name) {
+      it->second = n;
+    } else {
+      dir->children.emplace_hint(it, name, n);
+    }
   }
   MNode* ForgetWalk() {
     walk_path_.clear();
@@ -315,7 +353,7 @@ class Builder {
       return Status::Ok();
     }
     std::string name(base.substr(sizeof(kWhiteoutPrefix) - 1));
-    auto it = p->children.find(name);
+    auto it = p->children.find(std::string_view(name));
     if (it == p->children.end()) return Status::Ok();
     std::pair<MNode*, std::string> key{p, std::move(name)};
     if (!written_.count(key) && !descended_.count(key)) {
@@ -336,8 +374,7 @@ class Builder {
   // A lower directory whose lower self is hidden: only this layer's implicit directory
   // is left (mode 0755, root-owned, mtime 0, as rule 3 makes a missing parent).
   void MakeImplicit(MNode* d) {
-    MNode fresh;
-    d->perm = fresh.perm;
+    d->perm = 0755;
     d->uid = d->gid = 0;
     d->mtime_sec = 0;
     d->mtime_nsec = 0;
@@ -355,7 +392,7 @@ class Builder {
       MNode* d = work.back();
       work.pop_back();
       for (auto it = d->children.begin(); it != d->children.end();) {
-        std::pair<MNode*, std::string> key{d, it->first};
+        std::pair<MNode*, std::string> key{d, std::string(it->first)};
         bool dir_child = it->second->type == EntryType::kDir;
         if (written_.count(key)) {
           if (dir_child) work.push_back(it->second = Own(it->second));
@@ -377,22 +414,25 @@ class Builder {
     out->insert(front ? out->begin() : out->end(), comps.begin(), comps.end());
   }
 
-  static void SetAttrs(MNode* n, uint32_t layer, const LayerEntry& e) {
+  static void SetAttrs(MNode* n, uint32_t layer, const LayerEntryView& e, const XattrView* xattrs) {
     n->perm = e.mode & 07777;
     n->uid = e.uid;
     n->gid = e.gid;
     n->mtime_sec = e.mtime_sec;
     n->mtime_nsec = e.mtime_nsec;
-    n->xattrs = e.xattrs;
+    n->xattrs.clear();
+    for (uint32_t i = 0; i < e.xattr_count; i++) {
+      n->xattrs.emplace_back(xattrs[i].name, xattrs[i].value);
+    }
     n->layer = layer;
   }
 
-  Status AddEntry(uint32_t layer, const LayerEntry& e, std::string_view dir,
-                  std::string_view base) {
+  Status AddEntry(uint32_t layer, const LayerEntryView& e, const XattrView* xattrs,
+                  std::string_view dir, std::string_view base) {
     if (e.path.empty()) {  // the image root
       ForgetWalk();
       if (e.type != EntryType::kDir) return Status::InvalidArgument("the root must be a directory");
-      SetAttrs(OwnRoot(), layer, e);
+      SetAttrs(OwnRoot(), layer, e, xattrs);
       return Status::Ok();
     }
     IMGFS_ASSIGN_OR_RETURN(MNode * parent, ResolveDir(dir, /*create=*/true));
@@ -403,17 +443,17 @@ class Builder {
       if (found) {
         it->second = n;
       } else {
-        parent->children.emplace_hint(it, std::string(base), n);
+        parent->children.emplace_hint(it, base, n);
       }
     };
     if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (found && it->second->type == EntryType::kDir) {
-        SetAttrs(it->second = Own(it->second), layer, e);  // keeps the children
+        SetAttrs(it->second = Own(it->second), layer, e, xattrs);  // keeps the children
         return Status::Ok();
       }
       MNode* d = New();
-      SetAttrs(d, layer, e);
+      SetAttrs(d, layer, e, xattrs);
       put(d);
       return Status::Ok();
     }
@@ -423,7 +463,7 @@ class Builder {
       if (e.link == e.path ||
           (e.link.size() > e.path.size() && e.link.compare(0, e.path.size(), e.path) == 0 &&
            e.link[e.path.size()] == '/')) {
-        return Status::InvalidArgument("hard link to \"" + e.link +
+        return Status::InvalidArgument("hard link to \"" + std::string(e.link) +
                                        "\", which is at or below the link itself (the entry "
                                        "replaces its own target)");
       }
@@ -434,29 +474,38 @@ class Builder {
         auto t = tparent->children.find(tbase);
         if (t != tparent->children.end()) target = t->second;
       }
-      if (!target) return Status::InvalidArgument("hard link to missing target \"" + e.link + "\"");
+      if (!target) {
+        return Status::InvalidArgument("hard link to missing target \"" + std::string(e.link) +
+                                       "\"");
+      }
       if (target->type == EntryType::kDir) {
-        return Status::InvalidArgument("hard link to directory \"" + e.link + "\"");
+        return Status::InvalidArgument("hard link to directory \"" + std::string(e.link) + "\"");
       }
       put(target);
       return Status::Ok();
     }
     MNode* n = New();
-    SetAttrs(n, layer, e);
+    SetAttrs(n, layer, e, xattrs);
     n->type = e.type;
     n->size = e.type == EntryType::kFile ? e.size : 0;
     n->data_offset = e.data_offset;
     n->dev_major = e.dev_major;
     n->dev_minor = e.dev_minor;
     if (e.type == EntryType::kSymlink) {
-      n->link = e.link;
+      n->link.assign(e.link);
       n->size = e.link.size();
     }
     put(n);
     return Status::Ok();
   }
 
-  using Arena = std::vector<std::unique_ptr<MNode>>;
+  // A builder's nodes and all they hold (see MNode). Only its builder allocates from it
+  // (clones get their own); clones keep it alive through bases_ while they share nodes.
+  struct Arena {
+    std::pmr::monotonic_buffer_resource res{64 << 10};
+    MNode::Alloc alloc() { return MNode::Alloc(&res); }
+    void* Take() { return res.allocate(sizeof(MNode), alignof(MNode)); }
+  };
   std::shared_ptr<Arena> arena_;               // the nodes this builder made
   std::vector<std::shared_ptr<Arena>> bases_;  // those of the states it shares nodes with
   mutable std::atomic<uint64_t> epoch_{g_epoch.fetch_add(1)};
@@ -524,6 +573,12 @@ std::unique_ptr<TreeBuilder> TreeBuilder::Clone() const {
 }
 
 Status TreeBuilder::AddLayer(const std::vector<LayerEntry>& entries) {
+  EntryTable t;
+  t.Assign(entries);
+  return AddLayer(t);
+}
+
+Status TreeBuilder::AddLayer(const EntryTable& entries) {
   uint32_t i = impl_->layers++;
   Status st = impl_->b.AddLayer(i, entries);
   if (!st.ok()) return st.WithContext("layer " + std::to_string(i + 1));
@@ -541,7 +596,7 @@ Result<TreeRoot> TreeBuilder::FinishRoot() const {
       return Status::Unsupported("owner id larger than 32 bits");
     }
     strings += m.link.size();
-    for (const Xattr& x : m.xattrs) strings += x.name.size() + x.value.size();
+    for (const auto& [xn, xv] : m.xattrs) strings += xn.size() + xv.size();
     return Status::Ok();
   };
   IMGFS_RETURN_IF_ERROR(check(*root));
@@ -573,7 +628,7 @@ Result<TreeRoot> TreeBuilder::FinishRoot() const {
   r.node.mtime_sec = root->mtime_sec;
   r.node.mtime_nsec = root->mtime_nsec;
   r.node.parent = MergedTree::kRoot;
-  for (const Xattr& x : root->xattrs) r.xattrs.emplace_back(x.name, x.value);
+  for (const auto& [xn, xv] : root->xattrs) r.xattrs.emplace_back(xn, xv);
   return r;
 }
 
@@ -626,12 +681,12 @@ Result<MergedTree> TreeBuilder::Finish() const {
     tn.link_off = intern(m.link);
     tn.xattr_begin = static_cast<uint32_t>(t.xattrs_.size());
     tn.xattr_count = static_cast<uint32_t>(m.xattrs.size());
-    for (const Xattr& x : m.xattrs) {
+    for (const auto& [xn, xv] : m.xattrs) {
       TreeXattr tx;
-      tx.name_len = static_cast<uint32_t>(x.name.size());
-      tx.name_off = intern(x.name);
-      tx.value_len = static_cast<uint32_t>(x.value.size());
-      tx.value_off = intern(x.value);
+      tx.name_len = static_cast<uint32_t>(xn.size());
+      tx.name_off = intern(xn);
+      tx.value_len = static_cast<uint32_t>(xv.size());
+      tx.value_off = intern(xv);
       t.xattrs_.push_back(tx);
     }
     if (i == MergedTree::kRoot) tn.parent = MergedTree::kRoot;
@@ -852,7 +907,7 @@ Result<std::unique_ptr<TreeBuilder>> LowerTreeCache::Apply(
       states_.emplace_front(all.substr(0, ends[n - 1]), std::move(lower));
       while (states_.size() > capacity_) states_.pop_back();
     }
-    IMGFS_ASSIGN_OR_RETURN(const std::vector<LayerEntry>* t, table(i));
+    IMGFS_ASSIGN_OR_RETURN(const EntryTable* t, table(i));
     IMGFS_RETURN_IF_ERROR(b->AddLayer(*t));
   }
   return b;

@@ -168,6 +168,7 @@ class TreeBuilder {
   // so that FinishRoot of a clone walks only what the clone changed.
   void Seal();
   // Applies the next layer (its index is the number of layers added before).
+  Status AddLayer(const EntryTable& entries);
   Status AddLayer(const std::vector<LayerEntry>& entries);
   uint32_t layer_count() const;
   Result<MergedTree> Finish() const;
@@ -191,9 +192,9 @@ class LowerTreeCache {
   explicit LowerTreeCache(size_t capacity = 8) : capacity_(capacity) {}
   // The tree of layers layer_ids[0..n) (bottom first); table(i) gives layer i's entry
   // table and is called only for the layers not covered by a cached state, in order;
-  // the table is used only until the next call (one buffer may serve them all). Records
-  // the state after all layers but the top one.
-  using TableFn = std::function<Result<const std::vector<LayerEntry>*>(size_t)>;
+  // the table is used only until the next call (one buffer may serve them all), and the
+  // tree keeps no view of it. Records the state after all layers but the top one.
+  using TableFn = std::function<Result<const EntryTable*>(size_t)>;
   Result<MergedTree> Build(const std::vector<std::string>& layer_ids, const TableFn& table);
   // The same, giving the root record only (TreeBuilder::FinishRoot).
   Result<TreeRoot> BuildRoot(const std::vector<std::string>& layer_ids, const TableFn& table);

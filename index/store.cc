@@ -477,16 +477,17 @@ Result<MergedTree> BuildTreeIn(Txn& t, MDB_dbi images, MDB_dbi entries, const Di
   IMGFS_ASSIGN_OR_RETURN(ImageRecord img, DecodeImage(*v));
   std::vector<std::string> ids;
   for (const Digest& d : img.diff_ids) ids.push_back(d.hex());
-  // One decoded table at a time (TableFn): an image that lists a layer thousands of
-  // times does not hold thousands of copies of its entries.
-  std::vector<LayerEntry> table_buf;
-  auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
+  // One table at a time (TableFn), as views of the LMDB value (valid in this
+  // transaction; the tree copies what it keeps): an image that lists a layer thousands
+  // of times does not hold thousands of copies of its entries.
+  EntryTable table_buf;
+  auto table = [&](size_t i) -> Result<const EntryTable*> {
     MDB_val k = Val(ids[i]), ev;
     int rc = mdb_get(t.get(), entries, &k, &ev);
     if (rc == MDB_NOTFOUND)
       return Status::NotFound("index: no entry table for layer " + img.diff_ids[i].str());
     if (rc) return LmdbError("get entries", rc);
-    IMGFS_ASSIGN_OR_RETURN(table_buf, DecodeEntries(View(ev)));
+    IMGFS_RETURN_IF_ERROR(table_buf.Decode(View(ev)));
     return &table_buf;
   };
   auto tree = lower->Build(ids, table);

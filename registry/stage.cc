@@ -188,6 +188,7 @@ Status ImageStage::AddImage(StagedImage img) {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<std::string> ids;
   std::vector<LayerEntry> loaded;  // one stored layer's table at a time (TableFn)
+  EntryTable view;                 // views of the table handed out
   img.record.size = 0;
   for (const Digest& d : img.record.diff_ids) {
     ids.push_back(d.hex());
@@ -202,11 +203,15 @@ Status ImageStage::AddImage(StagedImage img) {
   }
   // The tree is built here (a bad image fails before anything is committed); images
   // on the same lower layers share the merge state after them.
-  auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
+  auto table = [&](size_t i) -> Result<const EntryTable*> {
     auto it = layers_.find(ids[i]);
-    if (it != layers_.end()) return &it->second.entries;
-    IMGFS_ASSIGN_OR_RETURN(loaded, store_.GetEntries(img.record.diff_ids[i]));
-    return &loaded;
+    if (it != layers_.end()) {
+      view.Assign(it->second.entries);
+    } else {
+      IMGFS_ASSIGN_OR_RETURN(loaded, store_.GetEntries(img.record.diff_ids[i]));
+      view.Assign(loaded);
+    }
+    return &view;
   };
   auto root = lower_trees_.BuildRoot(ids, table);
   if (!root.ok()) return root.status().WithContext("image " + img.record.id.str());

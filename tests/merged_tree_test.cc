@@ -19,6 +19,19 @@ namespace {
 
 using test::TarBuilder;
 
+// A table as the store hands it to LowerTreeCache: views of its encoded bytes (valid
+// until the next call, as TableFn allows).
+struct EncodedTable {
+  std::string bytes;
+  EntryTable view;
+  const EntryTable* Views(const std::vector<LayerEntry>& entries) {
+    bytes = EncodeEntries(entries);
+    Status st = view.Decode(bytes);
+    EXPECT_TRUE(st.ok()) << st.message();
+    return &view;
+  }
+};
+
 Result<MergedTree> Merge(const std::vector<TarBuilder>& layers) {
   std::vector<std::vector<LayerEntry>> tables;
   for (const TarBuilder& b : layers) {
@@ -35,13 +48,14 @@ Result<MergedTree> Merge(const std::vector<TarBuilder>& layers) {
   // the state after the lower layers), then warm (the top layer applied to a clone of
   // that state). Both must give the same tree, byte for byte, or the same failure.
   LowerTreeCache cache;
+  EncodedTable encoded;
   std::vector<std::string> ids;
   for (size_t i = 0; i < tables.size(); i++) ids.push_back("layer" + std::to_string(i));
   for (int round = 0; round < 2; round++) {
     size_t asked = 0;
-    auto via = cache.Build(ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> {
+    auto via = cache.Build(ids, [&](size_t i) -> Result<const EntryTable*> {
       asked++;
-      return &tables[i];
+      return encoded.Views(tables[i]);
     });
     EXPECT_EQ(via.ok(), direct.ok()) << (via.ok() ? direct : via).status().message();
     if (via.ok() && direct.ok()) {
@@ -49,7 +63,7 @@ Result<MergedTree> Merge(const std::vector<TarBuilder>& layers) {
     }
     // The root record alone (what a load keeps) matches the full tree's root.
     auto root = cache.BuildRoot(
-        ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; });
+        ids, [&](size_t i) -> Result<const EntryTable*> { return encoded.Views(tables[i]); });
     EXPECT_EQ(root.ok(), direct.ok());
     if (root.ok() && direct.ok()) {
       EXPECT_EQ(EncodeTreeRoot(*root), EncodeTreeRoot(direct->Root()));
@@ -596,7 +610,8 @@ TEST(MergedTree, SealedBaseStateKeepsItsSubtreeChecks) {
   ASSERT_FALSE(direct.ok());
   LowerTreeCache cache;
   std::vector<std::string> ids = {"base", "top"};
-  auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; };
+  EncodedTable encoded;
+  auto table = [&](size_t i) -> Result<const EntryTable*> { return encoded.Views(tables[i]); };
   for (int round = 0; round < 2; round++) {  // cold, then on the sealed base state
     auto root = cache.BuildRoot(ids, table);
     ASSERT_FALSE(root.ok()) << "round " << round;
@@ -729,7 +744,8 @@ TEST(MergedTree, ReusedWalksBuildWhatFullWalksBuild) {
       ASSERT_EQ(b->Encode(), full->Encode()) << "seed " << seed << ": the clone";
     }
     LowerTreeCache cache;  // cold, then the top layer on a clone of the lower state
-    auto table = [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return &tables[i]; };
+    EncodedTable encoded;
+    auto table = [&](size_t i) -> Result<const EntryTable*> { return encoded.Views(tables[i]); };
     for (int round = 0; round < 2; round++) {
       auto via = cache.Build(ids, table);
       ASSERT_TRUE(via.ok()) << "seed " << seed << ": " << via.status().message();
@@ -757,10 +773,11 @@ TEST(LowerTreeCacheTest, ThousandsOfLayersKeepKeyMemoryLinear) {
   std::vector<std::string> ids(kLayers, std::string(64, 'a'));  // the same layer each time
   LowerTreeCache cache;
   size_t before = mallinfo2().uordblks, peak = before, asked = 0;
-  auto fn = [&](size_t) -> Result<const std::vector<LayerEntry>*> {
+  EncodedTable encoded;
+  auto fn = [&](size_t) -> Result<const EntryTable*> {
     peak = std::max(peak, mallinfo2().uordblks);
     asked++;
-    return &table;
+    return encoded.Views(table);
   };
   auto root = cache.BuildRoot(ids, fn);
   ASSERT_TRUE(root.ok()) << root.status().message();

@@ -74,11 +74,17 @@ std::string RandomPath(FuzzedDataProvider& p) {
 // state of another chain of ids must not be taken).
 void CheckLowerTreeCache(const std::vector<const std::vector<LayerEntry>*>& layers) {
   LowerTreeCache cache;
+  std::string bytes;
+  EntryTable view;
   auto same = [&](const std::vector<std::string>& ids,
                   const std::vector<const std::vector<LayerEntry>*>& tables) {
     auto direct = MergedTree::Build(tables);
-    auto cached = cache.Build(
-        ids, [&](size_t i) -> Result<const std::vector<LayerEntry>*> { return tables[i]; });
+    auto cached = cache.Build(ids, [&](size_t i) -> Result<const EntryTable*> {
+      // As the store hands tables over: views of the encoded bytes.
+      bytes = EncodeEntries(*tables[i]);
+      FUZZ_CHECK(view.Decode(bytes).ok());
+      return &view;
+    });
     FUZZ_CHECK(direct.ok() == cached.ok());
     if (direct.ok() && cached.ok()) FUZZ_CHECK(direct->Encode() == cached->Encode());
   };
