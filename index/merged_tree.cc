@@ -92,6 +92,43 @@ std::atomic<uint64_t> g_epoch{1};
 std::atomic<bool> g_walk_reuse{true};  // SetWalkReuseForTest
 }  // namespace
 
+// A builder's memory (see MNode): a monotonic buffer, with the small blocks given back
+// (the map nodes and names a whiteout erases, a vector's old buffer) kept on free lists
+// by size and reused, so that layers that erase and re-add names do not grow it.
+// Single-threaded: only its builder allocates from it.
+class ArenaResource final : public std::pmr::memory_resource {
+ private:
+  static constexpr size_t kQuantum = 16, kClasses = 16;  // blocks up to 256 bytes
+  struct Free {
+    Free* next;
+  };
+  static size_t Class(size_t bytes) { return bytes == 0 ? 0 : (bytes - 1) / kQuantum; }
+  static bool Small(size_t bytes, size_t align) {
+    return bytes <= kQuantum * kClasses && align <= kQuantum;
+  }
+  void* do_allocate(size_t bytes, size_t align) override {
+    if (!Small(bytes, align)) return buf_.allocate(bytes, align);
+    size_t c = Class(bytes);
+    if (Free* f = free_[c]) {
+      free_[c] = f->next;
+      return f;
+    }
+    return buf_.allocate((c + 1) * kQuantum, kQuantum);
+  }
+  void do_deallocate(void* p, size_t bytes, size_t align) override {
+    if (!Small(bytes, align)) return;  // kept until the arena goes
+    size_t c = Class(bytes);
+    free_[c] = new (p) Free{free_[c]};
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+  // A small first block: a clone that changes a few directories (an image's own top
+  // layer) takes little, and cached states keep their ancestors' arenas alive.
+  std::pmr::monotonic_buffer_resource buf_{4 << 10};
+  Free* free_[kClasses] = {};
+};
+
 class Builder {
  public:
   Builder() : arena_(std::make_shared<Arena>()) { root_ = New(); }
@@ -420,9 +457,12 @@ class Builder {
     n->gid = e.gid;
     n->mtime_sec = e.mtime_sec;
     n->mtime_nsec = e.mtime_nsec;
-    n->xattrs.clear();
+    // In place: a directory listed again (by every copy of a layer an image lists
+    // thousands of times) reuses its xattrs' memory.
+    n->xattrs.resize(e.xattr_count);
     for (uint32_t i = 0; i < e.xattr_count; i++) {
-      n->xattrs.emplace_back(xattrs[i].name, xattrs[i].value);
+      n->xattrs[i].first.assign(xattrs[i].name);
+      n->xattrs[i].second.assign(xattrs[i].value);
     }
     n->layer = layer;
   }
@@ -502,7 +542,7 @@ class Builder {
   // A builder's nodes and all they hold (see MNode). Only its builder allocates from it
   // (clones get their own); clones keep it alive through bases_ while they share nodes.
   struct Arena {
-    std::pmr::monotonic_buffer_resource res{64 << 10};
+    ArenaResource res;
     MNode::Alloc alloc() { return MNode::Alloc(&res); }
     void* Take() { return res.allocate(sizeof(MNode), alignof(MNode)); }
   };
