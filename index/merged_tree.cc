@@ -13,6 +13,22 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define IMGFS_ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define IMGFS_ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/asan_interface.h>
+#define IMGFS_ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define IMGFS_ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#endif
+#endif
+#ifndef IMGFS_ARENA_POISON
+#define IMGFS_ARENA_POISON(p, n) ((void)(p), (void)(n))
+#define IMGFS_ARENA_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #include "index/codec.h"
 #include "index/file_util.h"
 
@@ -85,6 +101,9 @@ struct MNode {
   bool sealed = false;
   bool sealed_wide_id = false;  // an owner id larger than 32 bits in the subtree
   uint64_t sealed_strings = 0;  // bytes of names, link targets, xattrs below
+  // A non-directory owned by its builder: how many names it has in that builder's tree
+  // (a hard link adds one). Builder::Drop frees it at 0.
+  uint32_t names = 0;
 };
 
 namespace {
@@ -92,10 +111,13 @@ std::atomic<uint64_t> g_epoch{1};
 std::atomic<bool> g_walk_reuse{true};  // SetWalkReuseForTest
 }  // namespace
 
-// A builder's memory (see MNode): a monotonic buffer, with the small blocks given back
-// (the map nodes and names a whiteout erases, a vector's old buffer) kept on free lists
-// by size and reused, so that layers that erase and re-add names do not grow it.
-// Single-threaded: only its builder allocates from it.
+// A builder's memory (see MNode): a monotonic buffer for blocks up to 256 bytes, with
+// those given back (nodes Builder::Drop frees, the map nodes and names a whiteout
+// erases) kept on free lists by size and reused, so that layers that replace, erase
+// and re-add names do not grow it; larger blocks come from a pool resource that frees
+// them when given back.
+// Single-threaded: only its builder allocates from it. Under ASan a block on a free list
+// is poisoned, so a use after Builder::Drop is reported.
 class ArenaResource final : public std::pmr::memory_resource {
  private:
   static constexpr size_t kQuantum = 16, kClasses = 16;  // blocks up to 256 bytes
@@ -107,18 +129,20 @@ class ArenaResource final : public std::pmr::memory_resource {
     return bytes <= kQuantum * kClasses && align <= kQuantum;
   }
   void* do_allocate(size_t bytes, size_t align) override {
-    if (!Small(bytes, align)) return buf_.allocate(bytes, align);
+    if (!Small(bytes, align)) return big_.allocate(bytes, align);
     size_t c = Class(bytes);
     if (Free* f = free_[c]) {
+      IMGFS_ARENA_UNPOISON(f, (c + 1) * kQuantum);
       free_[c] = f->next;
       return f;
     }
     return buf_.allocate((c + 1) * kQuantum, kQuantum);
   }
   void do_deallocate(void* p, size_t bytes, size_t align) override {
-    if (!Small(bytes, align)) return;  // kept until the arena goes
+    if (!Small(bytes, align)) return big_.deallocate(p, bytes, align);
     size_t c = Class(bytes);
     free_[c] = new (p) Free{free_[c]};
+    IMGFS_ARENA_POISON(p, (c + 1) * kQuantum);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
     return this == &o;
@@ -127,6 +151,9 @@ class ArenaResource final : public std::pmr::memory_resource {
   // layer) takes little, and cached states keep their ancestors' arenas alive.
   std::pmr::monotonic_buffer_resource buf_{4 << 10};
   Free* free_[kClasses] = {};
+  // Larger blocks (long link targets, xattr values): each its own, freed when given
+  // back, all of them with the arena.
+  std::pmr::unsynchronized_pool_resource big_;
 };
 
 class Builder {
@@ -236,6 +263,21 @@ class Builder {
     return c;
   }
   MNode* OwnRoot() { return root_ = Own(root_); }
+
+  // A name of `n` was added to (Named) or removed from (Drop) this builder's tree. A
+  // non-directory this builder owns is named only in its tree (it was made after the
+  // last clone or seal), so when its last name goes it is freed into the arena: a layer
+  // listed again and again, or files whited out and made again, do not pile up nodes.
+  // Directories are never freed (a directory's address is a key of written_ and
+  // descended_, and the walk keeps a chain of them).
+  void Named(MNode* n) {
+    if (n->type != EntryType::kDir && n->owner == epoch_.load()) n->names++;
+  }
+  void Drop(MNode* n) {
+    if (n->type == EntryType::kDir || n->owner != epoch_.load() || --n->names > 0) return;
+    n->~MNode();
+    arena_->res.deallocate(n, sizeof(MNode), alignof(MNode));
+  }
 
   // aufs metadata directories (".wh..wh.plnk", ".wh..wh.orph") and their content.
   static bool InMetaDir(std::string_view dir) {
@@ -366,10 +408,13 @@ class Builder {
     return walk_nodes_.back();
   }
   // Sets dir's child `name` to n (added or replaced).
-  static void PutChild(MNode* dir, std::string_view name, MNode* n) {
+  void PutChild(MNode* dir, std::string_view name, MNode* n) {
+    Named(n);
     auto it = dir->children.lower_bound(name);
     if (it != dir->children.end() && it->first == name) {
+      MNode* old = it->second;
       it->second = n;
+      Drop(old);
     } else {
       dir->children.emplace_hint(it, name, n);
     }
@@ -394,7 +439,9 @@ class Builder {
     if (it == p->children.end()) return Status::Ok();
     std::pair<MNode*, std::string> key{p, std::move(name)};
     if (!written_.count(key) && !descended_.count(key)) {
+      MNode* gone = it->second;
       p->children.erase(it);
+      Drop(gone);
       return Status::Ok();
     }
     // This layer wrote NAME or something below it: only the lower content goes (OCI:
@@ -440,7 +487,9 @@ class Builder {
           work.push_back(it->second);
           ++it;
         } else {
+          MNode* gone = it->second;
           it = d->children.erase(it);
+          Drop(gone);
         }
       }
     }
@@ -480,8 +529,11 @@ class Builder {
     auto it = parent->children.lower_bound(base);
     bool found = it != parent->children.end() && it->first == base;
     auto put = [&](MNode* n) {
+      Named(n);
       if (found) {
+        MNode* old = it->second;
         it->second = n;
+        Drop(old);
       } else {
         parent->children.emplace_hint(it, base, n);
       }
