@@ -109,6 +109,7 @@ struct MNode {
 namespace {
 std::atomic<uint64_t> g_epoch{1};
 std::atomic<bool> g_walk_reuse{true};  // SetWalkReuseForTest
+std::atomic<bool> g_reclaim{true};     // SetReclaimForTest
 }  // namespace
 
 // A builder's memory (see MNode): a monotonic buffer for blocks up to 256 bytes, with
@@ -266,15 +267,42 @@ class Builder {
 
   // A name of `n` was added to (Named) or removed from (Drop) this builder's tree. A
   // non-directory this builder owns is named only in its tree (it was made after the
-  // last clone or seal), so when its last name goes it is freed into the arena: a layer
-  // listed again and again, or files whited out and made again, do not pile up nodes.
-  // Directories are never freed (a directory's address is a key of written_ and
-  // descended_, and the walk keeps a chain of them).
+  // last clone or seal), so when its last name goes it is freed into the arena; a
+  // directory it owns that leaves the tree (replaced, whited out) takes a name from
+  // everything below it that the builder owns, and gives back its map. So a layer
+  // listed again and again, or names whited out and made again, do not pile up nodes.
+  // Directory nodes themselves are never freed (a directory's address is a key of
+  // written_ and descended_, and the walk keeps a chain of them): one empty node each.
   void Named(MNode* n) {
     if (n->type != EntryType::kDir && n->owner == epoch_.load()) n->names++;
   }
   void Drop(MNode* n) {
-    if (n->type == EntryType::kDir || n->owner != epoch_.load() || --n->names > 0) return;
+    uint64_t mine = epoch_.load();
+    if (n->owner != mine) return;  // shared with other states: not this builder's
+    if (!g_reclaim.load(std::memory_order_relaxed)) return;
+    if (n->type != EntryType::kDir) {
+      Unname(n);
+      return;
+    }
+    // A directory of this builder's holds only nodes made after it was (owned) or ones
+    // it shared when copied (not owned); an owned child directory has no other parent.
+    std::vector<MNode*> work{n};
+    while (!work.empty()) {
+      MNode* d = work.back();
+      work.pop_back();
+      for (const auto& [name, child] : d->children) {
+        if (child->owner != mine) continue;
+        if (child->type == EntryType::kDir) {
+          work.push_back(child);
+        } else {
+          Unname(child);
+        }
+      }
+      d->children.clear();
+    }
+  }
+  void Unname(MNode* n) {
+    if (--n->names > 0) return;
     n->~MNode();
     arena_->res.deallocate(n, sizeof(MNode), alignof(MNode));
   }
@@ -726,6 +754,10 @@ Result<TreeRoot> TreeBuilder::FinishRoot() const {
 
 void TreeBuilder::SetWalkReuseForTest(bool on) {
   g_walk_reuse.store(on);
+}
+
+void TreeBuilder::SetReclaimForTest(bool on) {
+  g_reclaim.store(on);
 }
 
 void TreeBuilder::Seal() {

@@ -178,6 +178,9 @@ class TreeBuilder {
   // Tests: off makes every builder resolve each entry's parent from the root (no
   // reuse of the last walk), the reference the fast path is compared with.
   static void SetWalkReuseForTest(bool on);
+  // Tests: off makes builders keep every node a later entry replaces or a whiteout
+  // erases (no Builder::Drop), the reference the reclaiming build is compared with.
+  static void SetReclaimForTest(bool on);
 
  private:
   struct Impl;

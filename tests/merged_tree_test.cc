@@ -629,8 +629,10 @@ TEST(MergedTree, SealedBaseStateKeepsItsSubtreeChecks) {
 // against the full walk from the root for every entry: seeded random layers whose
 // entries wander up and down a small namespace in tar-like order, with symlinks
 // (relative, absolute, "..", loops), whiteouts, opaque markers, hard links, a directory
-// replaced by a file and back, the root entry; built directly and through a
-// LowerTreeCache (clones). The same tree byte for byte, or the same error.
+// replaced by a file and back, the root entry, a layer listed twice; built directly
+// and through a LowerTreeCache (clones). The same tree byte for byte, or the same
+// error. The reference also keeps every replaced or erased node (SetReclaimForTest),
+// so the nodes the builder frees (Builder::Drop) are checked by the same comparison.
 std::vector<LayerEntry> RandomLayer(std::mt19937& rng) {
   // Directory names first ("d" and "a" are prefixes of "dd" and "ab": a reused walk
   // must match whole components), then whiteouts.
@@ -711,15 +713,20 @@ TEST(MergedTree, ReusedWalksBuildWhatFullWalksBuild) {
     std::mt19937 rng(seed);
     std::vector<std::vector<LayerEntry>> tables(1 + rng() % 4);
     for (auto& t : tables) t = RandomLayer(rng);
+    // Some stacks list a layer again: it replaces its own earlier nodes (freed).
+    if (tables.size() >= 2 && rng() % 4 == 0) tables[tables.size() - 1] = tables[0];
     std::vector<const std::vector<LayerEntry>*> ptrs;
     std::vector<std::string> ids;
     for (auto& t : tables) {
       ptrs.push_back(&t);
       ids.push_back("l" + std::to_string(ids.size()));
     }
+    // The reference: full walks, and no node freed (Builder::Drop off).
     TreeBuilder::SetWalkReuseForTest(false);
+    TreeBuilder::SetReclaimForTest(false);
     auto full = MergedTree::Build(ptrs);
     TreeBuilder::SetWalkReuseForTest(true);
+    TreeBuilder::SetReclaimForTest(true);
     auto reused = MergedTree::Build(ptrs);
     ASSERT_EQ(full.ok(), reused.ok())
         << "seed " << seed << ": " << (full.ok() ? reused : full).status().message();
@@ -775,6 +782,8 @@ size_t HeapBytes() {
 // | 200 dirs + 2,000 files, 1,000 times     | 623 MB          | 413 MB           | 1.0 MB |
 // | one file, 64 KiB xattr, 1,000 times     | 88 MB           | 63 MB            | 0.1 MB |
 // | 10,000 files / their whiteouts, 100 ×   | 185 MB          | 103 MB           | 3.4 MB |
+// | 2,000 files in d / `.wh.d`, 1,000 ×     |                 | 465 MB           | 1.1 MB |
+// | 2,000 files in d / a file d, 1,000 ×    |                 | 465 MB           | 1.1 MB |
 // (mallinfo2 reads 0 under a sanitizer: no check there.)
 TEST(MergedTree, RelistedLayersDoNotGrowTheBuilder) {
   auto entry = [](std::string path, EntryType type, int xattrs, size_t value_size) {
@@ -793,7 +802,7 @@ TEST(MergedTree, RelistedLayersDoNotGrowTheBuilder) {
     int times;
     uint32_t nodes;  // of the tree: node 0, the root, the rest
   };
-  std::vector<Shape> shapes(5);
+  std::vector<Shape> shapes(7);
   shapes[0] = {
       "a directory with a 64 KiB xattr", {{entry("d", EntryType::kDir, 1, 64 << 10)}}, 1000, 3};
   shapes[1] = {"2,000 directories with 4 xattrs each", {{}}, 300, 2002};
@@ -817,6 +826,14 @@ TEST(MergedTree, RelistedLayersDoNotGrowTheBuilder) {
     shapes[4].layers[0].push_back(entry("d/" + name, EntryType::kFile, 0, 0));
     shapes[4].layers[1].push_back(entry("d/.wh." + name, EntryType::kFile, 0, 0));
   }
+  // A directory of the builder's leaves the tree: what it holds goes too.
+  shapes[5] = {"2,000 files in d, then a whiteout of d",
+               {{}, {entry(".wh.d", EntryType::kFile, 0, 0)}},
+               300,
+               2};
+  shapes[6] = {
+      "2,000 files in d, then a file d", {{}, {entry("d", EntryType::kFile, 0, 0)}}, 300, 3};
+  for (int s : {5, 6}) shapes[s].layers[0] = shapes[4].layers[0];
   for (const Shape& shape : shapes) {
     size_t before = HeapBytes();
     TreeBuilder b;
