@@ -4,8 +4,9 @@
 // "..", symlinks up and across, hard links) for Build. Properties: no crash; a tree
 // that decodes is safe to walk from the root (every accessor in bounds, each directory
 // reached once) and to Resolve in; a built tree encodes to bytes that decode; the
-// lower-tree cache builds the same trees as Build, and so does the full parent walk
-// (TreeBuilder::SetWalkReuseForTest(false)).
+// lower-tree cache builds the same trees as Build, and so does a builder with the full
+// parent walk that frees no node (TreeBuilder::SetWalkReuseForTest(false),
+// SetReclaimForTest(false)).
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/stat.h>
 
@@ -133,11 +134,14 @@ void BuildAndCheck(FuzzedDataProvider& p, bool with_cache) {
   std::vector<const std::vector<LayerEntry>*> ptrs;
   for (auto& l : layers) ptrs.push_back(&l);
   auto tree = MergedTree::Build(ptrs);
-  // The builder reuses each entry's parent walk when it can (Builder::WalkDown): the
-  // full walk from the root, for every entry, must give the same tree or error.
+  // The builder reuses each entry's parent walk when it can (Builder::WalkDown) and
+  // frees the nodes it replaces (Builder::Drop): the full walk from the root for every
+  // entry, keeping every node, must give the same tree or error.
   TreeBuilder::SetWalkReuseForTest(false);
+  TreeBuilder::SetReclaimForTest(false);
   auto full = MergedTree::Build(ptrs);
   TreeBuilder::SetWalkReuseForTest(true);
+  TreeBuilder::SetReclaimForTest(true);
   FUZZ_CHECK(full.ok() == tree.ok());
   if (tree.ok()) {
     FUZZ_CHECK(full->Encode() == tree->Encode());
