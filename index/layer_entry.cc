@@ -121,24 +121,34 @@ Status EntryTable::Decode(std::string_view data) {
   return Status::Ok();
 }
 
+namespace {
+
+// Every field but the xattrs, between a LayerEntry and a LayerEntryView (either way).
+template <typename From, typename To>
+void CopyFields(const From& e, To* x) {
+  x->path = e.path;
+  x->type = e.type;
+  x->mode = e.mode;
+  x->uid = e.uid;
+  x->gid = e.gid;
+  x->size = e.size;
+  x->mtime_sec = e.mtime_sec;
+  x->mtime_nsec = e.mtime_nsec;
+  x->dev_major = e.dev_major;
+  x->dev_minor = e.dev_minor;
+  x->link = e.link;
+  x->data_offset = e.data_offset;
+}
+
+}  // namespace
+
 void EntryTable::Assign(const std::vector<LayerEntry>& entries) {
   entries_.clear();
   xattrs_.clear();
   entries_.reserve(entries.size());
   for (const LayerEntry& e : entries) {
     LayerEntryView& x = entries_.emplace_back();
-    x.path = e.path;
-    x.type = e.type;
-    x.mode = e.mode;
-    x.uid = e.uid;
-    x.gid = e.gid;
-    x.size = e.size;
-    x.mtime_sec = e.mtime_sec;
-    x.mtime_nsec = e.mtime_nsec;
-    x.dev_major = e.dev_major;
-    x.dev_minor = e.dev_minor;
-    x.link = e.link;
-    x.data_offset = e.data_offset;
+    CopyFields(e, &x);
     x.xattr_begin = static_cast<uint32_t>(xattrs_.size());
     x.xattr_count = static_cast<uint32_t>(e.xattrs.size());
     for (const Xattr& xa : e.xattrs) xattrs_.push_back({xa.name, xa.value});
@@ -153,18 +163,7 @@ Result<std::vector<LayerEntry>> DecodeEntries(std::string_view data) {
   for (size_t i = 0; i < t.size(); i++) {
     const LayerEntryView& v = t[i];
     LayerEntry& x = out.emplace_back();
-    x.path = v.path;
-    x.type = v.type;
-    x.mode = v.mode;
-    x.uid = v.uid;
-    x.gid = v.gid;
-    x.size = v.size;
-    x.mtime_sec = v.mtime_sec;
-    x.mtime_nsec = v.mtime_nsec;
-    x.dev_major = v.dev_major;
-    x.dev_minor = v.dev_minor;
-    x.link = v.link;
-    x.data_offset = v.data_offset;
+    CopyFields(v, &x);
     const XattrView* xa = t.XattrsBegin(v);
     for (uint32_t k = 0; k < v.xattr_count; k++) {
       x.xattrs.push_back({std::string(xa[k].name), std::string(xa[k].value)});

@@ -13,21 +13,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#if defined(__SANITIZE_ADDRESS__)
+// ASAN_(UN)POISON_MEMORY_REGION: no-ops outside ASan (gcc and clang ship the header).
 #include <sanitizer/asan_interface.h>
-#define IMGFS_ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define IMGFS_ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#include <sanitizer/asan_interface.h>
-#define IMGFS_ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define IMGFS_ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#endif
-#endif
-#ifndef IMGFS_ARENA_POISON
-#define IMGFS_ARENA_POISON(p, n) ((void)(p), (void)(n))
-#define IMGFS_ARENA_UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 #include "index/codec.h"
 #include "index/file_util.h"
@@ -94,7 +81,8 @@ struct MNode {
   uint64_t data_offset = 0;
   std::pmr::string link;
   std::pmr::vector<std::pair<std::pmr::string, std::pmr::string>> xattrs;  // (name, value)
-  std::pmr::map<std::pmr::string, MNode*, std::less<>> children;
+  using Children = std::pmr::map<std::pmr::string, MNode*, std::less<>>;
+  Children children;
   uint64_t owner = 0;  // the epoch of the builder that may change it in place
   // Set by Builder::Seal on a state that will be shared (never changed again): the
   // subtree's Finish checks (FinishRoot does not walk it again).
@@ -133,7 +121,7 @@ class ArenaResource final : public std::pmr::memory_resource {
     if (!Small(bytes, align)) return big_.allocate(bytes, align);
     size_t c = Class(bytes);
     if (Free* f = free_[c]) {
-      IMGFS_ARENA_UNPOISON(f, (c + 1) * kQuantum);
+      ASAN_UNPOISON_MEMORY_REGION(f, (c + 1) * kQuantum);
       free_[c] = f->next;
       return f;
     }
@@ -143,7 +131,7 @@ class ArenaResource final : public std::pmr::memory_resource {
     if (!Small(bytes, align)) return big_.deallocate(p, bytes, align);
     size_t c = Class(bytes);
     free_[c] = new (p) Free{free_[c]};
-    IMGFS_ARENA_POISON(p, (c + 1) * kQuantum);
+    ASAN_POISON_MEMORY_REGION(p, (c + 1) * kQuantum);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
     return this == &o;
@@ -437,8 +425,11 @@ class Builder {
   }
   // Sets dir's child `name` to n (added or replaced).
   void PutChild(MNode* dir, std::string_view name, MNode* n) {
+    PutChild(dir, dir->children.lower_bound(name), name, n);
+  }
+  // The same, with `it` = dir->children.lower_bound(name), already searched.
+  void PutChild(MNode* dir, MNode::Children::iterator it, std::string_view name, MNode* n) {
     Named(n);
-    auto it = dir->children.lower_bound(name);
     if (it != dir->children.end() && it->first == name) {
       MNode* old = it->second;
       it->second = n;
@@ -556,16 +547,6 @@ class Builder {
     // One search: `it` is where base is or would go (a hint for the insert).
     auto it = parent->children.lower_bound(base);
     bool found = it != parent->children.end() && it->first == base;
-    auto put = [&](MNode* n) {
-      Named(n);
-      if (found) {
-        MNode* old = it->second;
-        it->second = n;
-        Drop(old);
-      } else {
-        parent->children.emplace_hint(it, base, n);
-      }
-    };
     if (track_) written_.emplace(parent, std::string(base));
     if (e.type == EntryType::kDir) {
       if (found && it->second->type == EntryType::kDir) {
@@ -574,7 +555,7 @@ class Builder {
       }
       MNode* d = New();
       SetAttrs(d, layer, e, xattrs);
-      put(d);
+      PutChild(parent, it, base, d);
       return Status::Ok();
     }
     if (e.type == EntryType::kHardlink) {
@@ -601,7 +582,7 @@ class Builder {
       if (target->type == EntryType::kDir) {
         return Status::InvalidArgument("hard link to directory \"" + std::string(e.link) + "\"");
       }
-      put(target);
+      PutChild(parent, it, base, target);
       return Status::Ok();
     }
     MNode* n = New();
@@ -615,7 +596,7 @@ class Builder {
       n->link.assign(e.link);
       n->size = e.link.size();
     }
-    put(n);
+    PutChild(parent, it, base, n);
     return Status::Ok();
   }
 
