@@ -139,6 +139,49 @@ check "  and each of the $(wc -w <<<"$layers") layer blobs was downloaded once" 
 check "  exact" same
 check "  verify clean (one copy of each blob)" "$IMGFS" verify
 
+# Two pulls of one image at once, the second starting in the first's early window: the
+# front holds the config 2 s, so the first pull's early layer requests are out with no
+# blob lock taken (nothing is created before the config is verified), and the second
+# pull's manifest GET comes before the first's config is answered. Its own early
+# requests then race the first pull's for the same blobs: both succeed, the store holds
+# one verified copy of each blob and no partial file, and the tree is exact.
+config=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$P/v2/test/img/manifests/v3" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["config"]["digest"])')
+fresh early "lazy-config-slow $config 2"
+"$IMGFS" pull -q "$REF" >/dev/null 2>&1 &
+pa=$!
+CLEANUP_PIDS="$CLEANUP_PIDS $pa"
+# The config's GET and at least one early layer GET, the config not answered yet.
+wait_for "the first pull's early layer requests" eval \
+  '[[ $(grep -c "^GET /v2/test/img/blobs/sha256:" "$T/proxy.log") -ge 2 ]]'
+"$IMGFS" pull -q "$REF" >/dev/null 2>&1 &
+pb=$!
+CLEANUP_PIDS="$CLEANUP_PIDS $pb"
+rca=0; rcb=0
+wait $pa || rca=$?
+wait $pb || rcb=$?
+check "two pulls at once, the second in the first's early window: both succeed" test "$rca $rcb" = "0 0"
+# From the front's log: the second manifest GET came before the first config answer,
+# and the layers had more GETs than layers (both pulls' early requests went out).
+in_window() {
+  python3 - "$T/proxy.log" $layers <<'PY'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+man = [i for i, l in enumerate(lines) if l.startswith('GET /v2/test/img/manifests/')]
+ans = [i for i, l in enumerate(lines) if l.startswith('inject=lazy-config-slow ')]
+gets = sum(1 for l in lines for d in sys.argv[2:] if l.startswith(f'GET /v2/test/img/blobs/{d} '))
+if len(man) < 2 or not ans or not man[1] < ans[0]:
+    sys.exit(f'not in the window: manifest GETs at lines {man}, configs answered at lines {ans}')
+if gets <= len(sys.argv) - 2:
+    sys.exit(f'{gets} layer GETs for {len(sys.argv) - 2} layers: the second pull sent no early request')
+print(f'{gets} layer GETs for {len(sys.argv) - 2} layers')
+PY
+}
+check "  and it started in that window, its early requests racing the first's" in_window
+check "  exact" same
+check "  verify clean (one copy of each blob)" "$IMGFS" verify
+check "  no partial download left in ingest/" bash -c "! ls '$IMGFS_ROOT/ingest' | grep -v '^locks$'"
+
 # kill -9 of a slow pull at several points of its transfer, then pull again: the kill
 # must land mid-transfer (the image not stored, a blob body not fully sent), and the
 # next pull must not download again any blob the killed one had committed.

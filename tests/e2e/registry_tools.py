@@ -36,7 +36,8 @@
         layer's TOC, 1 s late with a byte flipped; once per ARG, if any) | lazy-toc-bad-of
         DIGEST [KEY] (the first Range GET of that blob, its TOC, with a byte flipped; once
         per DIGEST KEY) |
-        lazy-config-slow DIGEST (that blob 1 s late, unchanged) (tests/e2e/lazy.sh)
+        lazy-config-slow DIGEST [SECONDS] (that blob 1 s or SECONDS late, unchanged)
+          (tests/e2e/lazy.sh, pull_faults.sh)
         Push modes (tests/e2e/push_hostile.sh) relay pushes with upstream Locations
         rewritten to the proxy, then: push (nothing else) | loc URL (an upload POST's
         Location becomes URL) | loc-huge N (a Location of N bytes) | headers-huge (2 MB of
@@ -429,9 +430,9 @@ def proxy(args):
                     log(f'inject=range200 {self.path}')
                 self.relay(r.status, r.getheaders(), data, drop=('content-range',))
                 return True
-            if mode == 'lazy-config-slow' and is_blob and arg and arg in self.path:
-                # A lazy pull's config (ARG: its digest) answered 1 s late, unchanged.
-                time.sleep(1)
+            if mode == 'lazy-config-slow' and is_blob and arg and arg.split(' ')[0] in self.path:
+                # A pull's config (ARG: its digest, then the delay) answered late, unchanged.
+                time.sleep(float(arg.split(' ')[1]) if ' ' in arg else 1)
                 r, data = self.forward()
                 log(f'inject={mode} {self.path}')
                 self.relay(r.status, r.getheaders(), data)
