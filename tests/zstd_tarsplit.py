@@ -17,7 +17,9 @@ io.github.containers.*, as newer writers spell them) becomes:
 The tar-split is JSON lines in vbatts/tar-split's form: {"type":2,"payload":BASE64} for
 raw tar bytes (headers, padding, the end of the archive) and {"type":1,"name":...,
 "size":N} for each entry's content ("name_raw", base64, when the name is not UTF-8).
-(Its per-file CRC-64 "payload" is left out: imgfs does not read it.) The tar-split's
+A file entry with content also has tar-split's "payload": the CRC-64 (ISO polynomial,
+big-endian, base64) of its content; imgfs does not read it, and must not trip on it. Every
+line has tar-split's "position" (its line number from 0). The tar-split's
 digest goes in the tarsplit-checksum annotation (`annotation`, containers/storage
 1.4x) or in the TOC as "tarSplitDigest" (`toc`, newer writers; the TOC's own checksum
 annotation changes with it). --bad-tarsplit damages one byte of the compressed
@@ -52,6 +54,27 @@ def skippable(payload):
     return struct.pack('<II', 0x184D2A50, len(payload)) + payload
 
 
+def _crc64_table():
+    poly, table = 0xD800000000000000, []  # ISO 3309, reversed (Go's hash/crc64.ISO)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+CRC64_ISO = _crc64_table()
+
+
+def crc64_iso(data):
+    """Go's crc64.Checksum(data, crc64.MakeTable(crc64.ISO))."""
+    c = 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        c = CRC64_ISO[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFFFFFFFFFF
+
+
 def tar_split(tar):
     """The tar-split JSON lines of an uncompressed tar stream."""
     lines, pos = [], 0
@@ -60,6 +83,9 @@ def tar_split(tar):
         for m in tf:
             raw(tar[pos:m.offset_data])
             e = {'type': 1, 'size': m.size if m.isreg() else 0}
+            if e['size']:
+                body = tar[m.offset_data:m.offset_data + e['size']]
+                e['payload'] = base64.b64encode(struct.pack('>Q', crc64_iso(body))).decode()
             name = m.name.encode('utf-8', 'surrogateescape')
             try:
                 e['name'] = name.decode('utf-8')
