@@ -38,10 +38,18 @@ void SpanCache::Put(uint64_t layer, uint64_t span, Value v) {
   Key k{layer, span};
   Shard& s = ShardFor(k);
   std::lock_guard<std::mutex> l(s.mu);
-  if (s.map.count(k)) return;  // another thread decoded it too
-  s.lru.emplace_front(k, v);
-  s.map[k] = s.lru.begin();
-  s.bytes += v->size();
+  if (auto it = s.map.find(k); it != s.map.end()) {
+    // Another thread decoded it too; or held is a prefix, which the whole span replaces.
+    Value& held = it->second->second;
+    if (held->size() >= v->size()) return;
+    s.bytes += v->size() - held->size();
+    held = std::move(v);
+    s.lru.splice(s.lru.begin(), s.lru, it->second);
+  } else {
+    s.lru.emplace_front(k, v);
+    s.map[k] = s.lru.begin();
+    s.bytes += v->size();
+  }
   // Evict from the cold end; the newest entry stays even when it alone is over budget
   // (its reader holds it anyway).
   while (s.bytes > shard_cap_ && s.lru.size() > 1) {
@@ -109,7 +117,8 @@ bool LayerReader::Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off,
       full = true;
       break;
     }
-    if (pf_queued_.count({s->id_, i}) || spans_.Peek(s->id_, i)) continue;
+    SpanCache::Value held = spans_.Peek(s->id_, i);
+    if (pf_queued_.count({s->id_, i}) || (held && held->size() >= bytes)) continue;
     pf_queue_.emplace_back(s, i);
     pf_queued_.insert({s->id_, i});
     pf_bytes_ += bytes;
@@ -371,8 +380,11 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
   while (done < n) {
     uint64_t pos = off + done;
     size_t i = index_->Find(pos);
-    IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v, owner_->Fetch(*this, i));
     uint64_t in_span = pos - index_->SpanStart(i);
+    // The span's bytes this read needs: a first read of a small file decodes only the
+    // pieces up to its end (SeekIndex::DecodeLength).
+    uint64_t need = in_span + (n - done);
+    IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v, owner_->Fetch(*this, i, nullptr, nullptr, need));
     if (in_span >= v->size()) return Status::Corruption(name_ + ": span shorter than its index");
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
     std::memcpy(buf + done, v->data() + in_span, k);
@@ -381,10 +393,19 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
   return n;
 }
 
-Result<SpanCache::Value> LayerReader::Fetch(
-    const Stream& s, size_t i, bool* decoded,
-    const std::function<Result<SpanCache::Value>()>* decode) {
-  if (SpanCache::Value v = spans_.Get(s.id_, i)) return v;
+Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* decoded,
+                                            const std::function<Result<SpanCache::Value>()>* decode,
+                                            uint64_t need) {
+  // Enough: the whole span, or a prefix holding the first `need` bytes. A lazy chunk
+  // (`decode`) is always whole.
+  auto enough = [&](const SpanCache::Value& v) {
+    return decode || v->size() >= need ||
+           v->size() == s.index_->SpanEnd(i) - s.index_->SpanStart(i);
+  };
+  SpanCache::Value held = spans_.Get(s.id_, i);
+  if (held && enough(held)) return held;
+  // A prefix is held but this read needs more: the whole span, once.
+  if (held) need = UINT64_MAX;
   std::pair<uint64_t, uint64_t> key{s.id_, i};
   std::shared_ptr<Pending> p;
   bool mine = false;
@@ -396,7 +417,7 @@ Result<SpanCache::Value> LayerReader::Fetch(
     } else {
       // The decoder Puts before it leaves fly_: a decode that ended since the Get
       // above is in the cache now (unless already evicted: then decode again).
-      if (SpanCache::Value v = spans_.Peek(s.id_, i)) return v;
+      if (SpanCache::Value v = spans_.Peek(s.id_, i); v && enough(v)) return v;
       p = std::make_shared<Pending>();
       fly_.emplace(key, p);
       mine = true;
@@ -407,13 +428,16 @@ Result<SpanCache::Value> LayerReader::Fetch(
     std::unique_lock<std::mutex> l(p->mu);
     p->cv.wait(l, [&] { return p->done; });
     if (!p->status.ok()) return p->status;
-    return p->value;
+    if (enough(p->value)) return p->value;
+    l.unlock();
+    // That decode was of a shorter prefix: decode the whole span (or wait for it).
+    return Fetch(s, i, decoded, decode, UINT64_MAX);
   }
   Status st;
   SpanCache::Value v;
   if (decode_hook_) decode_hook_(i);
   auto index_span = [&]() -> Result<SpanCache::Value> {
-    auto r = s.index_->DecodeSpan(s.blob_->get(), i);
+    auto r = s.index_->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, need);
     if (!r.ok()) return r.status().WithContext(s.name_);
     return SpanCache::Value(std::make_shared<const std::string>(std::move(*r)));
   };

@@ -18,7 +18,9 @@
 // For every span (checkpoint i to checkpoint i+1, the last to the end of the tar) it
 // records a check value of the span's uncompressed bytes (SpanCheck: XXH3-128 since
 // sidecar version 2, SHA-256 in version 1, which is still read); DecodeSpan checks it,
-// so a damaged blob fails reads in the damaged span only. The value guards against
+// so a damaged blob fails reads in the damaged span only. With each span it also
+// records prefix values (SpanCheck, every span/16 bytes), so that a read of a span's
+// first bytes decodes and checks only the pieces it needs. The value guards against
 // damage after the verified pass, not against someone who can write the store (they
 // could rewrite the sidecar as well): the blob digest and diff_id, checked by that
 // pass and by `imgfs verify`, are what a registry or an archive is held to.
@@ -55,6 +57,9 @@ constexpr uint64_t kMaxSeekSpan = 64 << 20;
 // The span for new indexes: $IMGFS_SEEK_SPAN (bytes, raised to kMinSeekSpan, lowered to
 // kMaxSeekSpan; 0 = record no index) or 1 MiB.
 uint64_t SeekSpanFromEnv();
+// Prefix checks (SpanCheck) divide a span into pieces of span/16 bytes (a span longer
+// than the index's span, from a long deflate block or zstd frame, has more of them).
+constexpr uint64_t kPiecesPerSpan = 16;
 
 class IndexingSource : public ByteSource {
  public:
@@ -73,7 +78,9 @@ class IndexingSource : public ByteSource {
   // For SpanHasher (thread-safe): the tar offset of checkpoint i (UINT64_MAX when not
   // recorded yet), and span i's digest.
   uint64_t PointOut(size_t i);
-  void SetSpanDigest(size_t i, const uint8_t check[32]);
+  void SetSpanDigest(size_t i, const uint8_t check[32], const std::vector<uint64_t>& prefixes);
+  // The piece size of the prefix checks (SpanCheck) of this index.
+  uint64_t piece() const { return span_ / kPiecesPerSpan; }
   // The window length checkpoint i needs (0: none), and its stored (compressed) bytes,
   // which the SpanHasher makes from the tar bytes before the checkpoint: compressing
   // ~120 windows per 128 MB of tar was a tenth of the inflate thread's work.
@@ -86,6 +93,7 @@ class IndexingSource : public ByteSource {
   Result<size_t> ReadGzip(void* buf, size_t n);
   Result<size_t> ReadZstd(void* buf, size_t n);
   void Checkpoint(bool fresh, uint64_t in_off, uint8_t bits);
+  void FinishSpan();  // the last point's check value and prefix values
   void Hash(const void* p, size_t n);
   ByteSource* in_;
   Compression c_;
@@ -96,21 +104,31 @@ class IndexingSource : public ByteSource {
 // The check value of one span's tar bytes as the current sidecar version records it:
 // XXH3-128 (canonical, big-endian), then 16 zero bytes. About 6× cheaper than SHA-256
 // here (SHA-NI), which was one more hash of the whole tar on every pull.
+//
+// Prefix checks: with a piece size Q, it also keeps, for every multiple of Q inside the
+// span (k·Q < the span's length, k ≥ 1), the value of the span's first k·Q bytes: the
+// low 64 bits of their XXH3-128 (PrefixOf), read off the running state at no extra pass.
+// A read of a span's first bytes then decodes only to the end of the piece holding its
+// last byte, and is checked as well as a whole span is.
 class SpanCheck {
  public:
-  SpanCheck();
+  explicit SpanCheck(uint64_t piece = 0);
   ~SpanCheck();
   SpanCheck(const SpanCheck&) = delete;
   SpanCheck& operator=(const SpanCheck&) = delete;
   void Update(const void* p, size_t n);
-  // Writes the value of the bytes given since construction or the last Finish, and
-  // starts again.
-  void Finish(uint8_t out[32]);
+  // Writes the value of the bytes given since construction or the last Finish, appends
+  // their prefix values (if a piece size was given) to *prefixes, and starts again.
+  void Finish(uint8_t out[32], std::vector<uint64_t>* prefixes = nullptr);
   // The value of `n` bytes at `p` as sidecar `version` records it (1: SHA-256).
   static void Of(uint32_t version, const void* p, size_t n, uint8_t out[32]);
+  // The prefix value of `n` bytes at `p`.
+  static uint64_t PrefixOf(const void* p, size_t n);
 
  private:
   void* state_;  // XXH3_state_t
+  uint64_t piece_ = 0, len_ = 0;
+  std::vector<uint64_t> prefixes_;  // of the span under way
 };
 
 // The last <= 32 KiB of a byte stream (a deflate window): what a checkpoint's window is
@@ -146,8 +164,9 @@ class SpanHasher : public ByteSource {
   ByteSource* in_;
   IndexingSource* idx_;
   SpanCheck h_;
-  WindowTail tail_;     // the last 32 KiB passed through
-  void* wc_ = nullptr;  // ZSTD_CCtx for the windows
+  std::vector<uint64_t> prefixes_;  // of the span just finished
+  WindowTail tail_;                 // the last 32 KiB passed through
+  void* wc_ = nullptr;              // ZSTD_CCtx for the windows
   uint64_t pos_ = 0;
   size_t cur_ = 0;
   bool off_ = false;  // the source records no index: nothing to hash
@@ -162,7 +181,10 @@ struct SeekPoint {
   uint8_t bits = 0;         // gzip: bits of byte in_off-1 still to be read (0-7)
   uint8_t flags = 0;        // kFresh: a member/frame starts here (no window, no bits)
   uint8_t digest[32] = {};  // the span's SpanCheck value (version 1: SHA-256)
+  // kPrefixes: the span's prefix values are at this byte offset of the prefix area.
+  uint64_t prefix_at = 0;
   static constexpr uint8_t kFresh = 1;
+  static constexpr uint8_t kPrefixes = 2;
   // In memory only (DecodeSpan): read a window whose stored length equals its length as
   // a zstd frame, not raw bytes (version-1 sidecars could store such frames).
   static constexpr uint8_t kEqualIsZstd = 0x80;
@@ -198,9 +220,21 @@ class SeekIndex {
   // Which decoder DecodeSpan uses for a gzip span: ISA-L, and zlib when ISA-L fails
   // (reads); or one of them alone (tests: each decoder must give every span by itself).
   enum class Decoder { kIsalThenZlib, kZlibOnly, kIsalOnly };
-  // Decodes span i from the blob and checks its digest.
-  Result<std::string> DecodeSpan(int blob_fd, size_t i,
-                                 Decoder decoder = Decoder::kIsalThenZlib) const;
+  // Decodes span i from the blob and checks its digest. need < the span's length: only
+  // its first DecodeLength(i, need) bytes (whole pieces; the whole span when it has no
+  // prefix values), checked against their prefix value.
+  Result<std::string> DecodeSpan(int blob_fd, size_t i, Decoder decoder = Decoder::kIsalThenZlib,
+                                 uint64_t need = UINT64_MAX) const;
+  // How many bytes of span i DecodeSpan gives for a read of its first `need` bytes: the
+  // end of the piece holding byte need-1, or the span's length.
+  uint64_t DecodeLength(size_t i, uint64_t need) const;
+  // The piece size of the prefix values (0: none, version 1), and span i's count of them.
+  uint64_t piece() const { return piece_; }
+  uint64_t PrefixCount(size_t i) const;
+  // The compressed bytes a prefix decode reads first, of a span of `len` tar bytes in
+  // `total` compressed ones: the prefix's share and a margin (the rest is read if the
+  // decode runs out).
+  static uint64_t PrefixInput(uint64_t total, uint64_t len, uint64_t out_len);
 
  private:
   SeekIndex() = default;
@@ -218,7 +252,8 @@ class SeekIndex {
   uint32_t version_ = 0;
   uint64_t span_ = 0, count_ = 0, tar_size_ = 0, blob_size_ = 0, win_base_ = 0, win_size_ = 0;
   uint64_t max_span_ = 0;
-  std::vector<uint64_t> starts_;  // out_off of each point, for Find
+  uint64_t piece_ = 0, prefix_base_ = 0;  // prefix values: piece size, area offset
+  std::vector<uint64_t> starts_;          // out_off of each point, for Find
 };
 
 // ROOT/seek/<diff_id hex>

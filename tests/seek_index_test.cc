@@ -12,6 +12,7 @@
 #include <zstd.h>
 
 #include <deque>
+#include <random>
 
 #include "tests/compress.h"
 #include "tests/corpus.h"
@@ -120,7 +121,8 @@ TEST_F(SeekIndexTest, MultiMemberGzipHasACheckpointAtMemberStartsASpanApart) {
   ASSERT_EQ((*idx)->count(), 3u);  // the member starts
   EXPECT_EQ((*idx)->SpanStart(1), a.size());
   EXPECT_EQ((*idx)->SpanStart(2), a.size() + b.size());
-  for (size_t i = 0; i < 3; i++) EXPECT_EQ((*idx)->point(i).flags, SeekPoint::kFresh);
+  for (size_t i = 0; i < 3; i++)
+    EXPECT_EQ((*idx)->point(i).flags, SeekPoint::kFresh | SeekPoint::kPrefixes);
   ExpectAllSpans(**idx, BlobFd(blob), a + b + c);
 }
 
@@ -347,7 +349,7 @@ TEST_F(SeekIndexTest, AVersion1WindowAsLongAsItsFrameIsReadAsTheFrame) {
     windows += stored;
   }
   put(padded, 56, windows.size(), 8);
-  padded += windows;
+  padded += windows + x.sidecar.substr(win_base + get64(56));  // and the prefix values
   int fd = BlobFd(blob);
   auto v1 = SeekIndex::FromBytes(AsVersion1(padded, **idx, data), x.layer);
   ASSERT_TRUE(v1.ok()) << v1.status().message();
@@ -360,6 +362,130 @@ TEST_F(SeekIndexTest, AVersion1WindowAsLongAsItsFrameIsReadAsTheFrame) {
   auto v2 = SeekIndex::FromBytes(padded, x.layer);
   ASSERT_TRUE(v2.ok()) << v2.status().message();
   for (size_t i = 0; i < n; i++) EXPECT_EQ((*v2)->DecodeSpan(fd, i).ok(), i != k) << "span " << i;
+}
+
+// Prefix values (docs/store-format.md): every span keeps, for each multiple k·Q of the
+// piece size Q = span/16 inside it, the low 64 bits of XXH3-128 of its first k·Q bytes,
+// at prefix_at in the area after the windows. A read of a span's first `need` bytes
+// decodes whole pieces up to the one holding byte need-1 and checks that prefix's value;
+// a damaged value fails only that prefix; a damaged blob never yields wrong bytes.
+// Each value is computed here from the data, not by SpanCheck.
+TEST_F(SeekIndexTest, PrefixReadsDecodeWholePiecesAndAreCheckedByTheirOwnValues) {
+  std::string data = Corpus(1 << 20, 21);
+  for (bool zstd : {false, true}) {
+    SCOPED_TRACE(zstd ? "zstd" : "gzip");
+    std::string blob = zstd ? ZstdFrames(data, 20000) : GzipMember(data);
+    Indexed x = RunIndexer(blob, 64 << 10);
+    auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+    ASSERT_TRUE(idx.ok()) << idx.status().message();
+    const uint64_t q = 4096;
+    ASSERT_EQ((*idx)->piece(), q);
+    int fd = BlobFd(blob);
+    auto get64 = [&](const std::string& s, size_t at) {
+      uint64_t v = 0;
+      for (int b = 7; b >= 0; b--) v = v << 8 | static_cast<uint8_t>(s[at + b]);
+      return v;
+    };
+    uint64_t area = get64(x.sidecar, 48) + get64(x.sidecar, 56);
+    std::mt19937_64 rng(5);
+    for (size_t i = 0; i < (*idx)->count(); i++) {
+      uint64_t start = (*idx)->SpanStart(i), len = (*idx)->SpanEnd(i) - start;
+      SeekPoint p = (*idx)->point(i);
+      ASSERT_TRUE(p.flags & SeekPoint::kPrefixes) << "span " << i;
+      ASSERT_EQ((*idx)->PrefixCount(i), (len - 1) / q) << "span " << i;
+      for (uint64_t k = 1; k * q < len; k++) {
+        ASSERT_EQ(get64(x.sidecar, area + p.prefix_at + 8 * (k - 1)),
+                  XXH3_128bits(data.data() + start, k * q).low64)
+            << "span " << i << " prefix " << k;
+      }
+      for (uint64_t need :
+           {uint64_t{1}, q - 1, q, q + 1, len / 2, len - 1, len, len + 7, 1 + rng() % len}) {
+        auto d = (*idx)->DecodeSpan(fd, i, SeekIndex::Decoder::kIsalThenZlib, need);
+        ASSERT_TRUE(d.ok()) << "span " << i << " need " << need << ": " << d.status().message();
+        uint64_t want = std::min(len, (need ? (need - 1) / q + 1 : 1) * q);
+        ASSERT_EQ(d->size(), want) << "span " << i << " need " << need;
+        ASSERT_EQ((*idx)->DecodeLength(i, need), want);
+        ASSERT_TRUE(*d == data.substr(start, want)) << "span " << i << " need " << need;
+      }
+    }
+    // A damaged prefix value: that prefix fails, the one before and the whole span read.
+    size_t k = (*idx)->count() / 2;
+    ASSERT_GE((*idx)->PrefixCount(k), 4u);
+    std::string bad = x.sidecar;
+    bad[area + (*idx)->point(k).prefix_at + 8 * 2] ^= 4;  // the value of the first 3 pieces
+    auto b = SeekIndex::FromBytes(bad, x.layer);
+    ASSERT_TRUE(b.ok());
+    auto three = (*b)->DecodeSpan(fd, k, SeekIndex::Decoder::kIsalThenZlib, 3 * q);
+    ASSERT_FALSE(three.ok());
+    EXPECT_EQ(three.status().code(), Status::Code::kCorruption) << three.status().message();
+    EXPECT_TRUE((*b)->DecodeSpan(fd, k, SeekIndex::Decoder::kIsalThenZlib, 2 * q).ok());
+    EXPECT_TRUE((*b)->DecodeSpan(fd, k).ok());
+    // Prefix values out of the file: the sidecar is refused.
+    std::string out = x.sidecar;
+    out.resize(out.size() - 8);
+    EXPECT_FALSE(SeekIndex::FromBytes(out, x.layer).ok());
+    // A damaged blob: every read of span k fails or gives the right bytes, the whole
+    // span fails, and its first piece (before the damage) still reads.
+    uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
+    std::string damaged = blob;
+    damaged[(lo + hi) / 2] ^= 0x10;
+    int dfd = BlobFd(damaged);
+    size_t failed = 0;
+    uint64_t len = (*idx)->SpanEnd(k) - (*idx)->SpanStart(k);
+    for (uint64_t need = 1; need <= len; need += q) {
+      auto d = (*idx)->DecodeSpan(dfd, k, SeekIndex::Decoder::kIsalThenZlib, need);
+      if (!d.ok()) {
+        EXPECT_EQ(d.status().code(), Status::Code::kCorruption) << d.status().message();
+        failed++;
+        continue;
+      }
+      ASSERT_TRUE(*d == data.substr((*idx)->SpanStart(k), d->size())) << "need " << need;
+    }
+    EXPECT_GT(failed, 0u);
+    EXPECT_FALSE((*idx)->DecodeSpan(dfd, k).ok());
+    EXPECT_TRUE((*idx)->DecodeSpan(dfd, k, SeekIndex::Decoder::kIsalThenZlib, 1).ok());
+  }
+}
+
+// A prefix decode reads about its share of the span's compressed bytes first. Where the
+// span's start compresses worse than its end, that share is too short: the rest is read
+// and the prefix decoded again. Where it compresses better, the share is plenty.
+TEST_F(SeekIndexTest, APrefixReadsItsShareOfTheCompressedBytesAndTheRestWhenShort) {
+  std::mt19937_64 rng(3);
+  auto noise = [&](size_t n) {
+    std::string s(n, '\0');
+    for (char& c : s) c = static_cast<char>(rng());
+    return s;
+  };
+  const uint64_t mib = 1 << 20;
+  std::string data =
+      noise(mib) + std::string(3 * mib, '\0') + noise(mib) + std::string(3 * mib, '\0');
+  std::string blob = GzipMember(data);
+  Indexed x = RunIndexer(blob, 4 * mib);
+  auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  ASSERT_GE((*idx)->count(), 2u);
+  ASSERT_EQ((*idx)->piece(), mib / 4);
+  int fd = BlobFd(blob);
+  uint64_t len = (*idx)->SpanEnd(0);
+  uint64_t total = (*idx)->point(1).in_off - (*idx)->point(0).in_off;
+  // The first MiB is noise: its prefix needs at least a MiB of compressed bytes, more
+  // than its share.
+  ASSERT_LT(SeekIndex::PrefixInput(total, len, mib), mib);
+  auto d = (*idx)->DecodeSpan(fd, 0, SeekIndex::Decoder::kIsalThenZlib, mib);
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_TRUE(*d == data.substr(0, mib));
+  for (auto dec : {SeekIndex::Decoder::kZlibOnly, SeekIndex::Decoder::kIsalOnly}) {
+    auto e = (*idx)->DecodeSpan(fd, 0, dec, mib / 2);
+    ASSERT_TRUE(e.ok()) << e.status().message();
+    EXPECT_TRUE(*e == data.substr(0, mib / 2));
+  }
+  // The span after it: whatever its shape, every prefix reads right.
+  for (uint64_t need = 1; need < (*idx)->SpanEnd(1) - (*idx)->SpanStart(1); need += mib / 4) {
+    auto e = (*idx)->DecodeSpan(fd, 1, SeekIndex::Decoder::kIsalThenZlib, need);
+    ASSERT_TRUE(e.ok()) << e.status().message();
+    EXPECT_TRUE(*e == data.substr((*idx)->SpanStart(1), e->size())) << need;
+  }
 }
 
 TEST_F(SeekIndexTest, ADamagedSidecarIsRejectedNotTrusted) {
@@ -389,6 +515,12 @@ TEST_F(SeekIndexTest, ASidecarWithHugeSpansIsNotUsedAndItsSpansAreRefused) {
   uint64_t huge = uint64_t{3} << 30;
   put64(16, uint64_t{1} << 30);  // span
   put64(32, huge);               // tar size
+  auto orig = SeekIndex::FromBytes(x.sidecar, x.layer);
+  ASSERT_TRUE(orig.ok());
+  for (size_t i = 0; i < (*orig)->count(); i++) {  // an index made before prefix values
+    size_t flags = SeekIndex::kHeaderSize + i * SeekIndex::kRecordSize + 33;
+    s[flags] = static_cast<char>(s[flags] & ~SeekPoint::kPrefixes);
+  }
   LayerRecord layer = x.layer;
   layer.size = huge;
   auto idx = SeekIndex::FromBytes(s, layer);

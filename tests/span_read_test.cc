@@ -61,8 +61,12 @@ class SpanReadTest : public test::StoreFixture {
     StoreFixture::TearDown();
   }
   // Flips a bit of the stored blob in the middle of span k's compressed bytes.
-  void DamageSpan(const LayerRecord& l, const SeekIndex& idx, size_t k) {
+  // Flips a bit of span k's compressed bytes: in the middle, or (near_start) 24 bytes
+  // after its checkpoint (past a gzip member's 10-byte header), so that every prefix of
+  // the span holds damaged output.
+  void DamageSpan(const LayerRecord& l, const SeekIndex& idx, size_t k, bool near_start = false) {
     uint64_t lo = idx.point(k).in_off, hi = idx.point(k + 1).in_off;
+    if (near_start) hi = lo + 48;
     std::string blob_path = store_->blobs().BlobPath(l.blob);
     ::chmod(blob_path.c_str(), 0644);
     auto fd = OpenFile(blob_path, O_RDWR);
@@ -147,11 +151,17 @@ TEST_F(SpanReadTest, CorruptionInOneSpanFailsOnlyFilesInIt) {
     bool in_k = a < (*idx)->SpanEnd(k) && b > (*idx)->SpanStart(k);
     Status st;
     std::string got = Cat(r, i, &st);
-    if (in_k) {
+    if (in_k && !st.ok()) {
       failed++;
       EXPECT_EQ(st.code(), Status::Code::kCorruption) << "f" << i;
     } else {
+      // Outside span k; or in it, but read from a prefix that ends before the damage
+      // (prefix values, SeekIndex::DecodeLength): never wrong bytes.
       EXPECT_EQ(got, Corpus(50000, 100 + i)) << "f" << i << ": " << st.message();
+    }
+    // A file reaching the span's last piece needs all of it: the whole span's check.
+    if (in_k && b >= (*idx)->SpanEnd(k)) {
+      EXPECT_FALSE(st.ok()) << "f" << i;
     }
   }
   EXPECT_GE(failed, 1);
@@ -195,7 +205,7 @@ TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
     if ((*idx)->Find(b - 1) == s && s + 1 < (*idx)->count()) file = i, k = s;
   }
   ASSERT_GE(file, 0);
-  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k));
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, /*near_start=*/true));
   LayerReader r(*store_);
   std::atomic<int> calls{0};
   constexpr int kThreads = 6;
@@ -222,6 +232,55 @@ TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
   Cat(r, file, &st);
   EXPECT_EQ(st.code(), Status::Code::kCorruption);
   EXPECT_EQ(calls.load(), 2);
+}
+
+// A first read of a file decodes only the pieces of its span up to the file's end
+// (prefix values); the cache holds that prefix; a read past it decodes the whole span,
+// which replaces the prefix; reads within either decode nothing more.
+TEST_F(SpanReadTest, AFirstReadDecodesAPrefixAndAReadPastItTheWholeSpan) {
+  const LayerRecord& l = view_->layers()[0];
+  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  ASSERT_EQ((*idx)->piece(), 4096u);
+  // A file inside one span that ends a piece or more before the span's end, and the
+  // file that holds the span's last byte.
+  int first = -1, later = -1;
+  size_t k = 0;
+  auto range = [&](int i) {
+    uint32_t n = *view_->tree().Resolve("/f" + std::to_string(i), true);
+    return std::pair<uint64_t, uint64_t>{
+        view_->tree().node(n).data_offset,
+        view_->tree().node(n).data_offset + view_->tree().node(n).size};
+  };
+  for (int i = 0; i < 40 && first < 0; i++) {
+    auto [a, b] = range(i);
+    size_t s = (*idx)->Find(a);
+    if ((*idx)->Find(b - 1) != s || s + 1 >= (*idx)->count() || b + 4096 > (*idx)->SpanEnd(s))
+      continue;
+    for (int j = i + 1; j < 40; j++) {
+      auto [c, d] = range(j);
+      if (c < (*idx)->SpanEnd(s) && d >= (*idx)->SpanEnd(s)) first = i, later = j, k = s;
+    }
+  }
+  ASSERT_GE(first, 0) << "no file ending a piece before its span's end";
+  LayerReader r(*store_);
+  r.set_prefetch(false);
+  EXPECT_EQ(Cat(r, first), Corpus(50000, 100 + first));
+  EXPECT_EQ(r.spans_decoded(), 1u);
+  uint64_t len = (*idx)->SpanEnd(k) - (*idx)->SpanStart(k);
+  uint64_t end = range(first).second - (*idx)->SpanStart(k);
+  EXPECT_EQ(r.span_cache().bytes(), (*idx)->DecodeLength(k, end));
+  EXPECT_LT(r.span_cache().bytes(), len);
+  EXPECT_EQ(Cat(r, first), Corpus(50000, 100 + first));  // from the prefix
+  EXPECT_EQ(r.spans_decoded(), 1u);
+  EXPECT_EQ(Cat(r, later), Corpus(50000, 100 + later));  // span k whole, then the next
+  EXPECT_GE(r.spans_decoded(), 2u);
+  uint64_t decoded = r.spans_decoded();
+  EXPECT_EQ(Cat(r, first), Corpus(50000, 100 + first));
+  EXPECT_EQ(r.spans_decoded(), decoded);
+  auto held = r.span_cache().Peek(1, k);  // the layer's stream is the reader's first
+  ASSERT_TRUE(held != nullptr);
+  EXPECT_EQ(held->size(), len);
 }
 
 using test::WaitFor;

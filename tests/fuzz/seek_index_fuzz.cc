@@ -5,7 +5,8 @@
 // read; SeekIndex::Open (mmap of a file) and FromBytes agree; an accepted index has
 // spans that tile [0, tar size) in order and Find inverts SpanStart; decoding any span
 // (from a memfd holding the blob) gives exactly the span's length or an error, the same
-// from the mapped index as from the one in memory.
+// from the mapped index as from the one in memory; a prefix read gives whole pieces of
+// at least what it asked, and, when the whole span decodes too, the same bytes.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -81,6 +82,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto mapped = (*file)->DecodeSpan(bfd, i);
     FUZZ_CHECK(mapped.ok() == span.ok());
     if (span.ok()) FUZZ_CHECK(*mapped == *span);
+    // A prefix read (prefix values): whole pieces up to the one holding byte need-1, at
+    // least `need` bytes; when the whole span decodes too, its prefix.
+    for (uint64_t need : {uint64_t{1}, x.piece() + 1, len / 2}) {
+      if (need == 0 || need > len) continue;
+      uint64_t want = x.DecodeLength(i, need);
+      FUZZ_CHECK(want >= need && want <= len);
+      FUZZ_CHECK(want == len || (x.piece() && want % x.piece() == 0));
+      auto pre = x.DecodeSpan(bfd, i, SeekIndex::Decoder::kIsalThenZlib, need);
+      if (pre.ok()) FUZZ_CHECK(pre->size() == want);
+      if (pre.ok() && span.ok()) FUZZ_CHECK(span->compare(0, want, *pre) == 0);
+    }
   }
   ::close(bfd);
   return 0;
