@@ -86,7 +86,7 @@ Result<size_t> ImageView::Read(LayerReader& cache, uint32_t n, char* buf, size_t
   if (!S_ISREG(t.mode)) return Status::InvalidArgument("not a regular file");
   if (offset >= t.size) return size_t{0};
   size = static_cast<size_t>(std::min<uint64_t>(size, t.size - offset));
-  return cache.Read(layers_[t.layer], buf, size, t.data_offset + offset);
+  return cache.Read(layers_[t.layer], buf, size, t.data_offset + offset, t.data_offset + t.size);
 }
 
 }  // namespace imgfs

@@ -766,8 +766,8 @@ Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, 
   if (h->stream && !h->fd) {
     // An indexed layer: the decoded span(s), copied out of the span cache.
     r.bytes.resize(static_cast<size_t>(std::min<uint64_t>(size, h->size - offset)));
-    IMGFS_ASSIGN_OR_RETURN(size_t got,
-                           h->stream->Read(r.bytes.data(), r.bytes.size(), h->base + offset));
+    IMGFS_ASSIGN_OR_RETURN(size_t got, h->stream->Read(r.bytes.data(), r.bytes.size(),
+                                                       h->base + offset, h->base + h->size));
     r.bytes.resize(got);
     return r;
   }

@@ -12,12 +12,12 @@ namespace imgfs {
 SpanCache::SpanCache(uint64_t capacity)
     : shard_cap_(std::max<uint64_t>(1, (capacity ? capacity : kDefaultBytes) / kShards)) {}
 
-SpanCache::Value SpanCache::Get(uint64_t layer, uint64_t span) {
+SpanCache::Value SpanCache::Get(uint64_t layer, uint64_t span, uint64_t min_bytes) {
   Key k{layer, span};
   Shard& s = ShardFor(k);
   std::lock_guard<std::mutex> l(s.mu);
   auto it = s.map.find(k);
-  if (it == s.map.end()) {
+  if (it == s.map.end() || it->second->second->size() < min_bytes) {
     misses_++;
     return nullptr;
   }
@@ -363,7 +363,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
   return std::shared_ptr<const Stream>(s);
 }
 
-Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) const {
+Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off, uint64_t until) const {
   if (off >= size_) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
   if (lazy_) {
@@ -381,9 +381,9 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
     uint64_t pos = off + done;
     size_t i = index_->Find(pos);
     uint64_t in_span = pos - index_->SpanStart(i);
-    // The span's bytes this read needs: a first read of a small file decodes only the
-    // pieces up to its end (SeekIndex::DecodeLength).
-    uint64_t need = in_span + (n - done);
+    // The span's bytes this file's reads need: a first read of a small file decodes
+    // only the pieces up to its end (SeekIndex::DecodeLength).
+    uint64_t need = std::max(in_span + (n - done), until > pos ? until - index_->SpanStart(i) : 0);
     IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v, owner_->Fetch(*this, i, nullptr, nullptr, need));
     if (in_span >= v->size()) return Status::Corruption(name_ + ": span shorter than its index");
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
@@ -396,16 +396,16 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off) cons
 Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* decoded,
                                             const std::function<Result<SpanCache::Value>()>* decode,
                                             uint64_t need) {
-  // Enough: the whole span, or a prefix holding the first `need` bytes. A lazy chunk
-  // (`decode`) is always whole.
-  auto enough = [&](const SpanCache::Value& v) {
-    return decode || v->size() >= need ||
-           v->size() == s.index_->SpanEnd(i) - s.index_->SpanStart(i);
-  };
-  SpanCache::Value held = spans_.Get(s.id_, i);
-  if (held && enough(held)) return held;
-  // A prefix is held but this read needs more: the whole span, once.
-  if (held) need = UINT64_MAX;
+  // Enough: the whole span, or a prefix holding the first `asked` bytes (a lazy chunk,
+  // `decode`, is always whole). What is decoded on a miss: `need`.
+  const uint64_t asked = need;
+  const uint64_t min_bytes =
+      decode ? 0 : std::min(asked, s.index_->SpanEnd(i) - s.index_->SpanStart(i));
+  auto enough = [&](const SpanCache::Value& v) { return v->size() >= min_bytes; };
+  if (SpanCache::Value v = spans_.Get(s.id_, i, min_bytes)) return v;
+  // A prefix is held but this read needs more: the whole span, once (or, when the whole
+  // span fails its check, the prefix this read needs: see index_span).
+  if (!decode && spans_.Peek(s.id_, i)) need = UINT64_MAX;
   std::pair<uint64_t, uint64_t> key{s.id_, i};
   std::shared_ptr<Pending> p;
   bool mine = false;
@@ -431,13 +431,17 @@ Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* dec
     if (enough(p->value)) return p->value;
     l.unlock();
     // That decode was of a shorter prefix: decode the whole span (or wait for it).
-    return Fetch(s, i, decoded, decode, UINT64_MAX);
+    return Fetch(s, i, decoded, decode, asked);
   }
   Status st;
   SpanCache::Value v;
   if (decode_hook_) decode_hook_(i);
   auto index_span = [&]() -> Result<SpanCache::Value> {
     auto r = s.index_->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, need);
+    // Damage past what this read needs fails the whole span, not the prefix it needs:
+    // the same answer as when no prefix was held.
+    if (!r.ok() && need != asked && r.status().code() == Status::Code::kCorruption)
+      r = s.index_->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, asked);
     if (!r.ok()) return r.status().WithContext(s.name_);
     return SpanCache::Value(std::make_shared<const std::string>(std::move(*r)));
   };
@@ -465,9 +469,10 @@ Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* dec
   return v;
 }
 
-Result<size_t> LayerReader::Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off) {
+Result<size_t> LayerReader::Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off,
+                                 uint64_t until) {
   IMGFS_ASSIGN_OR_RETURN(auto s, Open(layer));
-  return s->Read(buf, n, off);
+  return s->Read(buf, n, off, until);
 }
 
 }  // namespace imgfs

@@ -72,7 +72,8 @@ class SpanCache {
   static constexpr size_t kShards = 16;
   explicit SpanCache(uint64_t capacity = kDefaultBytes);
   using Value = std::shared_ptr<const std::string>;
-  Value Get(uint64_t layer, uint64_t span);
+  // The entry, if it holds at least `min_bytes` (a shorter prefix is a miss).
+  Value Get(uint64_t layer, uint64_t span, uint64_t min_bytes = 0);
   // Get without touching the LRU order or the hit/miss counters.
   Value Peek(uint64_t layer, uint64_t span);
   void Put(uint64_t layer, uint64_t span, Value v);
@@ -121,8 +122,11 @@ class LayerReader {
    public:
     // The tar stream as an fd (uncompressed layer or whole-layer unpack), else null.
     const std::shared_ptr<UniqueFd>& fd() const { return fd_; }
-    // Reads [off, off+n) of the tar (n is cut at its end). Returns the count.
-    Result<size_t> Read(char* buf, size_t n, uint64_t off) const;
+    // Reads [off, off+n) of the tar (n is cut at its end). Returns the count. `until`:
+    // where the file being read ends in the tar (its later reads stop there), so that a
+    // span not decoded yet is decoded up to there, not only to this read's end (the
+    // kernel reads a file in 128 KiB pieces); 0: this read's end.
+    Result<size_t> Read(char* buf, size_t n, uint64_t off, uint64_t until = 0) const;
     const SeekIndex* index() const { return index_.get(); }
     // A lazily pulled layer (fs/lazy_blob.h), else null.
     LazyBlob* lazy() const { return lazy_.get(); }
@@ -140,7 +144,8 @@ class LayerReader {
   };
 
   Result<std::shared_ptr<const Stream>> Open(const LayerRecord& layer);
-  Result<size_t> Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off);
+  Result<size_t> Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off,
+                      uint64_t until = 0);
   // Queues a background decode of the spans holding [off, off+len) of an indexed
   // stream; spans cached, queued or being decoded are skipped. No-op for fd streams,
   // when off (set_prefetch(false)), or when the queue is full (see the top comment).

@@ -109,7 +109,7 @@ class IndexingSource : public ByteSource {
 // span (k·Q < the span's length, k ≥ 1), the value of the span's first k·Q bytes: the
 // low 64 bits of their XXH3-128 (PrefixOf), read off the running state at no extra pass.
 // A read of a span's first bytes then decodes only to the end of the piece holding its
-// last byte, and is checked as well as a whole span is.
+// last byte, and is checked by that prefix's value (64 bits; the span's is 128).
 class SpanCheck {
  public:
   explicit SpanCheck(uint64_t piece = 0);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <filesystem>
 #include <latch>
+#include <set>
 #include <thread>
 
 #include "fs/image_view.h"
@@ -61,12 +62,14 @@ class SpanReadTest : public test::StoreFixture {
     StoreFixture::TearDown();
   }
   // Flips a bit of the stored blob in the middle of span k's compressed bytes.
-  // Flips a bit of span k's compressed bytes: in the middle, or (near_start) 24 bytes
-  // after its checkpoint (past a gzip member's 10-byte header), so that every prefix of
-  // the span holds damaged output.
-  void DamageSpan(const LayerRecord& l, const SeekIndex& idx, size_t k, bool near_start = false) {
+  // Flips a bit of span k's compressed bytes: in the middle; or 24 bytes after its
+  // checkpoint (past a gzip member's 10-byte header), so that every prefix of the span
+  // holds damaged output; or at 7/8 of them, so that its first pieces do not.
+  enum class Where { kMiddle, kNearStart, kLastEighth };
+  void DamageSpan(const LayerRecord& l, const SeekIndex& idx, size_t k, Where w = Where::kMiddle) {
     uint64_t lo = idx.point(k).in_off, hi = idx.point(k + 1).in_off;
-    if (near_start) hi = lo + 48;
+    if (w == Where::kNearStart) hi = lo + 48;
+    if (w == Where::kLastEighth) lo = hi - (hi - lo) / 4;
     std::string blob_path = store_->blobs().BlobPath(l.blob);
     ::chmod(blob_path.c_str(), 0644);
     auto fd = OpenFile(blob_path, O_RDWR);
@@ -205,7 +208,7 @@ TEST_F(SpanReadTest, ReadersWaitingForADamagedSpanAllGetItsError) {
     if ((*idx)->Find(b - 1) == s && s + 1 < (*idx)->count()) file = i, k = s;
   }
   ASSERT_GE(file, 0);
-  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, /*near_start=*/true));
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, Where::kNearStart));
   LayerReader r(*store_);
   std::atomic<int> calls{0};
   constexpr int kThreads = 6;
@@ -281,6 +284,91 @@ TEST_F(SpanReadTest, AFirstReadDecodesAPrefixAndAReadPastItTheWholeSpan) {
   auto held = r.span_cache().Peek(1, k);  // the layer's stream is the reader's first
   ASSERT_TRUE(held != nullptr);
   EXPECT_EQ(held->size(), len);
+}
+
+// A file read in small pieces (the kernel's 128 KiB reads) decodes each of its spans
+// once: the first read of a span decodes it up to the file's end, not to the piece's.
+// Files that share a span decode it at most twice (a prefix, then the whole span).
+TEST_F(SpanReadTest, AFileReadInSmallPiecesDecodesEachSpanOnce) {
+  ::setenv("IMGFS_SEEK_SPAN", "65536", 1);
+  TarBuilder t;
+  t.File("big", Corpus(700000, 7));
+  auto imp = ImportTar(t.Build("gzip"), "big:1");
+  ::unsetenv("IMGFS_SEEK_SPAN");
+  ASSERT_TRUE(imp.ok()) << imp.status().message();
+  auto big = ImageView::Open(*store_, imp->id);
+  ASSERT_TRUE(big.ok());
+  auto read_all = [](const ImageView& v, LayerReader& r, const std::string& path,
+                     std::set<size_t>* spans, const SeekIndex& idx) {
+    uint32_t n = *v.tree().Resolve(path, true);
+    const TreeNode& t = v.tree().node(n);
+    for (uint64_t o = t.data_offset; o < t.data_offset + t.size; o++) spans->insert(idx.Find(o));
+    std::string got;
+    char buf[4096];
+    for (uint64_t off = 0; off < t.size; off += sizeof buf) {
+      auto k = v.Read(r, n, buf, sizeof buf, off);
+      EXPECT_TRUE(k.ok()) << k.status().message();
+      if (!k.ok()) break;
+      got.append(buf, *k);
+    }
+    return got;
+  };
+  const LayerRecord& bl = (*big)->layers()[0];
+  auto bidx = SeekIndex::Open(SeekIndexPath(*store_, bl.diff_id), bl);
+  ASSERT_TRUE(bidx.ok()) << bidx.status().message();
+  LayerReader r(*store_);
+  r.set_prefetch(false);
+  std::set<size_t> spans;
+  EXPECT_EQ(read_all(**big, r, "/big", &spans, **bidx), Corpus(700000, 7));
+  ASSERT_GE(spans.size(), 5u);
+  EXPECT_EQ(r.spans_decoded(), spans.size());
+  // Four 50,000-byte files of the fixture's image, two or three to a span.
+  const LayerRecord& l = view_->layers()[0];
+  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  LayerReader r2(*store_);
+  r2.set_prefetch(false);
+  spans.clear();
+  for (int i : {3, 4, 5, 6})
+    EXPECT_EQ(read_all(*view_, r2, "/f" + std::to_string(i), &spans, **idx),
+              Corpus(50000, 100 + i));
+  EXPECT_LE(r2.spans_decoded(), 2 * spans.size());
+}
+
+// A read before the damage in a span reads whether or not a shorter prefix of the span
+// was decoded first (which makes a later read decode the whole span, which fails its
+// check); a read reaching the damage fails.
+TEST_F(SpanReadTest, AReadBeforeTheDamageInASpanReadsWhateverTheCacheHolds) {
+  const LayerRecord& l = view_->layers()[0];
+  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  size_t k = 1;
+  while (k + 1 < (*idx)->count() && (*idx)->PrefixCount(k) < 12) k++;
+  ASSERT_LT(k + 1, (*idx)->count()) << "no span of 12 pieces or more";
+  uint64_t start = (*idx)->SpanStart(k), end = (*idx)->SpanEnd(k), q = (*idx)->piece();
+  std::string want(10, '\0');
+  {
+    LayerReader r0(*store_);
+    auto w = r0.Read(l, want.data(), want.size(), start + 2 * q + 10);
+    ASSERT_TRUE(w.ok()) << w.status().message();
+  }
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, Where::kLastEighth));
+  for (bool prefix_first : {false, true}) {
+    SCOPED_TRACE(prefix_first ? "a first piece decoded before" : "nothing decoded before");
+    LayerReader r(*store_);
+    r.set_prefetch(false);
+    std::string buf(10, '\0');
+    if (prefix_first) {
+      auto a = r.Read(l, buf.data(), buf.size(), start + 10);
+      ASSERT_TRUE(a.ok()) << a.status().message();
+    }
+    auto b = r.Read(l, buf.data(), buf.size(), start + 2 * q + 10);
+    ASSERT_TRUE(b.ok()) << b.status().message();
+    EXPECT_EQ(buf, want);
+    auto c = r.Read(l, buf.data(), buf.size(), end - 10);
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), Status::Code::kCorruption) << c.status().message();
+  }
 }
 
 using test::WaitFor;
