@@ -381,10 +381,13 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off, uint
     uint64_t pos = off + done;
     size_t i = index_->Find(pos);
     uint64_t in_span = pos - index_->SpanStart(i);
-    // The span's bytes this file's reads need: a first read of a small file decodes
-    // only the pieces up to its end (SeekIndex::DecodeLength).
-    uint64_t need = std::max(in_span + (n - done), until > pos ? until - index_->SpanStart(i) : 0);
-    IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v, owner_->Fetch(*this, i, nullptr, nullptr, need));
+    // What this read needs of the span, and what a miss decodes: up to the end of the
+    // file being read, whose next reads follow (a small file: only the pieces up to its
+    // end, SeekIndex::DecodeLength).
+    uint64_t asked = in_span + (n - done);
+    uint64_t want = until > pos ? until - index_->SpanStart(i) : 0;
+    IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v,
+                           owner_->Fetch(*this, i, nullptr, nullptr, asked, want));
     if (in_span >= v->size()) return Status::Corruption(name_ + ": span shorter than its index");
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
     std::memcpy(buf + done, v->data() + in_span, k);
@@ -395,78 +398,91 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off, uint
 
 Result<SpanCache::Value> LayerReader::Fetch(const Stream& s, size_t i, bool* decoded,
                                             const std::function<Result<SpanCache::Value>()>* decode,
-                                            uint64_t need) {
+                                            uint64_t asked, uint64_t want) {
   // Enough: the whole span, or a prefix holding the first `asked` bytes (a lazy chunk,
-  // `decode`, is always whole). What is decoded on a miss: `need`.
-  const uint64_t asked = need;
-  const uint64_t min_bytes =
-      decode ? 0 : std::min(asked, s.index_->SpanEnd(i) - s.index_->SpanStart(i));
+  // `decode`, is always whole). A miss decodes `want` (≥ asked; the file's end), or the
+  // whole span when a shorter prefix is held.
+  const SeekIndex* x = decode ? nullptr : s.index_.get();
+  const uint64_t min_bytes = x ? std::min(asked, x->SpanEnd(i) - x->SpanStart(i)) : 0;
   auto enough = [&](const SpanCache::Value& v) { return v->size() >= min_bytes; };
-  if (SpanCache::Value v = spans_.Get(s.id_, i, min_bytes)) return v;
-  // A prefix is held but this read needs more: the whole span, once (or, when the whole
-  // span fails its check, the prefix this read needs: see index_span).
-  if (!decode && spans_.Peek(s.id_, i)) need = UINT64_MAX;
+  want = std::max(want, asked);
+  // After a longer decode failed its check: only the prefix this read needs.
+  bool own_prefix = false;
   std::pair<uint64_t, uint64_t> key{s.id_, i};
-  std::shared_ptr<Pending> p;
-  bool mine = false;
-  {
-    std::lock_guard<std::mutex> l(fly_mu_);
-    auto it = fly_.find(key);
-    if (it != fly_.end()) {
-      p = it->second;
-    } else {
-      // The decoder Puts before it leaves fly_: a decode that ended since the Get
-      // above is in the cache now (unless already evicted: then decode again).
-      if (SpanCache::Value v = spans_.Peek(s.id_, i); v && enough(v)) return v;
-      p = std::make_shared<Pending>();
-      fly_.emplace(key, p);
-      mine = true;
+  for (;;) {
+    if (SpanCache::Value v = spans_.Get(s.id_, i, min_bytes)) return v;
+    uint64_t need = own_prefix ? asked : want;
+    if (x && !own_prefix && spans_.Peek(s.id_, i)) need = UINT64_MAX;
+    std::shared_ptr<Pending> p;
+    bool mine = false;
+    {
+      std::lock_guard<std::mutex> l(fly_mu_);
+      auto it = fly_.find(key);
+      if (it != fly_.end()) {
+        p = it->second;
+      } else {
+        // The decoder Puts before it leaves fly_: a decode that ended since the Get
+        // above is in the cache now (unless already evicted: then decode again).
+        if (SpanCache::Value v = spans_.Peek(s.id_, i); v && enough(v)) return v;
+        p = std::make_shared<Pending>();
+        p->length = x ? x->DecodeLength(i, need) : UINT64_MAX;
+        fly_.emplace(key, p);
+        mine = true;
+      }
     }
+    if (!mine) {
+      waits_++;
+      std::unique_lock<std::mutex> l(p->mu);
+      p->cv.wait(l, [&] { return p->done; });
+      if (p->status.ok()) {
+        if (enough(p->value)) return p->value;
+        continue;  // a shorter prefix was decoded: again, for more
+      }
+      // A longer decode than this read needs failed its check: the damage may lie past
+      // what this read needs, so decode that (the same answer as when reading alone).
+      if (x && p->status.code() == Status::Code::kCorruption &&
+          x->DecodeLength(i, asked) < p->length) {
+        own_prefix = true;
+        continue;
+      }
+      return p->status;
+    }
+    Status st;
+    SpanCache::Value v;
+    if (decode_hook_) decode_hook_(i);
+    auto index_span = [&]() -> Result<SpanCache::Value> {
+      auto r = x->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, need);
+      // Damage past what this read needs fails the longer decode, not the prefix it
+      // needs: the same answer as when no prefix was held and the file ended sooner.
+      if (!r.ok() && r.status().code() == Status::Code::kCorruption &&
+          x->DecodeLength(i, need) > x->DecodeLength(i, asked))
+        r = x->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, asked);
+      if (!r.ok()) return r.status().WithContext(s.name_);
+      return SpanCache::Value(std::make_shared<const std::string>(std::move(*r)));
+    };
+    Result<SpanCache::Value> d = decode ? (*decode)() : index_span();
+    if (d.ok()) {
+      decoded_++;
+      if (decoded) *decoded = true;
+      v = *d;
+      spans_.Put(s.id_, i, v);
+    } else {
+      st = d.status();
+    }
+    {
+      std::lock_guard<std::mutex> l(fly_mu_);
+      fly_.erase(key);
+    }
+    {
+      std::lock_guard<std::mutex> l(p->mu);
+      p->done = true;
+      p->status = st;
+      p->value = v;
+    }
+    p->cv.notify_all();
+    if (!st.ok()) return st;
+    return v;
   }
-  if (!mine) {
-    waits_++;
-    std::unique_lock<std::mutex> l(p->mu);
-    p->cv.wait(l, [&] { return p->done; });
-    if (!p->status.ok()) return p->status;
-    if (enough(p->value)) return p->value;
-    l.unlock();
-    // That decode was of a shorter prefix: decode the whole span (or wait for it).
-    return Fetch(s, i, decoded, decode, asked);
-  }
-  Status st;
-  SpanCache::Value v;
-  if (decode_hook_) decode_hook_(i);
-  auto index_span = [&]() -> Result<SpanCache::Value> {
-    auto r = s.index_->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, need);
-    // Damage past what this read needs fails the whole span, not the prefix it needs:
-    // the same answer as when no prefix was held.
-    if (!r.ok() && need != asked && r.status().code() == Status::Code::kCorruption)
-      r = s.index_->DecodeSpan(s.blob_->get(), i, SeekIndex::Decoder::kIsalThenZlib, asked);
-    if (!r.ok()) return r.status().WithContext(s.name_);
-    return SpanCache::Value(std::make_shared<const std::string>(std::move(*r)));
-  };
-  Result<SpanCache::Value> d = decode ? (*decode)() : index_span();
-  if (d.ok()) {
-    decoded_++;
-    if (decoded) *decoded = true;
-    v = *d;
-    spans_.Put(s.id_, i, v);
-  } else {
-    st = d.status();
-  }
-  {
-    std::lock_guard<std::mutex> l(fly_mu_);
-    fly_.erase(key);
-  }
-  {
-    std::lock_guard<std::mutex> l(p->mu);
-    p->done = true;
-    p->status = st;
-    p->value = v;
-  }
-  p->cv.notify_all();
-  if (!st.ok()) return st;
-  return v;
 }
 
 Result<size_t> LayerReader::Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off,

@@ -5,10 +5,12 @@
 //   - uncompressed layer: the blob itself (an fd the mount can splice from);
 //   - gzip or multi-frame zstd layer with a seek index (index/seek_index.h): reads find
 //     the span(s) holding [off, off+len), decode only those from the blob, check each
-//     span's digest and keep decoded spans in a SpanCache (bounded, in memory). A read
-//     that needs only a span's first bytes decodes whole pieces up to its end, checked
-//     by their prefix value (SeekIndex::DecodeLength); the cache holds that prefix until
-//     a read needs more of the span, which then decodes it whole. A layer
+//     span's digest and keep decoded spans in a SpanCache (bounded, in memory). The
+//     first read of a span by a file that ends inside it decodes whole pieces up to the
+//     file's end, checked by their prefix value (SeekIndex::DecodeLength); the cache
+//     holds that prefix until a read needs more of the span, which then decodes it
+//     whole. When a decode longer than a read needs fails its check, the read decodes
+//     only the prefix its own bytes need. A layer
 //     stored before seek indexes gets its sidecar built on first open (one pass over
 //     the blob, diff_id checked);
 //   - a lazily pulled layer (its blob not in blobs/ but in lazy/, index/lazy_layer.h):
@@ -205,16 +207,19 @@ class LayerReader {
     bool done = false;  // guarded by mu
     Status status;      // guarded by mu
     SpanCache::Value value;
+    uint64_t length = 0;  // of the span the owner decodes (set before it is shared)
   };
   // Span i of stream s: from the cache, from a decode under way, or decoded here.
   // *decoded (if given) tells whether this call decoded it. `decode` (if given) decodes
   // instead of the seek index: a lazy layer's chunk i (fs/lazy_blob.h).
-  // need: the bytes from the span's start the caller reads; less than the span lets an
+  // asked: the bytes from the span's start the caller reads; want: those a miss decodes
+  // (the end of the file being read; at least `asked`). Less than the span lets an
   // indexed span decode only a prefix (SeekIndex::DecodeLength), which the cache holds
-  // until a read needs more and the whole span replaces it.
+  // until a read needs more and the whole span replaces it. When a longer decode fails
+  // its check (damage past `asked`), the prefix `asked` needs is decoded instead.
   Result<SpanCache::Value> Fetch(const Stream& s, size_t i, bool* decoded = nullptr,
                                  const std::function<Result<SpanCache::Value>()>* decode = nullptr,
-                                 uint64_t need = UINT64_MAX);
+                                 uint64_t asked = UINT64_MAX, uint64_t want = 0);
   Result<std::shared_ptr<UniqueFd>> BlobFd(Slot& slot, const LayerRecord& layer);
   Status PinLocked(Slot& slot, const LayerRecord& layer);  // Pin's work, slot.mu held
   // Open's work, slot.mu held. warm (Warm): null instead of building a sidecar,

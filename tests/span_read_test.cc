@@ -96,6 +96,19 @@ class SpanReadTest : public test::StoreFixture {
     ASSERT_TRUE(pv.ok());
     *layer = (*pv)->layers()[0];
   }
+  // Imports a one-file image, "big" (700,000 bytes over several 64 KiB spans).
+  std::shared_ptr<const ImageView> ImportBig() {
+    ::setenv("IMGFS_SEEK_SPAN", "65536", 1);
+    TarBuilder t;
+    t.File("big", Corpus(700000, 7));
+    auto imp = ImportTar(t.Build("gzip"), "big:1");
+    ::unsetenv("IMGFS_SEEK_SPAN");
+    EXPECT_TRUE(imp.ok()) << imp.status().message();
+    if (!imp.ok()) return nullptr;
+    auto v = ImageView::Open(*store_, imp->id);
+    EXPECT_TRUE(v.ok());
+    return v.ok() ? *v : nullptr;
+  }
   std::shared_ptr<const ImageView> view_;
 };
 
@@ -290,14 +303,8 @@ TEST_F(SpanReadTest, AFirstReadDecodesAPrefixAndAReadPastItTheWholeSpan) {
 // once: the first read of a span decodes it up to the file's end, not to the piece's.
 // Files that share a span decode it at most twice (a prefix, then the whole span).
 TEST_F(SpanReadTest, AFileReadInSmallPiecesDecodesEachSpanOnce) {
-  ::setenv("IMGFS_SEEK_SPAN", "65536", 1);
-  TarBuilder t;
-  t.File("big", Corpus(700000, 7));
-  auto imp = ImportTar(t.Build("gzip"), "big:1");
-  ::unsetenv("IMGFS_SEEK_SPAN");
-  ASSERT_TRUE(imp.ok()) << imp.status().message();
-  auto big = ImageView::Open(*store_, imp->id);
-  ASSERT_TRUE(big.ok());
+  auto big = ImportBig();
+  ASSERT_TRUE(big);
   auto read_all = [](const ImageView& v, LayerReader& r, const std::string& path,
                      std::set<size_t>* spans, const SeekIndex& idx) {
     uint32_t n = *v.tree().Resolve(path, true);
@@ -313,13 +320,13 @@ TEST_F(SpanReadTest, AFileReadInSmallPiecesDecodesEachSpanOnce) {
     }
     return got;
   };
-  const LayerRecord& bl = (*big)->layers()[0];
+  const LayerRecord& bl = big->layers()[0];
   auto bidx = SeekIndex::Open(SeekIndexPath(*store_, bl.diff_id), bl);
   ASSERT_TRUE(bidx.ok()) << bidx.status().message();
   LayerReader r(*store_);
   r.set_prefetch(false);
   std::set<size_t> spans;
-  EXPECT_EQ(read_all(**big, r, "/big", &spans, **bidx), Corpus(700000, 7));
+  EXPECT_EQ(read_all(*big, r, "/big", &spans, **bidx), Corpus(700000, 7));
   ASSERT_GE(spans.size(), 5u);
   EXPECT_EQ(r.spans_decoded(), spans.size());
   // Four 50,000-byte files of the fixture's image, two or three to a span.
@@ -335,40 +342,84 @@ TEST_F(SpanReadTest, AFileReadInSmallPiecesDecodesEachSpanOnce) {
   EXPECT_LE(r2.spans_decoded(), 2 * spans.size());
 }
 
-// A read before the damage in a span reads whether or not a shorter prefix of the span
-// was decoded first (which makes a later read decode the whole span, which fails its
-// check); a read reaching the damage fails.
+// A read before the damage in a span reads, whether or not a shorter prefix of the span
+// was decoded first (a later read then decodes the whole span, which fails its check),
+// and though the file goes on past the damage (its reads ask for the span up to the
+// file's end); a read reaching the damage fails. Through ImageView::Read, the mount's
+// way (the file's end given), and through the layer's stream with none.
 TEST_F(SpanReadTest, AReadBeforeTheDamageInASpanReadsWhateverTheCacheHolds) {
-  const LayerRecord& l = view_->layers()[0];
+  auto big = ImportBig();
+  ASSERT_TRUE(big);
+  const LayerRecord& l = big->layers()[0];
   auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
   ASSERT_TRUE(idx.ok()) << idx.status().message();
-  size_t k = 1;
-  while (k + 1 < (*idx)->count() && (*idx)->PrefixCount(k) < 12) k++;
-  ASSERT_LT(k + 1, (*idx)->count()) << "no span of 12 pieces or more";
+  uint32_t node = *big->tree().Resolve("/big", true);
+  uint64_t base = big->tree().node(node).data_offset;
+  // A span inside the file, of 12 pieces or more.
+  size_t k = (*idx)->Find(base) + 1;
+  while (k + 2 < (*idx)->count() && (*idx)->PrefixCount(k) < 12) k++;
+  ASSERT_LT(k + 2, (*idx)->count()) << "no span of 12 pieces or more inside the file";
   uint64_t start = (*idx)->SpanStart(k), end = (*idx)->SpanEnd(k), q = (*idx)->piece();
-  std::string want(10, '\0');
-  {
-    LayerReader r0(*store_);
-    auto w = r0.Read(l, want.data(), want.size(), start + 2 * q + 10);
-    ASSERT_TRUE(w.ok()) << w.status().message();
-  }
+  ASSERT_GE(start, base);
   ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, Where::kLastEighth));
-  for (bool prefix_first : {false, true}) {
-    SCOPED_TRACE(prefix_first ? "a first piece decoded before" : "nothing decoded before");
-    LayerReader r(*store_);
-    r.set_prefetch(false);
-    std::string buf(10, '\0');
-    if (prefix_first) {
-      auto a = r.Read(l, buf.data(), buf.size(), start + 10);
-      ASSERT_TRUE(a.ok()) << a.status().message();
+  std::string want = Corpus(700000, 7);
+  for (bool through_view : {true, false}) {
+    for (bool prefix_first : {false, true}) {
+      SCOPED_TRACE(std::string(through_view ? "ImageView::Read" : "LayerReader::Read") +
+                   (prefix_first ? ", a first piece decoded before" : ", nothing decoded before"));
+      LayerReader r(*store_);
+      r.set_prefetch(false);
+      auto read = [&](uint64_t tar_off, std::string* buf) {
+        return through_view ? big->Read(r, node, buf->data(), buf->size(), tar_off - base)
+                            : r.Read(l, buf->data(), buf->size(), tar_off);
+      };
+      std::string buf(10, '\0');
+      if (prefix_first) {
+        auto a = read(start + 10, &buf);
+        ASSERT_TRUE(a.ok()) << a.status().message();
+      }
+      auto b = read(start + 2 * q + 10, &buf);
+      ASSERT_TRUE(b.ok()) << b.status().message();
+      EXPECT_EQ(buf, want.substr(start + 2 * q + 10 - base, 10));
+      auto c = read(end - 10, &buf);
+      ASSERT_FALSE(c.ok());
+      EXPECT_EQ(c.status().code(), Status::Code::kCorruption) << c.status().message();
     }
-    auto b = r.Read(l, buf.data(), buf.size(), start + 2 * q + 10);
-    ASSERT_TRUE(b.ok()) << b.status().message();
-    EXPECT_EQ(buf, want);
-    auto c = r.Read(l, buf.data(), buf.size(), end - 10);
-    ASSERT_FALSE(c.ok());
-    EXPECT_EQ(c.status().code(), Status::Code::kCorruption) << c.status().message();
   }
+}
+
+// A reader that waits for another's decode of a damaged span, which fails, still gets
+// its bytes when they lie before the damage: it decodes its own prefix.
+TEST_F(SpanReadTest, AWaiterBeforeTheDamageGetsItsBytesWhenTheOwnersDecodeFails) {
+  auto big = ImportBig();
+  ASSERT_TRUE(big);
+  const LayerRecord& l = big->layers()[0];
+  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+  ASSERT_TRUE(idx.ok()) << idx.status().message();
+  uint32_t node = *big->tree().Resolve("/big", true);
+  uint64_t base = big->tree().node(node).data_offset;
+  size_t k = (*idx)->Find(base) + 1;
+  while (k + 2 < (*idx)->count() && (*idx)->PrefixCount(k) < 12) k++;
+  ASSERT_LT(k + 2, (*idx)->count());
+  uint64_t start = (*idx)->SpanStart(k), end = (*idx)->SpanEnd(k);
+  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, Where::kLastEighth));
+  LayerReader r(*store_);
+  r.set_prefetch(false);
+  std::atomic<int> calls{0};
+  HoldDecodeUntilWaiting(r, 1, &calls);
+  Status owner;
+  std::thread b([&] {  // the owner: the span's end, past the damage
+    std::string buf(10, '\0');
+    owner = r.Read(l, buf.data(), buf.size(), end - 10).status();
+  });
+  test::WaitFor([&] { return calls.load() >= 1; });
+  std::string buf(10, '\0');  // the waiter: through the file, before the damage
+  auto a = big->Read(r, node, buf.data(), buf.size(), start + 10 - base);
+  b.join();
+  EXPECT_EQ(owner.code(), Status::Code::kCorruption) << owner.message();
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_EQ(buf, Corpus(700000, 7).substr(start + 10 - base, 10));
+  EXPECT_GE(r.decode_waits(), 1u);
 }
 
 using test::WaitFor;
