@@ -47,6 +47,13 @@ Indexed RunIndexer(const std::string& blob, uint64_t span) {
   return x;
 }
 
+// The little-endian u64 at byte `at` of sidecar bytes.
+uint64_t Get64(const std::string& s, size_t at) {
+  uint64_t v = 0;
+  for (int b = 7; b >= 0; b--) v = v << 8 | static_cast<uint8_t>(s[at + b]);
+  return v;
+}
+
 // `sidecar` as version 1 wrote it: the same records with SHA-256 span digests of `data`.
 std::string AsVersion1(std::string sidecar, const SeekIndex& idx, const std::string& data) {
   sidecar[8] = 1;
@@ -323,11 +330,7 @@ TEST_F(SeekIndexTest, AVersion1WindowAsLongAsItsFrameIsReadAsTheFrame) {
   }
   ASSERT_LT(k, n) << "no compressed window";
   // Rebuild the windows area with window k padded to its length.
-  auto get64 = [&](size_t at) {
-    uint64_t v = 0;
-    for (int b = 7; b >= 0; b--) v = v << 8 | static_cast<uint8_t>(x.sidecar[at + b]);
-    return v;
-  };
+  auto get64 = [&](size_t at) { return Get64(x.sidecar, at); };
   auto put = [](std::string& s, size_t at, uint64_t v, int bytes) {
     for (int b = 0; b < bytes; b++) s[at + b] = static_cast<char>(v >> (8 * b));
   };
@@ -381,12 +384,7 @@ TEST_F(SeekIndexTest, PrefixReadsDecodeWholePiecesAndAreCheckedByTheirOwnValues)
     const uint64_t q = 4096;
     ASSERT_EQ((*idx)->piece(), q);
     int fd = BlobFd(blob);
-    auto get64 = [&](const std::string& s, size_t at) {
-      uint64_t v = 0;
-      for (int b = 7; b >= 0; b--) v = v << 8 | static_cast<uint8_t>(s[at + b]);
-      return v;
-    };
-    uint64_t area = get64(x.sidecar, 48) + get64(x.sidecar, 56);
+    uint64_t area = Get64(x.sidecar, 48) + Get64(x.sidecar, 56);
     std::mt19937_64 rng(5);
     for (size_t i = 0; i < (*idx)->count(); i++) {
       uint64_t start = (*idx)->SpanStart(i), len = (*idx)->SpanEnd(i) - start;
@@ -394,7 +392,7 @@ TEST_F(SeekIndexTest, PrefixReadsDecodeWholePiecesAndAreCheckedByTheirOwnValues)
       ASSERT_TRUE(p.flags & SeekPoint::kPrefixes) << "span " << i;
       ASSERT_EQ((*idx)->PrefixCount(i), (len - 1) / q) << "span " << i;
       for (uint64_t k = 1; k * q < len; k++) {
-        ASSERT_EQ(get64(x.sidecar, area + p.prefix_at + 8 * (k - 1)),
+        ASSERT_EQ(Get64(x.sidecar, area + p.prefix_at + 8 * (k - 1)),
                   XXH3_128bits(data.data() + start, k * q).low64)
             << "span " << i << " prefix " << k;
       }

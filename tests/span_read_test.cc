@@ -109,6 +109,30 @@ class SpanReadTest : public test::StoreFixture {
     EXPECT_TRUE(v.ok());
     return v.ok() ? *v : nullptr;
   }
+  // The "big" image with one of its spans (inside the file, of 12 pieces or more)
+  // damaged at 7/8 of its compressed bytes.
+  struct DamagedBig {
+    std::shared_ptr<const ImageView> view;
+    std::shared_ptr<const SeekIndex> idx;
+    uint32_t node = 0;
+    uint64_t base = 0;  // the file's tar offset
+    size_t k = 0;       // the damaged span
+  };
+  void MakeDamagedBig(DamagedBig* d) {
+    d->view = ImportBig();
+    ASSERT_TRUE(d->view);
+    const LayerRecord& l = d->view->layers()[0];
+    auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
+    ASSERT_TRUE(idx.ok()) << idx.status().message();
+    d->idx = *idx;
+    d->node = *d->view->tree().Resolve("/big", true);
+    d->base = d->view->tree().node(d->node).data_offset;
+    d->k = d->idx->Find(d->base) + 1;
+    while (d->k + 2 < d->idx->count() && d->idx->PrefixCount(d->k) < 12) d->k++;
+    ASSERT_LT(d->k + 2, d->idx->count()) << "no span of 12 pieces or more inside the file";
+    ASSERT_GE(d->idx->SpanStart(d->k), d->base);
+    ASSERT_NO_FATAL_FAILURE(DamageSpan(l, *d->idx, d->k, Where::kLastEighth));
+  }
   std::shared_ptr<const ImageView> view_;
 };
 
@@ -348,20 +372,13 @@ TEST_F(SpanReadTest, AFileReadInSmallPiecesDecodesEachSpanOnce) {
 // file's end); a read reaching the damage fails. Through ImageView::Read, the mount's
 // way (the file's end given), and through the layer's stream with none.
 TEST_F(SpanReadTest, AReadBeforeTheDamageInASpanReadsWhateverTheCacheHolds) {
-  auto big = ImportBig();
-  ASSERT_TRUE(big);
+  DamagedBig d;
+  ASSERT_NO_FATAL_FAILURE(MakeDamagedBig(&d));
+  const auto& big = d.view;
   const LayerRecord& l = big->layers()[0];
-  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
-  ASSERT_TRUE(idx.ok()) << idx.status().message();
-  uint32_t node = *big->tree().Resolve("/big", true);
-  uint64_t base = big->tree().node(node).data_offset;
-  // A span inside the file, of 12 pieces or more.
-  size_t k = (*idx)->Find(base) + 1;
-  while (k + 2 < (*idx)->count() && (*idx)->PrefixCount(k) < 12) k++;
-  ASSERT_LT(k + 2, (*idx)->count()) << "no span of 12 pieces or more inside the file";
-  uint64_t start = (*idx)->SpanStart(k), end = (*idx)->SpanEnd(k), q = (*idx)->piece();
-  ASSERT_GE(start, base);
-  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, Where::kLastEighth));
+  uint32_t node = d.node;
+  uint64_t base = d.base;
+  uint64_t start = d.idx->SpanStart(d.k), end = d.idx->SpanEnd(d.k), q = d.idx->piece();
   std::string want = Corpus(700000, 7);
   for (bool through_view : {true, false}) {
     for (bool prefix_first : {false, true}) {
@@ -391,18 +408,13 @@ TEST_F(SpanReadTest, AReadBeforeTheDamageInASpanReadsWhateverTheCacheHolds) {
 // A reader that waits for another's decode of a damaged span, which fails, still gets
 // its bytes when they lie before the damage: it decodes its own prefix.
 TEST_F(SpanReadTest, AWaiterBeforeTheDamageGetsItsBytesWhenTheOwnersDecodeFails) {
-  auto big = ImportBig();
-  ASSERT_TRUE(big);
+  DamagedBig d;
+  ASSERT_NO_FATAL_FAILURE(MakeDamagedBig(&d));
+  const auto& big = d.view;
   const LayerRecord& l = big->layers()[0];
-  auto idx = SeekIndex::Open(SeekIndexPath(*store_, l.diff_id), l);
-  ASSERT_TRUE(idx.ok()) << idx.status().message();
-  uint32_t node = *big->tree().Resolve("/big", true);
-  uint64_t base = big->tree().node(node).data_offset;
-  size_t k = (*idx)->Find(base) + 1;
-  while (k + 2 < (*idx)->count() && (*idx)->PrefixCount(k) < 12) k++;
-  ASSERT_LT(k + 2, (*idx)->count());
-  uint64_t start = (*idx)->SpanStart(k), end = (*idx)->SpanEnd(k);
-  ASSERT_NO_FATAL_FAILURE(DamageSpan(l, **idx, k, Where::kLastEighth));
+  uint32_t node = d.node;
+  uint64_t base = d.base;
+  uint64_t start = d.idx->SpanStart(d.k), end = d.idx->SpanEnd(d.k);
   LayerReader r(*store_);
   r.set_prefetch(false);
   std::atomic<int> calls{0};
