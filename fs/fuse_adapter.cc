@@ -237,7 +237,8 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // ACLs in image files (system.posix_acl_* xattrs) are enforced by the kernel, as on
   // the overlayfs a runtime would unpack to, and cached per inode with their absence:
-  // `ls -l` then asks once per file (security.selinux), not twice.
+  // a cold `ls -l` then asks once per file, a repeated one not at all (an absent
+  // security.selinux is ENOTSUP, which ls remembers: MountFs::GetXattr).
   if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   // No open/opendir round trips: the kernel then opens every file with keep_cache
   // and every directory with cache_readdir by itself, which is what imgfs wants.

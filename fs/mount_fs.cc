@@ -781,13 +781,28 @@ void MountFs::Release(uint64_t fh) {
   delete reinterpret_cast<FileHandle*>(fh);
 }
 
+namespace {
+
+// What a file without the xattr `name` answers. An absent SELinux label is "not
+// supported" (ENOTSUP), not "no such attribute" (ENODATA): the daemon is only asked
+// for it when no security module keeps labels in the kernel, and `ls -l` (coreutils'
+// getfilecon_cache) then stops asking for the rest of the mount, where ENODATA made it
+// ask once for every file it lists, a request the kernel never caches (issue 12).
+// A label an image does carry is still served.
+Status NoAttribute(std::string_view name) {
+  if (name == "security.selinux") return Status::Unsupported("no SELinux label");
+  return Status::NotFound("no such attribute");
+}
+
+}  // namespace
+
 Result<std::string> MountFs::GetXattr(uint64_t ino, std::string_view name) {
-  if (InstOf(ino) == 0) return Status::NotFound("no such attribute");
+  if (InstOf(ino) == 0) return NoAttribute(name);
   const Instance* in = GetInstance(InstOf(ino));
   if (in && NodeOf(ino) == MergedTree::kRoot) {  // from the root record: no tree
     for (const auto& [n, v] : in->root.xattrs)
       if (n == name) return v;
-    return Status::NotFound("no such attribute");
+    return NoAttribute(name);
   }
   IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, NodeOf(ino)));
   const MergedTree& t = view->tree();
@@ -796,7 +811,7 @@ Result<std::string> MountFs::GetXattr(uint64_t ino, std::string_view name) {
     const TreeXattr& x = t.XattrsBegin(NodeOf(ino))[i];
     if (t.XattrName(x) == name) return std::string(t.XattrValue(x));
   }
-  return Status::NotFound("no such attribute");
+  return NoAttribute(name);
 }
 
 Result<std::string> MountFs::ListXattr(uint64_t ino) {

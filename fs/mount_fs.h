@@ -171,7 +171,8 @@ class MountFs {
   Result<Opened> Open(uint64_t ino, int flags);
   Result<ReadData> Read(uint64_t ino, uint64_t fh, size_t size, uint64_t offset);
   void Release(uint64_t fh);
-  // An xattr's value; NotFound maps to ENODATA in the adapter.
+  // An xattr's value; NotFound maps to ENODATA in the adapter. An absent
+  // security.selinux is Unsupported (ENOTSUP), so `ls -l` stops asking for it.
   Result<std::string> GetXattr(uint64_t ino, std::string_view name);
   Result<std::string> ListXattr(uint64_t ino);  // NUL-separated names
   Result<struct statvfs> StatFs();

@@ -36,6 +36,7 @@ class MountFsTest : public test::StoreFixture {
     a.File("cap", "x").last().xattrs = {{"security.capability", std::string("\x01\x00\x00\x02", 4)},
                                         {"user.k", "v"}};
     a.File("big", std::string(200000, 'b')).Hardlink("big2", "big");
+    a.File("labeled", "y").last().xattrs = {{"security.selinux", "system_u:object_r:bin_t:s0"}};
     image_a_ = Import(a, "alpha:1", "gzip");
     TarBuilder b;
     b.File("etc/hostname", "beta\n");
@@ -259,6 +260,13 @@ TEST_F(MountFsTest, Xattrs) {
   EXPECT_EQ(*v, std::string("\x01\x00\x00\x02", 4));
   EXPECT_TRUE(Fs().GetXattr(cap, "user.none").status().IsNotFound());
   EXPECT_EQ(*Fs().ListXattr(cap), std::string("security.capability\0user.k\0", 27));
+  // No SELinux label: ENOTSUP, in image content, at an image root and on a name
+  // directory, so that `ls -l` asks once per mount instead of once per file.
+  for (uint64_t ino : {cap, Walk("alpha/1"), Walk("alpha"), uint64_t{1}})
+    EXPECT_EQ(Fs().GetXattr(ino, "security.selinux").status().ToErrno(), ENOTSUP) << ino;
+  EXPECT_EQ(Fs().GetXattr(cap, "security.selinuxx").status().ToErrno(), ENOENT);
+  EXPECT_EQ(*Fs().GetXattr(Walk("alpha/1/labeled"), "security.selinux"),
+            "system_u:object_r:bin_t:s0");
 }
 
 TEST_F(MountFsTest, ReadDirResumesAtAnyOffset) {
