@@ -127,19 +127,26 @@ int CmdPrune(const std::string& root, const Args& a) {
 }
 
 // A compressed layer's seek index (index/seek_index.h): a sidecar that is there must
-// match its layer. With repair, a missing or bad one is built from the blob (a missing
-// one is otherwise built on first read, so it is not a problem).
+// match its layer, and every span's value and prefix values must match the blob's
+// bytes (SeekIndex::Verify: the whole layer decoded once, what reads would check). With
+// repair, a missing or bad one is built from the blob (a missing one is otherwise built
+// on first read, so it is not a problem).
 void CheckSeekIndex(const Store& store, const LayerRecord& lr, bool repair,
                     std::vector<std::string>* problems, uint64_t* repaired) {
   std::string path = SeekIndexPath(store, lr.diff_id);
   bool there = PathExists(path);
-  Status st = there ? SeekIndex::Open(path, lr).status() : Status::NotFound(path);
+  auto fd = OpenFile(store.blobs().BlobPath(lr.blob), O_RDONLY);
+  Status st = Status::NotFound(path);
+  if (there) {
+    auto idx = SeekIndex::Open(path, lr);
+    st = idx.status();
+    if (st.ok() && fd.ok()) st = (*idx)->Verify(fd->get());
+  }
   if (st.ok() || (!there && !repair)) return;
   if (!repair) {
     problems->push_back("layer " + lr.diff_id.str() + ": seek index: " + st.message());
     return;
   }
-  auto fd = OpenFile(store.blobs().BlobPath(lr.blob), O_RDONLY);
   auto built = fd.ok() ? BuildSeekIndex(lr, fd->get()) : Result<std::string>(fd.status());
   Status w = built.ok() ? WriteSeekIndex(store, lr.diff_id, *built) : built.status();
   if (!w.ok()) {
@@ -270,7 +277,8 @@ std::vector<Command> StoreCommands() {
        CmdPrune},
       {"verify",
        "imgfs verify [--repair]",
-       "Re-hash every blob and check every index reference (fsck). Exit 1 on problems.\n"
+       "Re-hash every blob, check every index reference, and decode every compressed\n"
+       "layer through its seek index, checking what reads check (fsck). Exit 1 on problems.\n"
        "  --repair   build missing or damaged seek indexes of compressed layers",
        {},
        {},

@@ -399,4 +399,28 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
   return out;
 }
 
+Status SeekIndex::Verify(int blob_fd) const {
+  for (size_t i = 0; i < count_; i++) {
+    IMGFS_ASSIGN_OR_RETURN(std::string span, DecodeSpan(blob_fd, i));  // its value checked
+    if (!piece_ || !(point(i).flags & SeekPoint::kPrefixes)) continue;
+    SpanCheck check(piece_);
+    check.Update(span.data(), span.size());
+    uint8_t whole[32];
+    std::vector<uint64_t> got;
+    check.Finish(whole, &got);
+    const uint8_t* want = data_ + prefix_base_ + point(i).prefix_at;
+    for (uint64_t k = 0; k < got.size() && k < PrefixCount(i); k++) {
+      if (got[k] != Get64(want + 8 * k))
+        return Status::Corruption("span " + std::to_string(i) + ": the value of its first " +
+                                  std::to_string((k + 1) * piece_) +
+                                  " bytes does not match the one recorded");
+    }
+    if (got.size() != PrefixCount(i))
+      return Status::Corruption("span " + std::to_string(i) + ": " + std::to_string(got.size()) +
+                                " prefix values computed, " + std::to_string(PrefixCount(i)) +
+                                " recorded");
+  }
+  return Status::Ok();
+}
+
 }  // namespace imgfs

@@ -225,6 +225,10 @@ class SeekIndex {
   // prefix values), checked against their prefix value.
   Result<std::string> DecodeSpan(int blob_fd, size_t i, Decoder decoder = Decoder::kIsalThenZlib,
                                  uint64_t need = UINT64_MAX) const;
+  // Decodes every span from the blob, one at a time, and checks its value and each of
+  // its prefix values (`imgfs verify`): what reads would check, all at once. The first
+  // mismatch is Corruption naming the span (and the prefix).
+  Status Verify(int blob_fd) const;
   // How many bytes of span i DecodeSpan gives for a read of its first `need` bytes: the
   // end of the piece holding byte need-1, or the span's length.
   uint64_t DecodeLength(size_t i, uint64_t need) const;

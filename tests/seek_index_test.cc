@@ -445,6 +445,50 @@ TEST_F(SeekIndexTest, PrefixReadsDecodeWholePiecesAndAreCheckedByTheirOwnValues)
   }
 }
 
+// Verify (imgfs verify) decodes every span and checks its value and its prefix values:
+// clean on a good index, and a damaged span value, prefix value or blob byte is
+// Corruption naming the span.
+TEST_F(SeekIndexTest, VerifyChecksEverySpanValueAndPrefixValue) {
+  std::string data = Corpus(1 << 20, 22);
+  for (bool zstd : {false, true}) {
+    SCOPED_TRACE(zstd ? "zstd" : "gzip");
+    std::string blob = zstd ? ZstdFrames(data, 20000) : GzipMember(data);
+    Indexed x = RunIndexer(blob, 64 << 10);
+    auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+    ASSERT_TRUE(idx.ok()) << idx.status().message();
+    int fd = BlobFd(blob);
+    Status good = (*idx)->Verify(fd);
+    EXPECT_TRUE(good.ok()) << good.message();
+    size_t k = (*idx)->count() / 2;
+    ASSERT_GE((*idx)->PrefixCount(k), 4u);
+    uint64_t area = Get64(x.sidecar, 48) + Get64(x.sidecar, 56);
+    auto verify_with = [&](size_t at, uint8_t flip) {
+      std::string bad = x.sidecar;
+      bad[at] ^= flip;
+      auto b = SeekIndex::FromBytes(bad, x.layer);
+      EXPECT_TRUE(b.ok()) << b.status().message();
+      return b.ok() ? (*b)->Verify(fd) : b.status();
+    };
+    // Span k's value (record k, bytes 40..71).
+    Status span = verify_with(SeekIndex::kHeaderSize + k * SeekIndex::kRecordSize + 45, 1);
+    EXPECT_EQ(span.code(), Status::Code::kCorruption) << span.message();
+    EXPECT_NE(span.message().find("span " + std::to_string(k)), std::string::npos)
+        << span.message();
+    // The value of span k's first 4 pieces: whole-span reads never look at it.
+    Status prefix = verify_with(area + (*idx)->point(k).prefix_at + 8 * 3, 0x20);
+    EXPECT_EQ(prefix.code(), Status::Code::kCorruption) << prefix.message();
+    EXPECT_NE(prefix.message().find("span " + std::to_string(k) + ": the value of its first " +
+                                    std::to_string(4 * (*idx)->piece())),
+              std::string::npos)
+        << prefix.message();
+    // A damaged blob.
+    std::string damaged = blob;
+    damaged[((*idx)->point(k).in_off + (*idx)->point(k + 1).in_off) / 2] ^= 0x10;
+    Status blob_bad = (*idx)->Verify(BlobFd(damaged));
+    EXPECT_EQ(blob_bad.code(), Status::Code::kCorruption) << blob_bad.message();
+  }
+}
+
 // A prefix decode reads about its share of the span's compressed bytes first. Where the
 // span's start compresses worse than its end, that share is too short: the rest is read
 // and the prefix decoded again. Where it compresses better, the share is plenty.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Seekable layers (issue 8): import records a seek index per compressed layer
 # (ROOT/seek/<diff_id>); cat reads any file from it without an uncompressed copy; a
-# missing sidecar is rebuilt on first read or by verify --repair; a damaged one is a
-# verify problem; a damaged blob fails only reads in the damaged span; rmi and prune
+# missing sidecar is rebuilt on first read or by verify --repair; a damaged one (its
+# layout, or a span or prefix value only the blob's bytes can refute) is a verify problem; a damaged blob fails only reads in the damaged span; rmi and prune
 # remove sidecars of removed layers; multi-frame zstd is indexed, single-frame zstd
 # keeps the whole-layer unpack.
 source "$(dirname "$0")/lib.sh"
@@ -57,6 +57,18 @@ check "a damaged seek index does not stop reads (rebuilt)" all_right g:1
 head -c 100 "$side" >"$side.short" && mv "$side.short" "$side"
 check "verify --repair rebuilds it" bash -c "'$IMGFS' verify --repair | grep -q 'Rebuilt 1 seek index'"
 check "verify is clean after the repair" "$IMGFS" verify
+# Damage the sidecar's checks can only see against the blob: verify decodes every span.
+flip() {  # flip FILE OFFSET: xor one byte with 0x04, in a copy moved over the file
+  python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[int(sys.argv[2])] ^= 4; open(sys.argv[1] + ".x", "wb").write(b)' "$1" "$2" && mv "$1.x" "$1"
+}
+cp "$side" "$T/side.good"
+flip "$side" $((64 + 80 * 2 + 50))  # span 2's value
+check "verify reports a wrong span value (exit 1)" bash -c "out=\$('$IMGFS' verify 2>&1); rc=\$?; [[ \$rc == 1 && \$out == *'seek index: '*'span 2 '*'does not match'* ]]"
+cp "$T/side.good" "$side"
+flip "$side" $(($(stat -c %s "$side") - 3))  # the last prefix value of the last span
+check "verify reports a wrong prefix value (exit 1)" bash -c "out=\$('$IMGFS' verify 2>&1); rc=\$?; [[ \$rc == 1 && \$out == *'seek index: span '*'the value of its first'*'does not match'* ]]"
+check "verify --repair rebuilds that one too" bash -c "'$IMGFS' verify --repair | grep -q 'Rebuilt 1 seek index'"
+check "and the rebuilt sidecar is byte for byte the one before the damage" cmp "$side" "$T/side.good"
 
 # A damaged blob: reads in the damaged span fail with one line, other files read.
 cp -a "$ROOT" "$T/store2"
