@@ -400,6 +400,9 @@ Result<std::string> SeekIndex::DecodeSpan(int blob_fd, size_t i, Decoder decoder
 }
 
 Status SeekIndex::Verify(int blob_fd) const {
+  // Reads do not use such an index (the whole-layer unpack, checked against the
+  // diff_id, serves them), and its spans may be too long to decode in memory.
+  if (!WorthUsing()) return Status::Ok();
   for (size_t i = 0; i < count_; i++) {
     IMGFS_ASSIGN_OR_RETURN(std::string span, DecodeSpan(blob_fd, i));  // its value checked
     if (!piece_ || !(point(i).flags & SeekPoint::kPrefixes)) continue;

@@ -227,7 +227,8 @@ class SeekIndex {
                                  uint64_t need = UINT64_MAX) const;
   // Decodes every span from the blob, one at a time, and checks its value and each of
   // its prefix values (`imgfs verify`): what reads would check, all at once. The first
-  // mismatch is Corruption naming the span (and the prefix).
+  // mismatch is Corruption naming the span (and the prefix). Nothing to check when the
+  // index is not WorthUsing (reads never use it).
   Status Verify(int blob_fd) const;
   // How many bytes of span i DecodeSpan gives for a read of its first `need` bytes: the
   // end of the piece holding byte need-1, or the span's length.
