@@ -63,10 +63,10 @@ flip() {  # flip FILE OFFSET: xor one byte with 0x04, in a copy moved over the f
 }
 cp "$side" "$T/side.good"
 flip "$side" $((64 + 80 * 2 + 50))  # span 2's value
-check "verify reports a wrong span value (exit 1)" bash -c "out=\$('$IMGFS' verify 2>&1); rc=\$?; [[ \$rc == 1 && \$out == *'seek index: '*'span 2 '*'does not match'* ]]"
+check "verify reports a wrong span value (exit 1)" bash -c "out=\$('$IMGFS' verify 2>&1); rc=\$?; [[ \$rc == 1 && \$out == *'seek index: it does not match its blob, whose digest is right: '*'span 2 '*'does not match'* ]]"
 cp "$T/side.good" "$side"
 flip "$side" $(($(stat -c %s "$side") - 3))  # the last prefix value of the last span
-check "verify reports a wrong prefix value (exit 1)" bash -c "out=\$('$IMGFS' verify 2>&1); rc=\$?; [[ \$rc == 1 && \$out == *'seek index: span '*'the value of its first'*'does not match'* ]]"
+check "verify reports a wrong prefix value (exit 1)" bash -c "out=\$('$IMGFS' verify 2>&1); rc=\$?; [[ \$rc == 1 && \$out == *'whose digest is right: span '*'the value of its first'*'does not match'* ]]"
 check "verify --repair rebuilds that one too" bash -c "'$IMGFS' verify --repair | grep -q 'Rebuilt 1 seek index'"
 check "and the rebuilt sidecar is byte for byte the one before the damage" cmp "$side" "$T/side.good"
 
@@ -85,6 +85,9 @@ for i in $(seq -w 0 39); do
 done
 check "a flipped blob byte fails some files with one 'gzip span' line ($nbad)" test "$nbad" -ge 1
 check "and every other file still reads right ($good + $nbad = 40)" test $((good + nbad)) -eq 40
+"$IMGFS" --root "$T/store2" verify >/dev/null 2>"$T/err" && echo "verify passed a damaged blob" >>"$T/err"
+check "verify names the damaged blob, and not its seek index" bash -c \
+  "grep -q 'blob sha256:$blob: content hashes to' '$T/err' && ! grep -q 'seek index' '$T/err'"
 rm -rf "$T/store2"
 
 # zstd: many frames (one per 256 KiB of tar) are indexed; one frame keeps the old path.
