@@ -104,6 +104,10 @@ struct ImageSummary {
 class Store {
  public:
   static constexpr int kSchemaVersion = 2;
+  // The most layers an image may have. Docker's layer store takes 125, containers/
+  // storage's overlay driver 500; this bounds what one hostile manifest or config can
+  // make a pull fetch, the index record and every mount's tree build and blob pins.
+  static constexpr size_t kMaxImageLayers = 1000;
 
   // Opens (creating when missing) the store at `root`.
   static Result<std::unique_ptr<Store>> Open(const std::string& root);

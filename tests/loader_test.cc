@@ -291,6 +291,24 @@ TEST_F(LoaderTest, RejectsDiffIdMismatch) {
   ExpectRejected(dir_ + "/d.tar", "diff_id mismatch");
 }
 
+// An image may have Store::kMaxImageLayers layers (docker: 125): one more is refused from
+// the manifest (OCI) or the config (docker archive) before anything is stored, with one
+// line naming the count; the limit itself loads.
+TEST_F(LoaderTest, RejectsMoreLayersThanAnImageMayHave) {
+  const size_t max = Store::kMaxImageLayers;
+  std::vector<Layer> many(max + 1, layers_[1]);
+  OciLayout(many, "a:1").WriteTo(dir_ + "/oci");
+  ExpectRejected(dir_ + "/oci", "manifest lists 1001 layers; imgfs takes at most 1000");
+  test::WriteFile(dir_ + "/d.tar", DockerArchive(many, "\"a:1\"").Tar());
+  ExpectRejected(dir_ + "/d.tar", "image config lists 1001 layers; imgfs takes at most 1000");
+  many.pop_back();
+  OciLayout(many, "b:1").WriteTo(dir_ + "/ok");
+  auto r = LoadImages(*store_, dir_ + "/ok", LoadOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(Cat((*r)[0].id, "/etc/motd"), "hi\n");
+}
+
 TEST_F(LoaderTest, RejectsManifestNamingAMissingBlob) {
   Files f = OciLayout(layers_, "a:1");
   std::erase_if(f.files, [&](auto& p) {

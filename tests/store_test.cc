@@ -66,6 +66,23 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+// The index refuses an image with more layers than an image may have, whatever made it
+// (a build or commit adding layers to a base), and stores nothing of it.
+TEST_F(StoreTest, RefusesAnImageWithMoreLayersThanTheLimit) {
+  Digest one = AddImage("{\"one\":1}", {"f"}, "");
+  ImageRecord img = **store_->GetImage(one);
+  img.id = *store_->blobs().Put("{\"many\":1}", std::nullopt);
+  img.diff_ids.assign(Store::kMaxImageLayers + 1, img.diff_ids.at(0));
+  uint64_t g = *store_->Generation();
+  Status st =
+      store_->AddImage(img, {}, "", {{"docker.io/library/many:1", RefRecord{img.id.hex(), ""}}});
+  EXPECT_EQ(st.code(), Status::Code::kInvalidArgument) << st.message();
+  EXPECT_NE(st.message().find("has 1001 layers; imgfs takes at most 1000"), std::string::npos)
+      << st.message();
+  EXPECT_FALSE(store_->GetImage(img.id)->has_value());
+  EXPECT_EQ(*store_->Generation(), g);
+}
+
 TEST_F(StoreTest, ImageRoundTrip) {
   uint64_t g0 = *store_->Generation();
   Digest id = AddImage("{\"a\":1}", {"x", "y"}, "docker.io/library/a:latest");

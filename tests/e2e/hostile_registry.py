@@ -29,6 +29,8 @@
           config-bad-stall SECONDS  config-bad, and every layer answers its headers
                                  then sends nothing for 120 s
           manifest-oversize      a 6 MiB manifest
+          many-layers N          manifests list their last layer N times (and configs
+                                 its diff_id N times)
           trickle                the last layer of an image at 2 bytes/s, for ever
           delay-last SECONDS     the last layer of an image answered after SECONDS
           ping-500               the first /v2/ ping answers 500, then none
@@ -108,14 +110,25 @@ def noise(seed, n):
     return out[:n]
 
 
+def MANY_CONFIG(repo, n):  # a config whose diff_ids are the last layer's, n times
+    cfg = json.loads(BLOBS[IMAGES[repo]['config']['digest']])
+    cfg['rootfs']['diff_ids'] = [cfg['rootfs']['diff_ids'][-1]] * n
+    body = json.dumps(cfg).encode()
+    BLOBS[sha(body)] = body
+    return {'mediaType': OCI_CONFIG, 'digest': sha(body), 'size': len(body)}
+
+
 image('img', [{'hello.txt': b'hello from a hostile registry\n', 'data.bin': noise('img', 4000)}])
 image('two', [{'first.txt': b'first layer\n', 'a.bin': noise('two-a', 4000)},
               {'second.txt': b'second layer\n', 'b.bin': noise('two-b', 4000)}])
 image('other', [{'other.txt': b'another image\n', 'o.bin': noise('other', 4000)}])
 
 
-def manifest_bytes(repo, foreign=None, wrong_config=False):
+def manifest_bytes(repo, foreign=None, wrong_config=False, many=0):
     m = {'schemaVersion': 2, 'mediaType': OCI_MANIFEST, **json.loads(json.dumps(IMAGES[repo]))}
+    if many:
+        m['layers'] = [m['layers'][-1]] * many
+        m['config'] = MANY_CONFIG(repo, many)
     if foreign:
         m['layers'][-1]['urls'] = [foreign]
     if wrong_config:
@@ -226,7 +239,8 @@ def serve(args):
             repo, kind, ref = parts[2], parts[3], parts[4]
             if kind == 'manifests':
                 body = manifest_bytes(repo, arg if mode == 'foreign' else None,
-                                      mode == 'config-diffids')
+                                      mode == 'config-diffids',
+                                      int(arg) if mode == 'many-layers' else 0)
                 if mode == 'manifest-oversize':
                     body = body[:-1] + b' ' * (6 << 20) + b'}'
                 if ref not in ('1', sha(body)):

@@ -101,6 +101,19 @@ check "  (the server did not get to send all 64 MiB)" bash -c "! grep -q 'sent=6
 fresh manifest-oversize manifest-oversize
 expect_fail "a 6 MiB manifest stops at 4 MiB" "manifests/1: the response is larger than the 4194304-byte limit" \
   "$IMGFS" pull "$REG/img:1"
+# More layers than an image may have (Store::kMaxImageLayers, 1,000; docker takes 125):
+# refused from the manifest, before any blob is asked for. The limit itself pulls, the
+# one repeated layer fetched once.
+fresh many-layers "many-layers 1001"
+expect_fail "a manifest listing 1,001 layers is refused" "manifest lists 1001 layers; imgfs takes at most 1000" \
+  "$IMGFS" pull "$REG/two:1"
+check "  no blob was asked for" bash -c "! grep -q '/blobs/' server.log"
+check "  nothing stored" nothing_stored
+fresh many-ok "many-layers 1000"
+check "1,000 layers, one blob repeated: the pull works" "$IMGFS" pull -q "$REG/two:1"
+check "  its file is there" bash -c "[[ \$('$IMGFS' cat '$REG/two:1' /second.txt) == 'second layer' ]]"
+check "  the repeated blob was fetched once" test "$(grep -c "^GET /v2/two/blobs/$(curl -s "http://$REG/v2/two/manifests/1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][-1]["digest"])') " server.log)" -eq 1
+check "  verify is clean" "$IMGFS" verify
 fresh token-oversize token-oversize
 expect_fail "a 64 MiB token response stops at 1 MiB" "token service: GET http://$REG/token.*larger than the 1048576-byte limit" \
   "$IMGFS" pull "$REG/img:1"
