@@ -73,6 +73,20 @@ class SeekIndexTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = test::MakeTempDir(); }
   void TearDown() override { test::RemoveTree(dir_); }
+  // fn(data, blob, x, idx) for 1 MiB of Corpus(seed) as one gzip member and as zstd
+  // frames of 20,000 bytes, indexed with 64 KiB spans (4 KiB pieces).
+  template <typename Fn>
+  void ForGzipAndZstd(int seed, Fn fn) {
+    std::string data = Corpus(1 << 20, seed);
+    for (bool zstd : {false, true}) {
+      SCOPED_TRACE(zstd ? "zstd" : "gzip");
+      std::string blob = zstd ? ZstdFrames(data, 20000) : GzipMember(data);
+      Indexed x = RunIndexer(blob, 64 << 10);
+      auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
+      ASSERT_TRUE(idx.ok()) << idx.status().message();
+      fn(data, blob, x, idx);
+    }
+  }
   int BlobFd(const std::string& blob) {
     std::string p = dir_ + "/blob" + std::to_string(n_++);
     test::WriteFile(p, blob);
@@ -374,119 +388,109 @@ TEST_F(SeekIndexTest, AVersion1WindowAsLongAsItsFrameIsReadAsTheFrame) {
 // a damaged value fails only that prefix; a damaged blob never yields wrong bytes.
 // Each value is computed here from the data, not by SpanCheck.
 TEST_F(SeekIndexTest, PrefixReadsDecodeWholePiecesAndAreCheckedByTheirOwnValues) {
-  std::string data = Corpus(1 << 20, 21);
-  for (bool zstd : {false, true}) {
-    SCOPED_TRACE(zstd ? "zstd" : "gzip");
-    std::string blob = zstd ? ZstdFrames(data, 20000) : GzipMember(data);
-    Indexed x = RunIndexer(blob, 64 << 10);
-    auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
-    ASSERT_TRUE(idx.ok()) << idx.status().message();
-    const uint64_t q = 4096;
-    ASSERT_EQ((*idx)->piece(), q);
-    int fd = BlobFd(blob);
-    uint64_t area = Get64(x.sidecar, 48) + Get64(x.sidecar, 56);
-    std::mt19937_64 rng(5);
-    for (size_t i = 0; i < (*idx)->count(); i++) {
-      uint64_t start = (*idx)->SpanStart(i), len = (*idx)->SpanEnd(i) - start;
-      SeekPoint p = (*idx)->point(i);
-      ASSERT_TRUE(p.flags & SeekPoint::kPrefixes) << "span " << i;
-      ASSERT_EQ((*idx)->PrefixCount(i), (len - 1) / q) << "span " << i;
-      for (uint64_t k = 1; k * q < len; k++) {
-        ASSERT_EQ(Get64(x.sidecar, area + p.prefix_at + 8 * (k - 1)),
-                  XXH3_128bits(data.data() + start, k * q).low64)
-            << "span " << i << " prefix " << k;
-      }
-      for (uint64_t need :
-           {uint64_t{1}, q - 1, q, q + 1, len / 2, len - 1, len, len + 7, 1 + rng() % len}) {
-        auto d = (*idx)->DecodeSpan(fd, i, SeekIndex::Decoder::kIsalThenZlib, need);
-        ASSERT_TRUE(d.ok()) << "span " << i << " need " << need << ": " << d.status().message();
-        uint64_t want = std::min(len, (need ? (need - 1) / q + 1 : 1) * q);
-        ASSERT_EQ(d->size(), want) << "span " << i << " need " << need;
-        ASSERT_EQ((*idx)->DecodeLength(i, need), want);
-        ASSERT_TRUE(*d == data.substr(start, want)) << "span " << i << " need " << need;
-      }
-    }
-    // A damaged prefix value: that prefix fails, the one before and the whole span read.
-    size_t k = (*idx)->count() / 2;
-    ASSERT_GE((*idx)->PrefixCount(k), 4u);
-    std::string bad = x.sidecar;
-    bad[area + (*idx)->point(k).prefix_at + 8 * 2] ^= 4;  // the value of the first 3 pieces
-    auto b = SeekIndex::FromBytes(bad, x.layer);
-    ASSERT_TRUE(b.ok());
-    auto three = (*b)->DecodeSpan(fd, k, SeekIndex::Decoder::kIsalThenZlib, 3 * q);
-    ASSERT_FALSE(three.ok());
-    EXPECT_EQ(three.status().code(), Status::Code::kCorruption) << three.status().message();
-    EXPECT_TRUE((*b)->DecodeSpan(fd, k, SeekIndex::Decoder::kIsalThenZlib, 2 * q).ok());
-    EXPECT_TRUE((*b)->DecodeSpan(fd, k).ok());
-    // Prefix values out of the file: the sidecar is refused.
-    std::string out = x.sidecar;
-    out.resize(out.size() - 8);
-    EXPECT_FALSE(SeekIndex::FromBytes(out, x.layer).ok());
-    // A damaged blob: every read of span k fails or gives the right bytes, the whole
-    // span fails, and its first piece (before the damage) still reads.
-    uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
-    std::string damaged = blob;
-    damaged[(lo + hi) / 2] ^= 0x10;
-    int dfd = BlobFd(damaged);
-    size_t failed = 0;
-    uint64_t len = (*idx)->SpanEnd(k) - (*idx)->SpanStart(k);
-    for (uint64_t need = 1; need <= len; need += q) {
-      auto d = (*idx)->DecodeSpan(dfd, k, SeekIndex::Decoder::kIsalThenZlib, need);
-      if (!d.ok()) {
-        EXPECT_EQ(d.status().code(), Status::Code::kCorruption) << d.status().message();
-        failed++;
-        continue;
-      }
-      ASSERT_TRUE(*d == data.substr((*idx)->SpanStart(k), d->size())) << "need " << need;
-    }
-    EXPECT_GT(failed, 0u);
-    EXPECT_FALSE((*idx)->DecodeSpan(dfd, k).ok());
-    EXPECT_TRUE((*idx)->DecodeSpan(dfd, k, SeekIndex::Decoder::kIsalThenZlib, 1).ok());
-  }
+  ForGzipAndZstd(
+      21, [&](const std::string& data, const std::string& blob, const Indexed& x, const auto& idx) {
+        const uint64_t q = 4096;
+        ASSERT_EQ((*idx)->piece(), q);
+        int fd = BlobFd(blob);
+        uint64_t area = Get64(x.sidecar, 48) + Get64(x.sidecar, 56);
+        std::mt19937_64 rng(5);
+        for (size_t i = 0; i < (*idx)->count(); i++) {
+          uint64_t start = (*idx)->SpanStart(i), len = (*idx)->SpanEnd(i) - start;
+          SeekPoint p = (*idx)->point(i);
+          ASSERT_TRUE(p.flags & SeekPoint::kPrefixes) << "span " << i;
+          ASSERT_EQ((*idx)->PrefixCount(i), (len - 1) / q) << "span " << i;
+          for (uint64_t k = 1; k * q < len; k++) {
+            ASSERT_EQ(Get64(x.sidecar, area + p.prefix_at + 8 * (k - 1)),
+                      XXH3_128bits(data.data() + start, k * q).low64)
+                << "span " << i << " prefix " << k;
+          }
+          for (uint64_t need :
+               {uint64_t{1}, q - 1, q, q + 1, len / 2, len - 1, len, len + 7, 1 + rng() % len}) {
+            auto d = (*idx)->DecodeSpan(fd, i, SeekIndex::Decoder::kIsalThenZlib, need);
+            ASSERT_TRUE(d.ok()) << "span " << i << " need " << need << ": " << d.status().message();
+            uint64_t want = std::min(len, (need ? (need - 1) / q + 1 : 1) * q);
+            ASSERT_EQ(d->size(), want) << "span " << i << " need " << need;
+            ASSERT_EQ((*idx)->DecodeLength(i, need), want);
+            ASSERT_TRUE(*d == data.substr(start, want)) << "span " << i << " need " << need;
+          }
+        }
+        // A damaged prefix value: that prefix fails, the one before and the whole span read.
+        size_t k = (*idx)->count() / 2;
+        ASSERT_GE((*idx)->PrefixCount(k), 4u);
+        std::string bad = x.sidecar;
+        bad[area + (*idx)->point(k).prefix_at + 8 * 2] ^= 4;  // the value of the first 3 pieces
+        auto b = SeekIndex::FromBytes(bad, x.layer);
+        ASSERT_TRUE(b.ok());
+        auto three = (*b)->DecodeSpan(fd, k, SeekIndex::Decoder::kIsalThenZlib, 3 * q);
+        ASSERT_FALSE(three.ok());
+        EXPECT_EQ(three.status().code(), Status::Code::kCorruption) << three.status().message();
+        EXPECT_TRUE((*b)->DecodeSpan(fd, k, SeekIndex::Decoder::kIsalThenZlib, 2 * q).ok());
+        EXPECT_TRUE((*b)->DecodeSpan(fd, k).ok());
+        // Prefix values out of the file: the sidecar is refused.
+        std::string out = x.sidecar;
+        out.resize(out.size() - 8);
+        EXPECT_FALSE(SeekIndex::FromBytes(out, x.layer).ok());
+        // A damaged blob: every read of span k fails or gives the right bytes, the whole
+        // span fails, and its first piece (before the damage) still reads.
+        uint64_t lo = (*idx)->point(k).in_off, hi = (*idx)->point(k + 1).in_off;
+        std::string damaged = blob;
+        damaged[(lo + hi) / 2] ^= 0x10;
+        int dfd = BlobFd(damaged);
+        size_t failed = 0;
+        uint64_t len = (*idx)->SpanEnd(k) - (*idx)->SpanStart(k);
+        for (uint64_t need = 1; need <= len; need += q) {
+          auto d = (*idx)->DecodeSpan(dfd, k, SeekIndex::Decoder::kIsalThenZlib, need);
+          if (!d.ok()) {
+            EXPECT_EQ(d.status().code(), Status::Code::kCorruption) << d.status().message();
+            failed++;
+            continue;
+          }
+          ASSERT_TRUE(*d == data.substr((*idx)->SpanStart(k), d->size())) << "need " << need;
+        }
+        EXPECT_GT(failed, 0u);
+        EXPECT_FALSE((*idx)->DecodeSpan(dfd, k).ok());
+        EXPECT_TRUE((*idx)->DecodeSpan(dfd, k, SeekIndex::Decoder::kIsalThenZlib, 1).ok());
+      });
 }
 
 // Verify (imgfs verify) decodes every span and checks its value and its prefix values:
 // clean on a good index, and a damaged span value, prefix value or blob byte is
 // Corruption naming the span.
 TEST_F(SeekIndexTest, VerifyChecksEverySpanValueAndPrefixValue) {
-  std::string data = Corpus(1 << 20, 22);
-  for (bool zstd : {false, true}) {
-    SCOPED_TRACE(zstd ? "zstd" : "gzip");
-    std::string blob = zstd ? ZstdFrames(data, 20000) : GzipMember(data);
-    Indexed x = RunIndexer(blob, 64 << 10);
-    auto idx = SeekIndex::FromBytes(x.sidecar, x.layer);
-    ASSERT_TRUE(idx.ok()) << idx.status().message();
-    int fd = BlobFd(blob);
-    Status good = (*idx)->Verify(fd);
-    EXPECT_TRUE(good.ok()) << good.message();
-    size_t k = (*idx)->count() / 2;
-    ASSERT_GE((*idx)->PrefixCount(k), 4u);
-    uint64_t area = Get64(x.sidecar, 48) + Get64(x.sidecar, 56);
-    auto verify_with = [&](size_t at, uint8_t flip) {
-      std::string bad = x.sidecar;
-      bad[at] ^= flip;
-      auto b = SeekIndex::FromBytes(bad, x.layer);
-      EXPECT_TRUE(b.ok()) << b.status().message();
-      return b.ok() ? (*b)->Verify(fd) : b.status();
-    };
-    // Span k's value (record k, bytes 40..71).
-    Status span = verify_with(SeekIndex::kHeaderSize + k * SeekIndex::kRecordSize + 45, 1);
-    EXPECT_EQ(span.code(), Status::Code::kCorruption) << span.message();
-    EXPECT_NE(span.message().find("span " + std::to_string(k)), std::string::npos)
-        << span.message();
-    // The value of span k's first 4 pieces: whole-span reads never look at it.
-    Status prefix = verify_with(area + (*idx)->point(k).prefix_at + 8 * 3, 0x20);
-    EXPECT_EQ(prefix.code(), Status::Code::kCorruption) << prefix.message();
-    EXPECT_NE(prefix.message().find("span " + std::to_string(k) + ": the value of its first " +
-                                    std::to_string(4 * (*idx)->piece())),
-              std::string::npos)
-        << prefix.message();
-    // A damaged blob.
-    std::string damaged = blob;
-    damaged[((*idx)->point(k).in_off + (*idx)->point(k + 1).in_off) / 2] ^= 0x10;
-    Status blob_bad = (*idx)->Verify(BlobFd(damaged));
-    EXPECT_EQ(blob_bad.code(), Status::Code::kCorruption) << blob_bad.message();
-  }
+  ForGzipAndZstd(
+      22, [&](const std::string& data, const std::string& blob, const Indexed& x, const auto& idx) {
+        int fd = BlobFd(blob);
+        Status good = (*idx)->Verify(fd);
+        EXPECT_TRUE(good.ok()) << good.message();
+        size_t k = (*idx)->count() / 2;
+        ASSERT_GE((*idx)->PrefixCount(k), 4u);
+        uint64_t area = Get64(x.sidecar, 48) + Get64(x.sidecar, 56);
+        auto verify_with = [&](size_t at, uint8_t flip) {
+          std::string bad = x.sidecar;
+          bad[at] ^= flip;
+          auto b = SeekIndex::FromBytes(bad, x.layer);
+          EXPECT_TRUE(b.ok()) << b.status().message();
+          return b.ok() ? (*b)->Verify(fd) : b.status();
+        };
+        // Span k's value (record k, bytes 40..71).
+        Status span = verify_with(SeekIndex::kHeaderSize + k * SeekIndex::kRecordSize + 45, 1);
+        EXPECT_EQ(span.code(), Status::Code::kCorruption) << span.message();
+        EXPECT_NE(span.message().find("span " + std::to_string(k)), std::string::npos)
+            << span.message();
+        // The value of span k's first 4 pieces: whole-span reads never look at it.
+        Status prefix = verify_with(area + (*idx)->point(k).prefix_at + 8 * 3, 0x20);
+        EXPECT_EQ(prefix.code(), Status::Code::kCorruption) << prefix.message();
+        EXPECT_NE(prefix.message().find("span " + std::to_string(k) + ": the value of its first " +
+                                        std::to_string(4 * (*idx)->piece())),
+                  std::string::npos)
+            << prefix.message();
+        // A damaged blob.
+        std::string damaged = blob;
+        damaged[((*idx)->point(k).in_off + (*idx)->point(k + 1).in_off) / 2] ^= 0x10;
+        Status blob_bad = (*idx)->Verify(BlobFd(damaged));
+        EXPECT_EQ(blob_bad.code(), Status::Code::kCorruption) << blob_bad.message();
+      });
 }
 
 // A prefix decode reads about its share of the span's compressed bytes first. Where the
