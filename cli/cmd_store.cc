@@ -237,15 +237,16 @@ int CmdVerify(const std::string& root, const Args& a) {
           continue;
         }
       }
+      bool blob_ok = present.count(lr.blob) && !bad_blobs.count(lr.blob);
       if (!present.count(lr.blob))
         problems.push_back("layer " + d.str() + ": blob " + lr.blob.str() + " is missing");
       else if (auto sz = store->blobs().Size(lr.blob); sz.ok() && *sz != lr.blob_size) {
         problems.push_back("layer " + d.str() + ": blob size " + std::to_string(*sz) +
                            " != recorded " + std::to_string(lr.blob_size));
+        blob_ok = false;
       }
       if (lr.compression != Compression::kNone && present.count(lr.blob))
-        CheckSeekIndex(*store, lr, !bad_blobs.count(lr.blob), a.Has("--repair"), &problems,
-                       &repaired);
+        CheckSeekIndex(*store, lr, blob_ok, a.Has("--repair"), &problems, &repaired);
       auto entries = store->GetEntries(d);
       if (!entries.ok())
         problems.push_back("layer " + d.str() + ": " + entries.status().message());
