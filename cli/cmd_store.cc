@@ -131,7 +131,8 @@ int CmdPrune(const std::string& root, const Args& a) {
 // bytes (SeekIndex::Verify: the whole layer decoded once, what reads would check). With
 // repair, a missing or bad one is built from the blob (a missing one is otherwise built
 // on first read, so it is not a problem).
-// A blob that failed its own hash is reported already: its spans are not checked.
+// A blob that failed its own hash or size check is reported already (blob_ok false):
+// its spans are not checked.
 void CheckSeekIndex(const Store& store, const LayerRecord& lr, bool blob_ok, bool repair,
                     std::vector<std::string>* problems, uint64_t* repaired) {
   std::string path = SeekIndexPath(store, lr.diff_id);

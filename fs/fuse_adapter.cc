@@ -239,7 +239,7 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // ACLs in image files (system.posix_acl_* xattrs) are enforced by the kernel, as on
   // the overlayfs a runtime would unpack to, and cached per inode with their absence:
-  // a cold `ls -l` then asks once per file, a repeated one not at all (an absent
+  // a cold `ls -l` then asks once per file, a repeated one once (an absent
   // security.selinux is ENOTSUP, which ls remembers: MountFs::GetXattr).
   if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   // No open/opendir round trips: the kernel then opens every file with keep_cache
