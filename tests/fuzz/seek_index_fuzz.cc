@@ -6,7 +6,8 @@
 // spans that tile [0, tar size) in order and Find inverts SpanStart; decoding any span
 // (from a memfd holding the blob) gives exactly the span's length or an error, the same
 // from the mapped index as from the one in memory; a prefix read gives whole pieces of
-// at least what it asked, and, when the whole span decodes too, the same bytes.
+// at least what it asked, and, when the whole span decodes too, the same bytes; Verify
+// passes only when every one of those reads did.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // as the layer; DecodeSpan allocates it).
   int bfd = MemFd("blob", blob);
   size_t tried = 0;
+  bool all_read = true;  // every decode below succeeded
   for (size_t i = 0; i < x.count() && tried < 8; i++) {
     uint64_t len = x.SpanEnd(i) - x.SpanStart(i);
     uint64_t in_end = i + 1 < x.count() ? x.point(i + 1).in_off : layer.blob_size;
@@ -78,6 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tried++;
     auto span = x.DecodeSpan(bfd, i);
     if (span.ok()) FUZZ_CHECK(span->size() == len);
+    all_read = all_read && span.ok();
     // The mapped sidecar decodes the same (it also asks for the window's pages first).
     auto mapped = (*file)->DecodeSpan(bfd, i);
     FUZZ_CHECK(mapped.ok() == span.ok());
@@ -92,8 +95,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       auto pre = x.DecodeSpan(bfd, i, SeekIndex::Decoder::kIsalThenZlib, need);
       if (pre.ok()) FUZZ_CHECK(pre->size() == want);
       if (pre.ok() && span.ok()) FUZZ_CHECK(span->compare(0, want, *pre) == 0);
+      all_read = all_read && pre.ok();
     }
   }
+  // Verify (imgfs verify) checks what reads check: when every span was read above and
+  // it passes, so did every read.
+  if (tried == x.count() && x.WorthUsing() && x.Verify(bfd).ok()) FUZZ_CHECK(all_read);
   ::close(bfd);
   return 0;
 }
