@@ -30,10 +30,11 @@ uint64_t MapCodeIn(const std::vector<std::string_view>& libraries) {
     unsigned long lo = 0, hi = 0, inode = 0;
     char perms[5] = {};
     int path_at = 0;
-    // "lo-hi perms offset dev inode   path": only file mappings (inode != 0) that execute.
+    // "lo-hi perms offset dev inode   path": file mappings (inode != 0) that are read but
+    // not written: code, and read-only data (ISA-L's and xxHash's tables).
     if (std::sscanf(line, "%lx-%lx %4s %*s %*s %lu %n", &lo, &hi, perms, &inode, &path_at) < 4)
       continue;
-    if (perms[2] != 'x' || inode == 0 || hi <= lo) continue;
+    if (perms[0] != 'r' || perms[1] == 'w' || inode == 0 || hi <= lo) continue;
     std::string_view path(line + path_at);
     while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.remove_suffix(1);
     std::string_view name = path.substr(path.rfind('/') + 1);

@@ -12,11 +12,12 @@ namespace imgfs {
 // pull's (curl, TLS, crypto), which a lazy image's fetches wait on the network for.
 extern const std::vector<std::string_view> kReadPathLibraries;
 
-// Faults in (MADV_POPULATE_READ) the executable file mappings of this process that are
-// its own binary or a library whose file name starts with one of `libraries`, so that
-// the first request of each kind (a first read: the span decoder, ISA-L, xxHash) does
-// not wait on the disk for its code. The pages stay reclaimable; a kernel older than
-// 5.14 refuses the advice and nothing happens. Returns the bytes it asked for.
+// Faults in (MADV_POPULATE_READ) the read-only file mappings (code and constant data)
+// of this process that are its own binary or a library whose file name starts with one
+// of `libraries`, so that the first request of each kind (a first read: the span
+// decoder, ISA-L and its tables, xxHash) does not wait on the disk for them. The pages stay
+// reclaimable; a kernel older than 5.14 refuses the advice and nothing happens. Returns the bytes
+// it asked for.
 uint64_t MapCodeIn(const std::vector<std::string_view>& libraries = kReadPathLibraries);
 
 }  // namespace imgfs

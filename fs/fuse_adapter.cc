@@ -673,7 +673,7 @@ int RunMount(const MountOptions& in) {
         [inv = invalidator.get()](const MountFs::StaleName& n) { inv->Push(n); });
     auto watcher = std::make_unique<GenerationWatcher>(ctx.fs.get());
     // The code of the read path, in before the first request comes (a first read after
-    // dropped caches waited on the disk for the decoders' pages: 11 major faults, now 4).
+    // dropped caches waited on the disk for the decoders' pages: 11 major faults, now 2).
     // Only a speed-up: no thread (a process limit), no mapping in.
     std::thread code_in;
     try {
