@@ -112,6 +112,8 @@ class TreeBuilder;
 class MergedTree {
  public:
   static constexpr uint32_t kRoot = 1;
+  // Symlinks followed in one path walk before ELOOP (Linux's limit).
+  static constexpr int kMaxSymlinks = 40;
 
   // Builds the tree from the entry tables of the image's layers, bottom first.
   static Result<MergedTree> Build(const std::vector<const std::vector<LayerEntry>*>& layers);
