@@ -181,6 +181,11 @@ class Builder {
 
   MNode* root() { return root_; }
   const MNode* root() const { return root_; }
+  // Upper bounds of what Finish lays out: the nodes made by this builder and the states
+  // it shares nodes with (some since replaced or dropped), and the bytes of the names,
+  // link targets and xattrs they were given.
+  size_t made_nodes() const { return made_nodes_; }
+  size_t made_text() const { return made_text_; }
 
   // A copy of `o`'s state that shares its nodes (copy on write, see MNode). `o` is
   // given a new epoch: from now on it copies what it would change too.
@@ -190,6 +195,8 @@ class Builder {
     arena_ = std::make_shared<Arena>();
     root_ = o.root_;
     layer_ = o.layer_;
+    made_nodes_ = o.made_nodes_;
+    made_text_ = o.made_text_;
     epoch_.store(g_epoch.fetch_add(1));
     o.epoch_.store(g_epoch.fetch_add(1));
     ForgetWalk();
@@ -232,6 +239,7 @@ class Builder {
  private:
   MNode* New() {
     MNode* n = new (arena_->Take()) MNode(arena_->alloc());
+    made_nodes_++;
     n->born = layer_;
     n->layer = layer_;
     n->owner = epoch_.load();
@@ -244,6 +252,7 @@ class Builder {
     uint64_t mine = epoch_.load();
     if (n->owner == mine) return n;
     MNode* c = new (arena_->Take()) MNode(*n, arena_->alloc());
+    made_nodes_++;
     c->owner = mine;
     c->sealed = false;
     return c;
@@ -427,6 +436,8 @@ class Builder {
   // The same, with `it` = dir->children.lower_bound(name), already searched.
   void PutChild(MNode* dir, MNode::Children::iterator it, std::string_view name, MNode* n) {
     Named(n);
+    made_text_ += name.size() + n->link.size();
+    for (const auto& [xn, xv] : n->xattrs) made_text_ += xn.size() + xv.size();
     if (it != dir->children.end() && it->first == name) {
       MNode* old = it->second;
       it->second = n;
@@ -608,8 +619,9 @@ class Builder {
   std::vector<std::shared_ptr<Arena>> bases_;  // those of the states it shares nodes with
   mutable std::atomic<uint64_t> epoch_{g_epoch.fetch_add(1)};
   MNode* root_;
-  uint32_t layer_ = 0;  // the layer being applied
-  bool track_ = false;  // record into written_/descended_ (a whiteout follows)
+  uint32_t layer_ = 0;                     // the layer being applied
+  size_t made_nodes_ = 0, made_text_ = 0;  // see made_nodes()
+  bool track_ = false;                     // record into written_/descended_ (a whiteout follows)
   // Names (parent, name) this layer wrote (entries, implicit directories) and lower
   // directories its paths passed through: what its whiteouts may not hide.
   struct NameHash {
@@ -650,6 +662,62 @@ uint32_t ModeOf(const MNode& n) {
       break;
   }
   return fmt | (n.perm & 07777);
+}
+
+// The numbers Finish gave to nodes (a hard-linked file is reached once per name): an
+// open-addressing table of node addresses, one allocation for a whole tree where a
+// node-based map makes one per node.
+class NodeIds {
+ public:
+  explicit NodeIds(size_t expect) { Resize(expect); }
+  // The number of `n`, or `fresh` when `n` has none yet (it is given `fresh`, and
+  // *added is set).
+  uint32_t Get(const MNode* n, uint32_t fresh, bool* added) {
+    if ((count_ + 1) * 2 > slots_.size()) Resize(slots_.size());
+    for (size_t i = Slot(n);; i = (i + 1) & (slots_.size() - 1)) {
+      if (slots_[i].node == n) {
+        *added = false;
+        return slots_[i].id;
+      }
+      if (!slots_[i].node) {
+        slots_[i] = {n, fresh};
+        count_++;
+        *added = true;
+        return fresh;
+      }
+    }
+  }
+
+ private:
+  struct Entry {
+    const MNode* node = nullptr;
+    uint32_t id = 0;
+  };
+  size_t Slot(const MNode* n) const {
+    // Fibonacci hashing: the top bits of address × 2^64/φ.
+    return (reinterpret_cast<uintptr_t>(n) * uint64_t{0x9e3779b97f4a7c15}) >> (64 - bits_);
+  }
+  // At least twice `need` slots, a power of two; the entries move over.
+  void Resize(size_t need) {
+    std::vector<Entry> old = std::move(slots_);
+    bits_ = 6;
+    while ((size_t{1} << bits_) < need * 2) bits_++;
+    slots_.assign(size_t{1} << bits_, Entry{});
+    count_ = 0;
+    bool added;
+    for (const Entry& e : old) {
+      if (e.node) Get(e.node, e.id, &added);
+    }
+  }
+  std::vector<Entry> slots_;
+  size_t count_ = 0;
+  int bits_ = 6;
+};
+
+// Gives back what an estimate reserved beyond a quarter more than was used.
+template <typename V>
+void Fit(V& v) {
+  if (v.capacity() > v.size() + v.size() / 4 + 64) v.shrink_to_fit();
 }
 
 }  // namespace
@@ -750,9 +818,19 @@ Result<MergedTree> TreeBuilder::Finish() const {
   const Builder& b = impl_->b;
   // Number the reachable nodes breadth-first; root = 1.
   MergedTree t;
-  std::vector<const MNode*> order{nullptr, b.root()};
-  std::unordered_map<const MNode*, uint32_t> ids{{b.root(), MergedTree::kRoot}};
+  // Reserved from the builder's upper bounds, given back below when far above.
+  size_t expect = b.made_nodes() + 2;
+  std::vector<const MNode*> order;
+  order.reserve(expect);
+  order.push_back(nullptr);
+  order.push_back(b.root());
+  NodeIds ids(expect);
+  bool added;
+  ids.Get(b.root(), MergedTree::kRoot, &added);
+  t.nodes_.reserve(expect);
   t.nodes_.resize(2);
+  t.dirents_.reserve(expect);
+  t.strings_.reserve(b.made_text());
   auto intern = [&t](std::string_view s) {
     uint32_t off = static_cast<uint32_t>(t.strings_.size());
     t.strings_.append(s);
@@ -791,8 +869,8 @@ Result<MergedTree> TreeBuilder::Finish() const {
     uint32_t begin = static_cast<uint32_t>(t.dirents_.size());
     uint32_t subdirs = 0;
     for (const auto& [name, child] : m.children) {
-      auto [it, inserted] = ids.try_emplace(child, static_cast<uint32_t>(order.size()));
-      if (inserted) {
+      uint32_t id = ids.Get(child, static_cast<uint32_t>(order.size()), &added);
+      if (added) {
         order.push_back(child);
         t.nodes_.emplace_back();
         t.nodes_.back().parent = i;
@@ -801,7 +879,7 @@ Result<MergedTree> TreeBuilder::Finish() const {
       TreeDirent d;
       d.name_len = static_cast<uint32_t>(name.size());
       d.name_off = intern(name);
-      d.node = it->second;
+      d.node = id;
       t.dirents_.push_back(d);
     }
     t.nodes_[i].child_begin = begin;
@@ -817,6 +895,9 @@ Result<MergedTree> TreeBuilder::Finish() const {
     if (!S_ISDIR(t.nodes_[d.node].mode)) t.nodes_[d.node].nlink++;
   }
   t.nodes_[0] = TreeNode{};
+  Fit(t.nodes_);
+  Fit(t.dirents_);
+  Fit(t.strings_);
   return t;
 }
 
