@@ -22,6 +22,11 @@ constexpr char kRootMagic[] = "IMGR";
 }  // namespace
 
 Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEntry>*>& layers) {
+  if (layers.size() == 1) {
+    EntryTable t;
+    t.Assign(*layers[0]);
+    if (auto flat = FlatLayerTree(t)) return std::move(*flat);
+  }
   TreeBuilder b;
   for (const auto* table : layers) IMGFS_RETURN_IF_ERROR(b.AddLayer(*table));
   return b.Finish();
@@ -146,6 +151,10 @@ Result<MergedTree> MergedTree::Decode(std::string_view data) {
 
 Result<MergedTree> LowerTreeCache::Build(const std::vector<std::string>& layer_ids,
                                          const TableFn& table) {
+  if (layer_ids.size() == 1) {  // most base images: no merge to share or to do
+    IMGFS_ASSIGN_OR_RETURN(const EntryTable* t, table(0));
+    if (auto flat = FlatLayerTree(*t)) return std::move(*flat);
+  }
   IMGFS_ASSIGN_OR_RETURN(auto b, Apply(layer_ids, table));
   return b->Finish();
 }

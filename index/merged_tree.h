@@ -55,6 +55,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -108,6 +109,13 @@ bool IsTreeRootRecord(std::string_view data);
 Result<TreeRoot> DecodeTreeRoot(std::string_view data);
 
 class TreeBuilder;
+class MergedTree;
+
+// The tree of an image whose only layer is `layer`, laid out straight from its entry
+// table (index/flat_tree.cc), or nullopt when the layer needs the merge (a whiteout, a
+// parent not listed before its entry, a path listed twice, a hard link not to an earlier
+// file, …: TreeBuilder). When given, it is the tree TreeBuilder gives, byte for byte.
+std::optional<MergedTree> FlatLayerTree(const EntryTable& layer);
 
 class MergedTree {
  public:
@@ -146,6 +154,7 @@ class MergedTree {
 
  private:
   friend class TreeBuilder;
+  friend std::optional<MergedTree> FlatLayerTree(const EntryTable& layer);
   std::string_view Str(uint32_t off, uint32_t len) const {
     return std::string_view(strings_).substr(off, len);
   }
