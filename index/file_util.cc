@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstring>
 #include <random>
 
 namespace imgfs {
@@ -119,6 +120,15 @@ std::string JoinPath(const std::string& a, const std::string& b) {
   if (a.empty()) return b;
   if (a.back() == '/') return a + b;
   return a + "/" + b;
+}
+
+std::pair<std::string_view, std::string_view> SplitLast(std::string_view path) {
+  // memrchr: string_view::rfind(char) is a byte loop, and the tree build runs this
+  // twice per entry.
+  const void* s = path.empty() ? nullptr : memrchr(path.data(), '/', path.size());
+  if (!s) return {std::string_view(), path};
+  size_t at = static_cast<size_t>(static_cast<const char*>(s) - path.data());
+  return {path.substr(0, at), path.substr(at + 1)};
 }
 
 std::vector<std::string_view> SplitPath(std::string_view path) {

@@ -59,6 +59,8 @@ bool IsDirectory(const std::string& path);
 std::string JoinPath(const std::string& a, const std::string& b);
 // The non-empty components of a '/'-separated path ("a//b/" → {"a", "b"}).
 std::vector<std::string_view> SplitPath(std::string_view path);
+// A path split at its last '/': ("a/b", "c") for "a/b/c", ("", "c") for "c".
+std::pair<std::string_view, std::string_view> SplitLast(std::string_view path);
 std::string BaseName(const std::string& path);
 
 }  // namespace imgfs

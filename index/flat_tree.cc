@@ -12,38 +12,10 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "index/file_util.h"
 #include "index/merged_tree.h"
 
 namespace imgfs {
-namespace {
-
-std::pair<std::string_view, std::string_view> SplitLast(std::string_view path) {
-  const void* s = path.empty() ? nullptr : memrchr(path.data(), '/', path.size());
-  if (!s) return {std::string_view(), path};
-  size_t at = static_cast<size_t>(static_cast<const char*>(s) - path.data());
-  return {path.substr(0, at), path.substr(at + 1)};
-}
-
-uint32_t ModeOfEntry(EntryType type, uint32_t perm) {
-  switch (type) {
-    case EntryType::kDir:
-      return S_IFDIR | (perm & 07777);
-    case EntryType::kSymlink:
-      return S_IFLNK | 0777;  // as TreeBuilder: Linux symlinks are always 0777
-    case EntryType::kChar:
-      return S_IFCHR | (perm & 07777);
-    case EntryType::kBlock:
-      return S_IFBLK | (perm & 07777);
-    case EntryType::kFifo:
-      return S_IFIFO | (perm & 07777);
-    case EntryType::kFile:
-    case EntryType::kHardlink:
-      break;
-  }
-  return S_IFREG | (perm & 07777);
-}
-
-}  // namespace
 
 // Slots: 0 is the root, k + 1 is entry k. A layer is taken when (else nullopt):
 //   - no entry is a whiteout, an opaque marker or aufs metadata (a ".wh." name);
@@ -179,7 +151,7 @@ std::optional<MergedTree> FlatLayerTree(const EntryTable& table) {
     if (!e) {
       tn.mode = S_IFDIR | 0755;
     } else {
-      tn.mode = ModeOfEntry(e->type, e->mode);
+      tn.mode = TreeMode(e->type, e->mode);
       tn.uid = static_cast<uint32_t>(e->uid);
       tn.gid = static_cast<uint32_t>(e->gid);
       tn.mtime_sec = e->mtime_sec;

@@ -21,6 +21,30 @@ constexpr char kRootMagic[] = "IMGR";
 
 }  // namespace
 
+uint32_t TreeMode(EntryType type, uint32_t perm) {
+  uint32_t fmt = S_IFREG;  // kFile, kHardlink
+  switch (type) {
+    case EntryType::kFile:
+    case EntryType::kHardlink:
+      break;
+    case EntryType::kDir:
+      fmt = S_IFDIR;
+      break;
+    case EntryType::kSymlink:
+      return S_IFLNK | 0777;  // whatever the tar says: Linux symlinks are always 0777
+    case EntryType::kChar:
+      fmt = S_IFCHR;
+      break;
+    case EntryType::kBlock:
+      fmt = S_IFBLK;
+      break;
+    case EntryType::kFifo:
+      fmt = S_IFIFO;
+      break;
+  }
+  return fmt | (perm & 07777);
+}
+
 Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEntry>*>& layers) {
   if (layers.size() == 1) {
     EntryTable t;

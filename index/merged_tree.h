@@ -111,6 +111,9 @@ Result<TreeRoot> DecodeTreeRoot(std::string_view data);
 class TreeBuilder;
 class MergedTree;
 
+// The st_mode of a tree node made by an entry of `type` with permission bits `perm`.
+uint32_t TreeMode(EntryType type, uint32_t perm);
+
 // The tree of an image whose only layer is `layer`, laid out straight from its entry
 // table (index/flat_tree.cc), or nullopt when the layer needs the merge (a whiteout, a
 // parent not listed before its entry, a path listed twice, a hard link not to an earlier

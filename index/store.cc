@@ -567,13 +567,18 @@ Status Store::AddImages(const std::vector<NewImage>& images) {
   }
 }
 
+Status Store::CheckLayerCount(std::string_view what, size_t n) {
+  if (n <= kMaxImageLayers) return Status::Ok();
+  return Status::InvalidArgument(std::string(what) + " " + std::to_string(n) +
+                                 " layers; imgfs takes at most " + std::to_string(kMaxImageLayers) +
+                                 " (docker 125)");
+}
+
 Status Store::AddImagesOnce(const std::vector<NewImage>& images) {
   IMGFS_ASSIGN_OR_RETURN(Txn t, Txn::Begin(env_, &gate_, true));
   for (const NewImage& n : images) {
-    if (n.image.diff_ids.size() > kMaxImageLayers)
-      return Status::InvalidArgument(
-          "image " + n.image.id.Short() + " has " + std::to_string(n.image.diff_ids.size()) +
-          " layers; imgfs takes at most " + std::to_string(kMaxImageLayers));
+    IMGFS_RETURN_IF_ERROR(
+        CheckLayerCount("image " + n.image.id.Short() + " has", n.image.diff_ids.size()));
     for (const NewLayer& l : n.layers) {
       IMGFS_RETURN_IF_ERROR(t.Put(layers_, l.record.diff_id.hex(), EncodeLayer(l.record)));
       IMGFS_RETURN_IF_ERROR(t.Put(entries_, l.record.diff_id.hex(), l.encoded_entries));

@@ -108,6 +108,9 @@ class Store {
   // storage's overlay driver 500; this bounds what one hostile manifest or config can
   // make a pull fetch, the index record and every mount's tree build and blob pins.
   static constexpr size_t kMaxImageLayers = 1000;
+  // Ok, or the error for `n` layers over kMaxImageLayers: "WHAT N layers; imgfs takes at
+  // most 1000 (docker 125)" (WHAT: "manifest lists", "image <id> has", …).
+  static Status CheckLayerCount(std::string_view what, size_t n);
 
   // Opens (creating when missing) the store at `root`.
   static Result<std::unique_ptr<Store>> Open(const std::string& root);

@@ -159,13 +159,13 @@ class Builder {
     // the last one (most layers have none).
     size_t last_whiteout = 0;
     for (size_t i = 0; i < entries.size(); i++) {
-      if (Split(entries[i].path).second.rfind(kWhiteoutPrefix, 0) == 0) last_whiteout = i + 1;
+      if (SplitLast(entries[i].path).second.rfind(kWhiteoutPrefix, 0) == 0) last_whiteout = i + 1;
     }
     // One pass, in tar order (see merged_tree.h, rules 1 and 2).
     for (size_t i = 0; i < entries.size(); i++) {
       const LayerEntryView& e = entries[i];
       track_ = i < last_whiteout;
-      auto [dir, base] = Split(e.path);
+      auto [dir, base] = SplitLast(e.path);
       if (InMetaDir(dir)) continue;
       Status st;
       if (base.rfind(kWhiteoutPrefix, 0) == 0) {
@@ -312,14 +312,6 @@ class Builder {
       i = j + 1;
     }
     return false;
-  }
-
-  static std::pair<std::string_view, std::string_view> Split(std::string_view path) {
-    // memrchr: string_view::rfind(char) is a byte loop, and this runs twice per entry.
-    const void* s = path.empty() ? nullptr : memrchr(path.data(), '/', path.size());
-    if (!s) return {std::string_view(), path};
-    size_t at = static_cast<size_t>(static_cast<const char*>(s) - path.data());
-    return {path.substr(0, at), path.substr(at + 1)};
   }
 
   // Walks `path` from the root. With `create` (a path of the layer being applied,
@@ -576,7 +568,7 @@ class Builder {
                                        "\", which is at or below the link itself (the entry "
                                        "replaces its own target)");
       }
-      auto [tdir, tbase] = Split(e.link);
+      auto [tdir, tbase] = SplitLast(e.link);
       IMGFS_ASSIGN_OR_RETURN(MNode * tparent, ResolveDir(tdir, /*create=*/false));
       MNode* target = nullptr;
       if (tparent) {
@@ -640,28 +632,7 @@ class Builder {
 namespace {
 
 uint32_t ModeOf(const MNode& n) {
-  uint32_t fmt = 0;
-  switch (n.type) {
-    case EntryType::kFile:
-    case EntryType::kHardlink:
-      fmt = S_IFREG;
-      break;
-    case EntryType::kDir:
-      fmt = S_IFDIR;
-      break;
-    case EntryType::kSymlink:
-      return S_IFLNK | 0777;  // whatever the tar says: Linux symlinks are always 0777
-    case EntryType::kChar:
-      fmt = S_IFCHR;
-      break;
-    case EntryType::kBlock:
-      fmt = S_IFBLK;
-      break;
-    case EntryType::kFifo:
-      fmt = S_IFIFO;
-      break;
-  }
-  return fmt | (n.perm & 07777);
+  return TreeMode(n.type, n.perm);
 }
 
 // The numbers Finish gave to nodes (a hard-linked file is reached once per name): an

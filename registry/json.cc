@@ -94,18 +94,6 @@ DocKind DetectDocKind(std::string_view json, std::string_view content_type) {
   return DocKind::kUnknown;
 }
 
-namespace {
-
-// Before a pull fetches anything: more layers than an image may have (Store).
-Status CheckLayerCount(const char* what, size_t n) {
-  if (n <= Store::kMaxImageLayers) return Status::Ok();
-  return Status::InvalidArgument(std::string(what) + " lists " + std::to_string(n) +
-                                 " layers; imgfs takes at most " +
-                                 std::to_string(Store::kMaxImageLayers) + " (docker 125)");
-}
-
-}  // namespace
-
 Result<Manifest> ParseManifest(std::string_view json) {
   simdjson::dom::parser p;
   object o;
@@ -133,7 +121,8 @@ Result<Manifest> ParseManifest(std::string_view json) {
   simdjson::dom::array layers;
   if (o["layers"].get(layers) != simdjson::SUCCESS)
     return Status::InvalidArgument("manifest has no layers array");
-  IMGFS_RETURN_IF_ERROR(CheckLayerCount("manifest", layers.size()));
+  // Before a pull fetches anything.
+  IMGFS_RETURN_IF_ERROR(Store::CheckLayerCount("manifest lists", layers.size()));
   size_t i = 0;
   for (element l : layers) {
     IMGFS_ASSIGN_OR_RETURN(Descriptor d,
@@ -181,7 +170,7 @@ Result<ImageConfig> ParseConfig(std::string_view json) {
   if (rootfs["diff_ids"].get(ids) != simdjson::SUCCESS) {
     return Status::InvalidArgument("image config has no rootfs.diff_ids");
   }
-  IMGFS_RETURN_IF_ERROR(CheckLayerCount("image config", ids.size()));
+  IMGFS_RETURN_IF_ERROR(Store::CheckLayerCount("image config lists", ids.size()));
   for (element e : ids) {
     std::string_view s;
     if (e.get(s) != simdjson::SUCCESS)

@@ -5,8 +5,8 @@
 # asks for FUSE_POSIX_ACL, so a user the ACL names may read a file its mode bits alone
 # would refuse. The kernel then also caches each inode's ACLs (and their absence), and an
 # absent SELinux label is ENOTSUP, which ls remembers per mount: a second `ls -l` asks
-# the daemon nothing, where it asked twice per file, most of the cost of `ls -l` on a
-# large directory (issue 12: 10,000 tags).
+# the daemon once (the label of the first file), where it asked twice per file, most of
+# the cost of `ls -l` on a large directory (issue 12: 10,000 tags).
 # Needs root (setpriv to another uid, allow_other).
 source "$(dirname "$0")/lib.sh"
 require_fuse

@@ -6,12 +6,14 @@
 // reached once) and to Resolve in; a built tree encodes to bytes that decode; the
 // lower-tree cache builds the same trees as Build, and so does a builder with the full
 // parent walk that frees no node (TreeBuilder::SetWalkReuseForTest(false),
-// SetReclaimForTest(false)).
+// SetReclaimForTest(false)); for one layer, Build (which lays the layer out flat when it
+// can, FlatLayerTree) gives the general merge's tree or its error.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/stat.h>
 
 #include <cstdint>
 #include <deque>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -106,6 +108,22 @@ void CheckLowerTreeCache(const std::vector<const std::vector<LayerEntry>*>& laye
   }
 }
 
+// One layer: `built` (MergedTree::Build, which lays the layer out flat when
+// FlatLayerTree takes it) is the general merge's tree byte for byte, or its error.
+void CheckFlatLayout(const std::vector<LayerEntry>& layer, const Result<MergedTree>& built) {
+  EntryTable table;
+  table.Assign(layer);
+  TreeBuilder b;
+  Status st = b.AddLayer(table);
+  auto merged = st.ok() ? b.Finish() : Result<MergedTree>(st);
+  FUZZ_CHECK(merged.ok() == built.ok());
+  if (built.ok()) {
+    FUZZ_CHECK(merged->Encode() == built->Encode());
+  } else {
+    FUZZ_CHECK(merged.status().message() == built.status().message());
+  }
+}
+
 void BuildAndCheck(FuzzedDataProvider& p, bool with_cache) {
   std::vector<std::vector<LayerEntry>> layers(p.ConsumeIntegralInRange(1, 4));
   for (auto& layer : layers) {
@@ -147,6 +165,36 @@ void BuildAndCheck(FuzzedDataProvider& p, bool with_cache) {
     FUZZ_CHECK(full->Encode() == tree->Encode());
   } else {
     FUZZ_CHECK(full.status().message() == tree.status().message());
+  }
+  if (layers.size() == 1) {
+    CheckFlatLayout(layers[0], tree);
+    // The same layer as image builders write layers, so that the flat layout is taken
+    // more often: every parent listed before its entry, no whiteout, no path twice.
+    std::vector<LayerEntry> listed;
+    std::set<std::string> dirs, paths;
+    for (const LayerEntry& e : layers[0]) {
+      if (e.path.find(".wh.") != std::string::npos || paths.count(e.path)) continue;
+      bool parents_ok = true;
+      for (size_t at = e.path.find('/'); at != std::string::npos; at = e.path.find('/', at + 1)) {
+        std::string dir = e.path.substr(0, at);
+        if (paths.count(dir) && !dirs.count(dir)) parents_ok = false;  // a non-directory
+      }
+      if (!parents_ok) continue;
+      paths.insert(e.path);
+      if (e.type == EntryType::kDir) dirs.insert(e.path);
+      for (size_t at = e.path.find('/'); at != std::string::npos; at = e.path.find('/', at + 1)) {
+        std::string dir = e.path.substr(0, at);
+        if (!dirs.insert(dir).second) continue;
+        paths.insert(dir);
+        LayerEntry d;
+        d.path = dir;
+        d.type = EntryType::kDir;
+        d.mode = 0755;
+        listed.push_back(std::move(d));
+      }
+      listed.push_back(e);
+    }
+    CheckFlatLayout(listed, MergedTree::Build({&listed}));
   }
   if (with_cache) CheckLowerTreeCache(ptrs);  // ~10 builds: half the inputs only
   if (!tree.ok()) return;
