@@ -3,7 +3,7 @@
 // one layer, and the first lookup inside an image waits for its tree. The general merge
 // (TreeBuilder) makes a node, a map node and often a name per entry and then flattens
 // them; this lays out the flat tree from the table with a few arrays. The result is the
-// same tree byte for byte (merged_tree_test checks it on seeded random layers); a layer
+// same tree byte for byte (flat_tree_test checks it on seeded random layers); a layer
 // that any rule but the plainest would change is declined, and the caller merges it.
 #include <sys/stat.h>
 #include <sys/sysmacros.h>

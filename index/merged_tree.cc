@@ -22,10 +22,11 @@ constexpr char kRootMagic[] = "IMGR";
 }  // namespace
 
 uint32_t TreeMode(EntryType type, uint32_t perm) {
-  uint32_t fmt = S_IFREG;  // kFile, kHardlink
+  uint32_t fmt = 0;
   switch (type) {
     case EntryType::kFile:
     case EntryType::kHardlink:
+      fmt = S_IFREG;
       break;
     case EntryType::kDir:
       fmt = S_IFDIR;
@@ -50,6 +51,9 @@ Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEn
     EntryTable t;
     t.Assign(*layers[0]);
     if (auto flat = FlatLayerTree(t)) return std::move(*flat);
+    TreeBuilder b;
+    IMGFS_RETURN_IF_ERROR(b.AddLayer(t));
+    return b.Finish();
   }
   TreeBuilder b;
   for (const auto* table : layers) IMGFS_RETURN_IF_ERROR(b.AddLayer(*table));
@@ -178,6 +182,10 @@ Result<MergedTree> LowerTreeCache::Build(const std::vector<std::string>& layer_i
   if (layer_ids.size() == 1) {  // most base images: no merge to share or to do
     IMGFS_ASSIGN_OR_RETURN(const EntryTable* t, table(0));
     if (auto flat = FlatLayerTree(*t)) return std::move(*flat);
+    // The merge, on the table already decoded (valid: `table` is not called again).
+    IMGFS_ASSIGN_OR_RETURN(
+        auto b, Apply(layer_ids, [t](size_t) -> Result<const EntryTable*> { return t; }));
+    return b->Finish();
   }
   IMGFS_ASSIGN_OR_RETURN(auto b, Apply(layer_ids, table));
   return b->Finish();

@@ -182,8 +182,8 @@ class Builder {
   MNode* root() { return root_; }
   const MNode* root() const { return root_; }
   // Upper bounds of what Finish lays out: the nodes made by this builder and the states
-  // it shares nodes with (some since replaced or dropped), and the bytes of the names,
-  // link targets and xattrs they were given.
+  // it shares nodes with (any number since replaced or dropped: not the tree's size),
+  // and the bytes of the names, link targets and xattrs they were given.
   size_t made_nodes() const { return made_nodes_; }
   size_t made_text() const { return made_text_; }
 
@@ -789,8 +789,11 @@ Result<MergedTree> TreeBuilder::Finish() const {
   const Builder& b = impl_->b;
   // Number the reachable nodes breadth-first; root = 1.
   MergedTree t;
-  // Reserved from the builder's upper bounds, given back below when far above.
-  size_t expect = b.made_nodes() + 2;
+  // Reserved from the builder's counts, given back below when far above. The counts
+  // are of everything ever made (a layer listed 1,000 times makes its nodes 1,000
+  // times over), so the reservation is capped: past it the arrays grow as they go.
+  constexpr size_t kReserveNodes = size_t{1} << 17, kReserveText = size_t{8} << 20;
+  size_t expect = std::min(b.made_nodes() + 2, kReserveNodes);
   std::vector<const MNode*> order;
   order.reserve(expect);
   order.push_back(nullptr);
@@ -801,7 +804,7 @@ Result<MergedTree> TreeBuilder::Finish() const {
   t.nodes_.reserve(expect);
   t.nodes_.resize(2);
   t.dirents_.reserve(expect);
-  t.strings_.reserve(b.made_text());
+  t.strings_.reserve(std::min(b.made_text(), kReserveText));
   auto intern = [&t](std::string_view s) {
     uint32_t off = static_cast<uint32_t>(t.strings_.size());
     t.strings_.append(s);
