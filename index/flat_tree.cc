@@ -130,11 +130,6 @@ std::optional<MergedTree> FlatLayerTree(const EntryTable& table) {
   t.nodes_.resize(2);
   t.dirents_.reserve(kids.size());
   t.strings_.reserve(text);
-  auto intern = [&t](std::string_view s) {
-    uint32_t off = static_cast<uint32_t>(t.strings_.size());
-    t.strings_.append(s);
-    return off;
-  };
   std::vector<uint32_t> order{0, 0};      // BFS position → slot (root: slot 0)
   std::vector<uint32_t> id_of(n + 1, 0);  // slot → node number
   id_of[0] = MergedTree::kRoot;
@@ -166,19 +161,12 @@ std::optional<MergedTree> FlatLayerTree(const EntryTable& table) {
     }
     std::string_view link = e && e->type == EntryType::kSymlink ? e->link : std::string_view();
     tn.link_len = static_cast<uint32_t>(link.size());
-    tn.link_off = intern(link);
+    tn.link_off = t.Intern(link);
     tn.xattr_begin = static_cast<uint32_t>(t.xattrs_.size());
     if (e) {
       tn.xattr_count = e->xattr_count;
       const XattrView* x = table.XattrsBegin(*e);
-      for (uint32_t k = 0; k < e->xattr_count; k++) {
-        TreeXattr tx;
-        tx.name_len = static_cast<uint32_t>(x[k].name.size());
-        tx.name_off = intern(x[k].name);
-        tx.value_len = static_cast<uint32_t>(x[k].value.size());
-        tx.value_off = intern(x[k].value);
-        t.xattrs_.push_back(tx);
-      }
+      for (uint32_t k = 0; k < e->xattr_count; k++) t.AddXattr(x[k].name, x[k].value);
     }
     if (i == MergedTree::kRoot) tn.parent = MergedTree::kRoot;
     if (!is_dir) continue;
@@ -194,25 +182,14 @@ std::optional<MergedTree> FlatLayerTree(const EntryTable& table) {
         t.nodes_.back().parent = i;
       }
       if (table[node_slot - 1].type == EntryType::kDir) subdirs++;
-      std::string_view nm = name(child);
-      TreeDirent d;
-      d.name_len = static_cast<uint32_t>(nm.size());
-      d.name_off = intern(nm);
-      d.node = id_of[node_slot];
-      t.dirents_.push_back(d);
+      t.AddDirent(name(child), id_of[node_slot]);
     }
     t.nodes_[i].child_begin = first;
     t.nodes_[i].child_count = static_cast<uint32_t>(t.dirents_.size()) - first;
     t.nodes_[i].nlink = 2 + subdirs;
   }
   if (t.strings_.size() > UINT32_MAX / 2) return std::nullopt;
-  for (TreeNode& nd : t.nodes_) {
-    if (!S_ISDIR(nd.mode)) nd.nlink = 0;
-  }
-  for (const TreeDirent& d : t.dirents_) {
-    if (!S_ISDIR(t.nodes_[d.node].mode)) t.nodes_[d.node].nlink++;
-  }
-  t.nodes_[0] = TreeNode{};
+  t.CountNames();
   return t;
 }
 

@@ -60,6 +60,39 @@ Result<MergedTree> MergedTree::Build(const std::vector<const std::vector<LayerEn
   return b.Finish();
 }
 
+uint32_t MergedTree::Intern(std::string_view s) {
+  uint32_t off = static_cast<uint32_t>(strings_.size());
+  strings_.append(s);
+  return off;
+}
+
+void MergedTree::AddXattr(std::string_view name, std::string_view value) {
+  TreeXattr x;
+  x.name_len = static_cast<uint32_t>(name.size());
+  x.name_off = Intern(name);
+  x.value_len = static_cast<uint32_t>(value.size());
+  x.value_off = Intern(value);
+  xattrs_.push_back(x);
+}
+
+void MergedTree::AddDirent(std::string_view name, uint32_t node) {
+  TreeDirent d;
+  d.name_len = static_cast<uint32_t>(name.size());
+  d.name_off = Intern(name);
+  d.node = node;
+  dirents_.push_back(d);
+}
+
+void MergedTree::CountNames() {
+  for (TreeNode& n : nodes_) {
+    if (!S_ISDIR(n.mode)) n.nlink = 0;
+  }
+  for (const TreeDirent& d : dirents_) {
+    if (!S_ISDIR(nodes_[d.node].mode)) nodes_[d.node].nlink++;
+  }
+  nodes_[0] = TreeNode{};
+}
+
 uint32_t MergedTree::Lookup(uint32_t dir, std::string_view name) const {
   if (!Valid(dir) || !S_ISDIR(nodes_[dir].mode)) return 0;
   const TreeDirent* b = ChildrenBegin(dir);

@@ -161,6 +161,14 @@ class MergedTree {
   std::string_view Str(uint32_t off, uint32_t len) const {
     return std::string_view(strings_).substr(off, len);
   }
+  // The layout both builders write (TreeBuilder::Finish, FlatLayerTree), one place so
+  // that they write the same bytes: strings appended in the order asked for.
+  uint32_t Intern(std::string_view s);
+  void AddXattr(std::string_view name, std::string_view value);
+  void AddDirent(std::string_view name, uint32_t node);
+  // Once every dirent is in: each non-directory's nlink is its number of names; node 0
+  // is cleared.
+  void CountNames();
   std::vector<TreeNode> nodes_;
   std::vector<TreeDirent> dirents_;
   std::vector<TreeXattr> xattrs_;

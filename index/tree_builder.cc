@@ -805,11 +805,6 @@ Result<MergedTree> TreeBuilder::Finish() const {
   t.nodes_.resize(2);
   t.dirents_.reserve(expect);
   t.strings_.reserve(std::min(b.made_text(), kReserveText));
-  auto intern = [&t](std::string_view s) {
-    uint32_t off = static_cast<uint32_t>(t.strings_.size());
-    t.strings_.append(s);
-    return off;
-  };
   for (uint32_t i = 1; i < order.size(); i++) {
     const MNode& m = *order[i];
     TreeNode& tn = t.nodes_[i];
@@ -826,17 +821,10 @@ Result<MergedTree> TreeBuilder::Finish() const {
     tn.data_offset = m.data_offset;
     tn.rdev = makedev(m.dev_major, m.dev_minor);
     tn.link_len = static_cast<uint32_t>(m.link.size());
-    tn.link_off = intern(m.link);
+    tn.link_off = t.Intern(m.link);
     tn.xattr_begin = static_cast<uint32_t>(t.xattrs_.size());
     tn.xattr_count = static_cast<uint32_t>(m.xattrs.size());
-    for (const auto& [xn, xv] : m.xattrs) {
-      TreeXattr tx;
-      tx.name_len = static_cast<uint32_t>(xn.size());
-      tx.name_off = intern(xn);
-      tx.value_len = static_cast<uint32_t>(xv.size());
-      tx.value_off = intern(xv);
-      t.xattrs_.push_back(tx);
-    }
+    for (const auto& [xn, xv] : m.xattrs) t.AddXattr(xn, xv);
     if (i == MergedTree::kRoot) tn.parent = MergedTree::kRoot;
     if (m.type != EntryType::kDir) continue;
     // Copy what is needed from tn before nodes_ may reallocate below.
@@ -850,25 +838,14 @@ Result<MergedTree> TreeBuilder::Finish() const {
         t.nodes_.back().parent = i;
       }
       if (child->type == EntryType::kDir) subdirs++;
-      TreeDirent d;
-      d.name_len = static_cast<uint32_t>(name.size());
-      d.name_off = intern(name);
-      d.node = id;
-      t.dirents_.push_back(d);
+      t.AddDirent(name, id);
     }
     t.nodes_[i].child_begin = begin;
     t.nodes_[i].child_count = static_cast<uint32_t>(t.dirents_.size()) - begin;
     t.nodes_[i].nlink = 2 + subdirs;
     if (t.strings_.size() > UINT32_MAX / 2) return Status::Unsupported("image tree too large");
   }
-  // Hard-link counts for non-directories.
-  for (TreeNode& n : t.nodes_) {
-    if (!S_ISDIR(n.mode)) n.nlink = 0;
-  }
-  for (const TreeDirent& d : t.dirents_) {
-    if (!S_ISDIR(t.nodes_[d.node].mode)) t.nodes_[d.node].nlink++;
-  }
-  t.nodes_[0] = TreeNode{};
+  t.CountNames();
   Fit(t.nodes_);
   Fit(t.dirents_);
   Fit(t.strings_);
