@@ -4,7 +4,8 @@
 // that sort by byte), some with one trap, which the flat layout must decline or lay out
 // as the merge does (a path listed twice, a missing parent, a whiteout, a parent through a
 // symlink or a file, "." or "..", a hard link to a later, missing, directory or own path,
-// a wide owner id, the root entry listed twice). Whenever the
+// a wide owner id, the root entry listed twice, a path or a hard link's target not spelled
+// plainly: "a//b", "a/b/", "/a", "./a", "a/."). Whenever the
 // flat layout is given it must be TreeBuilder's tree byte for byte; plain layers must
 // take it; MergedTree::Build and LowerTreeCache::Build (which use it) must give the
 // general merge's tree or its error.
@@ -97,7 +98,7 @@ Generated RandomLayer(std::mt19937& rng) {
     }
     if (i == trap_at) {
       g.plain = false;
-      switch (pick(13)) {
+      switch (pick(15)) {
         case 0:  // a path listed twice (as anything)
           if (used.empty())
             g.plain = true;
@@ -156,6 +157,40 @@ Generated RandomLayer(std::mt19937& rng) {
           break;
         case 11:  // an owner id wider than 32 bits
           e.uid = uint64_t{1} << 33;
+          break;
+        case 12: {  // a path not spelled plainly: "a//b", "a/b/", "/a/b", "./a/b", "a/b/."
+          static const char* const kSpellings[] = {"//", "/./"};
+          std::string name = kNames[pick(std::size(kNames))];
+          switch (pick(5)) {
+            case 0:
+              e.path = dir.empty() ? "/" + name : dir + kSpellings[pick(2)] + name;
+              break;
+            case 1:  // a directory listed again, or a new path, with a slash after it
+              e.path =
+                  (pick(2) && dirs.size() > 1 ? dirs[1 + pick(dirs.size() - 1)] : e.path) + "/";
+              break;
+            case 2:
+              e.path = "/" + e.path;
+              break;
+            case 3:
+              e.path = "./" + e.path;
+              break;
+            default:  // the same with "/." after it
+              e.path =
+                  (pick(2) && dirs.size() > 1 ? dirs[1 + pick(dirs.size() - 1)] : e.path) + "/.";
+              break;
+          }
+          break;
+        }
+        case 13:  // a hard link whose target is not spelled plainly
+          if (leaves.empty()) {
+            g.plain = true;
+          } else {
+            static const char* const kAround[][2] = {{"/", ""}, {"./", ""}, {"", "/"}, {"", "/."}};
+            const auto& a = kAround[pick(std::size(kAround))];
+            e.type = EntryType::kHardlink;
+            e.link = a[0] + leaves[pick(leaves.size())] + a[1];
+          }
           break;
         default:  // a second root entry (taken: the last one's attributes)
           if (!root_listed) g.entries.push_back(Entry("", EntryType::kDir, 0755));
