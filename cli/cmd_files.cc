@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -168,6 +169,12 @@ int CmdMount(const std::string& root, const Args& a) {
     } else if (key == "complete") {
       if (val != "on" && val != "off") Die("mount: complete is on or off", 2);
       complete = val == "on";
+    } else if (key == "spin") {
+      char* end = nullptr;
+      long us = std::strtol(val.c_str(), &end, 10);
+      if (val.empty() || *end || us < 0 || us > 100000)
+        Die("mount: spin is a number of microseconds, 0 to 100000", 2);
+      o.spin_us = static_cast<int>(us);
     } else if (key == "name_timeout") {
       o.name_timeout = std::atof(val.c_str());
     } else if (a.Has("--sloppy")) {
@@ -232,6 +239,9 @@ std::vector<Command> FileCommands() {
        "                     complete=on|off (fetch the rest of lazily pulled layers in the\n"
        "                     background at low priority, pausing for reads, then verify and\n"
        "                     store them as a plain pull does; on),\n"
+       "                     spin=MICROSECONDS (after each request the daemon polls for the\n"
+       "                     next this long before it sleeps, default 50; 0: libfuse's\n"
+       "                     multithreaded loop, which never polls),\n"
        "                     auto_unmount (unmount when the daemon dies); fstab's generic options\n"
        "                     (defaults, noatime, nofail, _netdev, noauto, user, x-systemd.*, …)\n"
        "                     are accepted and ignored\n"

@@ -35,6 +35,7 @@
 
 #include "fs/auto_unmount.h"
 #include "fs/code_prefault.h"
+#include "fs/fuse_loop.h"
 #include "fs/mount_fs.h"
 #include "fs/mountinfo.h"
 #include "fs/stop_signal.h"
@@ -55,129 +56,8 @@ struct Context {
   int name_reply_delay_ms = 0;
   std::atomic<bool> lookup_delayed{false};
   std::atomic<bool> readdir_delayed{false};
-};
-
-// Sends the kernel FUSE_NOTIFY_INVAL_ENTRY for the names MountFs reports stale
-// (MountFs::set_invalidator), from a thread of its own: a request's handler must not
-// send it, for the kernel may hold the directory's lock for that very request. A name
-// already waiting is not queued twice, so the queue holds at most one entry per image
-// instance (MountFs allows 2^20).
-class EntryInvalidator {
- public:
-  // trace: where to log each notification sent (-o debug), or null.
-  EntryInvalidator(fuse_session* se, FILE* trace)
-      : se_(se), trace_(trace), thread_([this] { Run(); }) {
-    // Tests only: hold each notification back this long (a notification in flight at
-    // shutdown, tests/e2e/inval_shutdown.sh).
-    if (const char* e = std::getenv("IMGFS_TEST_NOTIFY_DELAY_MS")) delay_ms_ = std::atoi(e);
-  }
-  // Notifications sent, and how many of them found a dentry to drop (the log at
-  // unmount; tests/e2e/names_race.sh counts them).
-  uint64_t sent() const { return sent_.load(); }
-  uint64_t dropped() const { return dropped_.load(); }
-  ~EntryInvalidator() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  // Takes no more names and returns once no notification is in flight, calling `serve`
-  // meanwhile. The kernel handles a notification under the parent directory's lock,
-  // which a lookup there holds until the daemon answers it: once the session loop has
-  // returned (a signal), `serve` must answer requests, or the notification, the lookup
-  // and the daemon's exit all wait forever.
-  void Stop(const std::function<void()>& serve) {
-    std::unique_lock<std::mutex> l(mu_);
-    stop_ = true;
-    cv_.notify_one();
-    while (sending_) {
-      l.unlock();
-      serve();
-      l.lock();
-    }
-  }
-  void Push(const MountFs::StaleName& n) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (queue_.size() >= kMaxQueued || !queued_.emplace(n.parent, n.name).second) return;
-      queue_.push_back(n);
-    }
-    cv_.notify_one();
-  }
-
- private:
-  static constexpr size_t kMaxQueued = size_t{1} << 20;
-  void Run() {
-    std::unique_lock<std::mutex> l(mu_);
-    for (;;) {
-      cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
-      if (stop_) return;
-      MountFs::StaleName n = std::move(queue_.front());
-      queue_.pop_front();
-      queued_.erase({n.parent, n.name});
-      sending_ = true;
-      l.unlock();
-      if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
-      // ENOENT (the kernel has no such dentry any more) is the common, harmless answer.
-      int rc = fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
-      sent_.fetch_add(1);
-      if (rc == 0) dropped_.fetch_add(1);
-      if (trace_) {
-        std::fprintf(trace_, "imgfs: notify inval_entry parent %llu name %s: %s\n",
-                     static_cast<unsigned long long>(n.parent), n.name.c_str(),
-                     rc == 0 ? "dropped" : std::strerror(-rc));
-        std::fflush(trace_);
-      }
-      l.lock();
-      sending_ = false;
-    }
-  }
-  fuse_session* se_;
-  FILE* trace_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<MountFs::StaleName> queue_;
-  std::set<std::pair<uint64_t, std::string>> queued_;  // the names in queue_
-  bool stop_ = false;
-  bool sending_ = false;  // a notification is in flight
-  std::atomic<int> delay_ms_{0};
-  std::atomic<uint64_t> sent_{0};
-  std::atomic<uint64_t> dropped_{0};
-  std::thread thread_;  // last: starts once the members above exist
-};
-
-// Reads the store's generation every 100 ms (MountFs::CheckGeneration), so a name that
-// moved or went away is invalidated in the kernel (EntryInvalidator) even when no
-// request comes. That is what lets image roots' dentries be cached as long as their
-// content (MountFs::Options::names_watched): a retag shows within about 0.1 s.
-class GenerationWatcher {
- public:
-  explicit GenerationWatcher(MountFs* fs) : fs_(fs), thread_([this] { Run(); }) {}
-  ~GenerationWatcher() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> l(mu_);
-    while (!cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return stop_; })) {
-      l.unlock();
-      fs_->CheckGeneration();  // one short LMDB read when nothing changed
-      l.lock();
-    }
-  }
-  MountFs* fs_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;  // last: starts once the members above exist
+  // Where READ and OPEN go while the session loop runs (fs/fuse_loop.h); null: inline.
+  RequestPool* pool = nullptr;
 };
 
 Context* Ctx(fuse_req_t req) {
@@ -371,10 +251,7 @@ void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  if ((fi->flags & O_ACCMODE) != O_RDONLY) return (void)fuse_reply_err(req, EROFS);
-  // ENOSYS once tells the kernel to stop sending open (no-open mode).
-  if (Ctx(req)->no_open) return (void)fuse_reply_err(req, ENOSYS);
+void DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = Fs(req).Open(ino, fi->flags);
   if (!r.ok()) return ReplyError(req, r.status(), "open", ino);
   fi->fh = r->fh;
@@ -383,8 +260,18 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) != 0) Fs(req).Release(r->fh);
 }
 
-void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  auto r = Fs(req).Read(ino, fi->fh, size, static_cast<uint64_t>(off));
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) return (void)fuse_reply_err(req, EROFS);
+  // ENOSYS once tells the kernel to stop sending open (no-open mode).
+  if (Ctx(req)->no_open) return (void)fuse_reply_err(req, ENOSYS);
+  // An open may wait (a lazy layer's first bytes): on the pool. `fi` lives only
+  // until this returns.
+  if (RequestPool* pool = Ctx(req)->pool)
+    return pool->Post([req, ino, info = *fi]() mutable { DoOpen(req, ino, &info); });
+  DoOpen(req, ino, fi);
+}
+
+void ReplyRead(fuse_req_t req, fuse_ino_t ino, const Result<MountFs::ReadData>& r) {
   if (!r.ok()) {
     // read(2) of an open file has no "not found": whatever failed underneath (a layer
     // file gone, a short unpack, a store error) is EIO to the reader and a log line —
@@ -418,6 +305,22 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   bv.buf[0].fd = r->fd->get();
   bv.buf[0].pos = r->pos;
   fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+void DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, uint64_t fh) {
+  ReplyRead(req, ino, Fs(req).Read(ino, fh, size, static_cast<uint64_t>(off)));
+}
+
+// A read whose bytes are decoded already (the read-ahead's spans) is answered on the
+// loop thread; one that would decode a span, fetch from a registry or open a layer goes
+// to the pool, so the loop thread goes on answering names and attributes meanwhile.
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  if (RequestPool* pool = Ctx(req)->pool) {
+    if (auto now = Fs(req).ReadIfReady(ino, fi->fh, size, static_cast<uint64_t>(off)))
+      return ReplyRead(req, ino, *now);
+    return pool->Post([req, ino, size, off, fh = fi->fh] { DoRead(req, ino, size, off, fh); });
+  }
+  DoRead(req, ino, size, off, fi->fh);
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -695,7 +598,16 @@ int RunMount(const MountOptions& in) {
     // libfuse ends the loop with the signal's number after SIGTERM, SIGINT or SIGHUP:
     // a stop asked for, and the mount is cleanly undone below (exit 0, as systemd and
     // a shell expect of a stopped service).
-    int loop = fuse_session_loop_mt(se, cfg);
+    int loop;
+    if (o.spin_us > 0) {
+      RequestPool pool(32);
+      ctx.pool = &pool;
+      loop = ServeSession(se, o.spin_us);
+      ctx.pool = nullptr;  // what the pool runs may still answer: the pool ends first
+    } else {
+      // -o spin=0: libfuse's multithreaded loop (every request on a worker thread).
+      loop = fuse_session_loop_mt(se, cfg);
+    }
     rc = loop == 0 || loop == SIGTERM || loop == SIGINT || loop == SIGHUP ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
     bg_stop.Stop();  // it stops within a transfer's next bytes (fs/stop_signal.h)

@@ -1,6 +1,6 @@
 // Serving a store over FUSE. RunMount mounts the store read-only at a mount point and
-// answers requests (multithreaded low-level loop) until it is unmounted or receives
-// SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
+// answers requests (fs/fuse_loop.h: one loop thread, a pool for reads) until it is unmounted or
+// receives SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
 //
 // In the background (the default), the mount is in place before the calling process
 // exits with 0; the daemon logs to <root>/mount.log. In the foreground (-f), it logs to
@@ -47,6 +47,9 @@ struct MountOptions {
   // -o readahead=off: no read-ahead of a listed directory's files and no warm-up of an
   // image's layers (LayerReader::Warm; also IMGFS_READAHEAD=0 in the environment).
   bool readahead = true;
+  // -o spin=US: after each request the session loop reads on without sleeping this
+  // long (fs/fuse_loop.h); 0: libfuse's multithreaded loop instead.
+  int spin_us = 50;
   // Run beside the session (see BackgroundTask); empty: none.
   BackgroundTask background;
 };

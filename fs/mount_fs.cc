@@ -714,7 +714,7 @@ void MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t
   }
 }
 
-Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino) {
+Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino, bool open) {
   FileHandle h;
   if (InstOf(ino) == 0) {
     if (NodeOf(ino) != kReposJsonNode) return Status::Io("is a directory", EISDIR);
@@ -729,8 +729,12 @@ Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino) {
   h.base = n.data_offset;
   h.size = n.size;
   if (n.size > 0) {
-    IMGFS_ASSIGN_OR_RETURN(h.stream, cache_->Open(view->layers()[n.layer]));
-    h.fd = h.stream->fd();
+    if (open) {
+      IMGFS_ASSIGN_OR_RETURN(h.stream, cache_->Open(view->layers()[n.layer]));
+    } else {
+      h.stream = cache_->OpenedStream(view->layers()[n.layer]);  // null: not open yet
+    }
+    if (h.stream) h.fd = h.stream->fd();
   }
   return h;
 }
@@ -750,31 +754,55 @@ Result<MountFs::Opened> MountFs::Open(uint64_t ino, int flags) {
 }
 
 Result<MountFs::ReadData> MountFs::Read(uint64_t ino, uint64_t fh, size_t size, uint64_t offset) {
+  return *ReadFrom(ino, fh, size, offset, /*wait=*/true);
+}
+
+std::optional<Result<MountFs::ReadData>> MountFs::ReadIfReady(uint64_t ino, uint64_t fh,
+                                                              size_t size, uint64_t offset) {
+  return ReadFrom(ino, fh, size, offset, /*wait=*/false);
+}
+
+std::optional<Result<MountFs::ReadData>> MountFs::ReadFrom(uint64_t ino, uint64_t fh, size_t size,
+                                                           uint64_t offset, bool wait) {
   const FileHandle* h = reinterpret_cast<const FileHandle*>(fh);
   FileHandle resolved;
   if (!h) {
     // No open was sent (the kernel's no-open mode): resolve from the inode.
-    IMGFS_ASSIGN_OR_RETURN(resolved, FileAt(ino));
+    Result<FileHandle> r = FileAt(ino, /*open=*/wait);
+    if (!r.ok()) return Result<ReadData>(r.status());
+    resolved = std::move(*r);
     h = &resolved;
   }
   ReadData r;
   if (h->is_bytes) {
     if (offset < h->bytes.size()) r.bytes = h->bytes.substr(offset, size);
-    return r;
+    return Result<ReadData>(std::move(r));
   }
-  if (offset >= h->size) return r;
+  if (offset >= h->size) return Result<ReadData>(std::move(r));
+  if (!h->stream && !wait) return std::nullopt;  // not open yet (FileAt without open)
   if (h->stream && !h->fd) {
     // An indexed layer: the decoded span(s), copied out of the span cache.
     r.bytes.resize(static_cast<size_t>(std::min<uint64_t>(size, h->size - offset)));
-    IMGFS_ASSIGN_OR_RETURN(size_t got, h->stream->Read(r.bytes.data(), r.bytes.size(),
-                                                       h->base + offset, h->base + h->size));
+    size_t got;
+    if (wait) {
+      Result<size_t> n =
+          h->stream->Read(r.bytes.data(), r.bytes.size(), h->base + offset, h->base + h->size);
+      if (!n.ok()) return Result<ReadData>(n.status());
+      got = *n;
+    } else {
+      std::optional<size_t> n =
+          h->stream->ReadCached(r.bytes.data(), r.bytes.size(), h->base + offset);
+      if (!n) return std::nullopt;
+      got = *n;
+    }
     r.bytes.resize(got);
-    return r;
+    return Result<ReadData>(std::move(r));
   }
+  if (!wait) return std::nullopt;  // a file's pages: the splice may wait on the disk
   r.fd = h->fd;
   r.pos = static_cast<off_t>(h->base + offset);
   r.size = static_cast<size_t>(std::min<uint64_t>(size, h->size - offset));
-  return r;
+  return Result<ReadData>(std::move(r));
 }
 
 void MountFs::Release(uint64_t fh) {

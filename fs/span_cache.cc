@@ -292,6 +292,15 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const Layer
   return OpenLocked(*slot, layer, /*warm=*/false);
 }
 
+std::shared_ptr<const LayerReader::Stream> LayerReader::OpenedStream(const LayerRecord& layer) {
+  std::shared_ptr<Slot> slot = SlotFor(layer);
+  std::unique_lock<std::mutex> l(slot->mu, std::try_to_lock);
+  if (!l.owns_lock() || !slot->stream) return nullptr;  // being opened, or not yet
+  // OpenLocked replaces a lazy stream whose layer completed since (its record moved).
+  if (slot->stream->lazy_ && slot->stream->size_ != layer.size) return nullptr;
+  return slot->stream;
+}
+
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot& slot,
                                                                            const LayerRecord& layer,
                                                                            bool warm) {
@@ -389,6 +398,26 @@ Result<size_t> LayerReader::Stream::Read(char* buf, size_t n, uint64_t off, uint
     IMGFS_ASSIGN_OR_RETURN(SpanCache::Value v,
                            owner_->Fetch(*this, i, nullptr, nullptr, asked, want));
     if (in_span >= v->size()) return Status::Corruption(name_ + ": span shorter than its index");
+    size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
+    std::memcpy(buf + done, v->data() + in_span, k);
+    done += k;
+  }
+  return n;
+}
+
+std::optional<size_t> LayerReader::Stream::ReadCached(char* buf, size_t n, uint64_t off) const {
+  if (lazy_ || fd_ || !index_) return std::nullopt;
+  if (off >= size_) return size_t{0};
+  n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
+  size_t done = 0;
+  while (done < n) {
+    uint64_t pos = off + done;
+    size_t i = index_->Find(pos);
+    uint64_t in_span = pos - index_->SpanStart(i);
+    uint64_t asked =
+        std::min<uint64_t>(in_span + (n - done), index_->SpanEnd(i) - index_->SpanStart(i));
+    SpanCache::Value v = owner_->spans_.Get(id_, i, asked);
+    if (!v || in_span >= v->size()) return std::nullopt;  // Read decodes, or says why not
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, v->size() - in_span));
     std::memcpy(buf + done, v->data() + in_span, k);
     done += k;

@@ -56,6 +56,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -129,6 +130,10 @@ class LayerReader {
     // span not decoded yet is decoded up to there, not only to this read's end (the
     // kernel reads a file in 128 KiB pieces); 0: this read's end.
     Result<size_t> Read(char* buf, size_t n, uint64_t off, uint64_t until = 0) const;
+    // The same read answered only from decoded spans in the cache, never waiting: the
+    // count, or nullopt when a span is not (or not far enough) decoded, or the layer is
+    // lazy or read from a file (the mount's loop thread, fs/fuse_loop.h).
+    std::optional<size_t> ReadCached(char* buf, size_t n, uint64_t off) const;
     const SeekIndex* index() const { return index_.get(); }
     // A lazily pulled layer (fs/lazy_blob.h), else null.
     LazyBlob* lazy() const { return lazy_.get(); }
@@ -146,6 +151,9 @@ class LayerReader {
   };
 
   Result<std::shared_ptr<const Stream>> Open(const LayerRecord& layer);
+  // The layer's stream if it is open already, else null; never waits (not for another
+  // thread's open either).
+  std::shared_ptr<const Stream> OpenedStream(const LayerRecord& layer);
   Result<size_t> Read(const LayerRecord& layer, char* buf, size_t n, uint64_t off,
                       uint64_t until = 0);
   // Queues a background decode of the spans holding [off, off+len) of an indexed

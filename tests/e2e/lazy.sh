@@ -11,7 +11,7 @@
 # a gzip layer under --lazy is pulled in full with one stderr line; a TOC whose checksum
 # is right but which describes other content fails that file's reads and, at completion,
 # marks the image broken (images, verify, reads); kill -9 of the daemon mid-fetch and a
-# remount read right.
+# remount read right; a read waiting on a stalled registry holds up no other request.
 # Mounts use -o complete=off: this suite counts what reads fetch, and the daemon's
 # background completion (lazy_complete.sh) would fetch the rest meanwhile.
 source "$(dirname "$0")/lib.sh"
@@ -24,7 +24,8 @@ $TOOLS push-layout http://127.0.0.1:$P test/gz v3 oci v3 >/dev/null
 F=$(free_port)
 echo none >mode
 $TOOLS proxy "$F" "$P" "$T/mode" "$T/proxy.log" &
-CLEANUP_PIDS="$CLEANUP_PIDS $!"
+PROXY=$!
+CLEANUP_PIDS="$CLEANUP_PIDS $PROXY"
 wait_port "$F"
 REF=127.0.0.1:$F/test/lazy:v3
 sent() { awk '$1=="sent" {s+=$2} END {print s+0}' "$T/proxy.log"; }
@@ -149,6 +150,28 @@ check "  and cat of a file not yet local gives the right bytes" \
 check "  (signed URLs expired, and were asked for again)" bash -c \
   "[[ \$(grep -c '^inject=expired' proxy.log) -ge 1 && \$(grep -c '^inject=signed-redirect' proxy.log) -gt \$(grep -c '^inject=expired' proxy.log) ]]"
 echo none >mode
+
+# --- a read that waits on the registry holds up no other request: the session loop
+# answers statfs, xattrs and lookups while the read waits on a pool thread
+# (fs/fuse_loop.h). The registry's front is stopped (SIGSTOP): its socket accepts the
+# request and answers nothing until SIGCONT.
+export IMGFS_ROOT=$T/store-stall
+"$IMGFS" pull -q --lazy "$REF" >/dev/null
+ROOT=$IMGFS_ROOT mount_store "$T/mp3" -o complete=off
+IMG3=$T/mp3/127.0.0.1:$F/test/lazy/v3
+stat "$IMG3/data/random.bin" "$IMG3/etc" >/dev/null
+: >proxy.log
+kill -STOP "$PROXY"
+cmp "$IMG3/data/random.bin" ref-v3/rootfs/data/random.bin &
+reader=$!
+sleep 1
+check "while a read waits on a stopped registry, statfs, listxattr and a lookup answer within 3 s" \
+  timeout 3 python3 -c 'import os, sys; os.statvfs(sys.argv[1]); os.listxattr(sys.argv[1]); os.lstat(sys.argv[1] + "/etc/passwd")' "$IMG3"
+check "  (the read is still waiting on the registry)" kill -0 "$reader"
+kill -CONT "$PROXY"
+check "  once the registry answers, the read ends with the right bytes" wait "$reader"
+"$IMGFS" umount "$T/mp3"
+export IMGFS_ROOT=$ROOT
 
 # --- offline: EIO after a bounded wait, one mount.log line naming the registry
 export IMGFS_ROOT=$T/store-offline

@@ -2,7 +2,8 @@
 # The FUSE adapter's reply paths on real mounts: -o open=daemon (open, opendir and
 # release go to the daemon), a directory far larger than one readdir buffer (listed
 # completely through readdirplus and readdir), xattrs larger than the caller's buffer
-# (ERANGE; a size query answers the size), and -o cache_size= bounding unpacked/.
+# (ERANGE; a size query answers the size), -o cache_size= bounding unpacked/, and
+# -o spin=0 (libfuse's loop) answering the same.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 need python3
@@ -53,6 +54,22 @@ check "  a directory lists the same" test "$(ls -a "$D/data")" = "$(ls -a "$K/da
 count_op() { grep -c "opcode: $1 " "$LOG" || true; }
 check "  (open, opendir, release and releasedir went to the daemon)" \
   bash -c "[[ $(count_op OPEN) -ge 2 && $(count_op OPENDIR) -ge 1 && $(count_op RELEASE) -ge 2 && $(count_op RELEASEDIR) -ge 1 ]]"
+
+# -o spin=0: libfuse's multithreaded loop instead of fs/fuse_loop.h's (the default):
+# the same answers. A value that is not a number of microseconds is refused.
+mount_store "$T/mnt-mt" -o spin=0
+M0=$T/mnt-mt/big/v1
+check "spin=0 (libfuse's loop): a file reads the same as the source" cmp "$M0/data/random.bin" random.bin
+check "  a 5,000-name directory lists the same" \
+  bash -c "ls -f '$M0/many' | grep -v '^\.\.\?\$' | sort | cmp - names.want"
+check "  an xattr reads the same" \
+  test "$(python3 -c 'import os,sys; print(len(os.getxattr(sys.argv[1], "user.big")))' "$M0/x")" = 3000
+"$IMGFS" umount "$T/mnt-mt"
+mkdir -p "$T/mnt-bad"
+for v in x -1 100001 ''; do
+  check "-o spin=$v is refused with a message" \
+    bash -c "! '$IMGFS' mount -o 'spin=$v' '$T/mnt-bad' 2>err.txt && grep -q 'spin is a number of microseconds' err.txt"
+done
 
 # A directory of 5,000 long names: many readdir buffers.
 before_rd=$(count_op READDIR); before_rdp=$(count_op READDIRPLUS)
