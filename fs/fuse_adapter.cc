@@ -1,6 +1,7 @@
-// The FUSE low-level adapter: the only file that includes fuse_lowlevel.h. Each
-// callback decodes one request, calls one MountFs method (fs/mount_fs.h) and sends
-// exactly one reply; nothing here holds a lock while replying, and nothing throws.
+// The FUSE low-level adapter (with fs/fuse_loop.cc, the only files that include
+// fuse_lowlevel.h). Each callback decodes one request, calls one MountFs method
+// (fs/mount_fs.h) and sends exactly one reply; nothing here holds a lock while
+// replying, and nothing throws.
 #include "fs/fuse_adapter.h"
 
 #include <fcntl.h>
@@ -570,7 +571,11 @@ int RunMount(const MountOptions& in) {
     Log(&ctx, "cannot open the store: %s", fs.status().message().c_str());
   } else {
     ctx.fs = std::move(*fs);
-    Log(&ctx, "mounted %s on %s", o.root.c_str(), o.mountpoint.c_str());
+    std::string loop_kind = o.spin_us > 0 ? "one thread polling " + std::to_string(o.spin_us) +
+                                                " us, a pool for reads (spin)"
+                                          : "libfuse's multithreaded";
+    Log(&ctx, "mounted %s on %s (session loop: %s)", o.root.c_str(), o.mountpoint.c_str(),
+        loop_kind.c_str());
     auto invalidator = std::make_unique<EntryInvalidator>(se, o.debug ? ctx.log : nullptr);
     ctx.fs->set_invalidator(
         [inv = invalidator.get()](const MountFs::StaleName& n) { inv->Push(n); });

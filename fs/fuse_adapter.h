@@ -1,5 +1,5 @@
 // Serving a store over FUSE. RunMount mounts the store read-only at a mount point and
-// answers requests (fs/fuse_loop.h: one loop thread, a pool for reads) until it is unmounted or
+// answers requests (libfuse's multithreaded loop, or with -o spin= fs/fuse_loop.h's) until it is unmounted or
 // receives SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
 //
 // In the background (the default), the mount is in place before the calling process
@@ -47,9 +47,9 @@ struct MountOptions {
   // -o readahead=off: no read-ahead of a listed directory's files and no warm-up of an
   // image's layers (LayerReader::Warm; also IMGFS_READAHEAD=0 in the environment).
   bool readahead = true;
-  // -o spin=US: after each request the session loop reads on without sleeping this
-  // long (fs/fuse_loop.h); 0: libfuse's multithreaded loop instead.
-  int spin_us = 50;
+  // -o spin=US: fs/fuse_loop.h's session loop, which after each request reads on
+  // without sleeping this long; 0 (the default): libfuse's multithreaded loop.
+  int spin_us = 0;
   // Run beside the session (see BackgroundTask); empty: none.
   BackgroundTask background;
 };

@@ -106,7 +106,7 @@ int ServeSession(fuse_session* se, int spin_us) {
   std::free(buf.mem);
   ::fcntl(fd, F_SETFL, flags);  // ServeOnce, after the loop, waits in poll and reads once
   fuse_session_reset(se);
-  return err;
+  return -err;  // as libfuse's loops: never mistaken for a signal's number
 }
 
 void EntryInvalidator::Run() {

@@ -1,7 +1,9 @@
-// The mount daemon's session loop (fs/fuse_adapter.cc): one thread reads the FUSE
-// device and answers every request whose answer is at hand (names, attributes, xattrs,
-// listings, forgets) itself; READ and OPEN, which may wait for a decode or a fetch, are
-// handed to a RequestPool.
+// The mount daemon's session loop of `-o spin=US` (fs/fuse_adapter.cc; libfuse's
+// multithreaded loop is the default): one thread reads the FUSE device and answers
+// names, attributes, xattrs, listings, forgets and reads of decoded spans itself; OPEN
+// and the READs that may wait for a decode or a fetch are handed to a RequestPool. Not
+// the default because what it answers itself can still wait on a layer a pool thread is
+// opening (docs/architecture.md, "The session loop").
 //
 // Why not libfuse's multithreaded loop: there each request wakes whichever of the idle
 // threads waited longest, so a run of small requests (a cold `ls -l` of 10,000 image
@@ -10,7 +12,7 @@
 // inter-processor interrupt through the hypervisor. The loop thread instead reads the
 // device without blocking for `spin_us` after each request before it sleeps (yielding
 // the CPU to any other runnable thread meanwhile): a request that follows within that
-// window costs no wake-up of the daemon. `-o spin=0` keeps libfuse's loop (RunMount).
+// window costs no wake-up of the daemon.
 // docs/benchmarks.md has the measurements; docs/architecture.md the threads.
 //
 // Also here, the two threads that serve the session beside the loop: EntryInvalidator
@@ -67,8 +69,8 @@ class RequestPool {
 
 // Serves `se` on the calling thread, which must be the process's main thread (signals
 // go to it first: SIGTERM ends the loop through libfuse's handler) until the session
-// exits (unmount, signal). Returns 0, or the errno that ended it. The device is left
-// in blocking mode again.
+// exits (unmount, signal). Returns 0, or minus the errno that ended it. The device is
+// left in blocking mode again.
 int ServeSession(fuse_session* se, int spin_us);
 
 // Sends the kernel FUSE_NOTIFY_INVAL_ENTRY for the names MountFs reports stale

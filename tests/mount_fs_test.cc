@@ -725,10 +725,16 @@ TEST_F(MountFsTest, ReadIfReadyAnswersOnlyFromDecodedSpans) {
 TEST_F(MountFsTest, ReadIfReadyLeavesWholeLayerReadsToRead) {
   Fs(0, /*whole_layers=*/true);
   uint64_t big = Walk("alpha/1/big");
-  auto r = Fs().Read(big, 0, 4096, 1000);  // unpacks the layer: read through a file
+  auto o = Fs().Open(big, O_RDONLY);  // unpacks the layer: the handle reads a file
+  ASSERT_TRUE(o.ok()) << o.status().message();
+  auto r = Fs().Read(big, o->fh, 4096, 1000);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_TRUE(r->fd != nullptr);
+  // With the open handle (its stream and fd at hand) and without (no-open mode): the
+  // splice may wait on the disk, so both are left to Read.
+  EXPECT_FALSE(Fs().ReadIfReady(big, o->fh, 4096, 1000).has_value());
   EXPECT_FALSE(Fs().ReadIfReady(big, 0, 4096, 1000).has_value());
+  Fs().Release(o->fh);
 }
 
 // The first lookup inside an image opens its layers (blob, sidecar) on the read-ahead

@@ -151,13 +151,13 @@ check "  (signed URLs expired, and were asked for again)" bash -c \
   "[[ \$(grep -c '^inject=expired' proxy.log) -ge 1 && \$(grep -c '^inject=signed-redirect' proxy.log) -gt \$(grep -c '^inject=expired' proxy.log) ]]"
 echo none >mode
 
-# --- a read that waits on the registry holds up no other request: the session loop
-# answers statfs, xattrs and lookups while the read waits on a pool thread
-# (fs/fuse_loop.h). The registry's front is stopped (SIGSTOP): its socket accepts the
+# --- a read that waits on the registry holds up no other request: with -o spin=, the
+# loop thread answers statfs, xattrs and lookups while the read waits on a pool thread
+# (fs/fuse_loop.h; libfuse's loop, the default, has a thread per request anyway). The registry's front is stopped (SIGSTOP): its socket accepts the
 # request and answers nothing until SIGCONT.
 export IMGFS_ROOT=$T/store-stall
 "$IMGFS" pull -q --lazy "$REF" >/dev/null
-ROOT=$IMGFS_ROOT mount_store "$T/mp3" -o complete=off
+ROOT=$IMGFS_ROOT mount_store "$T/mp3" -o complete=off,spin=50
 IMG3=$T/mp3/127.0.0.1:$F/test/lazy/v3
 stat "$IMG3/data/random.bin" "$IMG3/etc" >/dev/null
 : >proxy.log
