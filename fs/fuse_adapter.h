@@ -1,6 +1,6 @@
 // Serving a store over FUSE. RunMount mounts the store read-only at a mount point and
-// answers requests (libfuse's multithreaded loop, or with -o spin= fs/fuse_loop.h's) until it is unmounted or
-// receives SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
+// answers requests (libfuse's multithreaded loop, or fs/fuse_loop.h's with -o spin=)
+// until it is unmounted or receives SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
 //
 // In the background (the default), the mount is in place before the calling process
 // exits with 0; the daemon logs to <root>/mount.log. In the foreground (-f), it logs to
