@@ -140,6 +140,18 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
       c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
 }
 
+// On the session loop's thread (MountFs::NoWait) an operation that would wait says so
+// before it has had any effect: the request is then run again, whole, on a pool thread,
+// where it may wait. Arguments the kernel lent the callback must be copied into `again`.
+bool Deferred(fuse_req_t req, const Status& st, std::function<void()> again) {
+  if (!MountFs::IsWouldBlock(st)) return false;
+  Ctx(req)->pool->Post([again = std::move(again)] {
+    MountFs::NoWait off(false);  // Post runs it in place when no thread can be had
+    again();
+  });
+  return true;
+}
+
 // The test hook of Context::name_reply_delay_ms.
 void TestNameDelay(Context* c, const MountFs::Entry& e, std::atomic<bool>* done) {
   if (e.name_root && c->name_reply_delay_ms > 0 && !done->exchange(true))
@@ -148,6 +160,10 @@ void TestNameDelay(Context* c, const MountFs::Entry& e, std::atomic<bool>* done)
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto r = Fs(req).Lookup(parent, name);
+  if (!r.ok() && Deferred(req, r.status(), [req, parent, n = std::string(name)] {
+        OpLookup(req, parent, n.c_str());
+      }))
+    return;
   if (!r.ok()) return ReplyError(req, r.status(), "lookup", parent);
   // Counted before the reply (a FORGET may follow it at once), taken back when the
   // kernel did not get it. HandOut may still shorten a name's timeout: it is encoded after.
@@ -174,6 +190,7 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto r = Fs(req).GetAttr(ino);
+  if (!r.ok() && Deferred(req, r.status(), [req, ino] { OpGetattr(req, ino, nullptr); })) return;
   if (!r.ok()) return ReplyError(req, r.status(), "getattr", ino);
   fuse_reply_attr(req, &r->attr, r->timeout);
 }
@@ -184,6 +201,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   auto r = Fs(req).ReadLink(ino);
+  if (!r.ok() && Deferred(req, r.status(), [req, ino] { OpReadlink(req, ino); })) return;
   if (!r.ok()) return ReplyError(req, r.status(), "readlink", ino);
   fuse_reply_readlink(req, r->c_str());
 }
@@ -192,6 +210,9 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // ENOSYS once tells the kernel to stop sending opendir (no-opendir mode).
   if (Ctx(req)->no_opendir) return (void)fuse_reply_err(req, ENOSYS);
   auto r = Fs(req).OpenDir(ino);
+  if (!r.ok() &&
+      Deferred(req, r.status(), [req, ino, info = *fi]() mutable { OpOpendir(req, ino, &info); }))
+    return;
   if (!r.ok()) return ReplyError(req, r.status(), "opendir", ino);
   fi->fh = r->fh;
   fi->cache_readdir = r->cache_readdir;
@@ -232,6 +253,13 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
         used += n;
         return true;
       });
+  if (MountFs::IsWouldBlock(st)) {  // run again whole: the entries counted are taken back
+    for (uint64_t i : counted) Fs(req).KernelForget(i, 1);
+    Deferred(req, st, [req, ino, size, off, info = *fi, plus]() mutable {
+      ReadDir(req, ino, size, off, &info, plus);
+    });
+    return;
+  }
   // Once an entry is in the buffer an error can no longer be reported: send what we have.
   if (!st.ok() && used == 0) return ReplyError(req, st, "readdir", ino);
   if (fuse_reply_buf(req, buf.data(), used) != 0) {
@@ -347,6 +375,10 @@ void ReplyXattr(fuse_req_t req, const std::string& value, size_t size) {
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto r = Fs(req).GetXattr(ino, name);
+  if (!r.ok() && Deferred(req, r.status(), [req, ino, n = std::string(name), size] {
+        OpGetxattr(req, ino, n.c_str(), size);
+      }))
+    return;
   if (!r.ok()) {
     if (r.status().IsNotFound()) return (void)fuse_reply_err(req, ENODATA);
     return ReplyError(req, r.status(), "getxattr", ino);
@@ -356,6 +388,8 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 
 void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   auto r = Fs(req).ListXattr(ino);
+  if (!r.ok() && Deferred(req, r.status(), [req, ino, size] { OpListxattr(req, ino, size); }))
+    return;
   if (!r.ok()) return ReplyError(req, r.status(), "listxattr", ino);
   ReplyXattr(req, *r, size);
 }
@@ -607,12 +641,19 @@ int RunMount(const MountOptions& in) {
     if (o.spin_us > 0) {
       RequestPool pool(32);
       ctx.pool = &pool;
-      loop = ServeSession(se, o.spin_us);
-      ctx.pool = nullptr;  // what the pool runs may still answer: the pool ends first
+      ctx.fs->set_background([&pool](std::function<void()> work) { pool.Post(std::move(work)); });
+      {
+        MountFs::NoWait nowait;  // this thread reads the device: it never waits
+        loop = ServeSession(se, o.spin_us);
+      }
+      // What the pool runs may still answer, and it runs no NoWait work: it ends first.
+      ctx.pool = nullptr;
     } else {
-      // -o spin=0: libfuse's multithreaded loop (every request on a worker thread).
+      // -o spin=0: libfuse's multithreaded loop (every request on a worker thread), as
+      // before fs/fuse_loop.h.
       loop = fuse_session_loop_mt(se, cfg);
     }
+    ctx.fs->set_background(nullptr);  // the pool is gone
     rc = loop == 0 || loop == SIGTERM || loop == SIGINT || loop == SIGHUP ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
     bg_stop.Stop();  // it stops within a transfer's next bytes (fs/stop_signal.h)

@@ -1,5 +1,5 @@
 // Serving a store over FUSE. RunMount mounts the store read-only at a mount point and
-// answers requests (libfuse's multithreaded loop, or fs/fuse_loop.h's with -o spin=)
+// answers requests (fs/fuse_loop.h's session loop, or libfuse's with -o spin=0)
 // until it is unmounted or receives SIGTERM/SIGINT/SIGHUP, then unmounts cleanly.
 //
 // In the background (the default), the mount is in place before the calling process
@@ -48,8 +48,9 @@ struct MountOptions {
   // image's layers (LayerReader::Warm; also IMGFS_READAHEAD=0 in the environment).
   bool readahead = true;
   // -o spin=US: fs/fuse_loop.h's session loop, which after each request reads on
-  // without sleeping this long; 0 (the default): libfuse's multithreaded loop.
-  int spin_us = 0;
+  // without sleeping this long (50, the default); 0: libfuse's multithreaded loop.
+  static constexpr int kDefaultSpinUs = 50;
+  int spin_us = kDefaultSpinUs;
   // Run beside the session (see BackgroundTask); empty: none.
   BackgroundTask background;
 };

@@ -1,9 +1,9 @@
-// The mount daemon's session loop of `-o spin=US` (fs/fuse_adapter.cc; libfuse's
-// multithreaded loop is the default): one thread reads the FUSE device and answers
-// names, attributes, xattrs, listings, forgets and reads of decoded spans itself; OPEN
-// and the READs that may wait for a decode or a fetch are handed to a RequestPool. Not
-// the default because what it answers itself can still wait on a layer a pool thread is
-// opening (docs/architecture.md, "The session loop").
+// The mount daemon's session loop (fs/fuse_adapter.cc; `-o spin=US`, 50 by default;
+// spin=0 runs libfuse's multithreaded loop instead): one thread reads the FUSE device
+// and answers names, attributes, xattrs, listings, forgets and reads of decoded spans
+// itself; OPEN, the READs that may wait for a decode or a fetch, and whatever MountFs
+// says would wait on that thread (MountFs::NoWait: a tree to build, new names, a layer
+// being opened) are handed to a RequestPool (docs/architecture.md, "The session loop").
 //
 // Why not libfuse's multithreaded loop: there each request wakes whichever of the idle
 // threads waited longest, so a run of small requests (a cold `ls -l` of 10,000 image

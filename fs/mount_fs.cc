@@ -33,7 +33,17 @@ Status BadInode() {
   return Status::Io("stale inode", ESTALE);
 }
 
+// This thread may not wait (MountFs::NoWait).
+thread_local bool t_nowait = false;
+
 }  // namespace
+
+MountFs::NoWait::NoWait(bool on) : was_(t_nowait) {
+  t_nowait = on;
+}
+MountFs::NoWait::~NoWait() {
+  t_nowait = was_;
+}
 
 struct MountFs::FileHandle {
   std::shared_ptr<UniqueFd> fd;  // the layer's uncompressed stream, pinned while open
@@ -85,6 +95,10 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     std::lock_guard<std::mutex> l(snap_mu_);
     if (snap_ && (!gen.ok() || snap_->generation == *gen)) return snap_;
   }
+  // Reading the names, and what a move releases (layers whose opens may be under way),
+  // is for a thread that may wait. latest_generation_ is raised already, as when a
+  // build fails: the thread that builds it settles the move (mount_names.cc).
+  if (t_nowait) return nullptr;
   auto refs = store_->ListRefs();
   auto images = store_->ListImages(/*layers=*/false);
   if (!refs.ok() || !images.ok()) {
@@ -117,6 +131,12 @@ std::shared_ptr<const Snapshot> MountFs::CurrentSnapshot() {
     }
   }
   return out;
+}
+
+Result<std::shared_ptr<const Snapshot>> MountFs::Names() {
+  auto snap = CurrentSnapshot();
+  if (!snap) return Status::WouldBlock("the store's names moved");
+  return snap;
 }
 
 void MountFs::CheckGeneration() {
@@ -254,7 +274,11 @@ void MountFs::KernelForget(uint64_t ino, uint64_t n) {
     left = n >= static_cast<uint64_t>(had) ? 0 : had - static_cast<int64_t>(n);
   } while (!in->kernel_refs.compare_exchange_weak(had, left));
   // Only the step to 0 can release something (a pending layer's watchers are rechecked).
-  if (had > 0 && left == 0 && has_pending_.load()) CheckPending();
+  // Forgetting a layer waits for an open of it under way: not on a NoWait thread.
+  if (had > 0 && left == 0 && has_pending_.load()) {
+    if (t_nowait && background_) return background_([this] { CheckPending(); });
+    CheckPending();
+  }
 }
 
 int64_t MountFs::KernelRefs(uint64_t ino) const {
@@ -272,6 +296,7 @@ Result<std::shared_ptr<const ImageView>> MountFs::View(const Digest& image, bool
       return it->second.view;
     }
   }
+  if (t_nowait) return Status::WouldBlock("a tree to build");
   // Built outside the lock (two threads may build the same tree once each; the second
   // is dropped).
   std::shared_ptr<const ImageView> view;
@@ -479,7 +504,7 @@ Result<std::shared_ptr<const std::vector<std::string>>> MountFs::LayerHexes(cons
 Result<MountFs::Entry> MountFs::Lookup(uint64_t parent, std::string_view name) {
   uint32_t inst = InstOf(parent), node = NodeOf(parent);
   if (inst == 0) {
-    auto snap = CurrentSnapshot();
+    IMGFS_ASSIGN_OR_RETURN(auto snap, Names());
     if (node == kIdDirNode) return IdEntry(*snap, name);
     if (node == kLayersDirNode) return LayerDirEntry(name);
     if (node == kReposJsonNode) return Status::Io("not a directory", ENOTDIR);
@@ -528,7 +553,7 @@ Result<MountFs::Attr> MountFs::GetAttr(uint64_t ino) {
   uint32_t inst = InstOf(ino), node = NodeOf(ino);
   Attr a;
   if (inst == 0) {
-    auto snap = CurrentSnapshot();
+    IMGFS_ASSIGN_OR_RETURN(auto snap, Names());
     a.timeout = options_.name_timeout;
     if (node == kIdDirNode || node == kLayersDirNode) {
       a.attr = NameDirAttr(ino, *snap, node == kIdDirNode ? ".id" : ".layers");
@@ -573,7 +598,8 @@ Result<MountFs::Opened> MountFs::OpenDir(uint64_t ino) {
   Opened o;
   if (InstOf(ino) == 0) {
     if (NodeOf(ino) == kReposJsonNode) return Status::Io("not a directory", ENOTDIR);
-    o.fh = reinterpret_cast<uint64_t>(new DirHandle{CurrentSnapshot()});
+    IMGFS_ASSIGN_OR_RETURN(auto snap, Names());
+    o.fh = reinterpret_cast<uint64_t>(new DirHandle{std::move(snap)});
     return o;
   }
   const Instance* in = GetInstance(InstOf(ino));
@@ -603,8 +629,12 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
     return d;
   };
   if (inst == 0) {
-    std::shared_ptr<const Snapshot> snap =
-        fh ? reinterpret_cast<DirHandle*>(fh)->snap : CurrentSnapshot();
+    std::shared_ptr<const Snapshot> snap;
+    if (fh) {
+      snap = reinterpret_cast<DirHandle*>(fh)->snap;
+    } else {
+      IMGFS_ASSIGN_OR_RETURN(snap, Names());
+    }
     // Entries are made from `offset` on and only until the reply is full: a listing of
     // N names takes about N/25 calls, and no call may cost N (10,000 tags: ~400 calls).
     std::vector<DirEntry> head;  // ".", "..", and at the root .id, .layers, .repositories.json
@@ -638,6 +668,7 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
       IMGFS_ASSIGN_OR_RETURN(auto hexes, LayerHexes(*snap));
       for (uint64_t k = first; k < hexes->size(); k++) {
         auto e = LayerDirEntry((*hexes)[k]);
+        if (!e.ok() && IsWouldBlock(e.status())) return e.status();
         if (!e.ok()) continue;  // a layer removed meanwhile is left out
         if (!emit(DirEntry{(*hexes)[k], *e}, base + k)) break;
       }
@@ -657,13 +688,8 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
   IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(in, node));
   const MergedTree& t = view->tree();
   if (!S_ISDIR(t.node(node).mode)) return Status::Io("not a directory", ENOTDIR);
-  if (offset == 0 && !emit(dot(".", ino, S_IFDIR), 1)) return Status::Ok();
-  if (offset <= 1) {
-    uint64_t parent = node == MergedTree::kRoot ? in->parent_ino : Ino(inst, t.node(node).parent);
-    if (!emit(dot("..", parent, S_IFDIR), 2)) return Status::Ok();
-  }
   const TreeDirent* d = t.ChildrenBegin(node);
-  if (offset == 0) {
+  if (offset == 0) {  // before any entry: a WouldBlock here has had no effect
     bool first;
     {
       std::lock_guard<std::mutex> l(listed_mu_);
@@ -672,7 +698,19 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
       if (listed_.size() >= kListedMax) listed_.clear();
       first = listed_.insert(ino).second;
     }
-    if (first) PrefetchFiles(*view, d, t.ChildCount(node));
+    if (first) {
+      Status st = PrefetchFiles(*view, d, t.ChildCount(node));
+      if (IsWouldBlock(st)) {
+        std::lock_guard<std::mutex> l(listed_mu_);
+        listed_.erase(ino);
+        return st;
+      }
+    }
+  }
+  if (offset == 0 && !emit(dot(".", ino, S_IFDIR), 1)) return Status::Ok();
+  if (offset <= 1) {
+    uint64_t parent = node == MergedTree::kRoot ? in->parent_ino : Ino(inst, t.node(node).parent);
+    if (!emit(dot("..", parent, S_IFDIR), 2)) return Status::Ok();
   }
   for (uint64_t i = offset > 2 ? offset - 2 : 0; i < t.ChildCount(node); i++) {
     DirEntry e;
@@ -690,28 +728,41 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
 }
 
 // A directory is being listed: its files are likely read next (grep -r, find, tar).
-// Queue their spans for read-ahead, in tar order (LayerReader::Prefetch).
-void MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count) {
+// Queue their spans for read-ahead, in tar order (LayerReader::Prefetch). Only layers
+// read through a seek index are read ahead, and none is opened the long way here (a
+// sidecar built, a layer unpacked): that is left to the first read.
+Status MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count) {
+  if (!cache_->prefetch_on()) return Status::Ok();
   const MergedTree& t = view.tree();
   std::vector<const TreeNode*> files;
   for (uint32_t i = 0; i < count; i++) {
     const TreeNode& n = t.node(d[i].node);
     if (S_ISREG(n.mode) && n.size > 0 && n.layer < view.layers().size()) files.push_back(&n);
   }
-  if (files.empty()) return;
+  if (files.empty()) return Status::Ok();
   std::sort(files.begin(), files.end(), [](const TreeNode* a, const TreeNode* b) {
     return a->layer != b->layer ? a->layer < b->layer : a->data_offset < b->data_offset;
   });
-  std::shared_ptr<const LayerReader::Stream> s;
-  uint32_t layer = UINT32_MAX;
-  for (const TreeNode* n : files) {
-    if (n->layer != layer) {
-      layer = n->layer;
-      auto got = cache_->Open(view.layers()[layer]);
-      s = got.ok() ? *got : nullptr;  // an error surfaces when the file is read
+  // The streams first: on a NoWait thread a layer not open yet is a WouldBlock before
+  // anything is queued.
+  std::vector<std::shared_ptr<const LayerReader::Stream>> streams;
+  for (size_t k = 0; k < files.size(); k++) {
+    if (k > 0 && files[k]->layer == files[k - 1]->layer) continue;
+    const LayerRecord& layer = view.layers()[files[k]->layer];
+    if (t_nowait) {
+      streams.push_back(cache_->OpenedStream(layer));
+      if (!streams.back()) return Status::WouldBlock("a layer to open for read-ahead");
+    } else {
+      streams.push_back(cache_->OpenForPrefetch(layer));
     }
-    if (s && !cache_->Prefetch(s, n->data_offset, n->size)) break;  // full or off: no more
   }
+  size_t at = 0;
+  for (size_t k = 0; k < files.size(); k++) {
+    if (k > 0 && files[k]->layer != files[k - 1]->layer) at++;
+    const std::shared_ptr<const LayerReader::Stream>& s = streams[at];
+    if (s && !cache_->Prefetch(s, files[k]->data_offset, files[k]->size)) break;  // full or off
+  }
+  return Status::Ok();
 }
 
 Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino, bool open) {
@@ -719,7 +770,8 @@ Result<MountFs::FileHandle> MountFs::FileAt(uint64_t ino, bool open) {
   if (InstOf(ino) == 0) {
     if (NodeOf(ino) != kReposJsonNode) return Status::Io("is a directory", EISDIR);
     h.is_bytes = true;
-    h.bytes = CurrentSnapshot()->repositories_json;
+    IMGFS_ASSIGN_OR_RETURN(auto snap, Names());
+    h.bytes = snap->repositories_json;
     return h;
   }
   IMGFS_ASSIGN_OR_RETURN(auto view, NodeView(GetInstance(InstOf(ino)), NodeOf(ino)));
@@ -769,6 +821,7 @@ std::optional<Result<MountFs::ReadData>> MountFs::ReadFrom(uint64_t ino, uint64_
   if (!h) {
     // No open was sent (the kernel's no-open mode): resolve from the inode.
     Result<FileHandle> r = FileAt(ino, /*open=*/wait);
+    if (!r.ok() && !wait && IsWouldBlock(r.status())) return std::nullopt;
     if (!r.ok()) return Result<ReadData>(r.status());
     resolved = std::move(*r);
     h = &resolved;

@@ -161,6 +161,31 @@ class MountFs {
   static Result<std::unique_ptr<MountFs>> Create(const Options& options);
   ~MountFs();
 
+  // The thread of the mount's session loop (fs/fuse_loop.h) answers requests one at a
+  // time and must never wait: not for a tree to be built, new names to be read, or a
+  // layer that another thread is opening (a seek index build or a whole-layer unpack
+  // holds the layer for seconds). While a NoWait(true) lives on a thread, an operation
+  // there that would wait for any of these returns a WouldBlock status (IsWouldBlock)
+  // before it has any effect, and the adapter runs the request again on a pool thread;
+  // KernelForget there hands the release of removed layers to the background runner.
+  // NoWait(false) lifts it for a scope (a deferred request run on the same thread).
+  class NoWait {
+   public:
+    explicit NoWait(bool on = true);
+    ~NoWait();
+    NoWait(const NoWait&) = delete;
+    NoWait& operator=(const NoWait&) = delete;
+
+   private:
+    bool was_;
+  };
+  static bool IsWouldBlock(const Status& st) { return st.code() == Status::Code::kWouldBlock; }
+  // Where work found on a NoWait thread that no reply waits for goes (the adapter: its
+  // pool). Set before the first request; without one it runs in place.
+  void set_background(std::function<void(std::function<void()>)> run) {
+    background_ = std::move(run);
+  }
+
   Result<Entry> Lookup(uint64_t parent, std::string_view name);
   Result<Attr> GetAttr(uint64_t ino);
   Result<std::string> ReadLink(uint64_t ino);
@@ -262,10 +287,13 @@ class MountFs {
   // Read and ReadIfReady: wait=false answers nullopt where Read would wait.
   std::optional<Result<ReadData>> ReadFrom(uint64_t ino, uint64_t fh, size_t size, uint64_t offset,
                                            bool wait);
-  void PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count);
+  // WouldBlock on a NoWait thread when a layer is not open yet (or being opened).
+  Status PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count);
 
   MountFs() = default;
+  // Null only on a NoWait thread, when the store's names moved (the build waits).
   std::shared_ptr<const Snapshot> CurrentSnapshot();
+  Result<std::shared_ptr<const Snapshot>> Names();  // CurrentSnapshot, null as WouldBlock
   // Called when the generation moved: finds the layers whose pinned blob was deleted
   // from the store and releases them (DropLayers) unless, without tracked opens, an
   // instance that uses one is still held by the kernel; those wait in pending_ until
@@ -274,7 +302,8 @@ class MountFs {
   // The names of held instances that `snap` no longer shows (set_invalidator), each
   // once per hand-out (Instance::handed).
   std::vector<StaleName> StaleNames(const Snapshot& snap);
-  std::function<void(const StaleName&)> invalidator_;  // set before the first request
+  std::function<void(const StaleName&)> invalidator_;      // set before the first request
+  std::function<void(std::function<void()>)> background_;  // set before the first request
   // The newest store generation read (CurrentSnapshot raises it before building that
   // snapshot); HandOut compares entries with it. Accessed seq_cst only (mount_names.cc).
   std::atomic<uint64_t> latest_generation_{0};

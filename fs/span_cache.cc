@@ -289,6 +289,7 @@ void LayerReader::Forget(const std::string& diff_id_hex) {
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::Open(const LayerRecord& layer) {
   std::shared_ptr<Slot> slot = SlotFor(layer);
   std::lock_guard<std::mutex> l(slot->mu);
+  if (open_hook_) open_hook_();
   return OpenLocked(*slot, layer, /*warm=*/false);
 }
 
@@ -298,6 +299,15 @@ std::shared_ptr<const LayerReader::Stream> LayerReader::OpenedStream(const Layer
   if (!l.owns_lock() || !slot->stream) return nullptr;  // being opened, or not yet
   // OpenLocked replaces a lazy stream whose layer completed since (its record moved).
   if (slot->stream->lazy_ && slot->stream->size_ != layer.size) return nullptr;
+  return slot->stream;
+}
+
+std::shared_ptr<const LayerReader::Stream> LayerReader::OpenForPrefetch(const LayerRecord& layer) {
+  std::shared_ptr<Slot> slot = SlotFor(layer);
+  std::lock_guard<std::mutex> l(slot->mu);
+  auto s = OpenLocked(*slot, layer, /*warm=*/true);  // null when open already, or not quick
+  if (s.ok() && *s) return *s;
+  if (!slot->stream || (slot->stream->lazy_ && slot->stream->size_ != layer.size)) return nullptr;
   return slot->stream;
 }
 

@@ -163,6 +163,11 @@ class LayerReader {
   // ranges to queue (a listing of many files) stops.
   bool Prefetch(const std::shared_ptr<const Stream>& s, uint64_t off, uint64_t len);
   void set_prefetch(bool on) { prefetch_on_.store(on); }
+  bool prefetch_on() const { return prefetch_on_.load(); }
+  // For read-ahead: the layer's stream, opened now when that is quick (a seek index
+  // mapped in, an uncompressed blob), not when it is work of its own (a sidecar to
+  // build, a whole-layer unpack, a lazy layer: null). Waits for another thread's open.
+  std::shared_ptr<const Stream> OpenForPrefetch(const LayerRecord& layer);
   // Spans decoded by the helper thread (also counted in spans_decoded()).
   uint64_t spans_prefetched() const { return prefetched_.load(); }
   // Queued spans the helper thread took up, decoded by it or found decoded (or being
@@ -201,6 +206,8 @@ class LayerReader {
   // Tests: called (with the span number) by the thread that decodes, before it decodes.
   // Set it before any read.
   void set_decode_hook(std::function<void(size_t)> f) { decode_hook_ = std::move(f); }
+  // Tests: called by Open while it holds the layer (as a long open would). Set it first.
+  void set_open_hook(std::function<void()> f) { open_hook_ = std::move(f); }
 
  private:
   struct Slot {
@@ -246,6 +253,7 @@ class LayerReader {
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Pending>> fly_;
   std::atomic<uint64_t> decoded_{0}, built_{0}, waits_{0};
   std::function<void(size_t)> decode_hook_;
+  std::function<void()> open_hook_;
   // Read-ahead: the queues and their helper thread (started on the first Prefetch or
   // Warm, both of which the mount calls only from requests, so after a daemon's fork;
   // joined by the destructor).

@@ -31,6 +31,9 @@ class [[nodiscard]] Status {
     kUnavailable,
     kExhausted,
     kAlreadyExists,
+    // The operation would wait, and its thread may not (MountFs::NoWait): run it again
+    // where waiting is fine. Never shown to a user.
+    kWouldBlock,
   };
 
   Status() = default;
@@ -44,6 +47,7 @@ class [[nodiscard]] Status {
   static Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
   static Status Exhausted(std::string m) { return Status(Code::kExhausted, std::move(m)); }
   static Status AlreadyExists(std::string m) { return Status(Code::kAlreadyExists, std::move(m)); }
+  static Status WouldBlock(std::string m) { return Status(Code::kWouldBlock, std::move(m)); }
   // An I/O error from a syscall: `what` names the operation and object, `err` is errno.
   static Status Io(const std::string& what, int err) {
     Status s(Code::kIo, what + ": " + std::strerror(err));
@@ -88,6 +92,8 @@ class [[nodiscard]] Status {
         return ENOSPC;
       case Code::kAlreadyExists:
         return EEXIST;
+      case Code::kWouldBlock:
+        return EAGAIN;
     }
     return EIO;
   }

@@ -737,6 +737,120 @@ TEST_F(MountFsTest, ReadIfReadyLeavesWholeLayerReadsToRead) {
   Fs().Release(o->fh);
 }
 
+// The mount's loop thread (MountFs::NoWait) never waits: a tree to build, new names,
+// a layer that another thread holds while opening it are each a WouldBlock, before any
+// effect (no entry emitted), and the same calls answer there once the work is done.
+TEST_F(MountFsTest, ANoWaitThreadSaysWouldBlockInsteadOfWaiting) {
+  Fs();
+  uint64_t root = Walk("alpha/1");  // names and the root record: no tree
+  ASSERT_NE(root, 0u);
+  // f on a NoWait thread; whether it returned within WaitFor's bound. `release` lets a
+  // thread that waited go on before it is joined.
+  auto nowait = [&](
+                    auto&& f, const std::function<void()>& release = [] {}) {
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      MountFs::NoWait w;
+      f();
+      done = true;
+    });
+    bool in_time = WaitFor([&] { return done.load(); });
+    release();
+    t.join();
+    return in_time;
+  };
+  std::vector<std::string> emitted;
+  auto list = [&](uint64_t ino) {
+    emitted.clear();
+    return Fs().ReadDir(ino, 0, 0, true, [&](const MountFs::DirEntry& d, uint64_t) {
+      emitted.push_back(d.name);
+      return true;
+    });
+  };
+  ASSERT_TRUE(nowait([&] {
+    EXPECT_TRUE(MountFs::IsWouldBlock(Fs().Lookup(root, "etc").status()));  // no tree yet
+    EXPECT_TRUE(MountFs::IsWouldBlock(list(root)));
+    EXPECT_TRUE(emitted.empty());
+    EXPECT_TRUE(Fs().GetAttr(root).ok());  // the root record
+    auto again = Fs().Lookup(MountFs::kRootIno, "alpha");
+    EXPECT_TRUE(again.ok());
+  }));
+  EXPECT_EQ(Fs().TreeCount(), 0u);
+  uint64_t etc = Walk("alpha/1/etc"), big = Walk("alpha/1/big");  // builds the tree
+  ASSERT_NE(etc, 0u);
+  ASSERT_TRUE(WaitFor([&] { return Fs().layer_reader().layers_warmed() == 1; }));
+  // A reader holds the layer (as an index build or an unpack would) until the gate opens.
+  std::mutex gate;
+  std::unique_lock<std::mutex> closed(gate);
+  std::atomic<bool> holding{false};
+  Fs().layer_reader().set_open_hook([&] {
+    holding = true;
+    std::lock_guard<std::mutex> wait_here(gate);
+  });
+  std::thread reader([&] {
+    auto r = Fs().Read(big, 0, 100, 1000);
+    EXPECT_TRUE(r.ok() && r->bytes == std::string(100, 'b'));
+  });
+  ASSERT_TRUE(WaitFor([&] { return holding.load(); }));
+  bool in_time = nowait(
+      [&] {
+        EXPECT_TRUE(MountFs::IsWouldBlock(list(etc)));  // its read-ahead needs the layer
+        EXPECT_TRUE(emitted.empty());
+        EXPECT_FALSE(Fs().ReadIfReady(big, 0, 100, 1000).has_value());
+        auto e = Fs().Lookup(etc, "hostname");  // the tree is built: answered
+        EXPECT_TRUE(e.ok() && e->ino != 0);
+        EXPECT_TRUE(Fs().GetXattr(Walk("alpha/1/cap"), "user.k").ok());
+      },
+      [&] { closed.unlock(); });
+  reader.join();
+  EXPECT_TRUE(in_time) << "a NoWait thread waited on a layer being opened";
+  Fs().layer_reader().set_open_hook(nullptr);
+  ASSERT_TRUE(nowait([&] {
+    EXPECT_TRUE(list(etc).ok());  // the layer is open now
+    EXPECT_EQ(emitted, (std::vector<std::string>{".", "..", "hostname"}));
+    auto r = Fs().ReadIfReady(big, 0, 100, 1000);
+    EXPECT_TRUE(r.has_value() && r->ok() && (*r)->bytes == std::string(100, 'b'));
+  }));
+  // New names are read by a thread that may wait; then a NoWait thread sees them.
+  uint64_t json = Walk(".repositories.json");
+  ASSERT_NE(json, 0u);
+  ASSERT_TRUE(store_->SetRef("docker.io/library/delta:new", RefRecord{image_b_.hex(), ""}).ok());
+  ASSERT_TRUE(nowait([&] {
+    EXPECT_TRUE(MountFs::IsWouldBlock(Fs().Lookup(MountFs::kRootIno, "delta").status()));
+    EXPECT_TRUE(MountFs::IsWouldBlock(list(MountFs::kRootIno)));
+    EXPECT_TRUE(emitted.empty());
+    EXPECT_TRUE(MountFs::IsWouldBlock(Fs().GetAttr(MountFs::kRootIno).status()));
+    EXPECT_FALSE(Fs().ReadIfReady(json, 0, 4096, 0).has_value());
+  }));
+  EXPECT_NE(Walk("delta/new"), 0u);
+  ASSERT_TRUE(nowait([&] { EXPECT_TRUE(Fs().Lookup(MountFs::kRootIno, "delta").ok()); }));
+}
+
+// A FORGET on a NoWait thread that lets a removed layer go hands the release (which
+// waits for an open of the layer under way) to the background runner.
+TEST_F(MountFsTest, ANoWaitThreadHandsTheReleaseOfRemovedLayersToTheBackground) {
+  std::vector<std::function<void()>> later;
+  Fs().set_background([&](std::function<void()> work) { later.push_back(std::move(work)); });
+  uint64_t big = Walk("alpha/1/big");
+  ASSERT_TRUE(Fs().Read(big, 0, 10, 0).ok());  // builds the view, pins
+  Fs().KernelRef(big);
+  std::vector<std::string> paths = BlobPaths(image_a_);
+  auto freed = store_->DeleteImage(image_a_);
+  ASSERT_TRUE(freed.ok());
+  for (const Digest& d : *freed) ASSERT_TRUE(store_->blobs().Delete(d).ok());
+  EXPECT_EQ(Walk("alpha/1"), 0u);  // the move is seen; the kernel still holds alpha
+  EXPECT_GE(FdsOnAll(paths), 1);
+  {
+    MountFs::NoWait w;
+    Fs().KernelForget(big, 1);
+  }
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_GE(FdsOnAll(paths), 1);  // not released in place
+  later[0]();
+  EXPECT_EQ(FdsOnAll(paths), 0);
+  Fs().set_background(nullptr);
+}
+
 // The first lookup inside an image opens its layers (blob, sidecar) on the read-ahead
 // thread while this thread builds the tree (LayerReader::Warm); names alone open nothing.
 TEST_F(MountFsTest, TheFirstLookupInsideAnImageOpensItsLayersAhead) {

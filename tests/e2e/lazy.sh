@@ -151,9 +151,10 @@ check "  (signed URLs expired, and were asked for again)" bash -c \
   "[[ \$(grep -c '^inject=expired' proxy.log) -ge 1 && \$(grep -c '^inject=signed-redirect' proxy.log) -gt \$(grep -c '^inject=expired' proxy.log) ]]"
 echo none >mode
 
-# --- a read that waits on the registry holds up no other request: with -o spin=, the
-# loop thread answers statfs, xattrs and lookups while the read waits on a pool thread
-# (fs/fuse_loop.h; libfuse's loop, the default, has a thread per request anyway). The registry's front is stopped (SIGSTOP): its socket accepts the
+# --- a read that waits on the registry holds up no other request: the loop thread
+# answers statfs, xattrs and lookups while the read waits on a pool thread
+# (fs/fuse_loop.h, the default loop, named here; libfuse's, -o spin=0, has a thread per
+# request anyway). The registry's front is stopped (SIGSTOP): its socket accepts the
 # request and answers nothing until SIGCONT.
 export IMGFS_ROOT=$T/store-stall
 "$IMGFS" pull -q --lazy "$REF" >/dev/null
