@@ -140,15 +140,21 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
       c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
 }
 
+// Runs `task` on the pool. Post runs it in place when no thread can be had: on the loop
+// thread then, where it may wait all the same.
+void OnPool(fuse_req_t req, std::function<void()> task) {
+  Ctx(req)->pool->Post([task = std::move(task)] {
+    MountFs::NoWait off(false);
+    task();
+  });
+}
+
 // On the session loop's thread (MountFs::NoWait) an operation that would wait says so
 // before it has had any effect: the request is then run again, whole, on a pool thread,
 // where it may wait. Arguments the kernel lent the callback must be copied into `again`.
 bool Deferred(fuse_req_t req, const Status& st, std::function<void()> again) {
   if (!MountFs::IsWouldBlock(st)) return false;
-  Ctx(req)->pool->Post([again = std::move(again)] {
-    MountFs::NoWait off(false);  // Post runs it in place when no thread can be had
-    again();
-  });
+  OnPool(req, std::move(again));
   return true;
 }
 
@@ -295,8 +301,8 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (Ctx(req)->no_open) return (void)fuse_reply_err(req, ENOSYS);
   // An open may wait (a lazy layer's first bytes): on the pool. `fi` lives only
   // until this returns.
-  if (RequestPool* pool = Ctx(req)->pool)
-    return pool->Post([req, ino, info = *fi]() mutable { DoOpen(req, ino, &info); });
+  if (Ctx(req)->pool)
+    return OnPool(req, [req, ino, info = *fi]() mutable { DoOpen(req, ino, &info); });
   DoOpen(req, ino, fi);
 }
 
@@ -344,10 +350,10 @@ void DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, uint64_t fh)
 // loop thread; one that would decode a span, fetch from a registry or open a layer goes
 // to the pool, so the loop thread goes on answering names and attributes meanwhile.
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  if (RequestPool* pool = Ctx(req)->pool) {
+  if (Ctx(req)->pool) {
     if (auto now = Fs(req).ReadIfReady(ino, fi->fh, size, static_cast<uint64_t>(off)))
       return ReplyRead(req, ino, *now);
-    return pool->Post([req, ino, size, off, fh = fi->fh] { DoRead(req, ino, size, off, fh); });
+    return OnPool(req, [req, ino, size, off, fh = fi->fh] { DoRead(req, ino, size, off, fh); });
   }
   DoRead(req, ino, size, off, fi->fh);
 }

@@ -72,7 +72,7 @@ void RequestPool::Run() {
 int ServeSession(fuse_session* se, int spin_us) {
   const int fd = fuse_session_fd(se);
   const int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return errno;
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
   const auto spin = std::chrono::microseconds(spin_us > 0 ? spin_us : 0);
   auto until = std::chrono::steady_clock::time_point::min();
   fuse_buf buf{};

@@ -730,7 +730,8 @@ Status MountFs::ReadDir(uint64_t ino, uint64_t fh, uint64_t offset, bool plus,
 // A directory is being listed: its files are likely read next (grep -r, find, tar).
 // Queue their spans for read-ahead, in tar order (LayerReader::Prefetch). Only layers
 // read through a seek index are read ahead, and none is opened the long way here (a
-// sidecar built, a layer unpacked): that is left to the first read.
+// sidecar built, a layer unpacked), nor waited for while another thread does that:
+// that is the first read's (LayerReader::StreamForPrefetch).
 Status MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32_t count) {
   if (!cache_->prefetch_on()) return Status::Ok();
   const MergedTree& t = view.tree();
@@ -748,13 +749,10 @@ Status MountFs::PrefetchFiles(const ImageView& view, const TreeDirent* d, uint32
   std::vector<std::shared_ptr<const LayerReader::Stream>> streams;
   for (size_t k = 0; k < files.size(); k++) {
     if (k > 0 && files[k]->layer == files[k - 1]->layer) continue;
-    const LayerRecord& layer = view.layers()[files[k]->layer];
-    if (t_nowait) {
-      streams.push_back(cache_->OpenedStream(layer));
-      if (!streams.back()) return Status::WouldBlock("a layer to open for read-ahead");
-    } else {
-      streams.push_back(cache_->OpenForPrefetch(layer));
-    }
+    bool busy = false;
+    streams.push_back(
+        cache_->StreamForPrefetch(view.layers()[files[k]->layer], /*wait=*/!t_nowait, &busy));
+    if (busy) return Status::WouldBlock("a layer to open for read-ahead, or being opened");
   }
   size_t at = 0;
   for (size_t k = 0; k < files.size(); k++) {

@@ -8,6 +8,21 @@
 #include <cstring>
 
 namespace imgfs {
+namespace {
+
+// Marks a layer's slot as held for long work (Slot::long_open) for a scope.
+class LongOpen {
+ public:
+  explicit LongOpen(std::atomic<bool>& flag) : flag_(flag) { flag_.store(true); }
+  ~LongOpen() { flag_.store(false); }
+  LongOpen(const LongOpen&) = delete;
+  LongOpen& operator=(const LongOpen&) = delete;
+
+ private:
+  std::atomic<bool>& flag_;
+};
+
+}  // namespace
 
 SpanCache::SpanCache(uint64_t capacity)
     : shard_cap_(std::max<uint64_t>(1, (capacity ? capacity : kDefaultBytes) / kShards)) {}
@@ -302,13 +317,34 @@ std::shared_ptr<const LayerReader::Stream> LayerReader::OpenedStream(const Layer
   return slot->stream;
 }
 
-std::shared_ptr<const LayerReader::Stream> LayerReader::OpenForPrefetch(const LayerRecord& layer) {
+std::shared_ptr<const LayerReader::Stream> LayerReader::StreamForPrefetch(const LayerRecord& layer,
+                                                                          bool wait, bool* busy) {
+  *busy = false;
   std::shared_ptr<Slot> slot = SlotFor(layer);
-  std::lock_guard<std::mutex> l(slot->mu);
-  auto s = OpenLocked(*slot, layer, /*warm=*/true);  // null when open already, or not quick
+  std::unique_lock<std::mutex> l(slot->mu, std::try_to_lock);
+  if (!l.owns_lock()) {
+    if (!wait) {
+      *busy = true;
+      return nullptr;
+    }
+    if (slot->long_open.load()) return nullptr;  // read-ahead does not wait seconds
+    l.lock();
+  }
+  auto usable = [&]() -> std::shared_ptr<const Stream> {
+    if (!slot->stream || (slot->stream->lazy_ && slot->stream->size_ != layer.size)) return nullptr;
+    return slot->stream;
+  };
+  if (auto s = usable()) return s;
+  if (slot->no_prefetch) return nullptr;
+  if (!wait) {  // an open reads files: not on this thread
+    *busy = true;
+    return nullptr;
+  }
+  auto s = OpenLocked(*slot, layer, /*warm=*/true);  // null when not quick
   if (s.ok() && *s) return *s;
-  if (!slot->stream || (slot->stream->lazy_ && slot->stream->size_ != layer.size)) return nullptr;
-  return slot->stream;
+  if (auto open = usable()) return open;
+  if (s.ok()) slot->no_prefetch = true;  // whole-layer, lazy: nothing to read ahead
+  return nullptr;
 }
 
 Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot& slot,
@@ -353,6 +389,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
       // A layer stored before seek indexes, or a damaged or foreign sidecar: one pass
       // over the blob (diff_id checked) builds it. If it cannot be written (read-only
       // store) it is used from memory.
+      LongOpen mark(slot.long_open);
       auto built_or = BuildSeekIndex(layer, s->blob_->get());
       if (!built_or.ok()) return built_or.status().WithContext(s->name_);
       std::string built = std::move(*built_or);
@@ -377,7 +414,10 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
   if (layer.compression == Compression::kNone) IMGFS_RETURN_IF_ERROR(PinLocked(slot, layer));
   // The whole-layer path. The stream is not kept in the slot: an unpacked copy that no
   // open file holds stays evictable (UnpackCache::set_limit).
-  IMGFS_ASSIGN_OR_RETURN(s->fd_, unpack_.Get(layer));
+  {
+    LongOpen mark(slot.long_open);
+    IMGFS_ASSIGN_OR_RETURN(s->fd_, unpack_.Get(layer));
+  }
   if (layer.compression == Compression::kNone) slot.stream = s;
   return std::shared_ptr<const Stream>(s);
 }

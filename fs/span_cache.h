@@ -165,9 +165,12 @@ class LayerReader {
   void set_prefetch(bool on) { prefetch_on_.store(on); }
   bool prefetch_on() const { return prefetch_on_.load(); }
   // For read-ahead: the layer's stream, opened now when that is quick (a seek index
-  // mapped in, an uncompressed blob), not when it is work of its own (a sidecar to
-  // build, a whole-layer unpack, a lazy layer: null). Waits for another thread's open.
-  std::shared_ptr<const Stream> OpenForPrefetch(const LayerRecord& layer);
+  // mapped in, an uncompressed blob), never when it is work of its own (a sidecar to
+  // build, a whole-layer unpack, a lazy layer): null, remembered until Forget. wait
+  // false (the mount's loop thread): the stream only if open already; *busy when it
+  // would have to open it or the layer is held by another thread's open. wait true:
+  // waits for another thread's quick open, not for a long one (null then).
+  std::shared_ptr<const Stream> StreamForPrefetch(const LayerRecord& layer, bool wait, bool* busy);
   // Spans decoded by the helper thread (also counted in spans_decoded()).
   uint64_t spans_prefetched() const { return prefetched_.load(); }
   // Queued spans the helper thread took up, decoded by it or found decoded (or being
@@ -211,7 +214,9 @@ class LayerReader {
 
  private:
   struct Slot {
-    std::mutex mu;  // held while the layer is opened (and its index built)
+    std::mutex mu;                       // held while the layer is opened (and its index built)
+    std::atomic<bool> long_open{false};  // mu is held for a sidecar build or an unpack
+    bool no_prefetch = false;            // guarded by mu: no stream to read ahead in
     std::shared_ptr<UniqueFd> blob;
     std::shared_ptr<const Stream> stream;
   };

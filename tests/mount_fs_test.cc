@@ -779,32 +779,42 @@ TEST_F(MountFsTest, ANoWaitThreadSaysWouldBlockInsteadOfWaiting) {
   uint64_t etc = Walk("alpha/1/etc"), big = Walk("alpha/1/big");  // builds the tree
   ASSERT_NE(etc, 0u);
   ASSERT_TRUE(WaitFor([&] { return Fs().layer_reader().layers_warmed() == 1; }));
-  // A reader holds the layer (as an index build or an unpack would) until the gate opens.
-  std::mutex gate;
-  std::unique_lock<std::mutex> closed(gate);
-  std::atomic<bool> holding{false};
-  Fs().layer_reader().set_open_hook([&] {
-    holding = true;
-    std::lock_guard<std::mutex> wait_here(gate);
-  });
-  std::thread reader([&] {
-    auto r = Fs().Read(big, 0, 100, 1000);
-    EXPECT_TRUE(r.ok() && r->bytes == std::string(100, 'b'));
-  });
-  ASSERT_TRUE(WaitFor([&] { return holding.load(); }));
-  bool in_time = nowait(
-      [&] {
-        EXPECT_TRUE(MountFs::IsWouldBlock(list(etc)));  // its read-ahead needs the layer
-        EXPECT_TRUE(emitted.empty());
-        EXPECT_FALSE(Fs().ReadIfReady(big, 0, 100, 1000).has_value());
-        auto e = Fs().Lookup(etc, "hostname");  // the tree is built: answered
-        EXPECT_TRUE(e.ok() && e->ino != 0);
-        EXPECT_TRUE(Fs().GetXattr(Walk("alpha/1/cap"), "user.k").ok());
-      },
-      [&] { closed.unlock(); });
-  reader.join();
-  EXPECT_TRUE(in_time) << "a NoWait thread waited on a layer being opened";
-  Fs().layer_reader().set_open_hook(nullptr);
+  {
+    // A reader holds the layer (as an index build or an unpack would) until the gate
+    // opens; it is let go and joined on every way out of this block.
+    std::mutex gate;
+    std::unique_lock<std::mutex> closed(gate);
+    std::atomic<bool> holding{false};
+    Fs().layer_reader().set_open_hook([&] {
+      holding = true;
+      std::lock_guard<std::mutex> wait_here(gate);
+    });
+    std::thread reader([&] {
+      auto r = Fs().Read(big, 0, 100, 1000);
+      EXPECT_TRUE(r.ok() && r->bytes == std::string(100, 'b'));
+    });
+    struct Joined {
+      std::thread& t;
+      std::unique_lock<std::mutex>& gate;
+      ~Joined() {
+        if (gate.owns_lock()) gate.unlock();
+        t.join();
+      }
+    } joined{reader, closed};
+    ASSERT_TRUE(WaitFor([&] { return holding.load(); }));
+    bool in_time = nowait(
+        [&] {
+          EXPECT_TRUE(MountFs::IsWouldBlock(list(etc)));  // its read-ahead needs the layer
+          EXPECT_TRUE(emitted.empty());
+          EXPECT_FALSE(Fs().ReadIfReady(big, 0, 100, 1000).has_value());
+          auto e = Fs().Lookup(etc, "hostname");  // the tree is built: answered
+          EXPECT_TRUE(e.ok() && e->ino != 0);
+          EXPECT_TRUE(Fs().GetXattr(Walk("alpha/1/cap"), "user.k").ok());
+        },
+        [&] { closed.unlock(); });
+    EXPECT_TRUE(in_time) << "a NoWait thread waited on a layer being opened";
+  }
+  Fs().layer_reader().set_open_hook(nullptr);  // the reader is done: the layer is open
   ASSERT_TRUE(nowait([&] {
     EXPECT_TRUE(list(etc).ok());  // the layer is open now
     EXPECT_EQ(emitted, (std::vector<std::string>{".", "..", "hostname"}));
@@ -826,11 +836,37 @@ TEST_F(MountFsTest, ANoWaitThreadSaysWouldBlockInsteadOfWaiting) {
   ASSERT_TRUE(nowait([&] { EXPECT_TRUE(Fs().Lookup(MountFs::kRootIno, "delta").ok()); }));
 }
 
+// `.layers/` makes each layer's view as it lists it: on a NoWait thread a view not built
+// yet is a WouldBlock, after the entries before it were emitted (the adapter takes those
+// back), never a listing with the layer left out.
+TEST_F(MountFsTest, ANoWaitListingOfLayersSaysWouldBlockRatherThanLeaveOneOut) {
+  uint64_t layers = Walk(".layers");
+  ASSERT_NE(layers, 0u);
+  std::vector<std::string> emitted;
+  Status st;
+  std::thread t([&] {
+    MountFs::NoWait w;
+    st = Fs().ReadDir(layers, 0, 0, true, [&](const MountFs::DirEntry& d, uint64_t) {
+      emitted.push_back(d.name);
+      return true;
+    });
+  });
+  t.join();
+  EXPECT_TRUE(MountFs::IsWouldBlock(st)) << st.message();
+  EXPECT_LT(emitted.size(), 4u);  // ".", "..", no layer
+  auto all = List(layers);        // here, where waiting is fine: every layer
+  EXPECT_EQ(all.size(), 4u);      // ".", "..", alpha's and beta's layers
+}
+
 // A FORGET on a NoWait thread that lets a removed layer go hands the release (which
 // waits for an open of the layer under way) to the background runner.
 TEST_F(MountFsTest, ANoWaitThreadHandsTheReleaseOfRemovedLayersToTheBackground) {
   std::vector<std::function<void()>> later;
   Fs().set_background([&](std::function<void()> work) { later.push_back(std::move(work)); });
+  struct Unset {  // `later` goes before the fixture's mount
+    MountFs& fs;
+    ~Unset() { fs.set_background(nullptr); }
+  } unset{Fs()};
   uint64_t big = Walk("alpha/1/big");
   ASSERT_TRUE(Fs().Read(big, 0, 10, 0).ok());  // builds the view, pins
   Fs().KernelRef(big);
@@ -848,7 +884,6 @@ TEST_F(MountFsTest, ANoWaitThreadHandsTheReleaseOfRemovedLayersToTheBackground) 
   EXPECT_GE(FdsOnAll(paths), 1);  // not released in place
   later[0]();
   EXPECT_EQ(FdsOnAll(paths), 0);
-  Fs().set_background(nullptr);
 }
 
 // The first lookup inside an image opens its layers (blob, sidecar) on the read-ahead

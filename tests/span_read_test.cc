@@ -597,6 +597,43 @@ TEST_F(SpanReadTest, WarmNeverBuildsASidecarOrUnpacksALayer) {
   EXPECT_EQ(off.layers_warmed(), 0u);
 }
 
+// StreamForPrefetch, the read-ahead's open: never a sidecar build or an unpack; on a
+// thread that may not wait (wait=false) only a stream open already, else *busy; a layer
+// with nothing to read ahead in is remembered, so such a thread is not sent away again.
+TEST_F(SpanReadTest, StreamForPrefetchOpensOnlyWhatIsQuickAndSaysBusyWhereItWouldWait) {
+  const LayerRecord& gz = view_->layers()[0];
+  bool busy = false;
+  {
+    LayerReader r(*store_);
+    EXPECT_EQ(r.StreamForPrefetch(gz, /*wait=*/false, &busy), nullptr);
+    EXPECT_TRUE(busy);  // not open: opening reads files
+    auto s = r.StreamForPrefetch(gz, /*wait=*/true, &busy);
+    ASSERT_NE(s, nullptr);
+    EXPECT_FALSE(busy);
+    EXPECT_NE(s->index(), nullptr);
+    EXPECT_EQ(r.StreamForPrefetch(gz, /*wait=*/false, &busy), s);  // open now
+    EXPECT_FALSE(busy);
+  }
+  std::string sidecar = SeekIndexPath(*store_, gz.diff_id);
+  ASSERT_EQ(::unlink(sidecar.c_str()), 0);  // a store from before seek indexes
+  {
+    LayerReader r(*store_);
+    EXPECT_EQ(r.StreamForPrefetch(gz, /*wait=*/true, &busy), nullptr);
+    EXPECT_FALSE(busy);
+    EXPECT_EQ(r.indexes_built(), 0u);
+    EXPECT_FALSE(PathExists(sidecar));
+    EXPECT_EQ(r.StreamForPrefetch(gz, /*wait=*/false, &busy), nullptr);
+    EXPECT_FALSE(busy);                         // remembered: nothing to read ahead in
+    EXPECT_EQ(Cat(r, 30), Corpus(50000, 130));  // the read builds the sidecar
+    EXPECT_EQ(r.indexes_built(), 1u);
+    EXPECT_NE(r.StreamForPrefetch(gz, /*wait=*/false, &busy), nullptr);  // and opens it
+  }
+  LayerReader whole(*store_, 0, /*use_index=*/false);  // -o whole_layers
+  EXPECT_EQ(whole.StreamForPrefetch(gz, /*wait=*/true, &busy), nullptr);
+  EXPECT_EQ(whole.unpack_cache().unpack_count(), 0u);
+  EXPECT_FALSE(PathExists(store_->UnpackedPath(gz.diff_id)));
+}
+
 // A lazily pulled layer (ROOT/lazy/<blob hex>/ exists) is left to its first read, even
 // when its blob and sidecar are local: that read decides between the lazy blob and the
 // completed one (fs/lazy_blob.h), which a warm must not settle ahead of it.
