@@ -19,21 +19,7 @@ K=$3
 ROUNDS=${4:-5}
 IMGFS=$(readlink -f "${5:-$HERE/../build/imgfs}")
 MODES=${MODES:-spin=0 spin=50}
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/imgfs-looppar.XXXXXX")
-MNT="$W/mnt"
-mkdir -p "$MNT"
-DAEMON=
-cleanup() {
-  if [[ -n $DAEMON ]]; then
-    fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-    wait "$DAEMON" 2>/dev/null || true
-  fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
-now() { date +%s%N; }
-drop() { [[ $(id -u) == 0 ]] && sync && echo 3 >/proc/sys/vm/drop_caches || true; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source "$HERE/mount_lib.sh" looppar
 
 TAGS=$("$IMGFS" -g "$STORE" images 2>/dev/null |
   awk -v r="$REPO" -v k="$K" '$1 == r && n < k {printf "%s ", $2; n++}')
@@ -41,12 +27,7 @@ TAGS=$("$IMGFS" -g "$STORE" images 2>/dev/null |
 
 one() {  # workload mode -> "wall_ms cpu_ms"
   local work=$1 mode=$2
-  drop
-  "$IMGFS" -g "$STORE" mount -f -o "$mode" "$MNT" 2>>"$W/daemon.log" &
-  DAEMON=$!
-  for _ in $(seq 1 200); do mountpoint -q "$MNT" && break; sleep 0.05; done
-  mountpoint -q "$MNT" || { echo "mount failed ($mode): $(tail -3 "$W/daemon.log")" >&2; exit 1; }
-  sleep 0.5
+  start_mount "$mode"
   local c0 t0 t1 c1 pids=() t
   c0=$(ticks "$DAEMON")
   t0=$(now)
@@ -61,9 +42,7 @@ one() {  # workload mode -> "wall_ms cpu_ms"
   for p in "${pids[@]}"; do wait "$p" || true; done
   t1=$(now)
   c1=$(ticks "$DAEMON")
-  fusermount3 -u "$MNT"
-  wait "$DAEMON"
-  DAEMON=
+  stop_mount
   echo "$(((t1 - t0) / 1000000)) $(((c1 - c0) * 1000 / $(getconf CLK_TCK)))"
 }
 

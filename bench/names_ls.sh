@@ -15,30 +15,11 @@ REPO=$2
 ROUNDS=${3:-5}
 IMGFS=$(readlink -f "${4:-$HERE/../build/imgfs}")
 MODES=${MODES:-spin=0 spin=50 spin=200}
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/imgfs-namesls.XXXXXX")
-MNT="$W/mnt"
-mkdir -p "$MNT"
-DAEMON=
-cleanup() {
-  if [[ -n $DAEMON ]]; then
-    fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-    wait "$DAEMON" 2>/dev/null || true
-  fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
-now() { date +%s%N; }
-drop() { [[ $(id -u) == 0 ]] && sync && echo 3 >/proc/sys/vm/drop_caches || true; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source "$HERE/mount_lib.sh" namesls
 
 one_mount() {  # mode -> "cold_ms warm_ms cpu_ms count"
   local mode=$1
-  drop
-  "$IMGFS" -g "$STORE" mount -f -o "$mode" "$MNT" 2>>"$W/daemon.log" &
-  DAEMON=$!
-  for _ in $(seq 1 200); do mountpoint -q "$MNT" && break; sleep 0.05; done
-  mountpoint -q "$MNT" || { echo "mount failed ($mode): $(tail -3 "$W/daemon.log")" >&2; exit 1; }
-  sleep 0.5
+  start_mount "$mode"
   local c0 t0 t1 t2 c1 n
   c0=$(ticks "$DAEMON")
   t0=$(now)
@@ -47,9 +28,7 @@ one_mount() {  # mode -> "cold_ms warm_ms cpu_ms count"
   ls -l "$MNT/$REPO" >/dev/null
   t2=$(now)
   c1=$(ticks "$DAEMON")
-  fusermount3 -u "$MNT"
-  wait "$DAEMON"
-  DAEMON=
+  stop_mount
   echo "$(((t1 - t0) / 1000000)) $(((t2 - t1) / 1000000)) $(((c1 - c0) * 1000 / $(getconf CLK_TCK))) $n"
 }
 

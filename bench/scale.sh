@@ -38,18 +38,7 @@ for k in $(seq 1 "$K"); do
   fi
   base_files+=("$f")
 done
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/imgfs-scale.XXXXXX")
-MNT="$W/mnt"
-mkdir -p "$MNT"
-DAEMON=
-cleanup() {
-  if [[ -n $DAEMON ]]; then
-    fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-    wait "$DAEMON" 2>/dev/null || true
-  fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
+source "$HERE/mount_lib.sh" scale
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
 for N in ${SCALE_N:-1000}; do
