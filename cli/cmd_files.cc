@@ -160,6 +160,9 @@ int CmdMount(const std::string& root, const Args& a) {
       o.tree_cache = *n;
     } else if (opt == "whole_layers") {
       o.whole_layers = true;
+    } else if (key == "acl") {
+      if (val != "on" && val != "off") Die("mount: acl is on or off", 2);
+      o.acl = val == "on";
     } else if (key == "readahead") {
       if (val != "on" && val != "off") Die("mount: readahead is on or off", 2);
       o.readahead = val == "on";
@@ -234,6 +237,9 @@ std::vector<Command> FileCommands() {
        "                     open=kernel|daemon (kernel: no open round trips, the default),\n"
        "                     whole_layers (unpack compressed layers whole, ignoring seek "
        "indexes),\n"
+       "                     acl=on|off (on: the kernel enforces POSIX ACLs in images, as\n"
+       "                     overlayfs does; off: ACLs are only read back as xattrs, and ls -l\n"
+       "                     of many files asks for none: much faster on large directories),\n"
        "                     readahead=on|off (decode a listed directory's files ahead, open an\n"
        "                     image's layers while its tree is built; on),\n"
        "                     complete=on|off (fetch the rest of lazily pulled layers in the\n"

@@ -50,6 +50,7 @@ struct Context {
   bool want_no_open = true;  // use the kernel's no-open/no-opendir modes when offered
   bool no_open = false;      // set in init: answer open/opendir with ENOSYS once
   bool no_opendir = false;
+  bool acl = true;  // ask for FUSE_POSIX_ACL (-o acl=off: no)
   // Tests only (IMGFS_TEST_NAME_REPLY_DELAY_MS, tests/e2e/names_race.sh): the first
   // LOOKUP and the first READDIRPLUS that hand the kernel an image root under a name
   // wait this long between building that entry and counting it (MountFs::HandOut), so
@@ -122,7 +123,8 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   // the overlayfs a runtime would unpack to, and cached per inode with their absence:
   // a cold `ls -l` then asks once per file, a repeated one once (an absent
   // security.selinux is ENOTSUP, which ls remembers: MountFs::GetXattr).
-  if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
+  // -o acl=off: not enforced; an absent ACL is then ENOTSUP, which ls also remembers.
+  if (c->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
   // No open/opendir round trips: the kernel then opens every file with keep_cache
   // and every directory with cache_readdir by itself, which is what imgfs wants.
   if (c->want_no_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {
@@ -136,8 +138,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   // Without opens the daemon cannot know which files are open: a removed layer stays
   // pinned until the kernel has forgotten every inode of the instances that use it.
   c->fs->set_opens_tracked(!c->no_open);
-  Log(c, "serving (kernel FUSE %u.%u%s%s)", conn->proto_major, conn->proto_minor,
-      c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "");
+  Log(c, "serving (kernel FUSE %u.%u%s%s%s)", conn->proto_major, conn->proto_minor,
+      c->no_open ? ", no-open" : "", c->no_opendir ? ", no-opendir" : "",
+      (conn->want & FUSE_CAP_POSIX_ACL) ? ", POSIX ACLs enforced" : ", POSIX ACLs not enforced");
 }
 
 // Runs `task` on the pool. Post runs it in place when no thread can be had: on the loop
@@ -499,6 +502,7 @@ int RunMount(const MountOptions& in) {
   fo.tree_cache = o.tree_cache;
   fo.whole_layers = o.whole_layers;
   fo.readahead = o.readahead;
+  fo.acl = o.acl;
   fo.name_timeout = o.name_timeout;
   {
     // Check the store now, in the caller's process, so errors reach the terminal.
@@ -545,6 +549,7 @@ int RunMount(const MountOptions& in) {
 
   Context ctx;
   ctx.want_no_open = o.kernel_open_free;
+  ctx.acl = o.acl;
   if (const char* e = std::getenv("IMGFS_TEST_NAME_REPLY_DELAY_MS"))
     ctx.name_reply_delay_ms = std::atoi(e);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);

@@ -47,6 +47,10 @@ struct MountOptions {
   // -o readahead=off: no read-ahead of a listed directory's files and no warm-up of an
   // image's layers (LayerReader::Warm; also IMGFS_READAHEAD=0 in the environment).
   bool readahead = true;
+  // -o acl=off: no FUSE_POSIX_ACL (ACLs in images are served as xattrs, not enforced by
+  // the kernel) and an absent ACL is "not supported": a cold `ls -l` then asks for no
+  // ACLs (MountFs::Options::acl).
+  bool acl = true;
   // -o spin=US: fs/fuse_loop.h's session loop, which after each request reads on
   // without sleeping this long (50, the default); 0: libfuse's multithreaded loop.
   static constexpr int kDefaultSpinUs = 50;

@@ -125,6 +125,9 @@ class MountFs {
     bool names_watched = false;
     bool whole_layers = false;  // ignore seek indexes: unpack compressed layers whole
     bool readahead = true;      // LayerReader::Prefetch and Warm (-o readahead)
+    // The kernel enforces images' POSIX ACLs (the adapter asks for FUSE_POSIX_ACL).
+    // false (-o acl=off): an absent ACL is ENOTSUP (GetXattr), ACLs present are served.
+    bool acl = true;
   };
   struct Entry {
     uint64_t ino = 0;  // 0: negative entry (cache the miss)

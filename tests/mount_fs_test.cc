@@ -267,6 +267,31 @@ TEST_F(MountFsTest, Xattrs) {
   EXPECT_EQ(Fs().GetXattr(cap, "security.selinuxx").status().ToErrno(), ENOENT);
   EXPECT_EQ(*Fs().GetXattr(Walk("alpha/1/labeled"), "security.selinux"),
             "system_u:object_r:bin_t:s0");
+  // ACLs enforced (the default): an absent ACL is "no such attribute", which the kernel
+  // caches.
+  for (const char* acl : {"system.posix_acl_access", "system.posix_acl_default"})
+    EXPECT_EQ(Fs().GetXattr(cap, acl).status().ToErrno(), ENOENT) << acl;
+}
+
+// -o acl=off: an absent ACL is ENOTSUP everywhere (ls stops asking); one present is
+// served as it is.
+TEST_F(MountFsTest, WithoutAclEnforcementAnAbsentAclIsNotSupported) {
+  TarBuilder b;
+  b.File("f", "x").last().xattrs = {{"system.posix_acl_access", std::string("\x02\0\0\0", 4)}};
+  Import(b, "withacl:1", "gzip");
+  MountFs::Options o;
+  o.root = root_;
+  o.acl = false;
+  auto f = MountFs::Create(o);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  fs_ = std::move(*f);
+  for (uint64_t ino : {Walk("alpha/1/cap"), Walk("alpha/1"), Walk("alpha"), uint64_t{1}}) {
+    for (const char* acl : {"system.posix_acl_access", "system.posix_acl_default"})
+      EXPECT_EQ(Fs().GetXattr(ino, acl).status().ToErrno(), ENOTSUP) << ino << " " << acl;
+  }
+  EXPECT_EQ(*Fs().GetXattr(Walk("withacl/1/f"), "system.posix_acl_access"),
+            std::string("\x02\0\0\0", 4));
+  EXPECT_EQ(Fs().GetXattr(Walk("alpha/1/cap"), "user.none").status().ToErrno(), ENOENT);
 }
 
 TEST_F(MountFsTest, ReadDirResumesAtAnyOffset) {
