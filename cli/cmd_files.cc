@@ -160,6 +160,8 @@ int CmdMount(const std::string& root, const Args& a) {
       o.tree_cache = *n;
     } else if (opt == "whole_layers") {
       o.whole_layers = true;
+    } else if (opt == "acl" || opt == "noacl") {  // fstab's spelling (ext4's options)
+      o.acl = opt == "acl";
     } else if (key == "acl") {
       if (val != "on" && val != "off") Die("mount: acl is on or off", 2);
       o.acl = val == "on";
@@ -238,8 +240,10 @@ std::vector<Command> FileCommands() {
        "                     whole_layers (unpack compressed layers whole, ignoring seek "
        "indexes),\n"
        "                     acl=on|off (on: the kernel enforces POSIX ACLs in images, as\n"
-       "                     overlayfs does; off: ACLs are only read back as xattrs, and ls -l\n"
-       "                     of many files asks for none: much faster on large directories),\n"
+       "                     overlayfs does; off, also noacl: ACLs are only read back as\n"
+       "                     xattrs, an absent one is \"not supported\", and ls -l asks for\n"
+       "                     them once per mount, not per file, so it shows no + for an ACL;\n"
+       "                     much faster on large directories),\n"
        "                     readahead=on|off (decode a listed directory's files ahead, open an\n"
        "                     image's layers while its tree is built; on),\n"
        "                     complete=on|off (fetch the rest of lazily pulled layers in the\n"
