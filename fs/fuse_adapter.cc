@@ -264,10 +264,9 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
       });
   if (MountFs::IsWouldBlock(st)) {  // run again whole: the entries counted are taken back
     for (uint64_t i : counted) Fs(req).KernelForget(i, 1);
-    Deferred(req, st, [req, ino, size, off, info = *fi, plus]() mutable {
+    return OnPool(req, [req, ino, size, off, info = *fi, plus]() mutable {
       ReadDir(req, ino, size, off, &info, plus);
     });
-    return;
   }
   // Once an entry is in the buffer an error can no longer be reported: send what we have.
   if (!st.ok() && used == 0) return ReplyError(req, st, "readdir", ino);

@@ -313,7 +313,7 @@ std::shared_ptr<const LayerReader::Stream> LayerReader::OpenedStream(const Layer
   std::unique_lock<std::mutex> l(slot->mu, std::try_to_lock);
   if (!l.owns_lock() || !slot->stream) return nullptr;  // being opened, or not yet
   // OpenLocked replaces a lazy stream whose layer completed since (its record moved).
-  if (slot->stream->lazy_ && slot->stream->size_ != layer.size) return nullptr;
+  if (Stale(*slot->stream, layer)) return nullptr;
   return slot->stream;
 }
 
@@ -331,7 +331,7 @@ std::shared_ptr<const LayerReader::Stream> LayerReader::StreamForPrefetch(const 
     l.lock();
   }
   auto usable = [&]() -> std::shared_ptr<const Stream> {
-    if (!slot->stream || (slot->stream->lazy_ && slot->stream->size_ != layer.size)) return nullptr;
+    if (!slot->stream || Stale(*slot->stream, layer)) return nullptr;
     return slot->stream;
   };
   if (auto s = usable()) return s;
@@ -354,7 +354,7 @@ Result<std::shared_ptr<const LayerReader::Stream>> LayerReader::OpenLocked(Slot&
   // A lazy eStargz layer completed since: the new record (the tar's size and offsets,
   // index/lazy_virtual.h) is read from the blob; a tree still built from the old record
   // keeps the lazy stream it pairs with (its offsets).
-  if (slot.stream && slot.stream->lazy_ && slot.stream->size_ != layer.size) slot.stream.reset();
+  if (slot.stream && Stale(*slot.stream, layer)) slot.stream.reset();
   if (slot.stream) return slot.stream;
   LazyDir lazy = LazyDir::For(store_.root(), layer.blob);
   bool lazy_dir = lazy.Exists();

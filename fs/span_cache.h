@@ -246,6 +246,11 @@ class LayerReader {
   // unpacking, or opening a lazy layer, and null when the stream is open already.
   Result<std::shared_ptr<const Stream>> OpenLocked(Slot& slot, const LayerRecord& layer, bool warm);
   std::shared_ptr<Slot> SlotFor(const LayerRecord& layer);
+  // A lazy stream whose layer completed since it was opened (the record moved: its
+  // tar's size and offsets, index/lazy_virtual.h): OpenLocked replaces it.
+  static bool Stale(const Stream& s, const LayerRecord& layer) {
+    return s.lazy_ && s.size_ != layer.size;
+  }
   const Store& store_;
   UnpackCache unpack_;
   SpanCache spans_;

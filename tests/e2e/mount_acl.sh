@@ -61,16 +61,18 @@ check "the user the ACL names reads the file" test "$(nobody cat "$M/t/acl/1/sha
 check "the same user is refused a file with the same mode and no ACL" \
   bash -c "! setpriv --reuid=65534 --regid=65534 --clear-groups cat '$M/t/acl/1/private' 2>/dev/null"
 check "root reads both" bash -c "cat '$M/t/acl/1/shared' '$M/t/acl/1/private' >/dev/null"
-sleep 0.2
+# The GETXATTR and LISTXATTR requests (debug.log) one `ls -l` of `many` sends.
 xattr_requests() { grep -c -E 'opcode: (GET|LIST)XATTR' debug.log; }
-before=$(xattr_requests)
-ls -l "$M/t/acl/1/many" >/dev/null
-sleep 0.2
-cold=$(($(xattr_requests) - before))
-before=$(xattr_requests)
-ls -l "$M/t/acl/1/many" >/dev/null
-sleep 0.2
-asked=$(($(xattr_requests) - before))
+ls_requests() {
+  sleep 0.2
+  local before
+  before=$(xattr_requests)
+  ls -l "$M/t/acl/1/many" >/dev/null
+  sleep 0.2
+  echo $(($(xattr_requests) - before))
+}
+cold=$(ls_requests)
+asked=$(ls_requests)
 echo "# ls -l of 300 files: $cold GETXATTR and LISTXATTR requests, then $asked"
 # Each file's ACL is asked for once and cached by the kernel. An absent SELinux label is
 # ENOTSUP, so ls asks for it once per process: 301 requests cold, 1 warm (coreutils up to
@@ -103,11 +105,7 @@ check "  the user the ACL names is refused (mode bits only)" \
   bash -c "! setpriv --reuid=65534 --regid=65534 --clear-groups cat '$M/t/acl/1/shared' 2>/dev/null"
 check "  an absent ACL is 'not supported'" bash -c \
   "getfattr -n system.posix_acl_access '$M/t/acl/1/private' 2>&1 | grep -q 'Operation not supported'"
-sleep 0.2
-before=$(xattr_requests)
-ls -l "$M/t/acl/1/many" >/dev/null
-sleep 0.2
-cold=$(($(xattr_requests) - before))
+cold=$(ls_requests)
 echo "# acl=off: ls -l of 300 files: $cold GETXATTR and LISTXATTR requests"
 check "  a cold ls -l of 300 files asks at most 3 times ($cold)" test "$cold" -le 3
 check "  and lists them all" test "$(ls -l "$M/t/acl/1/many" | grep -c '^-')" = 300
