@@ -21,7 +21,7 @@ one() {  # LABEL BINARY [VAR=VALUE...]
   rm -rf "$W/store"
   env IMGFS_STAGE_CPU=1 "$@" /usr/bin/time -f "user %U" "$bin" --root "$W/store" import \
     "$B/minbase.tar.gz" bench/pass:1 2>&1 >/dev/null |
-    sed -n "s/^imgfs-stage-cpu \([a-z]*\) \(.*\)/$label \1 \2/p; s/^user \(.*\)/$label user \1/p"
+    sed -n "s/^imgfs-stage-cpu \([a-z]*\) \([0-9.]*\).*/$label \1 \2/p; s/^user \(.*\)/$label user \1/p"
 }
 for ((i = 0; i < RUNS; i++)); do
   one checkpoints "$IMGFS"

@@ -140,7 +140,7 @@ for repo, label in (('bench/minbase', 'gzip layer'), ('bench/minbase-zstd', 'zst
         _, _, _, err = imgfs(IMGFS, REG, repo, env={'IMGFS_STAGE_CPU': '1'})
         for l in err.splitlines():
             if l.startswith('imgfs-stage-cpu '):
-                _, s, v = l.split()
+                s, v = l.split()[1:3]
                 stages.setdefault(s, []).append(float(v))
     print('  imgfs CPU per MB of blob, by stage (median of 3): ' + ', '.join(
         f'{s} {statistics.median(v) / mb * 1000:.1f} ms' for s, v in stages.items()))

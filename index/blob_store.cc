@@ -91,8 +91,15 @@ Digest BlobStore::Writer::Sum() {
   return *sum_;
 }
 
+Status BlobStore::Writer::Sync() {
+  if (::fsync(fd_.get()) != 0) return Status::FromErrno("fsync " + tmp_);
+  synced_ = size_;
+  return Status::Ok();
+}
+
 Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
-                                         std::optional<uint64_t> expected_size, bool durable) {
+                                         std::optional<uint64_t> expected_size,
+                                         Durability durability) {
   if (!hashing_ && !expected)
     return Status::InvalidArgument("commit " + tmp_ + ": no digest (the writer did not hash)");
   Digest got = hashing_ ? Sum() : *expected;
@@ -104,14 +111,20 @@ Result<Digest> BlobStore::Writer::Commit(const std::optional<Digest>& expected,
     return Status::Corruption("digest mismatch: expected " + expected->str() + ", got " +
                               got.str());
   }
-  if (durable && ::fsync(fd_.get()) != 0) return Status::FromErrno("fsync " + tmp_);
+  const bool durable = durability != Durability::kLater;
+  if (durable && synced_ != size_ && ::fsync(fd_.get()) != 0)
+    return Status::FromErrno("fsync " + tmp_);
   ::fchmod(fd_.get(), 0400);  // read-only, and the owner's alone
   fd_.Reset();
   std::string dst = store_->BlobPath(got);
   if (::rename(tmp_.c_str(), dst.c_str()) != 0) return Status::FromErrno("rename to " + dst);
   done_ = true;
-  if (durable) IMGFS_RETURN_IF_ERROR(FsyncDir(store_->root_ + "/blobs/sha256"));
+  if (durability == Durability::kNow) IMGFS_RETURN_IF_ERROR(store_->SyncDir());
   return got;
+}
+
+Status BlobStore::SyncDir() const {
+  return FsyncDir(root_ + "/blobs/sha256");
 }
 
 Status BlobStore::SyncAll() const {
@@ -126,7 +139,7 @@ Status BlobStore::SyncAll() const {
 }
 
 Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>& expected,
-                              bool durable) const {
+                              Durability durability) const {
   if (expected && Has(*expected)) {
     Digest got = Sha256Of(data);
     if (!(got == *expected)) {
@@ -137,7 +150,7 @@ Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>
   }
   IMGFS_ASSIGN_OR_RETURN(auto w, NewWriter());
   IMGFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));
-  return w->Commit(expected, data.size(), durable);
+  return w->Commit(expected, data.size(), durability);
 }
 
 Result<std::string> BlobStore::Read(const Digest& d, size_t max_size) const {

@@ -2,7 +2,8 @@
 //
 // Ingestion (the containerd order): a Writer streams into a fresh file in ingest/ and
 // hashes while writing; Commit checks size and digest, fsyncs the file, renames it to
-// blobs/sha256/<hex> (read-only), and fsyncs blobs/sha256. A blob that is already
+// blobs/sha256/<hex> (read-only), and fsyncs blobs/sha256 (an image's stage does that
+// last fsync once for all its blobs, before its index transaction). A blob that is already
 // present is success. Two processes ingesting the same blob each write their own temp
 // file; rename is atomic and both name identical bytes, so both succeed safely.
 // A crash leaves at most a stray file in ingest/, which is never visible as content
@@ -33,6 +34,9 @@
 
 namespace imgfs {
 
+// How far a blob's Commit goes before it returns (see Writer::Commit).
+enum class Durability { kNow, kFile, kLater };
+
 class BlobStore {
  public:
   class Writer {
@@ -55,12 +59,19 @@ class BlobStore {
     const std::string& path() const { return tmp_; }
     // Removes the file now, even a resumable one (its bytes proved bad).
     void Discard();
-    // Verifies (when given) and publishes the blob. Returns its digest. With
-    // durable = false the fsyncs are left to one BlobStore::SyncAll (a load of many
-    // images: one file-system sync instead of two fsyncs per blob).
+    // Flushes what was written so far to disk now (fsync), so that a Commit that
+    // follows with nothing more written has no file data left to wait for: a small
+    // blob is written and synced on another thread while the layers download.
+    Status Sync();
+    // Verifies (when given) and publishes the blob. Returns its digest. `durability`:
+    // kNow fsyncs the file, renames it and fsyncs blobs/sha256; kFile fsyncs the file
+    // and renames it, the caller fsyncs blobs/sha256 (BlobStore::SyncDir) once for
+    // every blob of an image before the index names them; kLater leaves both to one
+    // BlobStore::SyncAll (a load of many images: one file-system sync instead of two
+    // fsyncs per blob).
     Result<Digest> Commit(const std::optional<Digest>& expected,
                           std::optional<uint64_t> expected_size = std::nullopt,
-                          bool durable = true);
+                          Durability durability = Durability::kNow);
 
    private:
     friend class BlobStore;
@@ -72,9 +83,10 @@ class BlobStore {
     Sha256 hash_;
     std::optional<Digest> sum_;
     uint64_t size_ = 0;
-    uint64_t have_ = 0;     // bytes already in a resumed partial file
-    uint64_t flushed_ = 0;  // bytes whose writeback has been started
-    bool keep_ = false;     // a resumable ingest stays when not committed
+    uint64_t have_ = 0;             // bytes already in a resumed partial file
+    uint64_t flushed_ = 0;          // bytes whose writeback has been started
+    uint64_t synced_ = UINT64_MAX;  // size_ at the last Sync (none yet: UINT64_MAX)
+    bool keep_ = false;             // a resumable ingest stays when not committed
     bool hashing_ = true;
     bool done_ = false;
   };
@@ -94,9 +106,12 @@ class BlobStore {
   std::string PartialPath(const Digest& d) const { return IngestDir() + "/partial-" + d.hex(); }
   // Stores bytes held in memory (manifests, configs).
   Result<Digest> Put(std::string_view data, const std::optional<Digest>& expected,
-                     bool durable = true) const;
-  // Makes every blob committed with durable = false durable (syncfs of the store's file
-  // system); call it before the index names them.
+                     Durability durability = Durability::kNow) const;
+  // Makes the names of blobs committed with Durability::kFile durable (fsync of
+  // blobs/sha256); call it before the index names them.
+  Status SyncDir() const;
+  // Makes every blob committed with Durability::kLater durable (syncfs of the store's
+  // file system); call it before the index names them.
   Status SyncAll() const;
   Result<std::string> Read(const Digest& d, size_t max_size = 16 << 20) const;
   Status Delete(const Digest& d) const;

@@ -89,7 +89,7 @@ Status FsyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
+Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode, bool sync_dir) {
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   std::random_device rd;
@@ -103,7 +103,7 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
     ::unlink(tmp.c_str());
     return st;
   }
-  return FsyncDir(dir);
+  return sync_dir ? FsyncDir(dir) : Status::Ok();
 }
 
 bool PathExists(const std::string& path) {

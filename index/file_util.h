@@ -52,8 +52,10 @@ Result<size_t> ReadSome(int fd, void* data, size_t n);
 Result<std::string> ReadFileToString(const std::string& path, size_t max_size = 64 << 20);
 Status MakeDirs(const std::string& path, mode_t mode = 0755);
 Status FsyncDir(const std::string& dir);
-// Writes `data` to path atomically (temp file in the same dir, fsync, rename, fsync dir).
-Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+// Writes `data` to path atomically (temp file in the same dir, fsync, rename, fsync dir;
+// with sync_dir = false the caller fsyncs the directory later).
+Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644,
+                       bool sync_dir = true);
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 std::string JoinPath(const std::string& a, const std::string& b);

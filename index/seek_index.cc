@@ -649,9 +649,10 @@ std::string SeekIndexPath(const Store& store, const Digest& diff_id) {
   return store.root() + "/seek/" + diff_id.hex();
 }
 
-Status WriteSeekIndex(const Store& store, const Digest& diff_id, const std::string& bytes) {
+Status WriteSeekIndex(const Store& store, const Digest& diff_id, const std::string& bytes,
+                      bool sync_dir) {
   IMGFS_RETURN_IF_ERROR(MakeDirs(store.root() + "/seek"));
-  return WriteFileAtomic(SeekIndexPath(store, diff_id), bytes, 0644);
+  return WriteFileAtomic(SeekIndexPath(store, diff_id), bytes, 0644, sync_dir);
 }
 
 Result<std::string> BuildSeekIndex(const LayerRecord& layer, int blob_fd) {

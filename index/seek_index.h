@@ -263,8 +263,11 @@ class SeekIndex {
 
 // ROOT/seek/<diff_id hex>
 std::string SeekIndexPath(const Store& store, const Digest& diff_id);
-// Writes a sidecar: a temp file in ROOT/seek/, fsync, rename, fsync of the directory.
-Status WriteSeekIndex(const Store& store, const Digest& diff_id, const std::string& bytes);
+// Writes a sidecar: a temp file in ROOT/seek/, fsync, rename, fsync of the directory
+// (sync_dir = false: not the directory; a sidecar whose name a crash lost is rebuilt on
+// the layer's first read).
+Status WriteSeekIndex(const Store& store, const Digest& diff_id, const std::string& bytes,
+                      bool sync_dir = true);
 // Reads the whole blob once (verifying the diff_id) and returns its sidecar's bytes
 // ("" for an uncompressed layer). For layers stored before seek indexes.
 Result<std::string> BuildSeekIndex(const LayerRecord& layer, int blob_fd);

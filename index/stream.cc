@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -57,12 +58,31 @@ double ThreadCpuSeconds() {
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+namespace {
+
+const bool kStageReports = std::getenv("IMGFS_STAGE_CPU") != nullptr;
+const auto kProcessStart = std::chrono::steady_clock::now();  // near enough: static init
+
+double MsSinceStart() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - kProcessStart)
+      .count();
+}
+
+}  // namespace
+
 void ReportStageCpu(const char* stage, double seconds) {
-  static const bool on = std::getenv("IMGFS_STAGE_CPU") != nullptr;
-  if (!on || !stage) return;
-  char line[128];
-  int n = std::snprintf(line, sizeof line, "imgfs-stage-cpu %s %.6f\n", stage, seconds);
+  if (!kStageReports || !stage) return;
+  char line[160];
+  int n = std::snprintf(line, sizeof line, "imgfs-stage-cpu %s %.6f %.1f\n", stage, seconds,
+                        MsSinceStart());
   if (n > 0) (void)!::write(2, line, static_cast<size_t>(n));  // one write: lines stay whole
+}
+
+void ReportStageMark(const char* what) {
+  if (!kStageReports) return;
+  char line[160];
+  int n = std::snprintf(line, sizeof line, "imgfs-stage-time %s %.1f\n", what, MsSinceStart());
+  if (n > 0) (void)!::write(2, line, static_cast<size_t>(n));
 }
 
 PipelinedSource::PipelinedSource(ByteSource* in, size_t chunk, size_t depth, const char* stage)

@@ -85,9 +85,13 @@ class TeeSource : public ByteSource {
 
 // CPU accounting per pipeline stage (bench/pull.sh): the calling thread's user+system
 // CPU seconds (getrusage RUSAGE_THREAD), and, when IMGFS_STAGE_CPU is set in the
-// environment, one "imgfs-stage-cpu STAGE SECONDS" line to stderr.
+// environment, one "imgfs-stage-cpu STAGE SECONDS MS" line to stderr (MS: wall
+// milliseconds since the process started, when the stage ended). ReportStageMark
+// writes "imgfs-stage-time WHAT MS" (a point of a pull's timeline) under the same
+// variable.
 double ThreadCpuSeconds();
 void ReportStageCpu(const char* stage, double seconds);
+void ReportStageMark(const char* what);
 
 // Runs `in` on a producer thread, handing chunks to the consumer through a bounded
 // queue, so reading+hashing+writing the blob overlaps decompression and parsing.

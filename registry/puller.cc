@@ -198,6 +198,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   }
   IMGFS_ASSIGN_OR_RETURN(Manifest m, ParseManifest(chosen.bytes));
   result.image_id = m.config.digest;
+  ReportStageMark("manifest");
   std::vector<std::string> names = {ref.String(), ref.Name() + "@" + result.repo_digest};
   if (!ref.digest.empty()) names = {ref.Name() + "@" + result.repo_digest};
   if (opt.complete_only) names.clear();
@@ -346,6 +347,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     if (!got.ok()) return got.status();
     config = std::move(*got);
   }
+  ReportStageMark("config");
   IMGFS_ASSIGN_OR_RETURN(ImageRecord rec, RecordFromConfig(config, m.config.digest));
   if (rec.diff_ids.size() != m.layers.size()) {
     return Status::InvalidArgument("manifest has " + std::to_string(m.layers.size()) +
@@ -356,6 +358,9 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
   rec.manifest_media_type = m.media_type.empty() ? chosen.content_type : m.media_type;
 
   ImageStage stage(store, nullptr, /*commit_layers_early=*/true);
+  // Both verified: written and fsynced while the layers download, renamed at the end.
+  stage.Prewrite(config, m.config.digest);
+  stage.Prewrite(chosen.bytes, chosen.digest);
   // Every early lazy fetch has ended (see above). A failed one fails the pull, unless its
   // content comes from elsewhere: its layer is held already under its diff_id, or another
   // layer of the manifest has the same diff_id (docker takes a layer's content from any
@@ -614,6 +619,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     int n = std::max(1, std::min<int>(opt.max_concurrent_downloads, static_cast<int>(jobs.size())));
     for (int t = 0; t < n; t++) threads.emplace_back(worker);
     for (auto& t : threads) t.join();
+    ReportStageMark("layers");
     if (!first_error.ok()) return first_error.WithContext(ref.FamiliarString());
     {
       IMGFS_ASSIGN_OR_RETURN(GcLock l, GcLock::Acquire(store, false));
@@ -634,15 +640,13 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
     img.config = std::move(config);
     img.manifest = std::move(chosen.bytes);
     img.names = names;
+    img.repo_digest = result.repo_digest;  // name@digest records what the tag resolved to
     Status st = stage.AddImage(std::move(img));
     if (!st.ok()) return st.WithContext(ref.FamiliarString());
+    ReportStageMark("tree");
     auto committed = stage.Commit();
+    ReportStageMark("commit");
     if (!committed.ok()) return committed.status().WithContext(ref.FamiliarString());
-    // Name records for digest refs carry the repo digest (what the tag resolved to).
-    for (const std::string& nm : names) {
-      if (nm.find('@') == std::string::npos) continue;
-      IMGFS_RETURN_IF_ERROR(store.SetRef(nm, RefRecord{result.image_id.hex(), result.repo_digest}));
-    }
     // Layers that were lazy are complete now: check them against their lazy record.
     for (const auto& [hex, encoded] : lazy_entries) {
       IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::FromHex(hex));

@@ -1,6 +1,7 @@
 #include "registry/stage.h"
 
 #include <ctime>
+#include <future>
 #include <set>
 
 #include "index/layer_indexer.h"
@@ -145,8 +146,20 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   s.seek_index = std::move(*seek);
   if (writer && !store_.blobs().Has(blob)) {
     if (commit_early_) {
-      IMGFS_RETURN_IF_ERROR(writer->Commit(blob).status().WithContext("commit " + what));
-      IMGFS_RETURN_IF_ERROR(WriteSeekIndex(store_, diff_id, s.seek_index));
+      // Durable but for the directory entries: Commit fsyncs blobs/ before the index
+      // names the layer (a crash before that at worst loses the names of blobs nothing
+      // names yet). The sidecar is written while the blob's fsync waits (the two
+      // fsyncs share a journal commit).
+      std::future<Status> sidecar;
+      if (!s.seek_index.empty()) {
+        sidecar = std::async(std::launch::async, [&] {
+          return WriteSeekIndex(store_, diff_id, s.seek_index, /*sync_dir=*/false);
+        });
+      }
+      Status st = writer->Commit(blob, std::nullopt, Durability::kFile).status();
+      Status side = sidecar.valid() ? sidecar.get() : Status::Ok();
+      IMGFS_RETURN_IF_ERROR(st.WithContext("commit " + what));
+      IMGFS_RETURN_IF_ERROR(side);
       s.seek_index.clear();
     } else {
       s.writer = std::move(writer);
@@ -220,34 +233,67 @@ Status ImageStage::AddImage(StagedImage img) {
   return Status::Ok();
 }
 
+void ImageStage::Prewrite(std::string bytes, const Digest& digest) {
+  if (prewritten_.count(digest.hex()) || store_.blobs().Has(digest)) return;
+  const BlobStore& blobs = store_.blobs();
+  prewritten_.emplace(
+      digest.hex(),
+      std::async(
+          std::launch::async,
+          [&blobs, bytes = std::move(bytes)]() -> Result<std::unique_ptr<BlobStore::Writer>> {
+            IMGFS_ASSIGN_OR_RETURN(auto w, blobs.NewWriter());
+            IMGFS_RETURN_IF_ERROR(w->Write(bytes.data(), bytes.size()));
+            IMGFS_RETURN_IF_ERROR(w->Sync());
+            return w;
+          }));
+}
+
+Status ImageStage::PutSmall(const std::string& bytes, const Digest& digest, Durability durability) {
+  auto it = prewritten_.find(digest.hex());
+  if (it != prewritten_.end()) {
+    auto w = it->second.get();
+    prewritten_.erase(it);
+    // A failed prewrite (a full disk, say) is tried again the usual way, which reports it.
+    if (w.ok())
+      return (*w)
+          ->Commit(digest, bytes.size(), durability)
+          .status()
+          .WithContext("blob " + digest.str());
+  }
+  return store_.blobs().Put(bytes, digest, durability).status().WithContext("blob " + digest.str());
+}
+
 Result<std::vector<LoadedImage>> ImageStage::Commit() {
   // Many images: the blobs are synced once (syncfs) before the index names them,
-  // instead of two fsyncs per blob (3 blobs per image).
+  // instead of two fsyncs per blob (3 blobs per image). Else each file is fsynced
+  // (or was, when it was prewritten or committed early) and the directories once.
   const bool batch_sync = images_.size() >= kBatchSyncImages;
-  const bool durable = !batch_sync;
+  const Durability each = batch_sync ? Durability::kLater : Durability::kFile;
   for (auto& [hex, s] : layers_) {
     // The sidecar goes first: a layer record never points at a blob whose index is
     // still to come (a missing one is rebuilt on first read all the same).
     if (!s.seek_index.empty()) {
-      IMGFS_RETURN_IF_ERROR(WriteSeekIndex(store_, s.layer.record.diff_id, s.seek_index)
-                                .WithContext("write seek index"));
+      IMGFS_RETURN_IF_ERROR(
+          WriteSeekIndex(store_, s.layer.record.diff_id, s.seek_index, /*sync_dir=*/false)
+              .WithContext("write seek index"));
       s.seek_index.clear();
     }
     if (!s.writer) continue;
-    IMGFS_RETURN_IF_ERROR(s.writer->Commit(s.layer.record.blob, std::nullopt, durable)
+    IMGFS_RETURN_IF_ERROR(s.writer->Commit(s.layer.record.blob, std::nullopt, each)
                               .status()
                               .WithContext("commit layer blob"));
     s.writer.reset();
   }
+  ReportStageMark("layer-blobs");
   std::vector<LoadedImage> out;
   std::vector<Store::NewImage> batch;  // one write transaction for the whole load
   std::set<std::string> recorded;
   for (size_t i = 0; i < images_.size(); i++) {
     StagedImage& img = images_[i];
-    IMGFS_RETURN_IF_ERROR(store_.blobs().Put(img.config, img.record.id, durable).status());
+    IMGFS_RETURN_IF_ERROR(PutSmall(img.config, img.record.id, each));
     if (!img.manifest.empty()) {
       IMGFS_ASSIGN_OR_RETURN(Digest md, Digest::Parse(img.record.manifest_digest));
-      IMGFS_RETURN_IF_ERROR(store_.blobs().Put(img.manifest, md, durable).status());
+      IMGFS_RETURN_IF_ERROR(PutSmall(img.manifest, md, each));
     }
     std::vector<Store::NewLayer> new_layers;
     for (const Digest& d : img.record.diff_ids) {
@@ -260,10 +306,13 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
     std::vector<std::pair<std::string, RefRecord>> refs;
     bool names_in_place = true;
     for (const std::string& n : img.names) {
-      RefRecord r{img.record.id.hex(),
-                  n.find('@') != std::string::npos ? img.record.manifest_digest : ""};
+      bool by_digest = n.find('@') != std::string::npos;
+      RefRecord r{img.record.id.hex(), !by_digest                ? ""
+                                       : img.repo_digest.empty() ? img.record.manifest_digest
+                                                                 : img.repo_digest};
       IMGFS_ASSIGN_OR_RETURN(auto have, store_.GetRef(n));
-      names_in_place = names_in_place && have && have->image_id == r.image_id;
+      names_in_place = names_in_place && have && have->image_id == r.image_id &&
+                       have->manifest_digest == r.manifest_digest;
       refs.emplace_back(n, r);
     }
     // Loading what is already there, under the same names, writes nothing.
@@ -273,7 +322,16 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
     }
     out.push_back(LoadedImage{img.record.id, img.names});
   }
-  if (batch_sync) IMGFS_RETURN_IF_ERROR(store_.blobs().SyncAll());
+  ReportStageMark("small-blobs");
+  if (batch_sync) {
+    IMGFS_RETURN_IF_ERROR(store_.blobs().SyncAll());
+  } else {
+    // Also the names of blobs committed early (AddLayer), or by another process that
+    // has not synced them yet (a layer found in blobs/ is used as is). seek/ is not
+    // synced: a sidecar is fsynced before its rename, and one whose name a crash lost
+    // is rebuilt on the layer's first read (docs/store-format.md).
+    IMGFS_RETURN_IF_ERROR(store_.blobs().SyncDir());
+  }
   if (!batch.empty()) IMGFS_RETURN_IF_ERROR(store_.AddImages(batch));
   return out;
 }

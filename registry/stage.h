@@ -19,6 +19,7 @@
 #define IMGFS_REGISTRY_STAGE_H_
 
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,9 @@ struct StagedImage {
   std::string config;              // its bytes (the image ID is their digest)
   std::string manifest;            // empty for docker-archive and import
   std::vector<std::string> names;  // canonical references
+  // The digest a name@digest reference records (a pull through a manifest list: the
+  // list's); "" = the manifest's (record.manifest_digest).
+  std::string repo_digest;
 };
 
 struct LoadedImage {
@@ -76,8 +80,15 @@ class ImageStage {
   Status AddImage(StagedImage image);
   // The encoded entry table of a layer this stage indexed or recorded ("" when none).
   std::string StagedEntries(const Digest& diff_id);
+  // Writes a small blob of an image to come (its config or manifest, verified by the
+  // caller) into ingest/ and fsyncs it, on a thread of its own, so that Commit only
+  // renames it. Nothing is left if the stage is dropped without a Commit.
+  void Prewrite(std::string bytes, const Digest& digest);
   // From this many images on, Commit syncs the blobs once (syncfs) instead of per blob.
   static constexpr size_t kBatchSyncImages = 8;
+  // Publishes every staged blob and sidecar (each file fsynced, renamed; then one
+  // fsync of blobs/sha256 and of seek/), then names the images in one index
+  // transaction.
   Result<std::vector<LoadedImage>> Commit();
 
  private:
@@ -96,6 +107,10 @@ class ImageStage {
   std::vector<StagedImage> images_;
   std::vector<std::string> trees_;  // root records, per image
   LowerTreeCache lower_trees_;      // merge states after shared lower layers
+  // Prewrite's writers, by digest hex (the caller's thread only: Prewrite and Commit).
+  std::map<std::string, std::future<Result<std::unique_ptr<BlobStore::Writer>>>> prewritten_;
+
+  Status PutSmall(const std::string& bytes, const Digest& digest, Durability durability);
 };
 
 // An ImageRecord from a config's bytes (id = their digest).
