@@ -8,7 +8,8 @@
 #   3. a 5-layer image with 3 downloads at once vs one at a time;
 #   4. the 5-layer image through bench/wan_front.py (100 Mbit/s shared by every
 #      connection, 40 ms per request): imgfs pull / skopeo copy — goal ≤ 1.0×;
-#   5. CPU seconds per MB of blob for each imgfs pipeline stage (IMGFS_STAGE_CPU), and
+#   5. CPU seconds per MB of blob for each imgfs pipeline stage (IMGFS_STAGE_CPU), the
+#      pull's timeline (when each stage ended, the tree, the commit), and
 #      skopeo's and imgfs's whole-process CPU per MB;
 #   6. the time of a pull of an image already local (nothing fetched past the manifest).
 # BASELINE=path/to/older/imgfs adds that binary to rows 1, 2 and 4 (before/after).
@@ -135,15 +136,23 @@ for repo, label in (('bench/minbase', 'gzip layer'), ('bench/minbase-zstd', 'zst
           (f'   (baseline: {m["imgfs pull (baseline)"][0] / sk[0]:.2f}x)' if BASE else ''))
     print(f'  CPU per MB of blob: skopeo {sk[2] / mb * 1000:.1f} ms, imgfs {im[2] / mb * 1000:.1f} ms')
     # CPU per stage, from the pipeline's own per-thread accounting (one more run).
-    stages = {}
+    # And the timeline: when each stage ended and each step of the end was done, in ms
+    # from the process's start (the tail after the last byte is what a pull adds).
+    stages, marks = {}, {}
     for _ in range(3):
         _, _, _, err = imgfs(IMGFS, REG, repo, env={'IMGFS_STAGE_CPU': '1'})
         for l in err.splitlines():
-            if l.startswith('imgfs-stage-cpu '):
-                s, v = l.split()[1:3]
-                stages.setdefault(s, []).append(float(v))
+            f = l.split()
+            if f[0] == 'imgfs-stage-cpu':
+                stages.setdefault(f[1], []).append(float(f[2]))
+                if len(f) > 3:
+                    marks.setdefault(f[1] + ' end', []).append(float(f[3]))
+            elif f[0] == 'imgfs-stage-time':
+                marks.setdefault(f[1], []).append(float(f[2]))
     print('  imgfs CPU per MB of blob, by stage (median of 3): ' + ', '.join(
         f'{s} {statistics.median(v) / mb * 1000:.1f} ms' for s, v in stages.items()))
+    print('  imgfs timeline, ms from start (median of 3): ' + ', '.join(
+        f'{k} {statistics.median(v):.0f}' for k, v in sorted(marks.items(), key=lambda kv: statistics.median(kv[1]))))
 
 m = row(f'5-layer image ({blob_mb(REG, "bench/five"):.1f} MB), loopback, median of {RUNS}:', [
     ('imgfs pull, 1 download at a time', lambda: imgfs(IMGFS, REG, 'bench/five', ['--max-concurrent-downloads', '1'])),
