@@ -147,6 +147,8 @@ for repo, label in (('bench/minbase', 'gzip layer'), ('bench/minbase-zstd', 'zst
         _, _, _, err = imgfs(IMGFS, REG, repo, env={'IMGFS_STAGE_CPU': '1'})
         for l in err.splitlines():
             f = l.split()
+            if not f:
+                continue
             if f[0] == 'imgfs-stage-cpu':
                 stages.setdefault(f[1], []).append(float(f[2]))
                 if len(f) > 3:

@@ -127,6 +127,13 @@ Status BlobStore::SyncDir() const {
   return FsyncDir(root_ + "/blobs/sha256");
 }
 
+Status BlobStore::SyncBlob(const Digest& d) const {
+  // (fsync needs no write access; a clean file costs little more than the open.)
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(BlobPath(d), O_RDONLY));
+  if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync blob " + d.str());
+  return Status::Ok();
+}
+
 Status BlobStore::SyncAll() const {
   std::string dir = root_ + "/blobs/sha256";
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -140,12 +147,17 @@ Status BlobStore::SyncAll() const {
 
 Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>& expected,
                               Durability durability) const {
-  if (expected && Has(*expected)) {
+  auto size = expected ? Size(*expected) : Result<uint64_t>(Status::NotFound(""));
+  // Present already, of the right size (a file a crash left short is written again):
+  // made durable here too, as its writer may have left that to a sync still to come
+  // (Durability::kLater) when this image's index transaction names it.
+  if (size.ok() && *size == data.size()) {
     Digest got = Sha256Of(data);
     if (!(got == *expected)) {
       return Status::Corruption("digest mismatch: expected " + expected->str() + ", got " +
                                 got.str());
     }
+    if (durability != Durability::kLater) IMGFS_RETURN_IF_ERROR(SyncBlob(got));
     return got;
   }
   IMGFS_ASSIGN_OR_RETURN(auto w, NewWriter());

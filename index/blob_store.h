@@ -110,6 +110,9 @@ class BlobStore {
   // Makes the names of blobs committed with Durability::kFile durable (fsync of
   // blobs/sha256); call it before the index names them.
   Status SyncDir() const;
+  // fsyncs one stored blob: one this process found present rather than wrote, whose
+  // writer may not have synced it yet (Durability::kLater) when an index names it.
+  Status SyncBlob(const Digest& d) const;
   // Makes every blob committed with Durability::kLater durable (syncfs of the store's
   // file system); call it before the index names them.
   Status SyncAll() const;

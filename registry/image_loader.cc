@@ -210,8 +210,10 @@ Result<std::string> ReadBlob(Input& in, const Descriptor& d) {
   return data;
 }
 
+// `repo_digest`: the digest a name@digest of the image records (an index.json entry
+// that is an index: the index's); "" = the manifest's.
 Status LoadOciManifest(ImageStage& stage, Input& in, const Descriptor& md,
-                       std::vector<std::string> names) {
+                       std::vector<std::string> names, const std::string& repo_digest = "") {
   IMGFS_ASSIGN_OR_RETURN(std::string mbytes, ReadBlob(in, md));
   auto m = ParseManifest(mbytes);
   if (!m.ok()) return m.status().WithContext("manifest " + md.digest.str());
@@ -238,6 +240,7 @@ Status LoadOciManifest(ImageStage& stage, Input& in, const Descriptor& md,
   img.config = std::move(config);
   img.manifest = std::move(mbytes);
   img.names = std::move(names);
+  img.repo_digest = repo_digest;
   return stage.AddImage(std::move(img));
 }
 
@@ -295,7 +298,8 @@ Status LoadOciLayout(ImageStage& stage, Input& in, const LoadOptions& options) {
       return Status::Unsupported("index.json entry " + d.digest.str() + ": unknown media type \"" +
                                  d.media_type + "\"");
     }
-    IMGFS_RETURN_IF_ERROR(LoadOciManifest(stage, in, target, names));
+    IMGFS_RETURN_IF_ERROR(
+        LoadOciManifest(stage, in, target, names, target.digest == d.digest ? "" : d.digest.str()));
   }
   return Status::Ok();
 }

@@ -3,6 +3,7 @@
 #include <ctime>
 #include <future>
 #include <set>
+#include <system_error>
 
 #include "index/layer_indexer.h"
 #include "index/merged_tree.h"
@@ -74,6 +75,7 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   if (!writer && !(desc && store_.blobs().Has(desc->digest))) {
     IMGFS_ASSIGN_OR_RETURN(writer, store_.blobs().NewWriter());
   }
+  const bool blob_found = !writer;
   // An uncompressed layer's bytes reach the tar hash unchanged, so its diff_id is its
   // blob digest: hash them there only.
   bool blob_is_tar = hint == Compression::kNone;
@@ -130,6 +132,7 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
                                    idx->diff_id.str() + ", the config says " + diff_id.str()));
   }
   StagedLayer s;
+  s.blob_found = blob_found;
   LayerRecord& r = s.layer.record;
   r.diff_id = diff_id;
   r.blob = blob;
@@ -150,14 +153,18 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
       // names the layer (a crash before that at worst loses the names of blobs nothing
       // names yet). The sidecar is written while the blob's fsync waits (the two
       // fsyncs share a journal commit).
+      auto write_sidecar = [&] {
+        return s.seek_index.empty()
+                   ? Status::Ok()
+                   : WriteSeekIndex(store_, diff_id, s.seek_index, /*sync_dir=*/false);
+      };
       std::future<Status> sidecar;
-      if (!s.seek_index.empty()) {
-        sidecar = std::async(std::launch::async, [&] {
-          return WriteSeekIndex(store_, diff_id, s.seek_index, /*sync_dir=*/false);
-        });
+      try {
+        if (!s.seek_index.empty()) sidecar = std::async(std::launch::async, write_sidecar);
+      } catch (const std::system_error&) {  // no thread to be had: in turn, then
       }
       Status st = writer->Commit(blob, std::nullopt, Durability::kFile).status();
-      Status side = sidecar.valid() ? sidecar.get() : Status::Ok();
+      Status side = sidecar.valid() ? sidecar.get() : write_sidecar();
       IMGFS_RETURN_IF_ERROR(st.WithContext("commit " + what));
       IMGFS_RETURN_IF_ERROR(side);
       s.seek_index.clear();
@@ -236,20 +243,26 @@ Status ImageStage::AddImage(StagedImage img) {
 void ImageStage::Prewrite(std::string bytes, const Digest& digest) {
   if (prewritten_.count(digest.hex()) || store_.blobs().Has(digest)) return;
   const BlobStore& blobs = store_.blobs();
-  prewritten_.emplace(
-      digest.hex(),
-      std::async(
-          std::launch::async,
-          [&blobs, bytes = std::move(bytes)]() -> Result<std::unique_ptr<BlobStore::Writer>> {
-            IMGFS_ASSIGN_OR_RETURN(auto w, blobs.NewWriter());
-            IMGFS_RETURN_IF_ERROR(w->Write(bytes.data(), bytes.size()));
-            IMGFS_RETURN_IF_ERROR(w->Sync());
-            return w;
-          }));
+  auto write = [&blobs, bytes = std::move(bytes)]() -> Result<std::unique_ptr<BlobStore::Writer>> {
+    IMGFS_ASSIGN_OR_RETURN(auto w, blobs.NewWriter());
+    IMGFS_RETURN_IF_ERROR(w->Write(bytes.data(), bytes.size()));
+    IMGFS_RETURN_IF_ERROR(w->Sync());
+    return w;
+  };
+  try {
+    prewritten_.emplace(digest.hex(), std::async(std::launch::async, std::move(write)));
+  } catch (const std::system_error&) {  // no thread to be had: Commit writes it
+  }
 }
 
 Status ImageStage::PutSmall(const std::string& bytes, const Digest& digest, Durability durability) {
   auto it = prewritten_.find(digest.hex());
+  // Stored meanwhile by another process: that one is used (Put checks and syncs it),
+  // the prewritten file is dropped.
+  if (it != prewritten_.end() && store_.blobs().Has(digest)) {
+    prewritten_.erase(it);
+    it = prewritten_.end();
+  }
   if (it != prewritten_.end()) {
     auto w = it->second.get();
     prewritten_.erase(it);
@@ -278,7 +291,13 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
               .WithContext("write seek index"));
       s.seek_index.clear();
     }
-    if (!s.writer) continue;
+    if (!s.writer) {
+      // A blob found in the store (read, checked, not written here): its writer may
+      // have left its sync to later (Durability::kLater, another process's load).
+      if (s.blob_found && !s.lazy && !batch_sync)
+        IMGFS_RETURN_IF_ERROR(store_.blobs().SyncBlob(s.layer.record.blob));
+      continue;
+    }
     IMGFS_RETURN_IF_ERROR(s.writer->Commit(s.layer.record.blob, std::nullopt, each)
                               .status()
                               .WithContext("commit layer blob"));
@@ -326,8 +345,8 @@ Result<std::vector<LoadedImage>> ImageStage::Commit() {
   if (batch_sync) {
     IMGFS_RETURN_IF_ERROR(store_.blobs().SyncAll());
   } else {
-    // Also the names of blobs committed early (AddLayer), or by another process that
-    // has not synced them yet (a layer found in blobs/ is used as is). seek/ is not
+    // Also the names of blobs committed early (AddLayer), or found in the store and
+    // synced above (another process may not have synced their names yet). seek/ is not
     // synced: a sidecar is fsynced before its rename, and one whose name a crash lost
     // is rebuilt on the layer's first read (docs/store-format.md).
     IMGFS_RETURN_IF_ERROR(store_.blobs().SyncDir());

@@ -86,9 +86,9 @@ class ImageStage {
   void Prewrite(std::string bytes, const Digest& digest);
   // From this many images on, Commit syncs the blobs once (syncfs) instead of per blob.
   static constexpr size_t kBatchSyncImages = 8;
-  // Publishes every staged blob and sidecar (each file fsynced, renamed; then one
-  // fsync of blobs/sha256 and of seek/), then names the images in one index
-  // transaction.
+  // Publishes every staged blob and sidecar (each file fsynced and renamed, a blob
+  // found in the store fsynced, then one fsync of blobs/sha256; from kBatchSyncImages
+  // images on, one syncfs instead), then names the images in one index transaction.
   Result<std::vector<LoadedImage>> Commit();
 
  private:
@@ -96,8 +96,9 @@ class ImageStage {
     std::unique_ptr<BlobStore::Writer> writer;  // null once committed or already stored
     Store::NewLayer layer;
     std::vector<LayerEntry> entries;
-    std::string seek_index;  // sidecar bytes, written at commit (index/seek_index.h)
-    bool lazy = false;       // no blob: lazy/<blob hex>/ holds what is local
+    std::string seek_index;   // sidecar bytes, written at commit (index/seek_index.h)
+    bool lazy = false;        // no blob: lazy/<blob hex>/ holds what is local
+    bool blob_found = false;  // its blob was in the store already (read, not written)
   };
   Store& store_;
   std::function<void(const std::string&)> progress_;

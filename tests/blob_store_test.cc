@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,6 +73,25 @@ TEST_F(BlobStoreTest, MismatchPublishesNothing) {
   w->reset();
   EXPECT_EQ(IngestFiles(), 0u);
   EXPECT_FALSE(store_->Has(Sha256Of("abc")));
+}
+
+// A stored blob of the right size is kept (and synced), one a crash left short is
+// written again.
+TEST_F(BlobStoreTest, PutKeepsAWholeBlobAndRewritesAShortOne) {
+  Digest d = Sha256Of("hello");
+  ASSERT_TRUE(store_->Put("hello", d).ok());
+  struct stat before, after;
+  ASSERT_EQ(::stat(store_->BlobPath(d).c_str(), &before), 0);
+  ASSERT_TRUE(store_->Put("hello", d).ok());
+  ASSERT_EQ(::stat(store_->BlobPath(d).c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  ASSERT_EQ(::chmod(store_->BlobPath(d).c_str(), 0600), 0);
+  ASSERT_EQ(::truncate(store_->BlobPath(d).c_str(), 0), 0);  // what a lost writeback leaves
+  ASSERT_TRUE(store_->Put("hello", d).ok());
+  EXPECT_EQ(*store_->Read(d), "hello");
+  EXPECT_TRUE(store_->SyncBlob(d).ok());
+  EXPECT_FALSE(store_->SyncBlob(Sha256Of("absent")).ok());
+  EXPECT_EQ(IngestFiles(), 0u);
 }
 
 // Read-only, and the owner's alone (issue 13.2: blobs are every image's files).

@@ -431,6 +431,30 @@ TEST_F(LoaderTest, NestedIndexFollowsPullsPlatformRules) {
   EXPECT_EQ(Cat(r->at(0).id, "/etc/motd"), "hi\n");
 }
 
+// An index.json entry that is an index, named name@<its digest>: the name records the
+// index's digest (as a pull through that index does), not the platform manifest's.
+TEST_F(LoaderTest, ANameByAnIndexDigestRecordsTheIndexDigest) {
+  std::string manifest;
+  Files f = OciLayout(layers_, "", &manifest);
+  std::erase_if(f.files, [](const auto& e) { return e.first == "index.json"; });
+  std::string nested = "{\"schemaVersion\":2,\"mediaType\":\"" + std::string(media::kOciIndex) +
+                       "\",\"manifests\":[" +
+                       Desc(media::kOciManifest, manifest, PlatformJson(HostPlatform())) + "]}";
+  f.Blob(nested);
+  std::string name = "docker.io/example/listed@" + Sha256Of(nested).str();
+  f.Add("index.json", "{\"schemaVersion\":2,\"manifests\":[" +
+                          Desc(media::kOciIndex, nested,
+                               ",\"annotations\":{\"io.containerd.image.name\":\"" + name + "\"}") +
+                          "]}");
+  f.WriteTo(dir_ + "/listed");
+  auto r = LoadImages(*store_, dir_ + "/listed", LoadOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  auto ref = store_->GetRef(name);
+  ASSERT_TRUE(ref.ok() && *ref);
+  EXPECT_EQ((*ref)->manifest_digest, Sha256Of(nested).str());
+  EXPECT_NE((*ref)->manifest_digest, Sha256Of(manifest).str());
+}
+
 Descriptor Entry(const std::string& os, const std::string& arch, const std::string& variant) {
   Descriptor d;
   d.has_platform = true;

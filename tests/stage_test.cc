@@ -6,7 +6,9 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "index/file_util.h"
 #include "tests/store_fixture.h"
 
 namespace imgfs {
@@ -70,9 +72,14 @@ TEST_F(StageTest, PrewrittenBlobsArePublishedByCommitOnly) {
   stage.Prewrite(im.config, im.config_digest);
   stage.Prewrite(im.manifest, im.manifest_digest);
   ASSERT_TRUE(Stage(stage, im, {"docker.io/library/one:1"}).ok());
-  // Written ahead, but nothing named or published before Commit.
+  // Written ahead (two files in ingest/, on their own threads), but nothing named or
+  // published before Commit.
+  for (int i = 0; i < 500 && IngestFiles() < 2; i++) ::usleep(10000);
+  EXPECT_EQ(IngestFiles(), 2u);
   EXPECT_FALSE(store_->blobs().Has(im.config_digest));
   EXPECT_FALSE(store_->blobs().Has(im.manifest_digest));
+  // The layer committed early, its sidecar beside it.
+  EXPECT_TRUE(PathExists(root_ + "/seek/" + im.diff_id.hex()));
   auto out = stage.Commit();
   ASSERT_TRUE(out.ok()) << out.status().message();
   EXPECT_EQ(*store_->blobs().Read(im.config_digest), im.config);
@@ -109,6 +116,7 @@ TEST_F(StageTest, APrewriteOfOtherBytesFailsTheCommitAndNamesNothing) {
       << out.status().message();
   EXPECT_NE(out.status().message().find(im.config_digest.str()), std::string::npos);
   EXPECT_FALSE(store_->blobs().Has(im.config_digest));
+  EXPECT_EQ(IngestFiles(), 0u);
   auto ref = store_->GetRef("docker.io/library/three:1");
   ASSERT_TRUE(ref.ok());
   EXPECT_FALSE(*ref);
@@ -127,6 +135,16 @@ TEST_F(StageTest, ANameByDigestRecordsTheDigestItWasGiven) {
   ASSERT_TRUE(ref.ok() && *ref);
   EXPECT_EQ((*ref)->image_id, im.config_digest.hex());
   EXPECT_EQ((*ref)->manifest_digest, list);
+  // The same image and names again, through another list: the name follows it.
+  std::string list2 = "sha256:" + std::string(64, 'd');
+  {
+    ImageStage stage(*store_, nullptr, true);
+    ASSERT_TRUE(Stage(stage, im, {"docker.io/library/four:1", by_digest}, list2).ok());
+    ASSERT_TRUE(stage.Commit().ok());
+  }
+  ref = store_->GetRef(by_digest);
+  ASSERT_TRUE(ref.ok() && *ref);
+  EXPECT_EQ((*ref)->manifest_digest, list2);
   auto tag = store_->GetRef("docker.io/library/four:1");
   ASSERT_TRUE(tag.ok() && *tag);
   EXPECT_EQ((*tag)->manifest_digest, "");
