@@ -20,6 +20,11 @@ bool BlobStore::Has(const Digest& d) const {
   return ::stat(BlobPath(d).c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+bool BlobStore::HasWhole(const Digest& d, uint64_t size) const {
+  auto have = Size(d);
+  return have.ok() && *have == size;
+}
+
 Result<uint64_t> BlobStore::Size(const Digest& d) const {
   struct stat st;
   if (::stat(BlobPath(d).c_str(), &st) != 0) {
@@ -147,18 +152,20 @@ Status BlobStore::SyncAll() const {
 
 Result<Digest> BlobStore::Put(std::string_view data, const std::optional<Digest>& expected,
                               Durability durability) const {
-  auto size = expected ? Size(*expected) : Result<uint64_t>(Status::NotFound(""));
-  // Present already, of the right size (a file a crash left short is written again):
-  // made durable here too, as its writer may have left that to a sync still to come
-  // (Durability::kLater) when this image's index transaction names it.
-  if (size.ok() && *size == data.size()) {
+  // Present already with these very bytes (a file a crash left short or damaged is
+  // written again): made durable here too, as its writer may have left that to a
+  // sync still to come (Durability::kLater) when this image's index transaction names it.
+  if (expected && HasWhole(*expected, data.size())) {
     Digest got = Sha256Of(data);
     if (!(got == *expected)) {
       return Status::Corruption("digest mismatch: expected " + expected->str() + ", got " +
                                 got.str());
     }
-    if (durability != Durability::kLater) IMGFS_RETURN_IF_ERROR(SyncBlob(got));
-    return got;
+    auto held = Read(got, data.size() + 1);
+    if (held.ok() && *held == data) {
+      if (durability != Durability::kLater) IMGFS_RETURN_IF_ERROR(SyncBlob(got));
+      return got;
+    }
   }
   IMGFS_ASSIGN_OR_RETURN(auto w, NewWriter());
   IMGFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));

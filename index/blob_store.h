@@ -98,6 +98,8 @@ class BlobStore {
   std::string BlobPath(const Digest& d) const { return root_ + "/blobs/sha256/" + d.hex(); }
   std::string IngestDir() const { return root_ + "/ingest"; }
   bool Has(const Digest& d) const;
+  // Present, and of this size (not a file a crash left short).
+  bool HasWhole(const Digest& d, uint64_t size) const;
   Result<uint64_t> Size(const Digest& d) const;
   Result<std::unique_ptr<Writer>> NewWriter() const;
   // The resumable ingest of blob `d` (see above). The caller must hold the blob's

@@ -491,7 +491,7 @@ Result<PullResult> Pull(Store& store, const Reference& in_ref, const PullOptions
             }
           }
           if (blob_lock.get() < 0) blob_lock = LockBlob(store, d.digest);
-          if (store.blobs().Has(d.digest)) {
+          if (store.blobs().HasWhole(d.digest, d.size)) {
             sent.reset();
             // Verified by an earlier, interrupted pull: index it from disk.
             auto fd = OpenFile(store.blobs().BlobPath(d.digest), O_RDONLY);

@@ -71,11 +71,12 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
                                             : std::string("(import)"));
   if (progress_) progress_("Loading " + what);
   std::unique_ptr<BlobStore::Writer> writer = std::move(resume);
-  // A blob already stored (verified by an earlier pull) is only read: no copy.
-  if (!writer && !(desc && store_.blobs().Has(desc->digest))) {
+  // A blob already stored whole (verified by an earlier pull) is only read: no copy.
+  // One of the wrong size (a crash before its writer's sync) is written again.
+  if (!writer && !(desc && store_.blobs().HasWhole(desc->digest, desc->size))) {
     IMGFS_ASSIGN_OR_RETURN(writer, store_.blobs().NewWriter());
   }
-  const bool blob_found = !writer;
+  bool blob_found = !writer;
   // An uncompressed layer's bytes reach the tar hash unchanged, so its diff_id is its
   // blob digest: hash them there only.
   bool blob_is_tar = hint == Compression::kNone;
@@ -132,7 +133,6 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
                                    idx->diff_id.str() + ", the config says " + diff_id.str()));
   }
   StagedLayer s;
-  s.blob_found = blob_found;
   LayerRecord& r = s.layer.record;
   r.diff_id = diff_id;
   r.blob = blob;
@@ -147,7 +147,12 @@ Result<Digest> ImageStage::AddLayer(ByteSource* src, const std::optional<Digest>
   s.layer.encoded_entries = EncodeEntries(idx->entries);
   s.entries = std::move(idx->entries);
   s.seek_index = std::move(*seek);
-  if (writer && !store_.blobs().Has(blob)) {
+  if (writer && store_.blobs().HasWhole(blob, tee.bytes())) {
+    writer.reset();  // stored meanwhile, or before (no descriptor to know it by)
+    blob_found = true;
+  }
+  s.blob_found = blob_found;
+  if (writer) {
     if (commit_early_) {
       // Durable but for the directory entries: Commit fsyncs blobs/ before the index
       // names the layer (a crash before that at worst loses the names of blobs nothing

@@ -89,6 +89,16 @@ TEST_F(BlobStoreTest, PutKeepsAWholeBlobAndRewritesAShortOne) {
   ASSERT_EQ(::truncate(store_->BlobPath(d).c_str(), 0), 0);  // what a lost writeback leaves
   ASSERT_TRUE(store_->Put("hello", d).ok());
   EXPECT_EQ(*store_->Read(d), "hello");
+  // Other bytes of the same size in place of it (damage): written again, too.
+  ASSERT_EQ(::chmod(store_->BlobPath(d).c_str(), 0600), 0);
+  test::WriteFile(store_->BlobPath(d), "jello");
+  ASSERT_TRUE(store_->Put("hello", d).ok());
+  EXPECT_EQ(*store_->Read(d), "hello");
+  // Other bytes under its digest: refused, the blob kept.
+  auto bad = store_->Put("goodbye", d);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kCorruption);
+  EXPECT_EQ(*store_->Read(d), "hello");
   EXPECT_TRUE(store_->SyncBlob(d).ok());
   EXPECT_FALSE(store_->SyncBlob(Sha256Of("absent")).ok());
   EXPECT_EQ(IngestFiles(), 0u);

@@ -16,6 +16,10 @@ namespace {
 
 class StageTest : public test::StoreFixture {
  protected:
+  void SetUp() override {
+    ::unsetenv("IMGFS_SEEK_SPAN");  // sidecars as by default
+    StoreFixture::SetUp();
+  }
   // Regular files in ingest/ (its locks/ directory aside).
   size_t IngestFiles() {
     size_t n = 0;
@@ -120,6 +124,35 @@ TEST_F(StageTest, APrewriteOfOtherBytesFailsTheCommitAndNamesNothing) {
   auto ref = store_->GetRef("docker.io/library/three:1");
   ASSERT_TRUE(ref.ok());
   EXPECT_FALSE(*ref);
+}
+
+// A config stored meanwhile (another process) is used; the prewritten file goes.
+TEST_F(StageTest, ABlobStoredMeanwhileIsKeptAndThePrewriteDropped) {
+  Image im = MakeImage("five");
+  ImageStage stage(*store_, nullptr, true);
+  stage.Prewrite(im.config, im.config_digest);
+  ASSERT_TRUE(Stage(stage, im, {"docker.io/library/five:1"}).ok());
+  ASSERT_TRUE(store_->blobs().Put(im.config, im.config_digest).ok());
+  struct stat before, after;
+  ASSERT_EQ(::stat(store_->blobs().BlobPath(im.config_digest).c_str(), &before), 0);
+  ASSERT_TRUE(stage.Commit().ok());
+  ASSERT_EQ(::stat(store_->blobs().BlobPath(im.config_digest).c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  EXPECT_EQ(IngestFiles(), 0u);
+}
+
+// A layer blob a crash left short in blobs/ is written again, not trusted.
+TEST_F(StageTest, AShortLayerBlobInTheStoreIsWrittenAgain) {
+  Image im = MakeImage("six");
+  Descriptor d;
+  d.media_type = media::kOciLayerGzip;
+  d.digest = Sha256Of(im.layer);
+  d.size = im.layer.size();
+  test::WriteFile(store_->blobs().BlobPath(d.digest), im.layer.substr(0, 10));
+  ImageStage stage(*store_, nullptr, true);
+  StringSource src(im.layer);
+  ASSERT_TRUE(stage.AddLayer(&src, im.diff_id, &d, Compression::kGzip).ok());
+  EXPECT_EQ(*store_->blobs().Read(d.digest), im.layer);
 }
 
 TEST_F(StageTest, ANameByDigestRecordsTheDigestItWasGiven) {
